@@ -1,0 +1,178 @@
+"""Worker threads that model compute runs on, so it never blocks the event loop.
+
+Each loaded model owns one :class:`ComputeLane`: a named, single-purpose thread pool. Async callers
+``await lane.run(fn, ...)`` or iterate :func:`stream_in_lane`; sync callers (benchmarks, other worker
+threads) call the model's sync methods directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Generic, ParamSpec, TypeVar
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+class ModelClosedError(RuntimeError):
+    """A model handle was used after ``close()``."""
+
+
+class StreamStalledError(RuntimeError):
+    """A lane stream's consumer took nothing for longer than the stall timeout, so the producer quit."""
+
+
+class ComputeLane:
+    """A thread pool owned by one model handle.
+
+    One worker by default: on a 2-core machine a model's own intra-op threads already use the cores, and
+    a single worker keeps calls to one model in submission order.
+
+    Args:
+        name: Used as the thread-name prefix (``soma-<name>``), visible in py-spy and thread dumps.
+        workers: Number of worker threads.
+    """
+
+    def __init__(self, name: str, workers: int = 1) -> None:
+        self.name = name
+        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"soma-{name}")
+        self._closed = False
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def executor(self) -> ThreadPoolExecutor:
+        """The underlying executor, for ``loop.run_in_executor`` by callers that need it."""
+        self.check_open()
+        return self._executor
+
+    def check_open(self) -> None:
+        """Raise :class:`ModelClosedError` if the lane was closed."""
+        if self._closed:
+            raise ModelClosedError(f"{self.name} is closed")
+
+    async def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run ``fn(*args, **kwargs)`` on this lane's worker and await its result.
+
+        Cancelling the await does not interrupt ``fn`` (threads cannot be interrupted); the result is
+        discarded when it arrives.
+        """
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.executor, functools.partial(fn, *args, **kwargs))
+
+    def close(self) -> None:
+        """Stop accepting work, drop queued calls and wait for the running one. Idempotent."""
+        if not self._closed:
+            self._closed = True
+            self._executor.shutdown(wait=True, cancel_futures=True)
+
+
+@dataclass(frozen=True, slots=True)
+class _End:
+    """Marks the end of a lane stream."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Failed:
+    """Carries the producer's exception to the consumer."""
+
+    error: BaseException
+
+
+class _Slots(Generic[T]):
+    """Hand-over between the producer thread and the consumer coroutine, bounded by a semaphore.
+
+    The producer takes a slot before delivering an item and the consumer gives it back after taking
+    the item, so at most ``maxsize`` items are ever buffered. A full buffer blocks the producer thread,
+    which is what paces generation to the consumer; stopping releases a slot so it can notice and exit.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, maxsize: int) -> None:
+        self.loop = loop
+        self.free = threading.Semaphore(maxsize)
+        self.stop = threading.Event()
+        # Bounded one above the semaphore so the end marker always fits.
+        self.queue: asyncio.Queue[T | _End | _Failed] = asyncio.Queue(maxsize + 1)
+
+    def deliver(self, item: T | _End | _Failed) -> None:
+        try:
+            self.loop.call_soon_threadsafe(self.queue.put_nowait, item)
+        except RuntimeError:
+            self.stop.set()  # the loop is gone; nobody will consume
+
+
+async def stream_in_lane(
+    lane: ComputeLane,
+    produce: Callable[[threading.Event], Iterator[T]],
+    *,
+    maxsize: int = 4,
+    stall_timeout: float = 30.0,
+) -> AsyncIterator[T]:
+    """Iterate a blocking iterator on ``lane``'s worker and yield its items on the event loop.
+
+    Args:
+        lane: Where the iterator runs.
+        produce: Called on the worker with a stop event; returns the blocking iterator. The event is
+            set when the consumer goes away, so a producer that checks it between items (e.g. between
+            LLM tokens) stops within one item; the worker also stops pulling items and closes the
+            iterator.
+        maxsize: Items buffered ahead of the consumer.
+        stall_timeout: Seconds the producer waits for buffer room before deciding the consumer is gone.
+            This is the backstop for a stream that is abandoned but never closed (a reference kept
+            somewhere): without it the producer would block the lane's only worker forever.
+
+    Yields:
+        The producer's items, in order. A producer exception is re-raised here, and
+        :class:`StreamStalledError` if the producer gave up waiting for this consumer.
+
+    Use ``contextlib.aclosing`` (or ``async with``-style cleanup) when breaking out early, so the
+    producer is stopped right away rather than when the generator is garbage-collected.
+    """
+    loop = asyncio.get_running_loop()
+    slots: _Slots[T] = _Slots(loop, maxsize)
+
+    def work() -> None:
+        iterator: Iterator[T] | None = None
+        try:
+            iterator = produce(slots.stop)
+            for item in iterator:
+                if not slots.free.acquire(timeout=stall_timeout):
+                    slots.stop.set()
+                    slots.deliver(
+                        _Failed(StreamStalledError(f"{lane.name}: consumer took nothing for {stall_timeout}s"))
+                    )
+                    return
+                if slots.stop.is_set():
+                    return
+                slots.deliver(item)
+        except BaseException as exc:  # handed to the consumer, which re-raises it
+            slots.deliver(_Failed(exc))
+        else:
+            slots.deliver(_End())
+        finally:
+            close = getattr(iterator, "close", None)
+            if close is not None:
+                close()
+
+    # The future is deliberately not awaited: the worker ends by itself once stop is set, and the lane's
+    # single worker serialises the next call behind it.
+    loop.run_in_executor(lane.executor, work)
+    try:
+        while True:
+            item = await slots.queue.get()
+            if isinstance(item, _End):
+                return
+            if isinstance(item, _Failed):
+                raise item.error
+            slots.free.release()
+            yield item
+    finally:
+        slots.stop.set()
+        slots.free.release()  # wake a producer blocked on a full buffer so it sees stop

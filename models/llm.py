@@ -1,0 +1,296 @@
+"""Chat LLM on CTranslate2 (int8, CPU) with the model's own chat template and tokenizer.
+
+Runtime needs neither torch nor transformers: ``tokenizers`` encodes and decodes, jinja2 renders the chat
+template (:mod:`models.chat_prompt`), and ``ctranslate2.Generator`` decodes token by token.
+
+Prefix caching: a long, fixed system prompt (the persona) dominates time to first token. Pass its tokens
+as ``static_prompt_tokens`` (from :meth:`CT2Llm.prefix_tokens`) and CTranslate2 keeps the model state
+after it, so later calls only process the conversation that follows::
+
+    persona = llm.prefix_tokens([{"role": "system", "content": PERSONA}])
+    for piece in llm.generate_tokens([system, *history, user], static_prompt_tokens=persona):
+        ...
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import AsyncIterator, Iterator, Sequence
+from pathlib import Path
+from typing import TypedDict, Unpack
+
+import ctranslate2
+from tokenizers import Tokenizer
+
+from models.catalog import Role
+from models.chat_prompt import ChatPrompt, Message
+from models.executors import ComputeLane, stream_in_lane
+from models.locate import locate
+
+_INCOMPLETE = "\ufffd"  # what the byte-level decoder shows for a cut multi-byte character
+
+
+class GenerateOptions(TypedDict, total=False):
+    """Keyword options shared by :meth:`CT2Llm.generate_tokens`, ``complete`` and ``astream``."""
+
+    max_tokens: int
+    temperature: float
+    top_k: int
+    top_p: float
+    repetition_penalty: float
+    static_prompt_tokens: Sequence[str] | None
+    stop: Sequence[str]
+
+
+class CT2Llm:
+    """A loaded CTranslate2 chat model (any CT2 decoder directory with tokenizer files and a template).
+
+    Args:
+        model_dir: CT2 model directory as written by ``models.convert``.
+        intra_threads: OpenMP threads per generation; 2 fits the 2-core target.
+        compute_type: CTranslate2 compute type.
+
+    Thread safety: the sync methods may be called from any thread, but calls are meant to go through
+    the handle's single worker (the async methods do), since parallel generations on 2 cores only
+    slow each other down.
+    """
+
+    def __init__(self, model_dir: Path, *, intra_threads: int = 2, compute_type: str = "int8") -> None:
+        self.model_dir = model_dir
+        self._generator = ctranslate2.Generator(
+            str(model_dir), device="cpu", compute_type=compute_type, intra_threads=intra_threads, inter_threads=1
+        )
+        self._tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+        self._prompt = ChatPrompt(model_dir)
+        self._end_ids = self._find_end_ids(model_dir)
+        self._end_tokens = [self._tokenizer.id_to_token(i) for i in sorted(self._end_ids)]
+        self.lane = ComputeLane("llm")
+
+    def _find_end_ids(self, model_dir: Path) -> set[int]:
+        """End-of-turn ids: the tokenizer's eos plus the generation config's ``eos_token_id`` (int or list)."""
+        ids: set[int] = set()
+        eos = self._prompt.tokens.get("eos_token")
+        if eos is not None and (eos_id := self._tokenizer.token_to_id(eos)) is not None:
+            ids.add(eos_id)
+        generation = model_dir / "generation_config.json"
+        if generation.is_file():
+            value = json.loads(generation.read_text(encoding="utf-8")).get("eos_token_id")
+            ids.update(v for v in (value if isinstance(value, list) else [value]) if isinstance(v, int))
+        if not ids:
+            raise ValueError(f"{model_dir}: no end-of-sequence token in tokenizer_config/generation_config")
+        return ids
+
+    def render(self, messages: Sequence[Message]) -> str:
+        """The prompt text for ``messages`` with the assistant header appended."""
+        return self._prompt.render(messages, add_generation_prompt=True)
+
+    def encode(self, text: str) -> list[str]:
+        """Token strings of ``text`` (special tokens in the text are recognised, none are added)."""
+        return list(self._tokenizer.encode(text, add_special_tokens=False).tokens)
+
+    def count_tokens(self, messages: Sequence[Message]) -> int:
+        """Prompt length in tokens for ``messages``."""
+        return len(self.encode(self.render(messages)))
+
+    def prefix_tokens(self, prefix_messages: Sequence[Message]) -> list[str]:
+        """Tokens of the leading ``prefix_messages`` (usually the system prompt) for ``static_prompt_tokens``.
+
+        The prefix must be rendered exactly as it starts every later prompt, which holds for system
+        messages of ChatML-style templates (Qwen, SmolLM): each message ends with its own end marker.
+        """
+        return self.encode(self._prompt.render(prefix_messages, add_generation_prompt=False))
+
+    def generate_tokens(
+        self,
+        messages: Sequence[Message],
+        *,
+        max_tokens: int = 80,
+        temperature: float = 1.0,
+        top_k: int = 1,
+        top_p: float = 1.0,
+        repetition_penalty: float = 1.1,
+        static_prompt_tokens: Sequence[str] | None = None,
+        stop: Sequence[str] = (),
+        stop_event: threading.Event | None = None,
+    ) -> Iterator[str]:
+        """Generate a reply, yielding text pieces as soon as they decode to whole characters.
+
+        Blocking: iterate it on a worker thread (or use :meth:`astream`). Closing the iterator early
+        stops the decoding after at most one more token.
+
+        Args:
+            messages: The conversation, in the model's chat roles.
+            max_tokens: Cap on generated tokens (a spoken reply needs ~60-80).
+            temperature: Sampling temperature; irrelevant when ``top_k == 1``.
+            top_k: 1 is greedy (deterministic); e.g. 20-40 with temperature 0.7 gives variety.
+            top_p: Nucleus sampling threshold.
+            repetition_penalty: >1 discourages repeats; ~1.1 measured best for the 0.5B model.
+            static_prompt_tokens: Tokens of a prefix of the rendered prompt (:meth:`prefix_tokens`) whose
+                model state CTranslate2 caches between calls.
+            stop: Strings that end the reply; the text before the first one is yielded, it is not.
+            stop_event: Checked between tokens; when set, generation stops.
+
+        Yields:
+            Non-empty text pieces whose concatenation is the reply (special tokens removed).
+
+        Raises:
+            ValueError: ``static_prompt_tokens`` is not a prefix of the prompt.
+        """
+        self.lane.check_open()
+        tokens = self.encode(self.render(messages))
+        static: list[str] | None = None
+        if static_prompt_tokens:
+            static = list(static_prompt_tokens)
+            if tokens[: len(static)] != static:
+                raise ValueError("static_prompt_tokens is not a prefix of the rendered prompt")
+            tokens = tokens[len(static) :]
+
+        def halt(_step: ctranslate2.GenerationStepResult) -> bool:
+            return stop_event is not None and stop_event.is_set()
+
+        steps = self._generator.generate_tokens(
+            tokens,
+            max_length=max_tokens,
+            sampling_temperature=temperature,
+            sampling_topk=top_k,
+            sampling_topp=top_p,
+            repetition_penalty=repetition_penalty,
+            end_token=self._end_tokens,
+            static_prompt=static,
+            cache_static_prompt=True,
+            callback=halt,
+        )
+        try:
+            yield from self._pieces(steps, stop, stop_event)
+        finally:
+            steps.close()  # stops the C++ decoding loop and joins its thread
+
+    def _pieces(
+        self, steps: Iterator[ctranslate2.GenerationStepResult], stop: Sequence[str], stop_event: threading.Event | None
+    ) -> Iterator[str]:
+        decoder = IncrementalDecoder(self._tokenizer, stop)
+        for step in steps:
+            if stop_event is not None and stop_event.is_set():
+                return
+            if step.token_id in self._end_ids:
+                break
+            piece = decoder.push(step.token_id)
+            if piece:
+                yield piece
+            if decoder.stopped:
+                return
+        tail = decoder.flush()
+        if tail:
+            yield tail
+
+    def complete(self, messages: Sequence[Message], **options: Unpack[GenerateOptions]) -> str:
+        """The whole reply as one string, exactly the join of :meth:`generate_tokens`'s pieces (blocking)."""
+        return "".join(self.generate_tokens(messages, **options))
+
+    def astream(
+        self, messages: Sequence[Message], *, buffer: int = 8, **options: Unpack[GenerateOptions]
+    ) -> AsyncIterator[str]:
+        """:meth:`generate_tokens` on the LLM worker, yielding pieces to the event loop.
+
+        At most ``buffer`` pieces wait for the consumer. Cancelling or closing the consumer (use
+        ``contextlib.aclosing`` when breaking out) stops the generation thread within one token.
+        """
+
+        def produce(stop_event: threading.Event) -> Iterator[str]:
+            return self.generate_tokens(messages, stop_event=stop_event, **options)
+
+        return stream_in_lane(self.lane, produce, maxsize=buffer)
+
+    async def acomplete(self, messages: Sequence[Message], **options: Unpack[GenerateOptions]) -> str:
+        """:meth:`complete` on the LLM worker thread."""
+        return await self.lane.run(self.complete, messages, **options)
+
+    def close(self) -> None:
+        """Wait for a running generation, stop the worker and free the model. Idempotent."""
+        if not self.lane.closed:
+            self.lane.close()
+            self._generator.unload_model()
+            del self._generator
+
+
+class IncrementalDecoder:
+    """Turns a stream of token ids into text pieces that are safe to show or speak.
+
+    Decodes the whole id list each time (not token by token), which is what makes byte-level BPE merges
+    and multi-byte characters come out right; a piece is released only when it ends on a complete
+    character and cannot be the start of a stop string. Replies are short, so the quadratic re-decoding
+    costs microseconds.
+
+    Call :meth:`push` per token; once :attr:`stopped` is true, stop feeding it. At a natural end call
+    :meth:`flush` for the held-back tail.
+    """
+
+    def __init__(self, tokenizer: Tokenizer, stop: Sequence[str] = ()) -> None:
+        self._tokenizer = tokenizer
+        self._stop = tuple(marker for marker in stop if marker)
+        self._ids: list[int] = []
+        self._text = ""
+        self._emitted = 0  # characters of the decoded text already released
+        self.stopped = False
+
+    def push(self, token_id: int) -> str:
+        """Add one token; returns the newly releasable text (may be empty)."""
+        if self.stopped:
+            return ""
+        self._ids.append(token_id)
+        self._text = self._tokenizer.decode(self._ids, skip_special_tokens=True)
+        if self._text.endswith(_INCOMPLETE):
+            return ""
+        cut = _find_stop(self._text, self._stop, self._emitted)
+        if cut is not None:
+            self.stopped = True
+            return self._release(cut)
+        return self._release(len(self._text) - _stop_prefix_len(self._text, self._stop))
+
+    def flush(self) -> str:
+        """The text still held back, at the end of generation (a cut character at the very end is dropped)."""
+        if self.stopped:
+            return ""
+        return self._release(len(self._text.rstrip(_INCOMPLETE)))
+
+    def _release(self, end: int) -> str:
+        if end <= self._emitted:
+            return ""
+        piece = self._text[self._emitted : end]
+        self._emitted = end
+        return piece
+
+
+def _find_stop(text: str, stop: Sequence[str], emitted: int) -> int | None:
+    """Index of the earliest stop string in ``text`` starting at or after ``emitted``, if any."""
+    hits = []
+    for marker in stop:
+        # Held-back text guarantees no stop string starts inside what was already yielded.
+        found = text.find(marker, emitted)
+        if found >= 0:
+            hits.append(found)
+    return min(hits) if hits else None
+
+
+def _stop_prefix_len(text: str, stop: Sequence[str]) -> int:
+    """Length of the longest suffix of ``text`` that could be the start of a stop string."""
+    longest = 0
+    for marker in stop:
+        for size in range(min(len(marker) - 1, len(text)), longest, -1):
+            if marker.startswith(text[-size:]):
+                longest = size
+                break
+    return longest
+
+
+def load_llm(
+    models_dir: Path | None, which: str | Path, *, intra_threads: int = 2, compute_type: str = "int8"
+) -> CT2Llm:
+    """Load the LLM of profile/model/directory ``which`` (see :func:`models.locate.locate`).
+
+    Raises:
+        ModelMissingError: Not provisioned.
+    """
+    _, model_dir = locate(models_dir, Role.LLM, which)
+    return CT2Llm(model_dir, intra_threads=intra_threads, compute_type=compute_type)

@@ -1,0 +1,146 @@
+"""Loading a profile's models together, checked up front, timed, and closed together.
+
+Created once in the app's lifespan and passed down explicitly; nothing here is a global::
+
+    models = load_models(settings.models_dir, "full")
+    try:
+        ...  # models.llm, models.asr, ...
+    finally:
+        models.close()
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from models.asr import WhisperAsr
+from models.catalog import CATALOG, PROFILES, Role, profile_model
+from models.embed import MiniLmEmbedder
+from models.llm import CT2Llm
+from models.locate import require_models
+from models.paths import default_models_dir
+from models.tts import KokoroTts, PiperTts
+from models.vad import SileroVad
+
+LOADABLE_ROLES: tuple[Role, ...] = (
+    Role.VAD,
+    Role.ASR,
+    Role.LLM,
+    Role.TTS_FAST,
+    Role.TTS_QUALITY,
+    Role.EMBED,
+)
+"""Roles with a runtime loader. The speaker encoder is provisioned but loaded by its own feature."""
+
+
+@dataclass(frozen=True, slots=True)
+class ThreadConfig:
+    """Intra-op threads per model. Defaults suit 2 cores: the models rarely run at the same instant
+    (ASR, then LLM, then TTS), so each may use both cores; the tiny VAD runs on one."""
+
+    vad: int = 1
+    asr: int = 2
+    llm: int = 2
+    tts: int = 2
+    embed: int = 1
+
+
+@dataclass(slots=True)
+class ModelSet:
+    """The loaded models of one profile; roles not asked for are ``None``.
+
+    Attributes:
+        profile: The profile the models came from.
+        load_ms: Model name -> wall milliseconds its loader took (cold-start reporting).
+        names: Role -> model name.
+    """
+
+    profile: str
+    vad: SileroVad | None = None
+    asr: WhisperAsr | None = None
+    llm: CT2Llm | None = None
+    tts_fast: PiperTts | None = None
+    tts_quality: KokoroTts | None = None
+    embed: MiniLmEmbedder | None = None
+    load_ms: dict[str, float] = field(default_factory=dict)
+    names: dict[Role, str] = field(default_factory=dict)
+
+    def handles(self) -> list[Any]:
+        """The loaded handles, in load order."""
+        loaded = (self.vad, self.asr, self.llm, self.tts_fast, self.tts_quality, self.embed)
+        return [handle for handle in loaded if handle is not None]
+
+    def close(self) -> None:
+        """Close every loaded model (waits for calls in flight). Idempotent."""
+        for handle in reversed(self.handles()):
+            handle.close()
+
+    def __enter__(self) -> ModelSet:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def load_models(
+    models_dir: Path | None,
+    profile: str,
+    *,
+    roles: Iterable[Role | str] | None = None,
+    threads: ThreadConfig | None = None,
+) -> ModelSet:
+    """Load the models ``profile`` uses for ``roles`` (default: every loadable role).
+
+    All models are checked before any is loaded, so a missing one fails fast with one message.
+    If a loader fails, the models already loaded are closed before the error propagates.
+
+    Raises:
+        ModelMissingError: Any requested model is not provisioned intact; names all of them.
+        KeyError: Unknown profile or role, or a role without a runtime loader.
+    """
+    if profile not in PROFILES:
+        raise KeyError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
+    base = (models_dir or default_models_dir()).expanduser()
+    wanted = LOADABLE_ROLES if roles is None else tuple(Role(role) for role in roles)
+    for role in wanted:
+        if role not in LOADABLE_ROLES:
+            raise KeyError(f"role {role.value!r} has no runtime loader")
+    threads = threads or ThreadConfig()
+    names = {role: profile_model(profile, role) for role in wanted}
+    require_models(base, names.values(), profile)
+
+    loaders: dict[Role, tuple[str, Callable[[Path], Any]]] = {
+        Role.VAD: ("vad", lambda d: SileroVad(d, intra_threads=threads.vad)),
+        Role.ASR: ("asr", lambda d: WhisperAsr(d, cpu_threads=threads.asr)),
+        Role.LLM: ("llm", lambda d: CT2Llm(d, intra_threads=threads.llm)),
+        Role.TTS_FAST: ("tts_fast", lambda d: PiperTts(d, intra_threads=threads.tts)),
+        Role.TTS_QUALITY: ("tts_quality", lambda d: KokoroTts(d, intra_threads=threads.tts)),
+        Role.EMBED: ("embed", lambda d: MiniLmEmbedder(d, intra_threads=threads.embed)),
+    }
+    models = ModelSet(profile=profile, names=names)
+    try:
+        for role in LOADABLE_ROLES:
+            if role not in names:
+                continue
+            attribute, load = loaders[role]
+            started = time.perf_counter()
+            setattr(models, attribute, load(base / names[role]))
+            models.load_ms[names[role]] = (time.perf_counter() - started) * 1000
+    except BaseException:
+        models.close()
+        raise
+    return models
+
+
+def describe(profile: str) -> dict[str, str]:
+    """Role -> one-line description of the model ``profile`` uses (for reports)."""
+    return {
+        role.value: f"{name}: {CATALOG[name].description}"
+        for role in Role
+        for name in PROFILES[profile]
+        if CATALOG[name].role is role
+    }

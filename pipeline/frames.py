@@ -1,0 +1,115 @@
+"""The pipeline's closed set of frames and events.
+
+Small, frozen, slotted dataclasses with a ``Union`` alias per direction, dispatched with ``match``. Audio is
+mono int16 PCM in a numpy array with its sample rate; ``t`` fields are seconds on the session clock.
+
+Inputs (transport → session): `AudioIn`, `TextIn`, `Dtmf`.
+Outputs (session → transport): `UserTranscript`, `ReplyText`, `ReplyDone`, `TurnState`, `LatencyMark`,
+`ErrorEvent`. Bot audio does not travel as events: the transport pulls it from the session's playout buffer
+at real-time pace.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+Pcm = npt.NDArray[np.int16]
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class AudioIn:
+    """Microphone audio from the transport, any common rate (8/16/24/48 kHz); resampled at the edge."""
+
+    pcm: Pcm
+    sample_rate: int
+
+
+@dataclass(frozen=True, slots=True)
+class TextIn:
+    """A typed user message (text chat, or typed mid-call)."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Dtmf:
+    """A keypad digit (RFC 4733 or SIP INFO): ``0-9``, ``*``, ``#``, ``A-D``."""
+
+    digit: str
+
+
+InputFrame = AudioIn | TextIn | Dtmf
+
+
+@dataclass(frozen=True, slots=True)
+class UserTranscript:
+    """What the user said: partials while speaking (``final=False``), then the final text of the turn."""
+
+    text: str
+    final: bool
+    turn_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyText:
+    """A piece of the bot's reply text as generated (text sessions show it; voice sessions caption it)."""
+
+    reply_id: int
+    delta: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyDone:
+    """A reply ended. ``heard_text`` is what the user actually heard (or was sent, for text) — the only part
+    that enters the conversation history. ``interrupted`` is True when it was cut short."""
+
+    reply_id: int
+    text: str
+    heard_text: str
+    interrupted: bool
+    played_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class TurnState:
+    """The avatar's state for UIs: ``listening``, ``thinking`` or ``speaking``."""
+
+    state: str
+
+
+@dataclass(frozen=True, slots=True)
+class LatencyMark:
+    """A per-turn timestamp: ``speech_end``, ``transcript_final``, ``llm_first_token``, ``tts_first_chunk``,
+    ``first_audio_out``, ``interrupt_detected``, ``audio_stopped``."""
+
+    turn_id: int
+    name: str
+    t: float
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorEvent:
+    """Something went wrong but the session continues (bad input, a model error)."""
+
+    code: str
+    message: str
+
+
+OutputEvent = UserTranscript | ReplyText | ReplyDone | TurnState | LatencyMark | ErrorEvent
+
+
+@dataclass(slots=True)
+class TurnMarks:
+    """Latency marks of one turn, filled as they happen (seconds on the session clock)."""
+
+    turn_id: int
+    marks: dict[str, float] = field(default_factory=dict)
+
+    def gap_ms(self, start: str, end: str) -> float | None:
+        """Milliseconds from mark ``start`` to mark ``end``, if both happened."""
+        if start in self.marks and end in self.marks:
+            return (self.marks[end] - self.marks[start]) * 1000.0
+        return None

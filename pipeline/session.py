@@ -1,0 +1,429 @@
+"""One conversation: transport in, turn-taking, replies out. Pure asyncio; models behind `pipeline.ports`.
+
+Data path (voice): `AudioIn` → resample to 16 kHz → VAD edges and the utterance buffer → `TurnCore` decisions
+→ on end of turn, context → `Reply` (LLM → clauses → TTS → `Playout`) → the transport reads the playout at
+real-time pace. Text turns (`TextIn`) skip the audio stages and use the same replies and history.
+
+Every task the session starts is named, held in ``self._tasks`` and cancelled when the session ends; model
+compute runs on the models' worker threads; every queue is bounded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from pipeline import turn as tc
+from pipeline.asr import UtteranceAsr
+from pipeline.audio import PIPELINE_RATE, AudioFormatError, StreamResampler, validate_pcm
+from pipeline.frames import (
+    AudioIn,
+    Dtmf,
+    ErrorEvent,
+    LatencyMark,
+    OutputEvent,
+    ReplyDone,
+    TextIn,
+    TurnMarks,
+    TurnState,
+    UserTranscript,
+)
+from pipeline.playout import Playout
+from pipeline.ports import Asr, ContextBuilder, Llm, Message, Transport, Tts, Vad
+from pipeline.reply import Reply, ReplyResult
+from pipeline.tasks import cancel_and_wait
+from pipeline.vad import VadConfig, VadStage
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PERSONA = (
+    "You are Soma, a warm and caring friend talking with the user by voice. Answer in one or two short "
+    "spoken sentences, in plain conversational English. Never use lists, headings, markdown, emoji or code. "
+    "If you do not know something about the user, ask a short question."
+)
+
+
+@dataclass(frozen=True, slots=True)
+class SessionConfig:
+    """Per-session policy.
+
+    Attributes:
+        turn: Turn-taking timings.
+        vad: VAD thresholds.
+        history_messages: Messages of heard history kept in the prompt (short keeps the prompt fast).
+        max_text_chars: Longer typed messages are cut to this (with an error event saying so).
+        playout_buffer_s: Audio buffered ahead of the listener; bounds how much barge-in must drop.
+        event_queue: Outgoing events buffered for a slow transport before new ones are dropped.
+        user: Who is talking (passed to the context builder).
+    """
+
+    turn: tc.TurnConfig = field(default_factory=tc.TurnConfig)
+    vad: VadConfig = field(default_factory=VadConfig)
+    history_messages: int = 12
+    max_text_chars: int = 4000
+    playout_buffer_s: float = 1.0
+    event_queue: int = 256
+    user: str = "user"
+
+
+@dataclass(frozen=True, slots=True)
+class SessionModels:
+    """The models a session uses; ``vad``/``asr``/``tts`` may be ``None`` for text-only sessions."""
+
+    llm: Llm
+    vad: Vad | None = None
+    asr: Asr | None = None
+    tts: Tts | None = None
+    vad_executor: Any = None  # concurrent.futures.Executor for VAD scoring (None: inline, tests only)
+
+
+class TurnObserver(Protocol):
+    """Receives each finished turn's latency marks (e.g. to feed Prometheus histograms)."""
+
+    def observe_turn(self, marks: TurnMarks) -> None: ...
+
+
+class DefaultContext:
+    """Stand-in context: a fixed persona plus the heard history. The avatar issue replaces it."""
+
+    def __init__(self, persona: str = DEFAULT_PERSONA) -> None:
+        self.persona = persona
+
+    async def build_context(self, user: str, transcript: str, history: Sequence[Message]) -> list[Message]:
+        return [{"role": "system", "content": self.persona}, *history, {"role": "user", "content": transcript}]
+
+    async def after_turn(self, user: str, user_text: str, bot_heard_text: str, interrupted: bool) -> None:
+        return None
+
+
+class Session:
+    """Runs one conversation until the transport's input ends or `aclose` is called.
+
+    Args:
+        transport: The connection. Voice needs ``audio_in_rate``/``audio_out_rate``; it must read the bot's
+            audio from `playout` (set before `run` starts reading inputs).
+        models: Shared model handles.
+        context: Builds each turn's prompt; called with the heard history.
+        config: Policy.
+        clock: Seconds, monotonic; defaults to the event loop's clock (virtual time in tests).
+        observer: Gets each turn's latency marks.
+    """
+
+    def __init__(
+        self,
+        transport: Transport,
+        models: SessionModels,
+        *,
+        context: ContextBuilder | None = None,
+        config: SessionConfig | None = None,
+        clock: Callable[[], float] | None = None,
+        observer: TurnObserver | None = None,
+    ) -> None:
+        self.transport = transport
+        self.models = models
+        self.context = context or DefaultContext()
+        self.config = config or SessionConfig()
+        self._clock = clock
+        self._observer = observer
+        self.core = tc.TurnCore(self.config.turn)
+        self.history: collections.deque[Message] = collections.deque(maxlen=self.config.history_messages)
+        self.voice = transport.audio_in_rate is not None and models.vad is not None and models.asr is not None
+        self.playout: Playout | None = None
+        if transport.audio_out_rate is not None and models.tts is not None:
+            self.playout = Playout(
+                transport.audio_out_rate,
+                max_buffered_s=self.config.playout_buffer_s,
+                on_first_audio=self._on_first_audio,
+                on_drained=self._on_drained,
+            )
+        self._vad: VadStage | None = None
+        self._utt: UtteranceAsr | None = None
+        self._resampler: StreamResampler | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._events: asyncio.Queue[OutputEvent] = asyncio.Queue(self.config.event_queue)
+        self._wake = asyncio.Event()
+        self._reply: Reply | None = None
+        self._reply_task: asyncio.Task[None] | None = None
+        self._turn_id = 0
+        self._marks: TurnMarks | None = None
+        self._partial: tuple[asyncio.Task[str], float] | None = None  # decode in flight, audio end time
+        self._dropped_events = 0
+        self._final_at: float | None = None
+        self._speech_start_t = 0.0
+        self._speech_end_t = 0.0
+        self.turns: list[TurnMarks] = []  # finished turns' marks (bounded by history of this session)
+
+    # -------------------------------------------------------------------------------------------- public
+
+    def now(self) -> float:
+        """Session clock, seconds."""
+        return self._clock() if self._clock is not None else asyncio.get_running_loop().time()
+
+    async def run(self) -> None:
+        """Process inputs until the transport closes, then stop everything the session started."""
+        self.transport.attach_playout(self.playout)
+        if self.voice:
+            assert self.models.vad is not None and self.models.asr is not None
+            self._vad = VadStage(self.models.vad.new_stream(), self.models.vad_executor, self.config.vad)
+            self._utt = UtteranceAsr(self.models.asr)
+        self._spawn(self._send_events(), "events")
+        self._spawn(self._timer(), "turn-timer")
+        self._emit(TurnState("listening"))
+        try:
+            async for frame in self.transport.inputs():
+                match frame:
+                    case AudioIn():
+                        await self._on_audio(frame)
+                    case TextIn(text):
+                        self._on_text(text)
+                    case Dtmf(digit):
+                        log.debug("dtmf %s", digit)
+        finally:
+            await self.aclose()
+
+    async def aclose(self) -> None:
+        """Interrupt any reply and cancel every task of the session. Idempotent."""
+        if self._reply is not None:
+            self._reply.interrupt()
+        tasks = list(self._tasks)
+        self._tasks.clear()
+        await cancel_and_wait(*tasks, timeout=3.0)
+
+    # -------------------------------------------------------------------------------------------- inputs
+
+    async def _on_audio(self, frame: AudioIn) -> None:
+        if not self.voice or self._vad is None or self._utt is None:
+            self._emit(ErrorEvent("audio_not_supported", "this session is text-only"))
+            return
+        try:
+            pcm = validate_pcm(frame.pcm, frame.sample_rate)
+        except AudioFormatError as exc:
+            self._emit(ErrorEvent("bad_audio", str(exc)))
+            return
+        if self._resampler is None or self._resampler.in_rate != frame.sample_rate:
+            self._resampler = StreamResampler(frame.sample_rate, PIPELINE_RATE)
+        pcm16 = self._resampler.process(pcm)
+        now = self.now()
+        self._utt.push(pcm16)
+        for edge in await self._vad.process(pcm16, now):
+            if isinstance(edge, tc.SpeechStart):
+                self._utt.begin()
+                self._speech_start_t = edge.t
+            else:
+                self._speech_end_t = edge.t
+            self._feed(edge)
+        if self._utt.partial_due() and self._partial is None:
+            self._start_partial()
+
+    def _on_text(self, text: str) -> None:
+        text = text.strip()
+        if not text:
+            self._emit(ErrorEvent("empty_text", "ignored an empty message"))
+            return
+        if len(text) > self.config.max_text_chars:
+            self._emit(ErrorEvent("text_too_long", f"message cut to {self.config.max_text_chars} characters"))
+            text = text[: self.config.max_text_chars]
+        if self._reply is not None:
+            self._interrupt_reply()
+        self.core.reply_finished()
+        self._begin_turn(text, speech_end=None)
+
+    # ---------------------------------------------------------------------------------------- turn core
+
+    def _feed(self, event: tc.TurnInput) -> None:
+        self._apply(self.core.feed(event, self.now()))
+        self._wake.set()
+
+    async def _timer(self) -> None:
+        """Calls `TurnCore.tick` at the core's deadlines (woken whenever the deadline may have moved)."""
+        while True:
+            deadline = self.core.next_deadline()
+            self._wake.clear()
+            if deadline is None:
+                await self._wake.wait()
+                continue
+            delay = deadline - self.now()
+            if delay > 0:
+                try:
+                    async with asyncio.timeout(delay):
+                        await self._wake.wait()
+                    continue
+                except TimeoutError:
+                    pass
+            self._apply(self.core.tick(self.now()))
+
+    def _apply(self, decisions: list[tc.Decision]) -> None:
+        for decision in decisions:
+            match decision:
+                case tc.RequestFinal(segment):
+                    self._start_final(segment)
+                case tc.EndOfTurn(text, speech_end):
+                    self._begin_turn(text, speech_end)
+                case tc.PauseBot():
+                    if self.playout is not None:
+                        self.playout.pause()
+                    if self._marks is not None:
+                        # Barge-in latency is measured from the user's speech onset to this stop.
+                        self._marks.marks.setdefault("barge_in_onset", self._speech_start_t)
+                    self._mark_current("audio_stopped")
+                case tc.ResumeBot():
+                    if self.playout is not None:
+                        self.playout.resume()
+                    self._reset_utterance()
+                case tc.InterruptBot(reason):
+                    self._mark_current("interrupt_detected")
+                    log.debug("interrupt: %s", reason)
+                    self._interrupt_reply()
+                case tc.DiscardUtterance():
+                    self._reset_utterance()
+
+    def _reset_utterance(self) -> None:
+        if self._utt is not None:
+            self._utt.reset()
+        self._partial = None
+
+    # -------------------------------------------------------------------------------------------- ASR
+
+    def _start_partial(self) -> None:
+        assert self._utt is not None
+        task = self._spawn(self._utt.decode(), "asr-partial")
+        self._partial = (task, self.now())
+
+        def done(t: asyncio.Task[str]) -> None:
+            if self._partial is not None and self._partial[0] is t:
+                self._partial = None
+            if not t.cancelled() and t.exception() is None and t.result():
+                self._emit(UserTranscript(t.result(), final=False, turn_id=self._turn_id + 1))
+                self._feed(tc.Transcript(t.result()))
+
+        task.add_done_callback(done)
+
+    def _start_final(self, segment: int) -> None:
+        assert self._utt is not None
+        # A partial already decoding audio that reaches past the speech end *is* the final: reuse it
+        # instead of queueing a second decode behind it on the shared ASR worker.
+        partial = self._partial
+        reuse = partial[0] if partial is not None and partial[1] >= self._speech_end_t else None
+
+        async def final() -> None:
+            assert self._utt is not None
+            try:
+                text = await reuse if reuse is not None else await self._utt.decode()
+            except Exception as exc:  # an ASR failure loses this utterance, not the session
+                log.exception("ASR failed")
+                self._emit(ErrorEvent("asr_failed", type(exc).__name__))
+                text = ""
+            self._final_at = self.now()
+            self._feed(tc.Transcript(text, segment=segment))
+
+        self._spawn(final(), f"asr-final-{segment}")
+
+    # ------------------------------------------------------------------------------------------ replies
+
+    def _begin_turn(self, text: str, speech_end: float | None) -> None:
+        self._turn_id += 1
+        marks = TurnMarks(self._turn_id)
+        if speech_end is not None:
+            marks.marks["speech_end"] = speech_end
+            marks.marks["transcript_final"] = self._final_at if self._final_at is not None else self.now()
+        self._marks = marks
+        self._emit(UserTranscript(text, final=True, turn_id=self._turn_id))
+        for name, t in marks.marks.items():
+            self._emit(LatencyMark(self._turn_id, name, t))
+        self._reset_utterance()
+        self._emit(TurnState("thinking"))
+        self._reply_task = self._spawn(self._run_reply(text, marks), f"turn-{self._turn_id}")
+
+    async def _run_reply(self, text: str, marks: TurnMarks) -> None:
+        history = list(self.history)
+        messages = await self.context.build_context(self.config.user, text, history)
+        reply = Reply(
+            marks.turn_id,
+            messages,
+            llm=self.models.llm,
+            tts=self.models.tts if self.playout is not None else None,
+            playout=self.playout,
+            emit=self._emit,
+            mark=lambda name: self._mark(marks, name),
+        )
+        self._reply = reply
+        reply.start()
+        result = await reply.wait()
+        self._finish_reply(text, result, marks)
+
+    def _finish_reply(self, user_text: str, result: ReplyResult, marks: TurnMarks) -> None:
+        if self._reply is not None and self._reply.reply_id == result.reply_id:
+            self._reply = None
+            if not result.interrupted:
+                self.core.reply_finished()
+        self.history.append({"role": "user", "content": user_text})
+        if result.heard_text:
+            self.history.append({"role": "assistant", "content": result.heard_text})
+        self._emit(
+            ReplyDone(result.reply_id, result.text, result.heard_text, result.interrupted, result.played_s)
+        )
+        if result.error:
+            self._emit(ErrorEvent("reply_failed", result.error))
+        if self._reply is None:
+            self._emit(TurnState("listening"))
+        self.turns.append(marks)
+        if self._observer is not None:
+            self._observer.observe_turn(marks)
+        self._spawn(
+            self.context.after_turn(self.config.user, user_text, result.heard_text, result.interrupted),
+            "after-turn",
+        )
+
+    def _interrupt_reply(self) -> None:
+        if self._reply is not None:
+            self._reply.interrupt()
+            self._reply = None
+
+    def _on_first_audio(self, reply_id: int) -> None:
+        if self._marks is not None and self._marks.turn_id == reply_id:
+            self._mark(self._marks, "first_audio_out")
+        self._emit(TurnState("speaking"))
+        self._feed(tc.BotAudible(True))
+
+    def _on_drained(self, reply_id: int) -> None:
+        reply = self._reply
+        if reply is not None and reply.reply_id == reply_id:
+            reply.audio_drained()
+            self._feed(tc.BotAudible(False))
+
+    # ------------------------------------------------------------------------------------------- plumbing
+
+    def _mark(self, marks: TurnMarks, name: str) -> None:
+        if name not in marks.marks:
+            marks.marks[name] = self.now()
+            self._emit(LatencyMark(marks.turn_id, name, marks.marks[name]))
+
+    def _mark_current(self, name: str) -> None:
+        if self._marks is not None:
+            self._mark(self._marks, name)
+
+    def _emit(self, event: OutputEvent) -> None:
+        try:
+            self._events.put_nowait(event)
+        except asyncio.QueueFull:
+            self._dropped_events += 1
+            if self._dropped_events in (1, 100, 10_000):
+                log.warning("transport is not keeping up: %d events dropped", self._dropped_events)
+
+    async def _send_events(self) -> None:
+        while True:
+            event = await self._events.get()
+            try:
+                await self.transport.send(event)
+            except Exception:  # a broken client connection ends via its input iterator, not here
+                log.debug("transport.send failed", exc_info=True)
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
+        task = asyncio.create_task(coro, name=f"session-{name}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task

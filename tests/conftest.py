@@ -1,0 +1,95 @@
+"""Shared fixtures: a real `soma serve` subprocess on a free port with its own data dir."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SOMA = [sys.executable, "-m", "voice_server.cli"]
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def soma_env(data_dir: Path, **overrides: str) -> dict[str, str]:
+    """The environment for a soma subprocess: inherited minus any SOMA_* of the caller, plus ``overrides``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SOMA_") or k == "SOMA_MODELS_DIR"}
+    env.update({"SOMA_DATA_DIR": str(data_dir), "SOMA_LOG_FORMAT": "json", "PYTHONUNBUFFERED": "1"})
+    env.update(overrides)
+    return env
+
+
+@dataclass
+class ServerProcess:
+    """A running `soma serve`; `stop()` sends SIGTERM and returns the exit code."""
+
+    proc: subprocess.Popen[bytes]
+    base_url: str
+    data_dir: Path
+    log_path: Path
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+    def stop(self, timeout: float = 30) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return int(self.proc.returncode)
+
+
+def start_server(
+    tmp: Path, *, tls: bool = False, models: bool = False, timeout: float = 90, **env: str
+) -> ServerProcess:
+    """Start `soma serve` and wait until /healthz answers 200 (or fail with its log)."""
+    port = free_port()
+    data_dir = tmp / "data"
+    log_path = tmp / "server.log"
+    extra = {"SOMA_PORT": str(port), "SOMA_LOAD_MODELS": "true" if models else "false", "SOMA_MODEL_PROFILE": "ci"}
+    extra.update(env)
+    args = [*SOMA, "serve"] + ([] if tls else ["--http"])
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(args, env=soma_env(data_dir, **extra), stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+    scheme = "https" if tls else "http"
+    server = ServerProcess(proc, f"{scheme}://127.0.0.1:{port}", data_dir, log_path)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"server exited with {proc.returncode}:\n{server.log_text()[-3000:]}")
+        try:
+            if httpx.get(server.base_url + "/healthz", verify=False, timeout=2).status_code == 200:
+                return server
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    server.stop()
+    raise AssertionError(f"server not healthy within {timeout} s:\n{server.log_text()[-3000:]}")
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """One shared server without models: debug logging (to prove secrets stay out of logs), open sign-up."""
+    srv = start_server(tmp_path_factory.mktemp("server"), SOMA_LOG_LEVEL="debug", SOMA_SIGNUP="open")
+    yield srv
+    srv.stop()
+    shutil.rmtree(srv.data_dir, ignore_errors=True)

@@ -1,0 +1,203 @@
+"""Users, passwords and API tokens: the data layer behind ``/v1/auth`` and ``soma users``.
+
+Passwords are hashed with argon2id (run in a worker thread: a hash costs tens of milliseconds of CPU that
+must not stall live calls). API tokens are 256-bit random strings prefixed ``soma_``; only their SHA-256 is
+stored, so a database leak does not leak usable tokens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import re
+import secrets
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+
+TOKEN_PREFIX = "soma_"
+# A closed set, so a typo in a scope is an error rather than a token that can do nothing.
+SCOPES = frozenset({"*", "calls", "chat", "memories", "persona", "media", "admin"})
+USERNAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{1,31}$")
+MIN_PASSWORD_LEN = 8
+MAX_PASSWORD_LEN = 1024  # argon2 accepts more, but a megabyte "password" is an attack, not a password
+
+_hasher = PasswordHasher()
+# Verified against when the user does not exist, so a login takes as long for unknown users as for known ones.
+_DUMMY_HASH = _hasher.hash("soma-timing-equaliser")
+
+Conn = psycopg.AsyncConnection[dict[str, Any]]
+
+
+class AccountError(ValueError):
+    """Invalid account input; the message is safe to show to the user."""
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling: the user behind a valid token and what that token may do."""
+
+    user_id: uuid.UUID
+    username: str
+    is_admin: bool
+    scopes: frozenset[str]
+    token_id: uuid.UUID
+
+    def allows(self, scope: str) -> bool:
+        """True when the token carries ``scope`` or the wildcard."""
+        return "*" in self.scopes or scope in self.scopes
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedToken:
+    """A freshly created token. ``secret`` is the only copy of the plaintext: show it once."""
+
+    id: uuid.UUID
+    secret: str
+    name: str
+    scopes: tuple[str, ...]
+    expires_at: datetime | None
+
+
+def validate_username(username: str) -> str:
+    """Normalise to lower case and check the allowed shape; return the normalised name."""
+    name = username.strip().lower()
+    if not USERNAME_RE.fullmatch(name):
+        raise AccountError("username: 2-32 characters, lower-case letters, digits, '_', '.', '-'")
+    return name
+
+
+def validate_password(password: str) -> None:
+    """Reject passwords that are too short or absurdly long."""
+    if len(password) < MIN_PASSWORD_LEN:
+        raise AccountError(f"password: at least {MIN_PASSWORD_LEN} characters")
+    if len(password) > MAX_PASSWORD_LEN:
+        raise AccountError(f"password: at most {MAX_PASSWORD_LEN} characters")
+
+
+def validate_scopes(scopes: list[str] | tuple[str, ...]) -> tuple[str, ...]:
+    """Check every scope is known; return them de-duplicated and sorted."""
+    unknown = sorted(set(scopes) - SCOPES)
+    if unknown:
+        raise AccountError(f"unknown scope(s) {', '.join(unknown)}; known: {', '.join(sorted(SCOPES))}")
+    if not scopes:
+        raise AccountError("scopes: at least one scope")
+    return tuple(sorted(set(scopes)))
+
+
+def hash_token(secret: str) -> bytes:
+    """The stored form of a token."""
+    return hashlib.sha256(secret.encode()).digest()
+
+
+async def hash_password(password: str) -> str:
+    """argon2id hash, computed off the event loop."""
+    return await asyncio.to_thread(_hasher.hash, password)
+
+
+async def _verify(stored: str, password: str) -> bool:
+    def check() -> bool:
+        try:
+            return _hasher.verify(stored, password)
+        except (VerificationError, InvalidHashError):
+            return False
+
+    return await asyncio.to_thread(check)
+
+
+async def count_users(conn: Conn) -> int:
+    """Number of accounts (used by the first-run signup policy)."""
+    cur = await conn.execute("SELECT count(*) AS n FROM users")
+    row = await cur.fetchone()
+    return int(row["n"]) if row else 0
+
+
+async def create_user(
+    conn: Conn, username: str, password: str, *, display_name: str = "", is_admin: bool = False
+) -> dict[str, Any]:
+    """Insert a user and return its public row (no hash).
+
+    Raises:
+        AccountError: Invalid username/password, or the username is taken.
+    """
+    name = validate_username(username)
+    validate_password(password)
+    pw_hash = await hash_password(password)
+    try:
+        cur = await conn.execute(
+            "INSERT INTO users (username, display_name, password_hash, is_admin) VALUES (%s, %s, %s, %s)"
+            " RETURNING id, username, display_name, is_admin, created_at",
+            (name, display_name.strip()[:100], pw_hash, is_admin),
+        )
+    except psycopg.errors.UniqueViolation:
+        raise AccountError(f"username {name!r} is already taken") from None
+    row = await cur.fetchone()
+    assert row is not None
+    return row
+
+
+async def check_login(conn: Conn, username: str, password: str) -> dict[str, Any] | None:
+    """Return the user row when the password matches, else ``None`` (same cost either way)."""
+    cur = await conn.execute(
+        "SELECT id, username, display_name, is_admin, password_hash FROM users WHERE username = %s",
+        (username.strip().lower(),),
+    )
+    row = await cur.fetchone()
+    ok = await _verify(row["password_hash"] if row else _DUMMY_HASH, password[:MAX_PASSWORD_LEN])
+    if row is None or not ok:
+        return None
+    row.pop("password_hash")
+    return row
+
+
+async def issue_token(
+    conn: Conn,
+    user_id: uuid.UUID,
+    *,
+    name: str = "",
+    scopes: tuple[str, ...] = ("*",),
+    ttl_s: int | None = None,
+) -> IssuedToken:
+    """Create a token for ``user_id``; ``ttl_s=None`` means it never expires (API tokens)."""
+    scopes = validate_scopes(scopes)
+    secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    expires_at = datetime.now(UTC) + timedelta(seconds=ttl_s) if ttl_s is not None else None
+    cur = await conn.execute(
+        "INSERT INTO api_tokens (user_id, name, token_hash, scopes, expires_at) VALUES (%s, %s, %s, %s, %s)"
+        " RETURNING id",
+        (user_id, name[:100], hash_token(secret), list(scopes), expires_at),
+    )
+    row = await cur.fetchone()
+    assert row is not None
+    return IssuedToken(row["id"], secret, name, scopes, expires_at)
+
+
+async def authenticate(conn: Conn, secret: str) -> Principal | None:
+    """Resolve a bearer token to its principal; ``None`` if unknown, revoked or expired."""
+    if not secret.startswith(TOKEN_PREFIX) or len(secret) > 200:
+        return None
+    cur = await conn.execute(
+        "UPDATE api_tokens t SET last_used_at = now() FROM users u"
+        " WHERE t.token_hash = %s AND t.user_id = u.id AND t.revoked_at IS NULL"
+        " AND (t.expires_at IS NULL OR t.expires_at > now())"
+        " RETURNING t.id AS token_id, t.scopes, u.id AS user_id, u.username, u.is_admin",
+        (hash_token(secret),),
+    )
+    row = await cur.fetchone()
+    if row is None:
+        return None
+    return Principal(row["user_id"], row["username"], row["is_admin"], frozenset(row["scopes"]), row["token_id"])
+
+
+async def revoke_token(conn: Conn, user_id: uuid.UUID, token_id: uuid.UUID) -> bool:
+    """Revoke one of ``user_id``'s tokens; False when it is not theirs or already revoked."""
+    cur = await conn.execute(
+        "UPDATE api_tokens SET revoked_at = now() WHERE id = %s AND user_id = %s AND revoked_at IS NULL",
+        (token_id, user_id),
+    )
+    return cur.rowcount == 1

@@ -1,0 +1,187 @@
+"""``/v1/auth/*`` and ``/v1/me``: sign-up, login, API tokens, logout."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Response
+from pydantic import BaseModel, Field
+
+from voice_server import accounts
+from voice_server.accounts import AccountError, Principal
+from voice_server.api.deps import ResourcesDep, UserDep, fetch_owned, require_scope
+from voice_server.errors import ApiError, not_found
+
+router = APIRouter(prefix="/v1", tags=["auth"])
+
+_TOKEN_COLUMNS = "id, name, scopes, created_at, expires_at, last_used_at, revoked_at"
+
+
+class SignupRequest(BaseModel):
+    username: str = Field(min_length=2, max_length=32)
+    password: str = Field(min_length=1, max_length=accounts.MAX_PASSWORD_LEN)
+    display_name: str = Field(default="", max_length=100)
+
+
+class LoginRequest(BaseModel):
+    username: str = Field(min_length=1, max_length=64)
+    password: str = Field(min_length=1, max_length=accounts.MAX_PASSWORD_LEN)
+    expires_in: int | None = Field(default=None, ge=60, le=365 * 24 * 3600, description="Token lifetime, seconds")
+
+
+class TokenResponse(BaseModel):
+    access_token: str
+    token_type: str = "bearer"
+    expires_at: datetime | None
+    scopes: list[str]
+
+
+class UserOut(BaseModel):
+    id: uuid.UUID
+    username: str
+    display_name: str
+    is_admin: bool
+    created_at: datetime
+
+
+class SignupResponse(BaseModel):
+    user: UserOut
+    token: TokenResponse
+
+
+class ApiTokenCreate(BaseModel):
+    name: str = Field(min_length=1, max_length=100)
+    scopes: list[str] = Field(default_factory=lambda: ["*"], min_length=1, max_length=len(accounts.SCOPES))
+    expires_in: int | None = Field(default=None, ge=60, description="Seconds; omit for a token that never expires")
+
+
+class ApiTokenOut(BaseModel):
+    id: uuid.UUID
+    name: str
+    scopes: list[str]
+    created_at: datetime
+    expires_at: datetime | None
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+
+class ApiTokenCreated(ApiTokenOut):
+    token: str = Field(description="The secret; shown only in this response")
+
+
+class SignupStatus(BaseModel):
+    signup_open: bool
+
+
+async def _signup_open(res: ResourcesDep) -> bool:
+    policy = res.settings.signup
+    if policy == "open":
+        return True
+    if policy == "closed":
+        return False
+    async with res.db.pool.connection() as conn:
+        return await accounts.count_users(conn) == 0
+
+
+@router.get("/auth/signup", response_model=SignupStatus, summary="Whether the sign-up form is available")
+async def signup_status(res: ResourcesDep) -> SignupStatus:
+    """Public: lets the web page show the first-run "create your account" form."""
+    return SignupStatus(signup_open=await _signup_open(res))
+
+
+@router.post("/auth/signup", response_model=SignupResponse, status_code=201, summary="Create an account")
+async def signup(body: SignupRequest, res: ResourcesDep) -> SignupResponse:
+    """Create an account (allowed per the ``signup`` setting: by default only the very first one)."""
+    if not await _signup_open(res):
+        raise ApiError(403, "signup_closed", "sign-up is closed; ask the owner to run 'soma users create'")
+    async with res.db.pool.connection() as conn:
+        async with conn.transaction():
+            first = await accounts.count_users(conn) == 0
+            try:
+                user = await accounts.create_user(
+                    conn, body.username, body.password, display_name=body.display_name, is_admin=first
+                )
+            except AccountError as exc:
+                raise ApiError(400, "invalid_account", str(exc)) from None
+            token = await accounts.issue_token(
+                conn, user["id"], name="web login", ttl_s=res.settings.login_token_ttl_s
+            )
+    return SignupResponse(user=UserOut(**user), token=_token_response(token))
+
+
+@router.post("/auth/token", response_model=TokenResponse, summary="Log in: password → bearer token")
+async def login(body: LoginRequest, res: ResourcesDep) -> TokenResponse:
+    """Exchange username and password for a bearer token that expires (default: the server's login TTL)."""
+    async with res.db.pool.connection() as conn:
+        user = await accounts.check_login(conn, body.username, body.password)
+        if user is None:
+            raise ApiError(401, "invalid_credentials", "wrong username or password")
+        token = await accounts.issue_token(
+            conn, user["id"], name="login", ttl_s=body.expires_in or res.settings.login_token_ttl_s
+        )
+    return _token_response(token)
+
+
+@router.post("/auth/logout", status_code=204, summary="Revoke the token used for this request")
+async def logout(user: UserDep, res: ResourcesDep) -> Response:
+    async with res.db.pool.connection() as conn:
+        await accounts.revoke_token(conn, user.user_id, user.token_id)
+    return Response(status_code=204)
+
+
+@router.get("/me", response_model=UserOut, summary="The calling user")
+async def me(user: UserDep, res: ResourcesDep) -> UserOut:
+    async with res.db.pool.connection() as conn:
+        cur = await conn.execute(
+            "SELECT id, username, display_name, is_admin, created_at FROM users WHERE id = %s", (user.user_id,)
+        )
+        row = await cur.fetchone()
+    if row is None:  # deleted while the token was in flight
+        raise not_found("user")
+    return UserOut(**row)
+
+
+@router.get("/auth/tokens", response_model=list[ApiTokenOut], summary="The caller's tokens")
+async def list_tokens(user: UserDep, res: ResourcesDep) -> list[ApiTokenOut]:
+    async with res.db.pool.connection() as conn:
+        cur = await conn.execute(
+            f"SELECT {_TOKEN_COLUMNS} FROM api_tokens WHERE user_id = %s ORDER BY created_at DESC LIMIT 500",
+            (user.user_id,),
+        )
+        return [ApiTokenOut(**row) for row in await cur.fetchall()]
+
+
+@router.post("/auth/tokens", response_model=ApiTokenCreated, status_code=201, summary="Create an API token")
+async def create_token(
+    body: ApiTokenCreate, user: Annotated[Principal, Depends(require_scope("admin"))], res: ResourcesDep
+) -> ApiTokenCreated:
+    """Create a named, scoped API token. Needs a token with the ``admin`` (or ``*``) scope, so a narrow
+    token cannot mint itself a broader one."""
+    try:
+        scopes = accounts.validate_scopes(body.scopes)
+    except AccountError as exc:
+        raise ApiError(400, "invalid_scope", str(exc)) from None
+    async with res.db.pool.connection() as conn:
+        issued = await accounts.issue_token(conn, user.user_id, name=body.name, scopes=scopes, ttl_s=body.expires_in)
+        row = await fetch_owned(conn, "api_tokens", issued.id, user, _TOKEN_COLUMNS)
+    return ApiTokenCreated(**row, token=issued.secret)
+
+
+@router.get("/auth/tokens/{token_id}", response_model=ApiTokenOut, summary="One of the caller's tokens")
+async def get_token(token_id: uuid.UUID, user: UserDep, res: ResourcesDep) -> ApiTokenOut:
+    async with res.db.pool.connection() as conn:
+        return ApiTokenOut(**await fetch_owned(conn, "api_tokens", token_id, user, _TOKEN_COLUMNS))
+
+
+@router.delete("/auth/tokens/{token_id}", status_code=204, summary="Revoke one of the caller's tokens")
+async def delete_token(token_id: uuid.UUID, user: UserDep, res: ResourcesDep) -> Response:
+    async with res.db.pool.connection() as conn:
+        await fetch_owned(conn, "api_tokens", token_id, user, "id")
+        await accounts.revoke_token(conn, user.user_id, token_id)
+    return Response(status_code=204)
+
+
+def _token_response(token: accounts.IssuedToken) -> TokenResponse:
+    return TokenResponse(access_token=token.secret, expires_at=token.expires_at, scopes=list(token.scopes))

@@ -1,0 +1,101 @@
+"""Request dependencies: resources, the authenticated principal, scopes, and owned-resource lookup.
+
+Every route except ``/healthz``, ``/metrics`` (configurable) and static files depends on `require_user`, so
+authentication is enforced in one place. `fetch_owned` is the one way to load a user-owned row by id: it
+filters by the caller's user id and answers 404 for someone else's row, so ownership cannot be forgotten
+or probed.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, Final
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from voice_server import accounts
+from voice_server.accounts import Principal
+from voice_server.errors import ApiError, not_found
+from voice_server.resources import Resources
+
+_bearer = HTTPBearer(auto_error=False, description="A token from POST /v1/auth/token or an API token")
+
+
+def get_resources(request: Request) -> Resources:
+    """The server's long-lived resources."""
+    res: Resources = request.app.state.resources
+    return res
+
+
+ResourcesDep = Annotated[Resources, Depends(get_resources)]
+
+
+async def require_user(
+    res: ResourcesDep,
+    creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    """Resolve the bearer token, or answer 401 with a JSON error.
+
+    Raises:
+        ApiError: 401 ``missing_token`` without a bearer token, ``invalid_token`` when it is unknown,
+            revoked or expired.
+    """
+    if creds is None or not creds.credentials:
+        raise ApiError(401, "missing_token", "authentication required: send 'Authorization: Bearer <token>'")
+    async with res.db.pool.connection() as conn:
+        principal = await accounts.authenticate(conn, creds.credentials)
+    if principal is None:
+        raise ApiError(401, "invalid_token", "the token is invalid, expired or revoked")
+    return principal
+
+
+UserDep = Annotated[Principal, Depends(require_user)]
+
+
+def require_scope(scope: str) -> Callable[[Principal], Awaitable[Principal]]:
+    """Dependency factory: the caller's token must carry ``scope`` (or ``*``), else 403."""
+    if scope not in accounts.SCOPES:
+        raise ValueError(f"unknown scope {scope!r}")
+
+    async def check(user: UserDep) -> Principal:
+        if not user.allows(scope):
+            raise ApiError(403, "insufficient_scope", f"this token lacks the '{scope}' scope")
+        return user
+
+    return check
+
+
+# Tables that hold per-user rows with (id uuid, user_id uuid). Fixed here so a table name never comes from
+# a request; later features add their tables to this mapping.
+OWNED_TABLES: Final[dict[str, str]] = {
+    "api_tokens": "token",
+}
+
+
+async def fetch_owned(
+    conn: accounts.Conn, table: str, resource_id: uuid.UUID, user: Principal, columns: str = "*"
+) -> dict[str, Any]:
+    """Load the row ``resource_id`` from ``table`` only if it belongs to ``user``.
+
+    Args:
+        conn: A connection from the pool.
+        table: A key of `OWNED_TABLES`.
+        resource_id: The id from the URL.
+        user: The authenticated caller.
+        columns: SQL column list; a constant in the caller, never user input.
+
+    Raises:
+        ApiError: 404 when the row does not exist *or* belongs to another user (indistinguishable).
+    """
+    if table not in OWNED_TABLES:
+        raise ValueError(f"{table!r} is not a registered owned table")
+    cur = await conn.execute(
+        f"SELECT {columns} FROM {table} WHERE id = %s AND user_id = %s",  # noqa: S608 - constants only
+        (resource_id, user.user_id),
+    )
+    row = await cur.fetchone()
+    if row is None:
+        raise not_found(OWNED_TABLES[table])
+    return row

@@ -1,0 +1,61 @@
+"""The ASGI application: routes, error handling, metrics, static web client, lifespan."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
+
+from voice_server.api import auth_routes, system
+from voice_server.config import Settings, load_settings
+from voice_server.errors import install_error_handlers
+from voice_server.metrics import Metrics, MetricsMiddleware
+from voice_server.resources import Resources
+
+WEB_DIR = Path(__file__).resolve().parent.parent / "clients" / "web"
+
+
+def create_app(settings: Settings, resources: Resources | None = None) -> FastAPI:
+    """Build the app.
+
+    Args:
+        settings: Validated settings.
+        resources: Already-open resources (``soma serve`` opens them before listening, to report start-up
+            errors cleanly). When ``None`` the lifespan opens them and closes them at shutdown.
+    """
+
+    metrics = resources.metrics if resources is not None else Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if resources is not None:
+            app.state.resources = resources
+            yield
+            return
+        async with Resources.open(settings, metrics) as res:
+            app.state.resources = res
+            yield
+
+    app = FastAPI(
+        title="Soma",
+        version="0.1.0",
+        summary="A personal AI avatar you call — local voice pipeline, memories, realtime transports.",
+        lifespan=lifespan,
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    install_error_handlers(app)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.include_router(system.router)
+    app.include_router(auth_routes.router)
+    if WEB_DIR.is_dir():
+        app.mount("/", StaticFiles(directory=WEB_DIR, html=True), name="web")
+    return app
+
+
+def app_factory() -> FastAPI:
+    """``uvicorn --factory voice_server.app:app_factory`` entry (settings from the environment)."""
+    return create_app(load_settings())

@@ -1,0 +1,262 @@
+"""The ``soma`` command: ``serve``, ``users``, ``models``.
+
+Errors a user can fix (bad settings, port in use, missing model, database down) end the command with one
+line on stderr — ``soma: error: …`` — and a non-zero exit code, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import errno
+import getpass
+import logging
+import os
+import signal
+import socket
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from voice_server.config import ConfigError, Settings, load_settings
+from voice_server.logs import configure_logging
+
+log = logging.getLogger("soma")
+
+EXIT_CONFIG = 2
+EXIT_STARTUP = 1
+
+
+class StartupError(RuntimeError):
+    """A condition that prevents start-up; its message is the whole user-facing explanation."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``soma`` console script; returns the process exit code."""
+    # Nothing Soma runs may reach a model hub: set before any model library is imported.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "func"):
+        parser.print_help()
+        return EXIT_CONFIG
+    try:
+        result: int = args.func(args)
+        return result
+    except ConfigError as exc:
+        return _fail(f"configuration: {exc}", EXIT_CONFIG)
+    except KeyboardInterrupt:
+        return 130
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"soma: error: {message}", file=sys.stderr)
+    return code
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="soma", description="Soma — a personal AI avatar you can call.")
+    sub = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    serve = sub.add_parser("serve", help="start the server (https://localhost:8443 by default)")
+    serve.add_argument("--config", type=Path, help="TOML settings file (default: $SOMA_CONFIG)")
+    serve.add_argument("--host", help="listen address (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="listen port (default 8443)")
+    serve.add_argument("--http", action="store_true", help="plain HTTP, for use behind a TLS-terminating proxy")
+    serve.add_argument("--profile", choices=["ci", "full"], help="model profile to load (default full)")
+    serve.set_defaults(func=_cmd_serve)
+
+    users = sub.add_parser("users", help="manage accounts").add_subparsers(title="users commands", metavar="ACTION")
+    create = users.add_parser("create", help="create an account")
+    create.add_argument("username")
+    create.add_argument("--display-name", default="")
+    create.add_argument("--admin", action="store_true", help="make the account an administrator")
+    create.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    create.add_argument("--token", action="store_true", help="also print a new API token (all scopes) on stdout")
+    create.add_argument("--config", type=Path)
+    create.set_defaults(func=_cmd_users_create)
+    listing = users.add_parser("list", help="list accounts")
+    listing.add_argument("--config", type=Path)
+    listing.set_defaults(func=_cmd_users_list)
+
+    from models.cli import register as register_models
+
+    register_models(sub)
+    return parser
+
+
+# --------------------------------------------------------------------------------------------------- serve
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    overrides: dict[str, Any] = {}
+    if args.host:
+        overrides["host"] = args.host
+    if args.port is not None:
+        overrides["port"] = args.port
+    if args.http:
+        overrides["tls"] = False
+    if args.profile:
+        overrides["model_profile"] = args.profile
+    settings = load_settings(config_file=args.config, overrides=overrides)
+    configure_logging(settings.log_level, settings.log_format)
+    try:
+        asyncio.run(_serve(settings))
+    except StartupError as exc:
+        return _fail(str(exc), EXIT_STARTUP)
+    return 0
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """Bind and listen before anything slow starts, so "port in use" is reported at once."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise StartupError(f"port {port} on {host} is already in use (set SOMA_PORT or --port)") from None
+        raise StartupError(f"cannot listen on {host}:{port} ({exc.strerror})") from None
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def _note_signal(signum: int, _frame: object) -> None:
+    log.debug("signal %d after shutdown", signum)
+
+
+async def _serve(settings: Settings) -> None:
+    import uvicorn
+
+    from models.paths import ModelMissingError
+    from voice_server.app import create_app
+    from voice_server.resources import DataDirBusyError, Resources, check_models
+    from voice_server.stores.postgres import DatabaseError
+    from voice_server.stores.redis_store import SessionStoreError
+    from voice_server.tls import ensure_self_signed_cert
+
+    sock = bind_socket(settings.host, settings.port)
+    # Until uvicorn installs its own handlers, SIGTERM must still unwind the stores (stop Postgres/Redis).
+    loop = asyncio.get_running_loop()
+    main_task = asyncio.current_task()
+    assert main_task is not None
+    loop.add_signal_handler(signal.SIGTERM, main_task.cancel)
+    try:
+        try:
+            check_models(settings)
+        except ModelMissingError as exc:
+            raise StartupError(str(exc)) from None
+        ssl: dict[str, Any] = {}
+        if settings.tls:
+            cert, key = (
+                (settings.tls_cert, settings.tls_key)
+                if settings.tls_cert and settings.tls_key
+                else ensure_self_signed_cert(settings.data_dir / "tls", settings.host)
+            )
+            ssl = {"ssl_certfile": str(cert), "ssl_keyfile": str(key)}
+        try:
+            async with Resources.open(settings) as res:
+                loop.remove_signal_handler(signal.SIGTERM)
+                config = uvicorn.Config(
+                    create_app(settings, res),
+                    log_config=None,
+                    lifespan="on",
+                    server_header=False,
+                    timeout_graceful_shutdown=5,
+                    **ssl,
+                )
+                server = uvicorn.Server(config)
+                # uvicorn restores the handlers it found and re-raises the signal after its graceful
+                # shutdown; with the defaults that would kill the process before the stores are stopped.
+                for sig in (signal.SIGINT, signal.SIGTERM):
+                    signal.signal(sig, _note_signal)
+                shown = "localhost" if settings.host in ("127.0.0.1", "0.0.0.0", "::1", "::") else settings.host
+                log.info("Soma is ready at %s://%s:%d", settings.scheme, shown, settings.port)
+                await server.serve(sockets=[sock])
+        except (DatabaseError, SessionStoreError, ModelMissingError, DataDirBusyError) as exc:
+            raise StartupError(str(exc)) from None
+    except asyncio.CancelledError:
+        log.info("stopped before start-up finished")
+    finally:
+        with contextlib.suppress(ValueError, RuntimeError):
+            loop.remove_signal_handler(signal.SIGTERM)
+        sock.close()
+
+
+# --------------------------------------------------------------------------------------------------- users
+
+
+def _read_password(from_stdin: bool) -> str:
+    if from_stdin or not sys.stdin.isatty():
+        return sys.stdin.readline().rstrip("\r\n")
+    first = getpass.getpass("Password: ")
+    if getpass.getpass("Repeat password: ") != first:
+        raise StartupError("passwords do not match")
+    return first
+
+
+def _cmd_users_create(args: argparse.Namespace) -> int:
+    settings = load_settings(config_file=args.config)
+    configure_logging("warning", settings.log_format)
+    try:
+        password = _read_password(args.password_stdin)
+        asyncio.run(_users_create(settings, args, password))
+    except StartupError as exc:
+        return _fail(str(exc), EXIT_STARTUP)
+    return 0
+
+
+async def _users_create(settings: Settings, args: argparse.Namespace, password: str) -> None:
+    from voice_server import accounts
+
+    async with _database(settings) as db, db.pool.connection() as conn:
+        try:
+            user = await accounts.create_user(
+                conn, args.username, password, display_name=args.display_name, is_admin=args.admin
+            )
+        except accounts.AccountError as exc:
+            raise StartupError(str(exc)) from None
+        print(f"created user {user['username']} ({user['id']})", file=sys.stderr)
+        if args.token:
+            token = await accounts.issue_token(conn, user["id"], name="cli")
+            print(token.secret)
+
+
+def _cmd_users_list(args: argparse.Namespace) -> int:
+    settings = load_settings(config_file=args.config)
+    configure_logging("warning", settings.log_format)
+    try:
+        asyncio.run(_users_list(settings))
+    except StartupError as exc:
+        return _fail(str(exc), EXIT_STARTUP)
+    return 0
+
+
+async def _users_list(settings: Settings) -> None:
+    async with _database(settings) as db, db.pool.connection() as conn:
+        cur = await conn.execute("SELECT username, is_admin, created_at FROM users ORDER BY created_at")
+        for row in await cur.fetchall():
+            admin = " (admin)" if row["is_admin"] else ""
+            print(f"{row['username']}{admin}\t{row['created_at']:%Y-%m-%d %H:%M}")
+
+
+@contextlib.asynccontextmanager
+async def _database(settings: Settings) -> Any:
+    from voice_server.stores.postgres import Database, DatabaseError
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        async with Database.open(settings.database_url, settings.data_dir, pool_max=2) as db:
+            yield db
+    except DatabaseError as exc:
+        raise StartupError(str(exc)) from None
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,206 @@
+"""Settings: one frozen dataclass read once at start-up.
+
+Sources, later ones winning: built-in defaults → an optional TOML file (``SOMA_CONFIG`` or ``--config``) →
+``SOMA_*`` environment variables → explicit CLI overrides. Every value is validated here, so a bad value fails
+at start with one line naming the variable, never later inside a request.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Literal, get_args, get_type_hints
+
+LogFormat = Literal["auto", "json", "text"]
+LogLevel = Literal["debug", "info", "warning", "error"]
+ModelProfile = Literal["ci", "full"]
+SignupPolicy = Literal["first-run", "open", "closed"]
+
+ENV_PREFIX = "SOMA_"
+# Variables that are read elsewhere (by the model loaders or the CLI) and are therefore not unknown.
+_FOREIGN_ENV = frozenset({"SOMA_CONFIG"})
+# Test-only switches may use this prefix without being settings.
+_IGNORED_ENV_PREFIXES = ("SOMA_TEST_",)
+
+
+class ConfigError(ValueError):
+    """A setting has a value Soma cannot use; the message names the setting and what is expected."""
+
+
+def _default_data_dir() -> Path:
+    return Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share")) / "soma"
+
+
+def _default_models_dir() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "soma" / "models"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Process-wide settings. Immutable; pass it down explicitly, never read env vars elsewhere.
+
+    Attributes:
+        host: Address to listen on. Loopback by default: a personal avatar is not a public service.
+        port: HTTPS (or HTTP with ``tls=False``) port.
+        tls: Serve HTTPS with ``tls_cert``/``tls_key`` or a self-signed certificate generated into the
+            data dir on first start. Disable only behind a TLS-terminating proxy.
+        tls_cert: PEM certificate path; ``None`` means the generated self-signed one.
+        tls_key: PEM private key path, required with ``tls_cert``.
+        data_dir: Where user data lives (embedded Postgres, Redis socket, certificates).
+        models_dir: Provisioned models (``soma models provision``).
+        model_profile: Which provisioned profile the server loads.
+        load_models: Load the models at start. Off only for tools/tests that need no inference.
+        database_url: ``postgresql://`` URL of a Postgres with pgvector ≥ 0.8; ``None`` = embedded server.
+        redis_url: ``redis://`` or ``unix://`` URL of Redis ≥ 6.2; ``None`` = embedded server.
+        log_level: Minimum level logged.
+        log_format: ``json`` lines, human ``text``, or ``auto`` (text on a terminal, JSON otherwise).
+        metrics_public: Serve ``/metrics`` without a token (for a local Prometheus scraper).
+        signup: ``first-run`` lets the web page create the first account only; ``open`` always; ``closed``
+            never (use ``soma users create``).
+        login_token_ttl_s: Lifetime of tokens issued by ``POST /v1/auth/token``.
+        db_pool_max: Upper bound of pooled Postgres connections.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 8443
+    tls: bool = True
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    data_dir: Path = dataclasses.field(default_factory=_default_data_dir)
+    models_dir: Path = dataclasses.field(default_factory=_default_models_dir)
+    model_profile: ModelProfile = "full"
+    load_models: bool = True
+    database_url: str | None = None
+    redis_url: str | None = None
+    log_level: LogLevel = "info"
+    log_format: LogFormat = "auto"
+    metrics_public: bool = True
+    signup: SignupPolicy = "first-run"
+    login_token_ttl_s: int = 30 * 24 * 3600
+    db_pool_max: int = 10
+
+    def __post_init__(self) -> None:
+        if not 0 < self.port < 65536:
+            raise ConfigError(f"port: must be 1-65535, got {self.port}")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ConfigError("tls_cert and tls_key: set both or neither")
+        if self.login_token_ttl_s < 60:
+            raise ConfigError(f"login_token_ttl_s: must be at least 60, got {self.login_token_ttl_s}")
+        if self.db_pool_max < 2:
+            raise ConfigError(f"db_pool_max: must be at least 2, got {self.db_pool_max}")
+        for name in ("database_url", "redis_url"):
+            url = getattr(self, name)
+            if url is not None and "://" not in url:
+                raise ConfigError(f"{name}: expected a URL like scheme://…, got a value without a scheme")
+
+    @property
+    def scheme(self) -> str:
+        """``https`` or ``http``, as served."""
+        return "https" if self.tls else "http"
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def _coerce(name: str, raw: Any, hint: Any) -> Any:
+    """Convert a TOML/env value to the field's declared type, or raise ConfigError naming the setting."""
+    args = get_args(hint)
+    if type(None) in args:  # Optional[X]
+        if raw is None or (isinstance(raw, str) and raw.strip() == ""):
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _coerce(name, raw, inner)
+    if hint is bool:
+        if isinstance(raw, bool):
+            return raw
+        text = str(raw).strip().lower()
+        if text in _TRUE:
+            return True
+        if text in _FALSE:
+            return False
+        raise ConfigError(f"{name}: expected true/false, got {raw!r}")
+    if hint is int:
+        if isinstance(raw, bool):
+            raise ConfigError(f"{name}: expected an integer, got {raw!r}")
+        try:
+            return int(raw)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{name}: expected an integer, got {raw!r}") from None
+    if hint is Path:
+        return Path(str(raw)).expanduser()
+    if hint is str:
+        return str(raw)
+    choices = get_args(hint)
+    if choices and all(isinstance(c, str) for c in choices):  # Literal[...]
+        text = str(raw).strip().lower()
+        if text not in choices:
+            raise ConfigError(f"{name}: expected one of {', '.join(choices)}, got {raw!r}")
+        return text
+    raise ConfigError(f"{name}: unsupported setting type {hint!r}")  # pragma: no cover - programming error
+
+
+def _field_hints() -> dict[str, Any]:
+    hints = get_type_hints(Settings)
+    return {f.name: hints[f.name] for f in fields(Settings)}
+
+
+def load_settings(
+    env: Mapping[str, str] | None = None,
+    config_file: Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Build validated settings.
+
+    Args:
+        env: Environment to read (``os.environ`` when ``None``). Unknown ``SOMA_*`` names are an error so
+            that a typo such as ``SOMA_PROT`` does not silently leave the default in place.
+        config_file: TOML file with the same keys as `Settings` (lower case); defaults to ``$SOMA_CONFIG``.
+        overrides: Already-typed values from the command line; they win over everything else.
+
+    Raises:
+        ConfigError: On an unknown key, a value of the wrong type, or an inconsistent combination.
+    """
+    env = os.environ if env is None else env
+    hints = _field_hints()
+    values: dict[str, Any] = {}
+
+    path = config_file or (Path(env["SOMA_CONFIG"]) if env.get("SOMA_CONFIG") else None)
+    if path is not None:
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path}: not found") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path}: invalid TOML ({exc})") from None
+        for key, raw in data.items():
+            if key not in hints:
+                raise ConfigError(f"config file {path}: unknown setting {key!r}{_suggest(key, hints)}")
+            values[key] = _coerce(key, raw, hints[key])
+
+    for var, raw in env.items():
+        if not var.startswith(ENV_PREFIX) or var in _FOREIGN_ENV or var.startswith(_IGNORED_ENV_PREFIXES):
+            continue
+        key = var[len(ENV_PREFIX) :].lower()
+        if key not in hints:
+            raise ConfigError(f"{var}: unknown setting{_suggest(key, hints, env_style=True)}")
+        values[key] = _coerce(var, raw, hints[key])
+
+    values.update(overrides or {})
+    try:
+        return Settings(**values)
+    except TypeError as exc:  # pragma: no cover - overrides with a bad key are a programming error
+        raise ConfigError(str(exc)) from None
+
+
+def _suggest(key: str, hints: Mapping[str, Any], *, env_style: bool = False) -> str:
+    close = difflib.get_close_matches(key, list(hints), n=1)
+    if not close:
+        return ""
+    name = ENV_PREFIX + close[0].upper() if env_style else close[0]
+    return f" (did you mean {name}?)"

@@ -1,0 +1,104 @@
+"""Prometheus metrics, in a registry owned by the app (no process-global state, so tests can run many apps).
+
+Request metrics are labelled by the *route template* (``/v1/auth/tokens/{token_id}``), never the raw path,
+so label cardinality stays bounded whatever clients send.
+"""
+
+from __future__ import annotations
+
+import time
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from starlette.routing import Match
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from pipeline.frames import TurnMarks
+
+# Stage name → (from mark, to mark); marks are named in pipeline.frames.LatencyMark.
+TURN_STAGES: dict[str, tuple[str, str]] = {
+    "transcript_final": ("speech_end", "transcript_final"),
+    "llm_first_token": ("speech_end", "llm_first_token"),
+    "tts_first_chunk": ("speech_end", "tts_first_chunk"),
+    "voice_to_voice": ("speech_end", "first_audio_out"),
+    "barge_in": ("barge_in_onset", "audio_stopped"),
+}
+
+# Voice latencies live between ~20 ms and a few seconds; finer buckets at the low end where targets sit.
+LATENCY_BUCKETS_S = (0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.7, 1.0, 1.5, 2.0, 3.0, 5.0)
+
+
+class Metrics:
+    """All of Soma's collectors. Other components register theirs here via `registry`."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.http_requests = Counter(
+            "soma_http_requests_total", "HTTP requests served", ["method", "route", "status"], registry=self.registry
+        )
+        self.http_latency = Histogram(
+            "soma_http_request_seconds",
+            "HTTP request handling time",
+            ["method", "route"],
+            buckets=LATENCY_BUCKETS_S,
+            registry=self.registry,
+        )
+        self.model_load_seconds = Gauge(
+            "soma_model_load_seconds", "Time taken to load each model at start", ["model"], registry=self.registry
+        )
+        self.up = Gauge("soma_up", "1 while the server is serving", registry=self.registry)
+        self.turn_latency = Histogram(
+            "soma_turn_latency_seconds",
+            "Per-turn latency from the end of the user's speech (or barge-in onset) to each stage",
+            ["stage"],
+            buckets=LATENCY_BUCKETS_S,
+            registry=self.registry,
+        )
+
+    def observe_turn(self, marks: TurnMarks) -> None:
+        """Record one finished turn's stage latencies (the pipeline's `TurnObserver`)."""
+        for stage, (start, end) in TURN_STAGES.items():
+            gap = marks.gap_ms(start, end)
+            if gap is not None and gap >= 0:
+                self.turn_latency.labels(stage).observe(gap / 1000.0)
+
+    def render(self) -> bytes:
+        """The text exposition format."""
+        return generate_latest(self.registry)
+
+
+class MetricsMiddleware:
+    """Pure ASGI middleware (no BaseHTTPMiddleware: that would buffer streaming responses)."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            route = _route_template(scope)
+            self.metrics.http_requests.labels(scope["method"], route, str(status)).inc()
+            self.metrics.http_latency.labels(scope["method"], route).observe(time.perf_counter() - start)
+
+
+def _route_template(scope: Scope) -> str:
+    app = scope.get("app")
+    router = getattr(app, "router", None)
+    for route in getattr(router, "routes", ()):
+        match, _ = route.matches(scope)
+        if match == Match.FULL:
+            return str(getattr(route, "path", "other"))
+    return "unmatched"

@@ -1,0 +1,156 @@
+"""Everything the server holds for its lifetime: database, session store, models, metrics.
+
+Opened once (by the app's lifespan, or by ``soma serve`` before it starts listening so that start-up errors
+are reported as one line) and passed down explicitly through ``app.state.resources``; nothing here is a
+global.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import logging
+import os
+import time
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from voice_server.config import Settings
+from voice_server.metrics import Metrics
+from voice_server.stores.postgres import Database
+from voice_server.stores.redis_store import SessionStore
+
+log = logging.getLogger(__name__)
+
+
+class DataDirBusyError(RuntimeError):
+    """Another Soma server is already using this data directory."""
+
+
+@dataclass(slots=True)
+class Resources:
+    """Long-lived handles shared by all requests and calls.
+
+    Attributes:
+        settings: The frozen settings the server started with.
+        db: Postgres pool.
+        sessions: Redis-backed session store.
+        models: The loaded model set, or ``None`` when started with ``load_models=False``.
+        metrics: Prometheus collectors.
+        started_at: ``time.monotonic()`` when the resources became ready.
+    """
+
+    settings: Settings
+    db: Database
+    sessions: SessionStore
+    models: Any
+    metrics: Metrics
+    started_at: float
+
+    @classmethod
+    @asynccontextmanager
+    async def open(cls, settings: Settings, metrics: Metrics | None = None) -> AsyncIterator[Resources]:
+        """Start everything in dependency order; stop it in reverse on exit, even after a failure.
+
+        Args:
+            settings: Validated settings.
+            metrics: Collectors to register into (the app's, when it already has them).
+
+        Raises:
+            DataDirBusyError: Another server holds the data dir.
+            voice_server.stores.postgres.DatabaseError: Postgres failed.
+            voice_server.stores.redis_store.SessionStoreError: Redis failed.
+            models.ModelMissingError: A model of the configured profile is not provisioned.
+        """
+        async with AsyncExitStack() as stack:
+            settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            stack.enter_context(_data_dir_lock(settings.data_dir))
+            metrics = metrics or Metrics()
+            # Models load in a thread while the stores start: together they are the cold-start time.
+            models_task = asyncio.create_task(_load_models(settings, metrics), name="load-models")
+            try:
+                db = await stack.enter_async_context(
+                    Database.open(settings.database_url, settings.data_dir, pool_max=settings.db_pool_max)
+                )
+                sessions = await stack.enter_async_context(SessionStore.open(settings.redis_url, settings.data_dir))
+                models = await models_task
+            except BaseException:
+                if not models_task.done():
+                    models_task.cancel()
+                # The loading thread cannot be interrupted; wait for it so its models are closed, not leaked.
+                results = await asyncio.gather(models_task, return_exceptions=True)
+                if results and hasattr(results[0], "close"):
+                    results[0].close()
+                raise
+            if models is not None:
+                stack.callback(models.close)
+            metrics.up.set(1)
+            yield cls(settings, db, sessions, models, metrics, time.monotonic())
+            metrics.up.set(0)
+
+
+def check_models(settings: Settings) -> None:
+    """Fail fast (before any store starts) if a model of the configured profile is not provisioned.
+
+    Raises:
+        models.paths.ModelMissingError: Names every missing model and the command that provisions them.
+    """
+    if not settings.load_models:
+        return
+    from models.catalog import profile_model
+    from models.locate import require_models
+    from models.registry import LOADABLE_ROLES
+
+    names = [profile_model(settings.model_profile, role) for role in LOADABLE_ROLES]
+    require_models(settings.models_dir, names, settings.model_profile)
+
+
+def model_names(model_set: Any) -> list[str]:
+    """``role:model`` for each loaded model (for /healthz)."""
+    if model_set is None:
+        return []
+    return [f"{role}:{name}" for role, name in model_set.names.items()]
+
+
+async def _load_models(settings: Settings, metrics: Metrics) -> Any:
+    if not settings.load_models:
+        return None
+    from models.registry import load_models
+
+    start = time.perf_counter()
+    model_set = await asyncio.to_thread(load_models, settings.models_dir, settings.model_profile)
+    for name, ms in model_set.load_ms.items():
+        metrics.model_load_seconds.labels(name).set(ms / 1000.0)
+    seconds = round(time.perf_counter() - start, 2)
+    log.info("models loaded", extra={"profile": settings.model_profile, "seconds": seconds})
+    return model_set
+
+
+class _DirLock:
+    def __init__(self, fh: IO[str]) -> None:
+        self.fh = fh
+
+    def __enter__(self) -> _DirLock:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        fcntl.flock(self.fh, fcntl.LOCK_UN)
+        self.fh.close()
+
+
+def _data_dir_lock(data_dir: Path) -> _DirLock:
+    """Hold an exclusive lock on ``data_dir/.lock`` so two servers never share one embedded database."""
+    fh = open(data_dir / ".lock", "a+", encoding="utf-8")  # noqa: SIM115 - closed by _DirLock
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.close()
+        raise DataDirBusyError(f"another Soma server is already using the data dir {data_dir}") from None
+    fh.seek(0)
+    fh.truncate()
+    fh.write(str(os.getpid()))
+    fh.flush()
+    return _DirLock(fh)

