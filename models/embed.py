@@ -30,12 +30,17 @@ class MiniLmEmbedder:
         model_dir: CT2 encoder directory as written by ``models.convert hf-encoder``.
         intra_threads: OpenMP threads for the encoder.
         batch_size: Texts per encoder call; longer lists are split.
+        compute_type: ``float32`` (default) matches sentence-transformers to cosine 1.000 at ~6 ms per
+            sentence; ``int8`` takes ~2.5 ms but drops to ~0.98 cosine on very short texts.
 
     Raises:
         ValueError: The model's pooling config is not mean pooling (the only one implemented).
     """
 
-    def __init__(self, model_dir: Path, *, intra_threads: int = 1, batch_size: int = 32) -> None:
+    def __init__(
+        self, model_dir: Path, *, intra_threads: int = 1, batch_size: int = 32, compute_type: str = "float32"
+    ) -> None:
+        self.model_dir = model_dir
         pooling = _read_json(model_dir / "1_Pooling" / "config.json")
         if pooling and not pooling.get("pooling_mode_mean_tokens", False):
             raise ValueError(f"{model_dir}: only mean pooling is supported, config says {pooling}")
@@ -46,7 +51,7 @@ class MiniLmEmbedder:
         self._tokenizer.no_padding()
         self._tokenizer.enable_truncation(max_length)
         self._encoder = ctranslate2.Encoder(
-            str(model_dir), device="cpu", compute_type="int8", intra_threads=intra_threads, inter_threads=1
+            str(model_dir), device="cpu", compute_type=compute_type, intra_threads=intra_threads, inter_threads=1
         )
         self.batch_size = batch_size
         self.dimension = int(_read_json(model_dir / "config.json").get("hidden_size", 384))
@@ -95,7 +100,12 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 
 def load_embedder(
-    models_dir: Path | None, which: str | Path, *, intra_threads: int = 1, batch_size: int = 32
+    models_dir: Path | None,
+    which: str | Path,
+    *,
+    intra_threads: int = 1,
+    batch_size: int = 32,
+    compute_type: str = "float32",
 ) -> MiniLmEmbedder:
     """Load the text embedder of profile/model/directory ``which``.
 
@@ -103,4 +113,4 @@ def load_embedder(
         ModelMissingError: Not provisioned.
     """
     _, model_dir = locate(models_dir, Role.EMBED, which)
-    return MiniLmEmbedder(model_dir, intra_threads=intra_threads, batch_size=batch_size)
+    return MiniLmEmbedder(model_dir, intra_threads=intra_threads, batch_size=batch_size, compute_type=compute_type)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Generator, Iterator, Sequence
 from pathlib import Path
 from typing import TypedDict, Unpack
 
@@ -113,7 +113,7 @@ class CT2Llm:
         static_prompt_tokens: Sequence[str] | None = None,
         stop: Sequence[str] = (),
         stop_event: threading.Event | None = None,
-    ) -> Iterator[str]:
+    ) -> Generator[str, None, None]:
         """Generate a reply, yielding text pieces as soon as they decode to whole characters.
 
         Blocking: iterate it on a worker thread (or use :meth:`astream`). Closing the iterator early

@@ -29,7 +29,7 @@ class Status(StrEnum):
     """State of one model in a models directory."""
 
     VALID = "valid"
-    INVALID = "invalid"  # an entry exists but files are gone, resized, altered or from other wheels
+    INVALID = "invalid"  # an entry exists but files are gone, resized or altered, or the recipe changed
     MISSING = "missing"  # never built (or the build never finished)
 
 
@@ -52,6 +52,7 @@ class ModelEntry:
         profile: The profile whose provisioning built it.
         assembly: How it was assembled (see :class:`models.catalog.Assembly`).
         build_seconds: Wall time of the build, downloads included.
+        recipe: The catalog recipe revision it was built with.
     """
 
     files: dict[str, FileRecord]
@@ -60,6 +61,7 @@ class ModelEntry:
     profile: str
     assembly: str
     build_seconds: float
+    recipe: int = 1
 
     @property
     def size(self) -> int:
@@ -80,6 +82,7 @@ class ModelEntry:
             profile=str(data["profile"]),
             assembly=str(data["assembly"]),
             build_seconds=float(data.get("build_seconds", 0.0)),
+            recipe=int(data.get("recipe", 1)),
         )
 
 
@@ -127,7 +130,7 @@ class Manifest:
         entry = self.models.get(spec.name)
         if entry is None:
             return Status.MISSING
-        if entry.sources != tuple(wheel.requirement for wheel in spec.wheels):
+        if entry.sources != tuple(wheel.requirement for wheel in spec.wheels) or entry.recipe != spec.recipe:
             return Status.INVALID
         model_dir = models_dir / spec.name
         for rel, record in entry.files.items():

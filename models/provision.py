@@ -110,6 +110,7 @@ def provision(
                 profile=profile,
                 assembly=spec.assembly.value,
                 build_seconds=round(time.monotonic() - started, 2),
+                recipe=spec.recipe,
             )
             manifest.save(models_dir)
             if not keep_wheels:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 import threading
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Generator, Iterator, Mapping
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -75,7 +75,7 @@ class _ChunkedVoice:
     def _chunk_audio(self, chunk: str) -> FloatArray:
         raise NotImplementedError
 
-    def stream(self, text: str, *, stop_event: threading.Event | None = None) -> Iterator[FloatArray]:
+    def stream(self, text: str, *, stop_event: threading.Event | None = None) -> Generator[FloatArray, None, None]:
         """Audio for ``text`` one sentence (or clause of a long sentence) at a time. Blocking."""
         self.lane.check_open()
         for chunk in speech_chunks(text):

@@ -56,6 +56,7 @@ class LocalTransport:
     t0: float = 0.0
     _clips: list[_Clip] = field(default_factory=list)
     _injected: list[tuple[float, InputFrame]] = field(default_factory=list)
+    _on_bot_audio: list[tuple[float, Pcm]] = field(default_factory=list)
     _out: list[Pcm] = field(default_factory=list)
     _playout: Playout | None = None
     closed: asyncio.Event = field(default_factory=asyncio.Event)
@@ -63,6 +64,10 @@ class LocalTransport:
     def play(self, start_s: float, pcm: Pcm) -> None:
         """Schedule ``pcm`` (int16 at ``audio_in_rate``) to be spoken ``start_s`` seconds into the call."""
         self._clips.append(_Clip(start_s, pcm))
+
+    def play_after_bot_starts(self, delay_s: float, pcm: Pcm) -> None:
+        """Speak ``pcm`` ``delay_s`` after the bot's audio next becomes audible (a scripted barge-in)."""
+        self._on_bot_audio.append((delay_s, pcm))
 
     def type_text(self, at_s: float, text: str) -> None:
         """Schedule a typed message."""
@@ -101,7 +106,11 @@ class LocalTransport:
                 if self._playout is not None and n_out:
                     out = self._playout.read(n_out)
                     self._out.append(out)
-                    self.frames.append(OutputFrame(loop.time() - self.t0, int(np.abs(out).max(initial=0))))
+                    peak = int(np.abs(out).max(initial=0))
+                    self.frames.append(OutputFrame(loop.time() - self.t0, peak))
+                    if peak > 300 and self._on_bot_audio:
+                        delay, pcm = self._on_bot_audio.pop(0)
+                        self.play(t + FRAME_S + delay, pcm)
                 frame += 1
         finally:
             self.closed.set()

@@ -248,14 +248,21 @@ async def _users_list(settings: Settings) -> None:
 
 @contextlib.asynccontextmanager
 async def _database(settings: Settings) -> Any:
+    from voice_server.resources import DataDirBusyError, data_dir_lock
     from voice_server.stores.postgres import Database, DatabaseError
 
     settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    try:
-        async with Database.open(settings.database_url, settings.data_dir, pool_max=2) as db:
-            yield db
-    except DatabaseError as exc:
-        raise StartupError(str(exc)) from None
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(data_dir_lock(settings.data_dir))
+            owner = True
+        except DataDirBusyError:
+            owner = False  # a server is running: use its database, leave it running
+        try:
+            async with Database.open(settings.database_url, settings.data_dir, pool_max=2, owner=owner) as db:
+                yield db
+        except DatabaseError as exc:
+            raise StartupError(str(exc)) from None
 
 
 if __name__ == "__main__":  # pragma: no cover

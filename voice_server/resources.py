@@ -67,7 +67,7 @@ class Resources:
         """
         async with AsyncExitStack() as stack:
             settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-            stack.enter_context(_data_dir_lock(settings.data_dir))
+            stack.enter_context(data_dir_lock(settings.data_dir))
             metrics = metrics or Metrics()
             # Models load in a thread while the stores start: together they are the cold-start time.
             models_task = asyncio.create_task(_load_models(settings, metrics), name="load-models")
@@ -141,7 +141,7 @@ class _DirLock:
         self.fh.close()
 
 
-def _data_dir_lock(data_dir: Path) -> _DirLock:
+def data_dir_lock(data_dir: Path) -> _DirLock:
     """Hold an exclusive lock on ``data_dir/.lock`` so two servers never share one embedded database."""
     fh = open(data_dir / ".lock", "a+", encoding="utf-8")  # noqa: SIM115 - closed by _DirLock
     try:

@@ -52,11 +52,9 @@ def test_decoder_never_cuts_multibyte_characters(ci_models: ModelSet) -> None:
 
 @pytest.mark.parametrize(
     ("stop", "expected"),
-    [(["\n"], "one two"), (["two"], "one "), (["three", "two th"], "one "), (["zzz"], "one two\nthree")],
+    [(["\n"], "one two"), (["two"], "one "), (["three", "two th"], "one two\n"), (["zzz"], "one two\nthree")],
 )
-def test_decoder_holds_back_and_cuts_at_stop_strings(
-    ci_models: ModelSet, stop: list[str], expected: str
-) -> None:
+def test_decoder_holds_back_and_cuts_at_stop_strings(ci_models: ModelSet, stop: list[str], expected: str) -> None:
     """Text that may begin a stop string is held back; the reply ends right before the first stop string."""
     llm = ci_models.llm
     assert llm is not None

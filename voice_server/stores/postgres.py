@@ -42,8 +42,15 @@ class EmbeddedPostgres:
     down with pg_ctl's fast mode so no postgres process outlives Soma.
     """
 
-    def __init__(self, pgdata: Path) -> None:
+    def __init__(self, pgdata: Path, *, adopt_running: bool) -> None:
+        """Args:
+        pgdata: The cluster directory.
+        adopt_running: The caller holds the data-dir lock, so a postmaster already running here is a leftover
+            of a crashed Soma: use it and stop it at the end. Otherwise (``soma users create`` next to a
+            running server) a running postmaster belongs to that server and is left alone.
+        """
         self.pgdata = pgdata
+        self._adopt = adopt_running
         self._server: Any = None
         self._started_here = False
 
@@ -60,7 +67,7 @@ class EmbeddedPostgres:
         # A running server we did not start (`soma serve` while `soma users create` runs) is used, not stopped.
         pid_file = self.pgdata / "postmaster.pid"
         info = PostmasterInfo.read_from_pgdata(self.pgdata) if pid_file.exists() else None
-        self._started_here = info is None or not info.is_running()
+        self._started_here = self._adopt or info is None or not info.is_running()
         try:
             # cleanup_mode=None: pgserver's own atexit hook must not race our explicit stop().
             self._server = get_server(self.pgdata, cleanup_mode=None)
@@ -167,18 +174,21 @@ class Database:
 
     @classmethod
     @asynccontextmanager
-    async def open(cls, url: str | None, data_dir: Path, *, pool_max: int = 10) -> AsyncIterator[Database]:
+    async def open(
+        cls, url: str | None, data_dir: Path, *, pool_max: int = 10, owner: bool = True
+    ) -> AsyncIterator[Database]:
         """Start (embedded) or reach (URL) Postgres, run migrations, and yield a ready `Database`.
 
         Args:
             url: External ``postgresql://`` URL, or ``None`` for the embedded server under ``data_dir/pg``.
             data_dir: Soma's data directory.
             pool_max: Largest number of pooled connections.
+            owner: The caller holds the data-dir lock (see `EmbeddedPostgres`).
 
         Raises:
             DatabaseError: The server did not start, could not be reached, or lacks pgvector.
         """
-        embedded = EmbeddedPostgres(data_dir / "pg") if url is None else None
+        embedded = EmbeddedPostgres(data_dir / "pg", adopt_running=owner) if url is None else None
         try:
             if embedded is not None:
                 url = await asyncio.to_thread(embedded.start)

@@ -38,11 +38,27 @@ class EmbeddedRedis:
     def __init__(self, run_dir: Path) -> None:
         self.run_dir = run_dir
         self.socket = run_dir / "redis.sock"
+        self.pid_file = run_dir / "redis.pid"
         self._proc: asyncio.subprocess.Process | None = None
+
+    def _stop_leftover(self) -> None:
+        """Terminate a redis-server a crashed Soma left behind on this socket (the caller holds the data-dir
+        lock, so nothing alive can still be using it)."""
+        import psutil
+
+        try:
+            pid = int(self.pid_file.read_text())
+            proc = psutil.Process(pid)
+            if "redis-server" in proc.name() and str(self.socket) in " ".join(proc.cmdline()):
+                proc.terminate()
+                proc.wait(3)
+        except (OSError, ValueError, psutil.Error):
+            pass
 
     async def start(self) -> str:
         """Start the server and return its ``unix://`` URL once it accepts connections."""
         self.run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        await asyncio.to_thread(self._stop_leftover)
         self.socket.unlink(missing_ok=True)
         args = [
             str(_redis_binary()),
@@ -61,6 +77,7 @@ class EmbeddedRedis:
             )
         except OSError as exc:
             raise SessionStoreError(f"session store: cannot run redis-server ({exc})") from None
+        self.pid_file.write_text(str(self._proc.pid))
         url = f"unix://{self.socket}"
         client = aioredis.Redis.from_url(url)
         try:
@@ -94,6 +111,7 @@ class EmbeddedRedis:
             proc.kill()
             await proc.wait()
         self.socket.unlink(missing_ok=True)
+        self.pid_file.unlink(missing_ok=True)
 
 
 class SessionStore:

@@ -1,0 +1,230 @@
+"""Model benchmark for the ``full`` profile: load times, per-call latency, cold start and memory.
+
+Run from the repository root: ``python -m bench.models`` (``make bench BENCH=models``). Provisions the full
+profile first if needed, prints a table and writes ``bench/results/models.json``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+import time
+import wave
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from bench._common import percentiles, print_table, time_ms, write_result
+from models.llm import CT2Llm
+from models.paths import default_models_dir
+from models.provision import provision
+from models.registry import ModelSet, describe, load_models
+from models.tts import KokoroTts, PiperTts
+from models.vad import FRAME_SAMPLES
+
+REPO = Path(__file__).resolve().parent.parent
+RUNS = 20
+COLD_RUNS = 5
+THROUGHPUT_RUNS = 5
+
+PERSONA = (
+    "You are Soma, a caring friend talking with the user by voice. Answer in one or two short spoken "
+    "sentences. Never use lists, headings, markdown or code. Be warm and curious, and ask a short "
+    "follow-up question when it helps the conversation."
+)
+ASR_TEXT = "Could you remind me to call my sister tomorrow evening after work?"
+TTS_TEXT = "Sure, I can help with that. What time works best for you tomorrow?"
+
+# Runs in a fresh interpreter: import + load everything, then one call per model, reporting timings and RSS.
+_COLD_START = """
+import time
+started = time.perf_counter()
+import json, numpy as np
+from models.registry import load_models
+models = load_models(None, "full")
+loaded_ms = (time.perf_counter() - started) * 1000
+def rss():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+rss_loaded = rss()
+models.vad.new_stream().prob(np.zeros(512, np.float32))
+models.asr.transcribe(np.zeros(16000, np.float32))
+models.llm.complete([{"role": "user", "content": "Hello!"}], max_tokens=8)
+models.tts_fast.synthesize("Hello there.")
+models.tts_quality.synthesize("Hello there.")
+models.embed.embed(["hello"])
+print(json.dumps({"cold_ms": loaded_ms, "load_ms": models.load_ms, "rss_loaded": rss_loaded, "rss_used": rss()}))
+models.close()
+"""
+
+
+def espeak_16k(text: str) -> npt.NDArray[np.float32]:
+    """``text`` spoken by espeak-ng, resampled to 16 kHz mono float32."""
+    raw = subprocess.run(["espeak-ng", "--stdout", text], capture_output=True, check=True).stdout
+    with wave.open(io.BytesIO(raw)) as wav:
+        rate = wav.getframerate()
+        audio = np.frombuffer(wav.readframes(wav.getnframes()), dtype=np.int16).astype(np.float32) / 32768
+    positions = np.arange(0, len(audio) * 16_000 / rate) * rate / 16_000
+    resampled: npt.NDArray[np.float32] = np.interp(positions, np.arange(len(audio)), audio).astype(np.float32)
+    return resampled
+
+
+def cold_start() -> tuple[list[float], dict[str, float], float, float]:
+    """Load all full models in fresh interpreters; returns cold ms samples, last per-model ms, RSS after
+    load and RSS after one call per model (MB, median over runs)."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, (str(REPO), os.environ.get("PYTHONPATH")))))
+    samples, loaded, used = [], [], []
+    load_ms: dict[str, float] = {}
+    for _ in range(COLD_RUNS):
+        out = subprocess.run(
+            [sys.executable, "-c", _COLD_START], capture_output=True, text=True, check=True, cwd=REPO, env=env
+        )
+        report = json.loads(out.stdout.strip().splitlines()[-1])
+        samples.append(report["cold_ms"])
+        loaded.append(report["rss_loaded"])
+        used.append(report["rss_used"])
+        load_ms = report["load_ms"]
+    return samples, load_ms, float(np.median(loaded)), float(np.median(used))
+
+
+def first_piece_ms(llm: CT2Llm, messages: list[dict[str, str]], **options: Any) -> float:
+    """Milliseconds from the call to the first text piece; the generation is then stopped."""
+    started = time.perf_counter()
+    pieces = llm.generate_tokens(messages, **options)
+    next(pieces)
+    elapsed = (time.perf_counter() - started) * 1000
+    pieces.close()
+    return elapsed
+
+
+def long_conversation(llm: CT2Llm, target_tokens: int = 600) -> list[dict[str, str]]:
+    """A persona + history conversation whose prompt is just over ``target_tokens`` tokens."""
+    turns = [
+        ("I had a long day at work and I am pretty tired.", "That sounds exhausting. What made it so long?"),
+        ("Mostly meetings, and a project deadline moved up.", "Deadlines moving up is stressful. Is it doable?"),
+        ("I think so, if I focus tomorrow morning.", "Good plan. Mornings are often when focus is best."),
+        ("I also need to plan my sister's birthday dinner.", "Nice! Do you have a place in mind for her?"),
+        ("Maybe the Italian place near the river.", "She would probably love that. Shall I note it?"),
+    ]
+    messages = [{"role": "system", "content": PERSONA}]
+    while llm.count_tokens([*messages, {"role": "user", "content": "What do you think?"}]) < target_tokens:
+        user, assistant = turns[(len(messages) // 2) % len(turns)]
+        messages += [{"role": "user", "content": user}, {"role": "assistant", "content": assistant}]
+    return [*messages, {"role": "user", "content": "What do you think?"}]
+
+
+def llm_metrics(llm: CT2Llm) -> dict[str, Any]:
+    short = [{"role": "system", "content": "You are a caring friend. Answer in one short sentence."}]
+    short.append({"role": "user", "content": "What should I cook tonight?"})
+    long = long_conversation(llm)
+    persona = llm.prefix_tokens(long[:1])
+    metrics: dict[str, Any] = {
+        "llm_prompt_tokens": llm.count_tokens(short),
+        "llm_prompt_600_tokens": llm.count_tokens(long),
+        "llm_ttft_ms": percentiles([first_piece_ms(llm, short) for _ in range(RUNS + 1)][1:]),
+        "llm_ttft_600_ms": percentiles([first_piece_ms(llm, long) for _ in range(RUNS + 1)][1:]),
+        "llm_ttft_600_cached_prefix_ms": percentiles(
+            [first_piece_ms(llm, long, static_prompt_tokens=persona) for _ in range(RUNS + 1)][1:]
+        ),
+    }
+    rates = []
+    for _ in range(THROUGHPUT_RUNS):
+        pieces = llm.generate_tokens(short, max_tokens=80, repetition_penalty=1.1)
+        text = next(pieces)
+        first = time.perf_counter()
+        text += "".join(pieces)
+        tokens = len(llm.encode(text))
+        rates.append((tokens - 1) / (time.perf_counter() - first))
+    metrics["llm_tokens_per_s"] = round(float(np.median(rates)), 1)
+    return metrics
+
+
+def tts_first_chunk_ms(voice: PiperTts | KokoroTts) -> list[float]:
+    samples = []
+    for _ in range(RUNS + 1):
+        started = time.perf_counter()
+        chunks = voice.stream(TTS_TEXT)
+        next(chunks)
+        samples.append((time.perf_counter() - started) * 1000)
+        chunks.close()
+    return samples[1:]
+
+
+def warm_metrics(models: ModelSet) -> dict[str, Any]:
+    vad, asr, llm, piper, kokoro, embed = (
+        models.vad, models.asr, models.llm, models.tts_fast, models.tts_quality, models.embed
+    )  # fmt: skip
+    assert vad and asr and llm and piper and kokoro and embed, "load_models('full') loads every role"
+    speech = espeak_16k(ASR_TEXT)
+    stream = vad.new_stream()
+    frames = [speech[i : i + FRAME_SAMPLES] for i in range(0, len(speech) - FRAME_SAMPLES, FRAME_SAMPLES)]
+    vad_samples = []
+    for _ in range(3):
+        for frame in frames:
+            started = time.perf_counter()
+            stream.prob(frame)
+            vad_samples.append((time.perf_counter() - started) * 1000)
+    sentences = iter([f"Note {i}: the user mentioned their sister's birthday dinner by the river." for i in range(60)])
+    return {
+        "vad_latency_ms": percentiles(vad_samples),
+        "asr_latency_ms": percentiles(time_ms(lambda: asr.transcribe(speech), RUNS)),
+        "asr_audio_s": round(len(speech) / 16_000, 2),
+        "asr_transcript": asr.transcribe(speech).text,
+        **llm_metrics(llm),
+        "tts_first_chunk_ms": percentiles(tts_first_chunk_ms(piper)),
+        "kokoro_first_chunk_ms": percentiles(tts_first_chunk_ms(kokoro)),
+        "embed_latency_ms": percentiles(time_ms(lambda: embed.embed([next(sentences)]), 50)),
+    }
+
+
+def main() -> int:
+    models_dir = default_models_dir()
+    started = time.monotonic()
+    provision("full", models_dir, progress=True)
+    print(f"full profile ready ({time.monotonic() - started:.1f}s)", file=sys.stderr)
+
+    cold, load_ms, rss_loaded, rss_used = cold_start()
+    models = load_models(models_dir, "full")
+    try:
+        warm = warm_metrics(models)
+    finally:
+        models.close()
+    metrics: dict[str, Any] = {
+        "cold_start_ms": percentiles(cold),
+        "rss_mb": round(rss_used, 1),
+        "rss_loaded_mb": round(rss_loaded, 1),
+        "load_ms": {name: round(ms, 1) for name, ms in load_ms.items()},
+        **warm,
+    }
+    print_table(metrics)
+    print("load_ms:", json.dumps(metrics["load_ms"]))
+    print("asr transcript:", metrics["asr_transcript"])
+    path = write_result(
+        "models",
+        models=describe("full"),
+        metrics=metrics,
+        notes=(
+            "Full profile, CPU only. cold_start_ms: fresh interpreter, imports + load_models('full') "
+            f"(n={COLD_RUNS}); rss_mb: that process after one call per model (rss_loaded_mb: right after "
+            "loading). Latencies are warm, sequential, default ThreadConfig (LLM/ASR/TTS 2 threads, VAD/embed "
+            f"1): vad per 512-sample frame of speech; asr = faster-whisper base int8, beam 1, on a "
+            f"{metrics['asr_audio_s']} s espeak-ng utterance; llm_ttft = call to first text piece, greedy, "
+            f"{metrics['llm_prompt_tokens']}- and {metrics['llm_prompt_600_tokens']}-token prompts "
+            "(llm_ttft_600_cached_prefix_ms: persona system prompt passed as CT2 static_prompt); "
+            "llm_tokens_per_s: decode rate after the first piece over 80-token replies (tokens counted by "
+            "re-encoding the text); tts first chunk = first sentence of a two-sentence reply; embed = one "
+            "sentence per call, float32 CT2 encoder."
+        ),
+    )
+    print(f"wrote {path.relative_to(REPO)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
