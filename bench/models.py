@@ -20,7 +20,7 @@ import numpy as np
 import numpy.typing as npt
 
 from bench._common import percentiles, print_table, time_ms, write_result
-from models.llm import CT2Llm
+from models.llm import CT2Llm, GenerationStats
 from models.paths import default_models_dir
 from models.provision import provision
 from models.registry import ModelSet, describe, load_models
@@ -121,7 +121,7 @@ def long_conversation(llm: CT2Llm, target_tokens: int = 600) -> list[dict[str, s
 
 def llm_metrics(llm: CT2Llm) -> dict[str, Any]:
     short = [{"role": "system", "content": "You are a caring friend. Answer in one short sentence."}]
-    short.append({"role": "user", "content": "What should I cook tonight?"})
+    short.append({"role": "user", "content": "What should I cook tonight? I have rice and some eggs."})
     long = long_conversation(llm)
     persona = llm.prefix_tokens(long[:1])
     metrics: dict[str, Any] = {
@@ -134,13 +134,13 @@ def llm_metrics(llm: CT2Llm) -> dict[str, Any]:
         ),
     }
     rates = []
+    story = [short[0], {"role": "user", "content": "Tell me a story about a dragon who learns to cook."}]
     for _ in range(THROUGHPUT_RUNS):
-        pieces = llm.generate_tokens(short, max_tokens=80, repetition_penalty=1.1)
-        text = next(pieces)
-        first = time.perf_counter()
-        text += "".join(pieces)
-        tokens = len(llm.encode(text))
-        rates.append((tokens - 1) / (time.perf_counter() - first))
+        stats = GenerationStats()
+        for _piece in llm.generate_tokens(story, max_tokens=80, stats=stats):
+            pass
+        assert stats.first_token_ms is not None
+        rates.append((stats.generated_tokens - 1) / ((stats.total_ms - stats.first_token_ms) / 1000))
     metrics["llm_tokens_per_s"] = round(float(np.median(rates)), 1)
     return metrics
 
@@ -217,8 +217,8 @@ def main() -> int:
             f"{metrics['asr_audio_s']} s espeak-ng utterance; llm_ttft = call to first text piece, greedy, "
             f"{metrics['llm_prompt_tokens']}- and {metrics['llm_prompt_600_tokens']}-token prompts "
             "(llm_ttft_600_cached_prefix_ms: persona system prompt passed as CT2 static_prompt); "
-            "llm_tokens_per_s: decode rate after the first piece over 80-token replies (tokens counted by "
-            "re-encoding the text); tts first chunk = first sentence of a two-sentence reply; embed = one "
+            "llm_tokens_per_s: decode rate after the first token over 80-token replies (GenerationStats); "
+            "tts first chunk = first sentence of a two-sentence reply; embed = one "
             "sentence per call, float32 CT2 encoder."
         ),
     )

@@ -1,7 +1,7 @@
 """Worker threads that model compute runs on, so it never blocks the event loop.
 
 Each loaded model owns one :class:`ComputeLane`: a named, single-purpose thread pool. Async callers
-``await lane.run(fn, ...)`` or iterate :func:`stream_in_lane`; sync callers (benchmarks, other worker
+``await lane.run(fn, ...)`` or iterate ``lane.stream(produce)``; sync callers (benchmarks, other worker
 threads) call the model's sync methods directly.
 """
 
@@ -13,7 +13,7 @@ import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Generic, ParamSpec, TypeVar
+from typing import Any, Generic, ParamSpec, TypeVar
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -42,6 +42,9 @@ class ComputeLane:
         self.name = name
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"soma-{name}")
         self._closed = False
+        # Streams running on this lane, so close() can stop a producer waiting on a consumer that left.
+        self._streams: set[_Slots[Any]] = set()
+        self._streams_lock = threading.Lock()
 
     @property
     def closed(self) -> bool:
@@ -67,10 +70,85 @@ class ComputeLane:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.executor, functools.partial(fn, *args, **kwargs))
 
+    async def stream(
+        self,
+        produce: Callable[[threading.Event], Iterator[T]],
+        *,
+        maxsize: int = 4,
+        stall_timeout: float = 30.0,
+    ) -> AsyncIterator[T]:
+        """Iterate a blocking iterator on this lane's worker and yield its items on the event loop.
+
+        Args:
+            produce: Called on the worker with a stop event; returns the blocking iterator. The event is
+                set when the consumer goes away, so a producer that checks it between items (e.g. between
+                LLM tokens) stops within one item; the worker also stops pulling items and closes the
+                iterator.
+            maxsize: Items buffered ahead of the consumer.
+            stall_timeout: Seconds the producer waits for buffer room before deciding the consumer is gone.
+                This is the backstop for a stream that is abandoned but never closed (a reference kept
+                somewhere): without it the producer would block the lane's only worker forever.
+
+        Yields:
+            The producer's items, in order. A producer exception is re-raised here, and
+            :class:`StreamStalledError` if the producer gave up waiting for this consumer.
+
+        Use ``contextlib.aclosing`` (or ``async with``-style cleanup) when breaking out early, so the
+        producer is stopped right away rather than when the generator is garbage-collected.
+        """
+        loop = asyncio.get_running_loop()
+        slots: _Slots[T] = _Slots(loop, maxsize)
+
+        def work() -> None:
+            iterator: Iterator[T] | None = None
+            try:
+                iterator = produce(slots.stop)
+                for item in iterator:
+                    if not slots.free.acquire(timeout=stall_timeout):
+                        slots.stop.set()
+                        slots.deliver(
+                            _Failed(StreamStalledError(f"{self.name}: consumer took nothing for {stall_timeout}s"))
+                        )
+                        return
+                    if slots.stop.is_set():
+                        return
+                    slots.deliver(item)
+            except BaseException as exc:  # handed to the consumer, which re-raises it
+                slots.deliver(_Failed(exc))
+            else:
+                slots.deliver(_End())
+            finally:
+                close = getattr(iterator, "close", None)
+                if close is not None:
+                    close()
+
+        # The future is deliberately not awaited: the worker ends by itself once stop is set, and the lane's
+        # single worker serialises the next call behind it.
+        loop.run_in_executor(self.executor, work)
+        with self._streams_lock:
+            self._streams.add(slots)
+        try:
+            while True:
+                item = await slots.queue.get()
+                if isinstance(item, _End):
+                    return
+                if isinstance(item, _Failed):
+                    raise item.error
+                slots.free.release()
+                yield item
+        finally:
+            with self._streams_lock:
+                self._streams.discard(slots)
+            slots.halt()
+
     def close(self) -> None:
-        """Stop accepting work, drop queued calls and wait for the running one. Idempotent."""
+        """Stop accepting work, stop open streams, drop queued calls and wait for the running one. Idempotent."""
         if not self._closed:
             self._closed = True
+            with self._streams_lock:
+                streams = list(self._streams)
+            for slots in streams:
+                slots.halt()
             self._executor.shutdown(wait=True, cancel_futures=True)
 
 
@@ -101,78 +179,22 @@ class _Slots(Generic[T]):
         # Bounded one above the semaphore so the end marker always fits.
         self.queue: asyncio.Queue[T | _End | _Failed] = asyncio.Queue(maxsize + 1)
 
+    def halt(self) -> None:
+        """Tell the producer to stop, waking it if it is blocked on a full buffer. Safe from any thread."""
+        self.stop.set()
+        self.free.release()
+
     def deliver(self, item: T | _End | _Failed) -> None:
+        """Hand ``item`` to the consumer's loop. Called from the producer thread."""
         try:
-            self.loop.call_soon_threadsafe(self.queue.put_nowait, item)
+            self.loop.call_soon_threadsafe(self._put, item)
         except RuntimeError:
             self.stop.set()  # the loop is gone; nobody will consume
 
-
-async def stream_in_lane(
-    lane: ComputeLane,
-    produce: Callable[[threading.Event], Iterator[T]],
-    *,
-    maxsize: int = 4,
-    stall_timeout: float = 30.0,
-) -> AsyncIterator[T]:
-    """Iterate a blocking iterator on ``lane``'s worker and yield its items on the event loop.
-
-    Args:
-        lane: Where the iterator runs.
-        produce: Called on the worker with a stop event; returns the blocking iterator. The event is
-            set when the consumer goes away, so a producer that checks it between items (e.g. between
-            LLM tokens) stops within one item; the worker also stops pulling items and closes the
-            iterator.
-        maxsize: Items buffered ahead of the consumer.
-        stall_timeout: Seconds the producer waits for buffer room before deciding the consumer is gone.
-            This is the backstop for a stream that is abandoned but never closed (a reference kept
-            somewhere): without it the producer would block the lane's only worker forever.
-
-    Yields:
-        The producer's items, in order. A producer exception is re-raised here, and
-        :class:`StreamStalledError` if the producer gave up waiting for this consumer.
-
-    Use ``contextlib.aclosing`` (or ``async with``-style cleanup) when breaking out early, so the
-    producer is stopped right away rather than when the generator is garbage-collected.
-    """
-    loop = asyncio.get_running_loop()
-    slots: _Slots[T] = _Slots(loop, maxsize)
-
-    def work() -> None:
-        iterator: Iterator[T] | None = None
+    def _put(self, item: T | _End | _Failed) -> None:
         try:
-            iterator = produce(slots.stop)
-            for item in iterator:
-                if not slots.free.acquire(timeout=stall_timeout):
-                    slots.stop.set()
-                    slots.deliver(
-                        _Failed(StreamStalledError(f"{lane.name}: consumer took nothing for {stall_timeout}s"))
-                    )
-                    return
-                if slots.stop.is_set():
-                    return
-                slots.deliver(item)
-        except BaseException as exc:  # handed to the consumer, which re-raises it
-            slots.deliver(_Failed(exc))
-        else:
-            slots.deliver(_End())
-        finally:
-            close = getattr(iterator, "close", None)
-            if close is not None:
-                close()
-
-    # The future is deliberately not awaited: the worker ends by itself once stop is set, and the lane's
-    # single worker serialises the next call behind it.
-    loop.run_in_executor(lane.executor, work)
-    try:
-        while True:
-            item = await slots.queue.get()
-            if isinstance(item, _End):
-                return
-            if isinstance(item, _Failed):
-                raise item.error
-            slots.free.release()
-            yield item
-    finally:
-        slots.stop.set()
-        slots.free.release()  # wake a producer blocked on a full buffer so it sees stop
+            self.queue.put_nowait(item)
+        except asyncio.QueueFull:
+            # Only possible once the consumer has left (the semaphore bounds items while it is there),
+            # so a late end or error marker has nobody to reach.
+            pass

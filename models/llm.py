@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import AsyncIterator, Generator, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypedDict, Unpack
 
@@ -25,10 +27,32 @@ from tokenizers import Tokenizer
 
 from models.catalog import Role
 from models.chat_prompt import ChatPrompt, Message
-from models.executors import ComputeLane, stream_in_lane
+from models.executors import ComputeLane
 from models.locate import locate
 
 _INCOMPLETE = "\ufffd"  # what the byte-level decoder shows for a cut multi-byte character
+
+
+@dataclass(slots=True)
+class GenerationStats:
+    """Filled in by one generation as it runs (pass an instance as ``stats=``); read it after the stream ends.
+
+    Attributes:
+        prompt_tokens: Tokens of the whole rendered prompt.
+        cached_tokens: Of those, tokens served from the ``static_prompt_tokens`` cache path.
+        generated_tokens: Tokens decoded (end-of-turn token excluded).
+        first_token_ms: Call to first decoded token, or ``None`` if none came.
+        total_ms: Call to the end of generation.
+        finish: ``"end"`` (model ended its turn), ``"length"`` (max_tokens), ``"stop"`` (a stop string)
+            or ``"cancelled"`` (stop_event or the consumer closed the stream).
+    """
+
+    prompt_tokens: int = 0
+    cached_tokens: int = 0
+    generated_tokens: int = 0
+    first_token_ms: float | None = None
+    total_ms: float = 0.0
+    finish: str = "cancelled"
 
 
 class GenerateOptions(TypedDict, total=False):
@@ -41,6 +65,7 @@ class GenerateOptions(TypedDict, total=False):
     repetition_penalty: float
     static_prompt_tokens: Sequence[str] | None
     stop: Sequence[str]
+    stats: GenerationStats | None
 
 
 class CT2Llm:
@@ -113,6 +138,7 @@ class CT2Llm:
         static_prompt_tokens: Sequence[str] | None = None,
         stop: Sequence[str] = (),
         stop_event: threading.Event | None = None,
+        stats: GenerationStats | None = None,
     ) -> Generator[str, None, None]:
         """Generate a reply, yielding text pieces as soon as they decode to whole characters.
 
@@ -130,6 +156,7 @@ class CT2Llm:
                 model state CTranslate2 caches between calls.
             stop: Strings that end the reply; the text before the first one is yielded, it is not.
             stop_event: Checked between tokens; when set, generation stops.
+            stats: Receives token counts, timings and the finish reason of this call.
 
         Yields:
             Non-empty text pieces whose concatenation is the reply (special tokens removed).
@@ -138,13 +165,17 @@ class CT2Llm:
             ValueError: ``static_prompt_tokens`` is not a prefix of the prompt.
         """
         self.lane.check_open()
+        started = time.perf_counter()
+        stats = stats if stats is not None else GenerationStats()
         tokens = self.encode(self.render(messages))
+        stats.prompt_tokens = len(tokens)
         static: list[str] | None = None
         if static_prompt_tokens:
             static = list(static_prompt_tokens)
             if tokens[: len(static)] != static:
                 raise ValueError("static_prompt_tokens is not a prefix of the rendered prompt")
             tokens = tokens[len(static) :]
+            stats.cached_tokens = len(static)
 
         def halt(_step: ctranslate2.GenerationStepResult) -> bool:
             return stop_event is not None and stop_event.is_set()
@@ -162,24 +193,38 @@ class CT2Llm:
             callback=halt,
         )
         try:
-            yield from self._pieces(steps, stop, stop_event)
+            yield from self._pieces(steps, stop, stop_event, stats, started, max_tokens)
         finally:
             steps.close()  # stops the C++ decoding loop and joins its thread
+            stats.total_ms = (time.perf_counter() - started) * 1000
 
     def _pieces(
-        self, steps: Iterator[ctranslate2.GenerationStepResult], stop: Sequence[str], stop_event: threading.Event | None
+        self,
+        steps: Iterator[ctranslate2.GenerationStepResult],
+        stop: Sequence[str],
+        stop_event: threading.Event | None,
+        stats: GenerationStats,
+        started: float,
+        max_tokens: int,
     ) -> Iterator[str]:
         decoder = IncrementalDecoder(self._tokenizer, stop)
         for step in steps:
+            if stats.first_token_ms is None:
+                stats.first_token_ms = (time.perf_counter() - started) * 1000
             if stop_event is not None and stop_event.is_set():
                 return
             if step.token_id in self._end_ids:
+                stats.finish = "end"
                 break
+            stats.generated_tokens += 1
             piece = decoder.push(step.token_id)
             if piece:
                 yield piece
             if decoder.stopped:
+                stats.finish = "stop"
                 return
+        else:
+            stats.finish = "length" if stats.generated_tokens >= max_tokens else "end"
         tail = decoder.flush()
         if tail:
             yield tail
@@ -200,7 +245,7 @@ class CT2Llm:
         def produce(stop_event: threading.Event) -> Iterator[str]:
             return self.generate_tokens(messages, stop_event=stop_event, **options)
 
-        return stream_in_lane(self.lane, produce, maxsize=buffer)
+        return self.lane.stream(produce, maxsize=buffer)
 
     async def acomplete(self, messages: Sequence[Message], **options: Unpack[GenerateOptions]) -> str:
         """:meth:`complete` on the LLM worker thread."""

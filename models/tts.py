@@ -16,7 +16,7 @@ from kokoro_onnx import Kokoro
 from piper import PiperConfig, PiperVoice, SynthesisConfig
 
 from models.catalog import KOKORO_ONNX, KOKORO_VOICES, PIPER_ONNX, Role
-from models.executors import ComputeLane, stream_in_lane
+from models.executors import ComputeLane
 from models.locate import locate
 
 FloatArray = npt.NDArray[np.float32]
@@ -100,7 +100,7 @@ class _ChunkedVoice:
         At most ``buffer`` chunks are synthesised ahead of the consumer; closing or cancelling the
         consumer stops synthesis after the chunk in progress.
         """
-        return stream_in_lane(self.lane, lambda stop: self.stream(text, stop_event=stop), maxsize=buffer)
+        return self.lane.stream(lambda stop: self.stream(text, stop_event=stop), maxsize=buffer)
 
     def close(self) -> None:
         """Wait for the chunk in progress and stop the worker. Idempotent."""

@@ -9,7 +9,7 @@ import time
 import pytest
 from tokenizers import Tokenizer
 
-from models.llm import IncrementalDecoder
+from models.llm import GenerationStats, IncrementalDecoder
 from models.registry import ModelSet
 
 pytestmark = pytest.mark.models
@@ -90,6 +90,21 @@ def test_static_prompt_prefix_gives_same_reply(ci_models: ModelSet) -> None:
         assert llm.complete(QUESTION, max_tokens=30, static_prompt_tokens=prefix) == plain
     with pytest.raises(ValueError, match="prefix"):
         llm.complete(QUESTION, static_prompt_tokens=llm.prefix_tokens([{"role": "system", "content": "Other."}]))
+
+
+def test_generation_stats_report_counts_and_finish(ci_models: ModelSet) -> None:
+    """GenerationStats counts prompt/cached/generated tokens and says why generation ended."""
+    llm = ci_models.llm
+    assert llm is not None
+    capped = GenerationStats()
+    assert llm.complete(QUESTION, max_tokens=3, stats=capped)
+    assert (capped.generated_tokens, capped.finish) == (3, "length")
+    assert capped.prompt_tokens == llm.count_tokens(QUESTION) and capped.cached_tokens == 0
+    assert capped.first_token_ms is not None and 0 < capped.first_token_ms <= capped.total_ms
+    natural = GenerationStats()
+    llm.complete(QUESTION, max_tokens=200, static_prompt_tokens=llm.prefix_tokens([SYSTEM]), stats=natural)
+    assert natural.finish == "end" and 0 < natural.generated_tokens < 200
+    assert natural.cached_tokens == len(llm.prefix_tokens([SYSTEM]))
 
 
 def test_template_matches_transformers(ci_models: ModelSet) -> None:
