@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -58,6 +59,7 @@ class WhisperAsr:
             str(model_dir), device="cpu", compute_type=compute_type, cpu_threads=cpu_threads, num_workers=1
         )
         self.lane = ComputeLane("asr")
+        self._tokenizer: Any = None  # faster_whisper Tokenizer, built on first use
 
     def transcribe(
         self,
@@ -97,6 +99,72 @@ class WhisperAsr:
             language=info.language,
         )
 
+    def transcribe_utterance(
+        self,
+        audio: npt.NDArray[np.float32],
+        *,
+        language: str = "en",
+        pad_s: float = 1.5,
+        no_repeat_ngram_size: int = 0,
+    ) -> Transcript:
+        """Decode one short utterance (up to ~28 s) with an encoder window sized to it. Blocking.
+
+        faster-whisper always pads audio to Whisper's 30 s window, so the encoder costs the same for a 2 s
+        question as for 30 s of speech (~250 ms tiny, ~500 ms base on 2 cores). CTranslate2 accepts a
+        shorter mel window: encoding the utterance plus ``pad_s`` of silence costs a fraction of that and,
+        on conversational utterances, gives the same words (measured in ``bench/voice_loop.py``'s notes and
+        the tests). Greedy, no timestamps; the no-speech probability guards against hallucinating words
+        into noise.
+
+        Args:
+            audio: Mono float32 16 kHz samples in [-1, 1]; longer than 28 s falls back to `transcribe`.
+            language: ISO code (ignored by English-only models).
+            pad_s: Silence appended inside the window; Whisper was trained on padded windows.
+        """
+        import ctranslate2
+        from faster_whisper.tokenizer import Tokenizer
+
+        self.lane.check_open()
+        samples = np.asarray(audio, dtype=np.float32).reshape(-1)
+        duration = len(samples) / SAMPLE_RATE
+        if duration > 28.0:
+            return self.transcribe(samples, language=language)
+        model = self._model
+        features = model.feature_extractor(samples)  # (n_mels, frames), 100 frames per second
+        frames = min(3000, features.shape[1] + int(pad_s * 100))
+        frames += frames % 2  # the encoder's stride-2 convolution wants an even length
+        window = np.zeros((1, features.shape[0], frames), dtype=np.float32)
+        window[0, :, : min(frames, features.shape[1])] = features[:, :frames]
+        if self._tokenizer is None:
+            multilingual = model.model.is_multilingual
+            self._tokenizer = Tokenizer(
+                model.hf_tokenizer, multilingual, task="transcribe", language=language if multilingual else None
+            )
+        tok = self._tokenizer
+        result = model.model.generate(
+            ctranslate2.StorageView.from_array(window),
+            [[*tok.sot_sequence, tok.no_timestamps]],
+            beam_size=1,
+            # Speech runs at ~3-4 tokens per second; a tight cap stops a decode that starts looping early.
+            max_length=min(224, 10 + int(duration * 6)),
+            return_scores=True,
+            return_no_speech_prob=True,
+            suppress_blank=True,
+            no_repeat_ngram_size=no_repeat_ngram_size,
+        )[0]
+        ids = [t for t in result.sequences_ids[0] if t < tok.eot]
+        text = drop_repetition(tok.decode(ids).strip(), duration)
+        avg_logprob = float(result.scores[0]) if result.scores else 0.0
+        no_speech = float(result.no_speech_prob)
+        if no_speech > 0.6 and avg_logprob < -1.0:  # faster-whisper's own silence rule
+            text = ""
+        segment = Segment(0.0, duration, text, avg_logprob, no_speech)
+        return Transcript(text=text, segments=(segment,) if text else (), duration=duration, language=language)
+
+    async def atranscribe_utterance(self, audio: npt.NDArray[np.float32], *, language: str = "en") -> Transcript:
+        """:meth:`transcribe_utterance` on the ASR worker thread."""
+        return await self.lane.run(self.transcribe_utterance, audio, language=language)
+
     async def atranscribe(
         self,
         audio: npt.NDArray[np.float32],
@@ -121,6 +189,41 @@ class WhisperAsr:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+# Shortest stretch of audio one repeated word takes: fast speech runs ~3-4 words per second, and the VAD adds
+# padding around every utterance, so a real "no, no, no" always has more audio than this per word.
+MIN_WORD_S = 0.3
+
+
+def drop_repetition(text: str, duration: float | None = None) -> str:
+    """Cut a decode that loops ("Why is the sky blue? Why is the sky blue? Why is") back to its first pass.
+
+    Whisper on a short window sometimes restarts the utterance when it reaches the end of the audio; a
+    repeated word sequence of three or more words that starts the text again is that, never speech. On a
+    one-word utterance the loop repeats that word ("Stop. Stop. Stop."): a text that is one or two words
+    said three or more times, faster than anyone can say them (``MIN_WORD_S`` each) in ``duration``
+    seconds of audio, is cut to its first pass too. A real "no, no, no" takes long enough to be kept.
+    """
+    words = _first_pass(text.split())
+    if duration is not None and len(words) >= 3 and len(words) * MIN_WORD_S > duration:
+        bare = [w.strip(".,!?;:").lower() for w in words]
+        for size in (1, 2):
+            if len(bare) >= 3 * size and all(bare[i] == bare[i % size] for i in range(len(bare))):
+                return " ".join(words[:size]).rstrip(",;:")
+    return " ".join(words)
+
+
+def _first_pass(words: list[str]) -> list[str]:
+    """``words`` up to where a block of three or more words repeats or the text starts over."""
+    for size in range(len(words) // 2, 2, -1):
+        for start in range(0, len(words) - size):
+            head = words[start : start + size]
+            if words[start + size : start + 2 * size] == head or (
+                start == 0 and words[size : size + 3] == head[:3] and len(words) - size < size
+            ):
+                return words[: start + size]
+    return words
 
 
 def load_asr(

@@ -100,7 +100,7 @@ class UtteranceAsr:
             if not self._chunks:
                 return self._prefix
             audio = to_float(np.concatenate(self._chunks))
-            text = clean_transcript((await self._asr.atranscribe(audio)).text)
+            text = clean_transcript((await self._asr.atranscribe_utterance(audio)).text)
             return f"{self._prefix} {text}".strip()
         finally:
             self._inflight = False
@@ -112,7 +112,7 @@ class UtteranceAsr:
         # Keep the most recent ~4 s for the next decode; commit the rest once.
         cut = len(audio) - 4 * PIPELINE_RATE
         head, tail = audio[:cut], audio[cut:]
-        text = clean_transcript((await self._asr.atranscribe(to_float(head))).text)
+        text = clean_transcript((await self._asr.atranscribe_utterance(to_float(head))).text)
         self._prefix = f"{self._prefix} {text}".strip()
         self._chunks = [tail]
         self._samples = len(tail)

@@ -41,7 +41,7 @@ class AsrResult(Protocol):
 class Asr(Protocol):
     """Speech to text for a whole 16 kHz float utterance, computed off the event loop."""
 
-    async def atranscribe(self, audio: FloatAudio) -> AsrResult: ...
+    async def atranscribe_utterance(self, audio: FloatAudio) -> AsrResult: ...
 
 
 class Llm(Protocol):

@@ -151,6 +151,8 @@ class Session:
         self._turn_id = 0
         self._marks: TurnMarks | None = None
         self._partial: tuple[asyncio.Task[str], float] | None = None  # decode in flight, audio end time
+        self._last_decode: tuple[asyncio.Task[str], float] | None = None  # newest decode (maybe finished)
+        self._last_decode_end = 0.0
         self._dropped_events = 0
         self._final_at: float | None = None
         self._speech_start_t = 0.0
@@ -216,8 +218,11 @@ class Session:
             else:
                 self._speech_end_t = edge.t
             self._feed(edge)
-        if self._utt.partial_due() and self._partial is None:
-            self._start_partial()
+        if self._partial is None and self._utt.active:
+            # Decode on the partial cadence, and also at the first silent window after speech: if the VAD
+            # then confirms the end, that decode already covers the whole utterance and becomes the final.
+            if self._utt.partial_due() or (self._vad.segmenter.ending and self._last_decode_end < now - 0.05):
+                self._start_partial()
 
     def _on_text(self, text: str) -> None:
         text = text.strip()
@@ -284,14 +289,15 @@ class Session:
     def _reset_utterance(self) -> None:
         if self._utt is not None:
             self._utt.reset()
-        self._partial = None
+        self._partial = self._last_decode = None
 
     # -------------------------------------------------------------------------------------------- ASR
 
     def _start_partial(self) -> None:
         assert self._utt is not None
         task = self._spawn(self._utt.decode(), "asr-partial")
-        self._partial = (task, self.now())
+        self._partial = self._last_decode = (task, self.now())
+        self._last_decode_end = self.now()
 
         def done(t: asyncio.Task[str]) -> None:
             if self._partial is not None and self._partial[0] is t:
@@ -304,15 +310,15 @@ class Session:
 
     def _start_final(self, segment: int) -> None:
         assert self._utt is not None
-        # A partial already decoding audio that reaches past the speech end *is* the final: reuse it
+        # A decode (running or finished) of audio that reaches past the speech end *is* the final: reuse it
         # instead of queueing a second decode behind it on the shared ASR worker.
-        partial = self._partial
-        reuse = partial[0] if partial is not None and partial[1] >= self._speech_end_t else None
+        latest = self._last_decode
+        reuse = latest[0] if latest is not None and latest[1] >= self._speech_end_t else None
 
         async def final() -> None:
             assert self._utt is not None
             try:
-                text = await reuse if reuse is not None else await self._utt.decode()
+                text = await reuse if reuse is not None and not reuse.cancelled() else await self._utt.decode()
             except Exception as exc:  # an ASR failure loses this utterance, not the session
                 log.exception("ASR failed")
                 self._emit(ErrorEvent("asr_failed", type(exc).__name__))

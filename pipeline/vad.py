@@ -41,6 +41,11 @@ class VadSegmenter:
         self._first_voiced_t = 0.0
         self._last_voiced_end = 0.0
 
+    @property
+    def ending(self) -> bool:
+        """Speech is on but the latest window(s) were silent: an end may be about to be reported."""
+        return self.speaking and self._run > 0
+
     def feed(self, prob: float, t_end: float) -> SpeechStart | SpeechEnd | None:
         """One window's probability; ``t_end`` is the time of the window's last sample."""
         cfg = self.config

@@ -54,3 +54,28 @@ async def test_async_transcribe_runs_on_worker(
     transcript = await asr.atranscribe(speech_16k)
     assert _words(transcript.text) == _words(SPOKEN_TEXT)
     assert threads and threads[0].startswith("soma-asr")
+
+
+def test_short_window_decode_gives_the_words(ci_models: ModelSet, speech_16k: npt.NDArray[np.float32]) -> None:
+    """transcribe_utterance (encoder window sized to the audio) gives the same words as the 30 s window."""
+    assert ci_models.asr is not None
+    transcript = ci_models.asr.transcribe_utterance(speech_16k)
+    assert _words(transcript.text) == _words(SPOKEN_TEXT)
+    assert ci_models.asr.transcribe_utterance(np.zeros(16_000, dtype=np.float32)).text == ""
+
+
+@pytest.mark.parametrize(
+    ("text", "duration", "expected"),
+    [
+        ("Why is the sky blue? Why is the sky blue? Why is", 2.0, "Why is the sky blue?"),
+        ("Hello Hello Hello Hello Hello Hello Hello", 0.8, "Hello"),
+        ("Stop. Stop. Stop. Stop", 0.75, "Stop."),
+        ("No, no, no.", 1.5, "No, no, no."),  # said slowly enough to be real speech
+        ("I said I said hello", None, "I said I said hello"),
+    ],
+)
+def test_drop_repetition(text: str, duration: float | None, expected: str) -> None:
+    """A decode that loops is cut to its first pass; real repeated words said at a human pace are kept."""
+    from models.asr import drop_repetition
+
+    assert drop_repetition(text, duration) == expected

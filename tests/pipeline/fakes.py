@@ -79,7 +79,7 @@ class FakeAsr:
         self.delay = delay
         self.calls = 0
 
-    async def atranscribe(self, audio: npt.NDArray[np.float32]) -> _Result:
+    async def atranscribe_utterance(self, audio: npt.NDArray[np.float32]) -> _Result:
         self.calls += 1
         await asyncio.sleep(self.delay)
         peak = float(np.abs(audio).max(initial=0.0)) * 32768

@@ -80,7 +80,9 @@ async def test_barge_in_with_real_models_keeps_only_heard_words(ci_models: Model
     history = list(session.history)
     assert history[1]["role"] == "assistant" and history[1]["content"] == first.heard_text
     finals = [e.text for _, e in transport.events if isinstance(e, UserTranscript) and e.final]
-    assert len(finals) >= 2 and "weather" in _words(finals[1]), finals
+    # "Stop." may end a turn of its own; the question after it then either follows as another turn or, if it
+    # starts before that turn's reply is audible, continues it (the core merges them). Either way it is heard.
+    assert any("weather" in _words(text) for text in finals[1:]), finals
     stopped = [t.marks for t in session.turns if "audio_stopped" in t.marks]
     assert stopped and stopped[0]["audio_stopped"] - stopped[0]["barge_in_onset"] < 0.3
 
