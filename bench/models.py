@@ -103,26 +103,32 @@ def first_piece_ms(llm: CT2Llm, messages: list[dict[str, str]], **options: Any) 
     return elapsed
 
 
-def long_conversation(llm: CT2Llm, target_tokens: int = 600) -> list[dict[str, str]]:
-    """A persona + history conversation whose prompt is just over ``target_tokens`` tokens."""
-    turns = [
-        ("I had a long day at work and I am pretty tired.", "That sounds exhausting. What made it so long?"),
-        ("Mostly meetings, and a project deadline moved up.", "Deadlines moving up is stressful. Is it doable?"),
-        ("I think so, if I focus tomorrow morning.", "Good plan. Mornings are often when focus is best."),
-        ("I also need to plan my sister's birthday dinner.", "Nice! Do you have a place in mind for her?"),
-        ("Maybe the Italian place near the river.", "She would probably love that. Shall I note it?"),
-    ]
-    messages = [{"role": "system", "content": PERSONA}]
-    while llm.count_tokens([*messages, {"role": "user", "content": "What do you think?"}]) < target_tokens:
-        user, assistant = turns[(len(messages) // 2) % len(turns)]
-        messages += [{"role": "user", "content": user}, {"role": "assistant", "content": assistant}]
-    return [*messages, {"role": "user", "content": "What do you think?"}]
+FACTS = [
+    "The user's sister Maya turns 40 next month and loves the Italian place near the river.",
+    "The user works as a nurse on the night shift and often feels tired on Mondays.",
+    "The user is training for a 10 km run in the spring and runs three times a week.",
+    "The user's dog Biscuit is a twelve-year-old beagle who hates thunderstorms.",
+    "The user grew up by the sea and misses swimming in the summer.",
+    "The user is learning Portuguese because their partner's family lives in Lisbon.",
+    "The user prefers short, warm answers and laughs at gentle jokes.",
+    "Last week the user said a deadline at work moved up and it stressed them out.",
+]
+
+
+def persona_conversation(llm: CT2Llm, target_tokens: int = 600) -> list[dict[str, str]]:
+    """A ~``target_tokens``-token persona system prompt (style plus remembered facts) and one user turn: the
+    shape of a real Soma turn, where the persona and recalled memories dominate the prompt."""
+    lines = [PERSONA, "What you know about the user:"]
+    question = {"role": "user", "content": "What do you think I should do this weekend?"}
+    while llm.count_tokens([{"role": "system", "content": "\n".join(lines)}, question]) < target_tokens:
+        lines.append(f"- {FACTS[(len(lines) - 2) % len(FACTS)]}")
+    return [{"role": "system", "content": "\n".join(lines)}, question]
 
 
 def llm_metrics(llm: CT2Llm) -> dict[str, Any]:
     short = [{"role": "system", "content": "You are a caring friend. Answer in one short sentence."}]
     short.append({"role": "user", "content": "What should I cook tonight? I have rice and some eggs."})
-    long = long_conversation(llm)
+    long = persona_conversation(llm)
     persona = llm.prefix_tokens(long[:1])
     metrics: dict[str, Any] = {
         "llm_prompt_tokens": llm.count_tokens(short),
@@ -176,6 +182,8 @@ def warm_metrics(models: ModelSet) -> dict[str, Any]:
         "asr_latency_ms": percentiles(time_ms(lambda: asr.transcribe(speech), RUNS)),
         "asr_audio_s": round(len(speech) / 16_000, 2),
         "asr_transcript": asr.transcribe(speech).text,
+        "asr_utterance_latency_ms": percentiles(time_ms(lambda: asr.transcribe_utterance(speech), RUNS)),
+        "asr_utterance_transcript": asr.transcribe_utterance(speech).text,
         **llm_metrics(llm),
         "tts_first_chunk_ms": percentiles(tts_first_chunk_ms(piper)),
         "kokoro_first_chunk_ms": percentiles(tts_first_chunk_ms(kokoro)),
@@ -214,9 +222,11 @@ def main() -> int:
             f"(n={COLD_RUNS}); rss_mb: that process after one call per model (rss_loaded_mb: right after "
             "loading). Latencies are warm, sequential, default ThreadConfig (LLM/ASR/TTS 2 threads, VAD/embed "
             f"1): vad per 512-sample frame of speech; asr = faster-whisper base int8, beam 1, on a "
-            f"{metrics['asr_audio_s']} s espeak-ng utterance; llm_ttft = call to first text piece, greedy, "
+            f"{metrics['asr_audio_s']} s espeak-ng utterance (asr_utterance: the pipeline's decode, encoder window "
+            "sized to the audio instead of 30 s); llm_ttft = call to first text piece, greedy, "
             f"{metrics['llm_prompt_tokens']}- and {metrics['llm_prompt_600_tokens']}-token prompts "
-            "(llm_ttft_600_cached_prefix_ms: persona system prompt passed as CT2 static_prompt); "
+            "(the long one is a persona + remembered-facts system prompt and one user question; "
+            "llm_ttft_600_cached_prefix_ms: that system prompt passed as CT2 static_prompt, i.e. encoded once); "
             "llm_tokens_per_s: decode rate after the first token over 80-token replies (GenerationStats); "
             "tts first chunk = first sentence of a two-sentence reply; embed = one "
             "sentence per call, float32 CT2 encoder."

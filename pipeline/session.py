@@ -165,6 +165,12 @@ class Session:
         """Session clock, seconds."""
         return self._clock() if self._clock is not None else asyncio.get_running_loop().time()
 
+    @property
+    def utterance_s(self) -> float:
+        """Seconds of user audio buffered for the utterance in progress (0 for text sessions). Bounded by
+        the ASR's window: a long monologue commits older audio as text (see `pipeline.asr`)."""
+        return self._utt.duration_s if self._utt is not None else 0.0
+
     async def run(self) -> None:
         """Process inputs until the transport closes, then stop everything the session started."""
         self.transport.attach_playout(self.playout)
