@@ -215,13 +215,15 @@ def drop_repetition(text: str, duration: float | None = None) -> str:
 
 
 def _first_pass(words: list[str]) -> list[str]:
-    """``words`` up to where a block of three or more words repeats or the text starts over."""
-    for size in range(len(words) // 2, 2, -1):
-        for start in range(0, len(words) - size):
+    """``words`` up to where a block of three or more words repeats, or where the text starts over."""
+    n = len(words)
+    for size in range(n - 3, 2, -1):  # restarted: "A B C D E. A B C" -> "A B C D E."
+        if 2 * size > n and words[size : size + 3] == words[:3]:
+            return words[:size]
+    for size in range(n // 2, 2, -1):  # looped: "... A B C A B C ..." -> "... A B C"
+        for start in range(0, n - 2 * size + 1):
             head = words[start : start + size]
-            if words[start + size : start + 2 * size] == head or (
-                start == 0 and words[size : size + 3] == head[:3] and len(words) - size < size
-            ):
+            if words[start + size : start + 2 * size] == head:
                 return words[: start + size]
     return words
 

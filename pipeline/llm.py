@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 from pipeline.ports import Message
 
@@ -19,7 +19,17 @@ class TokenStreamingChat(Protocol):
 
     def prefix_tokens(self, prefix_messages: Sequence[Message]) -> list[str]: ...
 
-    def astream(self, messages: Sequence[Message], **options: Any) -> AsyncIterator[str]: ...
+    def astream(
+        self,
+        messages: Sequence[Message],
+        *,
+        max_tokens: int = ...,
+        repetition_penalty: float = ...,
+        temperature: float = ...,
+        top_k: int = ...,
+        stop: Sequence[str] = ...,
+        static_prompt_tokens: Sequence[str] | None = ...,
+    ) -> AsyncIterator[str]: ...
 
 
 @dataclass(frozen=True, slots=True)

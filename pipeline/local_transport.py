@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pipeline.frames import AudioIn, InputFrame, OutputEvent, Pcm, TextIn
+from pipeline.frames import AudioIn, InputFrame, OutputEvent, Pcm, ReplyDone, TextIn
 from pipeline.playout import Playout
 
 FRAME_S = 0.02
@@ -59,6 +59,8 @@ class LocalTransport:
     _on_bot_audio: list[tuple[float, Pcm]] = field(default_factory=list)
     _out: list[Pcm] = field(default_factory=list)
     _playout: Playout | None = None
+    _turns: list[Pcm | str] = field(default_factory=list)
+    _turn_gap_s: float | None = None  # set by take_turns
     closed: asyncio.Event = field(default_factory=asyncio.Event)
 
     def play(self, start_s: float, pcm: Pcm) -> None:
@@ -68,6 +70,23 @@ class LocalTransport:
     def play_after_bot_starts(self, delay_s: float, pcm: Pcm) -> None:
         """Speak ``pcm`` ``delay_s`` after the bot's audio next becomes audible (a scripted barge-in)."""
         self._on_bot_audio.append((delay_s, pcm))
+
+    def take_turns(self, turns: list[Pcm | str], *, first_at_s: float = 0.5, gap_s: float = 0.8) -> None:
+        """Say the first turn at ``first_at_s``, and each next one ``gap_s`` after the bot's answer to the
+        previous one ended; the call then ends ``gap_s`` after the last answer (or at ``duration_s``,
+        whichever comes first — a turn that gets no answer does not hang the call). A turn is a clip to
+        speak (int16 at ``audio_in_rate``) or a message to type."""
+        if not turns:
+            return
+        self._turns = list(turns[1:])
+        self._turn_gap_s = gap_s
+        self._say(first_at_s, turns[0])
+
+    def _say(self, at_s: float, turn: Pcm | str) -> None:
+        if isinstance(turn, str):
+            self.type_text(at_s, turn)
+        else:
+            self.play(at_s, turn)
 
     def type_text(self, at_s: float, text: str) -> None:
         """Schedule a typed message."""
@@ -82,7 +101,13 @@ class LocalTransport:
         self._playout = playout
 
     async def send(self, event: OutputEvent) -> None:
-        self.events.append((asyncio.get_running_loop().time() - self.t0, event))
+        now = asyncio.get_running_loop().time() - self.t0
+        self.events.append((now, event))
+        if isinstance(event, ReplyDone) and not event.interrupted and self._turn_gap_s is not None:
+            if self._turns:
+                self._say(now + self._turn_gap_s, self._turns.pop(0))
+            else:
+                self.duration_s = min(self.duration_s, now + self._turn_gap_s)
 
     @property
     def output(self) -> Pcm:

@@ -77,6 +77,9 @@ class Playout:
         self._fade_in_pending = False
         self._on_first_audio = on_first_audio
         self._on_drained = on_drained
+        self._starved = False
+        self.underruns = 0  # times a reply ran dry mid-way (its next clause was not synthesised in time)
+        self.underrun_s = 0.0  # silence those gaps added
 
     # ------------------------------------------------------------------------------------------ producer
 
@@ -124,6 +127,12 @@ class Playout:
             self._paused = True
             return out
         filled = self._take(out, n)
+        if filled < n and any(r.started and not r.ended for r in self._replies.values()):
+            self.underruns += not self._starved
+            self._starved = True
+            self.underrun_s += (n - filled) / self.sample_rate
+        else:
+            self._starved = False
         if self._fade_in_pending and filled:
             self._fade_in_pending = False
             ramp = min(self._fade, filled)

@@ -1,4 +1,4 @@
-"""The ``soma`` command: ``serve``, ``users``, ``models``.
+"""The ``soma`` command: ``serve``, ``call``, ``users``, ``models``.
 
 Errors a user can fix (bad settings, port in use, missing model, database down) end the command with one
 line on stderr — ``soma: error: …`` — and a non-zero exit code, never a traceback.
@@ -81,6 +81,19 @@ def _build_parser() -> argparse.ArgumentParser:
     listing = users.add_parser("list", help="list accounts")
     listing.add_argument("--config", type=Path)
     listing.set_defaults(func=_cmd_users_list)
+
+    call = sub.add_parser(
+        "call",
+        help="talk to the avatar from WAV files in this process (no server): prints the conversation",
+        description="Each WAV is one thing you say, played at real time through the voice pipeline; each next "
+        "one follows the avatar's answer to the previous. --say adds typed turns after them.",
+    )
+    call.add_argument("wavs", nargs="*", type=Path, metavar="WAV", help="16-bit PCM WAV, any rate, mono or stereo")
+    call.add_argument("--say", action="append", default=[], metavar="TEXT", help="a typed turn (repeatable)")
+    call.add_argument("--out", type=Path, help="write the avatar's audio (24 kHz WAV) here")
+    call.add_argument("--profile", choices=["ci", "full"], default="full", help="model profile (default full)")
+    call.add_argument("--voice", choices=["fast", "quality"], default="fast", help="Piper (fast) or Kokoro")
+    call.set_defaults(func=_cmd_call)
 
     from models.cli import register as register_models
 
@@ -226,6 +239,19 @@ async def _users_create(settings: Settings, args: argparse.Namespace, password: 
         if args.token:
             token = await accounts.issue_token(conn, user["id"], name="cli")
             print(token.secret)
+
+
+def _cmd_call(args: argparse.Namespace) -> int:
+    from models.paths import ModelMissingError
+    from voice_server.local_call import WavError, call_main
+
+    if not args.wavs and not args.say:
+        return _fail("call: give at least one WAV file or --say TEXT", EXIT_CONFIG)
+    configure_logging("warning", "auto")
+    try:
+        return call_main(args.wavs, args.say, args.out, args.profile, args.voice)
+    except (WavError, ModelMissingError) as exc:
+        return _fail(str(exc), EXIT_STARTUP)
 
 
 def _cmd_users_list(args: argparse.Namespace) -> int:
