@@ -7,6 +7,8 @@ user's words; the cache key is the system text, so a changed persona is re-encod
 
 from __future__ import annotations
 
+import contextlib
+import re
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -42,6 +44,9 @@ class ReplyPolicy:
         temperature: With ``top_k`` 1 (greedy) it has no effect.
         top_k: 1 = greedy, deterministic.
         stop: Strings that end a reply (a model starting to write the user's next line).
+        max_sentences: The reply ends after this many sentences (``None``: no limit). Small models ramble
+            into lectures; two sentences is how people answer on the phone, and stopping early frees the
+            shared LLM for other sessions.
     """
 
     max_tokens: int = 72
@@ -49,6 +54,12 @@ class ReplyPolicy:
     temperature: float = 0.7
     top_k: int = 1
     stop: tuple[str, ...] = ("\nUser:", "\nuser:", "<|im_end|>", "<|endoftext|>")
+    max_sentences: int | None = 2
+
+
+# A sentence ends at . ! or ? (plus closing quotes/brackets) followed by whitespace — but not after an initial
+# ("J.R.R. Tolkien") or a digit ("1. First", "3.5").
+_SENTENCE_END = re.compile(r"(?<![\s.][A-Z])(?<!\d)[.!?]+[\"')\]]*(?=\s)")
 
 
 class ConversationLlm:
@@ -71,7 +82,7 @@ class ConversationLlm:
                 self._prefix_key = key
             static = self._prefix
         p = self.policy
-        return self.chat.astream(
+        stream = self.chat.astream(
             messages,
             max_tokens=p.max_tokens,
             repetition_penalty=p.repetition_penalty,
@@ -80,3 +91,19 @@ class ConversationLlm:
             stop=p.stop,
             static_prompt_tokens=static,
         )
+        return stream if p.max_sentences is None else _first_sentences(stream, p.max_sentences)
+
+
+async def _first_sentences(stream: AsyncIterator[str], limit: int) -> AsyncIterator[str]:
+    """Pass ``stream`` through until ``limit`` sentences are complete, then close it (which stops the model)."""
+    text = ""
+    async with contextlib.aclosing(stream):  # type: ignore[type-var]
+        async for piece in stream:
+            start = len(text)
+            text += piece
+            ends = [m.end() for m in _SENTENCE_END.finditer(text)]
+            if len(ends) >= limit:
+                if ends[limit - 1] > start:
+                    yield text[start : ends[limit - 1]]
+                return
+            yield piece
