@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import random
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -194,11 +195,19 @@ async def main_async(profile: str, quick: bool) -> None:
             if values:
                 metrics[f"{stage}_ms"] = percentiles(values)
         levels = [1, 2, 4] if quick else [1, 2, 4, 8, 10]
+        lanes = {"asr": models.asr.lane, "llm": models.llm.lane, "tts": models.tts_fast.lane}
         for n in levels:
-            transports = await run_sessions(models, n, 3 if quick else 4, interrupt_every=0, seed=10 + n)
+            busy = {name: lane.busy_s for name, lane in lanes.items()}
+            started = time.perf_counter()
+            turns = 3 if quick else 4
+            transports = await run_sessions(models, n, turns, interrupt_every=0, seed=10 + n)
+            wall = time.perf_counter() - started
             all_v2v = [v for t in transports for v in analyse(t)[0]]
             if all_v2v:
                 metrics[f"v2v_ms_at_{n}"] = percentiles(all_v2v)
+            metrics[f"answered_ratio_at_{n}"] = round(len(all_v2v) / (n * turns), 2)
+            for name, lane in lanes.items():
+                metrics[f"{name}_busy_ratio_at_{n}"] = round((lane.busy_s - busy[name]) / wall, 2)
         print_table(metrics)
         path = write_result(
             "voice_loop",
@@ -212,8 +221,11 @@ async def main_async(profile: str, quick: bool) -> None:
                 "end-of-speech mark. barge_in_missed: interruptions during bot audio that did not stop it within 2 s; "
                 "barge_in_after_reply_ended: scripted interruptions that came after a short reply had ended (not "
                 "barge-ins, not counted). playout_underrun*: gaps inside a reply where the next clause was not "
-                "synthesised in time (count and silence per reply). Sessions share one model set (one worker per "
-                "model). TTS: Piper joe."
+                "synthesised in time (count and silence per reply). answered_ratio_at_N: turns answered within the "
+                "session's time budget (9 s per question); <name>_busy_ratio_at_N: that model's worker seconds "
+                "(compute, plus stream time waiting for its consumer) per wall second, summed over its workers. "
+                "Sessions share one model set (one worker per model; the LLM has 4, ThreadConfig.llm_workers). "
+                "TTS: Piper joe."
             ),
         )
         print(f"wrote {path}")

@@ -178,6 +178,11 @@ class WhisperAsr:
             self.transcribe, audio, language=language, beam_size=beam_size, initial_prompt=initial_prompt
         )
 
+    @property
+    def backlog(self) -> int:
+        """Decodes submitted to this model and not finished (queued or running)."""
+        return self.lane.pending
+
     def close(self) -> None:
         """Wait for a running transcription, stop the worker and release the model. Idempotent."""
         if not self.lane.closed:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import threading
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -45,6 +46,9 @@ class ComputeLane:
         # Streams running on this lane, so close() can stop a producer waiting on a consumer that left.
         self._streams: set[_Slots[Any]] = set()
         self._streams_lock = threading.Lock()
+        self._pending = 0  # calls and streams submitted and not finished (updated on the worker side)
+        self._busy_s = 0.0  # worker seconds spent computing, for utilisation reports
+        self._stats_lock = threading.Lock()
 
     @property
     def closed(self) -> bool:
@@ -55,6 +59,32 @@ class ComputeLane:
         """The underlying executor, for ``loop.run_in_executor`` by callers that need it."""
         self.check_open()
         return self._executor
+
+    @property
+    def pending(self) -> int:
+        """Calls and streams submitted to this lane and not finished yet (queued or running)."""
+        return self._pending
+
+    @property
+    def busy_s(self) -> float:
+        """Total seconds the lane's worker has spent computing since it was created."""
+        return self._busy_s
+
+    def _submit(self, work: Callable[[], T]) -> asyncio.Future[T]:
+        """Submit ``work`` to the worker, keeping the pending count and busy time."""
+        with self._stats_lock:
+            self._pending += 1
+
+        def timed() -> T:
+            started = time.perf_counter()
+            try:
+                return work()
+            finally:
+                with self._stats_lock:
+                    self._busy_s += time.perf_counter() - started
+                    self._pending -= 1
+
+        return asyncio.get_running_loop().run_in_executor(self.executor, timed)
 
     def check_open(self) -> None:
         """Raise :class:`ModelClosedError` if the lane was closed."""
@@ -67,8 +97,7 @@ class ComputeLane:
         Cancelling the await does not interrupt ``fn`` (threads cannot be interrupted); the result is
         discarded when it arrives.
         """
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.executor, functools.partial(fn, *args, **kwargs))
+        return await self._submit(functools.partial(fn, *args, **kwargs))
 
     async def stream(
         self,
@@ -124,7 +153,7 @@ class ComputeLane:
 
         # The future is deliberately not awaited: the worker ends by itself once stop is set, and the lane's
         # single worker serialises the next call behind it.
-        loop.run_in_executor(self.executor, work)
+        self._submit(work)
         with self._streams_lock:
             self._streams.add(slots)
         try:

@@ -75,22 +75,29 @@ class CT2Llm:
         model_dir: CT2 model directory as written by ``models.convert``.
         intra_threads: OpenMP threads per generation; 2 fits the 2-core target.
         compute_type: CTranslate2 compute type.
+        workers: Generations that may run at once (CT2 ``inter_threads``, and the lane's worker threads);
+            see `models.registry.ThreadConfig` for why more than one pays off even on 2 cores.
 
-    Thread safety: the sync methods may be called from any thread, but calls are meant to go through
-    the handle's single worker (the async methods do), since parallel generations on 2 cores only
-    slow each other down.
+    Thread safety: the sync methods may be called from any thread; the async methods run them on the
+    handle's lane, at most ``workers`` at a time.
     """
 
-    def __init__(self, model_dir: Path, *, intra_threads: int = 2, compute_type: str = "int8") -> None:
+    def __init__(
+        self, model_dir: Path, *, intra_threads: int = 2, compute_type: str = "int8", workers: int = 1
+    ) -> None:
         self.model_dir = model_dir
         self._generator = ctranslate2.Generator(
-            str(model_dir), device="cpu", compute_type=compute_type, intra_threads=intra_threads, inter_threads=1
+            str(model_dir),
+            device="cpu",
+            compute_type=compute_type,
+            intra_threads=intra_threads,
+            inter_threads=workers,
         )
         self._tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
         self._prompt = ChatPrompt(model_dir)
         self._end_ids = self._find_end_ids(model_dir)
         self._end_tokens = [self._tokenizer.id_to_token(i) for i in sorted(self._end_ids)]
-        self.lane = ComputeLane("llm")
+        self.lane = ComputeLane("llm", workers=workers)
 
     def _find_end_ids(self, model_dir: Path) -> set[int]:
         """End-of-turn ids: the tokenizer's eos plus the generation config's ``eos_token_id`` (int or list)."""

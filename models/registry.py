@@ -39,14 +39,23 @@ LOADABLE_ROLES: tuple[Role, ...] = (
 
 @dataclass(frozen=True, slots=True)
 class ThreadConfig:
-    """Intra-op threads per model. Defaults suit 2 cores: the models rarely run at the same instant
-    (ASR, then LLM, then TTS), so each may use both cores; the tiny VAD runs on one."""
+    """Intra-op threads per model, and how many LLM generations may run at once. Defaults suit 2 cores: the
+    models rarely run at the same instant (ASR, then LLM, then TTS), so each may use both cores; the tiny
+    VAD runs on one.
+
+    ``llm_workers``: one decoding step at batch size 1 leaves the cores partly idle, so parallel generations
+    cost each other little. Measured on 2 cores with Qwen2.5-0.5B (4 replies started 100 ms apart): one
+    worker, first tokens after 94/1700/1959/3443 ms and 23 tokens/s in all; four workers, 139/194/287/318 ms
+    and 31 tokens/s; a lone generation is as fast either way (~95 ms to the first token). Each worker adds
+    ~25 MB.
+    """
 
     vad: int = 1
     asr: int = 2
     llm: int = 2
     tts: int = 2
     embed: int = 1
+    llm_workers: int = 4
 
 
 @dataclass(slots=True)
@@ -116,7 +125,7 @@ def load_models(
     loaders: dict[Role, tuple[str, Callable[[Path], Any]]] = {
         Role.VAD: ("vad", lambda d: SileroVad(d, intra_threads=threads.vad)),
         Role.ASR: ("asr", lambda d: WhisperAsr(d, cpu_threads=threads.asr)),
-        Role.LLM: ("llm", lambda d: CT2Llm(d, intra_threads=threads.llm)),
+        Role.LLM: ("llm", lambda d: CT2Llm(d, intra_threads=threads.llm, workers=threads.llm_workers)),
         Role.TTS_FAST: ("tts_fast", lambda d: PiperTts(d, intra_threads=threads.tts)),
         Role.TTS_QUALITY: ("tts_quality", lambda d: KokoroTts(d, intra_threads=threads.tts)),
         Role.EMBED: ("embed", lambda d: MiniLmEmbedder(d, intra_threads=threads.embed)),

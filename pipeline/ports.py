@@ -43,6 +43,11 @@ class Asr(Protocol):
 
     async def atranscribe_utterance(self, audio: FloatAudio) -> AsrResult: ...
 
+    @property
+    def backlog(self) -> int:
+        """Decodes queued or running on the (shared) recogniser; sessions skip optional partials when > 0."""
+        ...
+
 
 class Llm(Protocol):
     """Streams reply text pieces for a chat; closing the iterator stops generation."""

@@ -227,9 +227,11 @@ class Session:
                 self._speech_end_t = edge.t
             self._feed(edge)
         if self._partial is None and self._utt.active:
-            # Decode on the partial cadence, and also at the first silent window after speech: if the VAD
-            # then confirms the end, that decode already covers the whole utterance and becomes the final.
-            if self._utt.partial_due() or (self._vad.segmenter.ending and self._last_decode_end < now - 0.05):
+            # Decode at the first silent window after speech: if the VAD then confirms the end, that decode
+            # already covers the whole utterance and becomes the final. Decode on the partial cadence too, but
+            # only while the shared recogniser is idle: under load, other sessions' finals come first.
+            ending = self._vad.segmenter.ending and self._last_decode_end < now - 0.05
+            if ending or (self._utt.partial_due() and self._asr_backlog() == 0):
                 self._start_partial()
 
     def _on_text(self, text: str) -> None:
@@ -293,6 +295,9 @@ class Session:
                     self._interrupt_reply()
                 case tc.DiscardUtterance():
                     self._reset_utterance()
+
+    def _asr_backlog(self) -> int:
+        return self.models.asr.backlog if self.models.asr is not None else 0
 
     def _reset_utterance(self) -> None:
         if self._utt is not None:

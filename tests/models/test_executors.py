@@ -90,3 +90,19 @@ async def test_close_stops_a_blocked_producer_promptly() -> None:
     with pytest.raises(ModelClosedError):
         await lane.run(lambda: None)
     await stream.aclose()
+
+
+async def test_pending_and_busy_time_track_submitted_work() -> None:
+    """`pending` counts queued and running calls (what sessions read to shed optional work); `busy_s` adds
+    up the worker's compute time (utilisation in the benchmarks)."""
+    lane = ComputeLane("test-load")
+    try:
+        first = asyncio.create_task(lane.run(time.sleep, 0.05))
+        second = asyncio.create_task(lane.run(time.sleep, 0.05))
+        await asyncio.sleep(0.01)
+        assert lane.pending == 2
+        await asyncio.gather(first, second)
+        assert lane.pending == 0
+        assert 0.1 <= lane.busy_s < 0.5
+    finally:
+        lane.close()

@@ -78,6 +78,7 @@ class FakeAsr:
         self.texts = list(texts)
         self.delay = delay
         self.calls = 0
+        self.backlog = 0
 
     async def atranscribe_utterance(self, audio: npt.NDArray[np.float32]) -> _Result:
         self.calls += 1

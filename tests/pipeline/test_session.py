@@ -108,3 +108,20 @@ def test_bad_audio_reports_error_and_session_continues() -> None:
     assert codes.count("bad_audio") == 3
     finals = [e.text for _, e in transport.events if isinstance(e, UserTranscript) and e.final]
     assert finals == ["Are you there?"]
+
+
+def test_busy_recogniser_sheds_partials_but_not_the_final() -> None:
+    """While the shared ASR has a backlog (other sessions decoding), no partial decodes are started during a
+    3 s utterance; the end-of-speech decode still runs and the turn is answered."""
+    for backlog, expect_partials in [(0, True), (1, False)]:
+        transport = LocalTransport(duration_s=7)
+        transport.play(1.0, tone(3.0, 2000))
+        session, _ = _session(transport, ["Tell me about the weather tomorrow."])
+        asr = session.models.asr
+        assert isinstance(asr, FakeAsr)
+        asr.backlog = backlog
+        run_virtual(session.run())
+        # Partials while the user is still speaking (before 4.0 s); the end-of-speech decode comes after.
+        partials = [t for t, e in transport.events if isinstance(e, UserTranscript) and not e.final and t < 4.0]
+        assert bool(partials) == expect_partials, (backlog, partials)
+        assert asr.calls >= 1 and len(_done(transport)) == 1
