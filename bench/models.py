@@ -29,6 +29,7 @@ from models.vad import FRAME_SAMPLES
 
 REPO = Path(__file__).resolve().parent.parent
 RUNS = 20
+SERVE_RUNS = 3
 COLD_RUNS = 5
 THROUGHPUT_RUNS = 5
 
@@ -191,6 +192,55 @@ def warm_metrics(models: ModelSet) -> dict[str, Any]:
     }
 
 
+def serve_cold_start(runs: int = SERVE_RUNS) -> tuple[list[float], list[float], float]:
+    """`soma serve` (full models, embedded Postgres + Redis) until /healthz answers 200: the first start in a
+    fresh data dir (initdb included), then restarts on the same dir. Also the RSS of the server and its
+    child processes (Postgres, Redis) once ready."""
+    import shutil
+    import socket
+    import tempfile
+
+    import httpx
+    import psutil
+
+    first: list[float] = []
+    again: list[float] = []
+    rss_mb = 0.0
+    for _ in range(runs):
+        data = Path(tempfile.mkdtemp(prefix="soma-bench-"))
+        try:
+            for attempt in range(2):
+                with socket.socket() as sock:
+                    sock.bind(("127.0.0.1", 0))
+                    port = sock.getsockname()[1]
+                env = {k: v for k, v in os.environ.items() if not k.startswith("SOMA_")}
+                env.update(SOMA_DATA_DIR=str(data), SOMA_PORT=str(port), SOMA_MODEL_PROFILE="full")
+                started = time.perf_counter()
+                proc = subprocess.Popen(
+                    [sys.executable, "-m", "voice_server.cli", "serve", "--http"],
+                    env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO,
+                )  # fmt: skip
+                try:
+                    while True:
+                        if proc.poll() is not None:
+                            raise RuntimeError(f"soma serve exited with {proc.returncode}")
+                        try:
+                            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                                break
+                        except httpx.HTTPError:
+                            pass
+                        time.sleep(0.02)
+                    (first if attempt == 0 else again).append((time.perf_counter() - started) * 1000)
+                    tree = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
+                    rss_mb = max(rss_mb, sum(p.memory_info().rss for p in tree) / 1e6)
+                finally:
+                    proc.terminate()
+                    proc.wait(60)
+        finally:
+            shutil.rmtree(data, ignore_errors=True)
+    return first, again, rss_mb
+
+
 def main() -> int:
     models_dir = default_models_dir()
     started = time.monotonic()
@@ -198,6 +248,7 @@ def main() -> int:
     print(f"full profile ready ({time.monotonic() - started:.1f}s)", file=sys.stderr)
 
     cold, load_ms, rss_loaded, rss_used = cold_start()
+    serve_first, serve_again, serve_rss = serve_cold_start()
     models = load_models(models_dir, "full")
     try:
         warm = warm_metrics(models)
@@ -205,6 +256,9 @@ def main() -> int:
         models.close()
     metrics: dict[str, Any] = {
         "cold_start_ms": percentiles(cold),
+        "serve_first_start_ms": percentiles(serve_first),
+        "serve_restart_ms": percentiles(serve_again),
+        "serve_rss_mb": round(serve_rss, 1),
         "rss_mb": round(rss_used, 1),
         "rss_loaded_mb": round(rss_loaded, 1),
         "load_ms": {name: round(ms, 1) for name, ms in load_ms.items()},
@@ -219,7 +273,10 @@ def main() -> int:
         metrics=metrics,
         notes=(
             "Full profile, CPU only. cold_start_ms: fresh interpreter, imports + load_models('full') "
-            f"(n={COLD_RUNS}); rss_mb: that process after one call per model (rss_loaded_mb: right after "
+            f"(n={COLD_RUNS}); serve_first_start_ms / serve_restart_ms: `soma serve --http` with the full models "
+            "and embedded Postgres + Redis, launch -> /healthz 200, in a fresh data dir (initdb) / on the same "
+            "dir again; serve_rss_mb: the server plus its Postgres and Redis processes once ready; "
+            "rss_mb: that process after one call per model (rss_loaded_mb: right after "
             "loading). Latencies are warm, sequential, default ThreadConfig (LLM/ASR/TTS 2 threads, VAD/embed "
             f"1): vad per 512-sample frame of speech; asr = faster-whisper base int8, beam 1, on a "
             f"{metrics['asr_audio_s']} s espeak-ng utterance (asr_utterance: the pipeline's decode, encoder window "
