@@ -125,3 +125,22 @@ def test_busy_recogniser_sheds_partials_but_not_the_final() -> None:
         partials = [t for t, e in transport.events if isinstance(e, UserTranscript) and not e.final and t < 4.0]
         assert bool(partials) == expect_partials, (backlog, partials)
         assert asr.calls >= 1 and len(_done(transport)) == 1
+
+
+def test_turn_latencies_reach_prometheus() -> None:
+    """Each finished turn's marks become `soma_turn_latency_seconds` observations per stage, including the
+    barge-in stage for an interrupted reply."""
+    from voice_server.metrics import Metrics
+
+    metrics = Metrics()
+    transport = LocalTransport(duration_s=9)
+    transport.play(1.0, tone(1.0, 2000))
+    transport.play(3.0, tone(1.0, 4000))  # talks over the (long) reply to the first question
+    llm = FakeLlm(LONG_REPLY)
+    asr = FakeAsr(["Tell me a story.", "Stop there."])
+    models = SessionModels(llm=llm, vad=FakeVad(), asr=asr, tts=FakeTts())
+    run_virtual(Session(transport, models, observer=metrics).run())
+    text = metrics.render().decode()
+    for stage in ("transcript_final", "llm_first_token", "tts_first_chunk", "voice_to_voice", "barge_in"):
+        assert f'soma_turn_latency_seconds_count{{stage="{stage}"}}' in text, stage
+    assert 'soma_turn_latency_seconds_bucket{le="0.1",stage="barge_in"} 1.0' in text  # stopped within 100 ms

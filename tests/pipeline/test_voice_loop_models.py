@@ -21,7 +21,7 @@ pytestmark = pytest.mark.models
 
 @pytest.fixture(scope="module")
 def ci_models() -> Iterator[ModelSet]:
-    models = load_models(None, "ci", roles=["vad", "asr", "llm", "tts-fast"])
+    models = load_models(None, "ci", roles=["vad", "asr", "llm", "tts-fast", "tts-quality"])
     yield models
     models.close()
 
@@ -96,3 +96,20 @@ async def test_silence_and_noise_produce_no_turn(ci_models: ModelSet) -> None:
     await session.run()
     assert not [e for _, e in transport.events if isinstance(e, ReplyDone)]
     await asyncio.sleep(0)
+
+
+async def test_quality_voice_speaks_a_typed_turn(ci_models: ModelSet) -> None:
+    """Kokoro (the quality voice) behind the same TTS interface: a typed message gets a spoken reply, resampled
+    from Kokoro's 24 kHz to a 48 kHz transport, and the heard text is the whole reply."""
+    assert ci_models.llm and ci_models.tts_quality
+    transport = LocalTransport(audio_in_rate=None, audio_out_rate=48_000, duration_s=14)
+    transport.type_text(0.2, "Hello! How are you today?")
+    session = Session(transport, SessionModels(llm=ConversationLlm(ci_models.llm), tts=ci_models.tts_quality))
+    await session.run()
+    done = [e for _, e in transport.events if isinstance(e, ReplyDone)]
+    assert done and not done[0].interrupted and done[0].heard_text == done[0].text.strip(), done
+    out = transport.output
+    assert np.abs(out).max() > 1000
+    assert ci_models.asr is not None
+    heard = await ci_models.asr.atranscribe(resample(to_float(out), 48_000, 16_000))
+    assert _words(heard.text), "the reply audio should contain speech"
