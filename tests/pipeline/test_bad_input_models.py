@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
 
-from models.registry import ModelSet, load_models
+from models.registry import ModelSet
 from pipeline.audio import to_float, to_int16
 from pipeline.frames import ErrorEvent, ReplyDone, UserTranscript
-from pipeline.llm import ConversationLlm
 from pipeline.local_transport import LocalTransport
-from pipeline.session import Session, SessionModels
 from tests.audio_fixtures import spoken
+from tests.pipeline.conftest import real_session, words
 
 pytestmark = pytest.mark.models
 
@@ -24,29 +22,6 @@ MONOLOGUE_PARTS = [
     "and then I walked over to the park where I met my old friend from school",
     "and we talked for a long time about our families and our jobs and the places we have been",
 ]
-
-
-@pytest.fixture(scope="module")
-def ci_models() -> Iterator[ModelSet]:
-    models = load_models(None, "ci", roles=["vad", "asr", "llm", "tts-fast"])
-    yield models
-    models.close()
-
-
-def _session(models: ModelSet, transport: LocalTransport) -> Session:
-    assert models.vad and models.asr and models.llm and models.tts_fast
-    shared = SessionModels(
-        llm=ConversationLlm(models.llm),
-        vad=models.vad,
-        asr=models.asr,
-        tts=models.tts_fast,
-        vad_executor=models.vad.lane.executor,
-    )
-    return Session(transport, shared)
-
-
-def _words(text: str) -> set[str]:
-    return set("".join(c.lower() if c.isalnum() or c.isspace() else " " for c in text).split())
 
 
 def _finals(transport: LocalTransport) -> list[str]:
@@ -61,10 +36,10 @@ async def test_phone_and_browser_rates_are_resampled_at_the_edge(ci_models: Mode
         transport = LocalTransport(audio_in_rate=rate, audio_out_rate=rate, duration_s=9)
         transport.play(0.5, spoken(QUESTION, rate=rate))
         transports.append(transport)
-    await asyncio.gather(*(_session(ci_models, t).run() for t in transports))
+    await asyncio.gather(*(real_session(ci_models, t).run() for t in transports))
     for transport in transports:
         finals = _finals(transport)
-        assert finals and {"capital", "france"} <= _words(finals[0]), (transport.audio_in_rate, finals)
+        assert finals and {"capital", "france"} <= set(words(finals[0])), (transport.audio_in_rate, finals)
         assert [e for _, e in transport.events if isinstance(e, ReplyDone)], transport.audio_in_rate
         assert np.abs(transport.output).max() > 1000
 
@@ -75,9 +50,9 @@ async def test_clipped_audio_is_understood(ci_models: ModelSet) -> None:
     assert (np.abs(loud.astype(np.int32)) >= 32767).mean() > 0.05  # really clipped
     transport = LocalTransport(audio_in_rate=16_000, audio_out_rate=24_000, duration_s=8)
     transport.play(0.5, loud)
-    await _session(ci_models, transport).run()
+    await real_session(ci_models, transport).run()
     finals = _finals(transport)
-    assert finals and "france" in _words(" ".join(finals)), finals
+    assert finals and "france" in words(" ".join(finals)), finals
     assert not [e for _, e in transport.events if isinstance(e, ErrorEvent)]
 
 
@@ -89,7 +64,7 @@ async def test_sixty_second_monologue_keeps_bounded_buffer(ci_models: ModelSet) 
     assert len(pcm) / 16_000 >= 60
     transport = LocalTransport(audio_in_rate=16_000, audio_out_rate=24_000, duration_s=len(pcm) / 16_000 + 6)
     transport.play(0.5, pcm)
-    session = _session(ci_models, transport)
+    session = real_session(ci_models, transport)
     peak = 0.0
 
     async def watch() -> None:
@@ -102,5 +77,5 @@ async def test_sixty_second_monologue_keeps_bounded_buffer(ci_models: ModelSet) 
     await session.run()
     await watcher
     assert 20.0 < peak <= 24.0 + 2.0, peak  # max_window_s plus what arrives during one decode
-    said = _words(" ".join(_finals(transport)))
+    said = set(words(" ".join(_finals(transport))))
     assert {"market", "apples"} <= said and {"families", "jobs"} <= said, said
