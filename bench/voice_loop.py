@@ -223,8 +223,9 @@ async def main_async(profile: str, quick: bool) -> None:
                 "barge-ins, not counted). playout_underrun*: gaps inside a reply where the next clause was not "
                 "synthesised in time (count and silence per reply). answered_ratio_at_N: turns answered within the "
                 "session's time budget (9 s per question); <name>_busy_ratio_at_N: that model's worker seconds "
-                "(compute, plus stream time waiting for its consumer) per wall second, summed over its workers. "
-                "Sessions share one model set (one worker per model; the LLM has 4, ThreadConfig.llm_workers). "
+                "(compute, plus stream time waiting for its consumer) per wall second, summed over its workers; for "
+                "the LLM that is the mean number of generations in progress. Sessions share one model set (one "
+                "worker per model; the LLM runs up to 4 batches of up to 4 generations, ThreadConfig). "
                 "TTS: Piper joe."
             ),
         )

@@ -28,6 +28,7 @@ from tokenizers import Tokenizer
 from models.catalog import Role
 from models.chat_prompt import ChatPrompt, Message
 from models.executors import ComputeLane
+from models.llm_batch import BatchDecoder, DecodeOptions
 from models.locate import locate
 
 _INCOMPLETE = "\ufffd"  # what the byte-level decoder shows for a cut multi-byte character
@@ -75,15 +76,22 @@ class CT2Llm:
         model_dir: CT2 model directory as written by ``models.convert``.
         intra_threads: OpenMP threads per generation; 2 fits the 2-core target.
         compute_type: CTranslate2 compute type.
-        workers: Generations that may run at once (CT2 ``inter_threads``, and the lane's worker threads);
-            see `models.registry.ThreadConfig` for why more than one pays off even on 2 cores.
+        workers: Batches that may decode at once (CT2 ``inter_threads``); see `models.registry.ThreadConfig`
+            for why more than one pays off even on 2 cores.
+        max_batch: Most generations decoded together in one batch when requests queue (`models.llm_batch`).
 
     Thread safety: the sync methods may be called from any thread; the async methods run them on the
     handle's lane, at most ``workers`` at a time.
     """
 
     def __init__(
-        self, model_dir: Path, *, intra_threads: int = 2, compute_type: str = "int8", workers: int = 1
+        self,
+        model_dir: Path,
+        *,
+        intra_threads: int = 2,
+        compute_type: str = "int8",
+        workers: int = 1,
+        max_batch: int = 4,
     ) -> None:
         self.model_dir = model_dir
         self._generator = ctranslate2.Generator(
@@ -96,8 +104,12 @@ class CT2Llm:
         self._tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
         self._prompt = ChatPrompt(model_dir)
         self._end_ids = self._find_end_ids(model_dir)
-        self._end_tokens = [self._tokenizer.id_to_token(i) for i in sorted(self._end_ids)]
-        self.lane = ComputeLane("llm", workers=workers)
+        self._end_tokens = [t for i in sorted(self._end_ids) if (t := self._tokenizer.id_to_token(i)) is not None]
+        # Lane threads only wait for their request's tokens; the batch runners do the compute.
+        self.lane = ComputeLane("llm", workers=workers * max_batch)
+        self._batcher = BatchDecoder(
+            self._generator, runners=workers, max_batch=max_batch, end_tokens=self._end_tokens
+        )
 
     def _find_end_ids(self, model_dir: Path) -> set[int]:
         """End-of-turn ids: the tokenizer's eos plus the generation config's ``eos_token_id`` (int or list)."""
@@ -184,30 +196,19 @@ class CT2Llm:
             tokens = tokens[len(static) :]
             stats.cached_tokens = len(static)
 
-        def halt(_step: ctranslate2.GenerationStepResult) -> bool:
-            return stop_event is not None and stop_event.is_set()
-
-        steps = self._generator.generate_tokens(
-            tokens,
-            max_length=max_tokens,
-            sampling_temperature=temperature,
-            sampling_topk=top_k,
-            sampling_topp=top_p,
-            repetition_penalty=repetition_penalty,
-            end_token=self._end_tokens,
-            static_prompt=static,
-            cache_static_prompt=True,
-            callback=halt,
+        options = DecodeOptions(
+            max_tokens, temperature, top_k, top_p, repetition_penalty, tuple(static) if static else None
         )
+        ids = self._batcher.token_ids(tokens, options, stop_event or threading.Event())
         try:
-            yield from self._pieces(steps, stop, stop_event, stats, started, max_tokens)
+            yield from self._pieces(ids, stop, stop_event, stats, started, max_tokens)
         finally:
-            steps.close()  # stops the C++ decoding loop and joins its thread
+            ids.close()  # drops the sequence from its batch
             stats.total_ms = (time.perf_counter() - started) * 1000
 
     def _pieces(
         self,
-        steps: Iterator[ctranslate2.GenerationStepResult],
+        ids: Generator[int, None, None],
         stop: Sequence[str],
         stop_event: threading.Event | None,
         stats: GenerationStats,
@@ -215,16 +216,16 @@ class CT2Llm:
         max_tokens: int,
     ) -> Iterator[str]:
         decoder = IncrementalDecoder(self._tokenizer, stop)
-        for step in steps:
+        for token_id in ids:
             if stats.first_token_ms is None:
                 stats.first_token_ms = (time.perf_counter() - started) * 1000
             if stop_event is not None and stop_event.is_set():
                 return
-            if step.token_id in self._end_ids:
+            if token_id in self._end_ids:
                 stats.finish = "end"
                 break
             stats.generated_tokens += 1
-            piece = decoder.push(step.token_id)
+            piece = decoder.push(token_id)
             if piece:
                 yield piece
             if decoder.stopped:
@@ -261,7 +262,8 @@ class CT2Llm:
     def close(self) -> None:
         """Wait for a running generation, stop the worker and free the model. Idempotent."""
         if not self.lane.closed:
-            self.lane.close()
+            self.lane.close()  # stops open streams: their sequences leave their batches at the next step
+            self._batcher.close()
             self._generator.unload_model()
             del self._generator
 

@@ -47,7 +47,10 @@ class ThreadConfig:
     cost each other little. Measured on 2 cores with Qwen2.5-0.5B (4 replies started 100 ms apart): one
     worker, first tokens after 94/1700/1959/3443 ms and 23 tokens/s in all; four workers, 139/194/287/318 ms
     and 31 tokens/s; a lone generation is as fast either way (~95 ms to the first token). Each worker adds
-    ~25 MB.
+    ~25 MB. ``llm_max_batch``: when every worker is busy, waiting generations are decoded together, up to
+    this many in one batch (`models.llm_batch`). Ten requests arriving within 3 s: first token p95 2.2 s with
+    4 workers × batches of 4, 1.3 s with 2 × 8 — but 4-6 requests then wait longer (p95 0.77-1.14 s against
+    0.18-0.49 s), and a personal avatar mostly has few callers at once.
     """
 
     vad: int = 1
@@ -56,6 +59,7 @@ class ThreadConfig:
     tts: int = 2
     embed: int = 1
     llm_workers: int = 4
+    llm_max_batch: int = 4
 
 
 @dataclass(slots=True)
@@ -125,7 +129,12 @@ def load_models(
     loaders: dict[Role, tuple[str, Callable[[Path], Any]]] = {
         Role.VAD: ("vad", lambda d: SileroVad(d, intra_threads=threads.vad)),
         Role.ASR: ("asr", lambda d: WhisperAsr(d, cpu_threads=threads.asr)),
-        Role.LLM: ("llm", lambda d: CT2Llm(d, intra_threads=threads.llm, workers=threads.llm_workers)),
+        Role.LLM: (
+            "llm",
+            lambda d: CT2Llm(
+                d, intra_threads=threads.llm, workers=threads.llm_workers, max_batch=threads.llm_max_batch
+            ),
+        ),
         Role.TTS_FAST: ("tts_fast", lambda d: PiperTts(d, intra_threads=threads.tts)),
         Role.TTS_QUALITY: ("tts_quality", lambda d: KokoroTts(d, intra_threads=threads.tts)),
         Role.EMBED: ("embed", lambda d: MiniLmEmbedder(d, intra_threads=threads.embed)),

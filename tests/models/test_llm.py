@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 import time
+from pathlib import Path
 
 import pytest
 from tokenizers import Tokenizer
@@ -159,3 +161,37 @@ async def test_break_out_of_stream_stops_generation(ci_models: ModelSet) -> None
     started = time.perf_counter()
     await llm.acomplete(QUESTION, max_tokens=1)
     assert time.perf_counter() - started < 1.5
+
+
+def test_waiting_requests_are_decoded_as_one_batch(models_dir: Path) -> None:
+    """With one runner busy, requests that arrive meanwhile run together as one batch, each getting its own
+    reply. (Batched int8 arithmetic may pick a different greedy token late in a reply, so only the request
+    that ran alone must match its solo reply exactly.)"""
+    from models.catalog import Role
+    from models.llm import CT2Llm
+    from models.locate import locate
+
+    _, model_dir = locate(models_dir, Role.LLM, "ci")
+    llm = CT2Llm(model_dir, workers=1, max_batch=4)
+    try:
+        questions = [[{"role": "user", "content": q}] for q in ("Tell me a story.", "Hi!", "Name a fruit.")]
+        alone = [llm.complete(q, max_tokens=24) for q in questions]
+        assert llm._batcher.largest_batch == 1
+        results: dict[int, str] = {}
+
+        def ask(i: int) -> None:
+            results[i] = llm.complete(questions[i], max_tokens=24)
+
+        first = threading.Thread(target=ask, args=(0,))
+        first.start()
+        time.sleep(0.05)  # the first request holds the only runner
+        others = [threading.Thread(target=ask, args=(i,)) for i in (1, 2)]
+        for t in others:
+            t.start()
+        for t in [first, *others]:
+            t.join()
+        assert llm._batcher.largest_batch == 2
+        assert results[0] == alone[0]
+        assert all(results[i].strip() for i in (1, 2))
+    finally:
+        llm.close()
