@@ -47,7 +47,7 @@ class ComputeLane:
         self._streams: set[_Slots[Any]] = set()
         self._streams_lock = threading.Lock()
         self._pending = 0  # calls and streams submitted and not finished (updated on the worker side)
-        self._busy_s = 0.0  # worker seconds spent computing, for utilisation reports
+        self._busy_s = 0.0  # worker seconds spent in submitted work, for utilisation reports
         self._stats_lock = threading.Lock()
 
     @property
@@ -67,7 +67,8 @@ class ComputeLane:
 
     @property
     def busy_s(self) -> float:
-        """Total seconds the lane's worker has spent computing since it was created."""
+        """Worker seconds spent in submitted work since the lane was created, summed over its workers (for a
+        stream, including time it waited for its consumer)."""
         return self._busy_s
 
     def _submit(self, work: Callable[[], T]) -> asyncio.Future[T]:
@@ -151,8 +152,8 @@ class ComputeLane:
                 if close is not None:
                     close()
 
-        # The future is deliberately not awaited: the worker ends by itself once stop is set, and the lane's
-        # single worker serialises the next call behind it.
+        # The future is deliberately not awaited: the worker ends by itself once stop is set, and a call
+        # submitted after it queues on the lane's workers as usual.
         self._submit(work)
         with self._streams_lock:
             self._streams.add(slots)
