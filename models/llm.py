@@ -125,6 +125,11 @@ class CT2Llm:
             raise ValueError(f"{model_dir}: no end-of-sequence token in tokenizer_config/generation_config")
         return ids
 
+    @property
+    def batcher(self) -> BatchDecoder:
+        """The batch scheduler (its ``batches`` and ``largest_batch`` counters show how requests were run)."""
+        return self._batcher
+
     def render(self, messages: Sequence[Message]) -> str:
         """The prompt text for ``messages`` with the assistant header appended."""
         return self._prompt.render(messages, add_generation_prompt=True)

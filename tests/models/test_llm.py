@@ -176,21 +176,24 @@ def test_waiting_requests_are_decoded_as_one_batch(models_dir: Path) -> None:
     try:
         questions = [[{"role": "user", "content": q}] for q in ("Tell me a story.", "Hi!", "Name a fruit.")]
         alone = [llm.complete(q, max_tokens=24) for q in questions]
-        assert llm._batcher.largest_batch == 1
+        assert llm.batcher.largest_batch == 1
         results: dict[int, str] = {}
 
         def ask(i: int) -> None:
             results[i] = llm.complete(questions[i], max_tokens=24)
 
+        before = llm.batcher.batches
         first = threading.Thread(target=ask, args=(0,))
         first.start()
-        time.sleep(0.05)  # the first request holds the only runner
+        deadline = time.monotonic() + 10
+        while llm.batcher.batches == before and time.monotonic() < deadline:
+            time.sleep(0.002)  # until the first request holds the only runner
         others = [threading.Thread(target=ask, args=(i,)) for i in (1, 2)]
         for t in others:
             t.start()
         for t in [first, *others]:
             t.join()
-        assert llm._batcher.largest_batch == 2
+        assert llm.batcher.largest_batch == 2
         assert results[0] == alone[0]
         assert all(results[i].strip() for i in (1, 2))
     finally:
