@@ -17,7 +17,6 @@ import argparse
 import asyncio
 import random
 import time
-from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -57,12 +56,6 @@ QUESTIONS = [
 INTERRUPTIONS = ["Wait, stop, I have another question.", "Sorry to interrupt, can you say that again?"]
 OUT_RATE = 24_000
 VOICED = 500  # |sample| above this counts as voiced (espeak's pauses are digital silence)
-
-
-@dataclass
-class TurnSample:
-    v2v_ms: float | None = None
-    marks: dict[str, float] = field(default_factory=dict)
 
 
 class DriverTransport(LocalTransport):
