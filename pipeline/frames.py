@@ -4,9 +4,9 @@ Small, frozen, slotted dataclasses with a ``Union`` alias per direction, dispatc
 mono int16 PCM in a numpy array with its sample rate; ``t`` fields are seconds on the session clock.
 
 Inputs (transport → session): `AudioIn`, `TextIn`, `Dtmf`.
-Outputs (session → transport): `UserTranscript`, `ReplyText`, `ReplyDone`, `TurnState`, `LatencyMark`,
-`ErrorEvent`. Bot audio does not travel as events: the transport pulls it from the session's playout buffer
-at real-time pace.
+Outputs (session → transport): `UserSpeech`, `UserTranscript`, `ReplyText`, `ReplyDone`, `TurnState`,
+`LatencyMark`, `ErrorEvent`. Bot audio does not travel as events: the transport pulls it from the session's
+playout buffer at real-time pace.
 """
 
 from __future__ import annotations
@@ -42,6 +42,15 @@ class Dtmf:
 
 
 InputFrame = AudioIn | TextIn | Dtmf
+
+
+@dataclass(frozen=True, slots=True)
+class UserSpeech:
+    """The VAD heard the user start (``speaking=True``) or stop talking, at session time ``t`` (the edge's
+    audio time, not when it was detected). Not every start becomes a turn: coughs and backchannels do not."""
+
+    speaking: bool
+    t: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,7 +107,7 @@ class ErrorEvent:
     message: str
 
 
-OutputEvent = UserTranscript | ReplyText | ReplyDone | TurnState | LatencyMark | ErrorEvent
+OutputEvent = UserSpeech | UserTranscript | ReplyText | ReplyDone | TurnState | LatencyMark | ErrorEvent
 
 
 @dataclass(slots=True)

@@ -11,7 +11,7 @@ import contextlib
 import re
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from pipeline.ports import Message
 
@@ -31,6 +31,7 @@ class TokenStreamingChat(Protocol):
         top_k: int = ...,
         stop: Sequence[str] = ...,
         static_prompt_tokens: Sequence[str] | None = ...,
+        stats: Any = ...,
     ) -> AsyncIterator[str]: ...
 
 
@@ -71,8 +72,11 @@ class ConversationLlm:
         self._prefix_key: str | None = None
         self._prefix: list[str] = []
 
-    def astream(self, messages: Sequence[Message]) -> AsyncIterator[str]:
-        """Stream the reply to ``messages``; the leading system message is the cached prefix."""
+    def astream(self, messages: Sequence[Message], *, stats: Any = None) -> AsyncIterator[str]:
+        """Stream the reply to ``messages``; the leading system message is the cached prefix.
+
+        ``stats``: an object the model fills in as it generates (`models.llm.GenerationStats`), or ``None``.
+        """
         static: list[str] | None = None
         if messages and messages[0].get("role") == "system":
             key = messages[0]["content"]
@@ -90,6 +94,7 @@ class ConversationLlm:
             top_k=p.top_k,
             stop=p.stop,
             static_prompt_tokens=static,
+            stats=stats,
         )
         return stream if p.max_sentences is None else _first_sentences(stream, p.max_sentences)
 

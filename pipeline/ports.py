@@ -6,7 +6,8 @@ worker threads) and ``voice_server/`` (WebRTC, WebSocket, SIP); tests plug in fa
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
@@ -64,6 +65,27 @@ class Tts(Protocol):
     async def asynthesize(self, text: str) -> FloatAudio: ...
 
 
+@dataclass(frozen=True, slots=True)
+class FinishedTurn:
+    """One finished exchange, as it enters the history.
+
+    Attributes:
+        turn_id: The session's turn number.
+        user_text: What the user said (final transcript) or typed.
+        reply_text: Everything the LLM generated for the reply.
+        heard_text: What the user heard (voice) or was sent (text): the only reply text kept in history.
+        interrupted: The reply was cut short (barge-in, cancel, or the session closing).
+        marks: Latency marks, seconds on the session clock (``speech_end``, ``llm_first_token``…).
+    """
+
+    turn_id: int
+    user_text: str
+    reply_text: str
+    heard_text: str
+    interrupted: bool
+    marks: Mapping[str, float] = field(default_factory=dict)
+
+
 class ContextBuilder(Protocol):
     """Builds the LLM messages for a turn (persona, recalled memories, heard history).
 
@@ -73,7 +95,9 @@ class ContextBuilder(Protocol):
 
     async def build_context(self, user: str, transcript: str, history: Sequence[Message]) -> list[Message]: ...
 
-    async def after_turn(self, user: str, user_text: str, bot_heard_text: str, interrupted: bool) -> None: ...
+    async def after_turn(self, user: str, turn: FinishedTurn) -> None:
+        """Called once per finished turn, off the reply's hot path (a failure is logged, not raised)."""
+        ...
 
 
 class Transport(Protocol):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import logging
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
@@ -30,15 +31,18 @@ from pipeline.frames import (
     TextIn,
     TurnMarks,
     TurnState,
+    UserSpeech,
     UserTranscript,
 )
 from pipeline.playout import Playout
-from pipeline.ports import Asr, ContextBuilder, Llm, Message, Transport, Tts, Vad
+from pipeline.ports import Asr, ContextBuilder, FinishedTurn, Llm, Message, Transport, Tts, Vad
 from pipeline.reply import Reply, ReplyResult
 from pipeline.tasks import cancel_and_wait
 from pipeline.vad import VadConfig, VadStage
 
 log = logging.getLogger(__name__)
+
+_BOOKKEEPING_S = 2.0  # how long a closing session waits for its last turn to be recorded
 
 DEFAULT_PERSONA = (
     # Measured with Qwen2.5-0.5B: naming the bot ("You are Soma") made it answer about itself in the third
@@ -98,7 +102,7 @@ class DefaultContext:
     async def build_context(self, user: str, transcript: str, history: Sequence[Message]) -> list[Message]:
         return [{"role": "system", "content": self.persona}, *history, {"role": "user", "content": transcript}]
 
-    async def after_turn(self, user: str, user_text: str, bot_heard_text: str, interrupted: bool) -> None:
+    async def after_turn(self, user: str, turn: FinishedTurn) -> None:
         return None
 
 
@@ -113,6 +117,8 @@ class Session:
         config: Policy.
         clock: Seconds, monotonic; defaults to the event loop's clock (virtual time in tests).
         observer: Gets each turn's latency marks.
+        history: Heard history to start from (a resumed conversation); the newest
+            ``config.history_messages`` are kept.
     """
 
     def __init__(
@@ -124,6 +130,7 @@ class Session:
         config: SessionConfig | None = None,
         clock: Callable[[], float] | None = None,
         observer: TurnObserver | None = None,
+        history: Sequence[Message] = (),
     ) -> None:
         self.transport = transport
         self.models = models
@@ -132,7 +139,7 @@ class Session:
         self._clock = clock
         self._observer = observer
         self.core = tc.TurnCore(self.config.turn)
-        self.history: collections.deque[Message] = collections.deque(maxlen=self.config.history_messages)
+        self.history: collections.deque[Message] = collections.deque(history, maxlen=self.config.history_messages)
         self.voice = transport.audio_in_rate is not None and models.vad is not None and models.asr is not None
         self.playout: Playout | None = None
         if transport.audio_out_rate is not None and models.tts is not None:
@@ -142,6 +149,7 @@ class Session:
                 on_first_audio=self._on_first_audio,
                 on_drained=self._on_drained,
             )
+        self.speak = self.playout is not None  # see `set_audio_output`
         self._vad: VadStage | None = None
         self._utt: UtteranceAsr | None = None
         self._resampler: StreamResampler | None = None
@@ -150,6 +158,7 @@ class Session:
         self._wake = asyncio.Event()
         self._reply: Reply | None = None
         self._reply_task: asyncio.Task[None] | None = None
+        self._cancel_next_reply = False
         self._turn_id = 0
         self._marks: TurnMarks | None = None
         self._partial: tuple[asyncio.Task[str], float] | None = None  # decode in flight, audio end time
@@ -195,10 +204,48 @@ class Session:
         finally:
             await self.aclose()
 
+    @property
+    def replying(self) -> bool:
+        """A reply is being generated or played."""
+        return self._reply is not None
+
+    def set_audio_output(self, enabled: bool) -> None:
+        """Speak replies (``True``, needs a playout) or only send their text; takes effect from the next reply."""
+        self.speak = enabled and self.playout is not None
+
+    def set_voice(self, tts: Tts) -> None:
+        """Speak with ``tts`` from the next reply on (same output rate: the playout resamples)."""
+        self.models = dataclasses.replace(self.models, tts=tts)
+
+    def interrupt(self) -> bool:
+        """Cut the current reply short, as a barge-in would: only what was heard (or sent) enters history.
+
+        The control lane for clients (``response.cancel``): it does not wait behind queued input frames.
+        Returns False when no reply was running.
+        """
+        if self._reply is None:
+            if self._reply_task is None or self._reply_task.done():
+                return False
+            self._cancel_next_reply = True  # its context is still being built: stop it as soon as it starts
+            return True
+        self._mark_current("interrupt_detected")
+        self._interrupt_reply()
+        self.core.reply_finished()
+        return True
+
     async def aclose(self) -> None:
-        """Interrupt any reply and cancel every task of the session. Idempotent."""
+        """Interrupt any reply and cancel every task of the session. Idempotent.
+
+        The turn in progress is not lost: its reply is interrupted (keeping what was heard), and its
+        `ContextBuilder.after_turn` gets up to `_BOOKKEEPING_S` to record it before the rest is cancelled.
+        """
         if self._reply is not None:
             self._reply.interrupt()
+        if self._reply_task is not None and not self._reply_task.done():
+            await asyncio.wait([self._reply_task], timeout=_BOOKKEEPING_S)
+        bookkeeping = [t for t in self._tasks if t.get_name() == "session-after-turn"]
+        if bookkeeping:
+            await asyncio.wait(bookkeeping, timeout=_BOOKKEEPING_S)
         tasks = list(self._tasks)
         self._tasks.clear()
         await cancel_and_wait(*tasks, timeout=3.0)
@@ -225,6 +272,7 @@ class Session:
                 self._speech_start_t = edge.t
             else:
                 self._speech_end_t = edge.t
+            self._emit(UserSpeech(isinstance(edge, tc.SpeechStart), edge.t))
             self._feed(edge)
         if self._partial is None and self._utt.active:
             # Decode at the first silent window after speech: if the VAD then confirms the end, that decode
@@ -364,13 +412,16 @@ class Session:
             marks.turn_id,
             messages,
             llm=self.models.llm,
-            tts=self.models.tts if self.playout is not None else None,
+            tts=self.models.tts if self.speak else None,
             playout=self.playout,
             emit=self._emit,
             mark=lambda name: self._mark(marks, name),
         )
         self._reply = reply
         reply.start()
+        if self._cancel_next_reply:
+            self._cancel_next_reply = False
+            self.interrupt()
         result = await reply.wait()
         self._finish_reply(text, result, marks)
 
@@ -382,9 +433,7 @@ class Session:
         self.history.append({"role": "user", "content": user_text})
         if result.heard_text:
             self.history.append({"role": "assistant", "content": result.heard_text})
-        self._emit(
-            ReplyDone(result.reply_id, result.text, result.heard_text, result.interrupted, result.played_s)
-        )
+        self._emit(ReplyDone(result.reply_id, result.text, result.heard_text, result.interrupted, result.played_s))
         if result.error:
             self._emit(ErrorEvent("reply_failed", result.error))
         if self._reply is None:
@@ -392,10 +441,16 @@ class Session:
         self.turns.append(marks)
         if self._observer is not None:
             self._observer.observe_turn(marks)
-        self._spawn(
-            self.context.after_turn(self.config.user, user_text, result.heard_text, result.interrupted),
-            "after-turn",
+        turn = FinishedTurn(
+            marks.turn_id, user_text, result.text, result.heard_text, result.interrupted, dict(marks.marks)
         )
+        self._spawn(self._after_turn(turn), "after-turn")
+
+    async def _after_turn(self, turn: FinishedTurn) -> None:
+        try:
+            await self.context.after_turn(self.config.user, turn)
+        except Exception:  # memory/history bookkeeping failing must not end the call
+            log.exception("after_turn failed for turn %d", turn.turn_id)
 
     def _interrupt_reply(self) -> None:
         if self._reply is not None:

@@ -122,4 +122,3 @@ class VadStage:
             return run()
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, run)
-

@@ -93,3 +93,25 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     yield srv
     srv.stop()
     shutil.rmtree(srv.data_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def model_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """One shared server with the ci models loaded and open sign-up (conversation endpoints)."""
+    srv = start_server(tmp_path_factory.mktemp("model-server"), models=True, SOMA_SIGNUP="open", timeout=180)
+    yield srv
+    srv.stop()
+    shutil.rmtree(srv.data_dir, ignore_errors=True)
+
+
+def new_user(server: ServerProcess, prefix: str = "user") -> tuple[str, str]:
+    """Sign up a fresh account on ``server``; return (username, bearer token)."""
+    import secrets
+
+    from soma_client import SomaClient
+
+    name = f"{prefix}{secrets.token_hex(4)}"
+    with SomaClient(server.base_url) as client:
+        client.signup(name, "password-" + secrets.token_hex(6))
+        assert client.token is not None
+        return name, client.token

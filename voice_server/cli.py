@@ -148,6 +148,7 @@ async def _serve(settings: Settings) -> None:
     import uvicorn
 
     from models.paths import ModelMissingError
+    from voice_server.api.realtime_routes import WS_FRAME_LIMIT
     from voice_server.app import create_app
     from voice_server.resources import DataDirBusyError, Resources, check_models
     from voice_server.stores.postgres import DatabaseError
@@ -182,6 +183,7 @@ async def _serve(settings: Settings) -> None:
                     lifespan="on",
                     server_header=False,
                     timeout_graceful_shutdown=5,
+                    ws_max_size=WS_FRAME_LIMIT,
                     **ssl,
                 )
                 server = uvicorn.Server(config)

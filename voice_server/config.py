@@ -64,6 +64,7 @@ class Settings:
             never (use ``soma users create``).
         login_token_ttl_s: Lifetime of tokens issued by ``POST /v1/auth/token``.
         db_pool_max: Upper bound of pooled Postgres connections.
+        max_request_bytes: Largest HTTP request body accepted (413 beyond it).
     """
 
     host: str = "127.0.0.1"
@@ -83,6 +84,7 @@ class Settings:
     signup: SignupPolicy = "first-run"
     login_token_ttl_s: int = 30 * 24 * 3600
     db_pool_max: int = 10
+    max_request_bytes: int = 1024 * 1024
 
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536:
@@ -91,6 +93,8 @@ class Settings:
             raise ConfigError("tls_cert and tls_key: set both or neither")
         if self.login_token_ttl_s < 60:
             raise ConfigError(f"login_token_ttl_s: must be at least 60, got {self.login_token_ttl_s}")
+        if self.max_request_bytes < 1024:
+            raise ConfigError(f"max_request_bytes: must be at least 1024, got {self.max_request_bytes}")
         if self.db_pool_max < 2:
             raise ConfigError(f"db_pool_max: must be at least 2, got {self.db_pool_max}")
         for name in ("database_url", "redis_url"):

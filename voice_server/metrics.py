@@ -6,6 +6,8 @@ so label cardinality stays bounded whatever clients send.
 
 from __future__ import annotations
 
+import asyncio
+import threading
 import time
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -54,6 +56,15 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.live_conversations = Gauge(
+            "soma_live_conversations", "Conversations in progress", ["channel"], registry=self.registry
+        )
+        # Read when /metrics is rendered, on the event loop: leaks show up as counts that never come back down.
+        tasks = Gauge("soma_asyncio_tasks", "Tasks alive on the server's event loop", registry=self.registry)
+        tasks.set_function(_task_count)
+        threads = Gauge("soma_threads", "Threads alive in the server process", registry=self.registry)
+        threads.set_function(lambda: float(threading.active_count()))
+
     def observe_turn(self, marks: TurnMarks) -> None:
         """Record one finished turn's stage latencies (the pipeline's `TurnObserver`)."""
         for stage, (start, end) in TURN_STAGES.items():
@@ -64,6 +75,13 @@ class Metrics:
     def render(self) -> bytes:
         """The text exposition format."""
         return generate_latest(self.registry)
+
+
+def _task_count() -> float:
+    try:
+        return float(len(asyncio.all_tasks()))
+    except RuntimeError:  # rendered outside the loop (tests)
+        return 0.0
 
 
 class MetricsMiddleware:

@@ -105,9 +105,7 @@ async def signup(body: SignupRequest, res: ResourcesDep) -> SignupResponse:
                 )
             except AccountError as exc:
                 raise ApiError(400, "invalid_account", str(exc)) from None
-            token = await accounts.issue_token(
-                conn, user["id"], name="web login", ttl_s=res.settings.login_token_ttl_s
-            )
+            token = await accounts.issue_token(conn, user["id"], name="web login", ttl_s=res.settings.login_token_ttl_s)
     return SignupResponse(user=UserOut(**user), token=_token_response(token))
 
 

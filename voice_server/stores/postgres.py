@@ -236,9 +236,7 @@ async def _bootstrap(url: str) -> None:
         try:
             await conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
         except psycopg.Error as exc:
-            raise DatabaseError(
-                f"database: the pgvector extension is not available ({_first_line(exc)})"
-            ) from None
+            raise DatabaseError(f"database: the pgvector extension is not available ({_first_line(exc)})") from None
         cur = await conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'")
         row = await cur.fetchone()
         version = tuple(int(p) for p in str(row[0]).split(".")[:2]) if row else (0, 0)

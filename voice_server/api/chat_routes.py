@@ -1,0 +1,265 @@
+"""OpenAI-compatible HTTP chat: ``POST /v1/chat/completions`` (SSE streaming or one JSON body) and
+``GET /v1/models`` (the caller's avatars).
+
+History: a client that sends earlier turns itself (any ``assistant`` message) is the authority on its
+context, as with OpenAI. A client that sends only the new message (plus an optional system message) talks to
+an avatar that remembers: the user's recent heard history is added. Either way the exchange is recorded as
+a turn of the user's running ``chat`` conversation; a client that disconnects mid-stream records only what
+was sent. System/developer messages replace the avatar's persona for that request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Annotated, Any, Literal
+
+import anyio
+from fastapi import APIRouter, Depends
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from pipeline.llm import ConversationLlm, ReplyPolicy
+from pipeline.ports import FinishedTurn, Message
+from voice_server.accounts import Principal
+from voice_server.api.deps import ResourcesDep, require_scope
+from voice_server.avatars import Avatar, avatars_for, resolve_avatar
+from voice_server.conversations import ConversationStore
+from voice_server.errors import ApiError
+from voice_server.session_factory import RESUME_WINDOW_S
+
+router = APIRouter(prefix="/v1", tags=["chat"])
+ChatUser = Annotated[Principal, Depends(require_scope("chat"))]
+
+MAX_PROMPT_TOKENS = 6000  # the prompt must leave room in the model's context and keep the first token fast
+DEFAULT_MAX_TOKENS = 256
+HISTORY_MESSAGES = 12
+
+
+class TextPart(BaseModel):
+    """One content part; only text parts are understood."""
+
+    model_config = ConfigDict(extra="ignore")
+    type: str = Field(max_length=32)
+    text: str | None = Field(default=None, max_length=32_000)
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[TextPart] | None = Field(default=None)
+
+    def text(self) -> str:
+        """The message's text; non-text content parts are an error."""
+        if self.content is None:
+            return ""
+        if isinstance(self.content, str):
+            if len(self.content) > 32_000:
+                raise ApiError(400, "message_too_long", "a message may have at most 32000 characters")
+            return self.content
+        texts = []
+        for part in self.content:
+            if part.type != "text" or part.text is None:
+                raise ApiError(400, "unsupported_content", f"content parts of type {part.type!r} are not supported")
+            texts.append(part.text)
+        return "".join(texts)
+
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    include_usage: bool = False
+
+
+class ChatCompletionRequest(BaseModel):
+    """The supported subset of OpenAI's request; other fields are accepted and ignored."""
+
+    model_config = ConfigDict(extra="ignore")
+    model: str = Field(max_length=128)
+    messages: list[ChatMessage] = Field(min_length=1, max_length=256)
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    max_tokens: int | None = Field(default=None, ge=1, le=2048)
+    max_completion_tokens: int | None = Field(default=None, ge=1, le=2048)
+    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
+    n: int = Field(default=1, ge=1, le=1)
+
+
+@router.get("/models", summary="The caller's avatars, as OpenAI models")
+async def list_models(user: ChatUser) -> dict[str, Any]:
+    """``{"object": "list", "data": [{"id", "object": "model", "created", "owned_by"}]}``."""
+    return {"object": "list", "data": [_model_card(a) for a in avatars_for(user)]}
+
+
+@router.get("/models/{model_id}", summary="One of the caller's avatars")
+async def get_model(model_id: str, user: ChatUser) -> dict[str, Any]:
+    """404 ``model_not_found`` unless ``model_id`` is one of the caller's avatars."""
+    return _model_card(resolve_avatar(user, model_id))
+
+
+def _model_card(avatar: Avatar) -> dict[str, Any]:
+    return {"id": avatar.id, "object": "model", "created": 0, "owned_by": avatar.owner}
+
+
+@router.post("/chat/completions", summary="Chat with an avatar (OpenAI Chat Completions compatible)")
+async def chat_completions(body: ChatCompletionRequest, user: ChatUser, res: ResourcesDep) -> Any:
+    """Answer the last user message; ``stream: true`` sends ``chat.completion.chunk`` SSE events then
+    ``[DONE]``.
+
+    Raises:
+        ApiError: 404 unknown model, 400 bad messages or a prompt over `MAX_PROMPT_TOKENS`, 503 no models.
+    """
+    avatar = resolve_avatar(user, body.model)
+    llm_model = res.models.llm if res.models is not None else None
+    if llm_model is None:
+        raise ApiError(503, "models_unavailable", "this server was started without models")
+    store = ConversationStore(res.db)
+    messages, user_text = await _prompt(body, avatar, user, store)
+    prompt_tokens = await asyncio.to_thread(llm_model.count_tokens, messages)
+    if prompt_tokens > MAX_PROMPT_TOKENS:
+        raise ApiError(
+            400, "context_length_exceeded", f"the prompt has {prompt_tokens} tokens; at most {MAX_PROMPT_TOKENS}"
+        )
+    temperature = body.temperature
+    policy = ReplyPolicy(
+        max_tokens=body.max_completion_tokens or body.max_tokens or DEFAULT_MAX_TOKENS,
+        temperature=temperature if temperature else 1.0,
+        top_k=40 if temperature else 1,  # greedy unless the client asks for sampling
+        max_sentences=None,
+    )
+    exchange = _Exchange(ConversationLlm(llm_model, policy), messages, user_text, avatar, user, store)
+    if body.stream:
+        usage = body.stream_options is not None and body.stream_options.include_usage
+        return StreamingResponse(
+            exchange.sse(include_usage=usage),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+    text = await exchange.complete()
+    return JSONResponse(
+        {
+            **exchange.envelope("chat.completion"),
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": text, "refusal": None},
+                    "finish_reason": exchange.finish_reason,
+                    "logprobs": None,
+                }
+            ],
+            "usage": exchange.usage(),
+        }
+    )
+
+
+async def _prompt(
+    body: ChatCompletionRequest, avatar: Avatar, user: Principal, store: ConversationStore
+) -> tuple[list[Message], str]:
+    """The prompt for this request and the user's new message."""
+    system = "\n\n".join(m.text() for m in body.messages if m.role in ("system", "developer") and m.text())
+    dialogue: list[Message] = []
+    for m in body.messages:
+        if m.role in ("user", "assistant"):
+            dialogue.append({"role": m.role, "content": m.text()})
+        elif m.role == "tool":
+            raise ApiError(400, "unsupported_role", "tool messages are not supported: avatars do not call tools")
+    if not dialogue or dialogue[-1]["role"] != "user" or not dialogue[-1]["content"].strip():
+        raise ApiError(400, "invalid_messages", "the last message must be a non-empty user message")
+    if not any(m["role"] == "assistant" for m in dialogue):
+        history = await store.recent_history(user.user_id, max_messages=HISTORY_MESSAGES, within_s=RESUME_WINDOW_S)
+        dialogue = history + dialogue
+    return [{"role": "system", "content": system or avatar.persona}, *dialogue], dialogue[-1]["content"]
+
+
+class _Exchange:
+    """One request's generation and its record in the conversation history."""
+
+    def __init__(
+        self,
+        llm: ConversationLlm,
+        messages: list[Message],
+        user_text: str,
+        avatar: Avatar,
+        user: Principal,
+        store: ConversationStore,
+    ) -> None:
+        from models.llm import GenerationStats
+
+        self.llm = llm
+        self.messages = messages
+        self.user_text = user_text
+        self.avatar = avatar
+        self.user = user
+        self.store = store
+        self.id = "chatcmpl-" + secrets.token_hex(12)
+        self.created = int(time.time())
+        self.stats = GenerationStats()
+        self.sent = ""
+        self._t0 = time.monotonic()
+        self._first: float | None = None
+
+    @property
+    def finish_reason(self) -> str:
+        return "length" if self.stats.finish == "length" else "stop"
+
+    def envelope(self, obj: str) -> dict[str, Any]:
+        return {"id": self.id, "object": obj, "created": self.created, "model": self.avatar.id,
+                "system_fingerprint": None}  # fmt: skip
+
+    def usage(self) -> dict[str, int]:
+        prompt, completion = self.stats.prompt_tokens, self.stats.generated_tokens
+        return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+    async def pieces(self) -> AsyncIterator[str]:
+        """The reply's text pieces; records the turn when the stream ends, however it ends."""
+        interrupted = True
+        try:
+            async for piece in self.llm.astream(self.messages, stats=self.stats):
+                if self._first is None:
+                    self._first = time.monotonic()
+                self.sent += piece
+                yield piece
+            interrupted = False
+        finally:
+            # Shielded: a client that disconnected cancels this generator, but what it was sent is history.
+            with anyio.CancelScope(shield=True):
+                await self._record(interrupted)
+
+    async def complete(self) -> str:
+        async for _ in self.pieces():
+            pass
+        return self.sent
+
+    async def sse(self, *, include_usage: bool) -> AsyncIterator[str]:
+        def chunk(delta: dict[str, Any], finish: str | None, **extra: Any) -> str:
+            choice = {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}
+            body = {**self.envelope("chat.completion.chunk"), "choices": [choice], **extra}
+            return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
+
+        yield chunk({"role": "assistant", "content": ""}, None)
+        try:
+            async for piece in self.pieces():
+                yield chunk({"content": piece}, None)
+        except Exception as exc:  # headers are sent: report in-band, as OpenAI does
+            error = {"error": {"message": f"generation failed: {type(exc).__name__}", "type": "server_error",
+                               "code": "generation_failed"}}  # fmt: skip
+            yield f"data: {json.dumps(error)}\n\n"
+            return
+        yield chunk({}, self.finish_reason)
+        if include_usage:
+            body = {**self.envelope("chat.completion.chunk"), "choices": [], "usage": self.usage()}
+            yield f"data: {json.dumps(body)}\n\n"
+        yield "data: [DONE]\n\n"
+
+    async def _record(self, interrupted: bool) -> None:
+        marks = {"request": self._t0}
+        if self._first is not None:
+            marks["llm_first_token"] = self._first
+        turn = FinishedTurn(0, self.user_text, self.sent, self.sent, interrupted, marks)
+        conversation: uuid.UUID = await self.store.current(
+            self.user.user_id, self.avatar.id, "chat", within_s=RESUME_WINDOW_S
+        )
+        await self.store.add_turn(conversation, self.user.user_id, turn)

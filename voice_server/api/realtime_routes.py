@@ -1,0 +1,217 @@
+"""``GET /v1/realtime``: the OpenAI Realtime protocol over a WebSocket, for text or voice.
+
+The handshake is refused (HTTP 401/403/404/503 with a JSON error, before any model work) unless the bearer
+token is valid — from the ``Authorization`` header, or for browsers, which cannot set headers, from an
+``openai-insecure-api-key.<token>`` subprotocol — and ``?model=`` names one of the caller's avatars.
+
+Per connection: messages over `MAX_MESSAGE_BYTES` get an ``error`` event (the server closes with 1009 above
+uvicorn's frame limit, twice that); more than `RATE_PER_S` messages a second (burst `BURST`) get
+``rate_limit_exceeded`` errors and, past `MAX_VIOLATIONS`, a 1008 close. Outgoing events wait in a queue of
+`OUT_QUEUE`; a client that stops reading until it fills is closed with 1008 rather than growing memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from typing import Any
+
+from fastapi import APIRouter, WebSocket
+from fastapi.responses import JSONResponse
+from starlette.websockets import WebSocketDisconnect, WebSocketState
+
+from pipeline.ports import FloatAudio
+from pipeline.tasks import cancel_and_wait
+from voice_server import accounts
+from voice_server.accounts import Principal
+from voice_server.avatars import Avatar, resolve_avatar
+from voice_server.errors import ApiError
+from voice_server.realtime import protocol as p
+from voice_server.realtime.connection import RealtimeConnection
+from voice_server.resources import Resources
+from voice_server.session_factory import open_conversation
+
+log = logging.getLogger(__name__)
+router = APIRouter(tags=["realtime"])
+
+MAX_MESSAGE_BYTES = 1024 * 1024
+WS_FRAME_LIMIT = 2 * MAX_MESSAGE_BYTES  # uvicorn's ws_max_size: beyond it the connection is closed (1009)
+RATE_PER_S = 200.0  # messages; 20 ms audio chunks are 50/s
+BURST = 400.0
+MAX_VIOLATIONS = 1000  # rate-limited messages before the connection is closed
+OUT_QUEUE = 1024  # server events waiting for a slow client (~20 s of audio deltas)
+KEY_PROTOCOL = "openai-insecure-api-key."
+CLOSE_POLICY = 1008
+
+
+@router.websocket("/v1/realtime")
+async def realtime(ws: WebSocket, model: str | None = None) -> None:
+    """Authenticate, then run the realtime conversation until either side closes."""
+    res: Resources = ws.app.state.resources
+    token, subprotocol = _credentials(ws)
+    try:
+        user = await _authenticate(res, token)
+        avatar = resolve_avatar(user, model)
+        if res.models is None or res.models.llm is None:
+            raise ApiError(503, "models_unavailable", "this server was started without models")
+    except ApiError as exc:
+        await _deny(ws, exc)
+        return
+    await ws.accept(subprotocol=subprotocol)
+    await _Endpoint(ws, res, user, avatar).run()
+
+
+def _credentials(ws: WebSocket) -> tuple[str | None, str | None]:
+    """The bearer token and the subprotocol to accept (``realtime`` when offered)."""
+    offered = [s.strip() for s in ws.headers.get("sec-websocket-protocol", "").split(",") if s.strip()]
+    token = None
+    header = ws.headers.get("authorization", "")
+    if header.lower().startswith("bearer "):
+        token = header[7:].strip()
+    keys = [s for s in offered if s.startswith(KEY_PROTOCOL)]
+    if token is None and keys:
+        token = keys[0][len(KEY_PROTOCOL) :]
+    others = [s for s in offered if not s.startswith(KEY_PROTOCOL)]
+    chosen = "realtime" if "realtime" in others else (others[0] if others else (keys[0] if keys else None))
+    return token, chosen
+
+
+async def _authenticate(res: Resources, token: str | None) -> Principal:
+    if not token:
+        raise ApiError(401, "missing_token", "authentication required: send 'Authorization: Bearer <token>'")
+    async with res.db.pool.connection() as conn:
+        user = await accounts.authenticate(conn, token)
+    if user is None:
+        raise ApiError(401, "invalid_token", "the token is invalid, expired or revoked")
+    if not (user.allows("calls") or user.allows("chat")):
+        raise ApiError(403, "insufficient_scope", "this token lacks the 'calls' or 'chat' scope")
+    return user
+
+
+async def _deny(ws: WebSocket, exc: ApiError) -> None:
+    body = {"error": {"message": exc.message, "type": "invalid_request_error", "code": exc.code}}
+    try:
+        await ws.send_denial_response(JSONResponse(body, status_code=exc.status))
+    except RuntimeError:  # the server lacks the denial extension: a plain refusal (HTTP 403)
+        await ws.close(code=CLOSE_POLICY, reason=exc.code)
+
+
+class _TokenBucket:
+    def __init__(self, rate: float, burst: float) -> None:
+        self.rate, self.burst, self.tokens, self.t = rate, burst, burst, time.monotonic()
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.t) * self.rate)
+        self.t = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        return False
+
+
+class _Endpoint:
+    """One accepted connection: its tasks, its queues and how it closes."""
+
+    def __init__(self, ws: WebSocket, res: Resources, user: Principal, avatar: Avatar) -> None:
+        self.ws = ws
+        self.res = res
+        self.user = user
+        self.avatar = avatar
+        self.out: asyncio.Queue[dict[str, Any]] = asyncio.Queue(OUT_QUEUE)
+        self.too_slow = asyncio.Event()
+        self.close_code = 1000
+        self.close_reason = ""
+
+    def emit(self, event: dict[str, Any]) -> None:
+        try:
+            self.out.put_nowait(event)
+        except asyncio.QueueFull:
+            self.too_slow.set()
+
+    async def run(self) -> None:
+        models = self.res.models
+        asr = models.asr
+
+        async def transcribe(audio: FloatAudio) -> str:
+            result = await asr.atranscribe_utterance(audio)
+            return str(result.text)
+
+        conn = RealtimeConnection(
+            model=self.avatar.id,
+            persona=self.avatar.persona,
+            emit=self.emit,
+            transcribe=transcribe if asr is not None else None,
+            voices={"fast": models.tts_fast, "quality": models.tts_quality},
+        )
+        try:
+            conversation = await open_conversation(self.res, self.user, self.avatar, "realtime", conn.transport)
+        except ApiError as exc:
+            await self.ws.close(code=1011, reason=exc.code)
+            return
+        conn.attach(conversation.session, conversation.context)
+        session = asyncio.create_task(conversation.session.run(), name="realtime-session")
+        workers = [
+            asyncio.create_task(self._write(), name="realtime-writer"),
+            asyncio.create_task(self._read(conn), name="realtime-reader"),
+            asyncio.create_task(self.too_slow.wait(), name="realtime-slow-watch"),
+        ]
+        pump = asyncio.create_task(conn.transport.pump_output(conn.on_audio), name="realtime-audio-out")
+        try:
+            done, _ = await asyncio.wait([session, *workers], return_when=asyncio.FIRST_COMPLETED)
+            if self.too_slow.is_set():
+                self.close_code, self.close_reason = CLOSE_POLICY, "client is not reading events fast enough"
+        finally:
+            conn.transport.close()
+            # The session records the turn in progress as it ends; give it that time before cancelling.
+            await asyncio.wait([session], timeout=5.0)
+            await cancel_and_wait(session, pump, *workers, timeout=3.0)
+            with contextlib.suppress(Exception):
+                await conversation.close()
+            await self._close()
+
+    async def _read(self, conn: RealtimeConnection) -> None:
+        bucket = _TokenBucket(RATE_PER_S, BURST)
+        violations = 0
+        while True:
+            try:
+                message = await self.ws.receive()
+            except (WebSocketDisconnect, RuntimeError):
+                return
+            if message["type"] == "websocket.disconnect":
+                return
+            text = message.get("text")
+            if text is None:
+                conn.error(p.ProtocolError("binary_not_supported", "send events as JSON text messages"))
+                continue
+            if len(text) > MAX_MESSAGE_BYTES:
+                conn.error(p.ProtocolError("message_too_large", f"a message may be at most {MAX_MESSAGE_BYTES} "
+                                           "bytes; split audio into smaller appends"))  # fmt: skip
+                continue
+            if not bucket.take():
+                violations += 1
+                if violations > MAX_VIOLATIONS:
+                    self.close_code, self.close_reason = CLOSE_POLICY, "rate limit exceeded"
+                    return
+                conn.error(p.ProtocolError("rate_limit_exceeded", f"more than {RATE_PER_S:.0f} messages per second; "
+                                           "this message was ignored"))  # fmt: skip
+                continue
+            await conn.handle(text)
+
+    async def _write(self) -> None:
+        while True:
+            event = await self.out.get()
+            try:
+                await self.ws.send_text(json.dumps(event, ensure_ascii=False))
+            except (WebSocketDisconnect, RuntimeError, OSError):
+                return
+
+    async def _close(self) -> None:
+        if self.ws.application_state != WebSocketState.DISCONNECTED:
+            # Bounded: a client that stopped reading may never take the close frame either.
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(2.0):
+                    await self.ws.close(code=self.close_code, reason=self.close_reason)

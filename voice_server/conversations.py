@@ -1,0 +1,157 @@
+"""Durable conversation history: each finished turn is committed to Postgres as it completes.
+
+Every channel (realtime WebSocket, chat completions, and later WebRTC and SIP calls) records its turns through
+`ConversationStore`, and every query filters by the owning user, so one user's history never reaches another
+user's prompt. `AvatarContext` is the pipeline's `ContextBuilder` for a server conversation: it builds each
+turn's prompt from the avatar's persona and the heard history, and records the finished turn.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import Sequence
+from typing import Literal
+
+from pipeline.ports import FinishedTurn, Message
+from voice_server.stores.postgres import Database
+
+log = logging.getLogger(__name__)
+
+Channel = Literal["realtime", "chat", "webrtc", "sip", "local"]
+
+
+def marks_ms(marks: dict[str, float] | None) -> dict[str, float]:
+    """Latency marks as milliseconds after the turn's earliest mark (session clocks differ per connection)."""
+    if not marks:
+        return {}
+    origin = min(marks.values())
+    return {name: round((t - origin) * 1000.0, 1) for name, t in sorted(marks.items(), key=lambda kv: kv[1])}
+
+
+class ConversationStore:
+    """Conversations and turns of all users, always accessed on behalf of one user.
+
+    Args:
+        db: The server's database (migration ``0002_conversations``).
+    """
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def start(self, user_id: uuid.UUID, avatar: str, channel: Channel) -> uuid.UUID:
+        """Open a new conversation and return its id."""
+        async with self._db.pool.connection() as conn:
+            cur = await conn.execute(
+                "INSERT INTO conversations (user_id, avatar, channel) VALUES (%s, %s, %s) RETURNING id",
+                (user_id, avatar, channel),
+            )
+            row = await cur.fetchone()
+        assert row is not None
+        conversation_id: uuid.UUID = row["id"]
+        return conversation_id
+
+    async def add_turn(self, conversation_id: uuid.UUID, user_id: uuid.UUID, turn: FinishedTurn) -> None:
+        """Commit one finished turn (its own transaction, so it survives whatever happens next)."""
+        async with self._db.pool.connection() as conn, conn.transaction():
+            cur = await conn.execute(
+                "UPDATE conversations SET updated_at = now() WHERE id = %s AND user_id = %s",
+                (conversation_id, user_id),
+            )
+            if cur.rowcount != 1:
+                raise LookupError("conversation not found for this user")
+            # The index is the conversation's next one, not the session's turn id: a chat conversation spans
+            # many requests, each with its own one-turn exchange.
+            await conn.execute(
+                "INSERT INTO turns (conversation_id, user_id, turn_index, user_text, reply_text, heard_text,"
+                " interrupted, marks) VALUES (%s, %s,"
+                " (SELECT coalesce(max(turn_index), 0) + 1 FROM turns WHERE conversation_id = %s),"
+                " %s, %s, %s, %s, %s)",
+                (
+                    conversation_id,
+                    user_id,
+                    conversation_id,
+                    turn.user_text,
+                    turn.reply_text,
+                    turn.heard_text,
+                    turn.interrupted,
+                    json.dumps(marks_ms(dict(turn.marks))),
+                ),
+            )
+
+    async def current(self, user_id: uuid.UUID, avatar: str, channel: Channel, *, within_s: float) -> uuid.UUID:
+        """The user's open conversation on ``channel`` with ``avatar`` touched in the last ``within_s`` seconds,
+        or a new one (chat completions: each request is one turn of a running conversation)."""
+        async with self._db.pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT id FROM conversations WHERE user_id = %s AND avatar = %s AND channel = %s"
+                " AND ended_at IS NULL AND updated_at > now() - make_interval(secs => %s)"
+                " ORDER BY updated_at DESC LIMIT 1",
+                (user_id, avatar, channel, within_s),
+            )
+            row = await cur.fetchone()
+        if row is not None:
+            found: uuid.UUID = row["id"]
+            return found
+        return await self.start(user_id, avatar, channel)
+
+    async def end(self, conversation_id: uuid.UUID, user_id: uuid.UUID) -> None:
+        """Mark the conversation ended (the connection closed)."""
+        async with self._db.pool.connection() as conn:
+            await conn.execute(
+                "UPDATE conversations SET ended_at = now() WHERE id = %s AND user_id = %s",
+                (conversation_id, user_id),
+            )
+
+    async def recent_history(self, user_id: uuid.UUID, *, max_messages: int, within_s: float) -> list[Message]:
+        """The user's heard history from turns of the last ``within_s`` seconds, oldest first, at most
+        ``max_messages`` messages (user and assistant messages alternate; a turn nobody heard an answer to
+        contributes only the user's words)."""
+        if max_messages <= 0:
+            return []
+        async with self._db.pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT user_text, heard_text FROM turns WHERE user_id = %s"
+                " AND created_at > now() - make_interval(secs => %s) ORDER BY id DESC LIMIT %s",
+                (user_id, within_s, max_messages),
+            )
+            rows = await cur.fetchall()
+        messages: list[Message] = []
+        for row in reversed(rows):
+            messages.append({"role": "user", "content": row["user_text"]})
+            if row["heard_text"]:
+                messages.append({"role": "assistant", "content": row["heard_text"]})
+        return messages[-max_messages:]
+
+    async def turn_count(self, user_id: uuid.UUID) -> int:
+        """How many turns the user has recorded in all."""
+        async with self._db.pool.connection() as conn:
+            cur = await conn.execute("SELECT count(*) AS n FROM turns WHERE user_id = %s", (user_id,))
+            row = await cur.fetchone()
+        return int(row["n"]) if row else 0
+
+
+class AvatarContext:
+    """The `ContextBuilder` of one server conversation: persona + heard history + the user's turn.
+
+    Args:
+        store: Where finished turns go.
+        conversation_id: The conversation being recorded.
+        user_id: Its owner (every write is filtered by it).
+        persona: The system prompt; a client may replace it (``session.update`` instructions).
+    """
+
+    def __init__(self, store: ConversationStore, conversation_id: uuid.UUID, user_id: uuid.UUID, persona: str) -> None:
+        self.store = store
+        self.conversation_id = conversation_id
+        self.user_id = user_id
+        self.persona = persona
+        self.recorded = 0
+
+    async def build_context(self, user: str, transcript: str, history: Sequence[Message]) -> list[Message]:
+        return [{"role": "system", "content": self.persona}, *history, {"role": "user", "content": transcript}]
+
+    async def after_turn(self, user: str, turn: FinishedTurn) -> None:
+        await self.store.add_turn(self.conversation_id, self.user_id, turn)
+        self.recorded += 1

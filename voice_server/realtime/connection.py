@@ -1,0 +1,382 @@
+"""One realtime connection's conversation state: client events in, OpenAI Realtime server events out.
+
+`RealtimeConnection` sits between the WebSocket (which only moves messages) and the pipeline session (which
+only knows frames). It applies parsed client events (`protocol.parse_client_event`) and translates session
+events into the server events of the protocol, keeping the ids that tie them together: the user item of a
+turn, each response and its assistant item. It never awaits the network: events go out through ``emit``,
+which the endpoint backs with a bounded queue.
+
+Turns come two ways. With server VAD (the default) the session hears the user, decides the end of the turn
+and answers by itself; this class reports speech start/stop, the transcript, then the response. Typed text
+and manually committed audio (``turn_detection: null``) become pending user items that ``response.create``
+sends to the session as one typed turn. ``response.cancel`` and barge-in both interrupt the session's reply,
+so only heard (or sent) text enters the history, and ``response.done`` reports ``cancelled``.
+"""
+
+from __future__ import annotations
+
+import base64
+import collections
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from pipeline.audio import PIPELINE_RATE, resample, to_float
+from pipeline.frames import (
+    ErrorEvent,
+    LatencyMark,
+    OutputEvent,
+    Pcm,
+    ReplyDone,
+    ReplyText,
+    TurnState,
+    UserSpeech,
+    UserTranscript,
+)
+from pipeline.ports import FloatAudio, Tts
+from pipeline.session import Session
+from voice_server.realtime import protocol as p
+from voice_server.realtime.transport import RealtimeTransport
+
+log = logging.getLogger(__name__)
+
+MAX_MANUAL_AUDIO_S = 60.0  # audio held for a manual commit
+MIN_COMMIT_S = 0.1  # OpenAI's minimum for a commit
+# Session errors caused by what the client sent; the rest are server-side.
+_CLIENT_ERRORS = frozenset({"bad_audio", "empty_text", "text_too_long", "audio_not_supported"})
+
+
+class PersonaHolder(Protocol):
+    """The part of the session's context builder a client may change (`voice_server.conversations.AvatarContext`)."""
+
+    persona: str
+
+
+@dataclass(slots=True)
+class _Response:
+    """One response from ``response.created`` to ``response.done``."""
+
+    id: str
+    item_id: str
+    audio: bool
+    typed_text: str | None = None  # for typed turns: the text it answers, until its turn id is known
+    turn_id: int | None = None
+    announced: bool = False  # output item and content part sent
+    cancel_reason: str | None = None
+
+
+@dataclass(slots=True)
+class _ManualAudio:
+    """Audio held for an explicit ``input_audio_buffer.commit`` (turn_detection null)."""
+
+    chunks: list[Pcm] = field(default_factory=list)
+    samples: int = 0
+
+
+class RealtimeConnection:
+    """Protocol state of one connection. Create, `attach` the session, then feed `handle`.
+
+    Args:
+        model: The avatar's id, echoed in the session object.
+        persona: The avatar's own persona (restored when a client clears its instructions).
+        emit: Sends one server event dict (``event_id`` is added here); must not block.
+        transcribe: Speech to text for manual commits (16 kHz float audio).
+        voices: The loaded TTS voices by name (``fast``, ``quality``).
+    """
+
+    def __init__(
+        self,
+        *,
+        model: str,
+        persona: str,
+        emit: Callable[[dict[str, Any]], None],
+        transcribe: Callable[[FloatAudio], Awaitable[str]] | None,
+        voices: Mapping[str, Tts | None],
+    ) -> None:
+        self.model = model
+        self._persona = persona
+        self.settings = p.SessionSettings()
+        self.transport = RealtimeTransport(self.on_session_event, input_rate=self.settings.input_rate,
+                                           output_rate=p.OUTPUT_RATE)  # fmt: skip
+        self.session_id = p.new_id("sess")
+        self._emit_raw = emit
+        self._transcribe = transcribe
+        self._voices = voices
+        self._ids = p.EventIds()
+        self._session: Session | None = None
+        self._context: PersonaHolder | None = None
+        self._pending: list[tuple[str, str]] = []  # (item id, text) waiting for response.create
+        self._manual = _ManualAudio()
+        self._responses: dict[int, _Response] = {}  # by turn id
+        self._unbound: collections.deque[_Response] = collections.deque()  # typed, turn id not known yet
+        self._speech_item: str | None = None
+        self._partial_sent = ""
+        self._last_item: str | None = None
+
+    # --------------------------------------------------------------------------------------------- setup
+
+    def attach(self, session: Session, context: PersonaHolder) -> None:
+        """Bind the session (built around `transport`) and announce it with ``session.created``."""
+        self._session = session
+        self._context = context
+        session.set_audio_output(self.settings.audio_out)
+        self._emit({"type": "session.created", "session": self._session_object()})
+
+    @property
+    def active(self) -> bool:
+        """A response is in progress."""
+        return bool(self._responses or self._unbound)
+
+    # ------------------------------------------------------------------------------------- client events
+
+    async def handle(self, raw: str) -> None:
+        """Apply one client message; a bad one is answered with an ``error`` event and changes nothing."""
+        try:
+            event = p.parse_client_event(raw, self.settings)
+            match event:
+                case p.SessionUpdate():
+                    self._update(event.settings)
+                case p.AudioAppend(pcm=pcm):
+                    self._append(pcm)
+                case p.AudioCommit():
+                    await self._commit()
+                case p.AudioClear():
+                    self._manual = _ManualAudio()
+                    self.transport.clear_audio()
+                    self._emit({"type": "input_audio_buffer.cleared"})
+                case p.ItemCreate(item_id=item_id, text=text):
+                    self._pending.append((item_id, text))
+                    self._add_user_item(item_id, text, audio=False)
+                case p.ResponseCreate():
+                    self._create_response()
+                case p.ResponseCancel(response_id=response_id):
+                    self._cancel(response_id)
+        except p.ProtocolError as exc:
+            self.error(exc)
+
+    def error(self, exc: p.ProtocolError) -> None:
+        """Send ``exc`` as an ``error`` event."""
+        self._emit(p.error_event(exc))
+
+    def _update(self, new: p.SessionSettings) -> None:
+        old, self.settings = self.settings, new
+        assert self._session is not None and self._context is not None
+        self._session.set_audio_output(new.audio_out)
+        if new.instructions != old.instructions:
+            self._context.persona = new.instructions or self._persona
+        if new.voice != old.voice and (tts := self._voices.get(new.voice)) is not None:
+            self._session.set_voice(tts)
+        self.transport.set_input_rate(new.input_rate)
+        if new.server_vad != old.server_vad or new.input_rate != old.input_rate:
+            self._manual = _ManualAudio()
+            self.transport.clear_audio()
+        self._emit({"type": "session.updated", "session": self._session_object()})
+
+    def _append(self, pcm: Pcm) -> None:
+        if self.settings.server_vad:
+            if not self.transport.append_audio(pcm):
+                raise p.ProtocolError("input_audio_buffer_full", "more than 30 s of audio is waiting; send audio "
+                                      "no faster than real time", param="audio")  # fmt: skip
+            return
+        if self._manual.samples + len(pcm) > MAX_MANUAL_AUDIO_S * self.settings.input_rate:
+            raise p.ProtocolError("input_audio_buffer_full", f"at most {MAX_MANUAL_AUDIO_S:.0f} s of audio can "
+                                  "wait for a commit", param="audio")  # fmt: skip
+        self._manual.chunks.append(pcm)
+        self._manual.samples += len(pcm)
+
+    async def _commit(self) -> None:
+        if self.settings.server_vad:
+            raise p.ProtocolError("commit_not_allowed", "with server_vad the server commits audio itself; set "
+                                  "turn_detection to null to commit manually")  # fmt: skip
+        if self._manual.samples < MIN_COMMIT_S * self.settings.input_rate:
+            raise p.ProtocolError("input_audio_buffer_commit_empty", "commit needs at least 100 ms of audio")
+        if self._transcribe is None:
+            raise p.ProtocolError("audio_not_supported", "this server has no speech recogniser loaded")
+        pcm = np.concatenate(self._manual.chunks)
+        self._manual = _ManualAudio()
+        item_id = p.new_id("item")
+        self._emit({"type": "input_audio_buffer.committed", "item_id": item_id, "previous_item_id": self._last_item})
+        audio = to_float(pcm)
+        if self.settings.input_rate != PIPELINE_RATE:
+            audio = resample(audio, self.settings.input_rate, PIPELINE_RATE)
+        text = (await self._transcribe(audio)).strip()
+        self._add_user_item(item_id, text, audio=True)
+        self._transcribed(item_id, text, len(pcm) / self.settings.input_rate)
+        if text:
+            self._pending.append((item_id, text))
+
+    def _create_response(self) -> None:
+        if self.active:
+            raise p.ProtocolError("conversation_already_has_active_response", "a response is in progress; "
+                                  "cancel it (response.cancel) or wait for response.done")  # fmt: skip
+        if not self._pending:
+            raise p.ProtocolError("no_user_input", "add a user message (conversation.item.create) or commit "
+                                  "audio before response.create")  # fmt: skip
+        text = "\n".join(t for _, t in self._pending)
+        if len(text) > p.MAX_MESSAGE_CHARS:
+            raise p.ProtocolError("text_too_long", f"the pending messages exceed {p.MAX_MESSAGE_CHARS} characters")
+        if not self.transport.push_text(text):
+            raise p.ProtocolError("rate_limit_exceeded", "too many turns are waiting")
+        self._pending.clear()
+        response = _Response(p.new_id("resp"), p.new_id("item"), self.settings.audio_out, typed_text=text.strip())
+        self._unbound.append(response)
+        self._emit({"type": "response.created", "response": self._response_object(response, "in_progress")})
+
+    def _cancel(self, response_id: str | None) -> None:
+        candidates = [*self._unbound, *self._responses.values()]
+        targets = [r for r in candidates if response_id in (None, r.id)]
+        if not targets:
+            raise p.ProtocolError("response_cancel_not_active", "there is no active response to cancel",
+                                  param="response_id")  # fmt: skip
+        for response in targets:
+            response.cancel_reason = "client_cancelled"
+            if response.turn_id is not None and self._session is not None:
+                self._session.interrupt()
+
+    # ------------------------------------------------------------------------------------ session events
+
+    def on_session_event(self, event: OutputEvent) -> None:
+        """Translate one pipeline event into protocol events."""
+        match event:
+            case UserSpeech(speaking=True, t=t):
+                self._speech_item = p.new_id("item")
+                self._partial_sent = ""
+                self._emit({"type": "input_audio_buffer.speech_started", "item_id": self._speech_item,
+                            "audio_start_ms": self._audio_ms(t)})  # fmt: skip
+            case UserSpeech(speaking=False, t=t):
+                if self._speech_item is not None:
+                    self._emit({"type": "input_audio_buffer.speech_stopped", "item_id": self._speech_item,
+                                "audio_end_ms": self._audio_ms(t)})  # fmt: skip
+            case UserTranscript(text=text, final=False):
+                self._partial(text)
+            case UserTranscript(text=text, final=True, turn_id=turn_id):
+                self._final(text, turn_id)
+            case ReplyText(reply_id=reply_id, delta=delta):
+                response = self._responses.get(reply_id)
+                if response is not None:
+                    self._announce(response)
+                    kind = "response.output_audio_transcript.delta" if response.audio else "response.output_text.delta"
+                    self._emit({"type": kind, **self._where(response), "delta": delta})
+            case ReplyDone():
+                self._done(event)
+            case TurnState(state=state):
+                self.transport.set_speaking(state != "listening" and self.settings.audio_out)
+            case ErrorEvent(code=code, message=message):
+                kind = "invalid_request_error" if code in _CLIENT_ERRORS else "server_error"
+                self._emit({"type": "error", "error": {"type": kind, "code": code, "message": message,
+                                                        "param": None, "event_id": None}})  # fmt: skip
+            case LatencyMark():
+                pass  # measured by the server (Prometheus); not part of the OpenAI protocol
+
+    def on_audio(self, pcm: Pcm) -> None:
+        """A 20 ms frame of the avatar's voice, read at real-time pace: send it with the speaking response."""
+        response = next((r for r in reversed(self._responses.values()) if r.audio), None)
+        if response is None:
+            return
+        self._announce(response)
+        delta = base64.b64encode(pcm.astype("<i2").tobytes()).decode()
+        self._emit({"type": "response.output_audio.delta", **self._where(response), "delta": delta})
+
+    def _partial(self, text: str) -> None:
+        # OpenAI deltas append; a partial hypothesis can revise earlier words, so only extensions are sent and
+        # the `completed` event carries the final truth.
+        if self._speech_item is None or not text.startswith(self._partial_sent) or text == self._partial_sent:
+            return
+        delta = text[len(self._partial_sent) :]
+        self._partial_sent = text
+        self._emit({"type": "conversation.item.input_audio_transcription.delta", "item_id": self._speech_item,
+                    "content_index": 0, "delta": delta})  # fmt: skip
+
+    def _final(self, text: str, turn_id: int) -> None:
+        if self._unbound and self._unbound[0].typed_text == text:
+            response = self._unbound.popleft()
+        else:  # a spoken turn: the session answers it by itself
+            item_id = self._speech_item or p.new_id("item")
+            self._speech_item = None
+            self._emit({"type": "input_audio_buffer.committed", "item_id": item_id,
+                        "previous_item_id": self._last_item})  # fmt: skip
+            self._add_user_item(item_id, text, audio=True)
+            self._transcribed(item_id, text, None)
+            response = _Response(p.new_id("resp"), p.new_id("item"), self.settings.audio_out)
+            self._emit({"type": "response.created", "response": self._response_object(response, "in_progress")})
+        response.turn_id = turn_id
+        self._responses[turn_id] = response
+        if response.cancel_reason is not None and self._session is not None:
+            self._session.interrupt()
+
+    def _announce(self, r: _Response) -> None:
+        if r.announced:
+            return
+        r.announced = True
+        item = p.assistant_item(r.item_id, "", audio=r.audio, status="in_progress")
+        self._emit({"type": "response.output_item.added", "response_id": r.id, "output_index": 0, "item": item})
+        self._emit({"type": "conversation.item.added", "item": item, "previous_item_id": self._last_item})
+        self._last_item = r.item_id
+        part = {"type": "audio", "transcript": ""} if r.audio else {"type": "text", "text": ""}
+        self._emit({"type": "response.content_part.added", **self._where(r), "part": part})
+
+    def _done(self, event: ReplyDone) -> None:
+        r = self._responses.pop(event.reply_id, None)
+        if r is None:
+            return
+        status = "cancelled" if event.interrupted else "completed"
+        text = event.heard_text
+        if r.announced:
+            where = self._where(r)
+            if r.audio:
+                self._emit({"type": "response.output_audio.done", **where})
+                self._emit({"type": "response.output_audio_transcript.done", **where, "transcript": text})
+                part: dict[str, Any] = {"type": "audio", "transcript": text}
+            else:
+                self._emit({"type": "response.output_text.done", **where, "text": text})
+                part = {"type": "text", "text": text}
+            self._emit({"type": "response.content_part.done", **where, "part": part})
+            item = p.assistant_item(r.item_id, text, audio=r.audio, status="incomplete" if event.interrupted
+                                    else "completed")  # fmt: skip
+            self._emit({"type": "response.output_item.done", "response_id": r.id, "output_index": 0, "item": item})
+            self._emit({"type": "conversation.item.done", "item": item, "previous_item_id": None})
+        body = self._response_object(r, status, output_text=text if r.announced else None)
+        if event.interrupted:
+            body["status_details"] = {"type": "cancelled", "reason": r.cancel_reason or "turn_detected"}
+        self._emit({"type": "response.done", "response": body})
+
+    # ------------------------------------------------------------------------------------------- helpers
+
+    def _add_user_item(self, item_id: str, text: str, *, audio: bool) -> None:
+        item = p.user_item(item_id, text, audio=audio)
+        self._emit({"type": "conversation.item.added", "item": item, "previous_item_id": self._last_item})
+        self._emit({"type": "conversation.item.done", "item": item, "previous_item_id": self._last_item})
+        self._last_item = item_id
+
+    def _transcribed(self, item_id: str, text: str, seconds: float | None) -> None:
+        usage = {"type": "duration", "seconds": round(seconds, 3)} if seconds is not None else None
+        self._emit({"type": "conversation.item.input_audio_transcription.completed", "item_id": item_id,
+                    "content_index": 0, "transcript": text, "usage": usage})  # fmt: skip
+
+    def _where(self, r: _Response) -> dict[str, Any]:
+        return {"response_id": r.id, "item_id": r.item_id, "output_index": 0, "content_index": 0}
+
+    def _response_object(self, r: _Response, status: str, output_text: str | None = None) -> dict[str, Any]:
+        output = []
+        if output_text is not None:
+            item_status = "completed" if status == "completed" else "incomplete"
+            output.append(p.assistant_item(r.item_id, output_text, audio=r.audio, status=item_status))
+        modalities = ["audio"] if r.audio else ["text"]
+        return {"id": r.id, "object": "realtime.response", "status": status, "output": output,
+                "output_modalities": modalities, "conversation_id": self.session_id}  # fmt: skip
+
+    def _session_object(self) -> dict[str, Any]:
+        persona = self._context.persona if self._context is not None else ""
+        return p.session_object(self.session_id, self.model, self.settings, persona)
+
+    def _audio_ms(self, t: float) -> int:
+        # Audio is fed at real-time pace on the session's clock, so session time since the first frame is
+        # (within the feeding lead) the position in the audio the client sent.
+        t0 = self.transport.audio_t0
+        return max(0, round((t - t0) * 1000)) if t0 is not None else 0
+
+    def _emit(self, event: dict[str, Any]) -> None:
+        self._emit_raw({"event_id": self._ids.next(), **event})

@@ -1,0 +1,376 @@
+"""The OpenAI Realtime event subset Soma speaks, as a sans-I/O parser and event builders.
+
+`parse_client_event` turns one WebSocket text message into a typed command or raises `ProtocolError` with
+the code and message the client will see in an ``error`` event; it never touches sockets or the session.
+Shapes follow the GA protocol as typed by the installed ``openai`` SDK (``openai.types.realtime``).
+
+Supported client events: ``session.update``, ``input_audio_buffer.append|commit|clear``,
+``conversation.item.create`` (user text messages), ``response.create``, ``response.cancel``. Known OpenAI
+events outside the subset get ``unsupported_event``; anything else ``unknown_event``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import secrets
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from pipeline.frames import Pcm
+
+MAX_MESSAGE_CHARS = 4_000  # a typed message (the session's own cap, so what is sent is what is answered)
+MAX_INSTRUCTIONS_CHARS = 32_000
+INPUT_RATES = (8_000, 16_000, 24_000, 48_000)  # audio/pcm rates accepted for input (resampled at the edge)
+OUTPUT_RATE = 24_000  # the protocol's output rate
+VOICES = ("fast", "quality")  # Piper (low latency) and Kokoro (more natural)
+
+SUPPORTED = frozenset(
+    {
+        "session.update",
+        "input_audio_buffer.append",
+        "input_audio_buffer.commit",
+        "input_audio_buffer.clear",
+        "conversation.item.create",
+        "response.create",
+        "response.cancel",
+    }
+)
+# Real OpenAI client events that Soma does not implement: named as such, not as garbage.
+KNOWN_UNSUPPORTED = frozenset(
+    {
+        "conversation.item.truncate",
+        "conversation.item.delete",
+        "conversation.item.retrieve",
+        "output_audio_buffer.clear",
+        "transcription_session.update",
+    }
+)
+
+
+class ProtocolError(Exception):
+    """A client event that cannot be applied. The connection stays usable.
+
+    Attributes:
+        code: Stable machine-readable code (``invalid_json``, ``unknown_event``…).
+        message: What was wrong, for a person.
+        event_id: The offending client event's id, when it had one.
+        param: The offending field, when one is to blame.
+    """
+
+    def __init__(self, code: str, message: str, *, event_id: str | None = None, param: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.event_id = event_id
+        self.param = param
+
+
+@dataclass(frozen=True, slots=True)
+class SessionSettings:
+    """What the client configured (``session.update``), with OpenAI's defaults.
+
+    Attributes:
+        output_modalities: ``("audio",)`` (speech plus its transcript) or ``("text",)``.
+        instructions: Replaces the avatar's persona when set.
+        input_rate: Sample rate of appended pcm16 audio.
+        voice: ``fast`` or ``quality``.
+        server_vad: The server detects turns (and replies by itself); ``False`` = the client commits.
+    """
+
+    output_modalities: tuple[str, ...] = ("audio",)
+    instructions: str | None = None
+    input_rate: int = 24_000
+    voice: str = "fast"
+    server_vad: bool = True
+
+    @property
+    def audio_out(self) -> bool:
+        return "audio" in self.output_modalities
+
+
+# ----------------------------------------------------------------------------------------- client events
+
+
+@dataclass(frozen=True, slots=True)
+class SessionUpdate:
+    event_id: str | None
+    settings: SessionSettings
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class AudioAppend:
+    event_id: str | None
+    pcm: Pcm  # int16 mono at the session's input rate
+
+
+@dataclass(frozen=True, slots=True)
+class AudioCommit:
+    event_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class AudioClear:
+    event_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ItemCreate:
+    event_id: str | None
+    item_id: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseCreate:
+    event_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseCancel:
+    event_id: str | None
+    response_id: str | None
+
+
+ClientEvent = SessionUpdate | AudioAppend | AudioCommit | AudioClear | ItemCreate | ResponseCreate | ResponseCancel
+
+
+def new_id(prefix: str) -> str:
+    """An OpenAI-style id: ``item_…``, ``resp_…``, ``sess_…``."""
+    return f"{prefix}_{secrets.token_hex(10)}"
+
+
+def parse_client_event(raw: str, settings: SessionSettings) -> ClientEvent:
+    """Parse one client message against the current session settings.
+
+    Raises:
+        ProtocolError: Invalid JSON, missing/unknown ``type``, or an invalid or unsupported field.
+    """
+    try:
+        data = json.loads(raw)
+    except (json.JSONDecodeError, RecursionError):
+        raise ProtocolError("invalid_json", "the message is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise ProtocolError("invalid_event", "an event must be a JSON object")
+    event_id = data.get("event_id")
+    if event_id is not None and (not isinstance(event_id, str) or len(event_id) > 128):
+        raise ProtocolError("invalid_event", "event_id must be a string of at most 128 characters", param="event_id")
+    kind = data.get("type")
+    if not isinstance(kind, str):
+        raise ProtocolError("missing_type", "the event has no string 'type'", event_id=event_id, param="type")
+    if kind not in SUPPORTED:
+        shown = kind[:64]
+        if kind in KNOWN_UNSUPPORTED:
+            raise ProtocolError("unsupported_event", f"{shown!r} is not supported by Soma", event_id=event_id)
+        raise ProtocolError("unknown_event", f"unknown event type {shown!r}", event_id=event_id, param="type")
+    try:
+        event: ClientEvent = _PARSERS[kind](data, event_id, settings)
+        return event
+    except ProtocolError as exc:
+        exc.event_id = event_id
+        raise
+
+
+def _session_update(data: dict[str, Any], event_id: str | None, current: SessionSettings) -> SessionUpdate:
+    session = _obj(data.get("session", {}), "session")
+    settings = current
+    if "output_modalities" in session:
+        mods = session["output_modalities"]
+        if mods not in (["text"], ["audio"]):
+            raise ProtocolError("invalid_value", "output_modalities must be [\"text\"] or [\"audio\"]",
+                                param="session.output_modalities")  # fmt: skip
+        settings = replace(settings, output_modalities=tuple(mods))
+    if "instructions" in session:
+        text = session["instructions"]
+        if text is not None and (not isinstance(text, str) or len(text) > MAX_INSTRUCTIONS_CHARS):
+            raise ProtocolError("invalid_value", f"instructions must be a string of at most {MAX_INSTRUCTIONS_CHARS} "
+                                "characters", param="session.instructions")  # fmt: skip
+        settings = replace(settings, instructions=text or None)
+    audio = _obj(session.get("audio", {}), "session.audio")
+    audio_in = _obj(audio.get("input", {}), "session.audio.input")
+    audio_out = _obj(audio.get("output", {}), "session.audio.output")
+    if "format" in audio_in:
+        rate = _pcm_format(audio_in["format"], "session.audio.input.format")
+        if rate not in INPUT_RATES:
+            raise ProtocolError("unsupported_audio_format", f"input rate must be one of {INPUT_RATES}",
+                                param="session.audio.input.format.rate")  # fmt: skip
+        settings = replace(settings, input_rate=rate)
+    if "turn_detection" in audio_in:
+        settings = replace(settings, server_vad=_turn_detection(audio_in["turn_detection"]))
+    if "format" in audio_out and _pcm_format(audio_out["format"], "session.audio.output.format") != OUTPUT_RATE:
+        raise ProtocolError("unsupported_audio_format", f"output audio is pcm16 at {OUTPUT_RATE} Hz",
+                            param="session.audio.output.format.rate")  # fmt: skip
+    if "voice" in audio_out:
+        voice = audio_out["voice"]
+        if voice not in VOICES:
+            raise ProtocolError("invalid_value", f"voice must be one of {', '.join(VOICES)}",
+                                param="session.audio.output.voice")  # fmt: skip
+        settings = replace(settings, voice=voice)
+    return SessionUpdate(event_id, settings)
+
+
+def _turn_detection(value: Any) -> bool:
+    if value is None:
+        return False
+    td = _obj(value, "session.audio.input.turn_detection")
+    if td.get("type") not in ("server_vad", "semantic_vad"):
+        raise ProtocolError("invalid_value", "turn_detection.type must be server_vad or semantic_vad (or "
+                            "turn_detection null)", param="session.audio.input.turn_detection.type")  # fmt: skip
+    for flag in ("create_response", "interrupt_response"):
+        if td.get(flag, True) is not True:
+            raise ProtocolError("unsupported_parameter", f"{flag}: false is not supported; the avatar always "
+                                "answers and can always be interrupted",
+                                param=f"session.audio.input.turn_detection.{flag}")  # fmt: skip
+    return True
+
+
+def _pcm_format(value: Any, param: str) -> int:
+    fmt = _obj(value, param)
+    if fmt.get("type") != "audio/pcm":
+        raise ProtocolError("unsupported_audio_format", "only audio/pcm (16-bit little-endian mono) is supported",
+                            param=f"{param}.type")  # fmt: skip
+    rate = fmt.get("rate", 24_000)
+    if not isinstance(rate, int) or isinstance(rate, bool):
+        raise ProtocolError("invalid_value", "rate must be an integer", param=f"{param}.rate")
+    return rate
+
+
+def _audio_append(data: dict[str, Any], event_id: str | None, settings: SessionSettings) -> AudioAppend:
+    audio = data.get("audio")
+    if not isinstance(audio, str) or not audio:
+        raise ProtocolError("invalid_value", "audio must be a non-empty base64 string", param="audio")
+    try:
+        raw = base64.b64decode(audio, validate=True)
+    except (binascii.Error, ValueError):
+        raise ProtocolError("invalid_audio", "audio is not valid base64", param="audio") from None
+    if len(raw) % 2:
+        raise ProtocolError("invalid_audio", "pcm16 audio must have an even number of bytes", param="audio")
+    return AudioAppend(event_id, np.frombuffer(raw, "<i2").astype(np.int16))
+
+
+def _item_create(data: dict[str, Any], event_id: str | None, settings: SessionSettings) -> ItemCreate:
+    item = _obj(data.get("item"), "item")
+    if item.get("type", "message") != "message" or item.get("role") != "user":
+        raise ProtocolError("unsupported_item", "only user messages can be added (type 'message', role 'user')",
+                            param="item.role")  # fmt: skip
+    content = item.get("content")
+    if not isinstance(content, list) or not content:
+        raise ProtocolError("invalid_value", "item.content must be a non-empty list", param="item.content")
+    texts = []
+    for part in content:
+        part = _obj(part, "item.content")
+        if part.get("type") not in ("input_text", "text") or not isinstance(part.get("text"), str):
+            raise ProtocolError("unsupported_content", "only input_text content parts are supported",
+                                param="item.content.type")  # fmt: skip
+        texts.append(part["text"])
+    text = "".join(texts)
+    if not text.strip():
+        raise ProtocolError("invalid_value", "the message text is empty", param="item.content.text")
+    if len(text) > MAX_MESSAGE_CHARS:
+        raise ProtocolError("text_too_long", f"a message may have at most {MAX_MESSAGE_CHARS} characters",
+                            param="item.content.text")  # fmt: skip
+    item_id = item.get("id") or new_id("item")
+    if not isinstance(item_id, str) or len(item_id) > 64:
+        raise ProtocolError("invalid_value", "item.id must be a string of at most 64 characters", param="item.id")
+    return ItemCreate(event_id, item_id, text)
+
+
+def _response_create(data: dict[str, Any], event_id: str | None, settings: SessionSettings) -> ResponseCreate:
+    response = _obj(data.get("response", {}), "response")
+    extra = set(response) - {"metadata", "conversation", "output_modalities"}
+    if extra:
+        raise ProtocolError("unsupported_parameter", f"response.{sorted(extra)[0]} is not supported",
+                            param=f"response.{sorted(extra)[0]}")  # fmt: skip
+    mods = response.get("output_modalities")
+    if mods is not None and tuple(mods) != settings.output_modalities:
+        raise ProtocolError("unsupported_parameter", "per-response output_modalities must match the session's; "
+                            "use session.update", param="response.output_modalities")  # fmt: skip
+    return ResponseCreate(event_id)
+
+
+def _response_cancel(data: dict[str, Any], event_id: str | None, settings: SessionSettings) -> ResponseCancel:
+    response_id = data.get("response_id")
+    if response_id is not None and not isinstance(response_id, str):
+        raise ProtocolError("invalid_value", "response_id must be a string", param="response_id")
+    return ResponseCancel(event_id, response_id)
+
+
+def _obj(value: Any, param: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ProtocolError("invalid_value", f"{param} must be an object", param=param)
+    return value
+
+
+_PARSERS: dict[str, Any] = {
+    "session.update": _session_update,
+    "input_audio_buffer.append": _audio_append,
+    "input_audio_buffer.commit": lambda d, e, s: AudioCommit(e),
+    "input_audio_buffer.clear": lambda d, e, s: AudioClear(e),
+    "conversation.item.create": _item_create,
+    "response.create": _response_create,
+    "response.cancel": _response_cancel,
+}
+
+
+# ----------------------------------------------------------------------------------------- server events
+
+
+@dataclass(slots=True)
+class EventIds:
+    """Numbers server events (``event_…``) in the order they are produced."""
+
+    prefix: str = field(default_factory=lambda: "event_" + secrets.token_hex(4))
+    n: int = 0
+
+    def next(self) -> str:
+        self.n += 1
+        return f"{self.prefix}{self.n:06d}"
+
+
+def session_object(session_id: str, model: str, s: SessionSettings, persona: str) -> dict[str, Any]:
+    """The ``session`` of ``session.created``/``session.updated``."""
+    turn_detection = (
+        {"type": "server_vad", "create_response": True, "interrupt_response": True} if s.server_vad else None
+    )
+    return {
+        "type": "realtime",
+        "object": "realtime.session",
+        "id": session_id,
+        "model": model,
+        "output_modalities": list(s.output_modalities),
+        "instructions": s.instructions if s.instructions is not None else persona,
+        "audio": {
+            "input": {
+                "format": {"type": "audio/pcm", "rate": s.input_rate},
+                "turn_detection": turn_detection,
+                "transcription": {"model": "whisper"},
+            },
+            "output": {"format": {"type": "audio/pcm", "rate": OUTPUT_RATE}, "voice": s.voice},
+        },
+        "tools": [],
+        "tool_choice": "none",
+    }
+
+
+def error_event(exc: ProtocolError) -> dict[str, Any]:
+    """The ``error`` event for ``exc`` (``event_id`` added by the sender)."""
+    error = {"type": "invalid_request_error", "code": exc.code, "message": exc.message, "param": exc.param,
+             "event_id": exc.event_id}  # fmt: skip
+    return {"type": "error", "error": error}
+
+
+def user_item(item_id: str, text: str, *, audio: bool) -> dict[str, Any]:
+    """A completed user message item (typed text, or the transcript of spoken audio)."""
+    part = {"type": "input_audio", "transcript": text} if audio else {"type": "input_text", "text": text}
+    return {"id": item_id, "object": "realtime.item", "type": "message", "role": "user", "status": "completed",
+            "content": [part]}  # fmt: skip
+
+
+def assistant_item(item_id: str, text: str, *, audio: bool, status: str) -> dict[str, Any]:
+    """An assistant message item; ``text`` is what was heard (audio) or sent (text)."""
+    part = {"type": "output_audio", "transcript": text} if audio else {"type": "output_text", "text": text}
+    return {"id": item_id, "object": "realtime.item", "type": "message", "role": "assistant", "status": status,
+            "content": [part] if text or status != "in_progress" else []}  # fmt: skip

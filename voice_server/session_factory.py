@@ -1,0 +1,92 @@
+"""Turns an authenticated connection into a recorded pipeline conversation.
+
+Shared by every channel (realtime WebSocket now; WebRTC and SIP calls use the same path): open a conversation
+row, seed the session with the user's recent heard history (a reconnect within `RESUME_WINDOW_S` continues
+where it left off), and wire the session to the shared models, the avatar's persona and the turn metrics.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from prometheus_client import Gauge
+
+from pipeline.llm import ConversationLlm
+from pipeline.ports import Transport
+from pipeline.session import Session, SessionConfig, SessionModels
+from voice_server.accounts import Principal
+from voice_server.avatars import Avatar
+from voice_server.conversations import AvatarContext, Channel, ConversationStore
+from voice_server.errors import ApiError
+from voice_server.resources import Resources
+
+RESUME_WINDOW_S = 30 * 60.0  # turns younger than this seed a new session's history
+Voice = Literal["fast", "quality"]
+
+
+def session_models(model_set: Any, voice: Voice = "fast", *, need_audio: bool = True) -> SessionModels:
+    """The shared model handles a session uses, with the chosen voice (the other one if it is not loaded).
+
+    Raises:
+        ApiError: 503 ``models_unavailable`` when the server runs without models (or without the audio
+            models a voice session needs).
+    """
+    if model_set is None or model_set.llm is None:
+        raise ApiError(503, "models_unavailable", "this server was started without models")
+    tts = (model_set.tts_fast, model_set.tts_quality)[:: 1 if voice == "fast" else -1]
+    chosen_tts = tts[0] or tts[1]
+    if need_audio and (model_set.vad is None or model_set.asr is None or chosen_tts is None):
+        raise ApiError(503, "models_unavailable", "the speech models are not loaded on this server")
+    return SessionModels(
+        llm=ConversationLlm(model_set.llm),
+        vad=model_set.vad,
+        asr=model_set.asr,
+        tts=chosen_tts,
+        vad_executor=model_set.vad.lane.executor if model_set.vad is not None else None,
+    )
+
+
+@dataclass(slots=True)
+class Conversation:
+    """A session bound to a recorded conversation. Call `close` after the session's `run` ended."""
+
+    session: Session
+    context: AvatarContext
+    avatar: Avatar
+    store: ConversationStore
+    live: Gauge
+
+    async def close(self) -> None:
+        """Mark the conversation ended. Call once."""
+        try:
+            await self.store.end(self.context.conversation_id, self.context.user_id)
+        finally:
+            self.live.dec()
+
+
+async def open_conversation(
+    res: Resources,
+    user: Principal,
+    avatar: Avatar,
+    channel: Channel,
+    transport: Transport,
+    *,
+    voice: Voice = "fast",
+    config: SessionConfig | None = None,
+) -> Conversation:
+    """Create the session for ``transport`` (not started: the caller runs ``session.run()``).
+
+    Raises:
+        ApiError: 503 when the models are not loaded.
+    """
+    models = session_models(res.models, voice, need_audio=transport.audio_in_rate is not None)
+    config = config or SessionConfig(user=str(user.user_id))
+    store = ConversationStore(res.db)
+    conversation_id = await store.start(user.user_id, avatar.id, channel)
+    history = await store.recent_history(user.user_id, max_messages=config.history_messages, within_s=RESUME_WINDOW_S)
+    context = AvatarContext(store, conversation_id, user.user_id, avatar.persona)
+    session = Session(transport, models, context=context, config=config, observer=res.metrics, history=history)
+    live = res.metrics.live_conversations.labels(channel)
+    live.inc()
+    return Conversation(session, context, avatar, store, live)
