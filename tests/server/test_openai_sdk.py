@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import ssl
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -18,7 +20,7 @@ import websockets
 from pgserver.utils import PostmasterInfo
 
 from tests.audio_fixtures import spoken
-from tests.conftest import ServerProcess, new_user
+from tests.conftest import ServerProcess, new_user, start_server
 
 pytestmark = [pytest.mark.models, pytest.mark.slow]
 SECRET = "Zorblax"
@@ -230,3 +232,26 @@ async def test_realtime_handshake_needs_a_valid_token_and_model(model_server: Se
     async with websockets.connect(ws_url, subprotocols=["realtime", f"openai-insecure-api-key.{token}"]) as ws:  # type: ignore[list-item]
         assert ws.subprotocol == "realtime"
         assert '"session.created"' in str(await ws.recv())
+
+
+async def test_realtime_and_chat_over_https(tmp_path: Path) -> None:
+    """The default deployment (HTTPS with the generated certificate): chat completions and a realtime text
+    turn over wss:// with the SDK trusting that certificate."""
+    server = start_server(tmp_path, tls=True, models=True, SOMA_SIGNUP="open", timeout=180)
+    try:
+        ssl_context = ssl.create_default_context(cafile=str(server.data_dir / "tls" / "cert.pem"))
+        with httpx.Client(verify=ssl_context) as http:
+            account = {"username": "tls", "password": "password-123"}
+            signup = http.post(server.base_url + "/v1/auth/signup", json=account)
+            token = signup.json()["token"]["access_token"]
+            oc = openai.OpenAI(base_url=server.base_url + "/v1", api_key=token, http_client=http, max_retries=0)
+            reply = oc.chat.completions.create(model="soma", messages=[{"role": "user", "content": "Hello!"}])
+            assert reply.choices[0].message.content
+        ac = openai.AsyncOpenAI(base_url=server.base_url + "/v1", api_key=token, max_retries=0)
+        async with ac.realtime.connect(model="soma", websocket_connection_options={"ssl": ssl_context}) as conn:
+            await conn.session.update(session={"type": "realtime", "output_modalities": ["text"]})
+            text, done = await text_turn(conn, "Hello again!")
+        await ac.close()
+        assert text and done.response.status == "completed"
+    finally:
+        server.stop()

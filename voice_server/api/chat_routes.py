@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import secrets
 import time
 import uuid
@@ -32,6 +33,7 @@ from voice_server.conversations import ConversationStore
 from voice_server.errors import ApiError
 from voice_server.session_factory import RESUME_WINDOW_S
 
+log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1", tags=["chat"])
 ChatUser = Annotated[Principal, Depends(require_scope("chat"))]
 
@@ -226,7 +228,10 @@ class _Exchange:
         finally:
             # Shielded: a client that disconnected cancels this generator, but what it was sent is history.
             with anyio.CancelScope(shield=True):
-                await self._record(interrupted)
+                try:
+                    await self._record(interrupted)
+                except Exception:  # the answer was delivered; a failed history write must not turn it into an error
+                    log.exception("recording a chat turn failed")
 
     async def complete(self) -> str:
         async for _ in self.pieces():
