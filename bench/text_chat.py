@@ -37,7 +37,7 @@ import random  # noqa: E402
 import shutil  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
-from collections.abc import Awaitable, Callable, Sequence  # noqa: E402
+from collections.abc import Sequence  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 from typing import Any  # noqa: E402
 
@@ -52,7 +52,7 @@ from tests.conftest import ServerProcess, start_server  # noqa: E402
 MODEL = "soma"  # the caller's own avatar
 PASSWORD = "bench-text-chat-password"
 STAGGER_S = 0.5  # concurrent clients start within this many seconds of each other
-REQUEST_TIMEOUT_S = 180.0
+REQUEST_TIMEOUT_S = 120.0  # a request still unanswered after this counts as failed
 TARGET_FIRST_DELTA_P50_AT_1_MS = 300.0
 TARGET_FIRST_DELTA_P95_AT_10_MS = 1500.0
 
@@ -282,10 +282,11 @@ class RealtimeClient:
     async def ask(self, question: str) -> Sample:
         conn = self.conn
         item = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": question}]}
-        await conn.conversation.item.create(item=item)
         sample = Sample(time.perf_counter())
         response_id: str | None = None
         try:
+            await conn.conversation.item.create(item=item)
+            sample.started = time.perf_counter()  # the clock starts at response.create, the request proper
             await conn.response.create()
             async with asyncio.timeout(REQUEST_TIMEOUT_S):
                 while True:
@@ -337,7 +338,6 @@ async def sequential(client: Client, questions: Questions, warmup: int, requests
 async def concurrent(clients: Sequence[Client], questions: Questions, turns: int, seed: int) -> list[Sample]:
     """Every client asks ``turns`` questions back to back; clients start within a random ``STAGGER_S``."""
     rng = random.Random(seed)
-    await asyncio.gather(*(c.open() for c in clients))  # connections are set up before the clock starts
     delays = [rng.uniform(0, STAGGER_S) for _ in clients]
 
     async def run(client: Client, delay: float) -> list[Sample]:
@@ -345,6 +345,7 @@ async def concurrent(clients: Sequence[Client], questions: Questions, turns: int
         return [await client.ask(questions.next()) for _ in range(turns)]
 
     try:
+        await asyncio.gather(*(c.open() for c in clients))  # connections are set up before the clock starts
         per_client = await asyncio.gather(*(run(c, d) for c, d in zip(clients, delays, strict=True)))
     finally:
         await asyncio.gather(*(c.close() for c in clients), return_exceptions=True)
@@ -357,7 +358,8 @@ async def concurrent(clients: Sequence[Client], questions: Questions, turns: int
 def summarise(samples: Sequence[Sample], prefix: str, suffix: str, metrics: dict[str, Any]) -> None:
     """Add ``<prefix>first_delta_ms<suffix>``, ``<prefix>tokens_per_s<suffix>`` and friends to ``metrics``."""
     ok = [s for s in samples if s.ok]
-    firsts = [s.first_delta_ms for s in ok if s.first_delta_ms is not None]
+    # A request that failed after its first delta (e.g. timed out) still measured its first delta.
+    firsts = [s.first_delta_ms for s in samples if s.first_delta_ms is not None]
     replies = [s.reply_ms for s in ok if s.reply_ms is not None]
     rates = [s.tokens_per_s for s in ok if s.tokens_per_s is not None]
     if firsts:
@@ -411,51 +413,45 @@ def print_targets(metrics: dict[str, Any], clients: int) -> None:
 async def measure(
     base_url: str, tokens: dict[str, list[str]], *, warmup: int, requests: int, turns: int, max_tokens: int
 ) -> dict[str, Any]:
+    """Both endpoints at 1 client, then both at ``len(tokens[...]) - 1`` concurrent clients."""
     clients = len(tokens["chat"]) - 1
     questions = {"chat": Questions(seed=1), "realtime": Questions(seed=2)}
-    make: dict[str, Callable[[str], Client]] = {
-        "chat": lambda token: ChatClient(sdk(base_url, token), max_tokens),
-        "realtime": lambda token: RealtimeClient(sdk(base_url, token)),
-    }
     prefix = {"chat": "chat_", "realtime": ""}
     metrics: dict[str, Any] = {}
-    phases: list[tuple[str, str, Callable[[], Awaitable[list[Sample]]]]] = []
-    for endpoint in ("chat", "realtime"):
-        solo = tokens[endpoint][0]
 
-        def one(endpoint: str = endpoint, solo: str = solo) -> Awaitable[list[Sample]]:
-            return sequential(make[endpoint](solo), questions[endpoint], warmup, requests)
+    def make(endpoint: str, token: str) -> Client:
+        client = sdk(base_url, token)
+        return ChatClient(client, max_tokens) if endpoint == "chat" else RealtimeClient(client)
 
-        phases.append((endpoint, "", one))
-    for endpoint in ("chat", "realtime"):
-        group = tokens[endpoint][1:]
-
-        def many(endpoint: str = endpoint, group: list[str] = group) -> Awaitable[list[Sample]]:
-            return concurrent([make[endpoint](t) for t in group], questions[endpoint], turns, seed=7)
-
-        phases.append((endpoint, f"_at_{clients}", many))
-    for endpoint, suffix, phase in phases:
-        started = time.perf_counter()
-        samples = await phase()
-        label = f"{endpoint}{suffix or ' at 1'}"
-        print(f"{label}: {len(samples)} requests in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+    def record(endpoint: str, suffix: str, samples: list[Sample], seconds: float) -> None:
+        label = f"{endpoint}{suffix or '_at_1'}"
+        print(f"{label}: {len(samples)} requests in {seconds:.1f} s", file=sys.stderr)
         report_errors(label, samples)
         summarise(samples, prefix[endpoint], suffix, metrics)
         if suffix:
             rate = aggregate_rate(samples)
             if rate is not None:
                 metrics[f"{prefix[endpoint]}tokens_per_s{suffix}_total"] = rate
-            metrics[f"{prefix[endpoint]}answered_ratio{suffix}"] = round(
-                sum(1 for s in samples if s.ok) / max(1, len(samples)), 2
-            )
+            answered = sum(1 for s in samples if s.ok) / max(1, len(samples))
+            metrics[f"{prefix[endpoint]}answered_ratio{suffix}"] = round(answered, 2)
         if endpoint == "chat":
             usage = [s for s in samples if s.ok and s.completion_tokens is not None and s.prompt_tokens is not None]
             if usage:
                 metrics[f"chat_prompt_tokens{suffix}_max"] = max(s.prompt_tokens or 0 for s in usage)
-                if not suffix:
-                    metrics["chat_tokens_per_delta"] = round(
-                        sum(s.completion_tokens or 0 for s in usage) / max(1, sum(s.deltas for s in usage)), 2
-                    )
+            if usage and not suffix:
+                tokens_out = sum(s.completion_tokens or 0 for s in usage)
+                metrics["chat_tokens_per_delta"] = round(tokens_out / max(1, sum(s.deltas for s in usage)), 2)
+
+    for endpoint in ("chat", "realtime"):
+        started = time.perf_counter()
+        client = make(endpoint, tokens[endpoint][0])
+        samples = await sequential(client, questions[endpoint], warmup, requests)
+        record(endpoint, "", samples, time.perf_counter() - started)
+    for endpoint in ("chat", "realtime"):
+        started = time.perf_counter()
+        group = [make(endpoint, token) for token in tokens[endpoint][1:]]
+        samples = await concurrent(group, questions[endpoint], turns, seed=7)
+        record(endpoint, f"_at_{clients}", samples, time.perf_counter() - started)
     return order(metrics, clients)
 
 
@@ -511,7 +507,9 @@ def run(profile: str, *, warmup: int, requests: int, clients: int, turns: int, m
             "tokens_per_s: median per-request decode rate, (deltas - 1) / (last delta - first delta); a delta "
             "approximates a token, as the server sends one delta per decoded piece (chat_tokens_per_delta: "
             "completion tokens from the usage block / deltas). *_total: all deltas of the concurrent phase / "
-            "wall time from its first request to its last delta. reply_ms: request to last delta. Chat replies "
+            "wall time from its first request to its last delta. reply_ms: request to last delta. *_failed: requests "
+            f"that got no text, an error, or no end within {REQUEST_TIMEOUT_S:.0f} s (their first delta, if any, "
+            "still counts in first_delta_ms; reply_ms and tokens_per_s use completed requests only). Chat replies "
             f"are capped at max_tokens={max_tokens}; realtime replies follow the voice reply policy (at most two "
             "sentences / 72 tokens), so they are shorter. Targets: first delta p50 <= 300 ms at 1 client, "
             "p95 <= 1500 ms at 10 clients."

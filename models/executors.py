@@ -141,6 +141,9 @@ class ComputeLane:
                         )
                         return
                     if slots.stop.is_set():
+                        # Normally the consumer left and nobody reads this; should the producer have set the
+                        # event itself, the end marker still reaches the consumer instead of a silent hang.
+                        slots.deliver(_End())
                         return
                     slots.deliver(item)
             except BaseException as exc:  # handed to the consumer, which re-raises it

@@ -107,9 +107,7 @@ class CT2Llm:
         self._end_tokens = [t for i in sorted(self._end_ids) if (t := self._tokenizer.id_to_token(i)) is not None]
         # Lane threads only wait for their request's tokens; the batch runners do the compute.
         self.lane = ComputeLane("llm", workers=workers * max_batch)
-        self._batcher = BatchDecoder(
-            self._generator, runners=workers, max_batch=max_batch, end_tokens=self._end_tokens
-        )
+        self._batcher = BatchDecoder(self._generator, runners=workers, max_batch=max_batch, end_tokens=self._end_tokens)
 
     def _find_end_ids(self, model_dir: Path) -> set[int]:
         """End-of-turn ids: the tokenizer's eos plus the generation config's ``eos_token_id`` (int or list)."""

@@ -77,9 +77,7 @@ class BatchDecoder:
         self.batches = 0  # batches run, for tests and reports
         self.largest_batch = 0
 
-    def token_ids(
-        self, tokens: list[str], options: DecodeOptions, stop: threading.Event
-    ) -> Generator[int, None, None]:
+    def token_ids(self, tokens: list[str], options: DecodeOptions, stop: threading.Event) -> Generator[int, None, None]:
         """Queue a request and yield its generated token ids as they are decoded. Blocking.
 
         Setting ``stop`` (or closing the iterator) drops the sequence from its batch at the next step.
@@ -94,16 +92,22 @@ class BatchDecoder:
             self._start_runners()
             self._waiting.append(request)
             self._cond.notify()
+        finished = False
         try:
             while True:
                 item = request.out.get()
                 if isinstance(item, _End):
+                    finished = True
                     return
                 if isinstance(item, BaseException):
                     raise item
                 yield item
         finally:
-            request.stop.set()
+            # Only a consumer that leaves early needs its sequence dropped from the batch. ``stop`` belongs to
+            # the caller (e.g. its stream's stop event): setting it after a normal end would tell the caller
+            # to stop too, while it may still have held-back text to deliver.
+            if not finished:
+                request.stop.set()
 
     def close(self) -> None:
         """Stop taking requests, fail the waiting ones, and wait for the running batches. Idempotent."""

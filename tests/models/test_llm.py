@@ -128,6 +128,22 @@ async def test_async_stream_matches_sync(ci_models: ModelSet) -> None:
     assert await llm.acomplete(QUESTION, max_tokens=40) == "".join(pieces)
 
 
+async def test_stream_delivers_held_back_tail_after_the_last_token(ci_models: ModelSet) -> None:
+    """A reply cut by max_tokens right after text that could start a stop string (here a '.') ends with that
+    held-back tail, and the async stream still finishes (it used to hang: the batch decoder set the stream's
+    stop event on a normal end, so the tail and the end marker were never delivered)."""
+    llm = ci_models.llm
+    assert llm is not None
+    story = [{"role": "user", "content": "Tell me about cats in three short sentences."}]
+    pieces = list(llm.generate_tokens(story, max_tokens=80))
+    cut = next(i + 1 for i, piece in enumerate(pieces) if piece.endswith("."))
+    sync = llm.complete(story, max_tokens=cut, stop=[". Never"])
+    assert sync.endswith(".")
+    async with asyncio.timeout(20):
+        streamed = [piece async for piece in llm.astream(story, max_tokens=cut, stop=[". Never"])]
+    assert "".join(streamed) == sync
+
+
 async def test_cancelled_consumer_stops_generation(ci_models: ModelSet) -> None:
     """Cancelling a slow consumer frees the LLM worker within a token or two, not after max_tokens."""
     llm = ci_models.llm
