@@ -464,12 +464,24 @@ def order(metrics: dict[str, Any], clients: int) -> dict[str, Any]:
     return {k: metrics[k] for k in keys}
 
 
-def run(profile: str, *, warmup: int, requests: int, clients: int, turns: int, max_tokens: int, quick: bool) -> None:
+def run(
+    profile: str,
+    *,
+    warmup: int,
+    requests: int,
+    clients: int,
+    turns: int,
+    max_tokens: int,
+    quick: bool,
+    llm_env: dict[str, str],
+    out_name: str,
+) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="soma-bench-text-"))
     server: ServerProcess | None = None
     try:
         started = time.perf_counter()
-        server = start_server(tmp, models=True, timeout=600, SOMA_SIGNUP="open", SOMA_MODEL_PROFILE=profile)
+        server = start_server(tmp, models=True, timeout=600, SOMA_SIGNUP="open", SOMA_MODEL_PROFILE=profile,
+                              **llm_env)  # fmt: skip
         print(f"server ready in {time.perf_counter() - started:.1f} s at {server.base_url}", file=sys.stderr)
         base_url = server.base_url
         tokens = {
@@ -489,8 +501,9 @@ def run(profile: str, *, warmup: int, requests: int, clients: int, turns: int, m
     print_targets(metrics, clients)
     note_profile = "" if profile == "full" else f" (profile {profile})"
     path = write_result(
-        "text_chat",
-        command=f"make bench BENCH=text_chat{note_profile}{' --quick' if quick else ''}",
+        out_name,
+        command=f"make bench BENCH=text_chat{note_profile}{' --quick' if quick else ''} "
+        + " ".join(f"{k}={v}" for k, v in llm_env.items()),
         models={"llm": describe(profile)["llm"]},
         metrics=metrics,
         notes=(
@@ -526,7 +539,15 @@ def main() -> None:
     parser.add_argument("--turns", type=int, default=None, help="questions per concurrent client (default 3)")
     parser.add_argument("--max-tokens", type=int, default=128, help="max_tokens of chat requests (default 128)")
     parser.add_argument("--quick", action="store_true", help="few requests: a smoke run")
+    parser.add_argument("--llm-workers", type=int, default=None, help="server SOMA_LLM_WORKERS (default: its own)")
+    parser.add_argument("--llm-max-batch", type=int, default=None, help="server SOMA_LLM_MAX_BATCH")
+    parser.add_argument("--out", default="text_chat", help="result name (bench/results/<out>.json)")
     args = parser.parse_args()
+    llm_env = {}
+    if args.llm_workers:
+        llm_env["SOMA_LLM_WORKERS"] = str(args.llm_workers)
+    if args.llm_max_batch:
+        llm_env["SOMA_LLM_MAX_BATCH"] = str(args.llm_max_batch)
     requests = args.requests or (4 if args.quick else 12)
     turns = args.turns or (1 if args.quick else 3)
     warmup = 1 if args.quick else 2
@@ -538,6 +559,8 @@ def main() -> None:
         turns=turns,
         max_tokens=args.max_tokens,
         quick=args.quick,
+        llm_env=llm_env,
+        out_name=args.out,
     )
 
 

@@ -65,6 +65,8 @@ class Settings:
         login_token_ttl_s: Lifetime of tokens issued by ``POST /v1/auth/token``.
         db_pool_max: Upper bound of pooled Postgres connections.
         max_request_bytes: Largest HTTP request body accepted (413 beyond it).
+        llm_workers: LLM generations (batches) decoded at once (`models.registry.ThreadConfig`).
+        llm_max_batch: Most waiting generations decoded together as one batch.
     """
 
     host: str = "127.0.0.1"
@@ -85,6 +87,8 @@ class Settings:
     login_token_ttl_s: int = 30 * 24 * 3600
     db_pool_max: int = 10
     max_request_bytes: int = 1024 * 1024
+    llm_workers: int = 4
+    llm_max_batch: int = 4
 
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536:
@@ -95,6 +99,10 @@ class Settings:
             raise ConfigError(f"login_token_ttl_s: must be at least 60, got {self.login_token_ttl_s}")
         if self.max_request_bytes < 1024:
             raise ConfigError(f"max_request_bytes: must be at least 1024, got {self.max_request_bytes}")
+        if not 1 <= self.llm_workers <= 16:
+            raise ConfigError(f"llm_workers: must be 1-16, got {self.llm_workers}")
+        if not 1 <= self.llm_max_batch <= 64:
+            raise ConfigError(f"llm_max_batch: must be 1-64, got {self.llm_max_batch}")
         if self.db_pool_max < 2:
             raise ConfigError(f"db_pool_max: must be at least 2, got {self.db_pool_max}")
         for name in ("database_url", "redis_url"):

@@ -118,10 +118,11 @@ def model_names(model_set: Any) -> list[str]:
 async def _load_models(settings: Settings, metrics: Metrics) -> Any:
     if not settings.load_models:
         return None
-    from models.registry import load_models
+    from models.registry import ThreadConfig, load_models
 
+    threads = ThreadConfig(llm_workers=settings.llm_workers, llm_max_batch=settings.llm_max_batch)
     start = time.perf_counter()
-    model_set = await asyncio.to_thread(load_models, settings.models_dir, settings.model_profile)
+    model_set = await asyncio.to_thread(load_models, settings.models_dir, settings.model_profile, threads=threads)
     for name, ms in model_set.load_ms.items():
         metrics.model_load_seconds.labels(name).set(ms / 1000.0)
     seconds = round(time.perf_counter() - start, 2)

@@ -34,8 +34,8 @@ def session_models(model_set: Any, voice: Voice = "fast", *, need_audio: bool = 
     """
     if model_set is None or model_set.llm is None:
         raise ApiError(503, "models_unavailable", "this server was started without models")
-    tts = (model_set.tts_fast, model_set.tts_quality)[:: 1 if voice == "fast" else -1]
-    chosen_tts = tts[0] or tts[1]
+    fast, quality = model_set.tts_fast, model_set.tts_quality
+    chosen_tts = (fast or quality) if voice == "fast" else (quality or fast)
     if need_audio and (model_set.vad is None or model_set.asr is None or chosen_tts is None):
         raise ApiError(503, "models_unavailable", "the speech models are not loaded on this server")
     return SessionModels(
