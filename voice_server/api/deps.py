@@ -71,6 +71,7 @@ def require_scope(scope: str) -> Callable[[Principal], Awaitable[Principal]]:
 # a request; later features add their tables to this mapping.
 OWNED_TABLES: Final[dict[str, str]] = {
     "api_tokens": "token",
+    "conversations": "conversation",
 }
 
 

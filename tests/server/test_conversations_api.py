@@ -1,0 +1,80 @@
+"""Conversation history endpoints against a real server: what was said and heard, page by page, only for its
+owner; deletion is real; a turn committed before the answer ended survives kill -9."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from tests.conftest import ServerProcess, new_user, start_server
+
+pytestmark = [pytest.mark.models, pytest.mark.slow]
+
+
+def chat(server: ServerProcess, token: str, text: str) -> str:
+    with openai.OpenAI(base_url=server.base_url + "/v1", api_key=token, max_retries=0) as oc:
+        reply = oc.chat.completions.create(model="soma", messages=[{"role": "user", "content": text}], max_tokens=30)
+    return reply.choices[0].message.content or ""
+
+
+def api(server: ServerProcess, token: str) -> httpx.Client:
+    return httpx.Client(base_url=server.base_url, headers={"Authorization": f"Bearer {token}"}, timeout=30)
+
+
+def test_history_lists_pages_and_deletes_only_for_the_owner(model_server: ServerProcess) -> None:
+    """Three chat turns appear as one conversation with its turns in order (paginated); another user gets 404
+    for it and an empty list; DELETE removes it with its turns."""
+    _, token_a = new_user(model_server, "hist")
+    _, token_b = new_user(model_server, "other")
+    answers = [chat(model_server, token_a, f"Question number {n}: what is {n} plus {n}?") for n in range(3)]
+    with api(model_server, token_a) as a, api(model_server, token_b) as b:
+        listing = a.get("/v1/conversations").json()
+        (conversation,) = listing["data"]
+        assert conversation["channel"] == "chat" and conversation["turns"] == 3
+        assert conversation["preview"].startswith("Question number 0")
+        first = a.get(f"/v1/conversations/{conversation['id']}", params={"limit": 2}).json()
+        assert [t["index"] for t in first["turns"]] == [1, 2] and first["has_more"]
+        rest = a.get(f"/v1/conversations/{conversation['id']}", params={"after": first["next_after"]}).json()
+        turns = first["turns"] + rest["turns"]
+        assert not rest["has_more"]
+        assert [t["user_text"] for t in turns] == [f"Question number {n}: what is {n} plus {n}?" for n in range(3)]
+        assert [t["heard_text"] for t in turns] == [answer.strip() for answer in answers]
+        assert all("llm_first_token" in t["marks"] for t in turns)
+
+        assert b.get("/v1/conversations").json()["data"] == []
+        for method in ("GET", "DELETE"):
+            r = b.request(method, f"/v1/conversations/{conversation['id']}")
+            assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
+        assert b.get("/v1/conversations/not-a-uuid").status_code == 422
+
+        assert a.delete(f"/v1/conversations/{conversation['id']}").status_code == 204
+        assert a.get(f"/v1/conversations/{conversation['id']}").status_code == 404
+        assert a.get("/v1/conversations").json()["data"] == []
+    with httpx.Client(base_url=model_server.base_url) as anonymous:
+        assert anonymous.get("/v1/conversations").status_code == 401
+
+
+def test_turn_survives_kill_9_right_after_the_answer(tmp_path: Path) -> None:
+    """The turn is committed before the answer's end reaches the client: SIGKILL right after it, restart on the
+    same data dir, and the turn is there."""
+    server = start_server(tmp_path, models=True, SOMA_SIGNUP="open", timeout=180)
+    try:
+        _, token = new_user(server, "crash")
+        answer = chat(server, token, "Remember that my sister Ana lives in Porto.")
+        server.proc.send_signal(signal.SIGKILL)
+        server.proc.wait(10)
+    finally:
+        server.stop()
+    restarted = start_server(tmp_path, models=False, timeout=180)
+    try:
+        with api(restarted, token) as client:
+            (conversation,) = client.get("/v1/conversations").json()["data"]
+            (turn,) = client.get(f"/v1/conversations/{conversation['id']}").json()["turns"]
+        assert turn["user_text"] == "Remember that my sister Ana lives in Porto."
+        assert turn["heard_text"] == answer.strip()
+    finally:
+        restarted.stop()

@@ -1,0 +1,96 @@
+"""``/v1/conversations``: the user's conversation history — what they said and what they heard.
+
+Every channel records its finished turns (`voice_server.conversations`); these endpoints let the user read
+them back page by page and delete a conversation for good (its turns go with it). Only the caller's own
+conversations exist for them: anyone else's id answers 404, exactly like an id that never existed.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Response
+
+from voice_server.accounts import Principal
+from voice_server.api.deps import ResourcesDep, fetch_owned, require_scope
+
+router = APIRouter(prefix="/v1/conversations", tags=["conversations"])
+HistoryUser = Annotated[Principal, Depends(require_scope("memories"))]
+
+
+@router.get("", summary="The caller's conversations, most recently active first")
+async def list_conversations(
+    user: HistoryUser,
+    res: ResourcesDep,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    before: Annotated[datetime | None, Query(description="next_before of the previous page")] = None,
+) -> dict[str, Any]:
+    """``{"object": "list", "data": [...], "has_more", "next_before"}``; each item has its turn count and the
+    first thing the user said."""
+    async with res.db.pool.connection() as conn:
+        cur = await conn.execute(
+            "SELECT c.id, c.avatar, c.channel, c.started_at, c.updated_at, c.ended_at,"
+            " (SELECT count(*) FROM turns t WHERE t.conversation_id = c.id) AS turns,"
+            " (SELECT t.user_text FROM turns t WHERE t.conversation_id = c.id ORDER BY t.id LIMIT 1) AS preview"
+            " FROM conversations c WHERE c.user_id = %s AND (%s::timestamptz IS NULL OR c.updated_at < %s)"
+            " ORDER BY c.updated_at DESC LIMIT %s",
+            (user.user_id, before, before, limit + 1),
+        )
+        rows = await cur.fetchall()
+    page = rows[:limit]
+    return {
+        "object": "list",
+        "data": [{"object": "conversation", **row, "preview": (row["preview"] or "")[:200]} for row in page],
+        "has_more": len(rows) > limit,
+        "next_before": page[-1]["updated_at"] if len(rows) > limit else None,
+    }
+
+
+@router.get("/{conversation_id}", summary="One conversation with a page of its turns")
+async def get_conversation(
+    conversation_id: uuid.UUID,
+    user: HistoryUser,
+    res: ResourcesDep,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    after: Annotated[int, Query(ge=0, description="next_after of the previous page")] = 0,
+) -> dict[str, Any]:
+    """Turns in order, ``limit`` at a time after turn index ``after``; ``heard_text`` is what the user heard
+    (or was sent), ``reply_text`` everything generated, ``marks`` latency marks in ms from the first.
+
+    Raises:
+        ApiError: 404 for an unknown id or someone else's conversation.
+    """
+    async with res.db.pool.connection() as conn:
+        conversation = await fetch_owned(
+            conn, "conversations", conversation_id, user, "id, avatar, channel, started_at, updated_at, ended_at"
+        )
+        cur = await conn.execute(
+            "SELECT turn_index AS index, user_text, heard_text, reply_text, interrupted, marks, created_at"
+            " FROM turns WHERE conversation_id = %s AND user_id = %s AND turn_index > %s"
+            " ORDER BY turn_index LIMIT %s",
+            (conversation_id, user.user_id, after, limit + 1),
+        )
+        turns = await cur.fetchall()
+    page = turns[:limit]
+    return {
+        "object": "conversation",
+        **conversation,
+        "turns": page,
+        "has_more": len(turns) > limit,
+        "next_after": page[-1]["index"] if len(turns) > limit else None,
+    }
+
+
+@router.delete("/{conversation_id}", status_code=204, summary="Delete a conversation and all its turns")
+async def delete_conversation(conversation_id: uuid.UUID, user: HistoryUser, res: ResourcesDep) -> Response:
+    """Deletes the rows (turns cascade); nothing is kept.
+
+    Raises:
+        ApiError: 404 for an unknown id or someone else's conversation.
+    """
+    async with res.db.pool.connection() as conn:
+        await fetch_owned(conn, "conversations", conversation_id, user, "id")
+        await conn.execute("DELETE FROM conversations WHERE id = %s AND user_id = %s", (conversation_id, user.user_id))
+    return Response(status_code=204)
