@@ -96,7 +96,9 @@ class ContextBuilder(Protocol):
     async def build_context(self, user: str, transcript: str, history: Sequence[Message]) -> list[Message]: ...
 
     async def after_turn(self, user: str, turn: FinishedTurn) -> None:
-        """Called once per finished turn, off the reply's hot path (a failure is logged, not raised)."""
+        """Called once per finished turn, before the session announces the reply's end (`ReplyDone`): a client
+        that saw a reply end can rely on the turn being recorded. Keep it to a quick write (the session waits at
+        most 2 s); slow work such as memory extraction belongs in a background job. A failure is logged."""
         ...
 
 

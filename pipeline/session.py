@@ -433,24 +433,27 @@ class Session:
         self.history.append({"role": "user", "content": user_text})
         if result.heard_text:
             self.history.append({"role": "assistant", "content": result.heard_text})
-        self._emit(ReplyDone(result.reply_id, result.text, result.heard_text, result.interrupted, result.played_s))
-        if result.error:
-            self._emit(ErrorEvent("reply_failed", result.error))
-        if self._reply is None:
-            self._emit(TurnState("listening"))
         self.turns.append(marks)
         if self._observer is not None:
             self._observer.observe_turn(marks)
         turn = FinishedTurn(
             marks.turn_id, user_text, result.text, result.heard_text, result.interrupted, dict(marks.marks)
         )
-        self._spawn(self._after_turn(turn), "after-turn")
+        self._spawn(self._record_then_announce(turn, result), "after-turn")
 
-    async def _after_turn(self, turn: FinishedTurn) -> None:
+    async def _record_then_announce(self, turn: FinishedTurn, result: ReplyResult) -> None:
+        """Record the turn, then tell the client it ended: once a client has seen a reply end, that turn is
+        stored, so a crash loses at most the turn in progress. Recording is bounded by `_BOOKKEEPING_S`."""
         try:
-            await self.context.after_turn(self.config.user, turn)
-        except Exception:  # memory/history bookkeeping failing must not end the call
+            async with asyncio.timeout(_BOOKKEEPING_S):
+                await self.context.after_turn(self.config.user, turn)
+        except Exception:  # memory/history bookkeeping failing (or too slow) must not end the call
             log.exception("after_turn failed for turn %d", turn.turn_id)
+        self._emit(ReplyDone(result.reply_id, result.text, result.heard_text, result.interrupted, result.played_s))
+        if result.error:
+            self._emit(ErrorEvent("reply_failed", result.error))
+        if self._reply is None:
+            self._emit(TurnState("listening"))
 
     def _interrupt_reply(self) -> None:
         if self._reply is not None:

@@ -3,6 +3,7 @@ owner; deletion is real; a turn committed before the answer ended survives kill 
 
 from __future__ import annotations
 
+import asyncio
 import signal
 from pathlib import Path
 
@@ -58,13 +59,32 @@ def test_history_lists_pages_and_deletes_only_for_the_owner(model_server: Server
         assert anonymous.get("/v1/conversations").status_code == 401
 
 
-def test_turn_survives_kill_9_right_after_the_answer(tmp_path: Path) -> None:
-    """The turn is committed before the answer's end reaches the client: SIGKILL right after it, restart on the
-    same data dir, and the turn is there."""
+async def realtime_turn(server: ServerProcess, token: str, text: str) -> str:
+    """One typed Realtime turn; returns the answer as soon as response.done arrives."""
+    ac = openai.AsyncOpenAI(base_url=server.base_url + "/v1", api_key=token, max_retries=0)
+    async with ac.realtime.connect(model="soma") as conn:
+        await conn.session.update(session={"type": "realtime", "output_modalities": ["text"]})
+        await conn.conversation.item.create(
+            item={"type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]}
+        )
+        await conn.response.create()
+        async for event in conn:
+            if event.type == "response.done":
+                answer = event.response.output[0].content[0].text
+                break
+    await ac.close()
+    return str(answer)
+
+
+@pytest.mark.parametrize("channel", ["chat", "realtime"])
+def test_turn_survives_kill_9_right_after_the_answer(tmp_path: Path, channel: str) -> None:
+    """A turn is committed before its end reaches the client (the chat response's end, the Realtime
+    response.done): SIGKILL right after it, restart on the same data dir, and the turn is there."""
+    text = "Remember that my sister Ana lives in Porto."
     server = start_server(tmp_path, models=True, SOMA_SIGNUP="open", timeout=180)
     try:
         _, token = new_user(server, "crash")
-        answer = chat(server, token, "Remember that my sister Ana lives in Porto.")
+        answer = chat(server, token, text) if channel == "chat" else asyncio.run(realtime_turn(server, token, text))
         server.proc.send_signal(signal.SIGKILL)
         server.proc.wait(10)
     finally:
@@ -74,7 +94,7 @@ def test_turn_survives_kill_9_right_after_the_answer(tmp_path: Path) -> None:
         with api(restarted, token) as client:
             (conversation,) = client.get("/v1/conversations").json()["data"]
             (turn,) = client.get(f"/v1/conversations/{conversation['id']}").json()["turns"]
-        assert turn["user_text"] == "Remember that my sister Ana lives in Porto."
-        assert turn["heard_text"] == answer.strip()
+        assert conversation["channel"] == channel
+        assert turn["user_text"] == text and turn["heard_text"] == answer.strip()
     finally:
         restarted.stop()
