@@ -42,7 +42,7 @@ from pipeline.vad import VadConfig, VadStage
 
 log = logging.getLogger(__name__)
 
-_BOOKKEEPING_S = 2.0  # how long a closing session waits for its last turn to be recorded
+_BOOKKEEPING_S = 2.0  # longest wait for a turn to be recorded (before its end is announced, or at close)
 
 DEFAULT_PERSONA = (
     # Measured with Qwen2.5-0.5B: naming the bot ("You are Soma") made it answer about itself in the third
@@ -203,11 +203,6 @@ class Session:
                         log.debug("dtmf %s", digit)
         finally:
             await self.aclose()
-
-    @property
-    def replying(self) -> bool:
-        """A reply is being generated or played."""
-        return self._reply is not None
 
     def set_audio_output(self, enabled: bool) -> None:
         """Speak replies (``True``, needs a playout) or only send their text; takes effect from the next reply."""

@@ -124,13 +124,6 @@ class ConversationStore:
                 messages.append({"role": "assistant", "content": row["heard_text"]})
         return messages[-max_messages:]
 
-    async def turn_count(self, user_id: uuid.UUID) -> int:
-        """How many turns the user has recorded in all."""
-        async with self._db.pool.connection() as conn:
-            cur = await conn.execute("SELECT count(*) AS n FROM turns WHERE user_id = %s", (user_id,))
-            row = await cur.fetchone()
-        return int(row["n"]) if row else 0
-
 
 class AvatarContext:
     """The `ContextBuilder` of one server conversation: persona + heard history + the user's turn.
@@ -147,11 +140,9 @@ class AvatarContext:
         self.conversation_id = conversation_id
         self.user_id = user_id
         self.persona = persona
-        self.recorded = 0
 
     async def build_context(self, user: str, transcript: str, history: Sequence[Message]) -> list[Message]:
         return [{"role": "system", "content": self.persona}, *history, {"role": "user", "content": transcript}]
 
     async def after_turn(self, user: str, turn: FinishedTurn) -> None:
         await self.store.add_turn(self.conversation_id, self.user_id, turn)
-        self.recorded += 1

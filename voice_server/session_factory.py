@@ -53,7 +53,6 @@ class Conversation:
 
     session: Session
     context: AvatarContext
-    avatar: Avatar
     store: ConversationStore
     live: Gauge
 
@@ -89,4 +88,4 @@ async def open_conversation(
     session = Session(transport, models, context=context, config=config, observer=res.metrics, history=history)
     live = res.metrics.live_conversations.labels(channel)
     live.inc()
-    return Conversation(session, context, avatar, store, live)
+    return Conversation(session, context, store, live)

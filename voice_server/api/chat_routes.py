@@ -166,13 +166,17 @@ async def _prompt(
     body: ChatCompletionRequest, avatar: Avatar, user: Principal, store: ConversationStore
 ) -> tuple[list[Message], str]:
     """The prompt for this request and the user's new message."""
-    system = "\n\n".join(m.text() for m in body.messages if m.role in ("system", "developer") and m.text())
+    instructions: list[str] = []
     dialogue: list[Message] = []
     for m in body.messages:
-        if m.role in ("user", "assistant"):
-            dialogue.append({"role": m.role, "content": m.text()})
-        elif m.role == "tool":
+        if m.role == "tool":
             raise ApiError(400, "unsupported_role", "tool messages are not supported: avatars do not call tools")
+        text = m.text()
+        if m.role in ("user", "assistant"):
+            dialogue.append({"role": m.role, "content": text})
+        elif text:
+            instructions.append(text)
+    system = "\n\n".join(instructions)
     if not dialogue or dialogue[-1]["role"] != "user" or not dialogue[-1]["content"].strip():
         raise ApiError(400, "invalid_messages", "the last message must be a non-empty user message")
     if not any(m["role"] == "assistant" for m in dialogue):

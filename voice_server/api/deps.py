@@ -36,16 +36,21 @@ async def require_user(
     res: ResourcesDep,
     creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
-    """Resolve the bearer token, or answer 401 with a JSON error.
+    """Resolve the bearer token, or answer 401 with a JSON error (see `authenticate_token`)."""
+    return await authenticate_token(res, creds.credentials if creds is not None else None)
+
+
+async def authenticate_token(res: Resources, token: str | None) -> Principal:
+    """The principal behind ``token``; the one token check for HTTP routes and WebSocket handshakes.
 
     Raises:
-        ApiError: 401 ``missing_token`` without a bearer token, ``invalid_token`` when it is unknown,
-            revoked or expired.
+        ApiError: 401 ``missing_token`` without a token, ``invalid_token`` when it is unknown, revoked or
+            expired.
     """
-    if creds is None or not creds.credentials:
+    if not token:
         raise ApiError(401, "missing_token", "authentication required: send 'Authorization: Bearer <token>'")
     async with res.db.pool.connection() as conn:
-        principal = await accounts.authenticate(conn, creds.credentials)
+        principal = await accounts.authenticate(conn, token)
     if principal is None:
         raise ApiError(401, "invalid_token", "the token is invalid, expired or revoked")
     return principal

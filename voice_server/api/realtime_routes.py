@@ -20,15 +20,14 @@ import time
 from typing import Any
 
 from fastapi import APIRouter, WebSocket
-from fastapi.responses import JSONResponse
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from pipeline.ports import FloatAudio
 from pipeline.tasks import cancel_and_wait
-from voice_server import accounts
 from voice_server.accounts import Principal
+from voice_server.api.deps import authenticate_token
 from voice_server.avatars import Avatar, resolve_avatar
-from voice_server.errors import ApiError
+from voice_server.errors import ApiError, error_response
 from voice_server.realtime import protocol as p
 from voice_server.realtime.connection import RealtimeConnection
 from voice_server.resources import Resources
@@ -80,21 +79,15 @@ def _credentials(ws: WebSocket) -> tuple[str | None, str | None]:
 
 
 async def _authenticate(res: Resources, token: str | None) -> Principal:
-    if not token:
-        raise ApiError(401, "missing_token", "authentication required: send 'Authorization: Bearer <token>'")
-    async with res.db.pool.connection() as conn:
-        user = await accounts.authenticate(conn, token)
-    if user is None:
-        raise ApiError(401, "invalid_token", "the token is invalid, expired or revoked")
+    user = await authenticate_token(res, token)
     if not (user.allows("calls") or user.allows("chat")):
         raise ApiError(403, "insufficient_scope", "this token lacks the 'calls' or 'chat' scope")
     return user
 
 
 async def _deny(ws: WebSocket, exc: ApiError) -> None:
-    body = {"error": {"message": exc.message, "type": "invalid_request_error", "code": exc.code}}
     try:
-        await ws.send_denial_response(JSONResponse(body, status_code=exc.status))
+        await ws.send_denial_response(error_response(exc.status, exc.code, exc.message))
     except RuntimeError:  # the server lacks the denial extension: a plain refusal (HTTP 403)
         await ws.close(code=CLOSE_POLICY, reason=exc.code)
 

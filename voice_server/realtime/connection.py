@@ -266,8 +266,7 @@ class RealtimeConnection:
                 self.transport.set_speaking(state != "listening" and self.settings.audio_out)
             case ErrorEvent(code=code, message=message):
                 kind = "invalid_request_error" if code in _CLIENT_ERRORS else "server_error"
-                self._emit({"type": "error", "error": {"type": kind, "code": code, "message": message,
-                                                        "param": None, "event_id": None}})  # fmt: skip
+                self._emit(p.error_event(p.ProtocolError(code, message), kind))
             case LatencyMark():
                 pass  # measured by the server (Prometheus); not part of the OpenAI protocol
 

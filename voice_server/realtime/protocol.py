@@ -355,10 +355,10 @@ def session_object(session_id: str, model: str, s: SessionSettings, persona: str
     }
 
 
-def error_event(exc: ProtocolError) -> dict[str, Any]:
-    """The ``error`` event for ``exc`` (``event_id`` added by the sender)."""
-    error = {"type": "invalid_request_error", "code": exc.code, "message": exc.message, "param": exc.param,
-             "event_id": exc.event_id}  # fmt: skip
+def error_event(exc: ProtocolError, kind: str = "invalid_request_error") -> dict[str, Any]:
+    """The ``error`` event for ``exc``; ``kind`` is ``server_error`` when the server, not the client, failed
+    (the event's own ``event_id`` is added by the sender)."""
+    error = {"type": kind, "code": exc.code, "message": exc.message, "param": exc.param, "event_id": exc.event_id}
     return {"type": "error", "error": error}
 
 

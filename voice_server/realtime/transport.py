@@ -51,7 +51,6 @@ class RealtimeTransport:
         self._closed = False
         self._playout: Playout | None = None
         self._speaking = asyncio.Event()
-        self.fed_s = 0.0  # seconds of audio (real or padding) fed to the session
         self.audio_t0: float | None = None  # loop time the first audio frame was fed
 
     # ---------------------------------------------------------------------------------- Transport protocol
@@ -89,7 +88,6 @@ class RealtimeTransport:
                     await self._wait(due - now - LEAD_S)
                     continue
                 yield AudioIn(self._take(n), self._rate)
-                self.fed_s += FRAME_S
                 due += FRAME_S
                 last_real = due
             elif due is not None and last_real is not None and due - last_real < PAD_S:
@@ -97,7 +95,6 @@ class RealtimeTransport:
                     await self._wait(due + JITTER_S - now)
                     continue
                 yield AudioIn(np.zeros(n, np.int16), self._rate)
-                self.fed_s += FRAME_S
                 due += FRAME_S
             else:
                 await self._wait(None)
