@@ -188,7 +188,8 @@ async def test_sequential_connections_release_their_resources(model_server: Serv
     tasks0, threads0, rss0 = baseline
     assert _metric(model_server, "soma_asyncio_tasks") <= tasks0 + 2
     assert _metric(model_server, "soma_threads") <= threads0
-    assert (proc.memory_info().rss - rss0) / 2**20 < 30
+    # A leaked session costs well over 2 MB (buffers, history, tasks); allocator steps of ~20 MB happen once.
+    assert (proc.memory_info().rss - rss0) / 2**20 < 60
 
 
 async def _settled(server: ServerProcess) -> None:
