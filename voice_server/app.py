@@ -9,7 +9,7 @@ from pathlib import Path
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from voice_server.api import auth_routes, chat_routes, conversation_routes, realtime_routes, system
+from voice_server.api import auth_routes, chat_routes, conversation_routes, memory_routes, realtime_routes, system
 from voice_server.config import Settings, load_settings
 from voice_server.errors import install_error_handlers
 from voice_server.http_limits import BodyLimitMiddleware
@@ -55,6 +55,7 @@ def create_app(settings: Settings, resources: Resources | None = None) -> FastAP
     app.include_router(auth_routes.router)
     app.include_router(chat_routes.router)
     app.include_router(conversation_routes.router)
+    app.include_router(memory_routes.router)
     app.include_router(realtime_routes.router)
     if WEB_DIR.is_dir():
         app.mount("/", StaticFiles(directory=WEB_DIR, html=True), name="web")

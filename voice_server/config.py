@@ -67,6 +67,9 @@ class Settings:
         max_request_bytes: Largest HTTP request body accepted (413 beyond it).
         llm_workers: LLM generations (batches) decoded at once (`models.registry.ThreadConfig`).
         llm_max_batch: Most waiting generations decoded together as one batch.
+        memory_llm_extraction: Also ask the local LLM for memory candidates after each turn (rules always
+            run). Off by default: on a 2-core machine it competes with live calls for the CPU.
+        memory_budget_tokens: Most prompt tokens recalled memories may take per turn.
     """
 
     host: str = "127.0.0.1"
@@ -89,6 +92,8 @@ class Settings:
     max_request_bytes: int = 1024 * 1024
     llm_workers: int = 4
     llm_max_batch: int = 4
+    memory_llm_extraction: bool = False
+    memory_budget_tokens: int = 200
 
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536:
@@ -103,6 +108,8 @@ class Settings:
             raise ConfigError(f"llm_workers: must be 1-16, got {self.llm_workers}")
         if not 1 <= self.llm_max_batch <= 64:
             raise ConfigError(f"llm_max_batch: must be 1-64, got {self.llm_max_batch}")
+        if not 0 <= self.memory_budget_tokens <= 2000:
+            raise ConfigError(f"memory_budget_tokens: must be 0-2000, got {self.memory_budget_tokens}")
         if self.db_pool_max < 2:
             raise ConfigError(f"db_pool_max: must be at least 2, got {self.db_pool_max}")
         for name in ("database_url", "redis_url"):

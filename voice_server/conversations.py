@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import Literal
 
 from pipeline.ports import FinishedTurn, Message
+from voice_server.avatar.memory import MemoryService
 from voice_server.stores.postgres import Database
 
 log = logging.getLogger(__name__)
@@ -52,8 +53,8 @@ class ConversationStore:
         conversation_id: uuid.UUID = row["id"]
         return conversation_id
 
-    async def add_turn(self, conversation_id: uuid.UUID, user_id: uuid.UUID, turn: FinishedTurn) -> None:
-        """Commit one finished turn (its own transaction, so it survives whatever happens next)."""
+    async def add_turn(self, conversation_id: uuid.UUID, user_id: uuid.UUID, turn: FinishedTurn) -> int:
+        """Commit one finished turn (its own transaction, so it survives whatever happens next); return its id."""
         async with self._db.pool.connection() as conn, conn.transaction():
             cur = await conn.execute(
                 "UPDATE conversations SET updated_at = now() WHERE id = %s AND user_id = %s",
@@ -63,11 +64,11 @@ class ConversationStore:
                 raise LookupError("conversation not found for this user")
             # The index is the conversation's next one, not the session's turn id: a chat conversation spans
             # many requests, each with its own one-turn exchange.
-            await conn.execute(
+            cur = await conn.execute(
                 "INSERT INTO turns (conversation_id, user_id, turn_index, user_text, reply_text, heard_text,"
                 " interrupted, marks) VALUES (%s, %s,"
                 " (SELECT coalesce(max(turn_index), 0) + 1 FROM turns WHERE conversation_id = %s),"
-                " %s, %s, %s, %s, %s)",
+                " %s, %s, %s, %s, %s) RETURNING id",
                 (
                     conversation_id,
                     user_id,
@@ -79,6 +80,10 @@ class ConversationStore:
                     json.dumps(marks_ms(dict(turn.marks))),
                 ),
             )
+            row = await cur.fetchone()
+        assert row is not None
+        turn_id: int = row["id"]
+        return turn_id
 
     async def current(self, user_id: uuid.UUID, avatar: str, channel: Channel, *, within_s: float) -> uuid.UUID:
         """The user's open conversation on ``channel`` with ``avatar`` touched in the last ``within_s`` seconds,
@@ -125,24 +130,45 @@ class ConversationStore:
         return messages[-max_messages:]
 
 
+def with_memories(system: str, memories: str) -> str:
+    """The system prompt with the recalled-memories section appended (after the cached persona prefix)."""
+    return f"{system}\n\n{memories}" if memories else system
+
+
 class AvatarContext:
-    """The `ContextBuilder` of one server conversation: persona + heard history + the user's turn.
+    """The `ContextBuilder` of one server conversation: persona + recalled memories + heard history + the turn.
 
     Args:
         store: Where finished turns go.
         conversation_id: The conversation being recorded.
         user_id: Its owner (every write is filtered by it).
         persona: The system prompt; a client may replace it (``session.update`` instructions).
+        memory: Long-term memory (recall before each answer, learning after each turn), or ``None`` when the
+            server runs without the embedding model.
     """
 
-    def __init__(self, store: ConversationStore, conversation_id: uuid.UUID, user_id: uuid.UUID, persona: str) -> None:
+    def __init__(
+        self,
+        store: ConversationStore,
+        conversation_id: uuid.UUID,
+        user_id: uuid.UUID,
+        persona: str,
+        memory: MemoryService | None = None,
+    ) -> None:
         self.store = store
         self.conversation_id = conversation_id
         self.user_id = user_id
         self.persona = persona
+        self.memory = memory
 
     async def build_context(self, user: str, transcript: str, history: Sequence[Message]) -> list[Message]:
-        return [{"role": "system", "content": self.persona}, *history, {"role": "user", "content": transcript}]
+        memories = ""
+        if self.memory is not None:
+            memories = await self.memory.recall(self.user_id, transcript, self.memory.recent_for(self.conversation_id))
+        system = with_memories(self.persona, memories)
+        return [{"role": "system", "content": system}, *history, {"role": "user", "content": transcript}]
 
     async def after_turn(self, user: str, turn: FinishedTurn) -> None:
-        await self.store.add_turn(self.conversation_id, self.user_id, turn)
+        turn_id = await self.store.add_turn(self.conversation_id, self.user_id, turn)
+        if self.memory is not None:
+            self.memory.learn_later(self.user_id, self.conversation_id, turn_id, turn.user_text)

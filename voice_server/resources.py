@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from voice_server.avatar.memory import MemoryService
+from voice_server.avatar.memory_policy import RecallWeights
 from voice_server.config import Settings
 from voice_server.metrics import Metrics
 from voice_server.stores.postgres import Database
@@ -39,6 +41,7 @@ class Resources:
         db: Postgres pool.
         sessions: Redis-backed session store.
         models: The loaded model set, or ``None`` when started with ``load_models=False``.
+        memory: Long-term memory (recall and background learning), or ``None`` without an embedding model.
         metrics: Prometheus collectors.
         started_at: ``time.monotonic()`` when the resources became ready.
     """
@@ -47,6 +50,7 @@ class Resources:
     db: Database
     sessions: SessionStore
     models: Any
+    memory: MemoryService | None
     metrics: Metrics
     started_at: float
 
@@ -87,9 +91,27 @@ class Resources:
                 raise
             if models is not None:
                 stack.callback(models.close)
+            memory = await stack.enter_async_context(_memory_service(settings, db, models))
             metrics.up.set(1)
-            yield cls(settings, db, sessions, models, metrics, time.monotonic())
+            yield cls(settings, db, sessions, models, memory, metrics, time.monotonic())
             metrics.up.set(0)
+
+
+@asynccontextmanager
+async def _memory_service(settings: Settings, db: Database, models: Any) -> AsyncIterator[MemoryService | None]:
+    """The memory service when the embedder is loaded; its worker is drained and stopped on exit."""
+    if models is None or models.embed is None:
+        yield None
+        return
+    llm = models.llm if settings.memory_llm_extraction else None
+    memory = MemoryService(
+        db, models.embed, weights=RecallWeights(budget_tokens=settings.memory_budget_tokens), llm=llm
+    )
+    await memory.start()
+    try:
+        yield memory
+    finally:
+        await memory.aclose()
 
 
 def check_models(settings: Settings) -> None:

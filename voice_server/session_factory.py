@@ -84,7 +84,7 @@ async def open_conversation(
     store = ConversationStore(res.db)
     conversation_id = await store.start(user.user_id, avatar.id, channel)
     history = await store.recent_history(user.user_id, max_messages=config.history_messages, within_s=RESUME_WINDOW_S)
-    context = AvatarContext(store, conversation_id, user.user_id, avatar.persona)
+    context = AvatarContext(store, conversation_id, user.user_id, avatar.persona, res.memory)
     session = Session(transport, models, context=context, config=config, observer=res.metrics, history=history)
     live = res.metrics.live_conversations.labels(channel)
     live.inc()

@@ -28,8 +28,9 @@ from pipeline.llm import ConversationLlm, ReplyPolicy
 from pipeline.ports import FinishedTurn, Message
 from voice_server.accounts import Principal
 from voice_server.api.deps import ResourcesDep, require_scope
+from voice_server.avatar.memory import MemoryService
 from voice_server.avatars import Avatar, avatars_for, resolve_avatar
-from voice_server.conversations import ConversationStore
+from voice_server.conversations import ConversationStore, with_memories
 from voice_server.errors import ApiError
 from voice_server.session_factory import RESUME_WINDOW_S
 
@@ -124,7 +125,7 @@ async def chat_completions(body: ChatCompletionRequest, user: ChatUser, res: Res
     if llm_model is None:
         raise ApiError(503, "models_unavailable", "this server was started without models")
     store = ConversationStore(res.db)
-    messages, user_text = await _prompt(body, avatar, user, store)
+    messages, user_text = await _prompt(body, avatar, user, store, res.memory)
     prompt_tokens = await asyncio.to_thread(llm_model.count_tokens, messages)
     if prompt_tokens > MAX_PROMPT_TOKENS:
         raise ApiError(
@@ -137,7 +138,7 @@ async def chat_completions(body: ChatCompletionRequest, user: ChatUser, res: Res
         top_k=40 if temperature else 1,  # greedy unless the client asks for sampling
         max_sentences=None,
     )
-    exchange = _Exchange(ConversationLlm(llm_model, policy), messages, user_text, avatar, user, store)
+    exchange = _Exchange(ConversationLlm(llm_model, policy), messages, user_text, avatar, user, store, res.memory)
     if body.stream:
         usage = body.stream_options is not None and body.stream_options.include_usage
         return StreamingResponse(
@@ -163,9 +164,10 @@ async def chat_completions(body: ChatCompletionRequest, user: ChatUser, res: Res
 
 
 async def _prompt(
-    body: ChatCompletionRequest, avatar: Avatar, user: Principal, store: ConversationStore
+    body: ChatCompletionRequest, avatar: Avatar, user: Principal, store: ConversationStore, memory: MemoryService | None
 ) -> tuple[list[Message], str]:
-    """The prompt for this request and the user's new message."""
+    """The prompt for this request (persona or the client's instructions, recalled memories, history) and the
+    user's new message."""
     instructions: list[str] = []
     dialogue: list[Message] = []
     for m in body.messages:
@@ -182,7 +184,9 @@ async def _prompt(
     if not any(m["role"] == "assistant" for m in dialogue):
         history = await store.recent_history(user.user_id, max_messages=HISTORY_MESSAGES, within_s=RESUME_WINDOW_S)
         dialogue = _newest_within(history, HISTORY_CHARS) + dialogue
-    return [{"role": "system", "content": system or avatar.persona}, *dialogue], dialogue[-1]["content"]
+    user_text = dialogue[-1]["content"]
+    memories = await memory.recall(user.user_id, user_text) if memory is not None else ""
+    return [{"role": "system", "content": with_memories(system or avatar.persona, memories)}, *dialogue], user_text
 
 
 def _newest_within(history: list[Message], budget_chars: int) -> list[Message]:
@@ -228,6 +232,7 @@ class _Exchange:
         avatar: Avatar,
         user: Principal,
         store: ConversationStore,
+        memory: MemoryService | None,
     ) -> None:
         from models.llm import GenerationStats
 
@@ -237,6 +242,7 @@ class _Exchange:
         self.avatar = avatar
         self.user = user
         self.store = store
+        self.memory = memory
         self.id = "chatcmpl-" + secrets.token_hex(12)
         self.created = int(time.time())
         self.stats = GenerationStats()
@@ -308,4 +314,6 @@ class _Exchange:
         conversation: uuid.UUID = await self.store.current(
             self.user.user_id, self.avatar.id, "chat", within_s=RESUME_WINDOW_S
         )
-        await self.store.add_turn(conversation, self.user.user_id, turn)
+        turn_id = await self.store.add_turn(conversation, self.user.user_id, turn)
+        if self.memory is not None:
+            self.memory.learn_later(self.user.user_id, conversation, turn_id, self.user_text)

@@ -15,6 +15,7 @@ from fastapi import APIRouter, Depends, Query, Response
 
 from voice_server.accounts import Principal
 from voice_server.api.deps import ResourcesDep, fetch_owned, require_scope
+from voice_server.avatar.memory_store import MemoryStore
 
 router = APIRouter(prefix="/v1/conversations", tags=["conversations"])
 HistoryUser = Annotated[Principal, Depends(require_scope("memories"))]
@@ -84,13 +85,21 @@ async def get_conversation(
 
 
 @router.delete("/{conversation_id}", status_code=204, summary="Delete a conversation and all its turns")
-async def delete_conversation(conversation_id: uuid.UUID, user: HistoryUser, res: ResourcesDep) -> Response:
-    """Deletes the rows (turns cascade); nothing is kept.
+async def delete_conversation(
+    conversation_id: uuid.UUID,
+    user: HistoryUser,
+    res: ResourcesDep,
+    memories: Annotated[bool, Query(description="also forget the memories learned in it")] = False,
+) -> Response:
+    """Deletes the rows (turns cascade) in one transaction; nothing is kept. Memories learned from the
+    conversation stay (detached from it) unless ``memories=true``, which deletes them too.
 
     Raises:
         ApiError: 404 for an unknown id or someone else's conversation.
     """
-    async with res.db.pool.connection() as conn:
+    async with res.db.pool.connection() as conn, conn.transaction():
         await fetch_owned(conn, "conversations", conversation_id, user, "id")
+        if memories:
+            await MemoryStore(res.db).delete_from_conversation(conn, user.user_id, conversation_id)
         await conn.execute("DELETE FROM conversations WHERE id = %s AND user_id = %s", (conversation_id, user.user_id))
     return Response(status_code=204)

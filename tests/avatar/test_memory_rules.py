@@ -1,0 +1,118 @@
+"""Pure memory policy: extraction rules, the LLM output parser, reconciliation and recall ranking."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from voice_server.avatar import memory_policy as policy
+from voice_server.avatar.extraction import Candidate, Forget, extract, parse_llm_candidates
+from voice_server.avatar.memory_store import Match
+
+TODAY = date(2026, 11, 30)
+
+
+@pytest.mark.parametrize(
+    ("said", "kind", "subject", "attribute"),
+    [
+        ("My sister Ana lives in Porto.", "person", "ana", "location"),
+        ("Ana moved to Lisbon.", "person", "ana", "location"),
+        ("I love hiking in the mountains.", "preference", "me", None),
+        ("I am moving to Berlin next month.", "plan", "me", "location"),
+        ("I feel really anxious about work", "feeling", "me", "job"),
+        ("My birthday is on March 3.", "event", "me", None),
+        ("My name is Bob.", "fact", "me", "name"),
+        ("I work as a nurse.", "fact", "me", "job"),
+        ("My dog Rex is sick.", "person", "rex", None),
+    ],
+)
+def test_statements_about_a_life_become_candidates(said: str, kind: str, subject: str, attribute: str | None) -> None:
+    (found,) = extract(said, TODAY)
+    assert isinstance(found, Candidate)
+    assert (found.kind, found.subject, found.attribute) == (kind, subject, attribute)
+    assert found.text[0].isupper() and found.text[-1] in ".!"
+    assert 0 <= found.importance <= 1
+
+
+@pytest.mark.parametrize(
+    "said", ["What is my name?", "Hello there.", "Count to 5.", "Tell me a joke about cats.", "ok", "Do you like me"]
+)
+def test_questions_and_chatter_are_not_memories(said: str) -> None:
+    assert extract(said, TODAY) == []
+
+
+def test_forget_requests() -> None:
+    assert extract("Forget that.", TODAY) == [Forget("")]
+    assert extract("That is no longer true.", TODAY) == [Forget("")]
+    (named,) = extract("Please forget that Ana moved to Lisbon", TODAY)
+    assert named == Forget("Ana moved to Lisbon", "ana", "location")
+    (negated,) = extract("Ana doesn't live in Lisbon anymore.", TODAY)
+    assert isinstance(negated, Forget) and negated.subject == "ana" and negated.attribute == "location"
+
+
+def test_dates_and_known_subjects() -> None:
+    (plan,) = extract("I'm flying to Rome tomorrow.", TODAY)
+    assert isinstance(plan, Candidate) and plan.event_date == TODAY + timedelta(days=1)
+    (past,) = extract("I'm visiting my aunt on January 5th.", TODAY)
+    assert isinstance(past, Candidate) and past.event_date == date(2027, 1, 5)  # a plan: the next January 5
+    assert extract("Carlos adopted a puppy.", TODAY) == []
+    (known,) = extract("Carlos adopted a puppy.", TODAY, frozenset({"carlos"}))
+    assert isinstance(known, Candidate) and known.subject == "carlos"
+    many = extract(" ".join(f"I like fruit number {n}." for n in range(20)), TODAY)
+    assert len(many) == 5
+
+
+def test_llm_output_parser_takes_only_well_formed_items() -> None:
+    good = parse_llm_candidates('```json\n[{"text": "i like tea", "kind": "preference", "importance": 3}]\n```', TODAY)
+    assert good == [Candidate("I like tea.", "preference", 1.0, "me", None, None)]
+    for junk in ("", "no", "[", "[1, 2]", '{"text": "x"}', '[{"text": "", "kind": "fact"}]',
+                 '[{"text": "x", "kind": "fact", "importance": true}]', "[" * 9000):  # fmt: skip
+        assert parse_llm_candidates(junk, TODAY) == []
+
+
+def row(
+    text: str, subject: str | None, kind: str = "person", age_days: float = 0, importance: float = 0.5
+) -> dict[str, Any]:
+    when = datetime(2026, 11, 30, tzinfo=UTC) - timedelta(days=age_days)
+    return {"id": uuid.uuid4(), "text": text, "subject": subject, "kind": kind, "importance": importance,
+            "updated_at": when, "event_date": None}  # fmt: skip
+
+
+def test_reconcile_decisions() -> None:
+    lisbon = Candidate("Ana moved to Lisbon.", "person", 0.7, "ana", "location")
+    porto = Match(row("My sister Ana lives in Porto.", "ana"), 0.70)
+    jazz = Match(row("Ana likes jazz.", "ana"), 0.50)
+    assert policy.reconcile(lisbon, [porto, jazz]) == policy.Decision("update", (porto.id,))
+    assert policy.reconcile(lisbon, [jazz]) == policy.Decision("add")
+    same = Match(row("Ana moved to Lisbon!", "ana"), 0.97)
+    assert policy.reconcile(lisbon, [same, porto]) == policy.Decision("none", (same.id,))
+    assert policy.reconcile(lisbon, []) == policy.Decision("add")
+
+
+def test_forget_targets() -> None:
+    porto = Match(row("My sister Ana lives in Porto.", "ana"), 0.69)
+    unrelated = Match(row("I like jazz.", "me"), 0.1)
+    recent = [uuid.uuid4(), uuid.uuid4()]
+    assert policy.forget_targets(Forget(""), [], recent) == recent[:1]
+    assert policy.forget_targets(Forget(""), [], []) == []
+    assert policy.forget_targets(Forget("Ana lives in Porto", "ana", "location"), [porto, unrelated], []) == [porto.id]
+
+
+def test_recall_ranks_by_relevance_recency_importance_within_budget() -> None:
+    now = datetime(2026, 11, 30, tzinfo=UTC)
+    w = policy.RecallWeights(budget_tokens=40)
+    fresh = Match(row("Fresh and relevant.", None, age_days=0), 0.6)
+    stale = Match(row("Stale but as relevant.", None, age_days=365), 0.6)
+    vital = Match(row("Stale, relevant and vital.", None, age_days=365, importance=1.0), 0.6)
+    weak = Match(row("Barely related.", None), 0.2)
+    long = Match(row("x" * 400, None), 0.9)
+    chosen = policy.select([stale, weak, fresh, vital, long], now, w)
+    assert chosen[0] is fresh and stale in chosen and vital in chosen
+    assert chosen.index(vital) < chosen.index(stale)
+    assert weak not in chosen and long not in chosen  # below the relevance floor / over the budget
+    text = policy.format_memories(chosen)
+    assert text.startswith("What the user told you before") and "- Fresh and relevant. (2026-11-30)" in text
+    assert policy.format_memories([]) == ""

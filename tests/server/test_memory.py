@@ -1,0 +1,202 @@
+"""Long-term memory end to end, on a real server (ci models, embedded Postgres+pgvector and Redis).
+
+A fact told in one conversation is learned in the background, survives a restart, is recalled in the next
+conversation, superseded by a newer fact and forgotten on request; the memories API shows and corrects it;
+no user ever sees another's memories.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import websockets
+
+from tests.conftest import ServerProcess, new_user, start_server
+from tests.server.test_realtime_abuse import ws_url
+
+pytestmark = pytest.mark.timeout(600)
+
+
+def auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def memories(server: ServerProcess, token: str, **params: Any) -> list[dict[str, Any]]:
+    r = httpx.get(server.base_url + "/v1/memories", params=params, headers=auth(token), timeout=30)
+    assert r.status_code == 200, r.text
+    data: list[dict[str, Any]] = r.json()["data"]
+    return data
+
+
+def wait_for_memory(server: ServerProcess, token: str, predicate: Any, limit_s: float = 30) -> list[dict[str, Any]]:
+    """Poll the memories list (learning runs in the background) until ``predicate(list)`` holds."""
+    deadline = time.monotonic() + limit_s
+    while True:
+        found = memories(server, token, include_superseded="true")
+        if predicate(found):
+            return found
+        assert time.monotonic() < deadline, f"memories never matched: {found}"
+        time.sleep(0.2)
+
+
+def chat(server: ServerProcess, token: str, text: str) -> str:
+    body = {"model": "soma", "messages": [{"role": "user", "content": text}], "max_tokens": 24}
+    r = httpx.post(server.base_url + "/v1/chat/completions", json=body, headers=auth(token), timeout=120)
+    assert r.status_code == 200, r.text
+    answer: str = r.json()["choices"][0]["message"]["content"]
+    return answer
+
+
+async def realtime_text(server: ServerProcess, token: str, texts: list[str]) -> list[str]:
+    """One Realtime conversation (a new conversation row), one text turn per entry; returns the answers."""
+    answers = []
+    async with websockets.connect(ws_url(server), additional_headers=auth(token)) as ws:
+        await ws.send(json.dumps({"type": "session.update", "session": {"output_modalities": ["text"]}}))
+        for text in texts:
+            item = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]}
+            await ws.send(json.dumps({"type": "conversation.item.create", "item": item}))
+            await ws.send(json.dumps({"type": "response.create"}))
+            parts = []
+            while (event := json.loads(await ws.recv()))["type"] != "response.done":
+                assert event["type"] != "error", event
+                if event["type"] == "response.output_text.delta":
+                    parts.append(event["delta"])
+            answers.append("".join(parts))
+    return answers
+
+
+def live(found: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [m for m in found if m["superseded_at"] is None]
+
+
+def test_a_fact_survives_a_restart_is_updated_and_forgotten(tmp_path: Path) -> None:
+    srv = start_server(tmp_path, models=True, SOMA_SIGNUP="open", timeout=180)
+    try:
+        _, token = new_user(srv)
+        asyncio.run(realtime_text(srv, token, ["My sister Ana lives in Porto."]))
+        # kill -9 as soon as the turn is answered: the memory is either learned already or recovered from the
+        # turn row (memories_extracted = false) at the next start.
+        srv.proc.send_signal(signal.SIGKILL)
+        srv.proc.wait()
+        srv = start_server(tmp_path, models=True, SOMA_SIGNUP="open", timeout=180)
+        porto = wait_for_memory(srv, token, lambda f: any("Porto" in m["text"] for m in f))
+        assert [m["text"] for m in porto] == ["My sister Ana lives in Porto."]
+        assert porto[0]["subject"] == "ana" and porto[0]["kind"] == "person" and porto[0]["last_recalled_at"] is None
+
+        # A new conversation after a graceful restart recalls it.
+        assert srv.stop() == 0
+        srv = start_server(tmp_path, models=True, SOMA_SIGNUP="open", timeout=180)
+        (answer,) = asyncio.run(realtime_text(srv, token, ["Where does my sister Ana live?"]))
+        recalled = memories(srv, token)[0]
+        assert recalled["id"] == porto[0]["id"] and recalled["recall_count"] == 1, recalled
+        assert recalled["last_recalled_at"] is not None
+        assert "Porto" in answer, answer
+
+        # A newer fact about the same person and attribute supersedes the old one, keeping it as history.
+        asyncio.run(realtime_text(srv, token, ["Ana moved to Lisbon."]))
+        found = wait_for_memory(srv, token, lambda f: any("Lisbon" in m["text"] for m in f))
+        (lisbon,) = live(found)
+        old = next(m for m in found if m["id"] == porto[0]["id"])
+        assert "Lisbon" in lisbon["text"] and old["superseded_by"] == lisbon["id"] and old["superseded_at"]
+        assert [m["text"] for m in live(memories(srv, token))] == [lisbon["text"]]
+
+        # "Forget that" deletes the newest fact and its history.
+        chat(srv, token, "Forget that.")
+        wait_for_memory(srv, token, lambda f: f == [])
+        r = httpx.get(f"{srv.base_url}/v1/memories/{lisbon['id']}", headers=auth(token), timeout=10)
+        assert r.status_code == 404
+    finally:
+        srv.stop()
+
+
+def test_memories_api_lets_the_user_see_and_correct(model_server: ServerProcess) -> None:
+    _, token = new_user(model_server, "mem")
+    url = model_server.base_url + "/v1/memories"
+    r = httpx.post(url, json={"text": "I am allergic to peanuts.", "kind": "fact", "importance": 0.9},
+                   headers=auth(token), timeout=30)  # fmt: skip
+    assert r.status_code == 201, r.text
+    created = r.json()
+    assert created["source"] == "user" and created["importance"] == pytest.approx(0.9)
+    r = httpx.get(url + "/search", params={"q": "what food can I not eat"}, headers=auth(token), timeout=30)
+    assert [m["id"] for m in r.json()["data"]] == [created["id"]]
+    assert r.json()["data"][0]["similarity"] > 0.2
+
+    r = httpx.patch(f"{url}/{created['id']}", json={"text": "I love playing the cello."}, headers=auth(token))
+    assert r.status_code == 200 and r.json()["text"] == "I love playing the cello."
+    r = httpx.get(url + "/search", params={"q": "musical instrument"}, headers=auth(token), timeout=30)
+    top = r.json()["data"][0]
+    assert top["id"] == created["id"] and top["similarity"] > 0.3  # re-embedded with the new text
+
+    bad = [
+        ({"text": ""}, 422),
+        ({"text": "x", "kind": "secret"}, 422),
+        ({"text": "x", "importance": 2}, 422),
+        ({"text": "x", "user_id": str(uuid.uuid4())}, 422),  # the owner is never taken from the body
+        ({"text": "x" * 2001}, 422),
+    ]
+    for body, status in bad:
+        r = httpx.post(url, json=body, headers=auth(token))
+        assert r.status_code == status, (body, r.text)
+        assert "error" in r.json()
+    r = httpx.patch(f"{url}/{created['id']}", json={"text": None}, headers=auth(token))
+    assert r.status_code == 400
+    r = httpx.patch(f"{url}/{created['id']}", json={}, headers=auth(token))
+    assert r.status_code == 400
+
+    assert httpx.delete(f"{url}/{created['id']}", headers=auth(token)).status_code == 204
+    assert httpx.delete(f"{url}/{created['id']}", headers=auth(token)).status_code == 404
+    assert httpx.get(url, headers={}).status_code == 401
+
+
+def test_users_never_see_each_others_memories(model_server: ServerProcess) -> None:
+    _, alice = new_user(model_server, "alice")
+    _, bob = new_user(model_server, "bob")
+    url = model_server.base_url + "/v1/memories"
+    injection = "My cat's name is Robert'); DROP TABLE memories;--"
+    a = httpx.post(url, json={"text": "My sister Ana lives in Porto."}, headers=auth(alice), timeout=30).json()
+    b = httpx.post(url, json={"text": "My sister Ana lives in Lisbon."}, headers=auth(bob), timeout=30).json()
+    weird = httpx.post(url, json={"text": injection}, headers=auth(bob), timeout=30).json()
+    assert weird["text"] == injection
+
+    for who, own, other in ((alice, a, b), (bob, b, a)):
+        listed = {m["id"] for m in memories(model_server, who)}
+        assert own["id"] in listed and other["id"] not in listed
+        probes = ("Where does my sister Ana live?", "' OR 1=1 --", "'; DELETE FROM memories; --", "%' OR true")
+        for q in probes:
+            r = httpx.get(url + "/search", params={"q": q}, headers=auth(who), timeout=30)
+            assert r.status_code == 200
+            assert other["id"] not in {m["id"] for m in r.json()["data"]}
+        for method in ("GET", "PATCH", "DELETE"):
+            body = {"text": "hijacked"} if method == "PATCH" else None
+            r = httpx.request(method, f"{url}/{other['id']}", json=body, headers=auth(who))
+            assert r.status_code == 404, (method, r.text)
+        for bad_id in ("1 OR 1=1", "' OR ''='", "00000000-0000-0000-0000-000000000000"):
+            r = httpx.get(f"{url}/{bad_id}", headers=auth(who))
+            assert r.status_code in (404, 422)
+
+    # Recall for Bob's turn touches only Bob's memories.
+    chat(model_server, bob, "Where does my sister Ana live?")
+    assert httpx.get(f"{url}/{a['id']}", headers=auth(alice)).json()["recall_count"] == 0
+    assert httpx.get(f"{url}/{b['id']}", headers=auth(bob)).json()["recall_count"] == 1
+    assert len(memories(model_server, alice)) == 1 and len(memories(model_server, bob)) == 2
+
+
+def test_deleting_a_conversation_can_take_its_memories(model_server: ServerProcess) -> None:
+    _, token = new_user(model_server, "del")
+    asyncio.run(realtime_text(model_server, token, ["I work as a nurse in Leeds."]))
+    learned = wait_for_memory(model_server, token, lambda f: len(f) == 1)
+    conversation = learned[0]["source_conversation_id"]
+    assert conversation is not None
+    r = httpx.delete(
+        f"{model_server.base_url}/v1/conversations/{conversation}", params={"memories": "true"}, headers=auth(token)
+    )
+    assert r.status_code == 204
+    assert memories(model_server, token, include_superseded="true") == []

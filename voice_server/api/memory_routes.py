@@ -1,0 +1,138 @@
+"""``/v1/memories``: what the avatar knows about the caller — list, read, add, correct, forget, search.
+
+The avatar learns memories from conversations by itself (`voice_server.avatar.memory`); these endpoints let
+the user see and fix them. A memory the user adds or edits is re-embedded so recall finds it at once. Only
+the caller's own memories exist for them: anyone else's id answers 404, like an id that never existed.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from voice_server.accounts import Principal
+from voice_server.api.deps import ResourcesDep, require_scope
+from voice_server.avatar.memory import MemoryService
+from voice_server.avatar.memory_store import Kind, NewMemory
+from voice_server.errors import ApiError, not_found
+from voice_server.resources import Resources
+
+router = APIRouter(prefix="/v1/memories", tags=["memories"])
+MemoryUser = Annotated[Principal, Depends(require_scope("memories"))]
+Text = Annotated[str, Field(min_length=1, max_length=2000)]
+Subject = Annotated[str, Field(min_length=1, max_length=40)]
+Importance = Annotated[float, Field(ge=0, le=1)]
+
+
+class MemoryIn(BaseModel):
+    """A memory the user adds by hand."""
+
+    model_config = ConfigDict(extra="forbid")
+    text: Text
+    kind: Kind = "fact"
+    importance: Importance = 0.7
+    subject: Subject | None = None
+    event_date: date | None = None
+
+
+class MemoryPatch(BaseModel):
+    """A correction: only the fields given change."""
+
+    model_config = ConfigDict(extra="forbid")
+    text: Text | None = None
+    kind: Kind | None = None
+    importance: Importance | None = None
+    subject: Subject | None = None
+    event_date: date | None = None
+
+
+def _service(res: Resources) -> MemoryService:
+    if res.memory is None:
+        raise ApiError(503, "models_unavailable", "memories need the embedding model, which is not loaded")
+    return res.memory
+
+
+def _out(row: dict[str, Any], similarity: float | None = None) -> dict[str, Any]:
+    body = {"object": "memory", **row}
+    if similarity is not None:
+        body["similarity"] = round(similarity, 4)
+    return body
+
+
+@router.get("", summary="The caller's memories, newest first")
+async def list_memories(
+    user: MemoryUser,
+    res: ResourcesDep,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    before: Annotated[datetime | None, Query(description="next_before of the previous page")] = None,
+    kind: Kind | None = None,
+    include_superseded: bool = False,
+) -> dict[str, Any]:
+    """``{"object": "list", "data", "has_more", "next_before"}``; superseded versions only on request."""
+    rows = await _service(res).store.page(
+        user.user_id, limit=limit + 1, before=before, kind=kind, include_superseded=include_superseded
+    )
+    page = rows[:limit]
+    more = len(rows) > limit
+    return {
+        "object": "list",
+        "data": [_out(r) for r in page],
+        "has_more": more,
+        "next_before": page[-1]["created_at"] if more else None,
+    }
+
+
+@router.get("/search", summary="Semantic search over the caller's live memories")
+async def search_memories(
+    user: MemoryUser,
+    res: ResourcesDep,
+    q: Annotated[str, Query(min_length=1, max_length=2000)],
+    limit: Annotated[int, Query(ge=1, le=50)] = 10,
+) -> dict[str, Any]:
+    """Best match first, each with its cosine ``similarity``."""
+    matches = await _service(res).search(user.user_id, q, limit)
+    return {"object": "list", "data": [_out(m.row, m.similarity) for m in matches]}
+
+
+@router.post("", status_code=201, summary="Tell the avatar something to remember")
+async def create_memory(body: MemoryIn, user: MemoryUser, res: ResourcesDep) -> dict[str, Any]:
+    memory = _service(res)
+    vector = await memory.embed_one(body.text)
+    new = NewMemory(body.text, body.kind, body.importance, body.subject, body.event_date, "user")
+    async with res.db.pool.connection() as conn:
+        row = await memory.store.insert(conn, user.user_id, new, vector)
+    return _out(row)
+
+
+@router.get("/{memory_id}", summary="One memory (live or superseded)")
+async def get_memory(memory_id: uuid.UUID, user: MemoryUser, res: ResourcesDep) -> dict[str, Any]:
+    row = await _service(res).store.get(user.user_id, memory_id)
+    if row is None:
+        raise not_found("memory")
+    return _out(row)
+
+
+@router.patch("/{memory_id}", summary="Correct a memory")
+async def update_memory(memory_id: uuid.UUID, body: MemoryPatch, user: MemoryUser, res: ResourcesDep) -> dict[str, Any]:
+    memory = _service(res)
+    fields = body.model_dump(exclude_unset=True)
+    if any(fields.get(name) is None for name in ("text", "kind", "importance") if name in fields):
+        raise ApiError(400, "invalid_request", "text, kind and importance cannot be null")
+    if not fields:
+        raise ApiError(400, "invalid_request", "nothing to change")
+    vector = await memory.embed_one(fields["text"]) if "text" in fields else None
+    row = await memory.store.update(user.user_id, memory_id, fields, vector)
+    if row is None:
+        raise not_found("memory")
+    return _out(row)
+
+
+@router.delete("/{memory_id}", status_code=204, summary="Forget a memory (and the older versions it replaced)")
+async def delete_memory(memory_id: uuid.UUID, user: MemoryUser, res: ResourcesDep) -> Response:
+    if not await _service(res).store.delete_one(user.user_id, memory_id):
+        raise not_found("memory")
+    return Response(status_code=204)

@@ -1,0 +1,339 @@
+"""The memory service: recall for a turn (on the hot path, bounded) and extraction after it (background).
+
+`MemoryService` owns one background worker that turns finished turns into memories: rule-based extraction
+(plus, optionally, the local LLM), embedding on the embedder's lane, and reconciliation in one transaction
+per turn under a per-user advisory lock (so two workers never reconcile one user's memories at once). The
+queue is bounded; when it is full the oldest job is dropped with a warning (the turn keeps
+``memories_extracted = false`` and is retried at the next start), so a conversation never waits for memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from typing import Any, Protocol
+
+import numpy as np
+
+from voice_server.avatar import memory_policy as policy
+from voice_server.avatar.extraction import LLM_INSTRUCTIONS, Candidate, Forget, extract, parse_llm_candidates
+from voice_server.avatar.memory_store import Conn, Match, MemoryStore, NewMemory, Vector
+from voice_server.stores.postgres import Database
+
+log = logging.getLogger(__name__)
+
+QUEUE_MAX = 256
+RECALL_TIMEOUT_S = 0.3
+RECENT_MAX = 20
+RECENT_CONVERSATIONS = 1024
+RECOVER_WITHIN_S = 24 * 3600.0
+DRAIN_TIMEOUT_S = 5.0
+FORGET_LATEST_WITHIN_S = 15 * 60.0
+
+
+class Embedder(Protocol):
+    """`models.embed.MiniLmEmbedder`'s async face."""
+
+    async def aembed(self, texts: Sequence[str]) -> Any: ...
+
+
+class Completer(Protocol):
+    """`models.llm.CT2Llm`'s one-shot completion."""
+
+    async def acomplete(self, messages: Sequence[Any], **options: Any) -> str: ...
+
+
+@dataclass(slots=True)
+class Recent:
+    """Memories written or recalled in one conversation, most recent first (what "forget that" means)."""
+
+    ids: collections.deque[uuid.UUID] = field(default_factory=lambda: collections.deque(maxlen=RECENT_MAX))
+
+    def push(self, memory_ids: Sequence[uuid.UUID]) -> None:
+        for memory_id in reversed(memory_ids):
+            with contextlib.suppress(ValueError):
+                self.ids.remove(memory_id)
+            self.ids.appendleft(memory_id)
+
+    def drop(self, memory_ids: Sequence[uuid.UUID]) -> None:
+        for memory_id in memory_ids:
+            with contextlib.suppress(ValueError):
+                self.ids.remove(memory_id)
+
+
+@dataclass(frozen=True, slots=True)
+class TurnJob:
+    """One finished turn to learn from."""
+
+    user_id: uuid.UUID
+    conversation_id: uuid.UUID | None
+    turn_id: int | None
+    user_text: str
+    at: datetime
+    recent: Recent
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What one job changed (for logs and tests)."""
+
+    added: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    deleted: int = 0
+
+
+class MemoryService:
+    """Recall and background extraction of one server's memories.
+
+    Args:
+        db: The database.
+        embedder: The MiniLM embedder (384-d, unit vectors).
+        weights: Recall ranking.
+        llm: When given, the local LLM also proposes candidates (JSON, strictly parsed); rules always run.
+    """
+
+    def __init__(
+        self,
+        db: Database,
+        embedder: Embedder,
+        *,
+        weights: policy.RecallWeights | None = None,
+        llm: Completer | None = None,
+    ) -> None:
+        self.db = db
+        self.store = MemoryStore(db)
+        self.embedder = embedder
+        self.weights = weights or policy.RecallWeights()
+        self.llm = llm
+        self._queue: collections.deque[TurnJob] = collections.deque()
+        self._wake = asyncio.Event()
+        self._worker: asyncio.Task[None] | None = None
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._recent: collections.OrderedDict[uuid.UUID, Recent] = collections.OrderedDict()
+        self.dropped = 0
+
+    def recent_for(self, conversation_id: uuid.UUID) -> Recent:
+        """The conversation's recently written/recalled memories (kept for the `RECENT_CONVERSATIONS` most
+        recently active conversations, so "forget that" works across chat requests too)."""
+        recent = self._recent.pop(conversation_id, None) or Recent()
+        self._recent[conversation_id] = recent
+        while len(self._recent) > RECENT_CONVERSATIONS:
+            self._recent.popitem(last=False)
+        return recent
+
+    # ----------------------------------------------------------------------------------------- lifecycle
+
+    async def start(self) -> None:
+        """Start the worker and queue turns whose extraction never finished (crash or full queue)."""
+        self._worker = asyncio.create_task(self._work(), name="memory-worker")
+        try:
+            await self._recover()
+        except Exception:
+            log.exception("memory: could not queue unfinished turns")
+
+    async def aclose(self) -> None:
+        """Finish queued jobs for up to `DRAIN_TIMEOUT_S` (the rest are retried at the next start), then stop."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(DRAIN_TIMEOUT_S):
+                await self.drained()
+        if self._worker is not None:
+            self._worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._worker
+            self._worker = None
+
+    async def drained(self) -> None:
+        """Wait until the queue is empty and no job is running."""
+        while self._queue or not self._idle.is_set():
+            await self._idle.wait()
+            await asyncio.sleep(0)
+
+    def submit(self, job: TurnJob) -> None:
+        """Queue a finished turn (never blocks; drops the oldest job when `QUEUE_MAX` are waiting)."""
+        if len(self._queue) >= QUEUE_MAX:
+            self._queue.popleft()
+            self.dropped += 1
+            log.warning("memory: queue full, oldest turn left for the next start")
+        self._queue.append(job)
+        self._idle.clear()
+        self._wake.set()
+
+    async def _work(self) -> None:
+        while True:
+            if not self._queue:
+                self._idle.set()
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            job = self._queue.popleft()
+            try:
+                outcome = await self.learn(job)
+                log.debug("memory: %s", outcome)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("memory: extraction failed for a turn; it is skipped")
+
+    async def _recover(self) -> None:
+        async with self.db.pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT id, user_id, conversation_id, user_text, created_at FROM turns WHERE NOT memories_extracted"
+                " AND created_at > now() - make_interval(secs => %s) ORDER BY id LIMIT %s",
+                (RECOVER_WITHIN_S, QUEUE_MAX),
+            )
+            rows = await cur.fetchall()
+        for row in rows:
+            recent = self.recent_for(row["conversation_id"])
+            self.submit(
+                TurnJob(row["user_id"], row["conversation_id"], row["id"], row["user_text"], row["created_at"], recent)
+            )
+        if rows:
+            log.info("memory: %d unfinished turns queued", len(rows))
+
+    # -------------------------------------------------------------------------------------------- learn
+
+    async def learn(self, job: TurnJob) -> Outcome:
+        """Extract, embed and reconcile one turn's memories in one transaction (marks the turn done)."""
+        found = await self._candidates(job)
+        texts = [item.text if isinstance(item, Candidate) else item.about for item in found]
+        said = [t for t in texts if t]
+        vectors = await self.embedder.aembed(said) if said else np.zeros((0, 384), dtype=np.float32)
+        counts = collections.Counter[str]()
+        async with self.db.pool.connection() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (str(job.user_id),))
+            row_vectors = iter(vectors)
+            for item, text in zip(found, texts, strict=True):
+                vector: Vector | None = next(row_vectors) if text else None
+                if isinstance(item, Candidate):
+                    assert vector is not None
+                    counts[await self._apply(conn, job, item, vector)] += 1
+                else:
+                    counts["deleted"] += await self._forget(conn, job, item, vector)
+            if job.turn_id is not None:
+                await conn.execute(
+                    "UPDATE turns SET memories_extracted = true WHERE id = %s AND user_id = %s",
+                    (job.turn_id, job.user_id),
+                )
+        return Outcome(counts["add"], counts["update"], counts["none"], counts["deleted"])
+
+    async def _candidates(self, job: TurnJob) -> list[Candidate | Forget]:
+        today = job.at.date()
+        async with self.db.pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT DISTINCT subject FROM memories WHERE user_id = %s AND superseded_at IS NULL"
+                " AND subject IS NOT NULL LIMIT 500",
+                (job.user_id,),
+            )
+            subjects = frozenset(str(r["subject"]) for r in await cur.fetchall())
+        found = extract(job.user_text, today, subjects)
+        if self.llm is not None and not any(isinstance(f, Forget) for f in found):
+            found += await self._llm_candidates(job.user_text, today, found)
+        return found
+
+    async def _llm_candidates(self, text: str, today: date, have: list[Candidate | Forget]) -> list[Candidate]:
+        assert self.llm is not None
+        try:
+            output = await self.llm.acomplete(
+                [{"role": "system", "content": LLM_INSTRUCTIONS}, {"role": "user", "content": text[:2000]}],
+                max_tokens=200,
+                temperature=0.0,
+            )
+        except Exception:
+            log.warning("memory extraction: the LLM failed; rules only", exc_info=True)
+            return []
+        known = {c.text.lower() for c in have if isinstance(c, Candidate)}
+        return [c for c in parse_llm_candidates(output, today) if c.text.lower() not in known]
+
+    async def _apply(self, conn: Conn, job: TurnJob, candidate: Candidate, vector: Vector) -> str:
+        matches = await self.store.similar(conn, job.user_id, vector, limit=5, subject=candidate.subject)
+        decision = policy.reconcile(candidate, matches)
+        if decision.action == "none":
+            await self.store.touch(conn, job.user_id, decision.targets[0], candidate.importance)
+            job.recent.push([decision.targets[0]])
+            return "none"
+        memory = NewMemory(
+            candidate.text,
+            candidate.kind,
+            candidate.importance,
+            candidate.subject,
+            candidate.event_date,
+            "conversation",
+            job.conversation_id,
+        )
+        row = await self.store.insert(conn, job.user_id, memory, vector)
+        for old in decision.targets:
+            await self.store.supersede(conn, job.user_id, old, row["id"])
+        job.recent.drop(decision.targets)
+        job.recent.push([row["id"]])
+        return decision.action
+
+    async def _forget(self, conn: Conn, job: TurnJob, forget: Forget, vector: Vector | None) -> int:
+        matches: list[Match] = []
+        if vector is not None:
+            matches = await self.store.similar(conn, job.user_id, vector, limit=5, subject=forget.subject)
+        recent = list(job.recent.ids)
+        if not forget.about and not recent:
+            # Nothing said or recalled in this conversation yet (a new chat, or after a restart): "that" is
+            # the user's newest memory, if it is fresh enough to be what they are thinking of.
+            cur = await conn.execute(
+                "SELECT id FROM memories WHERE user_id = %s AND superseded_at IS NULL"
+                " AND updated_at > now() - make_interval(secs => %s) ORDER BY updated_at DESC LIMIT 1",
+                (job.user_id, FORGET_LATEST_WITHIN_S),
+            )
+            recent = [row["id"] for row in await cur.fetchall()]
+        deleted = 0
+        targets = policy.forget_targets(forget, matches, recent)
+        for memory_id in targets:
+            deleted += await self.store.delete(conn, job.user_id, memory_id)
+        job.recent.drop(targets)
+        return deleted
+
+    # ------------------------------------------------------------------------------------------- recall
+
+    async def recall(self, user_id: uuid.UUID, text: str, recent: Recent | None = None) -> str:
+        """The prompt section of memories relevant to ``text`` ("" if none, or if recall takes longer than
+        `RECALL_TIMEOUT_S` or fails: a turn is never held up by memory)."""
+        if not text.strip():
+            return ""
+        try:
+            async with asyncio.timeout(RECALL_TIMEOUT_S):
+                chosen = await self.relevant(user_id, text)
+                await self.store.mark_recalled(user_id, [m.id for m in chosen])
+        except TimeoutError:
+            log.warning("memory: recall took over %.0f ms; answering without memories", RECALL_TIMEOUT_S * 1000)
+            return ""
+        except Exception:
+            log.warning("memory: recall failed; answering without memories", exc_info=True)
+            return ""
+        if recent is not None:
+            recent.push([m.id for m in chosen])
+        return policy.format_memories(chosen)
+
+    def learn_later(self, user_id: uuid.UUID, conversation_id: uuid.UUID, turn_id: int, user_text: str) -> None:
+        """Queue a just-recorded turn for extraction (see `submit`)."""
+        recent = self.recent_for(conversation_id)
+        self.submit(TurnJob(user_id, conversation_id, turn_id, user_text, datetime.now(UTC), recent))
+
+    async def relevant(self, user_id: uuid.UUID, text: str) -> list[Match]:
+        """The ranked memories `recall` would use (no side effects)."""
+        vector = (await self.embedder.aembed([text]))[0]
+        matches = await self.store.nearest(user_id, vector, self.weights.candidates)
+        return policy.select(matches, datetime.now(UTC), self.weights)
+
+    async def search(self, user_id: uuid.UUID, query: str, limit: int) -> list[Match]:
+        """Semantic search for the API: the user's live memories nearest ``query``, best first."""
+        vector = (await self.embedder.aembed([query]))[0]
+        return await self.store.nearest(user_id, vector, limit)
+
+    async def embed_one(self, text: str) -> Vector:
+        """The embedding of one memory text."""
+        vector: Vector = (await self.embedder.aembed([text]))[0]
+        return vector

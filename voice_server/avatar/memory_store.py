@@ -1,0 +1,249 @@
+"""The ``memories`` table: what the avatar knows about each user (SQL only; policy lives elsewhere).
+
+Every method takes the owner's ``user_id`` and every statement filters by it, so no call can read or change
+another user's memories. Vectors are unit-length MiniLM embeddings (``vector(384)``); similarity is cosine.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+import psycopg
+
+from voice_server.stores.postgres import Database
+
+Kind = Literal["fact", "preference", "person", "plan", "feeling", "event"]
+KINDS: tuple[Kind, ...] = ("fact", "preference", "person", "plan", "feeling", "event")
+Source = Literal["conversation", "user", "import"]
+Vector = npt.NDArray[np.float32]
+Conn = psycopg.AsyncConnection[dict[str, Any]]
+
+# A user with up to this many live memories is searched exactly (all of their rows, through the per-user
+# index): ~1-3 ms and recall 1.0. Beyond it the HNSW index with pgvector's iterative scan takes over
+# (bench/memory.py measures both).
+EXACT_SCAN_MAX = 20_000
+HNSW_EF_SEARCH = 200
+
+COLUMNS = (
+    "id, text, kind, importance, subject, event_date, source, source_conversation_id, created_at, updated_at,"
+    " last_recalled_at, recall_count, superseded_by, superseded_at"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class NewMemory:
+    """A memory to insert. ``text`` is the user's own statement ("My sister Ana lives in Porto.")."""
+
+    text: str
+    kind: Kind = "fact"
+    importance: float = 0.5
+    subject: str | None = None
+    event_date: date | None = None
+    source: Source = "conversation"
+    conversation_id: uuid.UUID | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    """A live memory found by similarity: its row (`COLUMNS`) and cosine similarity to the query."""
+
+    row: dict[str, Any]
+    similarity: float
+
+    @property
+    def id(self) -> uuid.UUID:
+        value: uuid.UUID = self.row["id"]
+        return value
+
+
+class MemoryStore:
+    """CRUD and similarity search over one user's memories at a time.
+
+    Methods that take ``conn`` run inside the caller's transaction (the reconciler writes several rows
+    atomically); the others borrow a pooled connection.
+    """
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def insert(self, conn: Conn, user_id: uuid.UUID, memory: NewMemory, embedding: Vector) -> dict[str, Any]:
+        """Insert one memory and return its row."""
+        cur = await conn.execute(
+            "INSERT INTO memories (user_id, text, kind, importance, embedding, subject, event_date, source,"
+            f" source_conversation_id) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING {COLUMNS}",
+            (
+                user_id,
+                memory.text,
+                memory.kind,
+                memory.importance,
+                embedding,
+                memory.subject,
+                memory.event_date,
+                memory.source,
+                memory.conversation_id,
+            ),
+        )
+        row = await cur.fetchone()
+        assert row is not None
+        return row
+
+    async def supersede(self, conn: Conn, user_id: uuid.UUID, old_id: uuid.UUID, new_id: uuid.UUID) -> None:
+        """Mark ``old_id`` replaced by ``new_id`` (it stays as history and is no longer recalled)."""
+        await conn.execute(
+            "UPDATE memories SET superseded_by = %s, superseded_at = now() WHERE id = %s AND user_id = %s",
+            (new_id, old_id, user_id),
+        )
+
+    async def delete(self, conn: Conn, user_id: uuid.UUID, memory_id: uuid.UUID) -> int:
+        """Delete a memory and the older versions it superseded (forgetting a fact forgets its history too).
+        Returns the number of rows deleted (0: not this user's, or already gone)."""
+        cur = await conn.execute(
+            "WITH RECURSIVE chain(id) AS ("
+            " SELECT id FROM memories WHERE id = %s AND user_id = %s"
+            " UNION SELECT m.id FROM memories m JOIN chain c ON m.superseded_by = c.id WHERE m.user_id = %s)"
+            " DELETE FROM memories WHERE user_id = %s AND id IN (SELECT id FROM chain)",
+            (memory_id, user_id, user_id, user_id),
+        )
+        return cur.rowcount
+
+    async def touch(self, conn: Conn, user_id: uuid.UUID, memory_id: uuid.UUID, importance: float) -> None:
+        """A fact said again: it is fresh again, and at least as important as now."""
+        await conn.execute(
+            "UPDATE memories SET updated_at = now(), importance = greatest(importance, %s)"
+            " WHERE id = %s AND user_id = %s",
+            (importance, memory_id, user_id),
+        )
+
+    async def similar(
+        self, conn: Conn, user_id: uuid.UUID, embedding: Vector, *, limit: int, subject: str | None = None
+    ) -> list[Match]:
+        """The user's live memories most similar to ``embedding`` (best first), plus — when ``subject`` is given
+        — every live memory about that subject, so a fact about Ana is reconciled with all of Ana's facts."""
+        matches = await self._nearest(conn, user_id, embedding, limit)
+        if subject:
+            seen = {m.id for m in matches}
+            cur = await conn.execute(
+                f"SELECT {COLUMNS}, 1 - (embedding <=> %s) AS similarity FROM memories"
+                " WHERE user_id = %s AND subject = %s AND superseded_at IS NULL LIMIT 50",
+                (embedding, user_id, subject),
+            )
+            matches += [_match(row) for row in await cur.fetchall() if row["id"] not in seen]
+        return matches
+
+    async def nearest(self, user_id: uuid.UUID, embedding: Vector, limit: int) -> list[Match]:
+        """`similar` without a subject, on a pooled connection (recall and semantic search)."""
+        async with self._db.pool.connection() as conn:
+            return await self._nearest(conn, user_id, embedding, limit)
+
+    async def _nearest(self, conn: Conn, user_id: uuid.UUID, embedding: Vector, limit: int) -> list[Match]:
+        cur = await conn.execute(
+            "SELECT count(*) AS n FROM memories WHERE user_id = %s AND superseded_at IS NULL", (user_id,)
+        )
+        row = await cur.fetchone()
+        if row is not None and row["n"] <= EXACT_SCAN_MAX:
+            # OFFSET 0 keeps the planner from using the HNSW index: for one user's rows an exact scan is both
+            # faster and complete (a filtered HNSW walk would visit the whole graph to find them).
+            cur = await conn.execute(
+                f"SELECT {COLUMNS}, 1 - (embedding <=> %s) AS similarity FROM ("
+                " SELECT * FROM memories WHERE user_id = %s AND superseded_at IS NULL OFFSET 0) mine"
+                " ORDER BY embedding <=> %s LIMIT %s",
+                (embedding, user_id, embedding, limit),
+            )
+            return [_match(r) for r in await cur.fetchall()]
+        async with conn.transaction():
+            await conn.execute(f"SET LOCAL hnsw.ef_search = {HNSW_EF_SEARCH}")
+            await conn.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
+            cur = await conn.execute(
+                f"SELECT {COLUMNS}, 1 - (embedding <=> %s) AS similarity FROM memories"
+                " WHERE user_id = %s AND superseded_at IS NULL ORDER BY embedding <=> %s LIMIT %s",
+                (embedding, user_id, embedding, limit),
+            )
+            rows = await cur.fetchall()
+        # relaxed_order may return rows slightly out of order.
+        return sorted((_match(r) for r in rows), key=lambda m: -m.similarity)
+
+    async def mark_recalled(self, user_id: uuid.UUID, ids: Sequence[uuid.UUID]) -> None:
+        """Stamp ``last_recalled_at`` and count the recall."""
+        if not ids:
+            return
+        async with self._db.pool.connection() as conn:
+            await conn.execute(
+                "UPDATE memories SET last_recalled_at = now(), recall_count = recall_count + 1"
+                " WHERE user_id = %s AND id = ANY(%s)",
+                (user_id, list(ids)),
+            )
+
+    async def get(self, user_id: uuid.UUID, memory_id: uuid.UUID) -> dict[str, Any] | None:
+        """One memory (live or superseded), or ``None`` if it is not this user's."""
+        async with self._db.pool.connection() as conn:
+            cur = await conn.execute(
+                f"SELECT {COLUMNS} FROM memories WHERE id = %s AND user_id = %s", (memory_id, user_id)
+            )
+            return await cur.fetchone()
+
+    async def page(
+        self,
+        user_id: uuid.UUID,
+        *,
+        limit: int,
+        before: datetime | None = None,
+        kind: Kind | None = None,
+        include_superseded: bool = False,
+    ) -> list[dict[str, Any]]:
+        """Newest first, ``limit`` rows created before ``before``."""
+        async with self._db.pool.connection() as conn:
+            cur = await conn.execute(
+                f"SELECT {COLUMNS} FROM memories WHERE user_id = %s"
+                " AND (%s::timestamptz IS NULL OR created_at < %s) AND (%s::text IS NULL OR kind = %s)"
+                " AND (%s OR superseded_at IS NULL) ORDER BY created_at DESC, id LIMIT %s",
+                (user_id, before, before, kind, kind, include_superseded, limit),
+            )
+            return await cur.fetchall()
+
+    async def update(
+        self, user_id: uuid.UUID, memory_id: uuid.UUID, fields: dict[str, Any], embedding: Vector | None
+    ) -> dict[str, Any] | None:
+        """Change ``text``/``kind``/``importance``/``subject``/``event_date`` (a new text comes with its new
+        embedding); ``None`` if the memory is not this user's."""
+        allowed = {"text", "kind", "importance", "subject", "event_date"}
+        if not set(fields) <= allowed:
+            raise ValueError(f"cannot update {sorted(set(fields) - allowed)}")
+        assignments = [f"{name} = %s" for name in fields] + ["updated_at = now()"]
+        values: list[Any] = list(fields.values())
+        if embedding is not None:
+            assignments.append("embedding = %s")
+            values.append(embedding)
+        async with self._db.pool.connection() as conn:
+            cur = await conn.execute(
+                f"UPDATE memories SET {', '.join(assignments)} WHERE id = %s AND user_id = %s"  # noqa: S608
+                f" RETURNING {COLUMNS}",
+                (*values, memory_id, user_id),
+            )
+            return await cur.fetchone()
+
+    async def delete_one(self, user_id: uuid.UUID, memory_id: uuid.UUID) -> bool:
+        """`delete` on a pooled connection; ``False`` if there was nothing of this user's to delete."""
+        async with self._db.pool.connection() as conn, conn.transaction():
+            return await self.delete(conn, user_id, memory_id) > 0
+
+    async def delete_from_conversation(self, conn: Conn, user_id: uuid.UUID, conversation_id: uuid.UUID) -> int:
+        """Delete every memory derived from one conversation (with the versions they superseded)."""
+        cur = await conn.execute(
+            "SELECT id FROM memories WHERE user_id = %s AND source_conversation_id = %s",
+            (user_id, conversation_id),
+        )
+        deleted = 0
+        for row in await cur.fetchall():
+            deleted += await self.delete(conn, user_id, row["id"])
+        return deleted
+
+
+def _match(row: dict[str, Any]) -> Match:
+    similarity = float(row.pop("similarity"))
+    return Match(row, similarity)
