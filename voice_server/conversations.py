@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 import uuid
 from collections.abc import Sequence
 from typing import Literal
 
 from pipeline.ports import FinishedTurn, Message
 from voice_server.avatar.memory import MemoryService
+from voice_server.live_sessions import LiveSessions, LiveState, window
 from voice_server.stores.postgres import Database
 
 log = logging.getLogger(__name__)
@@ -101,6 +103,14 @@ class ConversationStore:
             return found
         return await self.start(user_id, avatar, channel)
 
+    async def reopen(self, conversation_id: uuid.UUID, user_id: uuid.UUID) -> None:
+        """A resumed session continues its conversation: it is open again."""
+        async with self._db.pool.connection() as conn:
+            await conn.execute(
+                "UPDATE conversations SET ended_at = NULL, updated_at = now() WHERE id = %s AND user_id = %s",
+                (conversation_id, user_id),
+            )
+
     async def end(self, conversation_id: uuid.UUID, user_id: uuid.UUID) -> None:
         """Mark the conversation ended (the connection closed)."""
         async with self._db.pool.connection() as conn:
@@ -145,6 +155,7 @@ class AvatarContext:
         persona: The system prompt; a client may replace it (``session.update`` instructions).
         memory: Long-term memory (recall before each answer, learning after each turn), or ``None`` when the
             server runs without the embedding model.
+        live: Where the session's live state is kept (Redis) and the state itself, updated at each turn.
     """
 
     def __init__(
@@ -154,14 +165,20 @@ class AvatarContext:
         user_id: uuid.UUID,
         persona: str,
         memory: MemoryService | None = None,
+        live: tuple[LiveSessions, LiveState] | None = None,
     ) -> None:
         self.store = store
         self.conversation_id = conversation_id
         self.user_id = user_id
         self.persona = persona
         self.memory = memory
+        self.live = live
 
     async def build_context(self, user: str, transcript: str, history: Sequence[Message]) -> list[Message]:
+        if self.live is not None:
+            sessions, state = self.live
+            state.turn_state, state.pending, state.history = "thinking", transcript, list(history)
+            await sessions.save(state)
         memories = ""
         if self.memory is not None:
             memories = await self.memory.recall(self.user_id, transcript, self.memory.recent_for(self.conversation_id))
@@ -172,3 +189,8 @@ class AvatarContext:
         turn_id = await self.store.add_turn(self.conversation_id, self.user_id, turn)
         if self.memory is not None:
             self.memory.learn_later(self.user_id, self.conversation_id, turn_id, turn.user_text)
+        if self.live is not None:
+            sessions, state = self.live
+            state.history = window(state.history, turn.user_text, turn.heard_text)
+            state.turn_state, state.pending, state.last_turn_at = "listening", None, time.time()
+            await sessions.save(state)

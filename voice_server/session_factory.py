@@ -7,6 +7,7 @@ where it left off), and wire the session to the shared models, the avatar's pers
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -19,6 +20,8 @@ from voice_server.accounts import Principal
 from voice_server.avatars import Avatar
 from voice_server.conversations import AvatarContext, Channel, ConversationStore
 from voice_server.errors import ApiError
+from voice_server.live_sessions import HISTORY_WINDOW as HISTORY
+from voice_server.live_sessions import LiveSessions, LiveState, session_id_for
 from voice_server.resources import Resources
 
 RESUME_WINDOW_S = 30 * 60.0  # turns younger than this seed a new session's history
@@ -55,13 +58,34 @@ class Conversation:
     context: AvatarContext
     store: ConversationStore
     live: Gauge
+    state: LiveState
+    sessions: LiveSessions
+
+    @property
+    def session_id(self) -> str:
+        """The id a client quotes to resume this session (``sess_…``)."""
+        return self.state.session_id
 
     async def close(self) -> None:
-        """Mark the conversation ended. Call once."""
+        """Mark the conversation ended; its live state stays (TTL) so the client can resume. Call once."""
         try:
+            self.state.turn_state, self.state.pending = "disconnected", None
+            await self.sessions.save(self.state)
             await self.store.end(self.context.conversation_id, self.context.user_id)
         finally:
             self.live.dec()
+
+
+async def find_session(res: Resources, user: Principal, session_id: str) -> LiveState:
+    """The live state of a session the client wants to resume.
+
+    Raises:
+        ApiError: 404 ``session_not_found`` for an unknown, expired or someone else's session id.
+    """
+    state = await LiveSessions(res.sessions, res.db).load(session_id, user.user_id, history_messages=HISTORY)
+    if state is None:
+        raise ApiError(404, "session_not_found", "no live session with this id (it may have expired)")
+    return state
 
 
 async def open_conversation(
@@ -73,8 +97,12 @@ async def open_conversation(
     *,
     voice: Voice = "fast",
     config: SessionConfig | None = None,
+    resume: LiveState | None = None,
 ) -> Conversation:
     """Create the session for ``transport`` (not started: the caller runs ``session.run()``).
+
+    Args:
+        resume: A session to continue (`find_session`): same conversation, its heard history.
 
     Raises:
         ApiError: 503 when the models are not loaded.
@@ -82,10 +110,22 @@ async def open_conversation(
     models = session_models(res.models, voice, need_audio=transport.audio_in_rate is not None)
     config = config or SessionConfig(user=str(user.user_id))
     store = ConversationStore(res.db)
-    conversation_id = await store.start(user.user_id, avatar.id, channel)
-    history = await store.recent_history(user.user_id, max_messages=config.history_messages, within_s=RESUME_WINDOW_S)
-    context = AvatarContext(store, conversation_id, user.user_id, avatar.persona, res.memory)
+    sessions = LiveSessions(res.sessions, res.db)
+    if resume is not None:
+        conversation_id = uuid.UUID(resume.conversation_id)
+        await store.reopen(conversation_id, user.user_id)
+        history = resume.history[-config.history_messages :]
+        state = resume
+    else:
+        conversation_id = await store.start(user.user_id, avatar.id, channel)
+        history = await store.recent_history(
+            user.user_id, max_messages=config.history_messages, within_s=RESUME_WINDOW_S
+        )
+        state = LiveState(session_id_for(conversation_id), str(user.user_id), str(conversation_id), avatar.id, channel)
+    state.history, state.turn_state, state.pending = list(history), "listening", None
+    await sessions.save(state)
+    context = AvatarContext(store, conversation_id, user.user_id, avatar.persona, res.memory, live=(sessions, state))
     session = Session(transport, models, context=context, config=config, observer=res.metrics, history=history)
     live = res.metrics.live_conversations.labels(channel)
     live.inc()
-    return Conversation(session, context, store, live)
+    return Conversation(session, context, store, live, state, sessions)

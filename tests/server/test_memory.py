@@ -117,9 +117,9 @@ def test_a_fact_survives_a_restart_is_updated_and_forgotten(tmp_path: Path) -> N
         srv.stop()
 
 
-def test_memories_api_lets_the_user_see_and_correct(model_server: ServerProcess) -> None:
-    _, token = new_user(model_server, "mem")
-    url = model_server.base_url + "/v1/memories"
+def test_memories_api_lets_the_user_see_and_correct(any_server: ServerProcess) -> None:
+    _, token = new_user(any_server, "mem")
+    url = any_server.base_url + "/v1/memories"
     r = httpx.post(url, json={"text": "I am allergic to peanuts.", "kind": "fact", "importance": 0.9},
                    headers=auth(token), timeout=30)  # fmt: skip
     assert r.status_code == 201, r.text
@@ -156,10 +156,10 @@ def test_memories_api_lets_the_user_see_and_correct(model_server: ServerProcess)
     assert httpx.get(url, headers={}).status_code == 401
 
 
-def test_users_never_see_each_others_memories(model_server: ServerProcess) -> None:
-    _, alice = new_user(model_server, "alice")
-    _, bob = new_user(model_server, "bob")
-    url = model_server.base_url + "/v1/memories"
+def test_users_never_see_each_others_memories(any_server: ServerProcess) -> None:
+    _, alice = new_user(any_server, "alice")
+    _, bob = new_user(any_server, "bob")
+    url = any_server.base_url + "/v1/memories"
     injection = "My cat's name is Robert'); DROP TABLE memories;--"
     a = httpx.post(url, json={"text": "My sister Ana lives in Porto."}, headers=auth(alice), timeout=30).json()
     b = httpx.post(url, json={"text": "My sister Ana lives in Lisbon."}, headers=auth(bob), timeout=30).json()
@@ -167,7 +167,7 @@ def test_users_never_see_each_others_memories(model_server: ServerProcess) -> No
     assert weird["text"] == injection
 
     for who, own, other in ((alice, a, b), (bob, b, a)):
-        listed = {m["id"] for m in memories(model_server, who)}
+        listed = {m["id"] for m in memories(any_server, who)}
         assert own["id"] in listed and other["id"] not in listed
         probes = ("Where does my sister Ana live?", "' OR 1=1 --", "'; DELETE FROM memories; --", "%' OR true")
         for q in probes:
@@ -183,10 +183,10 @@ def test_users_never_see_each_others_memories(model_server: ServerProcess) -> No
             assert r.status_code in (404, 422)
 
     # Recall for Bob's turn touches only Bob's memories.
-    chat(model_server, bob, "Where does my sister Ana live?")
+    chat(any_server, bob, "Where does my sister Ana live?")
     assert httpx.get(f"{url}/{a['id']}", headers=auth(alice)).json()["recall_count"] == 0
     assert httpx.get(f"{url}/{b['id']}", headers=auth(bob)).json()["recall_count"] == 1
-    assert len(memories(model_server, alice)) == 1 and len(memories(model_server, bob)) == 2
+    assert len(memories(any_server, alice)) == 1 and len(memories(any_server, bob)) == 2
 
 
 def test_deleting_a_conversation_can_take_its_memories(model_server: ServerProcess) -> None:

@@ -109,9 +109,18 @@ async def signup(body: SignupRequest, res: ResourcesDep) -> SignupResponse:
     return SignupResponse(user=UserOut(**user), token=_token_response(token))
 
 
+LOGIN_ATTEMPTS = 20
+LOGIN_WINDOW_S = 300
+
+
 @router.post("/auth/token", response_model=TokenResponse, summary="Log in: password → bearer token")
 async def login(body: LoginRequest, res: ResourcesDep) -> TokenResponse:
-    """Exchange username and password for a bearer token that expires (default: the server's login TTL)."""
+    """Exchange username and password for a bearer token that expires (default: the server's login TTL).
+
+    At most `LOGIN_ATTEMPTS` attempts per username in `LOGIN_WINDOW_S` (429 beyond), against password guessing.
+    """
+    if not await res.sessions.hit(f"login:{body.username.lower()}", LOGIN_ATTEMPTS, LOGIN_WINDOW_S):
+        raise ApiError(429, "rate_limited", f"too many login attempts; try again in {LOGIN_WINDOW_S // 60} minutes")
     async with res.db.pool.connection() as conn:
         user = await accounts.check_login(conn, body.username, body.password)
         if user is None:

@@ -28,10 +28,11 @@ from voice_server.accounts import Principal
 from voice_server.api.deps import authenticate_token
 from voice_server.avatars import Avatar, resolve_avatar
 from voice_server.errors import ApiError, error_response
+from voice_server.live_sessions import LiveState
 from voice_server.realtime import protocol as p
 from voice_server.realtime.connection import RealtimeConnection
 from voice_server.resources import Resources
-from voice_server.session_factory import open_conversation
+from voice_server.session_factory import find_session, open_conversation
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["realtime"])
@@ -47,8 +48,13 @@ CLOSE_POLICY = 1008
 
 
 @router.websocket("/v1/realtime")
-async def realtime(ws: WebSocket, model: str | None = None) -> None:
-    """Authenticate, then run the realtime conversation until either side closes."""
+async def realtime(ws: WebSocket, model: str | None = None, session_id: str | None = None) -> None:
+    """Authenticate, then run the realtime conversation until either side closes.
+
+    ``session_id`` (from an earlier ``session.created``) resumes that session: the same conversation with its
+    heard history, from Redis or, if Redis lost it, from Postgres. An unknown, expired or foreign id is
+    refused at the handshake (404 ``session_not_found``).
+    """
     res: Resources = ws.app.state.resources
     token, subprotocol = _credentials(ws)
     try:
@@ -56,11 +62,14 @@ async def realtime(ws: WebSocket, model: str | None = None) -> None:
         avatar = resolve_avatar(user, model)
         if res.models is None or res.models.llm is None:
             raise ApiError(503, "models_unavailable", "this server was started without models")
+        resume = await find_session(res, user, session_id) if session_id is not None else None
+        if resume is not None and (resume.channel != "realtime" or resume.avatar != avatar.id):
+            raise ApiError(404, "session_not_found", "no live realtime session with this id for this model")
     except ApiError as exc:
         await _deny(ws, exc)
         return
     await ws.accept(subprotocol=subprotocol)
-    await _Endpoint(ws, res, user, avatar).run()
+    await _Endpoint(ws, res, user, avatar, resume).run()
 
 
 def _credentials(ws: WebSocket) -> tuple[str | None, str | None]:
@@ -109,8 +118,11 @@ class _TokenBucket:
 class _Endpoint:
     """One accepted connection: its tasks, its queues and how it closes."""
 
-    def __init__(self, ws: WebSocket, res: Resources, user: Principal, avatar: Avatar) -> None:
+    def __init__(
+        self, ws: WebSocket, res: Resources, user: Principal, avatar: Avatar, resume: LiveState | None
+    ) -> None:
         self.ws = ws
+        self.resume = resume
         self.res = res
         self.user = user
         self.avatar = avatar
@@ -141,10 +153,13 @@ class _Endpoint:
             voices={"fast": models.tts_fast, "quality": models.tts_quality},
         )
         try:
-            conversation = await open_conversation(self.res, self.user, self.avatar, "realtime", conn.transport)
+            conversation = await open_conversation(
+                self.res, self.user, self.avatar, "realtime", conn.transport, resume=self.resume
+            )
         except ApiError as exc:
             await self.ws.close(code=1011, reason=exc.code)
             return
+        conn.session_id = conversation.session_id
         conn.attach(conversation.session, conversation.context)
         session = asyncio.create_task(conversation.session.run(), name="realtime-session")
         workers = [

@@ -12,14 +12,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 log = logging.getLogger(__name__)
+
+MAX_RESTARTS = 5
+# Compare-and-delete: only the holder of a lock (its random token) releases it.
+_UNLOCK = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end"
 
 
 class SessionStoreError(RuntimeError):
@@ -59,6 +69,36 @@ class EmbeddedRedis:
         """Start the server and return its ``unix://`` URL once it accepts connections."""
         self.run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         await asyncio.to_thread(self._stop_leftover)
+        return await self._spawn()
+
+    def supervise(self) -> asyncio.Task[None]:
+        """Restart the server whenever it dies (at most `MAX_RESTARTS` in a row without a healthy minute).
+
+        Session state is a cache: a restarted Redis is empty and sessions fall back to Postgres, so the server
+        keeps working through a Redis crash instead of failing every rate-limit check and state write.
+        """
+        return asyncio.create_task(self._watch(), name="redis-supervisor")
+
+    async def _watch(self) -> None:
+        restarts = 0
+        while (proc := self._proc) is not None:
+            started = time.monotonic()
+            code = await proc.wait()
+            if self._proc is not proc:  # stopped on purpose
+                return
+            restarts = 1 if time.monotonic() - started > 60 else restarts + 1
+            if restarts > MAX_RESTARTS:
+                log.error("embedded redis keeps dying (exit %s); giving up", code)
+                self._proc = None
+                return
+            log.warning("embedded redis exited (%s); restarting it", code)
+            await asyncio.sleep(0.1 * restarts)
+            try:
+                await self._spawn()
+            except SessionStoreError as exc:
+                log.error("%s", exc)
+
+    async def _spawn(self) -> str:
         self.socket.unlink(missing_ok=True)
         args = [
             str(_redis_binary()),
@@ -94,12 +134,15 @@ class EmbeddedRedis:
         stderr = b""
         if self._proc.stderr is not None and self._proc.returncode is not None:
             stderr = await self._proc.stderr.read()
-        await self.stop()
+        await self._terminate()
         detail = stderr.decode(errors="replace")[:200]
         raise SessionStoreError(f"session store: embedded redis did not start ({detail})")
 
     async def stop(self) -> None:
-        """Terminate the child and wait for it (idempotent)."""
+        """Terminate the child and wait for it (idempotent); the supervisor sees it was on purpose."""
+        await self._terminate()
+
+    async def _terminate(self) -> None:
         proc, self._proc = self._proc, None
         if proc is None or proc.returncode is not None:
             return
@@ -130,11 +173,22 @@ class SessionStore:
             SessionStoreError: Redis did not start or does not answer.
         """
         embedded = EmbeddedRedis(data_dir / "redis") if url is None else None
+        supervisor: asyncio.Task[None] | None = None
         try:
             if embedded is not None:
                 url = await embedded.start()
+                supervisor = embedded.supervise()
             assert url is not None
-            client = aioredis.Redis.from_url(url, health_check_interval=30)
+            # One quick retry rides over a reconnect (a restarted Redis, a dropped pooled connection).
+            retry = Retry(ExponentialBackoff(cap=0.2, base=0.02), retries=2)
+            client = aioredis.Redis.from_url(
+                url,
+                health_check_interval=30,
+                retry=retry,
+                retry_on_error=[RedisConnectionError, RedisTimeoutError],
+                socket_timeout=2,
+                socket_connect_timeout=2,
+            )
             try:
                 async with asyncio.timeout(5):
                     await client.ping()
@@ -147,6 +201,10 @@ class SessionStore:
                 with contextlib.suppress(RedisError, OSError):
                     await client.aclose()
         finally:
+            if supervisor is not None:
+                supervisor.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await supervisor
             if embedded is not None:
                 await embedded.stop()
 
@@ -157,3 +215,37 @@ class SessionStore:
                 return bool(await self.client.ping())
         except (RedisError, OSError, TimeoutError):
             return False
+
+    async def hit(self, key: str, limit: int, window_s: int) -> bool:
+        """Count one event against ``rl:{key}`` (a fixed window of ``window_s`` seconds); ``True`` while the
+        count is within ``limit``. Fails open (``True``, logged) when Redis is unavailable: a Redis outage must
+        not lock every user out."""
+        name = f"rl:{key}"
+        try:
+            async with self.client.pipeline(transaction=True) as pipe:
+                pipe.set(name, 0, ex=window_s, nx=True)
+                pipe.incr(name)
+                _, count = await pipe.execute()
+            return int(count) <= limit
+        except (RedisError, OSError) as exc:
+            log.warning("rate limit %s not checked (%s)", key.split(":", 1)[0], type(exc).__name__)
+            return True
+
+    async def acquire(self, name: str, ttl_s: float) -> str | None:
+        """Take the lock ``lock:{name}`` for at most ``ttl_s`` seconds; returns the holder's token, or ``None``
+        if someone else holds it (or Redis is unavailable: a job that needs the lock then does not run)."""
+        token = secrets.token_hex(16)
+        try:
+            ok = await self.client.set(f"lock:{name}", token, px=int(ttl_s * 1000), nx=True)
+        except (RedisError, OSError):
+            log.warning("lock %s not taken: redis unavailable", name)
+            return None
+        return token if ok else None
+
+    async def release(self, name: str, token: str) -> bool:
+        """Release a lock taken with `acquire`, only if ``token`` still holds it."""
+        try:
+            released = await self.client.eval(_UNLOCK, 1, f"lock:{name}", token)
+        except (RedisError, OSError):
+            return False
+        return bool(released)

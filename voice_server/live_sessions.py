@@ -1,0 +1,177 @@
+"""Live session state in Redis: what a reconnecting client (or another worker) needs to continue a session.
+
+``session:{id}`` holds one JSON document per live session — owner, conversation, avatar, channel, turn state,
+the user's words being answered, the heard history window and timestamps — refreshed at every turn with a TTL
+of `SESSION_TTL_S`. The session id is derived from the conversation id (``sess_<hex>``), so when Redis has
+lost the key (restart, eviction, TTL) the session is rebuilt from the conversation's turns in Postgres and
+continues; Redis is a fast path, never the only copy.
+
+A write that fails (Redis down) is logged and skipped: a live call never waits on or fails because of Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from redis.exceptions import RedisError
+
+from pipeline.ports import Message
+from voice_server.stores.postgres import Database
+from voice_server.stores.redis_store import SessionStore
+
+log = logging.getLogger(__name__)
+
+SESSION_TTL_S = 30 * 60
+HISTORY_WINDOW = 20  # messages kept in the live state (the session's own history bound)
+REDIS_TIMEOUT_S = 0.25
+PREFIX = "sess_"
+
+
+def session_id_for(conversation_id: uuid.UUID) -> str:
+    """The public session id of a conversation's live session."""
+    return PREFIX + conversation_id.hex
+
+
+def conversation_of(session_id: str) -> uuid.UUID | None:
+    """The conversation id inside a session id, or ``None`` if it is not one of ours."""
+    if not session_id.startswith(PREFIX) or len(session_id) != len(PREFIX) + 32:
+        return None
+    try:
+        return uuid.UUID(hex=session_id[len(PREFIX) :])
+    except ValueError:
+        return None
+
+
+@dataclass(slots=True)
+class LiveState:
+    """One live session (see the module docstring). Times are Unix seconds."""
+
+    session_id: str
+    user_id: str
+    conversation_id: str
+    avatar: str
+    channel: str
+    turn_state: str = "listening"
+    pending: str | None = None
+    history: list[Message] = field(default_factory=list)
+    started_at: float = field(default_factory=time.time)
+    updated_at: float = field(default_factory=time.time)
+    last_turn_at: float | None = None
+    source: str = "redis"  # where a loaded state came from: "redis" or "postgres" (not stored)
+
+    def to_json(self) -> str:
+        data = asdict(self)
+        data.pop("source")
+        return json.dumps(data, ensure_ascii=False)
+
+
+class LiveSessions:
+    """Reads and writes `LiveState` (Redis first, Postgres as the fallback for reads).
+
+    Args:
+        redis: The session store.
+        db: The database holding the conversations.
+    """
+
+    def __init__(self, redis: SessionStore, db: Database) -> None:
+        self.redis = redis
+        self.db = db
+
+    async def save(self, state: LiveState) -> bool:
+        """Write ``state`` with a fresh TTL; ``False`` (logged) if Redis is unavailable."""
+        state.updated_at = time.time()
+        try:
+            async with asyncio.timeout(REDIS_TIMEOUT_S):
+                await self.redis.client.set(f"session:{state.session_id}", state.to_json(), ex=SESSION_TTL_S)
+            return True
+        except (RedisError, OSError, TimeoutError) as exc:
+            log.warning("live session state not saved (%s); Postgres still has every turn", type(exc).__name__)
+            return False
+
+    async def forget(self, session_id: str) -> None:
+        """Drop a session's state (it ended for good)."""
+        try:
+            async with asyncio.timeout(REDIS_TIMEOUT_S):
+                await self.redis.client.delete(f"session:{session_id}")
+        except (RedisError, OSError, TimeoutError):
+            log.warning("live session state not deleted; it expires by TTL")
+
+    async def load(self, session_id: str, user_id: uuid.UUID, *, history_messages: int) -> LiveState | None:
+        """The state of ``session_id`` if it belongs to ``user_id``: from Redis, else rebuilt from Postgres;
+        ``None`` if there is no such session of this user (or it has not been active within the TTL)."""
+        conversation_id = conversation_of(session_id)
+        if conversation_id is None:
+            return None
+        raw: bytes | str | None = None
+        try:
+            async with asyncio.timeout(REDIS_TIMEOUT_S):
+                raw = await self.redis.client.get(f"session:{session_id}")
+        except (RedisError, OSError, TimeoutError) as exc:
+            log.warning("live session state unavailable (%s); rebuilding from Postgres", type(exc).__name__)
+        if raw is not None:
+            state = _parse(raw)
+            if state is not None and state.user_id == str(user_id):
+                return state
+            if state is not None:
+                return None  # someone else's session id
+        return await self._from_postgres(session_id, conversation_id, user_id, history_messages)
+
+    async def _from_postgres(
+        self, session_id: str, conversation_id: uuid.UUID, user_id: uuid.UUID, history_messages: int
+    ) -> LiveState | None:
+        async with self.db.pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT avatar, channel, started_at, updated_at FROM conversations WHERE id = %s AND user_id = %s"
+                " AND updated_at > now() - make_interval(secs => %s)",
+                (conversation_id, user_id, SESSION_TTL_S),
+            )
+            conversation = await cur.fetchone()
+            if conversation is None:
+                return None
+            cur = await conn.execute(
+                "SELECT user_text, heard_text, created_at FROM turns WHERE conversation_id = %s AND user_id = %s"
+                " ORDER BY turn_index DESC LIMIT %s",
+                (conversation_id, user_id, history_messages),
+            )
+            turns = list(reversed(await cur.fetchall()))
+        history: list[Message] = []
+        for turn in turns:
+            history.append({"role": "user", "content": turn["user_text"]})
+            if turn["heard_text"]:
+                history.append({"role": "assistant", "content": turn["heard_text"]})
+        return LiveState(
+            session_id,
+            str(user_id),
+            str(conversation_id),
+            conversation["avatar"],
+            conversation["channel"],
+            history=history[-history_messages:],
+            started_at=conversation["started_at"].timestamp(),
+            last_turn_at=turns[-1]["created_at"].timestamp() if turns else None,
+            source="postgres",
+        )
+
+
+def _parse(raw: bytes | str) -> LiveState | None:
+    try:
+        data: Any = json.loads(raw)
+        data.pop("source", None)
+        return LiveState(**data)
+    except (ValueError, TypeError, AttributeError):
+        log.warning("unreadable live session state ignored")
+        return None
+
+
+def window(history: Sequence[Message], turn_user: str, turn_heard: str) -> list[Message]:
+    """``history`` plus one finished turn, cut to the newest `HISTORY_WINDOW` messages."""
+    messages: list[Message] = [*history, {"role": "user", "content": turn_user}]
+    if turn_heard:
+        messages.append({"role": "assistant", "content": turn_heard})
+    return messages[-HISTORY_WINDOW:]
