@@ -200,3 +200,20 @@ def test_deleting_a_conversation_can_take_its_memories(model_server: ServerProce
     )
     assert r.status_code == 204
     assert memories(model_server, token, include_superseded="true") == []
+
+
+def test_the_python_sdk_manages_memories(model_server: ServerProcess) -> None:
+    from soma_client import SomaClient, SomaError
+
+    _, token = new_user(model_server, "sdk")
+    with SomaClient(model_server.base_url, token) as client:
+        made = client.remember("My daughter Mia was born on June 2.", kind="event", subject="mia")
+        assert client.search_memories("When is Mia's birthday?")[0]["id"] == made["id"]
+        fixed = client.correct_memory(made["id"], event_date="2019-06-02")
+        assert fixed["event_date"] == "2019-06-02"
+        assert [m["id"] for m in client.memories(kind="event")] == [made["id"]]
+        client.forget(made["id"])
+        assert client.memories() == []
+        with pytest.raises(SomaError) as missing:
+            client.forget(made["id"])
+        assert missing.value.status == 404 and missing.value.code == "not_found"

@@ -113,3 +113,37 @@ class SomaClient:
     def revoke_token(self, token_id: str) -> None:
         """Revoke one of the user's tokens."""
         self._request("DELETE", f"/v1/auth/tokens/{token_id}")
+
+    # ------------------------------------------------------------------------------------------- memories
+
+    def memories(
+        self, *, limit: int = 50, kind: str | None = None, include_superseded: bool = False
+    ) -> list[dict[str, Any]]:
+        """What the avatar remembers about the user, newest first (one page of ``limit``)."""
+        params: dict[str, Any] = {"limit": limit, "include_superseded": include_superseded}
+        if kind is not None:
+            params["kind"] = kind
+        result: list[dict[str, Any]] = self._request("GET", "/v1/memories", params=params)["data"]
+        return result
+
+    def search_memories(self, query: str, limit: int = 10) -> list[dict[str, Any]]:
+        """Memories nearest in meaning to ``query``, best first, each with its ``similarity``."""
+        result: list[dict[str, Any]] = self._request(
+            "GET", "/v1/memories/search", params={"q": query, "limit": limit}
+        )["data"]
+        return result
+
+    def remember(self, text: str, kind: str = "fact", importance: float = 0.7, **fields: Any) -> dict[str, Any]:
+        """Tell the avatar something to remember; returns the new memory."""
+        body = {"text": text, "kind": kind, "importance": importance, **fields}
+        result: dict[str, Any] = self._request("POST", "/v1/memories", json=body)
+        return result
+
+    def correct_memory(self, memory_id: str, **fields: Any) -> dict[str, Any]:
+        """Change a memory's ``text``, ``kind``, ``importance``, ``subject`` or ``event_date``."""
+        result: dict[str, Any] = self._request("PATCH", f"/v1/memories/{memory_id}", json=fields)
+        return result
+
+    def forget(self, memory_id: str) -> None:
+        """Delete a memory (and the older versions it replaced)."""
+        self._request("DELETE", f"/v1/memories/{memory_id}")
