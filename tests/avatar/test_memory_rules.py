@@ -116,3 +116,15 @@ def test_recall_ranks_by_relevance_recency_importance_within_budget() -> None:
     text = policy.format_memories(chosen)
     assert text.startswith("What the user told you before") and "- Fresh and relevant. (2026-11-30)" in text
     assert policy.format_memories([]) == ""
+
+
+def test_recalled_memories_never_change_the_cached_system_prefix() -> None:
+    from voice_server.conversations import prompt
+
+    history = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]
+    with_memories = prompt("PERSONA", history, "What the user told you before: …", "Where does Ana live?")
+    without = prompt("PERSONA", history, "", "Where does Ana live?")
+    assert with_memories[0] == without[0] == {"role": "system", "content": "PERSONA"}
+    assert with_memories[1:3] == history and with_memories[3]["role"] == "system"
+    assert with_memories[-1] == without[-1] == {"role": "user", "content": "Where does Ana live?"}
+    assert len(without) == 4

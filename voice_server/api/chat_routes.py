@@ -30,7 +30,7 @@ from voice_server.accounts import Principal
 from voice_server.api.deps import ResourcesDep, require_scope
 from voice_server.avatar.memory import MemoryService
 from voice_server.avatars import Avatar, avatars_for, resolve_avatar
-from voice_server.conversations import ConversationStore, with_memories
+from voice_server.conversations import ConversationStore, prompt
 from voice_server.errors import ApiError
 from voice_server.session_factory import RESUME_WINDOW_S
 
@@ -186,7 +186,7 @@ async def _prompt(
         dialogue = _newest_within(history, HISTORY_CHARS) + dialogue
     user_text = dialogue[-1]["content"]
     memories = await memory.recall(user.user_id, user_text) if memory is not None else ""
-    return [{"role": "system", "content": with_memories(system or avatar.persona, memories)}, *dialogue], user_text
+    return prompt(system or avatar.persona, dialogue[:-1], memories, user_text), user_text
 
 
 def _newest_within(history: list[Message], budget_chars: int) -> list[Message]:
