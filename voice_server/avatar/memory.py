@@ -118,6 +118,8 @@ class MemoryService:
         self._idle = asyncio.Event()
         self._idle.set()
         self._recent: collections.OrderedDict[uuid.UUID, Recent] = collections.OrderedDict()
+        # Recall stamps (last_recalled_at) are written by the worker, off the turn's critical path.
+        self._stamps: collections.deque[tuple[uuid.UUID, list[uuid.UUID]]] = collections.deque(maxlen=QUEUE_MAX)
         self.dropped = 0
 
     def recent_for(self, conversation_id: uuid.UUID) -> Recent:
@@ -151,8 +153,8 @@ class MemoryService:
             self._worker = None
 
     async def drained(self) -> None:
-        """Wait until the queue is empty and no job is running."""
-        while self._queue or not self._idle.is_set():
+        """Wait until the queues are empty and no job is running."""
+        while self._queue or self._stamps or not self._idle.is_set():
             await self._idle.wait()
             await asyncio.sleep(0)
 
@@ -168,6 +170,13 @@ class MemoryService:
 
     async def _work(self) -> None:
         while True:
+            if self._stamps:
+                user_id, ids = self._stamps.popleft()
+                try:
+                    await self.store.mark_recalled(user_id, ids)
+                except Exception:
+                    log.warning("memory: recall not stamped", exc_info=True)
+                continue
             if not self._queue:
                 self._idle.set()
                 self._wake.clear()
@@ -306,13 +315,16 @@ class MemoryService:
         try:
             async with asyncio.timeout(RECALL_TIMEOUT_S):
                 chosen = await self.relevant(user_id, text)
-                await self.store.mark_recalled(user_id, [m.id for m in chosen])
         except TimeoutError:
             log.warning("memory: recall took over %.0f ms; answering without memories", RECALL_TIMEOUT_S * 1000)
             return ""
         except Exception:
             log.warning("memory: recall failed; answering without memories", exc_info=True)
             return ""
+        if chosen:
+            self._stamps.append((user_id, [m.id for m in chosen]))
+            self._idle.clear()
+            self._wake.set()
         if recent is not None:
             recent.push([m.id for m in chosen])
         return policy.format_memories(chosen)
