@@ -9,12 +9,21 @@ from pathlib import Path
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from voice_server.api import auth_routes, chat_routes, conversation_routes, memory_routes, realtime_routes, system
+from voice_server.api import (
+    auth_routes,
+    call_routes,
+    chat_routes,
+    conversation_routes,
+    memory_routes,
+    realtime_routes,
+    system,
+)
 from voice_server.config import Settings, load_settings
 from voice_server.errors import install_error_handlers
 from voice_server.http_limits import BodyLimitMiddleware
 from voice_server.metrics import Metrics, MetricsMiddleware
 from voice_server.resources import Resources
+from voice_server.webrtc.calls import CallManager
 
 WEB_DIR = Path(__file__).resolve().parent.parent / "clients" / "web"
 
@@ -31,13 +40,21 @@ def create_app(settings: Settings, resources: Resources | None = None) -> FastAP
     metrics = resources.metrics if resources is not None else Metrics()
 
     @asynccontextmanager
+    async def serving(app: FastAPI, res: Resources) -> AsyncIterator[None]:
+        app.state.resources = res
+        app.state.calls = CallManager(res)
+        try:
+            yield
+        finally:
+            await app.state.calls.aclose()
+
+    @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if resources is not None:
-            app.state.resources = resources
-            yield
+            async with serving(app, resources):
+                yield
             return
-        async with Resources.open(settings, metrics) as res:
-            app.state.resources = res
+        async with Resources.open(settings, metrics) as res, serving(app, res):
             yield
 
     app = FastAPI(
@@ -57,6 +74,7 @@ def create_app(settings: Settings, resources: Resources | None = None) -> FastAP
     app.include_router(conversation_routes.router)
     app.include_router(memory_routes.router)
     app.include_router(realtime_routes.router)
+    app.include_router(call_routes.router)
     if WEB_DIR.is_dir():
         app.mount("/", StaticFiles(directory=WEB_DIR, html=True), name="web")
     return app

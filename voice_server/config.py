@@ -70,6 +70,10 @@ class Settings:
         memory_llm_extraction: Also ask the local LLM for memory candidates after each turn (rules always
             run). Off by default: on a 2-core machine it competes with live calls for the CPU.
         memory_budget_tokens: Most prompt tokens recalled memories may take per turn.
+        webrtc_ice_servers: Comma-separated STUN/TURN URLs for WebRTC calls (``stun:host:3478``,
+            ``turn:host:3478?transport=udp``); empty: host candidates only (LAN and loopback).
+        webrtc_ice_username: TURN username, if the TURN server needs one.
+        webrtc_ice_credential: TURN password (never logged).
     """
 
     host: str = "127.0.0.1"
@@ -94,6 +98,14 @@ class Settings:
     llm_max_batch: int = 4
     memory_llm_extraction: bool = False
     memory_budget_tokens: int = 200
+    webrtc_ice_servers: str = ""
+    webrtc_ice_username: str | None = None
+    webrtc_ice_credential: str | None = None
+
+    @property
+    def ice_urls(self) -> list[str]:
+        """`webrtc_ice_servers` as a list."""
+        return [u.strip() for u in self.webrtc_ice_servers.split(",") if u.strip()]
 
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536:
@@ -110,6 +122,9 @@ class Settings:
             raise ConfigError(f"llm_max_batch: must be 1-64, got {self.llm_max_batch}")
         if not 0 <= self.memory_budget_tokens <= 2000:
             raise ConfigError(f"memory_budget_tokens: must be 0-2000, got {self.memory_budget_tokens}")
+        for url in self.ice_urls:
+            if not url.startswith(("stun:", "stuns:", "turn:", "turns:")):
+                raise ConfigError(f"webrtc_ice_servers: {url!r} is not a stun:/turn: URL")
         if self.db_pool_max < 2:
             raise ConfigError(f"db_pool_max: must be at least 2, got {self.db_pool_max}")
         for name in ("database_url", "redis_url"):

@@ -22,7 +22,6 @@ from typing import Any
 from fastapi import APIRouter, WebSocket
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
-from pipeline.ports import FloatAudio
 from pipeline.tasks import cancel_and_wait
 from voice_server.accounts import Principal
 from voice_server.api.deps import authenticate_token
@@ -30,7 +29,7 @@ from voice_server.avatars import Avatar, resolve_avatar
 from voice_server.errors import ApiError, error_response
 from voice_server.live_sessions import LiveState
 from voice_server.realtime import protocol as p
-from voice_server.realtime.connection import RealtimeConnection
+from voice_server.realtime.connection import RealtimeConnection, new_connection
 from voice_server.resources import Resources
 from voice_server.session_factory import find_session, open_conversation
 
@@ -138,20 +137,7 @@ class _Endpoint:
             self.too_slow.set()
 
     async def run(self) -> None:
-        models = self.res.models
-        asr = models.asr
-
-        async def transcribe(audio: FloatAudio) -> str:
-            result = await asr.atranscribe_utterance(audio)
-            return str(result.text)
-
-        conn = RealtimeConnection(
-            model=self.avatar.id,
-            persona=self.avatar.persona,
-            emit=self.emit,
-            transcribe=transcribe if asr is not None else None,
-            voices={"fast": models.tts_fast, "quality": models.tts_quality},
-        )
+        conn = new_connection(self.res.models, self.avatar.id, self.avatar.persona, self.emit)
         try:
             conversation = await open_conversation(
                 self.res, self.user, self.avatar, "realtime", conn.transport, resume=self.resume

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import base64
 import collections
+import contextlib
+import dataclasses
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -40,6 +42,8 @@ from pipeline.ports import FloatAudio, Tts
 from pipeline.session import Session
 from voice_server.realtime import protocol as p
 from voice_server.realtime.transport import RealtimeTransport
+
+MEDIA_RATE = 48_000  # WebRTC (Opus) audio
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +70,7 @@ class _Response:
     turn_id: int | None = None
     announced: bool = False  # output item and content part sent
     cancel_reason: str | None = None
+    media_started: bool = False  # WebRTC: its audio started on the media track
 
 
 @dataclass(slots=True)
@@ -95,10 +100,13 @@ class RealtimeConnection:
         emit: Callable[[dict[str, Any]], None],
         transcribe: Callable[[FloatAudio], Awaitable[str]] | None,
         voices: Mapping[str, Tts | None],
+        media_out: Callable[[Pcm], None] | None = None,
     ) -> None:
         self.model = model
         self._persona = persona
-        self.settings = p.SessionSettings()
+        self._media_out = media_out
+        # Over WebRTC the audio rides on media tracks at the rate WebRTC negotiated (48 kHz), not in events.
+        self.settings = p.SessionSettings(input_rate=MEDIA_RATE) if media_out is not None else p.SessionSettings()
         self.transport = RealtimeTransport(self.on_session_event, input_rate=self.settings.input_rate,
                                            output_rate=p.OUTPUT_RATE)  # fmt: skip
         self.session_id = p.new_id("sess")
@@ -115,6 +123,12 @@ class RealtimeConnection:
         self._speech_item: str | None = None
         self._partial_sent = ""
         self._last_item: str | None = None
+
+    def feed_media(self, pcm: Pcm) -> None:
+        """Microphone audio from a WebRTC track (mono, `MEDIA_RATE`), like ``input_audio_buffer.append``.
+        Audio beyond the buffer bound is dropped: a media track cannot be asked to slow down."""
+        with contextlib.suppress(p.ProtocolError):
+            self._append(pcm)
 
     # --------------------------------------------------------------------------------------------- setup
 
@@ -140,6 +154,9 @@ class RealtimeConnection:
                 case p.SessionUpdate():
                     self._update(event.settings)
                 case p.AudioAppend(pcm=pcm):
+                    if self._media_out is not None:
+                        raise p.ProtocolError("audio_via_media", "over WebRTC the microphone track carries the "
+                                              "audio; input_audio_buffer.append is not used")  # fmt: skip
                     self._append(pcm)
                 case p.AudioCommit():
                     await self._commit()
@@ -162,6 +179,8 @@ class RealtimeConnection:
         self._emit(p.error_event(exc))
 
     def _update(self, new: p.SessionSettings) -> None:
+        if self._media_out is not None:
+            new = dataclasses.replace(new, input_rate=MEDIA_RATE)  # the track's rate, whatever the format says
         old, self.settings = self.settings, new
         assert self._session is not None and self._context is not None
         self._session.set_audio_output(new.audio_out)
@@ -276,6 +295,12 @@ class RealtimeConnection:
         if response is None:
             return
         self._announce(response)
+        if self._media_out is not None:
+            if not response.media_started:
+                response.media_started = True
+                self._emit({"type": "output_audio_buffer.started", "response_id": response.id})
+            self._media_out(pcm)
+            return
         delta = base64.b64encode(pcm.astype("<i2").tobytes()).decode()
         self._emit({"type": "response.output_audio.delta", **self._where(response), "delta": delta})
 
@@ -337,6 +362,9 @@ class RealtimeConnection:
                                     else "completed")  # fmt: skip
             self._emit({"type": "response.output_item.done", "response_id": r.id, "output_index": 0, "item": item})
             self._emit({"type": "conversation.item.done", "item": item, "previous_item_id": None})
+        if r.media_started:
+            kind = "output_audio_buffer.cleared" if event.interrupted else "output_audio_buffer.stopped"
+            self._emit({"type": kind, "response_id": r.id})
         body = self._response_object(r, status, output_text=text if r.announced else None)
         if event.interrupted:
             body["status_details"] = {"type": "cancelled", "reason": r.cancel_reason or "turn_detected"}
@@ -379,3 +407,35 @@ class RealtimeConnection:
 
     def _emit(self, event: dict[str, Any]) -> None:
         self._emit_raw({"event_id": self._ids.next(), **event})
+
+
+def new_connection(
+    models: Any,
+    model: str,
+    persona: str,
+    emit: Callable[[dict[str, Any]], None],
+    media_out: Callable[[Pcm], None] | None = None,
+) -> RealtimeConnection:
+    """A `RealtimeConnection` wired to the server's loaded models (its ASR for manual commits, its voices).
+
+    Args:
+        models: The loaded `models.registry` model set.
+        model: The avatar id the client named.
+        persona: The avatar's system prompt.
+        emit: Where server events go.
+        media_out: WebRTC only: where the avatar's audio goes (a media track) instead of audio delta events.
+    """
+    asr = models.asr
+
+    async def transcribe(audio: FloatAudio) -> str:
+        result = await asr.atranscribe_utterance(audio)
+        return str(result.text)
+
+    return RealtimeConnection(
+        model=model,
+        persona=persona,
+        emit=emit,
+        transcribe=transcribe if asr is not None else None,
+        voices={"fast": models.tts_fast, "quality": models.tts_quality},
+        media_out=media_out,
+    )

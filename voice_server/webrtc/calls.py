@@ -1,0 +1,261 @@
+"""WebRTC calls: one aiortc peer connection per call, bridged to a recorded pipeline conversation.
+
+A call is created from the browser's SDP offer (no trickle ICE: the answer carries every host candidate, and
+STUN/TURN servers when configured). The caller's microphone track feeds the session; the avatar's voice goes
+out on `BotAudioTrack`; the ``oai-events`` data channel carries the same JSON events as the realtime WebSocket
+(through the same `RealtimeConnection`). A call ends on hang-up (``DELETE``), when the peer connection fails or
+closes (page closed, network gone), when ICE never connects (`CONNECT_TIMEOUT_S`), or at server shutdown; every
+task, the session and the peer connection are released then.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import secrets
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiortc import (
+    MediaStreamTrack,
+    RTCConfiguration,
+    RTCDataChannel,
+    RTCIceServer,
+    RTCPeerConnection,
+    RTCSessionDescription,
+)
+
+from pipeline.tasks import cancel_and_wait
+from voice_server.accounts import Principal
+from voice_server.avatars import Avatar
+from voice_server.errors import ApiError
+from voice_server.realtime import protocol as p
+from voice_server.realtime.connection import MEDIA_RATE, RealtimeConnection, new_connection
+from voice_server.resources import Resources
+from voice_server.session_factory import Conversation, open_conversation
+from voice_server.webrtc.media import BotAudioTrack, pump_microphone
+
+log = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT_S = 30.0
+MAX_SDP_BYTES = 64 * 1024
+CHANNEL = "oai-events"
+MAX_EARLY_EVENTS = 256  # events waiting for the data channel to open
+MAX_INBOX = 256  # data-channel messages waiting to be handled
+MAX_CHANNEL_BUFFER = 1024 * 1024
+
+
+def ice_servers(urls: Sequence[str], username: str | None, credential: str | None) -> list[RTCIceServer]:
+    """STUN/TURN servers from settings (``stun:host:port``, ``turn:host:port?transport=udp``)."""
+    return [RTCIceServer(urls=url, username=username, credential=credential) for url in urls]
+
+
+def check_offer(sdp: str) -> None:
+    """Reject what is obviously not a usable offer before any peer connection exists.
+
+    Raises:
+        ApiError: 400 ``invalid_sdp`` / ``offer_without_audio``.
+    """
+    lines = sdp.replace("\r\n", "\n").split("\n")
+    if not sdp.startswith("v=0") or not any(line.startswith("m=") for line in lines):
+        raise ApiError(400, "invalid_sdp", "the body is not an SDP offer (expected v=0 … with m= lines)")
+    if not any(line.startswith("m=audio") for line in lines):
+        raise ApiError(400, "offer_without_audio", "the offer has no audio m-line: a call needs a microphone track")
+
+
+class EventPipe:
+    """Server events onto the ``oai-events`` data channel: held until it opens (bounded), then sent."""
+
+    def __init__(self) -> None:
+        self.channel: RTCDataChannel | None = None
+        self._early: list[str] = []
+
+    def send(self, event: dict[str, Any]) -> None:
+        text = json.dumps(event, ensure_ascii=False)
+        channel = self.channel
+        if channel is not None and channel.readyState == "open":
+            # SCTP buffers for a client that stops reading; beyond ~1 MB events are dropped, not queued.
+            if channel.bufferedAmount < MAX_CHANNEL_BUFFER:
+                channel.send(text)
+        elif len(self._early) < MAX_EARLY_EVENTS:
+            self._early.append(text)
+
+    def opened(self) -> None:
+        """The channel is open: send what waited."""
+        early, self._early = self._early, []
+        for text in early:
+            self.send(json.loads(text))
+
+
+@dataclass(eq=False)
+class Call:
+    """One live call and everything it owns."""
+
+    id: str
+    user_id: uuid.UUID
+    pc: RTCPeerConnection
+    track: BotAudioTrack
+    events: EventPipe
+    conn: RealtimeConnection
+    conversation: Conversation | None = None
+    inbox: asyncio.Queue[str] = field(default_factory=lambda: asyncio.Queue(MAX_INBOX))
+    tasks: list[asyncio.Task[Any]] = field(default_factory=list)  # the microphone pump(s)
+    runner: asyncio.Task[None] | None = None
+    ended: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class CallManager:
+    """Every live call of the server; created by the app's lifespan, closed at shutdown.
+
+    Args:
+        res: The server's resources.
+        max_calls: Most simultaneous calls (server-wide).
+        max_per_user: Most simultaneous calls of one user.
+    """
+
+    def __init__(self, res: Resources, *, max_calls: int = 256, max_per_user: int = 4) -> None:
+        self.res = res
+        self.max_calls = max_calls
+        self.max_per_user = max_per_user
+        self.calls: dict[str, Call] = {}
+        settings = res.settings
+        self._config = RTCConfiguration(
+            iceServers=ice_servers(settings.ice_urls, settings.webrtc_ice_username, settings.webrtc_ice_credential)
+        )
+
+    async def start(self, user: Principal, avatar: Avatar, offer_sdp: str) -> tuple[str, str]:
+        """Answer an offer and start the call; returns ``(call_id, answer_sdp)``.
+
+        Raises:
+            ApiError: 400 for a bad offer, 429 when the user or the server has too many calls, 503 without
+                models.
+        """
+        check_offer(offer_sdp)
+        if len(self.calls) >= self.max_calls:
+            raise ApiError(503, "server_busy", "this server has no room for another call right now")
+        if sum(1 for c in self.calls.values() if c.user_id == user.user_id) >= self.max_per_user:
+            raise ApiError(429, "too_many_calls", f"at most {self.max_per_user} calls at once; hang one up first")
+        models = self.res.models
+        if models is None or models.llm is None:
+            raise ApiError(503, "models_unavailable", "this server was started without models")
+        pc = RTCPeerConnection(self._config)
+        track = BotAudioTrack(p.OUTPUT_RATE)
+        events = EventPipe()
+        conn = new_connection(models, avatar.id, avatar.persona, events.send, media_out=track.push)
+        call = Call("rtc_" + secrets.token_hex(12), user.user_id, pc, track, events, conn)
+        try:
+            await self._negotiate(call, offer_sdp)
+            call.conversation = await open_conversation(self.res, user, avatar, "webrtc", call.conn.transport)
+        except BaseException:
+            await pc.close()
+            raise
+        assert pc.localDescription is not None
+        call.conn.session_id = call.conversation.session_id
+        call.conn.attach(call.conversation.session, call.conversation.context)
+        self.calls[call.id] = call
+        call.runner = asyncio.create_task(self._run(call), name=f"call-{call.id}")
+        log.info("call %s started", call.id)
+        return call.id, pc.localDescription.sdp
+
+    async def _negotiate(self, call: Call, offer_sdp: str) -> None:
+        pc = call.pc
+
+        @pc.on("track")
+        def on_track(remote: MediaStreamTrack) -> None:
+            if remote.kind == "audio":
+                call.tasks.append(
+                    asyncio.create_task(pump_microphone(remote, call.conn.feed_media, MEDIA_RATE), name="call-mic")
+                )
+
+        @pc.on("datachannel")
+        def on_channel(channel: RTCDataChannel) -> None:
+            if channel.label != CHANNEL or call.events.channel is not None:
+                return
+            call.events.channel = channel
+
+            @channel.on("message")
+            def on_message(message: str | bytes) -> None:
+                text = message if isinstance(message, str) else ""
+                try:
+                    call.inbox.put_nowait(text)
+                except asyncio.QueueFull:
+                    call.conn.error(p.ProtocolError("rate_limit_exceeded", "too many events waiting; ignored"))
+
+            if channel.readyState == "open":
+                call.events.opened()
+            else:
+                channel.on("open", call.events.opened)
+
+        @pc.on("connectionstatechange")
+        def on_state() -> None:
+            if pc.connectionState in ("failed", "closed"):
+                call.ended.set()
+
+        try:
+            await pc.setRemoteDescription(RTCSessionDescription(offer_sdp, "offer"))
+        except Exception as exc:  # aiortc raises ValueError and others for SDP it cannot use
+            raise ApiError(400, "invalid_sdp", f"the offer could not be used: {exc}"[:300]) from None
+        transceivers = [t for t in pc.getTransceivers() if t.kind == "audio"]
+        if not transceivers:
+            raise ApiError(400, "offer_without_audio", "the offer has no audio to answer")
+        pc.addTrack(call.track)
+        answer = await pc.createAnswer()
+        await pc.setLocalDescription(answer)  # gathers the ICE candidates into the answer
+
+    async def _run(self, call: Call) -> None:
+        """Run the session until the call ends, then release everything."""
+        assert call.conversation is not None
+        session = asyncio.create_task(call.conversation.session.run(), name="call-session")
+        workers = [
+            asyncio.create_task(call.conn.transport.pump_output(call.conn.on_audio), name="call-audio-out"),
+            asyncio.create_task(self._handle_events(call), name="call-events"),
+            asyncio.create_task(self._watch_connect(call), name="call-connect-watch"),
+            asyncio.create_task(call.ended.wait(), name="call-ended"),
+        ]
+        try:
+            await asyncio.wait([session, *workers], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            call.conn.transport.close()
+            await asyncio.wait([session], timeout=5.0)  # the turn in progress is recorded as the session ends
+            await cancel_and_wait(session, *workers, *call.tasks, timeout=3.0)
+            with contextlib.suppress(Exception):
+                await call.conversation.close()
+            call.track.stop()
+            with contextlib.suppress(Exception):
+                await call.pc.close()
+            self.calls.pop(call.id, None)
+            log.info("call %s ended", call.id)
+
+    async def _handle_events(self, call: Call) -> None:
+        while True:
+            await call.conn.handle(await call.inbox.get())
+
+    async def _watch_connect(self, call: Call) -> None:
+        """End a call whose ICE never connects (the page went away before it could)."""
+        await asyncio.sleep(CONNECT_TIMEOUT_S)
+        if call.pc.connectionState != "connected":
+            log.info("call %s: ICE did not connect within %.0f s", call.id, CONNECT_TIMEOUT_S)
+            return
+        await asyncio.Event().wait()  # connected: this watcher has nothing more to do
+
+    async def hang_up(self, call_id: str, user: Principal) -> bool:
+        """End one of ``user``'s calls; ``False`` if there is no such call of theirs."""
+        call = self.calls.get(call_id)
+        if call is None or call.user_id != user.user_id:
+            return False
+        call.ended.set()
+        if call.runner is not None:
+            await asyncio.wait([call.runner], timeout=10.0)
+        return True
+
+    async def aclose(self) -> None:
+        """End every call (server shutdown)."""
+        for call in list(self.calls.values()):
+            call.ended.set()
+        runners = [c.runner for c in self.calls.values() if c.runner is not None]
+        if runners:
+            await asyncio.wait(runners, timeout=10.0)
