@@ -140,6 +140,10 @@ async def test_a_call_is_answered_heard_and_hung_up(model_server: ServerProcess)
         assert done["response"]["status"] == "completed"
         spoken_reply = await caller.wait_for("response.output_audio_transcript.done")
         assert spoken_reply["transcript"].strip()
+        latency = await caller.wait_for("soma.turn_latency")
+        assert 0 < latency["voice_to_voice_ms"] < 5000 and "transcript_final" in latency["marks_ms"]
+        states = [e["state"] for e in caller.events if e["type"] == "soma.turn_state"]
+        assert "thinking" in states and "speaking" in states
         await asyncio.sleep(0.3)
         assert caller.loudness() > 1000, "the avatar's reply was not heard on the audio track"
         assert _metric(model_server, 'soma_live_conversations{channel="webrtc"}') == 1

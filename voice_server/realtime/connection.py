@@ -44,6 +44,7 @@ from voice_server.realtime import protocol as p
 from voice_server.realtime.transport import RealtimeTransport
 
 MEDIA_RATE = 48_000  # WebRTC (Opus) audio
+MAX_MARKED_TURNS = 8
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +124,7 @@ class RealtimeConnection:
         self._speech_item: str | None = None
         self._partial_sent = ""
         self._last_item: str | None = None
+        self._marks: dict[int, dict[str, float]] = {}  # WebRTC: latency marks of recent turns
 
     def feed_media(self, pcm: Pcm) -> None:
         """Microphone audio from a WebRTC track (mono, `MEDIA_RATE`), like ``input_audio_buffer.append``.
@@ -283,11 +285,15 @@ class RealtimeConnection:
                 self._done(event)
             case TurnState(state=state):
                 self.transport.set_speaking(state != "listening" and self.settings.audio_out)
+                if self._media_out is not None:
+                    self._emit({"type": "soma.turn_state", "state": state})
             case ErrorEvent(code=code, message=message):
                 kind = "invalid_request_error" if code in _CLIENT_ERRORS else "server_error"
                 self._emit(p.error_event(p.ProtocolError(code, message), kind))
             case LatencyMark():
-                pass  # measured by the server (Prometheus); not part of the OpenAI protocol
+                # Not part of the OpenAI protocol: only WebRTC calls (Soma's own call page) get them.
+                if self._media_out is not None:
+                    self._mark(event)
 
     def on_audio(self, pcm: Pcm) -> None:
         """A 20 ms frame of the avatar's voice, read at real-time pace: send it with the speaking response."""
@@ -303,6 +309,19 @@ class RealtimeConnection:
             return
         delta = base64.b64encode(pcm.astype("<i2").tobytes()).decode()
         self._emit({"type": "response.output_audio.delta", **self._where(response), "delta": delta})
+
+    def _mark(self, mark: LatencyMark) -> None:
+        """Collect a turn's latency marks; at its first audio out, send ``soma.turn_latency`` (ms after the
+        end of the user's speech)."""
+        marks = self._marks.setdefault(mark.turn_id, {})
+        marks[mark.name] = mark.t
+        if mark.name == "first_audio_out" and "speech_end" in marks:
+            origin = marks["speech_end"]
+            self._emit({"type": "soma.turn_latency", "turn_id": mark.turn_id,
+                        "voice_to_voice_ms": round((mark.t - origin) * 1000),
+                        "marks_ms": {k: round((v - origin) * 1000) for k, v in marks.items()}})  # fmt: skip
+        while len(self._marks) > MAX_MARKED_TURNS:
+            self._marks.pop(next(iter(self._marks)))
 
     def _partial(self, text: str) -> None:
         # OpenAI deltas append; a partial hypothesis can revise earlier words, so only extensions are sent and
