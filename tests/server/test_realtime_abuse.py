@@ -163,15 +163,15 @@ def _metric(server: ServerProcess, name: str) -> float:
 
 
 async def test_sequential_connections_release_their_resources(model_server: ServerProcess) -> None:
-    """40 connections, one after another, each with a text turn (half of them dropped mid-answer): no
-    conversation stays live, and tasks, threads and memory do not grow from the 10th connection to the 40th
-    (the first ten warm up pools and caches, which grow once to a bound)."""
+    """50 connections, one after another, each with a text turn (half of them dropped mid-answer): no
+    conversation stays live, and tasks, threads and memory do not grow from the 20th connection to the 50th
+    (the first twenty warm up pools and caches, which grow once to a bound)."""
     _, token = new_user(model_server)
     proc = psutil.Process(model_server.proc.pid)
     headers = {"Authorization": f"Bearer {token}"}
     baseline: tuple[float, float, int] | None = None
-    for n in range(40):
-        if n == 10:
+    for n in range(50):
+        if n == 20:
             await _settled(model_server)
             tasks, threads = _metric(model_server, "soma_asyncio_tasks"), _metric(model_server, "soma_threads")
             baseline = tasks, threads, proc.memory_info().rss
