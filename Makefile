@@ -6,8 +6,9 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.soma-installed
 SOMA   := $(BIN)/soma
-# System packages: espeak-ng (phonemes for TTS, test speech), sox (audio conversion in tests/benches).
-APT_PACKAGES := espeak-ng sox
+# System packages: espeak-ng (phonemes for TTS, test speech), sox (audio conversion in tests/benches),
+# chromium (the real browser the call page is tested in; Playwright drives it, its own browser download is not used).
+APT_PACKAGES := espeak-ng sox chromium
 BENCH ?=
 
 export HF_HUB_OFFLINE := 1

@@ -17,7 +17,7 @@ from typing import Literal
 
 from pipeline.ports import FinishedTurn, Message
 from voice_server.avatar.memory import MemoryService
-from voice_server.live_sessions import LiveSessions, LiveState, window
+from voice_server.live_sessions import LiveSessions, LiveState, heard_messages, window
 from voice_server.stores.postgres import Database
 
 log = logging.getLogger(__name__)
@@ -132,12 +132,7 @@ class ConversationStore:
                 (user_id, within_s, max_messages),
             )
             rows = await cur.fetchall()
-        messages: list[Message] = []
-        for row in reversed(rows):
-            messages.append({"role": "user", "content": row["user_text"]})
-            if row["heard_text"]:
-                messages.append({"role": "assistant", "content": row["heard_text"]})
-        return messages[-max_messages:]
+        return heard_messages(list(reversed(rows)))[-max_messages:]
 
 
 def prompt(system: str, history: Sequence[Message], memories: str, user_text: str) -> list[Message]:

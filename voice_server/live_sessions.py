@@ -141,11 +141,7 @@ class LiveSessions:
                 (conversation_id, user_id, history_messages),
             )
             turns = list(reversed(await cur.fetchall()))
-        history: list[Message] = []
-        for turn in turns:
-            history.append({"role": "user", "content": turn["user_text"]})
-            if turn["heard_text"]:
-                history.append({"role": "assistant", "content": turn["heard_text"]})
+        history = heard_messages(turns)
         return LiveState(
             session_id,
             str(user_id),
@@ -167,6 +163,17 @@ def _parse(raw: bytes | str) -> LiveState | None:
     except (ValueError, TypeError, AttributeError):
         log.warning("unreadable live session state ignored")
         return None
+
+
+def heard_messages(turns: Sequence[dict[str, Any]]) -> list[Message]:
+    """Conversation history from turn rows (oldest first): the user's words and what they heard of each
+    answer (a turn nobody heard an answer to contributes only the user's words)."""
+    messages: list[Message] = []
+    for turn in turns:
+        messages.append({"role": "user", "content": turn["user_text"]})
+        if turn["heard_text"]:
+            messages.append({"role": "assistant", "content": turn["heard_text"]})
+    return messages
 
 
 def window(history: Sequence[Message], turn_user: str, turn_heard: str) -> list[Message]:

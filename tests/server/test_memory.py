@@ -8,7 +8,6 @@ no user ever sees another's memories.
 from __future__ import annotations
 
 import asyncio
-import json
 import signal
 import time
 import uuid
@@ -17,10 +16,9 @@ from typing import Any
 
 import httpx
 import pytest
-import websockets
 
 from tests.conftest import ServerProcess, new_user, start_server
-from tests.server.test_realtime_abuse import ws_url
+from tests.server.test_live_sessions import text_turns
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -57,19 +55,7 @@ def chat(server: ServerProcess, token: str, text: str) -> str:
 
 async def realtime_text(server: ServerProcess, token: str, texts: list[str]) -> list[str]:
     """One Realtime conversation (a new conversation row), one text turn per entry; returns the answers."""
-    answers = []
-    async with websockets.connect(ws_url(server), additional_headers=auth(token)) as ws:
-        await ws.send(json.dumps({"type": "session.update", "session": {"output_modalities": ["text"]}}))
-        for text in texts:
-            item = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]}
-            await ws.send(json.dumps({"type": "conversation.item.create", "item": item}))
-            await ws.send(json.dumps({"type": "response.create"}))
-            parts = []
-            while (event := json.loads(await ws.recv()))["type"] != "response.done":
-                assert event["type"] != "error", event
-                if event["type"] == "response.output_text.delta":
-                    parts.append(event["delta"])
-            answers.append("".join(parts))
+    _, answers = await text_turns(server, token, texts)
     return answers
 
 
