@@ -31,12 +31,20 @@ def test_defaults_and_env_override(tmp_path: Path) -> None:
         ({"SOMA_MODEL_PROFILE": "huge"}, "expected one of ci, full"),
         ({"SOMA_PROT": "1"}, "did you mean SOMA_PORT"),
         ({"SOMA_DATABASE_URL": "localhost"}, "database_url"),
+        ({"SOMA_WEBRTC_ICE_SERVERS": "stun:ok:3478,http://example.com"}, "not a stun:/turn: URL"),
+        ({"SOMA_MEMORY_BUDGET_TOKENS": "-1"}, "memory_budget_tokens"),
     ],
 )
 def test_bad_values_raise_config_error(env: dict[str, str], needle: str) -> None:
     """Each bad value raises ConfigError naming the setting."""
     with pytest.raises(ConfigError, match=needle):
         load_settings(env)
+
+
+def test_ice_servers_are_a_comma_separated_list() -> None:
+    s = load_settings({"SOMA_WEBRTC_ICE_SERVERS": " stun:stun.example:3478, turn:turn.example:3478?transport=udp "})
+    assert s.ice_urls == ["stun:stun.example:3478", "turn:turn.example:3478?transport=udp"]
+    assert load_settings({}).ice_urls == []
 
 
 def test_settings_are_frozen() -> None:
