@@ -186,11 +186,18 @@ async def test_a_closed_page_ends_the_call(model_server: ServerProcess) -> None:
 
 
 async def test_bad_offers_get_clear_errors(model_server: ServerProcess) -> None:
+    """Bad offers of every kind are refused clearly, leave nothing behind, and a call in progress (another
+    user's) keeps working through them."""
     _, token = new_user(model_server, "badrtc")
+    _, busy = new_user(model_server, "busy")
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/sdp"}
     url = calls_url(model_server)
     no_audio = Caller(None)  # a data channel only: no m=audio
+    ongoing = Caller(Microphone(np.zeros(RATE, np.int16)))
     async with httpx.AsyncClient(timeout=30) as client:
+        placed = await place(client, model_server, busy, await ongoing.offer())
+        await ongoing.pc.setRemoteDescription(RTCSessionDescription(placed.text, "answer"))
+        await ongoing.wait_for("session.created", 15)
         cases = [
             (b"hello", headers, 400, "invalid_sdp"),
             (b"v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\nthis is not sdp\r\n", headers, 400, "invalid_sdp"),
@@ -213,7 +220,16 @@ async def test_bad_offers_get_clear_errors(model_server: ServerProcess) -> None:
         burst = await asyncio.gather(*(client.post(url, content=b"garbage", headers=headers) for _ in range(20)))
         codes = [b.status_code for b in burst]
         assert set(codes) <= {400, 429} and 429 in codes
+        assert _metric(model_server, 'soma_live_conversations{channel="webrtc"}') == 1  # only the good call
+        item = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Still there?"}]}
+        ongoing.channel.send(json.dumps({"type": "conversation.item.create", "item": item}))
+        ongoing.channel.send(json.dumps({"type": "response.create"}))
+        assert (await ongoing.wait_for("response.done"))["response"]["status"] == "completed"
+        assert (
+            await client.delete(model_server.base_url + placed.headers["location"], headers=auth(busy))
+        ).status_code == 204
     await no_audio.close()
+    await ongoing.close()
     assert _metric(model_server, 'soma_live_conversations{channel="webrtc"}') == 0
 
 
