@@ -1,48 +1,58 @@
-// Sign-in / first-run sign-up and API-token management. The token lives in sessionStorage only.
+// Sign-in / sign-up, navigation between the sign-in form and the call screen, and the Settings area (API
+// tokens, sign-out). The call itself lives in callview.js / call.js.
+import { ApiError, api, auth } from "./api.js";
+import { setUpCallScreen } from "./callview.js";
+
 const $ = (id) => document.getElementById(id);
-let token = sessionStorage.getItem("soma-token");
+let signupOpen = false;
 let signupMode = false;
+let callScreen = null;
 
-async function api(path, options = {}) {
-  const headers = { "Content-Type": "application/json", ...(options.headers || {}) };
-  if (token) headers.Authorization = `Bearer ${token}`;
-  const response = await fetch(path, { ...options, headers });
-  if (response.status === 204) return null;
-  const body = await response.json().catch(() => ({}));
-  if (!response.ok) throw new Error(body?.error?.message || `HTTP ${response.status}`);
-  return body;
-}
-
-async function showAuth() {
-  const { signup_open } = await api("/v1/auth/signup");
-  signupMode = signup_open;
+function showAuthMode() {
   $("auth-title").textContent = signupMode ? "Create your account" : "Sign in";
   $("auth-submit").textContent = signupMode ? "Create account" : "Sign in";
   $("display-name-row").hidden = !signupMode;
   $("password").autocomplete = signupMode ? "new-password" : "current-password";
+  $("auth-switch-row").hidden = !signupOpen;
+  $("auth-switch").textContent = signupMode ? "I already have an account" : "Create an account";
+}
+
+async function showAuth() {
+  const status = await api("/v1/auth/signup").catch(() => ({ signup_open: false }));
+  signupOpen = signupMode = status.signup_open;
+  showAuthMode();
   $("home").hidden = true;
   $("auth").hidden = false;
+  document.body.dataset.view = "auth";
   $("username").focus();
 }
 
-async function showHome() {
-  const me = await api("/v1/me");
+async function showHome(me) {
   $("who").textContent = me.display_name || me.username;
   $("auth").hidden = true;
   $("home").hidden = false;
+  document.body.dataset.view = "call";
+  callScreen ??= setUpCallScreen();
+  $("call-button").focus();
   await listTokens();
 }
 
 async function listTokens() {
   const tokens = await api("/v1/auth/tokens");
-  const list = $("tokens");
-  list.replaceChildren(...tokens.filter((t) => !t.revoked_at).map((t) => {
+  $("tokens").replaceChildren(...tokens.filter((t) => !t.revoked_at).map((t) => {
     const li = document.createElement("li");
     li.textContent = `${t.name || "(unnamed)"} — ${t.scopes.join(", ")}` +
       (t.expires_at ? `, expires ${new Date(t.expires_at).toLocaleDateString()}` : "");
     return li;
   }));
 }
+
+$("auth-switch").addEventListener("click", () => {
+  signupMode = !signupMode;
+  $("auth-error").textContent = "";
+  showAuthMode();
+  $("username").focus();
+});
 
 $("auth-form").addEventListener("submit", async (event) => {
   event.preventDefault();
@@ -54,14 +64,13 @@ $("auth-form").addEventListener("submit", async (event) => {
       const result = await api("/v1/auth/signup", {
         method: "POST", body: JSON.stringify({ username, password, display_name: $("display-name").value }),
       });
-      token = result.token.access_token;
+      auth.token = result.token.access_token;
     } else {
-      token = (await api("/v1/auth/token", { method: "POST", body: JSON.stringify({ username, password }) }))
-        .access_token;
+      const result = await api("/v1/auth/token", { method: "POST", body: JSON.stringify({ username, password }) });
+      auth.token = result.access_token;
     }
-    sessionStorage.setItem("soma-token", token);
     $("password").value = "";
-    await showHome();
+    await showHome(await api("/v1/me"));
   } catch (error) {
     $("auth-error").textContent = error.message;
   }
@@ -69,20 +78,52 @@ $("auth-form").addEventListener("submit", async (event) => {
 
 $("token-form").addEventListener("submit", async (event) => {
   event.preventDefault();
-  const created = await api("/v1/auth/tokens", {
-    method: "POST", body: JSON.stringify({ name: $("token-name").value, scopes: ["*"] }),
-  });
-  $("new-token").textContent = `New token (copy it now, it is shown once): ${created.token}`;
-  $("new-token").hidden = false;
-  await listTokens();
+  try {
+    const created = await api("/v1/auth/tokens", {
+      method: "POST", body: JSON.stringify({ name: $("token-name").value, scopes: ["*"] }),
+    });
+    $("new-token").textContent = `New token (copy it now, it is shown once): ${created.token}`;
+    $("new-token").hidden = false;
+    $("token-name").value = "";
+    await listTokens();
+  } catch (error) {
+    $("new-token").textContent = error.message;
+    $("new-token").hidden = false;
+  }
 });
 
 $("logout").addEventListener("click", async () => {
+  callScreen?.hangUp();
   await api("/v1/auth/logout", { method: "POST" }).catch(() => {});
-  token = null;
-  sessionStorage.removeItem("soma-token");
+  auth.token = null;
   $("new-token").hidden = true;
+  $("settings").open = false;
   await showAuth();
 });
 
-(token ? showHome() : showAuth()).catch(() => { token = null; sessionStorage.removeItem("soma-token"); showAuth(); });
+/** First screen: the call screen with a valid token, else sign-in; offline, the shell says so and waits. */
+async function start() {
+  if (!auth.token) return showAuth();
+  let me;
+  try {
+    me = await api("/v1/me");
+  } catch (error) {
+    if (error instanceof ApiError) {
+      auth.token = null; // expired or revoked
+      return showAuth();
+    }
+    // No answer at all: offline (the shell came from the service worker) or the server is down.
+    await showHome({ username: "" }).catch(() => {});
+    $("call-error").textContent = "You are offline. Calls need a connection to your Soma server.";
+    window.addEventListener("online", () => location.reload(), { once: true });
+    return undefined;
+  }
+  return showHome(me);
+}
+
+start();
+
+// The app shell works offline once loaded (sw.js); the API never goes through the cache.
+if ("serviceWorker" in navigator) {
+  navigator.serviceWorker.register("/sw.js").catch(() => {});
+}

@@ -15,6 +15,7 @@ from voice_server.accounts import Principal
 from voice_server.api.deps import ResourcesDep, require_scope
 from voice_server.avatars import resolve_avatar
 from voice_server.errors import ApiError, not_found
+from voice_server.session_factory import find_session
 from voice_server.webrtc.calls import MAX_SDP_BYTES, CallManager
 
 router = APIRouter(prefix="/v1/realtime/calls", tags=["calls"])
@@ -28,10 +29,15 @@ def _calls(request: Request) -> CallManager:
 
 
 @router.post("", status_code=201, summary="Place a WebRTC call: SDP offer in, SDP answer out")
-async def place_call(request: Request, user: CallUser, res: ResourcesDep, model: str | None = None) -> Response:
-    """Raises:
-    ApiError: 415 not ``application/sdp``; 400 unusable offer; 404 unknown model; 429 too many offers or
-        calls; 503 no models or no room.
+async def place_call(
+    request: Request, user: CallUser, res: ResourcesDep, model: str | None = None, session_id: str | None = None
+) -> Response:
+    """``session_id`` (from an earlier call's ``session.created``) continues that call's conversation with its
+    heard history, as after a dropped connection.
+
+    Raises:
+        ApiError: 415 not ``application/sdp``; 400 unusable offer; 404 unknown model or session; 429 too many
+            offers or calls; 503 no models or no room.
     """
     if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/sdp":
         raise ApiError(415, "unsupported_media_type", "send the SDP offer as the body, Content-Type: application/sdp")
@@ -45,7 +51,10 @@ async def place_call(request: Request, user: CallUser, res: ResourcesDep, model:
     avatar = resolve_avatar(user, model)
     if not await res.sessions.hit(f"offers:{user.user_id}", OFFERS_PER_S, 1):
         raise ApiError(429, "rate_limited", f"at most {OFFERS_PER_S} call offers per second")
-    call_id, answer = await _calls(request).start(user, avatar, offer)
+    resume = await find_session(res, user, session_id) if session_id is not None else None
+    if resume is not None and (resume.channel != "webrtc" or resume.avatar != avatar.id):
+        raise ApiError(404, "session_not_found", "no call session with this id for this model")
+    call_id, answer = await _calls(request).start(user, avatar, offer, resume=resume)
     return Response(answer, status_code=201, media_type="application/sdp",
                     headers={"Location": f"/v1/realtime/calls/{call_id}"})  # fmt: skip
 

@@ -33,6 +33,7 @@ from pipeline.tasks import cancel_and_wait
 from voice_server.accounts import Principal
 from voice_server.avatars import Avatar
 from voice_server.errors import ApiError
+from voice_server.live_sessions import LiveState
 from voice_server.realtime import protocol as p
 from voice_server.realtime.connection import MEDIA_RATE, RealtimeConnection, new_connection
 from voice_server.resources import Resources
@@ -127,8 +128,11 @@ class CallManager:
             iceServers=ice_servers(settings.ice_urls, settings.webrtc_ice_username, settings.webrtc_ice_credential)
         )
 
-    async def start(self, user: Principal, avatar: Avatar, offer_sdp: str) -> tuple[str, str]:
-        """Answer an offer and start the call; returns ``(call_id, answer_sdp)``.
+    async def start(
+        self, user: Principal, avatar: Avatar, offer_sdp: str, *, resume: LiveState | None = None
+    ) -> tuple[str, str]:
+        """Answer an offer and start the call (continuing ``resume``'s conversation if given); returns
+        ``(call_id, answer_sdp)``.
 
         Raises:
             ApiError: 400 for a bad offer, 429 when the user or the server has too many calls, 503 without
@@ -149,7 +153,9 @@ class CallManager:
         call = Call("rtc_" + secrets.token_hex(12), user.user_id, pc, track, events, conn)
         try:
             await self._negotiate(call, offer_sdp)
-            call.conversation = await open_conversation(self.res, user, avatar, "webrtc", call.conn.transport)
+            call.conversation = await open_conversation(
+                self.res, user, avatar, "webrtc", call.conn.transport, resume=resume
+            )
         except BaseException:
             await pc.close()
             raise
