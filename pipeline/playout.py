@@ -180,11 +180,12 @@ class Playout:
     def clear(self, reply_id: int) -> None:
         """Drop everything queued for ``reply_id`` and forget it; writers waiting for room are released.
 
-        The next read fades out over 4 ms what was playing instead of cutting it mid-wave.
+        The next read fades out over 4 ms what was playing instead of cutting it mid-wave — unless playback
+        was already paused (faded out): then a fade would be a click of audio nobody was hearing.
         """
         kept = collections.deque(seg for seg in self._queue if seg.reply_id != reply_id)
         head = self._queue[0] if self._queue else None
-        if head is not None and head.reply_id == reply_id and head.offset < len(head.pcm):
+        if head is not None and head.reply_id == reply_id and head.offset < len(head.pcm) and not self._paused:
             tail = head.pcm[head.offset : head.offset + self._fade]
             ramp = (tail * np.linspace(1.0, 0.0, len(tail))).astype(np.int16)
             kept.appendleft(_Segment(-1, ramp, ""))

@@ -52,3 +52,19 @@ async def test_gap_inside_a_reply_is_counted_once_per_gap() -> None:
     playout.read(20)  # silence after the reply ended is not a gap
     assert (playout.underruns, round(playout.underrun_s, 3)) == (1, 0.04)
     assert drained == [7] and playout.heard_text(7) == "one two"
+
+
+async def test_clearing_a_paused_reply_plays_nothing_more() -> None:
+    """A reply paused (faded out) and then interrupted leaves silence: no fade of unplayed audio (a click)."""
+    playout = Playout(RATE)
+    await playout.write(3, _tone(100), "paused reply")
+    playout.read(20)
+    playout.pause()
+    playout.read(20)  # the pause fades out here
+    assert playout.paused
+    playout.clear(3)
+    assert not np.any(playout.read(40))
+    await playout.write(4, _tone(40), "next")
+    playout.clear(4)  # cleared while playing: a short fade-out, then silence
+    faded = playout.read(20)
+    assert 0 < np.count_nonzero(faded) <= 4 and not np.any(playout.read(20))

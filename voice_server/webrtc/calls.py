@@ -48,6 +48,9 @@ CHANNEL = "oai-events"
 MAX_EARLY_EVENTS = 256  # events waiting for the data channel to open
 MAX_INBOX = 256  # data-channel messages waiting to be handled
 MAX_CHANNEL_BUFFER = 1024 * 1024
+# An idle call costs ~3 % of a core (bench/webrtc_call.py): beyond ~50 on two cores every call degrades and
+# ICE consent checks start to time out, so further calls are refused (503) instead.
+MAX_CALLS = 48
 
 
 def ice_servers(urls: Sequence[str], username: str | None, credential: str | None) -> list[RTCIceServer]:
@@ -118,7 +121,7 @@ class CallManager:
         max_per_user: Most simultaneous calls of one user.
     """
 
-    def __init__(self, res: Resources, *, max_calls: int = 256, max_per_user: int = 4) -> None:
+    def __init__(self, res: Resources, *, max_calls: int = MAX_CALLS, max_per_user: int = 4) -> None:
         self.res = res
         self.max_calls = max_calls
         self.max_per_user = max_per_user
