@@ -311,26 +311,31 @@ async def test_a_dropped_call_resumes_its_conversation(model_server: ServerProce
     """A page that reconnects with its session id continues the same conversation, with its context."""
     _, token = new_user(model_server, "resume")
     first = Caller(Microphone(np.zeros(RATE, np.int16)))
-    async with httpx.AsyncClient(timeout=30) as client:
-        r = await place(client, model_server, token, await first.offer())
-        await first.pc.setRemoteDescription(RTCSessionDescription(r.text, "answer"))
-        session_id = (await first.wait_for("session.created", 15))["session"]["id"]
-        await typed_turn(first, "My name is Zorblax.")
-        await first.close()  # the connection drops
-        second = Caller(Microphone(np.zeros(RATE, np.int16)))
-        headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/sdp"}
-        r = await client.post(calls_url(model_server), params={"model": "soma", "session_id": session_id},
-                              content=await second.offer(), headers=headers)  # fmt: skip
-        assert r.status_code == 201, r.text
-        await second.pc.setRemoteDescription(RTCSessionDescription(r.text, "answer"))
-        assert (await second.wait_for("session.created", 15))["session"]["id"] == session_id
-        done = await typed_turn(second, "What is my name?")
-        assert "Zorblax" in done["response"]["output"][0]["content"][0]["transcript"]
-        await client.delete(model_server.base_url + r.headers["location"], headers=auth(token))
-        r = await client.post(calls_url(model_server), params={"model": "soma", "session_id": "sess_" + "1" * 32},
-                              content=await second.offer(), headers=headers)  # fmt: skip
-        assert r.status_code == 404 and r.json()["error"]["code"] == "session_not_found"
-        conversations = (await client.get(model_server.base_url + "/v1/conversations", headers=auth(token))).json()
-        (conversation,) = conversations["data"]
-        assert conversation["channel"] == "webrtc" and conversation["turns"] == 2
-    await second.close()
+    second = Caller(Microphone(np.zeros(RATE, np.int16)))
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/sdp"}
+    try:
+        async with httpx.AsyncClient(timeout=30) as client:
+            r = await place(client, model_server, token, await first.offer())
+            await first.pc.setRemoteDescription(RTCSessionDescription(r.text, "answer"))
+            session_id = (await first.wait_for("session.created", 15))["session"]["id"]
+            await typed_turn(first, "My name is Zorblax.")
+            await first.close()  # the connection drops
+            offer = await second.offer()
+            r = await client.post(calls_url(model_server), params={"model": "soma", "session_id": session_id},
+                                  content=offer, headers=headers)  # fmt: skip
+            assert r.status_code == 201, r.text
+            await second.pc.setRemoteDescription(RTCSessionDescription(r.text, "answer"))
+            assert (await second.wait_for("session.created", 15))["session"]["id"] == session_id
+            done = await typed_turn(second, "What is my name?")
+            assert "Zorblax" in done["response"]["output"][0]["content"][0]["transcript"]
+            await client.delete(model_server.base_url + r.headers["location"], headers=auth(token))
+            # The session id is checked before the offer is used: an unknown one is refused as such.
+            r = await client.post(calls_url(model_server), params={"model": "soma", "session_id": "sess_" + "1" * 32},
+                                  content=offer, headers=headers)  # fmt: skip
+            assert r.status_code == 404 and r.json()["error"]["code"] == "session_not_found"
+            conversations = (await client.get(model_server.base_url + "/v1/conversations", headers=auth(token))).json()
+            (conversation,) = conversations["data"]
+            assert conversation["channel"] == "webrtc" and conversation["turns"] == 2
+    finally:
+        await first.close()
+        await second.close()
