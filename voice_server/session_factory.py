@@ -76,15 +76,21 @@ class Conversation:
             self.live.dec()
 
 
-async def find_session(res: Resources, user: Principal, session_id: str) -> LiveState:
-    """The live state of a session the client wants to resume.
+async def find_session(
+    res: Resources, user: Principal, session_id: str | None, channel: Channel, avatar: Avatar
+) -> LiveState | None:
+    """The live state of the session a client wants to resume (``None`` when it names none).
 
     Raises:
-        ApiError: 404 ``session_not_found`` for an unknown, expired or someone else's session id.
+        ApiError: 404 ``session_not_found`` for an unknown, expired or someone else's session id, or one of
+            another channel or avatar.
     """
+    if session_id is None:
+        return None
     state = await LiveSessions(res.sessions, res.db).load(session_id, user.user_id, history_messages=HISTORY)
-    if state is None:
-        raise ApiError(404, "session_not_found", "no live session with this id (it may have expired)")
+    if state is None or state.channel != channel or state.avatar != avatar.id:
+        raise ApiError(404, "session_not_found", f"no live {channel} session with this id for this model "
+                                                 "(it may have expired)")  # fmt: skip
     return state
 
 

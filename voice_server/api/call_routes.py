@@ -51,9 +51,7 @@ async def place_call(
     avatar = resolve_avatar(user, model)
     if not await res.sessions.hit(f"offers:{user.user_id}", OFFERS_PER_S, 1):
         raise ApiError(429, "rate_limited", f"at most {OFFERS_PER_S} call offers per second")
-    resume = await find_session(res, user, session_id) if session_id is not None else None
-    if resume is not None and (resume.channel != "webrtc" or resume.avatar != avatar.id):
-        raise ApiError(404, "session_not_found", "no call session with this id for this model")
+    resume = await find_session(res, user, session_id, "webrtc", avatar)
     call_id, answer = await _calls(request).start(user, avatar, offer, resume=resume)
     return Response(answer, status_code=201, media_type="application/sdp",
                     headers={"Location": f"/v1/realtime/calls/{call_id}"})  # fmt: skip

@@ -61,9 +61,7 @@ async def realtime(ws: WebSocket, model: str | None = None, session_id: str | No
         avatar = resolve_avatar(user, model)
         if res.models is None or res.models.llm is None:
             raise ApiError(503, "models_unavailable", "this server was started without models")
-        resume = await find_session(res, user, session_id) if session_id is not None else None
-        if resume is not None and (resume.channel != "realtime" or resume.avatar != avatar.id):
-            raise ApiError(404, "session_not_found", "no live realtime session with this id for this model")
+        resume = await find_session(res, user, session_id, "realtime", avatar)
     except ApiError as exc:
         await _deny(ws, exc)
         return
