@@ -21,6 +21,8 @@ from pgvector.psycopg import register_vector_async
 
 from voice_server.avatar import memory_store
 from voice_server.avatar.memory_store import KINDS
+from voice_server.security import fields
+from voice_server.security.keys import Keyring
 from voice_server.stores.postgres import Database
 
 Vectors = npt.NDArray[np.float32]
@@ -47,7 +49,7 @@ CREATE_INDEX_SQL = (
     f"CREATE INDEX {INDEX_NAME} ON memories USING hnsw (embedding vector_cosine_ops)"
     " WITH (m = 16, ef_construction = 64)"
 )
-COPY_SQL = "COPY memories (user_id, text, kind, importance, embedding) FROM STDIN WITH (FORMAT BINARY)"
+COPY_SQL = "COPY memories (id, user_id, text, kind, importance, embedding) FROM STDIN WITH (FORMAT BINARY)"
 # The two statements of MemoryStore._nearest without its count, so each strategy can be timed on its own.
 # Keep them in step with memory_store.py.
 EXACT_SQL = (
@@ -229,13 +231,15 @@ async def drop_bench_users(conn: Conn) -> None:
 
 async def copy_corpus(
     conn: Conn,
+    keys: Keyring,
     corpus: SyntheticCorpus,
     user_ids: Sequence[uuid.UUID],
     *,
     rows_per_copy: int = 50_000,
     progress: Callable[[int], None] | None = None,
 ) -> int:
-    """Binary-COPY every memory of ``corpus`` into ``memories`` (one transaction per ``rows_per_copy``).
+    """Binary-COPY every memory of ``corpus`` into ``memories`` (one transaction per ``rows_per_copy``), each
+    text sealed with its owner's data key as the store writes it (the users' keys must be in ``keys``' cache).
 
     ``conn`` must be in autocommit mode with pgvector registered. Returns the number of rows written.
     """
@@ -245,16 +249,20 @@ async def copy_corpus(
     while step is not None:
         batch = 0
         async with conn.cursor() as cur, cur.copy(COPY_SQL) as copy:
-            copy.set_types(["uuid", "text", "text", "float4", "vector"])
+            copy.set_types(["uuid", "uuid", "bytea", "text", "float4", "vector"])
             while step is not None and batch < rows_per_copy:
                 block = corpus.block(*step)
                 step = next(order, None)
                 owner = user_ids[block.user]
+                key = keys.cached(owner)
                 for offset, vector in enumerate(block.vectors):
                     topic = int(block.topics[offset])
                     text = memory_text(block.user, block.start + offset, topic)
                     kind = KINDS[topic % len(KINDS)]
-                    await copy.write_row((owner, text, kind, float(block.importance[offset]), vector))
+                    memory_id = uuid.uuid4()
+                    sealed = key.seal(text, fields.memory("text", memory_id))
+                    row = (memory_id, owner, sealed, kind, float(block.importance[offset]), vector)
+                    await copy.write_row(row)
                 batch += len(block.vectors)
         written += batch
         if progress is not None:
@@ -283,7 +291,7 @@ async def build_index(conn: Conn, rows: int, *, parallel_workers: int = 1) -> li
 
 
 async def load_corpus(
-    db: Database, corpus: SyntheticCorpus, *, progress: bool = False
+    db: Database, keys: Keyring, corpus: SyntheticCorpus, *, progress: bool = False
 ) -> tuple[list[uuid.UUID], dict[str, Any]]:
     """Users, then memories without the HNSW index, then the index and VACUUM ANALYZE.
 
@@ -293,6 +301,8 @@ async def load_corpus(
         await register_vector_async(conn)
         await drop_bench_users(conn)  # a scratch --database-url may hold an earlier run's
         user_ids = await create_users(conn, corpus.users)
+        for user_id in user_ids:  # every user's data key, created once and cached for sealing
+            await keys.user_key(db.pool, user_id)
         await conn.execute(f"DROP INDEX IF EXISTS {INDEX_NAME}")
 
         started = time.perf_counter()
@@ -302,7 +312,7 @@ async def load_corpus(
                 elapsed = time.perf_counter() - started
                 log(f"copied {written:,}/{corpus.memories:,} rows ({written / elapsed:,.0f} rows/s)")
 
-        rows = await copy_corpus(conn, corpus, user_ids, progress=report)
+        rows = await copy_corpus(conn, keys, corpus, user_ids, progress=report)
         load_s = time.perf_counter() - started
 
         started = time.perf_counter()

@@ -66,7 +66,8 @@ from bench._memory_corpus import (
 from voice_server.avatar import memory_store
 from voice_server.avatar.memory import MemoryService
 from voice_server.avatar.memory_policy import RecallWeights
-from voice_server.avatar.memory_store import MemoryStore, NewMemory
+from voice_server.avatar.memory_store import MemoryStore, NewMemory, open_row
+from voice_server.security.keys import Keyring, new_master_key
 from voice_server.stores.postgres import Database
 
 # What a search returns: (text, cosine similarity) best first.
@@ -116,23 +117,29 @@ def _store_search(store: MemoryStore) -> Callable[[Query], Awaitable[Found]]:
     return search
 
 
-def _exact_search(conn: Conn) -> Callable[[Query], Awaitable[Found]]:
+def _opened(keys: Keyring, query: Query, rows: Sequence[dict[str, Any]]) -> Found:
+    """(text, similarity) of raw rows, texts opened with the owner's data key as the store does."""
+    key = keys.cached(query.user_id)
+    return [(open_row(key, row)["text"], float(row["similarity"])) for row in rows]
+
+
+def _exact_search(conn: Conn, keys: Keyring) -> Callable[[Query], Awaitable[Found]]:
     async def search(query: Query) -> Found:
         # Unprepared, like every statement the bench times itself: see hnsw_search.
         cur = await conn.execute(EXACT_SQL, (query.vector, query.user_id, query.vector, K), prepare=False)
-        return [(str(row["text"]), float(row["similarity"])) for row in await cur.fetchall()]
+        return _opened(keys, query, await cur.fetchall())
 
     return search
 
 
-def _hnsw_search(conn: Conn, ef_search: int, *, force: bool) -> Callable[[Query], Awaitable[Found]]:
+def _hnsw_search(conn: Conn, keys: Keyring, ef_search: int, *, force: bool) -> Callable[[Query], Awaitable[Found]]:
     async def search(query: Query) -> Found:
-        return await hnsw_search(conn, query, ef_search, force=force)
+        return await hnsw_search(conn, keys, query, ef_search, force=force)
 
     return search
 
 
-async def hnsw_search(conn: Conn, query: Query, ef_search: int, *, force: bool) -> Found:
+async def hnsw_search(conn: Conn, keys: Keyring, query: Query, ef_search: int, *, force: bool) -> Found:
     """The store's HNSW statement at ``ef_search``; ``force`` also rules out sort-based plans so the planner
     cannot answer with a per-user exact scan instead."""
     async with conn.transaction():
@@ -144,8 +151,7 @@ async def hnsw_search(conn: Conn, query: Query, ef_search: int, *, force: bool) 
         # under other settings (e.g. an exact-scan plan from before enable_sort was turned off).
         cur = await conn.execute(HNSW_SQL, (query.vector, query.user_id, query.vector, K), prepare=False)
         rows = await cur.fetchall()
-    found = [(str(row["text"]), float(row["similarity"])) for row in rows]
-    return sorted(found, key=lambda item: -item[1])  # relaxed_order: nearly sorted only
+    return sorted(_opened(keys, query, rows), key=lambda item: -item[1])  # relaxed_order: nearly sorted only
 
 
 async def plan_of(conn: Conn, sql: str, query: Query, settings: Sequence[str]) -> str:
@@ -170,16 +176,16 @@ async def plan_of(conn: Conn, sql: str, query: Query, settings: Sequence[str]) -
 
 
 async def measure_recall(
-    db: Database, corpus: SyntheticCorpus, user_ids: Sequence[uuid.UUID], queries: int
+    db: Database, keys: Keyring, corpus: SyntheticCorpus, user_ids: Sequence[uuid.UUID], queries: int
 ) -> dict[str, Any]:
     """Step 2: `MemoryStore.nearest` and the two strategies on their own, with recall@K against numpy."""
     typical = [u for u in range(corpus.users) if not (corpus.heavy and u == 0)]
     batch = make_queries(corpus, user_ids, typical, queries, seed=corpus.seed)
     log(f"recall: MemoryStore.nearest, {len(batch)} queries of typical users")
-    metrics = (await _timed(batch, _store_search(MemoryStore(db)))).report("nearest")
+    metrics = (await _timed(batch, _store_search(MemoryStore(db, keys)))).report("nearest")
 
     async with db.pool.connection() as conn:
-        metrics.update((await _timed(batch, _exact_search(conn))).report("exact_sql"))
+        metrics.update((await _timed(batch, _exact_search(conn, keys))).report("exact_sql"))
         metrics["plan_exact"] = await plan_of(conn, EXACT_SQL, batch[0], [])
         hnsw_settings = ["hnsw.ef_search = 100", "hnsw.iterative_scan = relaxed_order"]
         metrics["plan_hnsw_typical_unforced"] = await plan_of(conn, HNSW_SQL, batch[0], hnsw_settings)
@@ -191,22 +197,22 @@ async def measure_recall(
         metrics["hnsw_max_scan_tuples"] = row["v"] if row else "?"
         for ef in EF_SEARCH_VALUES:
             log(f"recall: HNSW forced, ef_search={ef}")
-            metrics.update((await _timed(batch, _hnsw_search(conn, ef, force=True))).report(f"hnsw_ef{ef}"))
+            metrics.update((await _timed(batch, _hnsw_search(conn, keys, ef, force=True))).report(f"hnsw_ef{ef}"))
 
     if corpus.heavy:
-        metrics.update(await _measure_heavy(db, corpus, user_ids, max(50, queries // 5)))
+        metrics.update(await _measure_heavy(db, keys, corpus, user_ids, max(50, queries // 5)))
     return metrics
 
 
 async def _measure_heavy(
-    db: Database, corpus: SyntheticCorpus, user_ids: Sequence[uuid.UUID], queries: int
+    db: Database, keys: Keyring, corpus: SyntheticCorpus, user_ids: Sequence[uuid.UUID], queries: int
 ) -> dict[str, Any]:
     """The heavy user: `nearest` (its HNSW path, if the user is over the exact-scan limit), the exact statement,
     and the store's HNSW statement at each ``EF_SEARCH_VALUES``."""
     batch = make_queries(corpus, user_ids, [0], queries, seed=corpus.seed + 1)
     log(f"recall: heavy user ({corpus.count(0):,} memories), {len(batch)} queries")
     metrics: dict[str, Any] = {"heavy_user_memories": corpus.count(0), "exact_scan_max": memory_store.EXACT_SCAN_MAX}
-    metrics.update((await _timed(batch, _store_search(MemoryStore(db)))).report("heavy_nearest"))
+    metrics.update((await _timed(batch, _store_search(MemoryStore(db, keys)))).report("heavy_nearest"))
     async with db.pool.connection() as conn:
         metrics["plan_hnsw_heavy"] = await plan_of(
             conn,
@@ -214,17 +220,18 @@ async def _measure_heavy(
             batch[0],
             [f"hnsw.ef_search = {memory_store.HNSW_EF_SEARCH}", "hnsw.iterative_scan = relaxed_order"],
         )
-        metrics.update((await _timed(batch, _exact_search(conn))).report("heavy_exact_sql"))
+        metrics.update((await _timed(batch, _exact_search(conn, keys))).report("heavy_exact_sql"))
         for ef in EF_SEARCH_VALUES:
-            metrics.update((await _timed(batch, _hnsw_search(conn, ef, force=False))).report(f"heavy_hnsw_ef{ef}"))
+            search = _hnsw_search(conn, keys, ef, force=False)
+            metrics.update((await _timed(batch, search)).report(f"heavy_hnsw_ef{ef}"))
     return metrics
 
 
 async def measure_inserts(
-    db: Database, corpus: SyntheticCorpus, user_ids: Sequence[uuid.UUID], count: int
+    db: Database, keys: Keyring, corpus: SyntheticCorpus, user_ids: Sequence[uuid.UUID], count: int
 ) -> dict[str, Any]:
     """Step 3: ``count`` single-row `MemoryStore.insert` calls, each on a pooled autocommit connection."""
-    store = MemoryStore(db)
+    store = MemoryStore(db, keys)
     rng = np.random.default_rng([corpus.seed, 4])
     users = [int(u) for u in rng.integers(corpus.users, size=count)]
     latencies = []
@@ -260,7 +267,12 @@ async def _context_once(service: MemoryService, user_id: uuid.UUID, sentence: st
 
 
 async def measure_context(
-    db: Database, corpus: SyntheticCorpus, user_ids: Sequence[uuid.UUID], runs: int, models_dir: Path | None
+    db: Database,
+    keys: Keyring,
+    corpus: SyntheticCorpus,
+    user_ids: Sequence[uuid.UUID],
+    runs: int,
+    models_dir: Path | None,
 ) -> tuple[dict[str, Any], dict[str, str]]:
     """Step 4: `_context_once` with the ci embedder; empty results if the embedder is not provisioned."""
     from models.embed import load_embedder
@@ -274,7 +286,7 @@ async def measure_context(
         return {"context_ms": "skipped: embedder not provisioned"}, {}
     # Synthetic vectors are unrelated to real sentence embeddings, so nothing would pass the relevance floor;
     # without it the ranking, budget, last_recalled_at stamp and formatting all run, as for a real match.
-    service = MemoryService(db, embedder, weights=RecallWeights(min_relevance=-1.0))
+    service = MemoryService(db, keys, embedder, weights=RecallWeights(min_relevance=-1.0))
     await service.start()  # its worker writes the recall stamps in the background, as in the server
     rng = random.Random(corpus.seed)  # noqa: S311 - choosing users, not security
     typical = [u for u in range(corpus.users) if not (corpus.heavy and u == 0)]
@@ -330,18 +342,19 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     try:
         log(f"corpus: {corpus.memories:,} memories, {corpus.users:,} users (heavy user: {corpus.heavy:,})")
         async with Database.open(args.database_url, data_dir) as db:
+            keys = Keyring([new_master_key()])  # a throwaway master key: the bench's rows die with its database
             try:
-                user_ids, metrics = await load_corpus(db, corpus, progress=True)
+                user_ids, metrics = await load_corpus(db, keys, corpus, progress=True)
                 metrics = {"memories": corpus.memories, "users": corpus.users, **metrics}
                 async with db.pool.connection() as conn:
                     cur = await conn.execute("SELECT current_setting('shared_buffers') AS v")
                     row = await cur.fetchone()
                     metrics["pg_shared_buffers"] = row["v"] if row else "?"
-                metrics.update(await measure_recall(db, corpus, user_ids, args.queries))
+                metrics.update(await measure_recall(db, keys, corpus, user_ids, args.queries))
                 log(f"inserts: {args.inserts}")
-                metrics.update(await measure_inserts(db, corpus, user_ids, args.inserts))
+                metrics.update(await measure_inserts(db, keys, corpus, user_ids, args.inserts))
                 log(f"context: {args.context_runs} runs")
-                context, models = await measure_context(db, corpus, user_ids, args.context_runs, args.models_dir)
+                context, models = await measure_context(db, keys, corpus, user_ids, args.context_runs, args.models_dir)
                 metrics.update(context)
                 metrics["models"] = models
             finally:

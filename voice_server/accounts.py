@@ -22,7 +22,11 @@ from argon2.exceptions import InvalidHashError, VerificationError
 
 TOKEN_PREFIX = "soma_"
 # A closed set, so a typo in a scope is an error rather than a token that can do nothing.
-SCOPES = frozenset({"*", "calls", "chat", "memories", "persona", "media", "admin"})
+# ``memories`` and ``media`` grant reading and changing; their ``:read``/``:write`` halves grant one of the two.
+SCOPES = frozenset({
+    "*", "calls", "chat", "memories", "memories:read", "memories:write", "persona", "media", "media:read",
+    "media:write", "admin",
+})  # fmt: skip
 USERNAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{1,31}$")
 MIN_PASSWORD_LEN = 8
 MAX_PASSWORD_LEN = 1024  # argon2 accepts more, but a megabyte "password" is an attack, not a password
@@ -49,8 +53,11 @@ class Principal:
     token_id: uuid.UUID
 
     def allows(self, scope: str) -> bool:
-        """True when the token carries ``scope`` or the wildcard."""
-        return "*" in self.scopes or scope in self.scopes
+        """True when the token carries ``scope``, the wildcard, or — for ``x:read``/``x:write`` — the whole ``x``."""
+        if "*" in self.scopes or scope in self.scopes:
+            return True
+        base, sep, _ = scope.partition(":")
+        return bool(sep) and base in self.scopes
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,13 +8,16 @@ from pathlib import Path
 
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
+from starlette.middleware.cors import CORSMiddleware
 
 from voice_server.api import (
     auth_routes,
     call_routes,
     chat_routes,
     conversation_routes,
+    media_routes,
     memory_routes,
+    privacy_routes,
     realtime_routes,
     system,
 )
@@ -23,6 +26,8 @@ from voice_server.errors import install_error_handlers
 from voice_server.http_limits import BodyLimitMiddleware
 from voice_server.metrics import Metrics, MetricsMiddleware
 from voice_server.resources import Resources
+from voice_server.security.audit_http import AuditMiddleware
+from voice_server.security_headers import SecurityHeadersMiddleware, cors_options
 from voice_server.webrtc.calls import CallManager
 
 WEB_DIR = Path(__file__).resolve().parent.parent / "clients" / "web"
@@ -66,8 +71,18 @@ def create_app(settings: Settings, resources: Resources | None = None) -> FastAP
         redoc_url=None,
     )
     install_error_handlers(app)
+    # Innermost: by the time a response ends, routing has named the route and auth has named the caller.
+    app.add_middleware(AuditMiddleware)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=settings.max_request_bytes,
+        overrides={"/v1/media": settings.media_max_bytes},  # uploads stream to disk; their own, larger cap
+    )
+    if settings.cors_origin_list:  # closed by default: no CORS headers unless the operator lists origins
+        app.add_middleware(CORSMiddleware, **cors_options(settings.cors_origin_list))
+    # Added last so it wraps the others: 413s and CORS preflights carry the headers too.
+    app.add_middleware(SecurityHeadersMiddleware, tls=settings.tls, docs_prefix=app.docs_url)
     app.include_router(system.router)
     app.include_router(auth_routes.router)
     app.include_router(chat_routes.router)
@@ -75,6 +90,8 @@ def create_app(settings: Settings, resources: Resources | None = None) -> FastAP
     app.include_router(memory_routes.router)
     app.include_router(realtime_routes.router)
     app.include_router(call_routes.router)
+    app.include_router(media_routes.router)
+    app.include_router(privacy_routes.router)
     if WEB_DIR.is_dir():
         app.mount("/", StaticFiles(directory=WEB_DIR, html=True), name="web")
     return app

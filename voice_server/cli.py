@@ -99,6 +99,9 @@ def _build_parser() -> argparse.ArgumentParser:
     from models.cli import register as register_models
 
     register_models(sub)
+    from voice_server.security.cli import register as register_security
+
+    register_security(sub)
     return parser
 
 
@@ -174,9 +177,16 @@ async def _serve(settings: Settings) -> None:
     from voice_server.api.realtime_routes import WS_FRAME_LIMIT
     from voice_server.app import create_app
     from voice_server.resources import DataDirBusyError, Resources, check_models
+    from voice_server.security.keys import KeyFileError
     from voice_server.stores.postgres import DatabaseError
     from voice_server.stores.redis_store import SessionStoreError
-    from voice_server.tls import ensure_self_signed_cert
+    from voice_server.tls import (
+        CertificateError,
+        certificate_fingerprint,
+        ensure_self_signed_cert,
+        server_context,
+        uvicorn_context_factory,
+    )
 
     sock = bind_socket(settings.host, settings.port)
     # Until uvicorn installs its own handlers, SIGTERM must still unwind the stores (stop Postgres/Redis).
@@ -190,13 +200,24 @@ async def _serve(settings: Settings) -> None:
         except ModelMissingError as exc:
             raise StartupError(str(exc)) from None
         ssl: dict[str, Any] = {}
+        fingerprint = ""
         if settings.tls:
             cert, key = (
                 (settings.tls_cert, settings.tls_key)
                 if settings.tls_cert and settings.tls_key
                 else ensure_self_signed_cert(settings.data_dir / "tls", settings.host)
             )
-            ssl = {"ssl_certfile": str(cert), "ssl_keyfile": str(key)}
+            try:
+                server_context(cert, key)  # a bad certificate or key ends start-up here, in one line
+                fingerprint = certificate_fingerprint(cert)
+            except CertificateError as exc:
+                raise StartupError(str(exc)) from None
+            # uvicorn builds the context itself and has no minimum-version option: the factory hardens it.
+            ssl = {
+                "ssl_certfile": str(cert),
+                "ssl_keyfile": str(key),
+                "ssl_context_factory": uvicorn_context_factory,
+            }
         try:
             async with Resources.open(settings) as res:
                 loop.remove_signal_handler(signal.SIGTERM)
@@ -216,8 +237,11 @@ async def _serve(settings: Settings) -> None:
                     signal.signal(sig, _note_signal)
                 shown = "localhost" if settings.host in ("127.0.0.1", "0.0.0.0", "::1", "::") else settings.host
                 log.info("Soma is ready at %s://%s:%d", settings.scheme, shown, settings.port)
+                if fingerprint:
+                    # Lets a user compare what their phone shows for the self-signed certificate before trusting it.
+                    log.info("TLS certificate SHA-256 fingerprint: %s", fingerprint)
                 await server.serve(sockets=[sock])
-        except (DatabaseError, SessionStoreError, ModelMissingError, DataDirBusyError) as exc:
+        except (DatabaseError, SessionStoreError, ModelMissingError, DataDirBusyError, KeyFileError) as exc:
             raise StartupError(str(exc)) from None
     except asyncio.CancelledError:
         log.info("stopped before start-up finished")
@@ -264,6 +288,21 @@ async def _users_create(settings: Settings, args: argparse.Namespace, password: 
         if args.token:
             token = await accounts.issue_token(conn, user["id"], name="cli")
             print(token.secret)
+        await _audit_cli(settings, db, "cli.users.create", user["id"], "role=admin" if args.admin else "role=user")
+
+
+async def _audit_cli(settings: Settings, db: Any, action: str, user_id: Any, resource: str) -> None:
+    """Record an administrative act done from the command line (no HTTP request to audit it)."""
+    from voice_server.security.audit import AuditEvent, AuditLog
+    from voice_server.security.keys import KeyFileError, Keyring, load_master_keys
+
+    try:
+        keys = Keyring(load_master_keys(settings.key_file, create=settings.master_key_file is None))
+    except KeyFileError as exc:
+        raise StartupError(str(exc)) from None
+    async with db.pool.connection() as conn:
+        await keys.open_server_keys(conn)
+    await AuditLog(db, keys).record(AuditEvent(action, "ok", user_id=user_id, resource=resource, source="cli"))
 
 
 def _cmd_call(args: argparse.Namespace) -> int:

@@ -74,6 +74,14 @@ class Settings:
             ``turn:host:3478?transport=udp``); empty: host candidates only (LAN and loopback).
         webrtc_ice_username: TURN username, if the TURN server needs one.
         webrtc_ice_credential: TURN password (never logged).
+        cors_origins: Comma-separated origins (``https://app.example.com``) whose pages may call the API
+            from a browser; empty (the default) sends no CORS headers at all, so only Soma's own page can.
+            Browser WebSockets from these origins are accepted too.
+        login_max_failures: Consecutive failed logins after which an account is locked.
+        login_lockout_s: How long a locked account refuses even the right password (429 with Retry-After).
+        master_key_file: The master key that wraps every user's data key; ``None`` = ``<data_dir>/master.key``,
+            generated (mode 0600) on first start. A supplied file must exist. Losing it loses all user data.
+        media_max_bytes: Largest file accepted by ``POST /v1/media`` (streamed and encrypted to disk).
     """
 
     host: str = "127.0.0.1"
@@ -101,6 +109,16 @@ class Settings:
     webrtc_ice_servers: str = ""
     webrtc_ice_username: str | None = None
     webrtc_ice_credential: str | None = None
+    cors_origins: str = ""
+    login_max_failures: int = 5
+    login_lockout_s: int = 900
+    master_key_file: Path | None = None
+    media_max_bytes: int = 2 * 1024**3
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        """`cors_origins` as a list of ``scheme://host[:port]`` strings (validated at start)."""
+        return [o.strip().rstrip("/") for o in self.cors_origins.split(",") if o.strip()]
 
     @property
     def ice_urls(self) -> list[str]:
@@ -125,12 +143,30 @@ class Settings:
         for url in self.ice_urls:
             if not url.startswith(("stun:", "stuns:", "turn:", "turns:")):
                 raise ConfigError(f"webrtc_ice_servers: {url!r} is not a stun:/turn: URL")
+        for origin in self.cors_origin_list:
+            scheme, sep, rest = origin.partition("://")
+            if scheme not in ("http", "https") or not sep or not rest or any(c in rest for c in "/?#*@ "):
+                raise ConfigError(f"cors_origins: {origin!r} is not an origin like https://host[:port]")
+        if not 1 <= self.login_max_failures <= 100:
+            raise ConfigError(f"login_max_failures: must be 1-100, got {self.login_max_failures}")
+        if not 1 <= self.login_lockout_s <= 24 * 3600:
+            raise ConfigError(f"login_lockout_s: must be 1-86400, got {self.login_lockout_s}")
         if self.db_pool_max < 2:
             raise ConfigError(f"db_pool_max: must be at least 2, got {self.db_pool_max}")
         for name in ("database_url", "redis_url"):
             url = getattr(self, name)
             if url is not None and "://" not in url:
                 raise ConfigError(f"{name}: expected a URL like scheme://…, got a value without a scheme")
+
+    @property
+    def key_file(self) -> Path:
+        """Where the master key is (`master_key_file` or its default in the data dir)."""
+        return self.master_key_file or self.data_dir / "master.key"
+
+    @property
+    def media_dir(self) -> Path:
+        """Where encrypted media files live."""
+        return self.data_dir / "media"
 
     @property
     def scheme(self) -> str:

@@ -18,6 +18,8 @@ from typing import Literal
 from pipeline.ports import FinishedTurn, Message
 from voice_server.avatar.memory import MemoryService
 from voice_server.live_sessions import LiveSessions, LiveState, heard_messages, window
+from voice_server.security import fields
+from voice_server.security.keys import Keyring
 from voice_server.stores.postgres import Database
 
 log = logging.getLogger(__name__)
@@ -36,12 +38,17 @@ def marks_ms(marks: dict[str, float] | None) -> dict[str, float]:
 class ConversationStore:
     """Conversations and turns of all users, always accessed on behalf of one user.
 
+    Turn texts are sealed with the owner's data key (`voice_server.security`); they are opened only here, for
+    that owner.
+
     Args:
-        db: The server's database (migration ``0002_conversations``).
+        db: The server's database (migrations ``0002_conversations``, ``0004_security``).
+        keys: The users' data keys.
     """
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, keys: Keyring) -> None:
         self._db = db
+        self._keys = keys
 
     async def start(self, user_id: uuid.UUID, avatar: str, channel: Channel) -> uuid.UUID:
         """Open a new conversation and return its id."""
@@ -65,19 +72,26 @@ class ConversationStore:
             if cur.rowcount != 1:
                 raise LookupError("conversation not found for this user")
             # The index is the conversation's next one, not the session's turn id: a chat conversation spans
-            # many requests, each with its own one-turn exchange.
+            # many requests, each with its own one-turn exchange. The UPDATE above holds the conversation's
+            # row lock, so concurrent turns of one conversation cannot take the same index.
+            cur = await conn.execute(
+                "SELECT coalesce(max(turn_index), 0) + 1 AS next FROM turns WHERE conversation_id = %s",
+                (conversation_id,),
+            )
+            index_row = await cur.fetchone()
+            assert index_row is not None
+            index: int = index_row["next"]
+            key = await self._keys.for_user(conn, user_id)
             cur = await conn.execute(
                 "INSERT INTO turns (conversation_id, user_id, turn_index, user_text, reply_text, heard_text,"
-                " interrupted, marks) VALUES (%s, %s,"
-                " (SELECT coalesce(max(turn_index), 0) + 1 FROM turns WHERE conversation_id = %s),"
-                " %s, %s, %s, %s, %s) RETURNING id",
+                " interrupted, marks) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
                 (
                     conversation_id,
                     user_id,
-                    conversation_id,
-                    turn.user_text,
-                    turn.reply_text,
-                    turn.heard_text,
+                    index,
+                    key.seal(turn.user_text, fields.turn("user_text", conversation_id, index)),
+                    key.seal(turn.reply_text, fields.turn("reply_text", conversation_id, index)),
+                    key.seal(turn.heard_text, fields.turn("heard_text", conversation_id, index)),
                     turn.interrupted,
                     json.dumps(marks_ms(dict(turn.marks))),
                 ),
@@ -127,12 +141,14 @@ class ConversationStore:
             return []
         async with self._db.pool.connection() as conn:
             cur = await conn.execute(
-                "SELECT user_text, heard_text FROM turns WHERE user_id = %s"
+                "SELECT conversation_id, turn_index, user_text, heard_text FROM turns WHERE user_id = %s"
                 " AND created_at > now() - make_interval(secs => %s) ORDER BY id DESC LIMIT %s",
                 (user_id, within_s, max_messages),
             )
             rows = await cur.fetchall()
-        return heard_messages(list(reversed(rows)))[-max_messages:]
+            key = await self._keys.for_user(conn, user_id) if rows else None
+        opened = [fields.open_turn(key, row) for row in reversed(rows)] if key is not None else []
+        return heard_messages(opened)[-max_messages:]
 
 
 def prompt(system: str, history: Sequence[Message], memories: str, user_text: str) -> list[Message]:

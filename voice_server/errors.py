@@ -13,6 +13,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from voice_server.security.keys import DecryptionError
+
 log = logging.getLogger(__name__)
 
 _TYPES = {
@@ -76,6 +78,12 @@ def install_error_handlers(app: FastAPI) -> None:
         )
         return error_response(422, "invalid_request", problems or "invalid request")
 
+    async def on_undecryptable(request: Request, exc: Exception) -> JSONResponse:
+        # Loud on purpose: a value that does not open was moved, altered or sealed for someone else. Nothing
+        # of it is returned; the log names the route, never the value.
+        log.error("stored data failed its integrity check on %s %s: %s", request.method, request.url.path, exc)
+        return error_response(500, "data_integrity", "stored data failed its integrity check; nothing was returned")
+
     async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
         return error_response(500, "internal_error", "internal server error")
@@ -83,4 +91,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ApiError, on_api_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
+    app.add_exception_handler(DecryptionError, on_undecryptable)
     app.add_exception_handler(Exception, on_unexpected)

@@ -20,9 +20,12 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import psycopg
 from redis.exceptions import RedisError
 
 from pipeline.ports import Message
+from voice_server.security import fields
+from voice_server.security.keys import DecryptionError, Keyring
 from voice_server.stores.postgres import Database
 from voice_server.stores.redis_store import SessionStore
 
@@ -75,21 +78,34 @@ class LiveState:
 class LiveSessions:
     """Reads and writes `LiveState` (Redis first, Postgres as the fallback for reads).
 
+    The Redis value is ``owner uuid (16 bytes) ‖ state JSON sealed with the owner's data key`` bound to the
+    session id: Redis (and its dump file) never holds conversation text in clear, and a value copied under
+    another session's key does not open.
+
     Args:
         redis: The session store.
         db: The database holding the conversations.
+        keys: The users' data keys.
     """
 
-    def __init__(self, redis: SessionStore, db: Database) -> None:
+    def __init__(self, redis: SessionStore, db: Database, keys: Keyring) -> None:
         self.redis = redis
         self.db = db
+        self.keys = keys
 
     async def save(self, state: LiveState) -> bool:
         """Write ``state`` with a fresh TTL; ``False`` (logged) if Redis is unavailable."""
         state.updated_at = time.time()
+        owner = uuid.UUID(state.user_id)
+        try:
+            key = await self.keys.user_key(self.db.pool, owner)
+        except (psycopg.Error, LookupError) as exc:  # the key is cached after a session's first turn
+            log.warning("live session state not saved: no data key (%s)", type(exc).__name__)
+            return False
+        value = owner.bytes + key.seal(state.to_json(), fields.live_session(state.session_id))
         try:
             async with asyncio.timeout(REDIS_TIMEOUT_S):
-                await self.redis.client.set(f"session:{state.session_id}", state.to_json(), ex=SESSION_TTL_S)
+                await self.redis.client.set(f"session:{state.session_id}", value, ex=SESSION_TTL_S)
             return True
         except (RedisError, OSError, TimeoutError) as exc:
             log.warning("live session state not saved (%s); Postgres still has every turn", type(exc).__name__)
@@ -116,11 +132,18 @@ class LiveSessions:
         except (RedisError, OSError, TimeoutError) as exc:
             log.warning("live session state unavailable (%s); rebuilding from Postgres", type(exc).__name__)
         if raw is not None:
-            state = _parse(raw)
+            if isinstance(raw, str):
+                raw = raw.encode()
+            if raw[:16] != user_id.bytes:
+                return None  # someone else's session id
+            key = await self.keys.user_key(self.db.pool, user_id)
+            try:
+                state = _parse(key.open(raw[16:], fields.live_session(session_id)))
+            except DecryptionError:
+                log.warning("live session state does not open: ignored, rebuilt from Postgres")
+                state = None
             if state is not None and state.user_id == str(user_id):
                 return state
-            if state is not None:
-                return None  # someone else's session id
         return await self._from_postgres(session_id, conversation_id, user_id, history_messages)
 
     async def _from_postgres(
@@ -136,11 +159,13 @@ class LiveSessions:
             if conversation is None:
                 return None
             cur = await conn.execute(
-                "SELECT user_text, heard_text, created_at FROM turns WHERE conversation_id = %s AND user_id = %s"
-                " ORDER BY turn_index DESC LIMIT %s",
+                "SELECT conversation_id, turn_index, user_text, heard_text, created_at FROM turns"
+                " WHERE conversation_id = %s AND user_id = %s ORDER BY turn_index DESC LIMIT %s",
                 (conversation_id, user_id, history_messages),
             )
-            turns = list(reversed(await cur.fetchall()))
+            rows = await cur.fetchall()
+            key = await self.keys.for_user(conn, user_id)
+        turns = [fields.open_turn(key, row) for row in reversed(rows)]
         history = heard_messages(turns)
         return LiveState(
             session_id,

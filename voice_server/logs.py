@@ -3,7 +3,8 @@
 All records go through one handler on the root logger (uvicorn's loggers propagate to it), rendered as JSON
 lines or as readable text. A filter scrubs bearer tokens, Soma API tokens, passwords and ``token=`` query
 parameters from every message and argument before anything is written, so a secret that slips into a log
-call or an access-log line never reaches disk.
+call or an access-log line never reaches disk; it also keeps user content out (query strings, share-link
+tokens and WebSocket frame dumps).
 """
 
 from __future__ import annotations
@@ -37,10 +38,29 @@ def redact(text: str) -> str:
     return text
 
 
+_SHARED_LINK = re.compile(r"/v1/shared/[^/?\s\"]+")
+# websockets logs every frame at DEBUG as "< %s"/"> %s" (the payload: conversation text in Realtime events).
+_FRAME_DUMPS = frozenset({"< %s", "> %s"})
+
+
+def _private_access_line(record: logging.LogRecord) -> None:
+    """uvicorn's access line without the query string (file names, search text) or a share-link token."""
+    args = record.args
+    if isinstance(args, tuple) and len(args) == 5 and isinstance(args[2], str):
+        path = _SHARED_LINK.sub("/v1/shared/[REDACTED]", args[2].split("?", 1)[0])
+        record.args = (args[0], args[1], path, args[3], args[4])
+
+
 class RedactingFilter(logging.Filter):
-    """Renders the message once, redacts it, and drops the args so no formatter re-inserts a secret."""
+    """Renders the message once, redacts it, and drops the args so no formatter re-inserts a secret. User
+    content is kept out too: access lines lose their query strings and share tokens, WebSocket frame dumps
+    are dropped."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg in _FRAME_DUMPS:
+            return False
+        if record.name == "uvicorn.access":
+            _private_access_line(record)
         try:
             message = record.getMessage()
         except (TypeError, ValueError):  # a broken format string must not lose the record

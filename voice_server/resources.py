@@ -22,6 +22,9 @@ from voice_server.avatar.memory import MemoryService
 from voice_server.avatar.memory_policy import RecallWeights
 from voice_server.config import Settings
 from voice_server.metrics import Metrics
+from voice_server.security.audit import AuditLog
+from voice_server.security.backfill import reseal_legacy
+from voice_server.security.keys import KeyFileError, Keyring, load_master_keys
 from voice_server.stores.postgres import Database
 from voice_server.stores.redis_store import SessionStore
 
@@ -44,6 +47,8 @@ class Resources:
         memory: Long-term memory (recall and background learning), or ``None`` without an embedding model.
         metrics: Prometheus collectors.
         started_at: ``time.monotonic()`` when the resources became ready.
+        keys: Users' data keys (encryption at rest).
+        audit: The hash-chained audit log.
     """
 
     settings: Settings
@@ -53,6 +58,8 @@ class Resources:
     memory: MemoryService | None
     metrics: Metrics
     started_at: float
+    keys: Keyring
+    audit: AuditLog
 
     @classmethod
     @asynccontextmanager
@@ -79,6 +86,7 @@ class Resources:
                 db = await stack.enter_async_context(
                     Database.open(settings.database_url, settings.data_dir, pool_max=settings.db_pool_max)
                 )
+                keys = await _keyring(settings, db)
                 sessions = await stack.enter_async_context(SessionStore.open(settings.redis_url, settings.data_dir))
                 models = await models_task
             except BaseException:
@@ -91,21 +99,50 @@ class Resources:
                 raise
             if models is not None:
                 stack.callback(models.close)
-            memory = await stack.enter_async_context(_memory_service(settings, db, models))
+            memory = await stack.enter_async_context(_memory_service(settings, db, keys, models))
             metrics.up.set(1)
-            yield cls(settings, db, sessions, models, memory, metrics, time.monotonic())
+            audit = AuditLog(db, keys)
+            yield cls(settings, db, sessions, models, memory, metrics, time.monotonic(), keys, audit)
             metrics.up.set(0)
 
 
+async def _keyring(settings: Settings, db: Database) -> Keyring:
+    """The master key (generated into the data dir on first start) and the keyring over it; legacy plaintext
+    rows are sealed before anything is served.
+
+    Raises:
+        KeyFileError: The key file is missing (when supplied), malformed or too permissive, or it is not the
+            key this database's data keys are wrapped with.
+    """
+    masters = load_master_keys(settings.key_file, create=settings.master_key_file is None)
+    keys = Keyring(masters)
+    known = {m.id for m in masters}
+    async with db.pool.connection() as conn:
+        cur = await conn.execute("SELECT DISTINCT master_key_id FROM user_keys")
+        foreign = {row["master_key_id"] for row in await cur.fetchall()} - known
+        if foreign:
+            raise KeyFileError(
+                f"the master key in {settings.key_file} is not the one this database's data keys are wrapped"
+                " with: restore the right key file (or set SOMA_MASTER_KEY_FILE)"
+            )
+        await keys.open_server_keys(conn)
+    sealed = await reseal_legacy(db.url, keys)
+    if sealed:
+        log.info("sealed %d legacy plaintext rows", sealed)
+    return keys
+
+
 @asynccontextmanager
-async def _memory_service(settings: Settings, db: Database, models: Any) -> AsyncIterator[MemoryService | None]:
+async def _memory_service(
+    settings: Settings, db: Database, keys: Keyring, models: Any
+) -> AsyncIterator[MemoryService | None]:
     """The memory service when the embedder is loaded; its worker is drained and stopped on exit."""
     if models is None or models.embed is None:
         yield None
         return
     llm = models.llm if settings.memory_llm_extraction else None
     memory = MemoryService(
-        db, models.embed, weights=RecallWeights(budget_tokens=settings.memory_budget_tokens), llm=llm
+        db, keys, models.embed, weights=RecallWeights(budget_tokens=settings.memory_budget_tokens), llm=llm
     )
     await memory.start()
     try:

@@ -87,7 +87,7 @@ async def find_session(
     """
     if session_id is None:
         return None
-    state = await LiveSessions(res.sessions, res.db).load(session_id, user.user_id, history_messages=HISTORY)
+    state = await LiveSessions(res.sessions, res.db, res.keys).load(session_id, user.user_id, history_messages=HISTORY)
     if state is None or state.channel != channel or state.avatar != avatar.id:
         raise ApiError(404, "session_not_found", f"no live {channel} session with this id for this model "
                                                  "(it may have expired)")  # fmt: skip
@@ -115,8 +115,8 @@ async def open_conversation(
     """
     models = session_models(res.models, voice, need_audio=transport.audio_in_rate is not None)
     config = config or SessionConfig(user=str(user.user_id))
-    store = ConversationStore(res.db)
-    sessions = LiveSessions(res.sessions, res.db)
+    store = ConversationStore(res.db, res.keys)
+    sessions = LiveSessions(res.sessions, res.db, res.keys)
     if resume is not None:
         conversation_id = uuid.UUID(resume.conversation_id)
         await store.reopen(conversation_id, user.user_id)

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import httpx
 import psutil
+import psycopg
 import pytest
+from psycopg.rows import dict_row
 
 from tests.conftest import start_server
 from voice_server.config import Settings
@@ -42,8 +44,12 @@ async def test_embedded_stores_have_pgvector_and_stop_cleanly(tmp_path: Path) ->
             cur = await conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'")
             row = await cur.fetchone()
             assert row is not None and tuple(int(x) for x in row["extversion"].split(".")[:2]) >= (0, 8)
-            cur = await conn.execute("SELECT version FROM schema_migrations ORDER BY version")
+            cur = await conn.execute("SELECT current_user AS role")
+            assert (await cur.fetchone()) == {"role": "soma_app"}  # the pool is not the schema owner
+        async with await psycopg.AsyncConnection.connect(res.db.url, row_factory=dict_row) as owner:
+            cur = await owner.execute("SELECT version FROM schema_migrations ORDER BY version")
             assert [r["version"] for r in await cur.fetchall()] == [m.version for m in load_migrations()]
+        async with res.db.pool.connection() as conn:
             cur = await conn.execute("SELECT '[1,2,3]'::vector <=> '[1,2,4]'::vector AS d")
             assert (await cur.fetchone())["d"] > 0  # type: ignore[index]
         assert await res.sessions.client.set("session:probe", "1", ex=5)

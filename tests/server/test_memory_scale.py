@@ -28,6 +28,7 @@ from bench._memory_corpus import (
 from bench.memory import plan_of
 from voice_server.avatar import memory_store
 from voice_server.avatar.memory_store import Match, MemoryStore, NewMemory
+from voice_server.security.keys import Keyring, new_master_key
 from voice_server.stores.postgres import Database
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.slow, pytest.mark.timeout(180)]
@@ -41,6 +42,7 @@ class Loaded:
     """The loaded database and the user ids (index = corpus user)."""
 
     db: Database
+    keys: Keyring
     user_ids: list[uuid.UUID]
 
     def queries(self, seed: int) -> list[Query]:
@@ -51,8 +53,9 @@ class Loaded:
 async def loaded(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Loaded]:
     """One database for the module: loading and indexing 20,000 rows is most of its run time."""
     async with Database.open(None, tmp_path_factory.mktemp("memory-scale")) as db:
-        user_ids, _ = await load_corpus(db, CORPUS)
-        yield Loaded(db, user_ids)
+        keys = Keyring([new_master_key()])
+        user_ids, _ = await load_corpus(db, keys, CORPUS)
+        yield Loaded(db, keys, user_ids)
 
 
 async def owners(db: Database, matches: Sequence[Match]) -> set[uuid.UUID]:
@@ -65,7 +68,7 @@ async def owners(db: Database, matches: Sequence[Match]) -> set[uuid.UUID]:
 async def search_all(loaded: Loaded, queries: Sequence[Query]) -> float:
     """Run every query through `MemoryStore.nearest`, asserting per-user isolation and best-first order;
     returns the mean recall@K against numpy's exact per-user top K."""
-    store = MemoryStore(loaded.db)
+    store = MemoryStore(loaded.db, loaded.keys)
     recalls = []
     for query in queries:
         matches = await store.nearest(query.user_id, query.vector, K)
@@ -86,7 +89,7 @@ async def test_exact_path_returns_only_the_users_rows_with_full_recall(loaded: L
     queries = loaded.queries(seed=1)
     assert await search_all(loaded, queries) >= 0.95
 
-    store = MemoryStore(loaded.db)
+    store = MemoryStore(loaded.db, loaded.keys)
     victim, other = queries[0], loaded.user_ids[(queries[0].user + 1) % CORPUS.users]
     async with loaded.db.pool.connection() as conn:
         decoy = await store.insert(conn, other, NewMemory("decoy: the exact query vector"), victim.vector)
@@ -130,7 +133,7 @@ INJECTIONS = (
 async def test_sql_looking_text_is_stored_and_returned_verbatim(loaded: Loaded) -> None:
     """Memory text and subject are values, never SQL: they round-trip unchanged through insert, nearest,
     similar and get, nothing else in the table changes, and an unknown update field is refused."""
-    store = MemoryStore(loaded.db)
+    store = MemoryStore(loaded.db, loaded.keys)
     user = 3
     owner = loaded.user_ids[user]
     rng = np.random.default_rng(11)

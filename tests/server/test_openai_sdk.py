@@ -14,10 +14,8 @@ from typing import Any
 import httpx
 import numpy as np
 import openai
-import psycopg
 import pytest
 import websockets
-from pgserver.utils import PostmasterInfo
 
 from tests.audio_fixtures import spoken
 from tests.conftest import ServerProcess, new_user, start_server
@@ -34,11 +32,15 @@ def aclient(server: ServerProcess, token: str) -> openai.AsyncOpenAI:
     return openai.AsyncOpenAI(base_url=server.base_url + "/v1", api_key=token, max_retries=0, timeout=60)
 
 
-def db_rows(server: ServerProcess, sql: str, *args: Any) -> list[tuple[Any, ...]]:
-    info = PostmasterInfo.read_from_pgdata(server.data_dir / "pg")
-    assert info is not None
-    with psycopg.connect(str(info.get_uri())) as conn:
-        return conn.execute(sql, args).fetchall()  # type: ignore[arg-type]
+def stored_turns(server: ServerProcess, token: str) -> list[dict[str, Any]]:
+    """The user's stored turns, oldest first, as they read them back (turn text is sealed in the database)."""
+    headers = {"Authorization": f"Bearer {token}"}
+    conversations = httpx.get(server.base_url + "/v1/conversations", headers=headers, timeout=30).json()["data"]
+    turns: list[dict[str, Any]] = []
+    for c in sorted(conversations, key=lambda c: str(c["started_at"])):
+        url = f"{server.base_url}/v1/conversations/{c['id']}"
+        turns += httpx.get(url, headers=headers, timeout=30).json()["turns"]
+    return turns
 
 
 async def events_until(conn: Any, kind: str, limit_s: float = 60) -> AsyncIterator[Any]:
@@ -110,14 +112,9 @@ def test_chat_remembers_the_previous_exchange_per_user(model_server: ServerProce
     assert SECRET not in (answer_b.choices[0].message.content or "")
     assert answer_a.usage is not None and answer_b.usage is not None
     assert answer_a.usage.prompt_tokens > answer_b.usage.prompt_tokens  # A's prompt carries the earlier turn
-    rows = db_rows(
-        model_server,
-        "SELECT u.username, t.user_text FROM turns t JOIN users u ON u.id = t.user_id WHERE u.username IN (%s, %s)"
-        " ORDER BY t.id",
-        name_a,
-        name_b,
-    )
-    assert rows == [(name_a, f"My name is {SECRET}."), (name_a, "What is my name?"), (name_b, "What is my name?")]
+    said_a = [t["user_text"] for t in stored_turns(model_server, token_a)]
+    assert said_a == [f"My name is {SECRET}.", "What is my name?"]
+    assert [t["user_text"] for t in stored_turns(model_server, token_b)] == ["What is my name?"]
 
 
 def test_chat_rejects_bad_requests_clearly(model_server: ServerProcess) -> None:
@@ -207,11 +204,10 @@ async def test_realtime_cancel_records_only_what_was_sent(model_server: ServerPr
     await ac.close()
     assert status == "cancelled"
     deadline = time.monotonic() + 10
-    while not (rows := db_rows(model_server, "SELECT t.heard_text, t.interrupted, t.reply_text FROM turns t JOIN"
-                               " users u ON u.id = t.user_id WHERE u.username = %s", name)):  # fmt: skip
+    while not (rows := stored_turns(model_server, token)):
         assert time.monotonic() < deadline, "turn not recorded"
         await asyncio.sleep(0.1)
-    ((heard, interrupted, reply),) = rows
+    ((heard, interrupted, reply),) = [(t["heard_text"], t["interrupted"], t["reply_text"]) for t in rows]
     assert interrupted and heard == "".join(sent).strip() and heard == reply.strip()
 
 

@@ -65,10 +65,10 @@ def test_a_call_is_heard_captioned_timed_and_hung_up(model_server: ServerProcess
     sign_in(page, model_server, "caller")
     page.get_by_role("button", name="Call", exact=True).click()
     expect(page.get_by_role("button", name="Hang up")).to_be_visible()
-    page.wait_for_function("window.somaCall.phase === 'connected'", timeout=15_000)
+    page.wait_for_function("() => window.somaCall.phase === 'connected'", timeout=15_000)
     assert _metric(model_server, LIVE_CALLS) >= 1
 
-    page.wait_for_function("window.somaCall.turns.some(t => t.done && t.browserV2vMs !== null)", timeout=45_000)
+    page.wait_for_function("() => window.somaCall.turns.some(t => t.done && t.browserV2vMs !== null)", timeout=45_000)
     (turn,) = turns(page)
     assert "france" in turn["userText"].lower(), turn
     assert turn["replyText"].strip() and not turn["interrupted"]
@@ -92,7 +92,7 @@ def test_a_call_is_heard_captioned_timed_and_hung_up(model_server: ServerProcess
     # A typed message mid-call.
     page.get_by_role("textbox", name="Type a message").fill("Thank you!")
     page.get_by_role("button", name="Send").click()
-    page.wait_for_function("window.somaCall.turns.length === 2 && window.somaCall.turns[1].done", timeout=30_000)
+    page.wait_for_function("() => window.somaCall.turns.length === 2 && window.somaCall.turns[1].done", timeout=30_000)
     typed = turns(page)[1]
     assert typed["typed"] and typed["userText"] == "Thank you!" and typed["replyText"].strip()
     expect(captions.locator(".you .text").nth(1)).to_have_text("Thank you!")
@@ -115,8 +115,10 @@ def test_barge_in_stops_the_avatar_and_captions_what_was_heard(model_server: Ser
     page = tab.page
     sign_in(page, model_server, "bargein")
     page.get_by_role("button", name="Call", exact=True).click()
-    page.wait_for_function("window.somaCall.turns.some(t => t.done)", timeout=45_000)
-    page.wait_for_function("window.somaCall.turns.length >= 2 && window.somaCall.turns[1].userFinal", timeout=20_000)
+    page.wait_for_function("() => window.somaCall.turns.some(t => t.done)", timeout=45_000)
+    page.wait_for_function(
+        "() => window.somaCall.turns.length >= 2 && window.somaCall.turns[1].userFinal", timeout=20_000
+    )
     first, second = turns(page)[:2]
     assert "airplane" in first["userText"].lower() or "fly" in first["userText"].lower(), first
     assert first["interrupted"], first
@@ -169,7 +171,7 @@ def test_the_call_screen_is_accessible_on_desktop_and_phone(
     expect(mute).to_be_enabled()
     expect(mute).to_have_attribute("aria-pressed", "false")
     expect(page.get_by_role("textbox", name="Type a message")).to_be_enabled()
-    page.wait_for_function("window.somaCall.turns.some(t => t.done && t.browserV2vMs !== null)", timeout=45_000)
+    page.wait_for_function("() => window.somaCall.turns.some(t => t.done && t.browserV2vMs !== null)", timeout=45_000)
     expect(page.get_by_role("log")).to_contain_text("France", ignore_case=True)
     page.evaluate("document.activeElement.blur()")  # the pictures are for the README: no focus ring
     page.wait_for_timeout(300)  # let the meter and orb settle
@@ -216,7 +218,7 @@ def test_the_page_installs_as_a_pwa_and_its_shell_loads_offline(model_server: Se
 
     state = page.evaluate("navigator.serviceWorker.ready.then(r => r.active.state)")
     assert state in ("activating", "activated")
-    page.wait_for_function("navigator.serviceWorker.controller !== null")  # clients.claim() in sw.js
+    page.wait_for_function("() => navigator.serviceWorker.controller !== null")  # clients.claim() in sw.js
     cached = page.evaluate(
         "caches.keys().then(names => Promise.all(names.map(n => caches.open(n).then(c => c.keys()))))"
         ".then(lists => lists.flat().map(r => new URL(r.url).pathname))"
@@ -251,11 +253,11 @@ def test_the_page_calls_again_when_the_connection_drops(model_server: ServerProc
     page = tab.page
     sign_in(page, model_server, "roamer")
     page.get_by_role("button", name="Call", exact=True).click()
-    page.wait_for_function("window.somaCall.phase === 'connected'", timeout=15_000)
+    page.wait_for_function("() => window.somaCall.phase === 'connected'", timeout=15_000)
     page.context.set_offline(True)
     page.wait_for_timeout(500)
     page.context.set_offline(False)
-    page.wait_for_function("window.somaCall.callsPlaced === 2 && window.somaCall.phase === 'connected'",
+    page.wait_for_function("() => window.somaCall.callsPlaced === 2 && window.somaCall.phase === 'connected'",
                            timeout=20_000)  # fmt: skip
     wait_live_calls(model_server, 1)  # the first call was hung up, the second is live
 
@@ -263,7 +265,7 @@ def test_the_page_calls_again_when_the_connection_drops(model_server: ServerProc
     token = page.evaluate("sessionStorage.getItem('soma-token')")
     url = model_server.base_url + page.evaluate("window.somaCall.callUrl")
     assert httpx.delete(url, headers={"Authorization": f"Bearer {token}"}, timeout=15).status_code == 204
-    page.wait_for_function("window.somaCall.callsPlaced === 3 && window.somaCall.phase === 'connected'",
+    page.wait_for_function("() => window.somaCall.callsPlaced === 3 && window.somaCall.phase === 'connected'",
                            timeout=20_000)  # fmt: skip
     phases = [p["phase"] for p in page.evaluate("window.somaCall.phases")]
     assert phases == ["connecting", "connected", *["reconnecting", "connected"] * 2], phases
@@ -271,7 +273,7 @@ def test_the_page_calls_again_when_the_connection_drops(model_server: ServerProc
 
     page.get_by_role("textbox", name="Type a message").fill("Hello again!")
     page.get_by_role("button", name="Send").click()
-    page.wait_for_function("window.somaCall.turns.some(t => t.typed && t.done && t.replyText)", timeout=30_000)
+    page.wait_for_function("() => window.somaCall.turns.some(t => t.typed && t.done && t.replyText)", timeout=30_000)
     page.get_by_role("button", name="Hang up").click()
     wait_live_calls(model_server, 0)
     tab.assert_no_errors()

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from voice_server import accounts
 from voice_server.accounts import AccountError, Principal
 from voice_server.api.deps import ResourcesDep, UserDep, fetch_owned, require_scope
-from voice_server.errors import ApiError, not_found
+from voice_server.errors import ApiError, error_response, not_found
 
+log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1", tags=["auth"])
 
 _TOKEN_COLUMNS = "id, name, scopes, created_at, expires_at, last_used_at, revoked_at"
@@ -92,7 +95,7 @@ async def signup_status(res: ResourcesDep) -> SignupStatus:
 
 
 @router.post("/auth/signup", response_model=SignupResponse, status_code=201, summary="Create an account")
-async def signup(body: SignupRequest, res: ResourcesDep) -> SignupResponse:
+async def signup(body: SignupRequest, request: Request, res: ResourcesDep) -> SignupResponse:
     """Create an account (allowed per the ``signup`` setting: by default only the very first one)."""
     if not await _signup_open(res):
         raise ApiError(403, "signup_closed", "sign-up is closed; ask the owner to run 'soma users create'")
@@ -106,29 +109,72 @@ async def signup(body: SignupRequest, res: ResourcesDep) -> SignupResponse:
             except AccountError as exc:
                 raise ApiError(400, "invalid_account", str(exc)) from None
             token = await accounts.issue_token(conn, user["id"], name="web login", ttl_s=res.settings.login_token_ttl_s)
+    request.state.audit_user = user["id"]  # the audit row names the new account
     return SignupResponse(user=UserOut(**user), token=_token_response(token))
 
 
 LOGIN_ATTEMPTS = 20
 LOGIN_WINDOW_S = 300
+LOGIN_SOURCE_ATTEMPTS = 30  # per source address and window, across all usernames (password spraying)
 
 
-@router.post("/auth/token", response_model=TokenResponse, summary="Log in: password → bearer token")
-async def login(body: LoginRequest, res: ResourcesDep) -> TokenResponse:
+@router.post(
+    "/auth/token",
+    response_model=TokenResponse,
+    summary="Log in: password → bearer token",
+    responses={429: {"description": "Rate limited or account locked; see the Retry-After header"}},
+)
+async def login(body: LoginRequest, request: Request, res: ResourcesDep) -> TokenResponse | JSONResponse:
     """Exchange username and password for a bearer token that expires (default: the server's login TTL).
 
-    At most `LOGIN_ATTEMPTS` attempts per username in `LOGIN_WINDOW_S` (429 beyond), against password guessing.
+    Guessing is bounded three ways, each answered with 429 and ``Retry-After`` before any password is
+    checked: `LOGIN_SOURCE_ATTEMPTS` attempts per source address and `LOGIN_ATTEMPTS` per username in
+    `LOGIN_WINDOW_S`; and after ``login_max_failures`` consecutive wrong passwords the account is locked for
+    ``login_lockout_s`` — the right password is refused too until it ends. A success clears the failure
+    count. Unknown usernames are counted and locked exactly like real ones and cost the same argon2 check,
+    so neither the answers nor their timing reveal which accounts exist.
     """
-    if not await res.sessions.hit(f"login:{body.username.lower()}", LOGIN_ATTEMPTS, LOGIN_WINDOW_S):
-        raise ApiError(429, "rate_limited", f"too many login attempts; try again in {LOGIN_WINDOW_S // 60} minutes")
+    settings = res.settings
+    name = body.username.strip().lower()
+    source = request.client.host if request.client is not None else "unknown"
+    if not await res.sessions.hit(f"login-src:{source}", LOGIN_SOURCE_ATTEMPTS, LOGIN_WINDOW_S):
+        wait = await res.sessions.window_remaining(f"login-src:{source}")
+        return _too_many("rate_limited", "too many login attempts from this address", wait)
+    if not await res.sessions.hit(f"login:{name}", LOGIN_ATTEMPTS, LOGIN_WINDOW_S):
+        wait = await res.sessions.window_remaining(f"login:{name}")
+        return _too_many("rate_limited", "too many login attempts for this account", wait)
+    if locked := await res.sessions.lockout_remaining(f"login:{name}"):
+        return _too_many("account_locked", "this account is locked after repeated failed logins", locked)
     async with res.db.pool.connection() as conn:
         user = await accounts.check_login(conn, body.username, body.password)
         if user is None:
+            started = await res.sessions.record_failure(
+                f"login:{name}", settings.login_max_failures, settings.login_lockout_s
+            )
+            if started:
+                # Once per lockout; the username only (never the password), to spot an attack in the logs.
+                log.warning(
+                    "login locked for %d s after %d failed attempts",
+                    started,
+                    settings.login_max_failures,
+                    extra={"username": name[:64], "source": source},
+                )
             raise ApiError(401, "invalid_credentials", "wrong username or password")
+        await res.sessions.clear_failures(f"login:{name}")
+        request.state.audit_user = user["id"]
         token = await accounts.issue_token(
-            conn, user["id"], name="login", ttl_s=body.expires_in or res.settings.login_token_ttl_s
+            conn, user["id"], name="login", ttl_s=body.expires_in or settings.login_token_ttl_s
         )
     return _token_response(token)
+
+
+def _too_many(code: str, message: str, retry_after_s: int) -> JSONResponse:
+    """429 in the usual error shape, with ``Retry-After`` (seconds) and the wait in the message."""
+    minutes = max(1, -(-retry_after_s // 60))
+    return error_response(
+        429, code, f"{message}; try again in {minutes} minute{'s' if minutes > 1 else ''}",
+        headers={"Retry-After": str(retry_after_s)},
+    )  # fmt: skip
 
 
 @router.post("/auth/logout", status_code=204, summary="Revoke the token used for this request")

@@ -124,7 +124,7 @@ async def chat_completions(body: ChatCompletionRequest, user: ChatUser, res: Res
     llm_model = res.models.llm if res.models is not None else None
     if llm_model is None:
         raise ApiError(503, "models_unavailable", "this server was started without models")
-    store = ConversationStore(res.db)
+    store = ConversationStore(res.db, res.keys)
     messages, user_text = await _prompt(body, avatar, user, store, res.memory)
     prompt_tokens = await asyncio.to_thread(llm_model.count_tokens, messages)
     if prompt_tokens > MAX_PROMPT_TOKENS:

@@ -16,9 +16,11 @@ from fastapi import APIRouter, Depends, Query, Response
 from voice_server.accounts import Principal
 from voice_server.api.deps import ResourcesDep, fetch_owned, require_scope
 from voice_server.avatar.memory_store import MemoryStore
+from voice_server.security import fields
 
 router = APIRouter(prefix="/v1/conversations", tags=["conversations"])
-HistoryUser = Annotated[Principal, Depends(require_scope("memories"))]
+HistoryUser = Annotated[Principal, Depends(require_scope("memories:read"))]
+HistoryWriter = Annotated[Principal, Depends(require_scope("memories:write"))]
 
 
 @router.get("", summary="The caller's conversations, most recently active first")
@@ -34,16 +36,23 @@ async def list_conversations(
         cur = await conn.execute(
             "SELECT c.id, c.avatar, c.channel, c.started_at, c.updated_at, c.ended_at,"
             " (SELECT count(*) FROM turns t WHERE t.conversation_id = c.id) AS turns,"
-            " (SELECT t.user_text FROM turns t WHERE t.conversation_id = c.id ORDER BY t.id LIMIT 1) AS preview"
+            " (SELECT t.user_text FROM turns t WHERE t.conversation_id = c.id AND t.turn_index = 1) AS preview"
             " FROM conversations c WHERE c.user_id = %s AND (%s::timestamptz IS NULL OR c.updated_at < %s)"
             " ORDER BY c.updated_at DESC LIMIT %s",
             (user.user_id, before, before, limit + 1),
         )
         rows = await cur.fetchall()
+        key = await res.keys.for_user(conn, user.user_id)
     page = rows[:limit]
+
+    def preview(row: dict[str, Any]) -> str:
+        if row["preview"] is None:
+            return ""
+        return key.open(row["preview"], fields.turn("user_text", row["id"], 1))[:200]
+
     return {
         "object": "list",
-        "data": [{"object": "conversation", **row, "preview": (row["preview"] or "")[:200]} for row in page],
+        "data": [{"object": "conversation", **row, "preview": preview(row)} for row in page],
         "has_more": len(rows) > limit,
         "next_before": page[-1]["updated_at"] if len(rows) > limit else None,
     }
@@ -68,13 +77,14 @@ async def get_conversation(
             conn, "conversations", conversation_id, user, "id, avatar, channel, started_at, updated_at, ended_at"
         )
         cur = await conn.execute(
-            "SELECT turn_index AS index, user_text, heard_text, reply_text, interrupted, marks, created_at"
+            "SELECT conversation_id, turn_index, user_text, heard_text, reply_text, interrupted, marks, created_at"
             " FROM turns WHERE conversation_id = %s AND user_id = %s AND turn_index > %s"
             " ORDER BY turn_index LIMIT %s",
             (conversation_id, user.user_id, after, limit + 1),
         )
         turns = await cur.fetchall()
-    page = turns[:limit]
+        key = await res.keys.for_user(conn, user.user_id)
+    page = [_public_turn(fields.open_turn(key, row)) for row in turns[:limit]]
     return {
         "object": "conversation",
         **conversation,
@@ -87,7 +97,7 @@ async def get_conversation(
 @router.delete("/{conversation_id}", status_code=204, summary="Delete a conversation and all its turns")
 async def delete_conversation(
     conversation_id: uuid.UUID,
-    user: HistoryUser,
+    user: HistoryWriter,
     res: ResourcesDep,
     memories: Annotated[bool, Query(description="also forget the memories learned in it")] = False,
 ) -> Response:
@@ -100,6 +110,12 @@ async def delete_conversation(
     async with res.db.pool.connection() as conn, conn.transaction():
         await fetch_owned(conn, "conversations", conversation_id, user, "id")
         if memories:
-            await MemoryStore(res.db).delete_from_conversation(conn, user.user_id, conversation_id)
+            await MemoryStore(res.db, res.keys).delete_from_conversation(conn, user.user_id, conversation_id)
         await conn.execute("DELETE FROM conversations WHERE id = %s AND user_id = %s", (conversation_id, user.user_id))
     return Response(status_code=204)
+
+
+def _public_turn(row: dict[str, Any]) -> dict[str, Any]:
+    """A turn as the API shows it (``index``, not the storage's ``conversation_id``/``turn_index``)."""
+    shown = {k: v for k, v in row.items() if k not in ("conversation_id", "turn_index")}
+    return {"index": row["turn_index"], **shown}

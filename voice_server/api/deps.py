@@ -33,11 +33,15 @@ ResourcesDep = Annotated[Resources, Depends(get_resources)]
 
 
 async def require_user(
+    request: Request,
     res: ResourcesDep,
     creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
-    """Resolve the bearer token, or answer 401 with a JSON error (see `authenticate_token`)."""
-    return await authenticate_token(res, creds.credentials if creds is not None else None)
+    """Resolve the bearer token, or answer 401 with a JSON error (see `authenticate_token`). The principal is
+    kept in the request state for the audit log (`voice_server.security.audit_http`)."""
+    principal = await authenticate_token(res, creds.credentials if creds is not None else None)
+    request.state.principal = principal
+    return principal
 
 
 async def authenticate_token(res: Resources, token: str | None) -> Principal:

@@ -22,7 +22,8 @@ from voice_server.errors import ApiError, not_found
 from voice_server.resources import Resources
 
 router = APIRouter(prefix="/v1/memories", tags=["memories"])
-MemoryUser = Annotated[Principal, Depends(require_scope("memories"))]
+MemoryReader = Annotated[Principal, Depends(require_scope("memories:read"))]
+MemoryUser = Annotated[Principal, Depends(require_scope("memories:write"))]
 Text = Annotated[str, Field(min_length=1, max_length=2000)]
 Subject = Annotated[str, Field(min_length=1, max_length=40)]
 Importance = Annotated[float, Field(ge=0, le=1)]
@@ -65,7 +66,7 @@ def _out(row: dict[str, Any], similarity: float | None = None) -> dict[str, Any]
 
 @router.get("", summary="The caller's memories, newest first")
 async def list_memories(
-    user: MemoryUser,
+    user: MemoryReader,
     res: ResourcesDep,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     before: Annotated[datetime | None, Query(description="next_before of the previous page")] = None,
@@ -88,7 +89,7 @@ async def list_memories(
 
 @router.get("/search", summary="Semantic search over the caller's live memories")
 async def search_memories(
-    user: MemoryUser,
+    user: MemoryReader,
     res: ResourcesDep,
     q: Annotated[str, Query(min_length=1, max_length=2000)],
     limit: Annotated[int, Query(ge=1, le=50)] = 10,
@@ -109,7 +110,7 @@ async def create_memory(body: MemoryIn, user: MemoryUser, res: ResourcesDep) -> 
 
 
 @router.get("/{memory_id}", summary="One memory (live or superseded)")
-async def get_memory(memory_id: uuid.UUID, user: MemoryUser, res: ResourcesDep) -> dict[str, Any]:
+async def get_memory(memory_id: uuid.UUID, user: MemoryReader, res: ResourcesDep) -> dict[str, Any]:
     row = await _service(res).store.get(user.user_id, memory_id)
     if row is None:
         raise not_found("memory")

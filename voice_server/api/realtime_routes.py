@@ -1,5 +1,10 @@
 """``GET /v1/realtime``: the OpenAI Realtime protocol over a WebSocket, for text or voice.
 
+A browser handshake whose ``Origin`` is neither this server's own nor one of ``SOMA_CORS_ORIGINS`` is
+refused first (403 ``origin_not_allowed``): browsers send any site's WebSocket to any server, so this stops
+a page elsewhere from using a token it got hold of through the visitor's browser. Clients that send no
+``Origin`` (the OpenAI SDK, scripts) are not browsers and are not affected.
+
 The handshake is refused (HTTP 401/403/404/503 with a JSON error, before any model work) unless the bearer
 token is valid — from the ``Authorization`` header, or for browsers, which cannot set headers, from an
 ``openai-insecure-api-key.<token>`` subprotocol — and ``?model=`` names one of the caller's avatars.
@@ -18,6 +23,7 @@ import json
 import logging
 import time
 from typing import Any
+from urllib.parse import urlsplit
 
 from fastapi import APIRouter, WebSocket
 from starlette.websockets import WebSocketDisconnect, WebSocketState
@@ -31,6 +37,8 @@ from voice_server.live_sessions import LiveState
 from voice_server.realtime import protocol as p
 from voice_server.realtime.connection import RealtimeConnection, new_connection
 from voice_server.resources import Resources
+from voice_server.security.audit import AuditEvent
+from voice_server.security.audit_http import outcome_of
 from voice_server.session_factory import find_session, open_conversation
 
 log = logging.getLogger(__name__)
@@ -55,18 +63,65 @@ async def realtime(ws: WebSocket, model: str | None = None, session_id: str | No
     refused at the handshake (404 ``session_not_found``).
     """
     res: Resources = ws.app.state.resources
+    origin = ws.headers.get("origin")
+    if not origin_allowed(origin, ws.url.scheme, ws.headers.get("host"), res.settings.cors_origin_list):
+        # One line per refused handshake; the origin names the foreign page, it is not a secret.
+        log.warning("websocket refused: origin not allowed", extra={"origin": (origin or "")[:200]})
+        await _deny(ws, ApiError(403, "origin_not_allowed", "this page's origin may not open Soma WebSockets"))
+        return
     token, subprotocol = _credentials(ws)
+    user: Principal | None = None
     try:
         user = await _authenticate(res, token)
         avatar = resolve_avatar(user, model)
         if res.models is None or res.models.llm is None:
             raise ApiError(503, "models_unavailable", "this server was started without models")
         resume = await find_session(res, user, session_id, "realtime", avatar)
+        await _audit(res, ws, user, 101, session_id)  # before accepting: no session runs unaudited
     except ApiError as exc:
+        with contextlib.suppress(Exception):  # the refusal itself is logged by the audit's own failure
+            await _audit(res, ws, user, exc.status, session_id)
         await _deny(ws, exc)
         return
     await ws.accept(subprotocol=subprotocol)
     await _Endpoint(ws, res, user, avatar, resume).run()
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
+
+
+def _origin_key(scheme: str, netloc: str) -> tuple[str, str, int] | None:
+    """``(http|https, host, port)`` with the default port filled in; ``None`` when unparseable."""
+    scheme = {"ws": "http", "wss": "https"}.get(scheme.lower(), scheme.lower())
+    try:
+        parts = urlsplit(f"//{netloc}")
+        port = parts.port or _DEFAULT_PORTS.get(scheme)
+    except ValueError:
+        return None
+    if scheme not in ("http", "https") or not parts.hostname or port is None:
+        return None
+    return scheme, parts.hostname, port
+
+
+def origin_allowed(origin: str | None, scheme: str, host: str | None, allowed: list[str]) -> bool:
+    """Whether a WebSocket handshake's ``Origin`` may connect.
+
+    Args:
+        origin: The ``Origin`` header; ``None`` (not a browser) is allowed — such clients authenticate with a
+            bearer token no other site can make them send.
+        scheme: The connection's scheme (``ws``/``wss``, as uvicorn saw it, proxy headers applied).
+        host: The ``Host`` header the client addressed this server by.
+        allowed: Extra origins (``SOMA_CORS_ORIGINS``).
+    """
+    if origin is None:
+        return True
+    scheme_part, sep, netloc = origin.strip().partition("://")
+    key = _origin_key(scheme_part, netloc) if sep and "/" not in netloc else None
+    if key is None:  # "null" (sandboxed frames, file://) and garbage are never allowed
+        return False
+    if host is not None and key == _origin_key(scheme, host):
+        return True
+    return any(key == _origin_key(*a.partition("://")[::2]) for a in allowed)
 
 
 def _credentials(ws: WebSocket) -> tuple[str | None, str | None]:
@@ -89,6 +144,24 @@ async def _authenticate(res: Resources, token: str | None) -> Principal:
     if not (user.allows("calls") or user.allows("chat")):
         raise ApiError(403, "insufficient_scope", "this token lacks the 'calls' or 'chat' scope")
     return user
+
+
+async def _audit(res: Resources, ws: WebSocket, user: Principal | None, status: int, session_id: str | None) -> None:
+    """One audit row for a handshake: accepted (101) or refused with ``status``.
+
+    Raises:
+        ApiError: 503 when the row cannot be written (the session is then refused, not run unaudited).
+    """
+    actor = user.user_id if user is not None else None
+    event = AuditEvent(
+        "WS /v1/realtime", outcome_of(status), actor, actor,
+        f"session_id={session_id}" if session_id else "", status, ws.client.host if ws.client else None,
+    )  # fmt: skip
+    try:
+        await res.audit.record(event)
+    except Exception:
+        log.error("audit row not written: websocket refused", exc_info=True)
+        raise ApiError(503, "audit_unavailable", "the server cannot record this session right now") from None
 
 
 async def _deny(ws: WebSocket, exc: ApiError) -> None:

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Response
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from voice_server.api.deps import ResourcesDep, require_user
+from voice_server.api.deps import ResourcesDep, authenticate_token
 from voice_server.resources import model_names
 
 router = APIRouter(tags=["system"])
@@ -37,5 +37,5 @@ async def metrics(
 ) -> Response:
     """Prometheus text format; needs a token unless ``metrics_public`` is set."""
     if not res.settings.metrics_public:
-        await require_user(res, creds)
+        await authenticate_token(res, creds.credentials if creds is not None else None)
     return Response(res.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")

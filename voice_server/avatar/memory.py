@@ -24,6 +24,8 @@ import numpy as np
 from voice_server.avatar import memory_policy as policy
 from voice_server.avatar.extraction import LLM_INSTRUCTIONS, Candidate, Forget, extract, parse_llm_candidates
 from voice_server.avatar.memory_store import Conn, Match, MemoryStore, NewMemory, Vector
+from voice_server.security import fields
+from voice_server.security.keys import Keyring
 from voice_server.stores.postgres import Database
 
 log = logging.getLogger(__name__)
@@ -94,6 +96,7 @@ class MemoryService:
 
     Args:
         db: The database.
+        keys: Users' data keys (memory and turn texts are sealed).
         embedder: The MiniLM embedder (384-d, unit vectors).
         weights: Recall ranking.
         llm: When given, the local LLM also proposes candidates (JSON, strictly parsed); rules always run.
@@ -102,13 +105,15 @@ class MemoryService:
     def __init__(
         self,
         db: Database,
+        keys: Keyring,
         embedder: Embedder,
         *,
         weights: policy.RecallWeights | None = None,
         llm: Completer | None = None,
     ) -> None:
         self.db = db
-        self.store = MemoryStore(db)
+        self.keys = keys
+        self.store = MemoryStore(db, keys)
         self.embedder = embedder
         self.weights = weights or policy.RecallWeights()
         self.llm = llm
@@ -194,16 +199,17 @@ class MemoryService:
     async def _recover(self) -> None:
         async with self.db.pool.connection() as conn:
             cur = await conn.execute(
-                "SELECT id, user_id, conversation_id, user_text, created_at FROM turns WHERE NOT memories_extracted"
-                " AND created_at > now() - make_interval(secs => %s) ORDER BY id LIMIT %s",
+                "SELECT id, user_id, conversation_id, turn_index, user_text, created_at FROM turns"
+                " WHERE NOT memories_extracted AND created_at > now() - make_interval(secs => %s)"
+                " ORDER BY id LIMIT %s",
                 (RECOVER_WITHIN_S, QUEUE_MAX),
             )
             rows = await cur.fetchall()
-        for row in rows:
-            recent = self.recent_for(row["conversation_id"])
-            self.submit(
-                TurnJob(row["user_id"], row["conversation_id"], row["id"], row["user_text"], row["created_at"], recent)
-            )
+            for row in rows:
+                key = await self.keys.for_user(conn, row["user_id"])
+                text = fields.open_turn(key, row)["user_text"]
+                recent = self.recent_for(row["conversation_id"])
+                self.submit(TurnJob(row["user_id"], row["conversation_id"], row["id"], text, row["created_at"], recent))
         if rows:
             log.info("memory: %d unfinished turns queued", len(rows))
 
@@ -236,12 +242,7 @@ class MemoryService:
     async def _candidates(self, job: TurnJob) -> list[Candidate | Forget]:
         today = job.at.date()
         async with self.db.pool.connection() as conn:
-            cur = await conn.execute(
-                "SELECT DISTINCT subject FROM memories WHERE user_id = %s AND superseded_at IS NULL"
-                " AND subject IS NOT NULL LIMIT 500",
-                (job.user_id,),
-            )
-            subjects = frozenset(str(r["subject"]) for r in await cur.fetchall())
+            subjects = await self.store.subjects(conn, job.user_id)
         found = extract(job.user_text, today, subjects)
         if self.llm is not None and not any(isinstance(f, Forget) for f in found):
             found += await self._llm_candidates(job.user_text, today, found)

@@ -2,6 +2,8 @@
 
 Every method takes the owner's ``user_id`` and every statement filters by it, so no call can read or change
 another user's memories. Vectors are unit-length MiniLM embeddings (``vector(384)``); similarity is cosine.
+A memory's text and subject are sealed with the owner's data key (bound to the memory's id); rows leave this
+module opened. The subject is found by ``subject_tag``, a keyed per-user hash, never by its plaintext.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import numpy as np
 import numpy.typing as npt
 import psycopg
 
+from voice_server.security import fields
+from voice_server.security.keys import Keyring, UserKey
 from voice_server.stores.postgres import Database
 
 Kind = Literal["fact", "preference", "person", "plan", "feeling", "event"]
@@ -30,6 +34,7 @@ Conn = psycopg.AsyncConnection[dict[str, Any]]
 # recall ~0.95, near-ties only), keeping the p95 around 10 ms either way.
 EXACT_SCAN_MAX = 10_000
 HNSW_EF_SEARCH = 200
+MAX_TEXT_CHARS = 2000
 
 COLUMNS = (
     "id, text, kind, importance, subject, event_date, source, source_conversation_id, created_at, updated_at,"
@@ -70,21 +75,31 @@ class MemoryStore:
     atomically); the others borrow a pooled connection.
     """
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, keys: Keyring) -> None:
         self._db = db
+        self._keys = keys
 
     async def insert(self, conn: Conn, user_id: uuid.UUID, memory: NewMemory, embedding: Vector) -> dict[str, Any]:
-        """Insert one memory and return its row."""
+        """Insert one memory and return its row.
+
+        Raises:
+            ValueError: The text is empty or longer than `MAX_TEXT_CHARS`.
+        """
+        _check_text(memory.text)
+        key = await self._keys.for_user(conn, user_id)
+        memory_id = uuid.uuid4()
         cur = await conn.execute(
-            "INSERT INTO memories (user_id, text, kind, importance, embedding, subject, event_date, source,"
-            f" source_conversation_id) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING {COLUMNS}",
+            "INSERT INTO memories (id, user_id, text, kind, importance, embedding, subject, subject_tag, event_date,"
+            f" source, source_conversation_id) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING {COLUMNS}",
             (
+                memory_id,
                 user_id,
-                memory.text,
+                key.seal(memory.text, fields.memory("text", memory_id)),
                 memory.kind,
                 memory.importance,
                 embedding,
-                memory.subject,
+                _seal_subject(key, memory_id, memory.subject),
+                key.tag(memory.subject) if memory.subject else None,
                 memory.event_date,
                 memory.source,
                 memory.conversation_id,
@@ -92,7 +107,7 @@ class MemoryStore:
         )
         row = await cur.fetchone()
         assert row is not None
-        return row
+        return open_row(key, row)
 
     async def supersede(self, conn: Conn, user_id: uuid.UUID, old_id: uuid.UUID, new_id: uuid.UUID) -> None:
         """Mark ``old_id`` replaced by ``new_id`` (it stays as history and is no longer recalled)."""
@@ -128,14 +143,28 @@ class MemoryStore:
         — every live memory about that subject, so a fact about Ana is reconciled with all of Ana's facts."""
         matches = await self._nearest(conn, user_id, embedding, limit)
         if subject:
+            key = await self._keys.for_user(conn, user_id)
             seen = {m.id for m in matches}
             cur = await conn.execute(
-                f"SELECT {COLUMNS}, 1 - (embedding <=> %s) AS similarity FROM memories"
-                " WHERE user_id = %s AND subject = %s AND superseded_at IS NULL ORDER BY updated_at DESC LIMIT 50",
-                (embedding, user_id, subject),
+                f"SELECT {COLUMNS}, 1 - (embedding <=> %s) AS similarity FROM memories WHERE user_id = %s"
+                " AND subject_tag = %s AND superseded_at IS NULL ORDER BY updated_at DESC LIMIT 50",
+                (embedding, user_id, key.tag(subject)),
             )
-            matches += [_match(row) for row in await cur.fetchall() if row["id"] not in seen]
+            matches += [_match(key, row) for row in await cur.fetchall() if row["id"] not in seen]
         return matches
+
+    async def subjects(self, conn: Conn, user_id: uuid.UUID, limit: int = 500) -> frozenset[str]:
+        """The distinct subjects of the user's live memories (at most ``limit``)."""
+        cur = await conn.execute(
+            "SELECT DISTINCT ON (subject_tag) id, subject FROM memories WHERE user_id = %s"
+            " AND superseded_at IS NULL AND subject_tag IS NOT NULL LIMIT %s",
+            (user_id, limit),
+        )
+        rows = await cur.fetchall()
+        if not rows:
+            return frozenset()
+        key = await self._keys.for_user(conn, user_id)
+        return frozenset(key.open(r["subject"], fields.memory("subject", r["id"])) for r in rows)
 
     async def nearest(self, user_id: uuid.UUID, embedding: Vector, limit: int) -> list[Match]:
         """`similar` without a subject, on a pooled connection (recall and semantic search)."""
@@ -143,6 +172,7 @@ class MemoryStore:
             return await self._nearest(conn, user_id, embedding, limit)
 
     async def _nearest(self, conn: Conn, user_id: uuid.UUID, embedding: Vector, limit: int) -> list[Match]:
+        key = await self._keys.for_user(conn, user_id)
         cur = await conn.execute(
             "SELECT count(*) AS n FROM memories WHERE user_id = %s AND superseded_at IS NULL", (user_id,)
         )
@@ -156,7 +186,7 @@ class MemoryStore:
                 " ORDER BY embedding <=> %s LIMIT %s",
                 (embedding, user_id, embedding, limit),
             )
-            return [_match(r) for r in await cur.fetchall()]
+            return [_match(key, r) for r in await cur.fetchall()]
         # force_rollback: the SET LOCALs end with this (sub)transaction even inside a caller's transaction;
         # the statement only reads. Not prepared: a cached generic plan would not know this user is heavy.
         async with conn.transaction(force_rollback=True):
@@ -170,7 +200,7 @@ class MemoryStore:
             )
             rows = await cur.fetchall()
         # relaxed_order may return rows slightly out of order.
-        return sorted((_match(r) for r in rows), key=lambda m: -m.similarity)
+        return sorted((_match(key, r) for r in rows), key=lambda m: -m.similarity)
 
     async def mark_recalled(self, user_id: uuid.UUID, ids: Sequence[uuid.UUID]) -> None:
         """Stamp ``last_recalled_at`` and count the recall."""
@@ -189,7 +219,8 @@ class MemoryStore:
             cur = await conn.execute(
                 f"SELECT {COLUMNS} FROM memories WHERE id = %s AND user_id = %s", (memory_id, user_id)
             )
-            return await cur.fetchone()
+            row = await cur.fetchone()
+            return None if row is None else open_row(await self._keys.for_user(conn, user_id), row)
 
     async def page(
         self,
@@ -208,28 +239,41 @@ class MemoryStore:
                 " AND (%s OR superseded_at IS NULL) ORDER BY created_at DESC, id LIMIT %s",
                 (user_id, before, before, kind, kind, include_superseded, limit),
             )
-            return await cur.fetchall()
+            rows = await cur.fetchall()
+            if not rows:
+                return []
+            key = await self._keys.for_user(conn, user_id)
+        return [open_row(key, row) for row in rows]
 
     async def update(
-        self, user_id: uuid.UUID, memory_id: uuid.UUID, fields: dict[str, Any], embedding: Vector | None
+        self, user_id: uuid.UUID, memory_id: uuid.UUID, changes: dict[str, Any], embedding: Vector | None
     ) -> dict[str, Any] | None:
         """Change ``text``/``kind``/``importance``/``subject``/``event_date`` (a new text comes with its new
         embedding); ``None`` if the memory is not this user's."""
         allowed = {"text", "kind", "importance", "subject", "event_date"}
-        if not set(fields) <= allowed:
-            raise ValueError(f"cannot update {sorted(set(fields) - allowed)}")
-        assignments = [f"{name} = %s" for name in fields] + ["updated_at = now()"]
-        values: list[Any] = list(fields.values())
-        if embedding is not None:
-            assignments.append("embedding = %s")
-            values.append(embedding)
+        if not set(changes) <= allowed:
+            raise ValueError(f"cannot update {sorted(set(changes) - allowed)}")
+        if "text" in changes:
+            _check_text(changes["text"])
         async with self._db.pool.connection() as conn:
+            key = await self._keys.for_user(conn, user_id)
+            values = dict(changes)
+            if "text" in values:
+                values["text"] = key.seal(values["text"], fields.memory("text", memory_id))
+            if "subject" in values:
+                subject = values["subject"]
+                values["subject"] = _seal_subject(key, memory_id, subject)
+                values["subject_tag"] = key.tag(subject) if subject else None
+            if embedding is not None:
+                values["embedding"] = embedding
+            assignments = [f"{name} = %s" for name in values] + ["updated_at = now()"]
             cur = await conn.execute(
                 f"UPDATE memories SET {', '.join(assignments)} WHERE id = %s AND user_id = %s"  # noqa: S608
                 f" RETURNING {COLUMNS}",
-                (*values, memory_id, user_id),
+                (*values.values(), memory_id, user_id),
             )
-            return await cur.fetchone()
+            row = await cur.fetchone()
+            return None if row is None else open_row(key, row)
 
     async def delete_one(self, user_id: uuid.UUID, memory_id: uuid.UUID) -> bool:
         """`delete` on a pooled connection; ``False`` if there was nothing of this user's to delete."""
@@ -248,6 +292,27 @@ class MemoryStore:
         return deleted
 
 
-def _match(row: dict[str, Any]) -> Match:
+def _match(key: UserKey, row: dict[str, Any]) -> Match:
     similarity = float(row.pop("similarity"))
-    return Match(row, similarity)
+    return Match(open_row(key, row), similarity)
+
+
+def open_row(key: UserKey, row: dict[str, Any]) -> dict[str, Any]:
+    """A memory row (`COLUMNS`) with its text and subject opened.
+
+    Raises:
+        voice_server.security.keys.DecryptionError: The row's values were not sealed for this user and row.
+    """
+    opened = dict(row)
+    opened["text"] = key.open(row["text"], fields.memory("text", row["id"]))
+    opened["subject"] = key.open_optional(row["subject"], fields.memory("subject", row["id"]))
+    return opened
+
+
+def _seal_subject(key: UserKey, memory_id: uuid.UUID, subject: str | None) -> bytes | None:
+    return key.seal(subject, fields.memory("subject", memory_id)) if subject else None
+
+
+def _check_text(text: str) -> None:
+    if not 1 <= len(text) <= MAX_TEXT_CHARS:
+        raise ValueError(f"memory text must be 1-{MAX_TEXT_CHARS} characters")

@@ -158,7 +158,19 @@ async def migrate(conn: psycopg.AsyncConnection[Any]) -> list[int]:
     return applied
 
 
+# The role every pooled connection acts as. It owns nothing, so it cannot alter the schema, drop triggers or
+# rewrite the audit log: it may only INSERT and SELECT there (see `_grant_app_role`). Migrations and the
+# start-up backfill run on the admin connection of the configured URL instead.
+APP_ROLE = "soma_app"
+
+
 async def _configure(conn: psycopg.AsyncConnection[Any]) -> None:
+    await register_vector_async(conn)
+
+
+async def _configure_set_role(conn: psycopg.AsyncConnection[Any]) -> None:
+    # Services mode: the URL's user may not log in as soma_app (no password), so it switches to the role.
+    await conn.execute(f"SET ROLE {APP_ROLE}")
     await register_vector_async(conn)
 
 
@@ -168,9 +180,18 @@ class Database:
     Create it with `open`; it is closed (and an embedded server stopped) when the context exits.
     """
 
-    def __init__(self, pool: AsyncConnectionPool[psycopg.AsyncConnection[dict[str, Any]]], url: str) -> None:
+    def __init__(
+        self, pool: AsyncConnectionPool[psycopg.AsyncConnection[dict[str, Any]]], url: str, app_role: str | None
+    ) -> None:
+        """Args:
+        pool: Connections acting as ``app_role``.
+        url: The admin URL (schema owner): migrations, maintenance and tests that must act as the owner.
+        app_role: The role pooled connections act as, or ``None`` when the URL's user could not create it
+            (then the audit log is protected by its triggers only).
+        """
         self.pool = pool
         self.url = url
+        self.app_role = app_role
 
     @classmethod
     @asynccontextmanager
@@ -193,13 +214,19 @@ class Database:
             if embedded is not None:
                 url = await asyncio.to_thread(embedded.start)
             assert url is not None
-            await _bootstrap(url)
+            app_role = await _bootstrap(url)
+            kwargs: dict[str, Any] = {"row_factory": dict_row, "autocommit": True}
+            configure = _configure
+            if app_role is not None and embedded is not None:
+                kwargs["user"] = app_role  # the embedded server trusts its own Unix socket: log in as the role
+            elif app_role is not None:
+                configure = _configure_set_role
             pool: AsyncConnectionPool[psycopg.AsyncConnection[dict[str, Any]]] = AsyncConnectionPool(
                 url,
                 min_size=1,
                 max_size=pool_max,
-                kwargs={"row_factory": dict_row, "autocommit": True},
-                configure=_configure,
+                kwargs=kwargs,
+                configure=configure,
                 open=False,
                 name="soma-db",
             )
@@ -208,7 +235,7 @@ class Database:
             except psycopg.pool.PoolTimeout:  # type: ignore[attr-defined]
                 raise DatabaseError("database: could not open connections within 15 s") from None
             try:
-                yield cls(pool, url)
+                yield cls(pool, url, app_role)
             finally:
                 await pool.close()
         finally:
@@ -226,8 +253,9 @@ class Database:
             return False
 
 
-async def _bootstrap(url: str) -> None:
-    """Ensure pgvector exists and the schema is current, on a dedicated connection."""
+async def _bootstrap(url: str) -> str | None:
+    """Ensure pgvector exists, the schema is current and the application role has exactly its grants, on a
+    dedicated admin connection; return the role pooled connections should act as (see `_grant_app_role`)."""
     try:
         conn = await psycopg.AsyncConnection.connect(url, autocommit=True, connect_timeout=10)
     except psycopg.OperationalError as exc:
@@ -243,6 +271,31 @@ async def _bootstrap(url: str) -> None:
         if version < (0, 8):
             raise DatabaseError(f"database: pgvector >= 0.8 required, found {row[0] if row else 'none'}")
         await migrate(conn)
+        return await _grant_app_role(conn)
+
+
+async def _grant_app_role(conn: psycopg.AsyncConnection[Any]) -> str | None:
+    """Create `APP_ROLE` if needed and (re)apply its grants, every start, so tables added by later migrations
+    are covered. ``None`` (logged) when the admin user may not manage roles: Soma then runs as that user."""
+    try:
+        async with conn.transaction():
+            await conn.execute(
+                "DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'soma_app') THEN"
+                " CREATE ROLE soma_app LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOBYPASSRLS; END IF; END $$"
+            )
+            await conn.execute(f"GRANT {APP_ROLE} TO current_user")
+            await conn.execute(f"GRANT USAGE ON SCHEMA public TO {APP_ROLE}")
+            await conn.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {APP_ROLE}")
+            await conn.execute(f"GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {APP_ROLE}")
+            # Append-only for the application: it may write audit rows and read them, never change them. Key
+            # rows change only through `soma keys rotate`, which runs as the owner.
+            await conn.execute(f"REVOKE UPDATE, DELETE, TRUNCATE ON audit_log FROM {APP_ROLE}")
+            await conn.execute(f"REVOKE UPDATE, DELETE, TRUNCATE ON server_keys FROM {APP_ROLE}")
+            await conn.execute(f"REVOKE ALL ON schema_migrations FROM {APP_ROLE}")
+    except psycopg.errors.InsufficientPrivilege:
+        log.warning("the database user may not create roles: running without the restricted %s role", APP_ROLE)
+        return None
+    return APP_ROLE
 
 
 def _first_line(exc: BaseException) -> str:

@@ -30,6 +30,18 @@ log = logging.getLogger(__name__)
 MAX_RESTARTS = 5
 # Compare-and-delete: only the holder of a lock (its random token) releases it.
 _UNLOCK = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end"
+# Count a failure (KEYS[1], forgotten ARGV[2] s after the last one); at ARGV[1] failures start a lockout
+# (KEYS[2], ARGV[2] s) and reset the count. Atomic, so concurrent guesses cannot slip past the threshold.
+_RECORD_FAILURE = """
+local n = redis.call('incr', KEYS[1])
+redis.call('expire', KEYS[1], ARGV[2])
+if n >= tonumber(ARGV[1]) then
+  redis.call('set', KEYS[2], '1', 'EX', ARGV[2])
+  redis.call('del', KEYS[1])
+  return tonumber(ARGV[2])
+end
+return 0
+"""
 
 
 class SessionStoreError(RuntimeError):
@@ -230,6 +242,59 @@ class SessionStore:
         except (RedisError, OSError) as exc:
             log.warning("rate limit %s not checked (%s)", key.split(":", 1)[0], type(exc).__name__)
             return True
+
+    async def window_remaining(self, key: str) -> int:
+        """Seconds until the `hit` window ``rl:{key}`` resets (at least 1; 1 when unknown or Redis is down)."""
+        try:
+            ttl = int(await self.client.ttl(f"rl:{key}"))
+        except (RedisError, OSError):
+            return 1
+        return max(ttl, 1)
+
+    async def lockout_remaining(self, key: str) -> int:
+        """Seconds left on the lockout ``lockout:{key}`` started by `record_failure`; 0 when not locked.
+
+        Fails open (0, logged) when Redis is unavailable: lockout state lives only in Redis, and an outage
+        must not lock every account out. Guessing stays slow meanwhile: each attempt costs an argon2 hash.
+        """
+        try:
+            ttl = int(await self.client.ttl(f"lockout:{key}"))
+        except (RedisError, OSError) as exc:
+            log.warning("lockout %s not checked (%s)", key.split(":", 1)[0], type(exc).__name__)
+            return 0
+        return max(ttl, 0)  # -2: no such key, -1: no expiry (never written so)
+
+    async def record_failure(self, key: str, max_failures: int, lockout_s: int) -> int:
+        """Count a consecutive failure for ``key``; at ``max_failures`` lock it for ``lockout_s`` seconds.
+
+        Failures are forgotten ``lockout_s`` after the last one, or at once by `clear_failures`. Returns the
+        lockout just started, in seconds, or 0. Fails open (0, logged) when Redis is unavailable, as `hit` does.
+        """
+        try:
+            started = await self.client.eval(
+                _RECORD_FAILURE, 2, f"fails:{key}", f"lockout:{key}", str(max_failures), str(lockout_s)
+            )
+        except (RedisError, OSError) as exc:
+            log.warning("failure %s not counted (%s)", key.split(":", 1)[0], type(exc).__name__)
+            return 0
+        return int(started)
+
+    async def clear_failures(self, key: str) -> None:
+        """Forget the failures counted for ``key`` (after a success); a lockout in force stays."""
+        try:
+            await self.client.delete(f"fails:{key}")
+        except (RedisError, OSError) as exc:
+            log.warning("failures %s not cleared (%s)", key.split(":", 1)[0], type(exc).__name__)
+
+    async def delete_keys(self, names: list[str]) -> None:
+        """Delete keys now (account erasure). Logged, not raised, when Redis is unavailable: every key Soma
+        writes has a TTL, and session values are sealed with a data key that no longer exists."""
+        if not names:
+            return
+        try:
+            await self.client.delete(*names)
+        except (RedisError, OSError) as exc:
+            log.warning("%d keys not deleted (%s); they expire by TTL", len(names), type(exc).__name__)
 
     async def acquire(self, name: str, ttl_s: float) -> str | None:
         """Take the lock ``lock:{name}`` for at most ``ttl_s`` seconds; returns the holder's token, or ``None``

@@ -261,6 +261,16 @@ class CallManager:
             await asyncio.wait([call.runner], timeout=10.0)
         return True
 
+    async def hang_up_user(self, user_id: uuid.UUID) -> int:
+        """End every call of one user (their account is being erased); returns how many."""
+        mine = [c for c in self.calls.values() if c.user_id == user_id]
+        for call in mine:
+            call.ended.set()
+        runners = [c.runner for c in mine if c.runner is not None]
+        if runners:
+            await asyncio.wait(runners, timeout=10.0)
+        return len(mine)
+
     async def aclose(self) -> None:
         """End every call (server shutdown)."""
         for call in list(self.calls.values()):

@@ -1,0 +1,92 @@
+"""Audit every ``/v1/`` HTTP request: who, what route, which resource, from where, and how it ended.
+
+A pure ASGI middleware. The row is written *before* the response's last body chunk is sent, so a client never
+receives data whose access was not recorded: if the audit write fails, the response is cut off (logged) rather
+than completed. Routes name the caller by storing the `Principal` (``require_user`` does) or, for logins, the
+user id (``audit_user``) in the request state.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from voice_server.security.audit import AuditEvent
+
+log = logging.getLogger(__name__)
+
+
+def outcome_of(status: int) -> str:
+    """A short word for an HTTP status, for reading the trail."""
+    if status < 400:
+        return "ok"
+    if status in (401, 403):
+        return "denied"
+    if status == 404:
+        return "not_found"
+    if status == 429:
+        return "limited"
+    return "rejected" if status < 500 else "error"
+
+
+def event_for(scope: Scope, status: int) -> AuditEvent:
+    """The audit event of a finished request (see the module docstring for where the caller comes from)."""
+    state: dict[str, Any] = scope.get("state") or {}
+    principal = state.get("principal")
+    actor: uuid.UUID | None = principal.user_id if principal is not None else state.get("audit_user")
+    subject: uuid.UUID | None = state.get("audit_subject", actor)
+    route = scope.get("route")
+    template = getattr(route, "path", None) or "(no route)"
+    params = scope.get("path_params") or {}
+    client = scope.get("client")
+    return AuditEvent(
+        action=f"{scope['method']} {template}",
+        outcome=outcome_of(status),
+        actor_id=actor,
+        user_id=subject,
+        resource=",".join(f"{k}={v}" for k, v in sorted(params.items())),
+        status=status,
+        source=client[0] if client else None,
+    )
+
+
+class AuditMiddleware:
+    """Records one audit row per ``/v1/`` HTTP request (not health, metrics or static files)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith("/v1/"):
+            await self.app(scope, receive, send)
+            return
+        status = 0
+        recorded = False
+
+        async def audited_send(message: Message) -> None:
+            nonlocal status, recorded
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            elif message["type"] == "http.response.body" and not message.get("more_body", False) and not recorded:
+                recorded = True
+                await self._record(scope, status)
+            await send(message)
+
+        try:
+            await self.app(scope, receive, audited_send)
+        finally:
+            if not recorded:  # the response broke off (client gone, streaming error) or was never started
+                recorded = True
+                await self._record(scope, status or 500, raise_errors=False)
+
+    async def _record(self, scope: Scope, status: int, *, raise_errors: bool = True) -> None:
+        audit = scope["app"].state.resources.audit
+        try:
+            await audit.record(event_for(scope, status))
+        except Exception:
+            log.error("audit row not written: the response is withheld", exc_info=True)
+            if raise_errors:
+                raise

@@ -1,0 +1,166 @@
+"""Everything stored about one user, as a ZIP archive streamed to them (decrypted: it is theirs).
+
+Contents: ``manifest.json`` (row counts per table), ``account.json`` (profile and token metadata, never
+password or token hashes), ``conversations.json`` (with every turn), ``memories.json`` (including superseded
+ones and their embeddings), ``media.json`` plus the files under ``media/``, ``share_links.json`` and
+``audit.json`` (the user's own trail). Data keys are not exported: the archive is plaintext for its owner.
+
+The archive is produced as a stream (ZIP data descriptors, no seeking): memory stays bounded by one media
+chunk however large the files are.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+import zipfile
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+from voice_server.avatar.memory_store import COLUMNS as MEMORY_COLUMNS
+from voice_server.avatar.memory_store import open_row
+from voice_server.media import MediaStore
+from voice_server.security import fields
+from voice_server.security.audit import AuditLog
+from voice_server.security.keys import Keyring
+from voice_server.stores.postgres import Database
+
+# Tables holding a user's rows and whether the export covers them; a new table with a user_id column must be
+# added here (tests/server/test_privacy.py fails otherwise). Key material and the audit log's other users'
+# rows are deliberately not exported.
+EXPORTED_TABLES = ("users", "api_tokens", "conversations", "turns", "memories", "media", "share_links", "audit_log")
+NOT_EXPORTED = {"user_keys": "the wrapped data key: the archive is already decrypted"}
+
+
+class _Sink:
+    """A write-only, non-seekable file for `zipfile` that hands out what was written so far."""
+
+    def __init__(self) -> None:
+        self._parts: list[bytes] = []
+        self._offset = 0
+
+    def write(self, data: bytes) -> int:
+        self._parts.append(bytes(data))
+        self._offset += len(data)
+        return len(data)
+
+    def tell(self) -> int:
+        return self._offset
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def take(self) -> bytes:
+        out = b"".join(self._parts)
+        self._parts.clear()
+        return out
+
+
+def _json(value: Any) -> bytes:
+    def default(obj: Any) -> Any:
+        if isinstance(obj, datetime):
+            return obj.isoformat()
+        if isinstance(obj, uuid.UUID | bytes):
+            return str(obj) if isinstance(obj, uuid.UUID) else obj.hex()
+        if hasattr(obj, "to_list"):  # pgvector's Vector (an embedding)
+            return [round(float(x), 6) for x in obj.to_list()]
+        return str(obj)
+
+    return json.dumps(value, default=default, ensure_ascii=False, indent=1).encode()
+
+
+async def export_archive(
+    db: Database, keys: Keyring, media: MediaStore, audit: AuditLog, user_id: uuid.UUID
+) -> AsyncIterator[bytes]:
+    """Yield the ZIP archive of ``user_id``'s data, piece by piece."""
+    sink = _Sink()
+    archive = zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_DEFLATED)
+    counts: dict[str, int] = {}
+
+    def add(name: str, value: Any) -> bytes:
+        archive.writestr(name, _json(value))
+        return sink.take()
+
+    async with db.pool.connection() as conn:
+        key = await keys.for_user(conn, user_id)
+        cur = await conn.execute(
+            "SELECT id, username, display_name, is_admin, created_at FROM users WHERE id = %s", (user_id,)
+        )
+        account = await cur.fetchone()
+        cur = await conn.execute(
+            "SELECT id, name, scopes, created_at, expires_at, last_used_at, revoked_at FROM api_tokens"
+            " WHERE user_id = %s ORDER BY created_at",
+            (user_id,),
+        )
+        tokens = await cur.fetchall()
+        cur = await conn.execute(
+            "SELECT id, avatar, channel, started_at, updated_at, ended_at FROM conversations WHERE user_id = %s"
+            " ORDER BY started_at",
+            (user_id,),
+        )
+        conversations = await cur.fetchall()
+        cur = await conn.execute(
+            "SELECT conversation_id, turn_index, user_text, reply_text, heard_text, interrupted, marks, created_at"
+            " FROM turns WHERE user_id = %s ORDER BY conversation_id, turn_index",
+            (user_id,),
+        )
+        turns = [fields.open_turn(key, row) for row in await cur.fetchall()]
+        cur = await conn.execute(
+            f"SELECT {MEMORY_COLUMNS}, embedding FROM memories WHERE user_id = %s ORDER BY created_at", (user_id,)
+        )
+        memories = [open_row(key, row) for row in await cur.fetchall()]
+        cur = await conn.execute(
+            "SELECT id, resource_kind, resource_id, created_at, expires_at, revoked_at FROM share_links"
+            " WHERE user_id = %s ORDER BY created_at",
+            (user_id,),
+        )
+        links = await cur.fetchall()
+    files = await media.list(user_id, limit=1_000_000)
+    trail = await audit.trail(user_id=user_id, limit=1_000_000)
+
+    by_conversation: dict[uuid.UUID, list[dict[str, Any]]] = {}
+    for turn in turns:
+        by_conversation.setdefault(turn["conversation_id"], []).append(turn)
+    counts.update(
+        users=1 if account else 0,
+        api_tokens=len(tokens),
+        conversations=len(conversations),
+        turns=len(turns),
+        memories=len(memories),
+        media=len(files),
+        share_links=len(links),
+        audit_log=len(trail),
+    )
+    yield add("account.json", {"user": account, "tokens": tokens})
+    yield add("conversations.json", [{**c, "turns": by_conversation.get(c["id"], [])} for c in conversations])
+    yield add("memories.json", memories)
+    yield add("share_links.json", links)
+    yield add("audit.json", trail)
+    yield add("media.json", [{**f, "path": f"media/{f['id']}/{_safe(f['name'])}"} for f in files])
+    for f in files:
+        info = zipfile.ZipInfo(f"media/{f['id']}/{_safe(f['name'])}", date_time=_zip_time(f["created_at"]))
+        info.compress_type = zipfile.ZIP_STORED  # media is compressed already; storing keeps export fast
+        with archive.open(info, "w", force_zip64=True) as member:
+            async for chunk in media.content(user_id, f["id"]):
+                member.write(chunk)
+                yield sink.take()
+        yield sink.take()
+    manifest = {"format": 1, "user_id": user_id, "exported_at": datetime.now(UTC), "tables": counts}
+    yield add("manifest.json", manifest)
+    archive.close()
+    yield sink.take()
+
+
+def _safe(name: str) -> str:
+    """A file name that cannot escape its folder in the archive."""
+    cleaned = "".join(c if c.isalnum() or c in "._- " else "_" for c in name).strip(". ")
+    return cleaned[:120] or "file"
+
+
+def _zip_time(at: datetime) -> tuple[int, int, int, int, int, int]:
+    t = at.astimezone(UTC)
+    return (max(t.year, 1980), t.month, t.day, t.hour, t.minute, t.second)

@@ -1,0 +1,59 @@
+"""Where each sealed value lives: the associated-data contexts, in one place so writer and reader agree.
+
+A context names the table and column and the row's identity, so a ciphertext moved to another row or column
+(or another user's row: the user id is always part of the associated data, see `UserKey`) fails to open.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any, Literal
+
+from voice_server.security.keys import UserKey
+
+TurnColumn = Literal["user_text", "reply_text", "heard_text"]
+TURN_COLUMNS: tuple[TurnColumn, ...] = ("user_text", "reply_text", "heard_text")
+
+
+def turn(column: TurnColumn, conversation_id: uuid.UUID, turn_index: int) -> str:
+    """A turn's text column; a turn is identified by its conversation and index."""
+    return f"turns.{column}|{conversation_id}|{turn_index}"
+
+
+def memory(column: Literal["text", "subject"], memory_id: uuid.UUID) -> str:
+    """A memory's text or subject."""
+    return f"memories.{column}|{memory_id}"
+
+
+def live_session(session_id: str) -> str:
+    """A live session's state document in Redis."""
+    return f"redis.session|{session_id}"
+
+
+def media_name(media_id: uuid.UUID) -> str:
+    """A media file's original name."""
+    return f"media.name|{media_id}"
+
+
+def media_file(media_id: uuid.UUID) -> str:
+    """A media file's bytes on disk (each chunk adds its index and whether it is the last)."""
+    return f"media.file|{media_id}"
+
+
+def audit_source(seq: int) -> str:
+    """The source address in audit row ``seq``."""
+    return f"audit_log.source|{seq}"
+
+
+def open_turn(key: UserKey, row: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a turn row with its text columns opened; the row must have ``conversation_id`` and
+    ``turn_index`` plus any of `TURN_COLUMNS`.
+
+    Raises:
+        voice_server.security.keys.DecryptionError: A value does not belong to this user and row.
+    """
+    opened = dict(row)
+    for column in TURN_COLUMNS:
+        if column in row:
+            opened[column] = key.open(row[column], turn(column, row["conversation_id"], row["turn_index"]))
+    return opened
