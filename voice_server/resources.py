@@ -114,17 +114,24 @@ async def _keyring(settings: Settings, db: Database) -> Keyring:
         KeyFileError: The key file is missing (when supplied), malformed or too permissive, or it is not the
             key this database's data keys are wrapped with.
     """
-    masters = load_master_keys(settings.key_file, create=settings.master_key_file is None)
-    keys = Keyring(masters)
-    known = {m.id for m in masters}
     async with db.pool.connection() as conn:
-        cur = await conn.execute("SELECT DISTINCT master_key_id FROM user_keys")
-        foreign = {row["master_key_id"] for row in await cur.fetchall()} - known
-        if foreign:
+        cur = await conn.execute(
+            "SELECT master_key_id FROM user_keys UNION SELECT master_key_id FROM server_keys"
+        )
+        wrapped_by = {row["master_key_id"] for row in await cur.fetchall()}
+        if wrapped_by and not settings.key_file.exists():
+            # Never generate a fresh key over encrypted data: it could not read anything, and would hide the loss.
+            raise KeyFileError(
+                f"the master key file {settings.key_file} is missing but this database holds encrypted data:"
+                " restore it (or set SOMA_MASTER_KEY_FILE)"
+            )
+        masters = load_master_keys(settings.key_file, create=settings.master_key_file is None)
+        if wrapped_by - {m.id for m in masters}:
             raise KeyFileError(
                 f"the master key in {settings.key_file} is not the one this database's data keys are wrapped"
                 " with: restore the right key file (or set SOMA_MASTER_KEY_FILE)"
             )
+        keys = Keyring(masters)
         await keys.open_server_keys(conn)
     sealed = await reseal_legacy(db.url, keys)
     if sealed:

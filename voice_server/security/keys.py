@@ -31,6 +31,7 @@ from typing import Any, Final
 import psycopg
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from psycopg.pq import TransactionStatus
 from psycopg_pool import AsyncConnectionPool
 
 log = logging.getLogger(__name__)
@@ -267,9 +268,12 @@ class Keyring:
         else:
             key = self._unwrap(row["master_key_id"], user_id, row["wrapped"])
         user_key = UserKey(user_id, key)
-        self._cache[user_id] = user_key
-        if len(self._cache) > _CACHE_USERS:
-            self._cache.popitem(last=False)
+        # Inside a transaction the key row may be this transaction's own, uncommitted insert: caching it would
+        # let later, committed writes use a key that a rollback erased. Cache only what is surely committed.
+        if conn.info.transaction_status == TransactionStatus.IDLE:
+            self._cache[user_id] = user_key
+            if len(self._cache) > _CACHE_USERS:
+                self._cache.popitem(last=False)
         return user_key
 
     def cached(self, user_id: uuid.UUID) -> UserKey:
