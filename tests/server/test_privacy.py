@@ -169,6 +169,10 @@ def test_a_ciphertext_moved_to_another_row_fails_loudly(srv: ServerProcess) -> N
     assert "integrity check" in srv.log_text()
 
 
+def jsonl(archive: zipfile.ZipFile, name: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in archive.read(name).decode().splitlines()]
+
+
 def _user_tables(db: psycopg.Connection[dict[str, Any]]) -> set[str]:
     cur = db.execute(
         "SELECT table_name FROM information_schema.columns WHERE table_schema = 'public' AND column_name = 'user_id'"
@@ -203,16 +207,19 @@ def test_export_holds_everything_stored_about_the_user(srv: ServerProcess) -> No
             expected = count["n"] - (1 if table == "audit_log" else 0)
             assert manifest["tables"][table] == expected, table
     conversations = json.loads(archive.read("conversations.json"))
-    texts = [t["user_text"] for c in conversations for t in c["turns"]]
+    turns = jsonl(archive, "turns.jsonl")
+    assert {t["conversation_id"] for t in turns} <= {c["id"] for c in conversations}
+    texts = [t["user_text"] for t in turns]
     assert any(canaries["turn"] in t for t in texts) and any(canaries["live"] in t for t in texts)
-    memories = json.loads(archive.read("memories.json"))
+    memories = jsonl(archive, "memories.jsonl")
     assert any(canaries["memory"] in m["text"] for m in memories) and len(memories[0]["embedding"]) == 384
     account = json.loads(archive.read("account.json"))
     assert "password_hash" not in json.dumps(account) and "token_hash" not in json.dumps(account)
     (media,) = json.loads(archive.read("media.json"))
     assert archive.read(media["path"]) == (canaries["media"] + " ").encode() * 40_000
     assert len(json.loads(archive.read("share_links.json"))) == 1
-    trail = json.loads(archive.read("audit.json"))
+    trail = jsonl(archive, "audit.jsonl")
+    assert all(e["source"] == "127.0.0.1" for e in trail if e["action"].startswith(("GET", "POST")))
     assert any(e["action"] == "POST /v1/media" for e in trail)
     assert any(e["action"] == "WS /v1/realtime" and e["status"] == 101 for e in trail)  # the live session
 

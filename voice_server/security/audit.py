@@ -156,10 +156,11 @@ class AuditLog:
             )
             rows = await cur.fetchall()
             for row in rows:
-                row["source"] = await self._open_source(conn, row)
+                row["source"] = await self.open_source(conn, row)
         return rows
 
-    async def _open_source(self, conn: Conn, row: dict[str, Any]) -> str | None:
+    async def open_source(self, conn: Conn, row: dict[str, Any]) -> str | None:
+        """The source address of an audit row, or ``None`` (none recorded, or its key was erased)."""
         if row["source"] is None:
             return None
         try:

@@ -1,12 +1,13 @@
 """Everything stored about one user, as a ZIP archive streamed to them (decrypted: it is theirs).
 
 Contents: ``manifest.json`` (row counts per table), ``account.json`` (profile and token metadata, never
-password or token hashes), ``conversations.json`` (with every turn), ``memories.json`` (including superseded
-ones and their embeddings), ``media.json`` plus the files under ``media/``, ``share_links.json`` and
-``audit.json`` (the user's own trail). Data keys are not exported: the archive is plaintext for its owner.
+password or token hashes), ``conversations.json``, ``turns.jsonl`` (every turn, one JSON object per line),
+``memories.jsonl`` (including superseded ones and their embeddings), ``media.json`` plus the files under
+``media/``, ``share_links.json`` and ``audit.jsonl`` (the user's own trail). Data keys are not exported: the
+archive is plaintext for its owner.
 
-The archive is produced as a stream (ZIP data descriptors, no seeking): memory stays bounded by one media
-chunk however large the files are.
+The archive is produced as a stream (ZIP data descriptors, no seeking); rows come from server-side cursors a
+batch at a time and files a sealed chunk at a time, so memory stays bounded however much the user has.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from voice_server.avatar.memory_store import open_row
 from voice_server.media import MediaStore
 from voice_server.security import fields
 from voice_server.security.audit import AuditLog
-from voice_server.security.keys import Keyring
+from voice_server.security.keys import Conn, Keyring
 from voice_server.stores.postgres import Database
 
 # Tables holding a user's rows and whether the export covers them; a new table with a user_id column must be
@@ -31,6 +32,7 @@ from voice_server.stores.postgres import Database
 # rows are deliberately not exported.
 EXPORTED_TABLES = ("users", "api_tokens", "conversations", "turns", "memories", "media", "share_links", "audit_log")
 NOT_EXPORTED = {"user_keys": "the wrapped data key: the archive is already decrypted"}
+_BATCH = 500
 
 
 class _Sink:
@@ -60,17 +62,24 @@ class _Sink:
         return out
 
 
-def _json(value: Any) -> bytes:
-    def default(obj: Any) -> Any:
-        if isinstance(obj, datetime):
-            return obj.isoformat()
-        if isinstance(obj, uuid.UUID | bytes):
-            return str(obj) if isinstance(obj, uuid.UUID) else obj.hex()
-        if hasattr(obj, "to_list"):  # pgvector's Vector (an embedding)
-            return [round(float(x), 6) for x in obj.to_list()]
+def _default(obj: Any) -> Any:
+    if isinstance(obj, datetime):
+        return obj.isoformat()
+    if isinstance(obj, uuid.UUID):
         return str(obj)
+    if isinstance(obj, bytes):
+        return obj.hex()
+    if hasattr(obj, "to_list"):  # pgvector's Vector (an embedding)
+        return [round(float(x), 6) for x in obj.to_list()]
+    return str(obj)
 
-    return json.dumps(value, default=default, ensure_ascii=False, indent=1).encode()
+
+def _json(value: Any) -> bytes:
+    return json.dumps(value, default=_default, ensure_ascii=False, indent=1).encode()
+
+
+def _json_line(value: Any) -> bytes:
+    return json.dumps(value, default=_default, ensure_ascii=False).encode() + b"\n"
 
 
 async def export_archive(
@@ -104,43 +113,54 @@ async def export_archive(
         )
         conversations = await cur.fetchall()
         cur = await conn.execute(
-            "SELECT conversation_id, turn_index, user_text, reply_text, heard_text, interrupted, marks, created_at"
-            " FROM turns WHERE user_id = %s ORDER BY conversation_id, turn_index",
-            (user_id,),
-        )
-        turns = [fields.open_turn(key, row) for row in await cur.fetchall()]
-        cur = await conn.execute(
-            f"SELECT {MEMORY_COLUMNS}, embedding FROM memories WHERE user_id = %s ORDER BY created_at", (user_id,)
-        )
-        memories = [open_row(key, row) for row in await cur.fetchall()]
-        cur = await conn.execute(
             "SELECT id, resource_kind, resource_id, created_at, expires_at, revoked_at FROM share_links"
             " WHERE user_id = %s ORDER BY created_at",
             (user_id,),
         )
         links = await cur.fetchall()
     files = await media.list(user_id, limit=1_000_000)
-    trail = await audit.trail(user_id=user_id, limit=1_000_000)
-
-    by_conversation: dict[uuid.UUID, list[dict[str, Any]]] = {}
-    for turn in turns:
-        by_conversation.setdefault(turn["conversation_id"], []).append(turn)
-    counts.update(
-        users=1 if account else 0,
-        api_tokens=len(tokens),
-        conversations=len(conversations),
-        turns=len(turns),
-        memories=len(memories),
-        media=len(files),
-        share_links=len(links),
-        audit_log=len(trail),
-    )
+    counts.update(users=1 if account else 0, api_tokens=len(tokens), conversations=len(conversations),
+                  share_links=len(links), media=len(files))  # fmt: skip
     yield add("account.json", {"user": account, "tokens": tokens})
-    yield add("conversations.json", [{**c, "turns": by_conversation.get(c["id"], [])} for c in conversations])
-    yield add("memories.json", memories)
+    yield add("conversations.json", conversations)
     yield add("share_links.json", links)
-    yield add("audit.json", trail)
     yield add("media.json", [{**f, "path": f"media/{f['id']}/{_safe(f['name'])}"} for f in files])
+
+    # The row-heavy parts (an imported life can be a million rows) are JSON Lines written from server-side
+    # cursors, a batch at a time: memory stays bounded whatever the user's history holds.
+    async def opened_turn(conn: Conn, row: dict[str, Any]) -> dict[str, Any]:
+        return fields.open_turn(key, row)
+
+    async def opened_memory(conn: Conn, row: dict[str, Any]) -> dict[str, Any]:
+        return open_row(key, row)
+
+    async def opened_audit(conn: Conn, row: dict[str, Any]) -> dict[str, Any]:
+        return {**row, "source": await audit.open_source(conn, row)}
+
+    parts: list[tuple[str, str, str, tuple[Any, ...], Any]] = [
+        ("turns", "turns.jsonl",
+         "SELECT conversation_id, turn_index, user_text, reply_text, heard_text, interrupted, marks, created_at"
+         " FROM turns WHERE user_id = %s ORDER BY conversation_id, turn_index", (user_id,), opened_turn),
+        ("memories", "memories.jsonl",
+         f"SELECT {MEMORY_COLUMNS}, embedding FROM memories WHERE user_id = %s ORDER BY created_at", (user_id,),
+         opened_memory),
+        ("audit_log", "audit.jsonl",
+         "SELECT seq, at, actor_id, user_id, action, resource, outcome, status, source FROM audit_log"
+         " WHERE user_id = %s OR actor_id = %s ORDER BY seq", (user_id, user_id), opened_audit),
+    ]  # fmt: skip
+    for table, name, sql, params, opened in parts:
+        counts[table] = 0
+        async with db.pool.connection() as conn, conn.transaction():
+            cursor = conn.cursor(name=f"export_{table}")
+            await cursor.execute(sql, params)
+            with archive.open(name, "w", force_zip64=True) as member:
+                while rows := await cursor.fetchmany(_BATCH):
+                    for row in rows:
+                        member.write(_json_line(await opened(conn, row)))
+                    counts[table] += len(rows)
+                    yield sink.take()
+        yield sink.take()
+
     for f in files:
         info = zipfile.ZipInfo(f"media/{f['id']}/{_safe(f['name'])}", date_time=_zip_time(f["created_at"]))
         info.compress_type = zipfile.ZIP_STORED  # media is compressed already; storing keeps export fast
@@ -149,7 +169,7 @@ async def export_archive(
                 member.write(chunk)
                 yield sink.take()
         yield sink.take()
-    manifest = {"format": 1, "user_id": user_id, "exported_at": datetime.now(UTC), "tables": counts}
+    manifest = {"format": 2, "user_id": user_id, "exported_at": datetime.now(UTC), "tables": counts}
     yield add("manifest.json", manifest)
     archive.close()
     yield sink.take()
