@@ -277,7 +277,7 @@ def _cmd_users_create(args: argparse.Namespace) -> int:
 async def _users_create(settings: Settings, args: argparse.Namespace, password: str) -> None:
     from voice_server import accounts
 
-    async with _database(settings) as db, db.pool.connection() as conn:
+    async with cli_database(settings) as db, db.pool.connection() as conn:
         try:
             user = await accounts.create_user(
                 conn, args.username, password, display_name=args.display_name, is_admin=args.admin
@@ -329,7 +329,7 @@ def _cmd_users_list(args: argparse.Namespace) -> int:
 
 
 async def _users_list(settings: Settings) -> None:
-    async with _database(settings) as db, db.pool.connection() as conn:
+    async with cli_database(settings) as db, db.pool.connection() as conn:
         cur = await conn.execute("SELECT username, is_admin, created_at FROM users ORDER BY created_at")
         for row in await cur.fetchall():
             admin = " (admin)" if row["is_admin"] else ""
@@ -337,7 +337,16 @@ async def _users_list(settings: Settings) -> None:
 
 
 @contextlib.asynccontextmanager
-async def _database(settings: Settings) -> Any:
+async def cli_database(settings: Settings, *, exclusive: bool = False) -> Any:
+    """The database for a command-line tool: the embedded server started (and stopped) here, or the running
+    server's, used and left running.
+
+    Args:
+        exclusive: Refuse to run next to a live server (key rotation).
+
+    Raises:
+        StartupError: The database failed, or ``exclusive`` and a server is running.
+    """
     from voice_server.resources import DataDirBusyError, data_dir_lock
     from voice_server.stores.postgres import Database, DatabaseError
 
@@ -347,6 +356,8 @@ async def _database(settings: Settings) -> Any:
             stack.enter_context(data_dir_lock(settings.data_dir))
             owner = True
         except DataDirBusyError:
+            if exclusive:
+                raise StartupError("a Soma server is running on this data dir: stop it first") from None
             owner = False  # a server is running: use its database, leave it running
         try:
             async with Database.open(settings.database_url, settings.data_dir, pool_max=2, owner=owner) as db:

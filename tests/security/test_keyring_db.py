@@ -11,6 +11,7 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
+from tests.server.test_memory_learning import new_user
 from voice_server.security.keys import DecryptionError, Keyring, load_master_keys, new_master_key, rotate_master_key
 from voice_server.stores.postgres import Database
 
@@ -19,17 +20,6 @@ from voice_server.stores.postgres import Database
 async def db(tmp_path: Path) -> AsyncIterator[Database]:
     async with Database.open(None, tmp_path / "data") as database:
         yield database
-
-
-async def new_user(db: Database) -> uuid.UUID:
-    async with db.pool.connection() as conn:
-        cur = await conn.execute(
-            "INSERT INTO users (username, password_hash) VALUES (%s, 'x') RETURNING id", (f"u{uuid.uuid4().hex[:8]}",)
-        )
-        row = await cur.fetchone()
-    assert row is not None
-    user_id: uuid.UUID = row["id"]
-    return user_id
 
 
 async def test_a_key_created_in_a_rolled_back_transaction_is_not_reused(db: Database) -> None:

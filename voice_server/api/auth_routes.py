@@ -20,16 +20,19 @@ log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1", tags=["auth"])
 
 _TOKEN_COLUMNS = "id, name, scopes, created_at, expires_at, last_used_at, revoked_at"
+# Postgres text cannot hold NUL: such a string is refused here (422) rather than failing its query (500).
+NO_NUL = r"^[^\x00]*$"
+MAX_API_TOKEN_TTL_S = 100 * 365 * 24 * 3600  # beyond this the expiry date would overflow
 
 
 class SignupRequest(BaseModel):
     username: str = Field(min_length=2, max_length=32)
     password: str = Field(min_length=1, max_length=accounts.MAX_PASSWORD_LEN)
-    display_name: str = Field(default="", max_length=100)
+    display_name: str = Field(default="", max_length=100, pattern=NO_NUL)
 
 
 class LoginRequest(BaseModel):
-    username: str = Field(min_length=1, max_length=64)
+    username: str = Field(min_length=1, max_length=64, pattern=NO_NUL)
     password: str = Field(min_length=1, max_length=accounts.MAX_PASSWORD_LEN)
     expires_in: int | None = Field(default=None, ge=60, le=365 * 24 * 3600, description="Token lifetime, seconds")
 
@@ -55,9 +58,11 @@ class SignupResponse(BaseModel):
 
 
 class ApiTokenCreate(BaseModel):
-    name: str = Field(min_length=1, max_length=100)
+    name: str = Field(min_length=1, max_length=100, pattern=NO_NUL)
     scopes: list[str] = Field(default_factory=lambda: ["*"], min_length=1, max_length=len(accounts.SCOPES))
-    expires_in: int | None = Field(default=None, ge=60, description="Seconds; omit for a token that never expires")
+    expires_in: int | None = Field(
+        default=None, ge=60, le=MAX_API_TOKEN_TTL_S, description="Seconds; omit for a token that never expires"
+    )
 
 
 class ApiTokenOut(BaseModel):

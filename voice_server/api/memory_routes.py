@@ -12,7 +12,7 @@ from datetime import date, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from voice_server.accounts import Principal
 from voice_server.api.deps import ResourcesDep, require_scope
@@ -26,7 +26,15 @@ MemoryReader = Annotated[Principal, Depends(require_scope("memories:read"))]
 MemoryUser = Annotated[Principal, Depends(require_scope("memories:write"))]
 Text = Annotated[str, Field(min_length=1, max_length=2000)]
 Subject = Annotated[str, Field(min_length=1, max_length=40)]
-Importance = Annotated[float, Field(ge=0, le=1)]
+
+
+def _as_stored(importance: float) -> float:
+    """Importance is a Postgres ``real``: six decimals are all it keeps, and a tinier non-zero value would fail
+    to store (underflow, a 500) instead of reading back as 0."""
+    return round(importance, 6)
+
+
+Importance = Annotated[float, Field(ge=0, le=1), AfterValidator(_as_stored)]
 
 
 class MemoryIn(BaseModel):

@@ -47,7 +47,8 @@ def event_for(scope: Scope, status: int) -> AuditEvent:
         outcome=outcome_of(status),
         actor_id=actor,
         user_id=subject,
-        resource=",".join(f"{k}={v}" for k, v in sorted(params.items())),
+        # Path values are the client's text: a NUL (``%00``) cannot go into a Postgres text column.
+        resource=",".join(f"{k}={v}" for k, v in sorted(params.items())).replace("\x00", "\\x00"),
         status=status,
         source=client[0] if client else None,
     )

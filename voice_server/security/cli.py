@@ -49,22 +49,12 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
 @contextlib.asynccontextmanager
 async def _owner_connection(settings: Settings, *, exclusive: bool) -> AsyncIterator[Conn]:
     """A connection as the database owner; ``exclusive`` refuses to run next to a live server."""
-    from voice_server.resources import DataDirBusyError, data_dir_lock
-    from voice_server.stores.postgres import Database
+    from voice_server.cli import cli_database
 
-    settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    with contextlib.ExitStack() as stack:
-        try:
-            stack.enter_context(data_dir_lock(settings.data_dir))
-            owner = True
-        except DataDirBusyError:
-            if exclusive:
-                raise KeyFileError("a Soma server is running on this data dir: stop it first") from None
-            owner = False
-        async with Database.open(settings.database_url, settings.data_dir, pool_max=2, owner=owner) as db:
-            conn = await psycopg.AsyncConnection.connect(db.url, autocommit=True, row_factory=dict_row)
-            async with conn:
-                yield conn
+    async with cli_database(settings, exclusive=exclusive) as db:
+        conn = await psycopg.AsyncConnection.connect(db.url, autocommit=True, row_factory=dict_row)
+        async with conn:
+            yield conn
 
 
 def _run(args: argparse.Namespace, work: Any) -> int:
@@ -72,7 +62,7 @@ def _run(args: argparse.Namespace, work: Any) -> int:
     configure_logging("warning", settings.log_format)
     try:
         return int(asyncio.run(work(settings)))
-    except (KeyFileError, DecryptionError, psycopg.Error, RuntimeError) as exc:
+    except (KeyFileError, DecryptionError, psycopg.Error, RuntimeError) as exc:  # StartupError is a RuntimeError
         print(f"soma: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
 
