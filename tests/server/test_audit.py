@@ -227,3 +227,10 @@ def test_share_links_open_without_an_account_until_revoked(srv: ServerProcess) -
     assert httpx.get(srv.base_url + link["url"]).status_code == 404
     listed = api(srv, "GET", "/v1/share-links", token).json()["data"]
     assert listed[0]["revoked_at"] is not None
+    # The owner's trail shows the link being opened, by link id; no token is written to the log or the trail.
+    trail = api(srv, "GET", "/v1/me/audit", token).json()["data"]
+    opened = [e for e in trail if e["action"] == "GET /v1/shared/{token}"]
+    assert opened and opened[-1]["resource"] == f"share_link={link['id']}" and opened[-1]["actor_id"] is None
+    with db_as(srv, "postgres") as db:
+        assert not db.execute("SELECT 1 FROM audit_log WHERE resource LIKE %s", (f"%{link['token']}%",)).fetchall()
+    assert link["token"] not in srv.log_text() and forged not in srv.log_text()

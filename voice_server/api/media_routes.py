@@ -184,8 +184,10 @@ async def open_share_link(token: str, request: Request, res: ResourcesDep) -> St
             row = await cur.fetchone()
     if row is None:
         raise not_found("share_link")
+    # The owner's trail shows that (and from where) their link was opened; the token itself is never logged.
     request.state.audit_user = None
     request.state.audit_subject = row["user_id"]
+    request.state.audit_resource = f"share_link={link_id}"
     store = media_store(res)
     media = await store.get(row["user_id"], row["resource_id"])
     if media is None:

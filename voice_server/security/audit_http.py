@@ -42,13 +42,18 @@ def event_for(scope: Scope, status: int) -> AuditEvent:
     template = getattr(route, "path", None) or "(no route)"
     params = scope.get("path_params") or {}
     client = scope.get("client")
+    # A path parameter named "token" is a capability (a share link): never written down; the route may name
+    # what it opened instead (``audit_resource``). Path values are the client's text: a NUL (``%00``) cannot
+    # go into a Postgres text column.
+    resource = state.get("audit_resource") or ",".join(
+        f"{k}={'[REDACTED]' if k == 'token' else v}" for k, v in sorted(params.items())
+    ).replace("\x00", "\\x00")
     return AuditEvent(
         action=f"{scope['method']} {template}",
         outcome=outcome_of(status),
         actor_id=actor,
         user_id=subject,
-        # Path values are the client's text: a NUL (``%00``) cannot go into a Postgres text column.
-        resource=",".join(f"{k}={v}" for k, v in sorted(params.items())).replace("\x00", "\\x00"),
+        resource=resource,
         status=status,
         source=client[0] if client else None,
     )
