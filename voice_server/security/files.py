@@ -16,12 +16,12 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import BinaryIO, Final
 
-from voice_server.security.keys import DecryptionError, UserKey
+from voice_server.security.keys import SEALED_OVERHEAD, DecryptionError, UserKey
 
 MAGIC: Final = b"SOMA-ENC\x01"
 CHUNK: Final = 256 * 1024
 _LEN = struct.Struct(">I")
-_MAX_RECORD: Final = CHUNK + 64  # a sealed chunk is CHUNK + 29 bytes; anything larger is corruption
+_MAX_RECORD: Final = CHUNK + SEALED_OVERHEAD  # anything larger is corruption
 
 
 def _context(context: str, index: int, final: bool) -> str:
@@ -31,7 +31,9 @@ def _context(context: str, index: int, final: bool) -> str:
 class FileSealer:
     """Seals a stream of plaintext bytes into the file format (sans-I/O: bytes in, records out).
 
-    Call `feed` with data as it arrives, then `finish` once; write what each returns, in order.
+    Call `feed` with data as it arrives, then `finish` once; write what each returns, in order. Each call
+    allocates its output once and seals chunks straight into it (at 256 KiB a chunk, temporary copies would
+    make throughput depend on how the allocator maps fresh memory).
     """
 
     def __init__(self, key: UserKey, context: str) -> None:
@@ -42,29 +44,37 @@ class FileSealer:
         self._started = False
         self.plaintext_bytes = 0
 
-    def _record(self, chunk: bytes, final: bool) -> bytes:
-        sealed = self._key.seal_bytes(chunk, _context(self._context, self._index, final))
-        self._index += 1
-        return _LEN.pack(len(sealed)) + sealed
-
-    def feed(self, data: bytes) -> bytes:
-        """Seal every full chunk ``data`` completes, keeping one chunk back (it may turn out to be the last)."""
-        out = bytearray() if self._started else bytearray(MAGIC)
+    def _seal(self, sizes: int, final_last: bool) -> bytearray:
+        """Seal the first ``sizes`` chunks of the pending data (the last one flagged final if asked)."""
+        header = b"" if self._started else MAGIC
         self._started = True
+        lengths = [min(CHUNK, len(self._pending) - i * CHUNK) for i in range(sizes)]
+        out = bytearray(len(header) + sum(_LEN.size + n + SEALED_OVERHEAD for n in lengths))
+        out[: len(header)] = header
+        position, consumed = len(header), 0
+        with memoryview(self._pending) as plain, memoryview(out) as view:
+            for i, n in enumerate(lengths):
+                final = final_last and i == sizes - 1
+                _LEN.pack_into(view, position, n + SEALED_OVERHEAD)
+                position += _LEN.size
+                target = view[position : position + n + SEALED_OVERHEAD]
+                self._key.seal_into(plain[consumed : consumed + n], _context(self._context, self._index, final), target)
+                position += n + SEALED_OVERHEAD
+                consumed += n
+                self._index += 1
+        del self._pending[:consumed]
+        return out
+
+    def feed(self, data: bytes | bytearray) -> bytearray:
+        """Seal every full chunk ``data`` completes, keeping one chunk back (it may turn out to be the last)."""
         self._pending += data
         self.plaintext_bytes += len(data)
-        while len(self._pending) > CHUNK:
-            out += self._record(bytes(self._pending[:CHUNK]), final=False)
-            del self._pending[:CHUNK]
-        return bytes(out)
+        full = max(0, (len(self._pending) - 1) // CHUNK)  # always keep the last (possibly full) chunk back
+        return self._seal(full, final_last=False)
 
-    def finish(self) -> bytes:
+    def finish(self) -> bytearray:
         """Seal the last chunk (possibly empty)."""
-        out = bytearray() if self._started else bytearray(MAGIC)
-        self._started = True
-        out += self._record(bytes(self._pending), final=True)
-        self._pending.clear()
-        return bytes(out)
+        return self._seal(1, final_last=True)
 
 
 def open_records(fh: BinaryIO, key: UserKey, context: str) -> Iterator[bytes]:
@@ -106,15 +116,21 @@ async def write_sealed(path: Path, key: UserKey, context: str, chunks: AsyncIter
     fh = os.fdopen(fd, "wb")
     try:
         buffered = bytearray()
+
+        def seal_and_write(data: bytes | bytearray, last: bool) -> None:
+            fh.write(sealer.feed(data))
+            if last:
+                fh.write(sealer.finish())
+
         async for data in chunks:
             buffered += data
             if sealer.plaintext_bytes + len(buffered) > limit:
                 raise ValueError(f"the file exceeds {limit} bytes")
             if len(buffered) >= CHUNK:
-                # Sealing and writing a chunk off the event loop: other calls keep their 20 ms pace.
-                await asyncio.to_thread(fh.write, sealer.feed(bytes(buffered)))
+                # Sealing and writing off the event loop (both, in the thread): other calls keep their pace.
+                await asyncio.to_thread(seal_and_write, buffered, False)  # awaited before `buffered` changes
                 buffered.clear()
-        await asyncio.to_thread(lambda: fh.write(sealer.feed(bytes(buffered)) + sealer.finish()))
+        await asyncio.to_thread(seal_and_write, buffered, True)
         await asyncio.to_thread(os.fsync, fh.fileno())
         fh.close()
         os.replace(tmp, path)

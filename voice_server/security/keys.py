@@ -41,6 +41,7 @@ LEGACY_PLAINTEXT: Final = 0x00
 NONCE_LEN: Final = 12
 TAG_LEN: Final = 16
 KEY_LEN: Final = 32
+SEALED_OVERHEAD: Final = 1 + NONCE_LEN + TAG_LEN  # bytes a sealed value adds to its plaintext
 _CACHE_USERS: Final = 4096  # unwrapped data keys kept in memory (32 bytes each + cipher objects)
 _WRAP_AD: Final = b"soma/user-key/v1|"
 
@@ -140,6 +141,14 @@ class UserKey:
         """Encrypt ``data`` for ``context``; a new random nonce every call."""
         nonce = secrets.token_bytes(NONCE_LEN)
         return bytes([SEALED]) + nonce + self._aead.encrypt(nonce, data, self._ad(context))
+
+    def seal_into(self, data: memoryview, context: str, out: memoryview) -> None:
+        """`seal_bytes` written into ``out`` (exactly ``len(data) + SEALED_OVERHEAD`` bytes): no temporary
+        copies, for bulk data (file chunks)."""
+        nonce = secrets.token_bytes(NONCE_LEN)
+        out[0] = SEALED
+        out[1 : 1 + NONCE_LEN] = nonce
+        self._aead.encrypt_into(nonce, data, self._ad(context), out[1 + NONCE_LEN :])
 
     def open_bytes(self, blob: bytes, context: str) -> bytes:
         """Decrypt a `seal_bytes` value (or return a legacy plaintext value as is).
