@@ -234,3 +234,20 @@ def test_share_links_open_without_an_account_until_revoked(srv: ServerProcess) -
     with db_as(srv, "postgres") as db:
         assert not db.execute("SELECT 1 FROM audit_log WHERE resource LIKE %s", (f"%{link['token']}%",)).fetchall()
     assert link["token"] not in srv.log_text() and forged not in srv.log_text()
+
+
+def test_nothing_is_served_when_the_audit_row_cannot_be_written(srv: ServerProcess) -> None:
+    """With audit inserts failing, a data request gets 503 audit_unavailable and none of the data; once the
+    log is writable again, the same request is served."""
+    _, token = new_user(srv, "failclosed")
+    media = api(srv, "POST", "/v1/media", token, params={"name": "s.txt"}, content=b"ZqUnauditedSecret",
+                headers={"Content-Type": "text/plain"}).json()  # fmt: skip
+    with db_as(srv, "postgres") as db:
+        db.execute("REVOKE INSERT ON audit_log FROM soma_app")
+        try:
+            r = api(srv, "GET", f"/v1/media/{media['id']}/content", token)
+            assert r.status_code == 503 and r.json()["error"]["code"] == "audit_unavailable"
+            assert b"ZqUnauditedSecret" not in r.content
+        finally:
+            db.execute("GRANT INSERT ON audit_log TO soma_app")
+    assert api(srv, "GET", f"/v1/media/{media['id']}/content", token).content == b"ZqUnauditedSecret"

@@ -1,9 +1,9 @@
 """Audit every ``/v1/`` HTTP request: who, what route, which resource, from where, and how it ended.
 
-A pure ASGI middleware. The row is written *before* the response's last body chunk is sent, so a client never
-receives data whose access was not recorded: if the audit write fails, the response is cut off (logged) rather
-than completed. Routes name the caller by storing the `Principal` (``require_user`` does) or, for logins, the
-user id (``audit_user``) in the request state.
+A pure ASGI middleware. The row is written when the response starts, before any byte of it is sent, so a
+client never receives data whose access was not recorded: if the audit write fails, the client gets a 503
+instead of the response (logged). Routes name the caller by storing the `Principal` (``require_user`` does)
+or, for logins, the user id (``audit_user``) in the request state.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from voice_server.errors import error_response
 from voice_server.security.audit import AuditEvent
 
 log = logging.getLogger(__name__)
@@ -69,30 +70,35 @@ class AuditMiddleware:
         if scope["type"] != "http" or not scope["path"].startswith("/v1/"):
             await self.app(scope, receive, send)
             return
-        status = 0
         recorded = False
+        withheld = False
 
         async def audited_send(message: Message) -> None:
-            nonlocal status, recorded
-            if message["type"] == "http.response.start":
-                status = int(message["status"])
-            elif message["type"] == "http.response.body" and not message.get("more_body", False) and not recorded:
+            nonlocal recorded, withheld
+            if message["type"] == "http.response.start" and not recorded:
+                # By the time a response starts, routing and authentication are done: record it now, before
+                # its first byte leaves (a streamed body may be complete for the client before it ends here).
                 recorded = True
-                await self._record(scope, status)
-            await send(message)
+                if not await self._record(scope, int(message["status"])):
+                    withheld = True
+                    unavailable = error_response(503, "audit_unavailable", "the server cannot record this request")
+                    await unavailable(scope, receive, send)
+                    return
+            if not withheld:
+                await send(message)
 
         try:
             await self.app(scope, receive, audited_send)
         finally:
-            if not recorded:  # the response broke off (client gone, streaming error) or was never started
-                recorded = True
-                await self._record(scope, status or 500, raise_errors=False)
+            if not recorded:  # the app failed before starting a response (the error handler answers 500)
+                await self._record(scope, 500)
 
-    async def _record(self, scope: Scope, status: int, *, raise_errors: bool = True) -> None:
+    async def _record(self, scope: Scope, status: int) -> bool:
+        """Write the row; ``False`` (logged) when it could not be written."""
         audit = scope["app"].state.resources.audit
         try:
             await audit.record(event_for(scope, status))
         except Exception:
             log.error("audit row not written: the response is withheld", exc_info=True)
-            if raise_errors:
-                raise
+            return False
+        return True
