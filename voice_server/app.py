@@ -23,6 +23,7 @@ from voice_server.errors import install_error_handlers
 from voice_server.http_limits import BodyLimitMiddleware
 from voice_server.metrics import Metrics, MetricsMiddleware
 from voice_server.resources import Resources
+from voice_server.sip.service import start_sip
 from voice_server.webrtc.calls import CallManager
 
 WEB_DIR = Path(__file__).resolve().parent.parent / "clients" / "web"
@@ -43,9 +44,12 @@ def create_app(settings: Settings, resources: Resources | None = None) -> FastAP
     async def serving(app: FastAPI, res: Resources) -> AsyncIterator[None]:
         app.state.resources = res
         app.state.calls = CallManager(res)
+        app.state.sip = await start_sip(res)
         try:
             yield
         finally:
+            if app.state.sip is not None:
+                await app.state.sip.aclose()
             await app.state.calls.aclose()
 
     @asynccontextmanager

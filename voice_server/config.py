@@ -74,6 +74,18 @@ class Settings:
             ``turn:host:3478?transport=udp``); empty: host candidates only (LAN and loopback).
         webrtc_ice_username: TURN username, if the TURN server needs one.
         webrtc_ice_credential: TURN password (never logged).
+        sip_bind: ``host:port`` the SIP listener binds (UDP and TCP); empty or ``off`` disables SIP. Loopback by
+            default: open SIP ports are scanned constantly, so a public address is an explicit choice.
+        sip_transports: ``udp``, ``tcp`` or ``udp,tcp``.
+        sip_public_host: The address put in Contact and SDP when it differs from the bind address (NAT, or a
+            ``0.0.0.0`` bind); ``None`` = the bind host.
+        sip_rtp_ports: ``low-high`` UDP port range for RTP, one port per call.
+        sip_trunks: JSON list of trunks allowed to call in (see `voice_server.sip.routing.Trunk`): name, ``allow``
+            (IP networks), optional ``username``/``password`` for digest auth, ``algorithms``. Empty: any source that
+            can reach `sip_bind` may call (only sensible on loopback or a trusted LAN).
+        sip_max_calls: Most simultaneous SIP calls (503 beyond).
+        sip_media_timeout_s: A call with no RTP from the caller for this long is hung up.
+        sip_realm: Realm of digest challenges.
     """
 
     host: str = "127.0.0.1"
@@ -101,6 +113,14 @@ class Settings:
     webrtc_ice_servers: str = ""
     webrtc_ice_username: str | None = None
     webrtc_ice_credential: str | None = None
+    sip_bind: str = "127.0.0.1:5060"
+    sip_transports: str = "udp,tcp"
+    sip_public_host: str | None = None
+    sip_rtp_ports: str = "40000-40999"
+    sip_trunks: str = ""
+    sip_max_calls: int = 150
+    sip_media_timeout_s: int = 30
+    sip_realm: str = "soma"
 
     @property
     def ice_urls(self) -> list[str]:
@@ -127,10 +147,49 @@ class Settings:
                 raise ConfigError(f"webrtc_ice_servers: {url!r} is not a stun:/turn: URL")
         if self.db_pool_max < 2:
             raise ConfigError(f"db_pool_max: must be at least 2, got {self.db_pool_max}")
+        self._check_sip()
         for name in ("database_url", "redis_url"):
             url = getattr(self, name)
             if url is not None and "://" not in url:
                 raise ConfigError(f"{name}: expected a URL like scheme://…, got a value without a scheme")
+
+    @property
+    def sip_address(self) -> tuple[str, int] | None:
+        """`sip_bind` as ``(host, port)``, or ``None`` when SIP is off."""
+        text = self.sip_bind.strip()
+        if text.lower() in ("", "off"):
+            return None
+        host, _, port = text.rpartition(":")
+        return host.strip("[]"), int(port)
+
+    @property
+    def rtp_port_range(self) -> tuple[int, int]:
+        """`sip_rtp_ports` as ``(low, high)``, both included."""
+        low, _, high = self.sip_rtp_ports.partition("-")
+        return int(low), int(high)
+
+    def _check_sip(self) -> None:
+        text = self.sip_bind.strip()
+        if text.lower() not in ("", "off"):
+            host, colon, port = text.rpartition(":")
+            if not colon or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+                raise ConfigError(f"sip_bind: expected host:port or off, got {self.sip_bind!r}")
+        transports = {t.strip() for t in self.sip_transports.split(",") if t.strip()}
+        if not transports or not transports <= {"udp", "tcp"}:
+            raise ConfigError(f"sip_transports: expected udp, tcp or udp,tcp, got {self.sip_transports!r}")
+        low, dash, high = self.sip_rtp_ports.partition("-")
+        if not dash or not low.isdigit() or not high.isdigit() or not 1024 <= int(low) <= int(high) < 65536:
+            raise ConfigError(f"sip_rtp_ports: expected low-high within 1024-65535, got {self.sip_rtp_ports!r}")
+        if not 1 <= self.sip_max_calls <= 2000:
+            raise ConfigError(f"sip_max_calls: must be 1-2000, got {self.sip_max_calls}")
+        if not 5 <= self.sip_media_timeout_s <= 3600:
+            raise ConfigError(f"sip_media_timeout_s: must be 5-3600, got {self.sip_media_timeout_s}")
+        from voice_server.sip.routing import TrunkError, parse_trunks  # here: config must not import SIP eagerly
+
+        try:
+            parse_trunks(self.sip_trunks)
+        except TrunkError as exc:
+            raise ConfigError(f"sip_trunks: {exc}") from None
 
     @property
     def scheme(self) -> str:

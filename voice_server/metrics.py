@@ -59,6 +59,11 @@ class Metrics:
         self.live_conversations = Gauge(
             "soma_live_conversations", "Conversations in progress", ["channel"], registry=self.registry
         )
+        self.sip_dtmf = Counter("soma_sip_dtmf_total", "DTMF key presses received on SIP calls", registry=self.registry)
+        self.sip_rejected = Counter(
+            "soma_sip_rejected_total", "SIP messages or calls turned away (malformed, unauthorised, unknown)",
+            registry=self.registry,
+        )
         # Read when /metrics is rendered, on the event loop: leaks show up as counts that never come back down.
         tasks = Gauge("soma_asyncio_tasks", "Tasks alive on the server's event loop", registry=self.registry)
         tasks.set_function(_task_count)
