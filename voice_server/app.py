@@ -16,6 +16,7 @@ from voice_server.api import (
     conversation_routes,
     memory_routes,
     realtime_routes,
+    sip_routes,
     system,
 )
 from voice_server.config import Settings, load_settings
@@ -79,6 +80,7 @@ def create_app(settings: Settings, resources: Resources | None = None) -> FastAP
     app.include_router(memory_routes.router)
     app.include_router(realtime_routes.router)
     app.include_router(call_routes.router)
+    app.include_router(sip_routes.router)
     if WEB_DIR.is_dir():
         app.mount("/", StaticFiles(directory=WEB_DIR, html=True), name="web")
     return app

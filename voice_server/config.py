@@ -86,6 +86,7 @@ class Settings:
         sip_max_calls: Most simultaneous SIP calls (503 beyond).
         sip_media_timeout_s: A call with no RTP from the caller for this long is hung up.
         sip_realm: Realm of digest challenges.
+        sip_ring_ms: Ring (180) this long before answering, as a person would; 0 answers at once.
     """
 
     host: str = "127.0.0.1"
@@ -121,6 +122,7 @@ class Settings:
     sip_max_calls: int = 150
     sip_media_timeout_s: int = 30
     sip_realm: str = "soma"
+    sip_ring_ms: int = 0
 
     @property
     def ice_urls(self) -> list[str]:
@@ -182,6 +184,8 @@ class Settings:
             raise ConfigError(f"sip_rtp_ports: expected low-high within 1024-65535, got {self.sip_rtp_ports!r}")
         if not 1 <= self.sip_max_calls <= 2000:
             raise ConfigError(f"sip_max_calls: must be 1-2000, got {self.sip_max_calls}")
+        if not 0 <= self.sip_ring_ms <= 30_000:
+            raise ConfigError(f"sip_ring_ms: must be 0-30000, got {self.sip_ring_ms}")
         if not 5 <= self.sip_media_timeout_s <= 3600:
             raise ConfigError(f"sip_media_timeout_s: must be 5-3600, got {self.sip_media_timeout_s}")
         from voice_server.sip.routing import TrunkError, parse_trunks  # here: config must not import SIP eagerly

@@ -14,6 +14,7 @@ clock task ticks every call's `RtpStream` each 20 ms (one timer for all calls in
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 from dataclasses import dataclass, field
@@ -103,6 +104,7 @@ class SipCallManager:
         self.ports = PortPool(*settings.rtp_port_range)
         self.max_calls = settings.sip_max_calls
         self.media_timeout_s = float(settings.sip_media_timeout_s)
+        self.ring_s = settings.sip_ring_ms / 1000.0
         self.calls: dict[str, SipCall] = {}
         self._setups: set[asyncio.Task[None]] = set()
         self._clock: asyncio.Task[None] | None = None
@@ -269,19 +271,28 @@ class SipCallManager:
         session: asyncio.Task[None] | None = None
         try:
             await self._open_media(call, negotiated)
+            self._reply(call.invite, call.flow, 180, "Ringing", call=call)
+            if self.ring_s > 0:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self.ring_s):
+                        await call.ended.wait()  # a CANCEL (or shutdown) while ringing
+            if call.ended.is_set():
+                return
             call.conversation = await open_conversation(self.res, principal, _avatar_for(principal), "sip",
                                                         call.transport)  # fmt: skip
             if call.cancelled or call.ended.is_set():
                 return
-            self._reply(call.invite, call.flow, 180, "Ringing", call=call)
             self._reply(call.invite, call.flow, 200, "OK", call=call, extra=d.answer_headers(self._contact(call)),
                         body=self._local_sdp(call))  # fmt: skip
             call.answered = True
             codec = "offer in 200" if call.awaiting_answer or call.media is None else call.media.negotiated.codec
             log.info("sip: call %s answered for %s (%s)", _short(call.call_id), principal.username, codec)
             session = asyncio.create_task(call.conversation.session.run(), name="sip-session")
-            await asyncio.wait([session, asyncio.create_task(call.ended.wait(), name="sip-call-ended")],
-                               return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
+            ended = asyncio.create_task(call.ended.wait(), name="sip-call-ended")
+            try:
+                await asyncio.wait([session, ended], return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                await cancel_and_wait(ended, timeout=1.0)
         except ApiError as exc:
             self._reject(call.invite, call.flow, 503, "Service Unavailable", exc.message[:80])
         except OSError as exc:
@@ -318,7 +329,12 @@ class SipCallManager:
         self.ports.give_back(call.port)
         self.endpoint.txns.forget_dialog(call.call_id)
         self.calls.pop(call.call_id, None)
-        log.info("sip: call %s ended", _short(call.call_id))
+        stats = call.media.stats if call.media is not None else None
+        jitter = call.media.jitter.stats if call.media is not None else None
+        log.info("sip: call %s ended (rtp in=%d out=%d voiced_out=%d rejected=%d lost=%d late=%d dtmf=%d)",
+                 _short(call.call_id), *(  # fmt: skip
+                     (stats.packets_in, stats.packets_out, stats.voiced_out, stats.rejected, jitter.lost, jitter.late,
+                      stats.dtmf) if stats is not None and jitter is not None else (0,) * 7))
 
     def _end(self, call: SipCall, *, send_bye: bool) -> None:
         """Make ``call`` end (its runner releases everything); BYE the caller if we are the one hanging up."""

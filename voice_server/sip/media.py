@@ -106,6 +106,7 @@ class MediaStats:
 
     packets_in: int = 0
     packets_out: int = 0
+    voiced_out: int = 0  # packets carrying the avatar's voice (not comfort silence)
     rejected: int = 0  # garbage, wrong source, unknown payload type
     dtmf: int = 0
 
@@ -207,6 +208,7 @@ class RtpStream(asyncio.DatagramProtocol):
         if hold == self.hold:
             return
         self.hold = hold
+        self.last_media = self._loop_time()  # a held caller may send nothing: the media timeout restarts now
         if self.pipeline.playout is not None:
             if hold:
                 self.pipeline.playout.pause()
@@ -231,6 +233,7 @@ class RtpStream(asyncio.DatagramProtocol):
         data = self.codec.encode(pcm) if voiced and pcm is not None else self.codec.silence
         self._udp.sendto(self.sender.packet(self.negotiated.payload_type, data, voiced=voiced), self.remote)
         self.stats.packets_out += 1
+        self.stats.voiced_out += voiced
 
     def close(self) -> None:
         """Release the port. Idempotent."""
