@@ -149,6 +149,10 @@ class RtpStream(asyncio.DatagramProtocol):
 
     def datagram_received(self, data: bytes, addr: tuple[str | object, ...]) -> None:
         source = (str(addr[0]), int(str(addr[1])))
+        if source == self.negotiated.remote and self._latched not in (None, source):
+            # The address the caller's SDP named always wins over a source latched earlier: someone on the
+            # caller's IP who raced the first packet in must not keep the call's media.
+            self._latched = None
         if self._latched is not None and source != self._latched:
             self.stats.rejected += 1  # symmetric RTP: once latched, other sources are someone else
             return
