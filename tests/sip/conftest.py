@@ -84,12 +84,16 @@ def sip_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SipServer]:
 
 @pytest.fixture(scope="session")
 def speech_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A directory with the question as raw μ-law and A-law (for sipp's rtp_stream) and a ``pcap`` link."""
+    """A directory with the question as raw μ-law and A-law (for sipp's rtp_stream) and a ``pcap`` link.
+
+    The question is followed by a minute of silence: a phone keeps sending RTP for the whole call, and the
+    server hangs up on a caller whose media stops (``sip_media_timeout_s``)."""
     out = tmp_path_factory.mktemp("sip-speech")
     wav = out / "question.wav"
     subprocess.run(["espeak-ng", "-s", "160", "-w", str(wav), QUESTION], check=True)
     for ext, kind in (("ulaw", "ul"), ("alaw", "al")):
-        subprocess.run(["sox", str(wav), "-r", "8000", "-c", "1", "-t", kind, str(out / f"question.{ext}")], check=True)
+        subprocess.run(["sox", str(wav), "-r", "8000", "-c", "1", "-t", kind, str(out / f"question.{ext}"),
+                        "pad", "0", "60"], check=True)  # fmt: skip
     if SIPP_PCAPS.is_dir():
         (out / "pcap").symlink_to(SIPP_PCAPS)
     return out

@@ -195,7 +195,9 @@ async def test_phone_hears_a_reply_it_can_transcribe(sip_server: SipServer, asr:
         assert await transcribe(asr, heard)
         seqs = [h.seq for h in phone.heard]
         assert all((b - a) % 65536 == 1 for a, b in zip(seqs, seqs[1:], strict=False)), "sequence gaps"
-        assert any(h.marker for h in phone.heard if voiced(h.pcm))
+        first_voiced = next(i for i, h in enumerate(phone.heard) if voiced(h.pcm))
+        spurts = [i for i, h in enumerate(phone.heard) if h.marker]
+        assert spurts and spurts[0] <= first_voiced, "no marker bit at the start of the reply's talk-spurt"
         assert await phone.bye() == 200
     assert await wait_for(lambda: any(c["turns"] for c in conversations(sip_server, token)), 5)
     (conv,) = conversations(sip_server, token)
