@@ -33,7 +33,7 @@ _CANONICAL = {
 }  # fmt: skip
 _MULTI = frozenset({"via", "route", "record-route", "contact"})  # headers whose values may be comma-joined
 _TOKEN = re.compile(r"^[A-Za-z0-9.!%*_+`'~-]+$")
-_STATUS = re.compile(r"^SIP/2\.0 ([1-6]\d\d) ?(.*)$")
+_STATUS = re.compile(r"^SIP/2\.0 ([1-6]\d\d)(?: (.*))?$")
 REQUIRED = ("via", "from", "to", "call-id", "cseq")
 
 
@@ -351,7 +351,7 @@ def parse(data: bytes, *, stream: bool = False) -> Request | Response:
         m = _STATUS.match(start)
         if m is None:
             raise SipParseError("bad status line")
-        message = Response(headers, body, status=int(m.group(1)), reason=m.group(2))
+        message = Response(headers, body, status=int(m.group(1)), reason=m.group(2) or "")
     else:
         parts = start.split(" ")
         if len(parts) != 3 or parts[2] != SIP_VERSION or not _TOKEN.match(parts[0]):
