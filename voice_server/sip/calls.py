@@ -27,7 +27,7 @@ from voice_server.session_factory import Conversation, open_conversation
 from voice_server.sip import dialog as d
 from voice_server.sip import sdp
 from voice_server.sip.auth import DigestServer, Verdict
-from voice_server.sip.endpoint import Flow, SipEndpoint
+from voice_server.sip.endpoint import Flow, RejectionLog, SipEndpoint
 from voice_server.sip.media import RtpStream, SipTransport
 from voice_server.sip.message import Request, SipParseError, parse_name_addr, parse_uri
 from voice_server.sip.routing import LineDirectory, Trunk, match_trunk, parse_trunks
@@ -97,7 +97,8 @@ class SipCallManager:
         self.host, port = address
         self.public_host = settings.sip_public_host or (self.host if self.host not in ("0.0.0.0", "::") else None)
         transports = {t.strip() for t in settings.sip_transports.split(",") if t.strip()}
-        self.endpoint = SipEndpoint(self, self.host, port, transports)
+        rejections = RejectionLog(count=res.metrics.sip_rejected.inc)
+        self.endpoint = SipEndpoint(self, self.host, port, transports, rejections)
         self.trunks: list[Trunk] = parse_trunks(settings.sip_trunks)
         self.digest = {t.name: DigestServer(settings.sip_realm, t.algorithms) for t in self.trunks if t.username}
         self.lines = LineDirectory(res.db)
@@ -107,6 +108,8 @@ class SipCallManager:
         self.ring_s = settings.sip_ring_ms / 1000.0
         self.calls: dict[str, SipCall] = {}
         self._setups: set[asyncio.Task[None]] = set()
+        self._admitting: dict[str, str] = {}  # Call-ID → INVITE branch, while routing/auth lookups run
+        self._cancelled: set[str] = set()  # Call-IDs CANCELled during admission
         self._clock: asyncio.Task[None] | None = None
         self.metrics = res.metrics
 
@@ -202,6 +205,7 @@ class SipCallManager:
         if len(self._setups) >= MAX_SETUPS or len(self.calls) >= self.max_calls:
             self._reject(request, flow, 503, "Service Unavailable", "too many calls", extra=[("retry-after", "30")])
             return
+        self._admitting[request.call_id] = request.vias[0].branch
         task = asyncio.create_task(self._admit(request, flow), name="sip-invite")
         self._setups.add(task)
         task.add_done_callback(self._setups.discard)
@@ -209,12 +213,17 @@ class SipCallManager:
     async def _admit(self, request: Request, flow: Flow) -> None:
         try:
             await self._admit_inner(request, flow)
+            if request.call_id in self._cancelled and request.call_id not in self.calls:
+                self._reply(request, flow, 487, "Request Terminated")
         except Exception:
             log.exception("sip: INVITE %s failed", _short(request.call_id))
             call = self.calls.get(request.call_id)
             if call is not None and not call.answered:
                 self._reply(request, flow, 500, "Server Internal Error", call=call)
                 self._end(call, send_bye=False)
+        finally:
+            self._admitting.pop(request.call_id, None)
+            self._cancelled.discard(request.call_id)
 
     async def _admit_inner(self, request: Request, flow: Flow) -> None:
         # Who may call: a configured trunk (by source, then digest), or anyone when no trunk is configured.
@@ -257,6 +266,8 @@ class SipCallManager:
             except sdp.SdpError as exc:
                 self._reject(request, flow, 400, "Bad Request", f"bad SDP ({exc})")
                 return
+        if request.call_id in self._cancelled:
+            return  # CANCELled while we looked the line up: `_admit` answers 487
         port = self.ports.take()
         if port is None:
             self._reject(request, flow, 503, "Service Unavailable", "no free RTP port")
@@ -361,6 +372,11 @@ class SipCallManager:
 
     def _on_cancel(self, request: Request, flow: Flow, call: SipCall | None) -> None:
         branch = request.vias[0].branch
+        if call is None and self._admitting.get(request.call_id) == branch:
+            self._reply(request, flow, 200, "OK")
+            self._cancelled.add(request.call_id)
+            log.info("sip: call %s cancelled by the caller before it was answered", _short(request.call_id))
+            return
         if call is None or call.invite.vias[0].branch != branch:
             self._reply(request, flow, 481, "Call/Transaction Does Not Exist")
             return

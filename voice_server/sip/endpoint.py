@@ -73,13 +73,17 @@ class RequestHandler(Protocol):
 class RejectionLog:
     """Logs each rejected message once, at most `burst` per source per `window_s`, then one summary line."""
 
-    def __init__(self, *, burst: int = 10, window_s: float = 10.0) -> None:
+    def __init__(self, *, burst: int = 10, window_s: float = 10.0, count: Callable[[], None] | None = None) -> None:
         self.burst, self.window_s = burst, window_s
+        self._count = count
         self._seen: dict[str, tuple[float, int]] = {}
         self.total = 0
 
     def reject(self, source: str, what: str) -> None:
+        """Count one rejection of something from ``source``; ``what`` must not contain secrets."""
         self.total += 1
+        if self._count is not None:
+            self._count()
         now = time.monotonic()
         start, count = self._seen.get(source, (now, 0))
         if now - start > self.window_s:
@@ -103,11 +107,12 @@ class SipEndpoint:
         transports: ``{"udp", "tcp"}`` or a subset.
     """
 
-    def __init__(self, handler: RequestHandler, host: str, port: int, transports: set[str]) -> None:
+    def __init__(self, handler: RequestHandler, host: str, port: int, transports: set[str],
+                 rejections: RejectionLog | None = None) -> None:  # fmt: skip
         self.handler = handler
         self.host, self.port, self.transports = host, port, transports
         self.txns = ServerTransactions()
-        self.rejections = RejectionLog()
+        self.rejections = rejections or RejectionLog()
         self._udp: asyncio.DatagramTransport | None = None
         self._tcp: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
