@@ -26,6 +26,7 @@ from voice_server.sip.message import Headers, Request, Response, SipParseError, 
 from voice_server.sip.rtp import DTMF_EVENTS, FRAME_SAMPLES, G711, RtpSender, parse_packet
 
 MAX_RECORDED_PACKETS = 50 * 600  # ten minutes of received RTP
+_NO_AUDIO = np.zeros(0, np.int16)
 Addr = tuple[str, int]
 
 
@@ -70,12 +71,15 @@ class SipPhone:
             the INVITE (the server then offers in its 200 and we answer in the ACK).
         send_silence: Send silent packets between utterances (a phone does; False tests the media timeout).
         caller: The From user (caller ID).
+        record_audio: Decode and keep received audio; False keeps only arrival times and sequence numbers
+            (many idle calls in one benchmark process).
     """
 
     def __init__(self, server: Addr, *, codec: str | None = "PCMU", send_silence: bool = True,
-                 caller: str = "phone", host: str = "127.0.0.1") -> None:  # fmt: skip
+                 caller: str = "phone", host: str = "127.0.0.1", record_audio: bool = True) -> None:  # fmt: skip
         self.server, self.codec_name, self.send_silence = server, codec, send_silence
-        self.caller, self.host = caller, host
+        self.caller, self.host, self.record_audio = caller, host, record_audio
+        self.last_voiced_sent = 0.0  # monotonic time the last frame with speech in it was sent
         self.call_id = secrets.token_hex(10) + "@soma-phone"
         self.tag = new_tag()
         self.cseq = 1
@@ -139,8 +143,17 @@ class SipPhone:
                 invite = self._request("INVITE", uri, body=self._offer(), auth=authorization)
                 self._send(invite)
                 cancelled = False
+                resend = 0.5  # Timer A: over UDP the INVITE is resent (T1, doubling) until something answers
                 while True:
-                    resp = await self._responses.get()
+                    if not result.responses and resend < 8:
+                        try:
+                            resp = await asyncio.wait_for(self._responses.get(), resend)
+                        except TimeoutError:
+                            self._send(invite)
+                            resend *= 2
+                            continue
+                    else:
+                        resp = await self._responses.get()
                     if resp.cseq.method != "INVITE" or resp.cseq.number != self.cseq:
                         continue
                     result.responses.append(resp.status)
@@ -274,6 +287,8 @@ class SipPhone:
                 packet = self._rtp_out.packet(self.payload_type, self.codec.encode(pcm), voiced=True)
                 self._rtp.transport.sendto(packet, self.remote_rtp)
                 self.sent_frames += 1
+                if int(np.abs(pcm.astype(np.int32)).max(initial=0)) > 300:
+                    self.last_voiced_sent = time.monotonic()
             elif self.send_silence:
                 packet = self._rtp_out.packet(self.payload_type, self.codec.silence, voiced=False)
                 self._rtp.transport.sendto(packet, self.remote_rtp)
@@ -353,5 +368,5 @@ class SipPhone:
             return
         if packet.payload_type != self.payload_type:
             return
-        self.heard.append(Heard(time.monotonic(), packet.sequence_number, packet.timestamp, bool(packet.marker),
-                                self.codec.decode(packet.payload)))  # fmt: skip
+        pcm = self.codec.decode(packet.payload) if self.record_audio else _NO_AUDIO
+        self.heard.append(Heard(time.monotonic(), packet.sequence_number, packet.timestamp, bool(packet.marker), pcm))
