@@ -81,6 +81,7 @@ def create_app(settings: Settings, resources: Resources | None = None) -> FastAP
     app.include_router(realtime_routes.router)
     app.include_router(call_routes.router)
     app.include_router(sip_routes.router)
+    app.include_router(sip_routes.outbound)
     if WEB_DIR.is_dir():
         app.mount("/", StaticFiles(directory=WEB_DIR, html=True), name="web")
     return app

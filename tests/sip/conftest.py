@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -49,6 +50,7 @@ class SipServer:
     srv: ServerProcess
     sip_port: int
     rtp_ports: tuple[int, int]
+    outbound_port: int = 0  # where its outbound trunk's proxy (a sipp UAS in the tests) listens
 
     @property
     def addr(self) -> tuple[str, int]:
@@ -65,18 +67,23 @@ class SipServer:
         return new_user(self.srv, prefix)
 
 
-def start_sip_server(tmp: Path, *, models: bool, **env: str) -> SipServer:
+def start_sip_server(tmp: Path, *, models: bool, outbound_port: int = 0, **env: str) -> SipServer:
     port = free_udp_port()
     low = 20000 + (os.getpid() * 7 + port) % 20000 // 2 * 2
     server = start_server(tmp, models=models, timeout=180, SOMA_SIGNUP="open", SOMA_SIP_BIND=f"127.0.0.1:{port}",
                           SOMA_SIP_RTP_PORTS=f"{low}-{low + 199}", **env)  # fmt: skip
-    return SipServer(server, port, (low, low + 199))
+    return SipServer(server, port, (low, low + 199), outbound_port)
 
 
 @pytest.fixture(scope="session")
 def sip_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SipServer]:
-    """The SIP server with the ci models (media timeout shortened so the timeout test is quick)."""
-    srv = start_sip_server(tmp_path_factory.mktemp("sip-server"), models=True, SOMA_SIP_MEDIA_TIMEOUT_S="6")
+    """The SIP server with the ci models (media timeout shortened so the timeout test is quick) and one trunk:
+    loopback callers admitted by address, outbound calls sent to a proxy (sipp) with digest credentials."""
+    outbound = free_udp_port()
+    trunk = {"name": "loop", "allow": ["127.0.0.1/32"], "proxy": f"127.0.0.1:{outbound}",
+             "proxy_username": "soma", "proxy_password": "outbound-secret"}  # fmt: skip
+    srv = start_sip_server(tmp_path_factory.mktemp("sip-server"), models=True, outbound_port=outbound,
+                           SOMA_SIP_MEDIA_TIMEOUT_S="6", SOMA_SIP_TRUNKS=json.dumps([trunk]))  # fmt: skip
     yield srv
     srv.srv.stop()
     shutil.rmtree(srv.srv.data_dir, ignore_errors=True)

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.tasks import cancel_and_wait
+from voice_server.accounts import Principal
 from voice_server.errors import ApiError
 from voice_server.resources import Resources
 from voice_server.session_factory import Conversation, open_conversation
@@ -29,7 +30,8 @@ from voice_server.sip import sdp
 from voice_server.sip.auth import DigestServer, Verdict
 from voice_server.sip.endpoint import Flow, RejectionLog, SipEndpoint
 from voice_server.sip.media import RtpStream, SipTransport
-from voice_server.sip.message import Request, SipParseError, parse_name_addr, parse_uri
+from voice_server.sip.message import Request, Response, SipParseError, parse_name_addr, parse_uri
+from voice_server.sip.outbound import OutboundDialer
 from voice_server.sip.routing import LineDirectory, Trunk, match_trunk, parse_trunks
 
 log = logging.getLogger(__name__)
@@ -112,6 +114,7 @@ class SipCallManager:
         self._cancelled: set[str] = set()  # Call-IDs CANCELled during admission
         self._clock: asyncio.Task[None] | None = None
         self.metrics = res.metrics
+        self.dialer = OutboundDialer(self)
 
     # ------------------------------------------------------------------------------------------- lifetime
 
@@ -127,13 +130,16 @@ class SipCallManager:
         log.info("sip: listening on %s:%d (%s)", self.host, self.endpoint.port, transports)
 
     async def aclose(self) -> None:
-        """Hang up every call (BYE), stop the listener and the media clock."""
+        """Hang up every call (BYE), stop dialling, stop the listener and the media clock."""
         await cancel_and_wait(*self._setups, timeout=3.0)
+        for outbound in self.dialer.calls.values():
+            outbound.hang_up.set()
         for call in list(self.calls.values()):
             self._end(call, send_bye=call.confirmed)
         runners = [c.runner for c in self.calls.values() if c.runner is not None]
         if runners:
             await asyncio.wait(runners, timeout=10.0)
+        await self.dialer.aclose()
         if self._clock is not None:
             await cancel_and_wait(self._clock, timeout=2.0)
         await self.endpoint.aclose()
@@ -298,18 +304,57 @@ class SipCallManager:
             call.answered = True
             codec = "offer in 200" if call.awaiting_answer or call.media is None else call.media.negotiated.codec
             log.info("sip: call %s answered for %s (%s)", _short(call.call_id), principal.username, codec)
-            session = asyncio.create_task(call.conversation.session.run(), name="sip-session")
-            ended = asyncio.create_task(call.ended.wait(), name="sip-call-ended")
-            try:
-                await asyncio.wait([session, ended], return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                await cancel_and_wait(ended, timeout=1.0)
+            session = await self._converse(call)
         except ApiError as exc:
             self._reject(call.invite, call.flow, 503, "Service Unavailable", exc.message[:80])
         except OSError as exc:
             self._reject(call.invite, call.flow, 503, "Service Unavailable", f"RTP port unusable ({exc.errno})")
         finally:
             await self._release(call, session)
+
+    async def _converse(self, call: SipCall) -> asyncio.Task[None]:
+        """Run the call's session until it ends or the call does; returns the session task (for `_release`)."""
+        assert call.conversation is not None
+        session = asyncio.create_task(call.conversation.session.run(), name="sip-session")
+        ended = asyncio.create_task(call.ended.wait(), name="sip-call-ended")
+        try:
+            await asyncio.wait([session, ended], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            await cancel_and_wait(ended, timeout=1.0)
+        return session
+
+    async def adopt(self, call_id: str, local_tag: str, flow: Flow, invite: Request, dialog: d.Dialog, port: int,
+                    negotiated: sdp.Negotiated, principal: Principal, greeting: str) -> None:  # fmt: skip
+        """Run an answered outbound call like an inbound one (the avatar speaks first: ``greeting`` is its cue);
+        returns when it has ended and everything is released. Takes over ``port``."""
+        call = SipCall(call_id, local_tag, flow, invite, dialog, port, answered=True, confirmed=True)
+        call.runner = asyncio.current_task()
+        self.calls[call_id] = call
+        session: asyncio.Task[None] | None = None
+        try:
+            await self._open_media(call, negotiated)
+            call.conversation = await open_conversation(self.res, principal, _avatar_for(principal), "sip",
+                                                        call.transport)  # fmt: skip
+            call.transport.feed_text(greeting)
+            if not call.ended.is_set():
+                session = await self._converse(call)
+        except (ApiError, OSError) as exc:
+            log.info("sip: outbound call %s could not start its session (%s); hanging up", _short(call_id), exc)
+            self._end(call, send_bye=True)
+        finally:
+            await self._release(call, session)
+
+    def hang_up(self, call_id: str) -> bool:
+        """End a live call from our side (BYE); False when there is no such call."""
+        call = self.calls.get(call_id)
+        if call is None:
+            return False
+        self._end(call, send_bye=True)
+        return True
+
+    def handle_response(self, response: Response, flow: Flow) -> None:
+        """Responses to our requests: outbound INVITEs go to the dialer; BYE answers need nothing more."""
+        self.dialer.on_response(response)
 
     async def _open_media(self, call: SipCall, negotiated: sdp.Negotiated | None) -> None:
         if negotiated is None:  # no offer: we offer both codecs in the 200 and learn the answer from the ACK

@@ -67,6 +67,8 @@ class RequestHandler(Protocol):
 
     def handle_request(self, request: Request, flow: Flow) -> None: ...
 
+    def handle_response(self, response: Response, flow: Flow) -> None: ...
+
     def ack_timeout(self, call_id: str) -> None: ...
 
 
@@ -169,6 +171,7 @@ class SipEndpoint:
             return
         if isinstance(message, Response):
             self._on_response(message)
+            self.handler.handle_response(message, flow)
             return
         branch = message.vias[0].branch
         received = self.txns.receive(message.method, branch, message.call_id, flow.addr, time.monotonic(),
@@ -212,6 +215,13 @@ class SipEndpoint:
             task = asyncio.create_task(self._retransmit(request.vias[0].branch), name="sip-client-retransmit")
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+
+    def udp_flow(self, addr: tuple[str, int]) -> Flow | None:
+        """A flow for requests we originate towards ``addr`` over our UDP socket (``None`` without UDP)."""
+        udp = self._udp
+        if udp is None:
+            return None
+        return Flow("udp", addr, self.local, lambda b: udp.sendto(b, addr))
 
     def _on_response(self, response: Response) -> None:
         vias = response.vias

@@ -20,7 +20,7 @@ from typing import cast
 
 import numpy as np
 
-from pipeline.frames import AudioIn, Dtmf, InputFrame, OutputEvent, Pcm
+from pipeline.frames import AudioIn, Dtmf, InputFrame, OutputEvent, Pcm, TextIn
 from pipeline.playout import Playout
 from voice_server.sip.rtp import FRAME_SAMPLES, G711, RATE, Concealer, DtmfDecoder, JitterBuffer, RtpSender
 from voice_server.sip.rtp import parse_packet as parse_rtp
@@ -66,7 +66,7 @@ class SipTransport:
             frame = await self._queue.get()
             if frame is _END:
                 return
-            assert isinstance(frame, AudioIn | Dtmf)
+            assert isinstance(frame, AudioIn | Dtmf | TextIn)
             yield frame
 
     def feed_audio(self, pcm: Pcm) -> None:
@@ -78,6 +78,10 @@ class SipTransport:
         else:
             self._silent_frames = 0
         self._put(AudioIn(pcm, RATE))
+
+    def feed_text(self, text: str) -> None:
+        """A typed turn for the session (the instruction that makes the avatar speak first on outbound calls)."""
+        self._put(TextIn(text))
 
     def feed_dtmf(self, digit: str) -> None:
         """A key press (control: it goes into the same ordered queue, which is never more than 2 s deep)."""

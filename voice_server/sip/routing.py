@@ -36,6 +36,10 @@ class Trunk:
         username: Digest user a caller must authenticate as (with ``password``); ``None`` = no digest.
         password: Its password (never logged or shown).
         algorithms: Digest algorithms offered, in order (``SHA-256``, ``MD5``).
+        proxy: ``host:port`` outbound calls are sent to (the PBX or provider); ``None``: no outbound calls
+            through this trunk.
+        proxy_username: Digest user we answer the proxy's 401/407 challenges with (with ``proxy_password``):
+            a PBX often admits us by our address but makes us authenticate our calls.
     """
 
     name: str
@@ -43,6 +47,9 @@ class Trunk:
     username: str | None = None
     password: str | None = field(default=None, repr=False)
     algorithms: tuple[str, ...] = ("SHA-256", "MD5")
+    proxy: str | None = None
+    proxy_username: str | None = None
+    proxy_password: str | None = field(default=None, repr=False)
 
     def admits(self, ip: str) -> bool:
         """Whether a request from ``ip`` belongs to this trunk."""
@@ -81,7 +88,8 @@ def _trunk(i: int, item: Any) -> Trunk:
     where = f"trunk {i}"
     if not isinstance(item, dict):
         raise TrunkError(f"{where}: expected an object")
-    unknown = set(item) - {"name", "allow", "username", "password", "algorithms"}
+    unknown = set(item) - {"name", "allow", "username", "password", "algorithms", "proxy",
+                         "proxy_username", "proxy_password"}
     if unknown:
         raise TrunkError(f"{where}: unknown keys {sorted(unknown)}")
     name = str(item.get("name") or f"trunk{i}")
@@ -97,8 +105,18 @@ def _trunk(i: int, item: Any) -> Trunk:
         raise TrunkError(f"{where} ({name}): algorithms must be SHA-256 and/or MD5")
     if not allow and username is None:
         raise TrunkError(f"{where} ({name}): give 'allow' networks, credentials, or both")
+    proxy = item.get("proxy")
+    if proxy is not None:
+        host, colon, port = str(proxy).rpartition(":")
+        if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise TrunkError(f"{where} ({name}): 'proxy' must be host:port")
+    proxy_user, proxy_password = item.get("proxy_username"), item.get("proxy_password")
+    if (proxy_user is None) != (proxy_password is None) or (proxy_user is not None and proxy is None):
+        raise TrunkError(f"{where} ({name}): proxy_username and proxy_password go together, with a proxy")
     return Trunk(name, allow, None if username is None else str(username),
-                 None if password is None else str(password), algorithms)  # fmt: skip
+                 None if password is None else str(password), algorithms,
+                 None if proxy is None else str(proxy), None if proxy_user is None else str(proxy_user),
+                 None if proxy_password is None else str(proxy_password))  # fmt: skip
 
 
 def match_trunk(trunks: list[Trunk], ip: str) -> Trunk | None:
