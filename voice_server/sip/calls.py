@@ -138,7 +138,8 @@ class SipCallManager:
             self._end(call, send_bye=call.confirmed)
         runners = [c.runner for c in self.calls.values() if c.runner is not None]
         if runners:
-            await asyncio.wait(runners, timeout=10.0)
+            await asyncio.wait(runners, timeout=10.0)  # each records its last turn and sends its BYE
+            await cancel_and_wait(*runners, timeout=3.0)
         await self.dialer.aclose()
         if self._clock is not None:
             await cancel_and_wait(self._clock, timeout=2.0)

@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from pipeline.tasks import cancel_and_wait
 from voice_server.accounts import Principal
 from voice_server.errors import ApiError
 from voice_server.sip import dialog as d
@@ -128,7 +129,8 @@ class OutboundDialer:
             call.hang_up.set()
         tasks = [c.task for c in self.calls.values() if c.task is not None and not c.task.done()]
         if tasks:
-            await asyncio.wait(tasks, timeout=5.0)
+            await asyncio.wait(tasks, timeout=5.0)  # CANCEL sent and answered, or the adopted call released
+            await cancel_and_wait(*tasks, timeout=3.0)
 
     def _forget_old(self) -> None:
         """Keep finished calls for an hour (the API reports them), at most 1000 in all."""
