@@ -284,7 +284,7 @@ def start_server(tmp: Path, profile: str, sip_port: int) -> Any:
     conftest = importlib.import_module("tests.conftest")
     return conftest.start_server(tmp, models=True, timeout=600, SOMA_SIGNUP="open", SOMA_MODEL_PROFILE=profile,
                                  SOMA_SIP_BIND=f"127.0.0.1:{sip_port}", SOMA_SIP_MAX_CALLS="400",
-                                 SOMA_SIP_RTP_PORTS="42000-43999")  # fmt: skip
+                                 SOMA_SIP_RTP_PORTS="10000-11999")  # fmt: skip
 
 
 def run(profile: str, plan: Plan, *, quick: bool, out_name: str) -> None:

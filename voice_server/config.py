@@ -79,7 +79,8 @@ class Settings:
         sip_transports: ``udp``, ``tcp`` or ``udp,tcp``.
         sip_public_host: The address put in Contact and SDP when it differs from the bind address (NAT, or a
             ``0.0.0.0`` bind); ``None`` = the bind host.
-        sip_rtp_ports: ``low-high`` UDP port range for RTP, one port per call.
+        sip_rtp_ports: ``low-high`` UDP port range for RTP, one port per call; below the kernel's ephemeral ports
+            (32768-60999 on Linux) so outgoing connections do not take them.
         sip_trunks: JSON list of trunks allowed to call in (see `voice_server.sip.routing.Trunk`): name, ``allow``
             (IP networks), optional ``username``/``password`` for digest auth, ``algorithms``. Empty: any source that
             can reach `sip_bind` may call (only sensible on loopback or a trusted LAN).
@@ -117,7 +118,7 @@ class Settings:
     sip_bind: str = "127.0.0.1:5060"
     sip_transports: str = "udp,tcp"
     sip_public_host: str | None = None
-    sip_rtp_ports: str = "40000-40999"
+    sip_rtp_ports: str = "10000-10999"
     sip_trunks: str = ""
     sip_max_calls: int = 150
     sip_media_timeout_s: int = 30

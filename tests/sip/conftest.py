@@ -69,7 +69,7 @@ class SipServer:
 
 def start_sip_server(tmp: Path, *, models: bool, outbound_port: int = 0, **env: str) -> SipServer:
     port = free_udp_port()
-    low = 20000 + (os.getpid() * 7 + port) % 20000 // 2 * 2
+    low = 12000 + (os.getpid() * 7 + port) % 20000 // 2 * 2  # 12000-32199: below the ephemeral ports
     server = start_server(tmp, models=models, timeout=180, SOMA_SIGNUP="open", SOMA_SIP_BIND=f"127.0.0.1:{port}",
                           SOMA_SIP_RTP_PORTS=f"{low}-{low + 199}", **env)  # fmt: skip
     return SipServer(server, port, (low, low + 199), outbound_port)

@@ -13,7 +13,7 @@ from voice_server.sip.routing import Line, parse_trunks
 def test_defaults_listen_on_loopback_5060() -> None:
     """Binding a public address must be an explicit choice: the default is 127.0.0.1:5060."""
     settings = load_settings(env={})
-    assert settings.sip_address == ("127.0.0.1", 5060) and settings.rtp_port_range == (40000, 40999)
+    assert settings.sip_address == ("127.0.0.1", 5060) and settings.rtp_port_range == (10000, 10999)
     assert load_settings(env={"SOMA_SIP_BIND": "off"}).sip_address is None
 
 

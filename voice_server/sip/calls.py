@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import secrets
 from dataclasses import dataclass, field
@@ -37,6 +38,7 @@ from voice_server.sip.routing import LineDirectory, Trunk, match_trunk, parse_tr
 log = logging.getLogger(__name__)
 
 TICK_S = 0.02
+BIND_ATTEMPTS = 8
 MAX_SETUPS = 64  # INVITEs being admitted at once (DB lookups); more are answered 503 at once
 DIALOG_METHODS = frozenset({"BYE", "INFO", "ACK", "INVITE", "CANCEL", "OPTIONS"})
 
@@ -363,7 +365,19 @@ class SipCallManager:
             negotiated = sdp.Negotiated("PCMU", 0, 101, (call.flow.addr[0], 0), "sendrecv")
         loop = asyncio.get_running_loop()
         stream = RtpStream(negotiated, call.transport, signaling_ip=call.flow.addr[0], on_dtmf=self._count_dtmf)
-        await loop.create_datagram_endpoint(lambda: stream, local_addr=(self.host, call.port))
+        for attempt in range(BIND_ATTEMPTS):
+            try:
+                await loop.create_datagram_endpoint(lambda: stream, local_addr=(self.host, call.port))
+                break
+            except OSError as exc:
+                # Another socket holds it (the range overlaps the kernel's ephemeral ports, which any outgoing
+                # connection may take): try the next port of the range rather than refusing the call.
+                if exc.errno != errno.EADDRINUSE or attempt == BIND_ATTEMPTS - 1:
+                    raise
+                busy, call.port = call.port, self.ports.take() or 0
+                self.ports.give_back(busy)  # to the back of the queue: it is probably free again later
+                if call.port == 0:
+                    raise
         call.media = stream
         if call.awaiting_answer:
             stream.set_hold(True)  # nowhere to send yet

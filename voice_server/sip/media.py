@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 
 MAX_INPUT_FRAMES = 100  # 2 s of frames waiting for the session; beyond that the session is stalled: drop
 SILENCE_PAD_S = 2.0  # silence forwarded after the caller's last sound (covers the longest end-of-turn wait)
+LEARN_S = 0.5  # a caller's media from an unexpected port (NAT) is trusted after it has kept coming this long
 SILENT_LEVEL = 16  # |sample| at or below this is digital silence (μ-law/A-law idle patterns decode to ≤ 8)
 _END = object()
 
@@ -139,6 +140,7 @@ class RtpStream(asyncio.DatagramProtocol):
         self.remote: tuple[str, int] = negotiated.remote
         self._trusted_ips = {negotiated.remote[0], signaling_ip}
         self._latched: tuple[str, int] | None = None
+        self._candidate: tuple[tuple[str, int], float] | None = None  # a NAT-ed source being learnt, since when
         self._udp: asyncio.DatagramTransport | None = None
         self._on_dtmf = on_dtmf
         self._loop_time: Callable[[], float] = asyncio.get_running_loop().time
@@ -153,14 +155,7 @@ class RtpStream(asyncio.DatagramProtocol):
 
     def datagram_received(self, data: bytes, addr: tuple[str | object, ...]) -> None:
         source = (str(addr[0]), int(str(addr[1])))
-        if source == self.negotiated.remote and self._latched not in (None, source):
-            # The address the caller's SDP named always wins over a source latched earlier: someone on the
-            # caller's IP who raced the first packet in must not keep the call's media.
-            self._latched = None
-        if self._latched is not None and source != self._latched:
-            self.stats.rejected += 1  # symmetric RTP: once latched, other sources are someone else
-            return
-        if self._latched is None and source[0] not in self._trusted_ips:
+        if not self._admit_source(source):
             self.stats.rejected += 1
             return
         try:
@@ -191,8 +186,32 @@ class RtpStream(asyncio.DatagramProtocol):
         if self._latched is None:
             self._latched = source
             self.remote = source  # symmetric RTP: answer where the caller's media comes from
+            self._candidate = None
         self.stats.packets_in += 1
         self.last_media = self._loop_time()
+
+    def _admit_source(self, source: tuple[str, int]) -> bool:
+        """Symmetric RTP with a learning period: whose packets count, and where ours go.
+
+        The address the caller's SDP named is latched at once, and always wins over a source latched before it
+        (someone on the caller's IP who raced the first packet in must not keep the call's media). A packet from
+        another port of a trusted IP (the caller behind NAT) is latched only when that source has kept sending
+        for `LEARN_S` without anything arriving from the SDP address; until then it is dropped and we keep
+        sending to the SDP address, so a stranger never receives the call's audio.
+        """
+        if source == self.negotiated.remote:
+            if self._latched != source:
+                self._latched = None  # re-latched below, after the packet parses
+            return True
+        if self._latched is not None:
+            return source == self._latched
+        if source[0] not in self._trusted_ips:
+            return False
+        now = self._loop_time()
+        if self._candidate is None or self._candidate[0] != source:
+            self._candidate = (source, now)
+            return False
+        return now - self._candidate[1] >= LEARN_S
 
     def error_received(self, exc: Exception) -> None:
         # ICMP port unreachable for our packets (the caller's port closed): the media timeout ends the call.
