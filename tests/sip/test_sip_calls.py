@@ -20,6 +20,7 @@ import pytest
 
 from models.registry import ModelSet, load_models
 from pipeline.audio import resample
+from tests.audio_fixtures import spoken
 from tests.sip.conftest import (
     LoopbackCapture,
     SipServer,
@@ -33,6 +34,10 @@ from voice_server.sip.phone import SipPhone
 from voice_server.sip.rtp import G711, parse_packet
 
 pytestmark = [pytest.mark.models, pytest.mark.slow]
+
+
+def spoken_8k(text: str) -> np.ndarray:
+    return spoken(text, 8000)
 VOICED = 300  # |sample| above this is speech, not comfort silence or concealment residue
 
 
@@ -274,6 +279,41 @@ async def test_reinvite_hold_stops_media_and_resume_restarts_it(sip_server: SipS
         assert (await phone.reinvite("sendrecv")) == 200
         await asyncio.sleep(1.0)
         assert len(phone.heard) > held + 30
+        assert await phone.bye() == 200
+
+
+async def test_reinvite_switches_the_codec(sip_server: SipServer) -> None:
+    """A re-INVITE offering only PCMA moves the call from PCMU to PCMA: our RTP then carries payload type 8."""
+    user, _ = sip_server.user("recodec")
+    async with SipPhone(sip_server.addr, codec="PCMU") as phone:
+        assert (await phone.call(user)).status == 200
+        await asyncio.sleep(0.3)
+        assert (await phone.reinvite(codec="PCMA")) == 200
+        await asyncio.sleep(0.5)
+        switched = len(phone.heard)
+        await asyncio.sleep(0.5)
+        assert len(phone.heard) > switched + 15, "no PCMA packets after the codec change"
+        assert await phone.bye() == 200
+
+
+async def test_talking_over_the_avatar_interrupts_it(sip_server: SipServer) -> None:
+    """Barge-in over a phone line: the caller speaks while the avatar talks; its audio stops within 600 ms of
+    the interruption's start (VAD onset, over the jitter buffer and 8 kHz audio)."""
+    user, _ = sip_server.user("barge")
+    async with SipPhone(sip_server.addr) as phone:
+        assert (await phone.call(user)).status == 200
+        phone.say(spoken_8k("Tell me a long story about a fox who lived by a river."))
+        assert await wait_for(lambda: any(voiced(h.pcm) for h in phone.heard), 30), "the avatar never spoke"
+        await asyncio.sleep(0.6)
+        interruption = spoken_8k("Wait, stop, I have another question for you.")
+        phone.say(interruption)
+        started = time.monotonic()
+        await asyncio.sleep(len(interruption) / 8000)
+        loud = [h.at - started for h in phone.heard if started < h.at < started + len(interruption) / 8000
+                and voiced(h.pcm)]  # fmt: skip
+        assert any(started - 0.3 < h.at < started and voiced(h.pcm) for h in phone.heard), "not talking over it"
+        stopped_after = max(loud, default=0.0)
+        assert stopped_after < 0.6, f"the avatar kept talking {stopped_after:.2f} s into the interruption"
         assert await phone.bye() == 200
 
 

@@ -206,13 +206,16 @@ class SipPhone:
         self._send(request)
         return await self._final("INFO", wait_s)
 
-    async def reinvite(self, direction: str, wait_s: float = 5.0) -> int:
-        """Re-INVITE with our stream set to ``direction`` (``sendonly`` = hold, ``sendrecv`` = resume)."""
+    async def reinvite(self, direction: str = "sendrecv", wait_s: float = 5.0, *, codec: str | None = None) -> int:
+        """Re-INVITE with our stream set to ``direction`` (``sendonly`` = hold, ``sendrecv`` = resume), or
+        switching to ``codec``; the phone sends and decodes with the new codec once the 200 arrives."""
         assert self.codec is not None
         self.cseq += 1
         self._sdp_version += 1
+        name = codec or self.codec.codec
+        pt = sdp.CODECS[name]
         body = sdp.build(self.host, self.rtp_port, session_id=1, version=self._sdp_version,
-                         codecs=[(self.payload_type, self.codec.codec)], dtmf_pt=101, direction=direction)
+                         codecs=[(pt, name)], dtmf_pt=101, direction=direction)  # fmt: skip
         invite = self._request("INVITE", self.remote_target, to=self.to_header, body=body)
         self._send(invite)
         async with asyncio.timeout(wait_s):
@@ -220,6 +223,8 @@ class SipPhone:
                 resp = await self._responses.get()
                 if resp.cseq.method == "INVITE" and resp.cseq.number == self.cseq and resp.status >= 200:
                     self._send(self._ack(invite, resp))
+                    if resp.status < 300 and name != self.codec.codec:
+                        self.codec, self.payload_type = G711(name), pt
                     return resp.status
 
     async def _final(self, method: str, wait_s: float) -> int:
