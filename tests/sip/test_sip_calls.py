@@ -335,3 +335,23 @@ async def test_an_invite_without_sdp_gets_our_offer(sip_server: SipServer) -> No
         assert (await phone.call(user)).status == 200
         assert await wait_for(lambda: len(phone.heard) > 20, 5), "no RTP after the answer in the ACK"
         assert await phone.bye() == 200
+
+
+async def test_shutdown_hangs_up_live_calls_cleanly(tmp_path: Any) -> None:
+    """SIGTERM with a call up: the caller gets a BYE, the server exits 0 and no task outlives its cancellation."""
+    from tests.sip.conftest import start_sip_server
+
+    server = start_sip_server(tmp_path, models=True)
+    try:
+        user, _ = server.user("shutdown")
+        async with SipPhone(server.addr) as phone:
+            assert (await phone.call(user)).status == 200
+            phone.say(question_8k())
+            await asyncio.sleep(1.0)
+            code = await asyncio.to_thread(server.srv.stop, 60)
+            assert phone.hung_up.is_set(), "no BYE from the server at shutdown"
+        assert code == 0, server.srv.log_text()[-2000:]
+        log = server.srv.log_text()
+        assert "did not stop within" not in log and "Traceback" not in log, log[-3000:]
+    finally:
+        server.srv.stop()
