@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+from aiortc.rtp import RtcpPacket, RtcpSrPacket
 
 from models.registry import ModelSet, load_models
 from pipeline.audio import resample
@@ -195,6 +196,9 @@ async def test_phone_hears_a_reply_it_can_transcribe(sip_server: SipServer, asr:
     and continuous sequence numbers; the conversation is stored on the sip channel."""
     user, token = sip_server.user("phone")
     async with SipPhone(sip_server.addr, codec=codec) as phone:
+        rtcp = LoopbackCapture(phone.rtp_port + 1) if is_root() else None
+        if rtcp is not None:
+            rtcp.__enter__()
         result = await phone.call(user)
         assert result.status == 200 and result.responses[:2] == [100, 180]
         await asyncio.sleep(0.3)
@@ -210,6 +214,11 @@ async def test_phone_hears_a_reply_it_can_transcribe(sip_server: SipServer, asr:
         spurts = [i for i, h in enumerate(phone.heard) if h.marker]
         assert spurts and spurts[0] <= first_voiced, "no marker bit at the start of the reply's talk-spurt"
         assert await phone.bye() == 200
+        if rtcp is not None:  # RTCP sender reports every 5 s on RTP port + 1, with a block about our stream
+            rtcp.__exit__(None, None, None)
+            reports = [p for _, data in rtcp.packets for p in RtcpPacket.parse(data) if isinstance(p, RtcpSrPacket)]
+            assert reports and reports[-1].sender_info.packet_count > 100
+            assert reports[-1].reports and reports[-1].reports[0].ssrc == phone._rtp_out.ssrc
     assert await wait_for(lambda: any(c["turns"] for c in conversations(sip_server, token)), 5)
     (conv,) = conversations(sip_server, token)
     assert conv["channel"] == "sip" and conv["ended_at"] is not None

@@ -30,7 +30,7 @@ from voice_server.sip import dialog as d
 from voice_server.sip import sdp
 from voice_server.sip.auth import DigestServer, Verdict
 from voice_server.sip.endpoint import Flow, RejectionLog, SipEndpoint
-from voice_server.sip.media import RtpStream, SipTransport
+from voice_server.sip.media import RtcpSocket, RtpStream, SipTransport
 from voice_server.sip.message import Request, Response, SipParseError, parse_name_addr, parse_uri
 from voice_server.sip.outbound import OutboundDialer
 from voice_server.sip.routing import LineDirectory, Trunk, match_trunk, parse_trunks
@@ -379,6 +379,10 @@ class SipCallManager:
                 if call.port == 0:
                     raise
         call.media = stream
+        try:
+            await loop.create_datagram_endpoint(lambda: RtcpSocket(stream), local_addr=(self.host, call.port + 1))
+        except OSError as exc:  # RTCP is optional (RFC 3550 reports): a call without it still works
+            log.debug("sip: call %s: no RTCP port (%s)", _short(call.call_id), exc)
         if call.awaiting_answer:
             stream.set_hold(True)  # nowhere to send yet
 
@@ -402,10 +406,13 @@ class SipCallManager:
         self.calls.pop(call.call_id, None)
         stats = call.media.stats if call.media is not None else None
         jitter = call.media.jitter.stats if call.media is not None else None
-        log.info("sip: call %s ended (rtp in=%d out=%d voiced_out=%d rejected=%d lost=%d late=%d dtmf=%d)",
-                 _short(call.call_id), *(  # fmt: skip
+        rtcp = call.media.rtcp if call.media is not None else None
+        log.info("sip: call %s ended (rtp in=%d out=%d voiced_out=%d rejected=%d lost=%d late=%d dtmf=%d; "
+                 "caller reports %d: loss %.1f %%, jitter %.1f ms)", _short(call.call_id), *(  # fmt: skip
                      (stats.packets_in, stats.packets_out, stats.voiced_out, stats.rejected, jitter.lost, jitter.late,
-                      stats.dtmf) if stats is not None and jitter is not None else (0,) * 7))
+                      stats.dtmf) if stats is not None and jitter is not None else (0,) * 7),
+                 rtcp.reports_received if rtcp else 0, (rtcp.remote_fraction_lost * 100) if rtcp else 0.0,
+                 rtcp.remote_jitter_ms if rtcp else 0.0)
 
     def _end(self, call: SipCall, *, send_bye: bool) -> None:
         """Make ``call`` end (its runner releases everything); BYE the caller if we are the one hanging up."""

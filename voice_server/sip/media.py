@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import cast
@@ -22,6 +23,7 @@ import numpy as np
 
 from pipeline.frames import AudioIn, Dtmf, InputFrame, OutputEvent, Pcm, TextIn
 from pipeline.playout import Playout
+from voice_server.sip.rtcp import INTERVAL_S, RtcpState
 from voice_server.sip.rtp import FRAME_SAMPLES, G711, RATE, Concealer, DtmfDecoder, JitterBuffer, RtpSender
 from voice_server.sip.rtp import parse_packet as parse_rtp
 from voice_server.sip.sdp import Negotiated
@@ -30,6 +32,7 @@ log = logging.getLogger(__name__)
 
 MAX_INPUT_FRAMES = 100  # 2 s of frames waiting for the session; beyond that the session is stalled: drop
 SILENCE_PAD_S = 2.0  # silence forwarded after the caller's last sound (covers the longest end-of-turn wait)
+REPORT_TICKS = int(INTERVAL_S / 0.02)  # a sender report every INTERVAL_S of media clock ticks
 LEARN_S = 0.5  # a caller's media from an unexpected port (NAT) is trusted after it has kept coming this long
 SILENT_LEVEL = 16  # |sample| at or below this is digital silence (μ-law/A-law idle patterns decode to ≤ 8)
 _END = object()
@@ -136,6 +139,10 @@ class RtpStream(asyncio.DatagramProtocol):
         self.dtmf = DtmfDecoder()
         self.conceal = Concealer()
         self.sender = RtpSender.new()
+        self.rtcp = RtcpState(self.sender.ssrc)
+        self._rtcp_udp: asyncio.DatagramTransport | None = None
+        self._rtcp_remote: tuple[str, int] | None = None  # latched from the caller's first RTCP packet
+        self._ticks = 0
         self.stats = MediaStats()
         self.remote: tuple[str, int] = negotiated.remote
         self._trusted_ips = {negotiated.remote[0], signaling_ip}
@@ -168,7 +175,8 @@ class RtpStream(asyncio.DatagramProtocol):
             if len(packet.payload) > 1024:
                 self.stats.rejected += 1
                 return
-            self.jitter.push(packet.sequence_number, packet.timestamp, packet.payload, self._loop_time())
+            ext = self.jitter.push(packet.sequence_number, packet.timestamp, packet.payload, self._loop_time())
+            self.rtcp.received(packet.ssrc, ext)
         elif pt == self.negotiated.dtmf_pt:
             try:
                 digit = self.dtmf.feed(packet.payload, packet.timestamp)
@@ -189,6 +197,29 @@ class RtpStream(asyncio.DatagramProtocol):
             self._candidate = None
         self.stats.packets_in += 1
         self.last_media = self._loop_time()
+
+    def attach_rtcp(self, transport: asyncio.DatagramTransport) -> None:
+        """Use ``transport`` (bound to our RTP port + 1) for RTCP reports."""
+        self._rtcp_udp = transport
+
+    def rtcp_received(self, data: bytes, source: tuple[str, int]) -> None:
+        """An RTCP packet on our RTCP port: read the caller's reports (strangers and garbage are ignored)."""
+        if source[0] not in self._trusted_ips or (self._rtcp_remote not in (None, source)):
+            self.stats.rejected += 1
+            return
+        try:
+            self.rtcp.receive(data, self._loop_time())
+        except ValueError:
+            self.stats.rejected += 1
+            return
+        self._rtcp_remote = source
+
+    def _send_report(self) -> None:
+        if self._rtcp_udp is None or self.hold:
+            return
+        target = self._rtcp_remote or (self.remote[0], self.remote[1] + 1)
+        report = self.rtcp.report(time.time(), self._loop_time(), self.sender.timestamp, self.jitter.stats.jitter_ms)
+        self._rtcp_udp.sendto(report, target)
 
     def _admit_source(self, source: tuple[str, int]) -> bool:
         """Symmetric RTP with a learning period: whose packets count, and where ours go.
@@ -259,11 +290,34 @@ class RtpStream(asyncio.DatagramProtocol):
         voiced = pcm is not None and bool(pcm.any())
         data = self.codec.encode(pcm) if voiced and pcm is not None else self.codec.silence
         self._udp.sendto(self.sender.packet(self.negotiated.payload_type, data, voiced=voiced), self.remote)
+        self.rtcp.sent(len(data))
         self.stats.packets_out += 1
+        self._ticks += 1
+        if self._ticks % REPORT_TICKS == 0:
+            self._send_report()
         self.stats.voiced_out += voiced
 
     def close(self) -> None:
-        """Release the port. Idempotent."""
+        """Release the ports. Idempotent."""
         if self._udp is not None:
             self._udp.close()
             self._udp = None
+        if self._rtcp_udp is not None:
+            self._rtcp_udp.close()
+            self._rtcp_udp = None
+
+
+class RtcpSocket(asyncio.DatagramProtocol):
+    """The RTCP port of a call (RTP port + 1): hands packets to its `RtpStream`."""
+
+    def __init__(self, stream: RtpStream) -> None:
+        self.stream = stream
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.stream.attach_rtcp(cast(asyncio.DatagramTransport, transport))
+
+    def datagram_received(self, data: bytes, addr: tuple[str | object, ...]) -> None:
+        self.stream.rtcp_received(data, (str(addr[0]), int(str(addr[1]))))
+
+    def error_received(self, exc: Exception) -> None:
+        log.debug("rtcp error on call media: %s", exc)

@@ -101,17 +101,18 @@ class JitterBuffer:
         """Frames buffered now."""
         return len(self._frames)
 
-    def push(self, seq: int, timestamp: int, payload: bytes, arrival_s: float) -> None:
-        """Store one packet (``seq`` 16-bit, ``timestamp`` in 8 kHz units, ``arrival_s`` on any clock)."""
+    def push(self, seq: int, timestamp: int, payload: bytes, arrival_s: float) -> int:
+        """Store one packet (``seq`` 16-bit, ``timestamp`` in 8 kHz units, ``arrival_s`` on any clock); returns
+        its extended (wrap-free) sequence number."""
         ext = self._extend(seq)
         self.stats.received += 1
         self._update_jitter(timestamp, arrival_s)
         if self._next is not None and ext < self._next:
             self.stats.late += 1
-            return
+            return ext
         if ext in self._frames:
             self.stats.duplicates += 1
-            return
+            return ext
         self._frames[ext] = payload
         self._highest = ext if self._highest is None else max(self._highest, ext)
         if self._next is None:
@@ -123,6 +124,7 @@ class JitterBuffer:
             del self._frames[oldest]
             self.stats.overflow += 1
             self._next = min(self._frames)
+        return ext
 
     def pop(self) -> tuple[bytes | None, bool]:
         """The next 20 ms frame: ``(payload, True)``, ``(None, True)`` for a lost one to conceal, or
