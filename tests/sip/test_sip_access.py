@@ -173,3 +173,40 @@ async def test_tcp_transport_answers_options(sip_server: SipServer) -> None:
     head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
     assert head.startswith(b"SIP/2.0 200") and b"Allow: INVITE" in head
     writer.close()
+
+
+@pytest.mark.parametrize(
+    ("change", "status"),
+    [
+        ((b"Max-Forwards: 70", b"Max-Forwards: 0"), b"483"),
+        ((b"Max-Forwards: 70", b"Max-Forwards: 70\r\nRequire: 100rel, timer"), b"420"),
+        ((b"Content-Type: application/sdp", b"Content-Type: text/plain"), b"415"),
+        ((b"INVITE sip:", b"SUBSCRIBE sip:"), b"405"),
+        ((b"INVITE sip:", b"FROB sip:"), b"501"),
+    ],
+)
+async def test_requests_we_cannot_serve_get_the_rfc_status(
+    ringing_server: SipServer, change: tuple[bytes, bytes], status: bytes
+) -> None:
+    """§8.2: hop limit 0 → 483, a required extension → 420 (with Unsupported), a non-SDP body → 415, a known
+    but unsupported method → 405 with Allow, an unknown one → 501."""
+    from tests.sip.test_message import INVITE
+
+    data = INVITE.replace(*change).replace(b"CSeq: 1 INVITE", b"CSeq: 1 " + data_method(INVITE.replace(*change)))
+    data = data.replace(b"z9hG4bK-17446-1-0", b"z9hG4bK" + secrets.token_hex(6).encode())  # a new transaction
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        s.settimeout(5)
+        s.sendto(data, ringing_server.addr)
+        answer = s.recv(65535)
+        if answer.startswith(b"SIP/2.0 100"):
+            answer = s.recv(65535)
+    assert answer.split(b" ", 2)[1] == status, answer[:200]
+    if status == b"420":
+        assert b"Unsupported: 100rel, timer" in answer
+    if status == b"405":
+        assert b"Allow: INVITE" in answer
+
+
+def data_method(data: bytes) -> bytes:
+    return data.split(b" ", 1)[0]

@@ -158,6 +158,8 @@ class SipCallManager:
         method = request.method
         call = self.calls.get(request.call_id)
         in_dialog = request.to.tag is not None
+        if method not in ("ACK", "CANCEL") and self._refuse_early(request, flow, call):
+            return
         if method == "INVITE" and not in_dialog:
             if call is not None:  # same Call-ID, new branch without To tag: a forked/looped INVITE
                 self._reply(request, flow, 482, "Loop Detected")
@@ -188,6 +190,26 @@ class SipCallManager:
         else:
             self._reply(request, flow, 501, "Not Implemented", extra=d.capabilities())
             self.endpoint.rejections.reject(flow.addr[0], f"{method[:20]} (501)")
+
+    def _refuse_early(self, request: Request, flow: Flow, call: SipCall | None) -> bool:
+        """§8.2 checks before any method logic: hop limit, required extensions, body type. True if refused."""
+        hops = (request.headers.get("max-forwards") or "70").strip()
+        if hops == "0" and request.method != "OPTIONS":
+            self._reply(request, flow, 483, "Too Many Hops", call=call)
+            self.endpoint.rejections.reject(flow.addr[0], f"{request.method} with Max-Forwards 0 (483)")
+            return True
+        required = [r.strip() for value in request.headers.all("require") for r in value.split(",") if r.strip()]
+        if required:  # we support no SIP extension a peer could require (100rel, timer, …)
+            self._reply(request, flow, 420, "Bad Extension", call=call, extra=[("unsupported", ", ".join(required))])
+            self.endpoint.rejections.reject(flow.addr[0], f"{request.method} requiring {', '.join(required)[:60]}")
+            return True
+        kind = (request.headers.get("content-type") or "application/sdp").split(";")[0].strip().lower()
+        if request.method == "INVITE" and request.body and kind != "application/sdp":
+            self._reply(request, flow, 415, "Unsupported Media Type", call=call,
+                        extra=[("accept", "application/sdp")])  # fmt: skip
+            self.endpoint.rejections.reject(flow.addr[0], f"INVITE with a {kind[:40]} body (415)")
+            return True
+        return False
 
     def ack_timeout(self, call_id: str) -> None:
         """The caller never acknowledged our 200 OK (§13.3.1.4): end the call with a BYE."""

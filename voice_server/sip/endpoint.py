@@ -281,7 +281,10 @@ class SipEndpoint:
                         return  # framing is lost: the only safe thing is to close
                     if message is None:
                         break
-                    self.receive(message, flow)
+                    try:
+                        self.receive(message, flow)
+                    except Exception:  # one bad message must not end the connection's other calls
+                        log.exception("sip: failed to handle a message from %s", flow.addr[0])
         except (TimeoutError, ConnectionError):
             return
         finally:
