@@ -195,7 +195,6 @@ class SipEndpoint:
             top = re.sub(r";rport(?=;|$)", f";rport={flow.addr[1]}", top)
             if ";received=" not in top:
                 top += f";received={flow.addr[0]}"
-            response.headers.items = [(k, v) for k, v in response.headers.items]
             for i, (k, _v) in enumerate(response.headers.items):
                 if k == "via":
                     response.headers.items[i] = ("via", top)
