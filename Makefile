@@ -7,8 +7,11 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.soma-installed
 SOMA   := $(BIN)/soma
 # System packages: espeak-ng (phonemes for TTS, test speech), sox (audio conversion in tests/benches),
-# chromium (the real browser the call page is tested in; Playwright drives it, its own browser download is not used).
-APT_PACKAGES := espeak-ng sox chromium
+# chromium (the real browser the call page is tested in; Playwright drives it, its own browser download is not used),
+# sip-tester (sipp, the SIP peer the phone-line tests use).
+APT_PACKAGES := espeak-ng sox chromium sip-tester
+# Packages whose binary is named differently (package:binary): `system` checks for the binary.
+APT_BINARIES := sip-tester:sipp
 BENCH ?=
 
 export HF_HUB_OFFLINE := 1
@@ -38,7 +41,10 @@ install: system $(STAMP)
 
 system:
 	@missing=""; \
-	for p in $(APT_PACKAGES); do command -v $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	for p in $(APT_PACKAGES); do \
+	  bin=$$p; for m in $(APT_BINARIES); do [ "$${m%%:*}" = "$$p" ] && bin=$${m#*:}; done; \
+	  command -v $$bin >/dev/null 2>&1 || missing="$$missing $$p"; \
+	done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing system packages:$$missing"; \
 	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO="sudo"; \

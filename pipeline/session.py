@@ -65,6 +65,9 @@ class SessionConfig:
         playout_buffer_s: Audio buffered ahead of the listener; bounds how much barge-in must drop.
         event_queue: Outgoing events buffered for a slow transport before new ones are dropped.
         user: Who is talking (passed to the context builder).
+        dtmf_interrupt: The keypad key that stops the avatar's reply (phone calls); ``""`` for none.
+        dtmf_pause_s: Digits typed with pauses shorter than this are sent as one message ("the caller pressed
+            1 2 3 4"), so a PIN or menu choice is one turn; the interrupt key also ends the entry at once.
     """
 
     turn: tc.TurnConfig = field(default_factory=tc.TurnConfig)
@@ -74,6 +77,11 @@ class SessionConfig:
     playout_buffer_s: float = 1.0
     event_queue: int = 256
     user: str = "user"
+    dtmf_interrupt: str = "#"
+    dtmf_pause_s: float = 1.5
+
+
+MAX_DTMF_DIGITS = 32  # one keypad entry; more is a stuck key or an attack
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,6 +177,8 @@ class Session:
         self._speech_start_t = 0.0
         self._speech_end_t = 0.0
         self.turns: list[TurnMarks] = []  # finished turns' marks (bounded by history of this session)
+        self._digits: list[str] = []
+        self._digit_timer: asyncio.Task[None] | None = None
 
     # -------------------------------------------------------------------------------------------- public
 
@@ -200,7 +210,7 @@ class Session:
                     case TextIn(text):
                         self._on_text(text)
                     case Dtmf(digit):
-                        log.debug("dtmf %s", digit)
+                        self._on_dtmf(digit)
         finally:
             await self.aclose()
 
@@ -289,6 +299,30 @@ class Session:
             self._interrupt_reply()
         self.core.reply_finished()
         self._begin_turn(text, speech_end=None)
+
+    def _on_dtmf(self, digit: str) -> None:
+        """A keypad press: the interrupt key stops the reply (control lane, like ``response.cancel``) and
+        sends any digits typed before it; other digits collect until a `SessionConfig.dtmf_pause_s` pause."""
+        if self._digit_timer is not None:
+            self._digit_timer.cancel()
+            self._digit_timer = None
+        if digit == self.config.dtmf_interrupt:
+            self.interrupt()
+            self._send_digits()
+            return
+        if len(self._digits) < MAX_DTMF_DIGITS:
+            self._digits.append(digit)
+        self._digit_timer = self._spawn(self._digits_after_pause(), "dtmf")
+
+    async def _digits_after_pause(self) -> None:
+        await asyncio.sleep(self.config.dtmf_pause_s)
+        self._digit_timer = None
+        self._send_digits()
+
+    def _send_digits(self) -> None:
+        if self._digits:
+            digits, self._digits = " ".join(self._digits), []
+            self._on_text(f"the caller pressed {digits}")
 
     # ---------------------------------------------------------------------------------------- turn core
 

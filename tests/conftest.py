@@ -71,7 +71,8 @@ def start_server(
     port = free_port()
     data_dir = tmp / "data"
     log_path = tmp / "server.log"
-    extra = {"SOMA_PORT": str(port), "SOMA_LOAD_MODELS": "true" if models else "false", "SOMA_MODEL_PROFILE": "ci"}
+    extra = {"SOMA_PORT": str(port), "SOMA_LOAD_MODELS": "true" if models else "false", "SOMA_MODEL_PROFILE": "ci",
+             "SOMA_SIP_BIND": "off"}  # tests that call over SIP pass their own port; the others must not race for 5060
     extra.update(env)
     args = [*SOMA, "serve"] + ([] if tls else ["--http"])
     with open(log_path, "wb") as log:

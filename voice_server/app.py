@@ -19,6 +19,7 @@ from voice_server.api import (
     memory_routes,
     privacy_routes,
     realtime_routes,
+    sip_routes,
     system,
 )
 from voice_server.config import Settings, load_settings
@@ -28,6 +29,7 @@ from voice_server.metrics import Metrics, MetricsMiddleware
 from voice_server.resources import Resources
 from voice_server.security.audit_http import AuditMiddleware
 from voice_server.security_headers import SecurityHeadersMiddleware, cors_options
+from voice_server.sip.service import start_sip
 from voice_server.webrtc.calls import CallManager
 
 WEB_DIR = Path(__file__).resolve().parent.parent / "clients" / "web"
@@ -48,9 +50,12 @@ def create_app(settings: Settings, resources: Resources | None = None) -> FastAP
     async def serving(app: FastAPI, res: Resources) -> AsyncIterator[None]:
         app.state.resources = res
         app.state.calls = CallManager(res)
+        app.state.sip = await start_sip(res)
         try:
             yield
         finally:
+            if app.state.sip is not None:
+                await app.state.sip.aclose()
             await app.state.calls.aclose()
 
     @asynccontextmanager
@@ -92,6 +97,8 @@ def create_app(settings: Settings, resources: Resources | None = None) -> FastAP
     app.include_router(call_routes.router)
     app.include_router(media_routes.router)
     app.include_router(privacy_routes.router)
+    app.include_router(sip_routes.router)
+    app.include_router(sip_routes.outbound)
     if WEB_DIR.is_dir():
         app.mount("/", StaticFiles(directory=WEB_DIR, html=True), name="web")
     return app

@@ -82,6 +82,20 @@ class Settings:
         master_key_file: The master key that wraps every user's data key; ``None`` = ``<data_dir>/master.key``,
             generated (mode 0600) on first start. A supplied file must exist. Losing it loses all user data.
         media_max_bytes: Largest file accepted by ``POST /v1/media`` (streamed and encrypted to disk).
+        sip_bind: ``host:port`` the SIP listener binds (UDP and TCP); empty or ``off`` disables SIP. Loopback by
+            default: open SIP ports are scanned constantly, so a public address is an explicit choice.
+        sip_transports: ``udp``, ``tcp`` or ``udp,tcp``.
+        sip_public_host: The address put in Contact and SDP when it differs from the bind address (NAT, or a
+            ``0.0.0.0`` bind); ``None`` = the bind host.
+        sip_rtp_ports: ``low-high`` UDP port range for RTP, one port per call; below the kernel's ephemeral ports
+            (32768-60999 on Linux) so outgoing connections do not take them.
+        sip_trunks: JSON list of trunks allowed to call in (see `voice_server.sip.routing.Trunk`): name, ``allow``
+            (IP networks), optional ``username``/``password`` for digest auth, ``algorithms``. Empty: any source that
+            can reach `sip_bind` may call (only sensible on loopback or a trusted LAN).
+        sip_max_calls: Most simultaneous SIP calls (503 beyond).
+        sip_media_timeout_s: A call with no RTP from the caller for this long is hung up.
+        sip_realm: Realm of digest challenges.
+        sip_ring_ms: Ring (180) this long before answering, as a person would; 0 answers at once.
     """
 
     host: str = "127.0.0.1"
@@ -114,6 +128,15 @@ class Settings:
     login_lockout_s: int = 900
     master_key_file: Path | None = None
     media_max_bytes: int = 2 * 1024**3
+    sip_bind: str = "127.0.0.1:5060"
+    sip_transports: str = "udp,tcp"
+    sip_public_host: str | None = None
+    sip_rtp_ports: str = "10000-10999"
+    sip_trunks: str = ""
+    sip_max_calls: int = 150
+    sip_media_timeout_s: int = 30
+    sip_realm: str = "soma"
+    sip_ring_ms: int = 0
 
     @property
     def cors_origin_list(self) -> list[str]:
@@ -153,6 +176,7 @@ class Settings:
             raise ConfigError(f"login_lockout_s: must be 1-86400, got {self.login_lockout_s}")
         if self.db_pool_max < 2:
             raise ConfigError(f"db_pool_max: must be at least 2, got {self.db_pool_max}")
+        self._check_sip()
         for name in ("database_url", "redis_url"):
             url = getattr(self, name)
             if url is not None and "://" not in url:
@@ -167,6 +191,46 @@ class Settings:
     def media_dir(self) -> Path:
         """Where encrypted media files live."""
         return self.data_dir / "media"
+
+    @property
+    def sip_address(self) -> tuple[str, int] | None:
+        """`sip_bind` as ``(host, port)``, or ``None`` when SIP is off."""
+        text = self.sip_bind.strip()
+        if text.lower() in ("", "off"):
+            return None
+        host, _, port = text.rpartition(":")
+        return host.strip("[]"), int(port)
+
+    @property
+    def rtp_port_range(self) -> tuple[int, int]:
+        """`sip_rtp_ports` as ``(low, high)``, both included."""
+        low, _, high = self.sip_rtp_ports.partition("-")
+        return int(low), int(high)
+
+    def _check_sip(self) -> None:
+        text = self.sip_bind.strip()
+        if text.lower() not in ("", "off"):
+            host, colon, port = text.rpartition(":")
+            if not colon or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+                raise ConfigError(f"sip_bind: expected host:port or off, got {self.sip_bind!r}")
+        transports = {t.strip() for t in self.sip_transports.split(",") if t.strip()}
+        if not transports or not transports <= {"udp", "tcp"}:
+            raise ConfigError(f"sip_transports: expected udp, tcp or udp,tcp, got {self.sip_transports!r}")
+        low, dash, high = self.sip_rtp_ports.partition("-")
+        if not dash or not low.isdigit() or not high.isdigit() or not 1024 <= int(low) <= int(high) < 65536:
+            raise ConfigError(f"sip_rtp_ports: expected low-high within 1024-65535, got {self.sip_rtp_ports!r}")
+        if not 1 <= self.sip_max_calls <= 2000:
+            raise ConfigError(f"sip_max_calls: must be 1-2000, got {self.sip_max_calls}")
+        if not 0 <= self.sip_ring_ms <= 30_000:
+            raise ConfigError(f"sip_ring_ms: must be 0-30000, got {self.sip_ring_ms}")
+        if not 5 <= self.sip_media_timeout_s <= 3600:
+            raise ConfigError(f"sip_media_timeout_s: must be 5-3600, got {self.sip_media_timeout_s}")
+        from voice_server.sip.routing import TrunkError, parse_trunks  # here: config must not import SIP eagerly
+
+        try:
+            parse_trunks(self.sip_trunks)
+        except TrunkError as exc:
+            raise ConfigError(f"sip_trunks: {exc}") from None
 
     @property
     def scheme(self) -> str:

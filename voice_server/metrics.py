@@ -50,8 +50,8 @@ class Metrics:
         self.up = Gauge("soma_up", "1 while the server is serving", registry=self.registry)
         self.turn_latency = Histogram(
             "soma_turn_latency_seconds",
-            "Per-turn latency from the end of the user's speech (or barge-in onset) to each stage",
-            ["stage"],
+            "Per-turn latency from the end of the user's speech (or barge-in onset) to each stage, by channel",
+            ["stage", "channel"],
             buckets=LATENCY_BUCKETS_S,
             registry=self.registry,
         )
@@ -59,22 +59,41 @@ class Metrics:
         self.live_conversations = Gauge(
             "soma_live_conversations", "Conversations in progress", ["channel"], registry=self.registry
         )
+        self.sip_dtmf = Counter("soma_sip_dtmf_total", "DTMF key presses received on SIP calls", registry=self.registry)
+        self.sip_rejected = Counter(
+            "soma_sip_rejected_total", "SIP messages or calls turned away (malformed, unauthorised, unknown…)",
+            registry=self.registry,
+        )
         # Read when /metrics is rendered, on the event loop: leaks show up as counts that never come back down.
         tasks = Gauge("soma_asyncio_tasks", "Tasks alive on the server's event loop", registry=self.registry)
         tasks.set_function(_task_count)
         threads = Gauge("soma_threads", "Threads alive in the server process", registry=self.registry)
         threads.set_function(lambda: float(threading.active_count()))
 
-    def observe_turn(self, marks: TurnMarks) -> None:
-        """Record one finished turn's stage latencies (the pipeline's `TurnObserver`)."""
+    def observe_turn(self, marks: TurnMarks, channel: str = "other") -> None:
+        """Record one finished turn's stage latencies (the pipeline's `TurnObserver`; see `for_channel`)."""
         for stage, (start, end) in TURN_STAGES.items():
             gap = marks.gap_ms(start, end)
             if gap is not None and gap >= 0:
-                self.turn_latency.labels(stage).observe(gap / 1000.0)
+                self.turn_latency.labels(stage, channel).observe(gap / 1000.0)
+
+    def for_channel(self, channel: str) -> ChannelTurns:
+        """A `TurnObserver` whose observations carry ``channel`` (``realtime``, ``webrtc``, ``sip``…)."""
+        return ChannelTurns(self, channel)
 
     def render(self) -> bytes:
         """The text exposition format."""
         return generate_latest(self.registry)
+
+
+class ChannelTurns:
+    """`Metrics.observe_turn` bound to one channel label."""
+
+    def __init__(self, metrics: Metrics, channel: str) -> None:
+        self._metrics, self._channel = metrics, channel
+
+    def observe_turn(self, marks: TurnMarks) -> None:
+        self._metrics.observe_turn(marks, self._channel)
 
 
 def _task_count() -> float:

@@ -131,7 +131,8 @@ async def open_conversation(
     state.history, state.turn_state, state.pending = list(history), "listening", None
     await sessions.save(state)
     context = AvatarContext(store, conversation_id, user.user_id, avatar.persona, res.memory, live=(sessions, state))
-    session = Session(transport, models, context=context, config=config, observer=res.metrics, history=history)
+    session = Session(transport, models, context=context, config=config, observer=res.metrics.for_channel(channel),
+                      history=history)
     live = res.metrics.live_conversations.labels(channel)
     live.inc()
     return Conversation(session, context, store, live, state, sessions)

@@ -142,5 +142,5 @@ def test_turn_latencies_reach_prometheus() -> None:
     run_virtual(Session(transport, models, observer=metrics).run())
     text = metrics.render().decode()
     for stage in ("transcript_final", "llm_first_token", "tts_first_chunk", "voice_to_voice", "barge_in"):
-        assert f'soma_turn_latency_seconds_count{{stage="{stage}"}}' in text, stage
-    assert 'soma_turn_latency_seconds_bucket{le="0.1",stage="barge_in"} 1.0' in text  # stopped within 100 ms
+        assert f'soma_turn_latency_seconds_count{{channel="other",stage="{stage}"}}' in text, stage
+    assert 'soma_turn_latency_seconds_bucket{channel="other",le="0.1",stage="barge_in"} 1.0' in text  # within 100 ms

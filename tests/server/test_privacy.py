@@ -187,6 +187,8 @@ def test_export_holds_everything_stored_about_the_user(srv: ServerProcess) -> No
     canaries = plant(srv, token, "X")
     r = api(srv, "POST", "/v1/share-links", token, json={"media_id": canaries["media_id"]})
     assert r.status_code == 201
+    line = {"extension": "4711", "allowed_callers": ["+4930999888"]}
+    assert api(srv, "PUT", "/v1/sip/line", token, json=line).status_code == 200
     archive_bytes = api(srv, "GET", "/v1/me/export", token)
     assert archive_bytes.status_code == 200, archive_bytes.text
     assert archive_bytes.headers["content-type"] == "application/zip"
@@ -214,6 +216,10 @@ def test_export_holds_everything_stored_about_the_user(srv: ServerProcess) -> No
     assert any(canaries["memory"] in m["text"] for m in memories) and len(memories[0]["embedding"]) == 384
     account = json.loads(archive.read("account.json"))
     assert "password_hash" not in json.dumps(account) and "token_hash" not in json.dumps(account)
+    assert account["sip_line"] == line
+    with admin_db(srv) as db:  # the caller allow-list (people's phone numbers) is sealed at rest
+        row = db.execute("SELECT allowed_callers FROM sip_lines WHERE user_id = %s", (user_id,)).fetchone()
+        assert row is not None and b"4930999888" not in bytes(row["allowed_callers"])
     (media,) = json.loads(archive.read("media.json"))
     assert archive.read(media["path"]) == (canaries["media"] + " ").encode() * 40_000
     assert len(json.loads(archive.read("share_links.json"))) == 1

@@ -1,10 +1,10 @@
 """Everything stored about one user, as a ZIP archive streamed to them (decrypted: it is theirs).
 
-Contents: ``manifest.json`` (row counts per table), ``account.json`` (profile and token metadata, never
-password or token hashes), ``conversations.json``, ``turns.jsonl`` (every turn, one JSON object per line),
-``memories.jsonl`` (including superseded ones and their embeddings), ``media.json`` plus the files under
-``media/``, ``share_links.json`` and ``audit.jsonl`` (the user's own trail). Data keys are not exported: the
-archive is plaintext for its owner.
+Contents: ``manifest.json`` (row counts per table), ``account.json`` (profile, token metadata — never
+password or token hashes — and the SIP line settings), ``conversations.json``, ``turns.jsonl`` (every turn,
+one JSON object per line), ``memories.jsonl`` (including superseded ones and their embeddings),
+``media.json`` plus the files under ``media/``, ``share_links.json`` and ``audit.jsonl`` (the user's own
+trail). Data keys are not exported: the archive is plaintext for its owner.
 
 The archive is produced as a stream (ZIP data descriptors, no seeking); rows come from server-side cursors a
 batch at a time and files a sealed chunk at a time, so memory stays bounded however much the user has.
@@ -25,12 +25,15 @@ from voice_server.media import MediaStore
 from voice_server.security import fields
 from voice_server.security.audit import AuditLog
 from voice_server.security.keys import Conn, Keyring
+from voice_server.sip.routing import LineDirectory
 from voice_server.stores.postgres import Database
 
 # Tables holding a user's rows and whether the export covers them; a new table with a user_id column must be
 # added here (tests/server/test_privacy.py fails otherwise). Key material and the audit log's other users'
 # rows are deliberately not exported.
-EXPORTED_TABLES = ("users", "api_tokens", "conversations", "turns", "memories", "media", "share_links", "audit_log")
+EXPORTED_TABLES = (
+    "users", "api_tokens", "conversations", "turns", "memories", "media", "share_links", "audit_log", "sip_lines",
+)  # fmt: skip
 NOT_EXPORTED = {"user_keys": "the wrapped data key: the archive is already decrypted"}
 _BATCH = 500
 
@@ -119,9 +122,11 @@ async def export_archive(
         )
         links = await cur.fetchall()
     files = await media.list(user_id, limit=1_000_000)
+    line = await LineDirectory(db, keys).get(user_id)
     counts.update(users=1 if account else 0, api_tokens=len(tokens), conversations=len(conversations),
-                  share_links=len(links), media=len(files))  # fmt: skip
-    yield add("account.json", {"user": account, "tokens": tokens})
+                  share_links=len(links), media=len(files), sip_lines=1 if line else 0)  # fmt: skip
+    sip_line = {"extension": line.extension, "allowed_callers": list(line.allowed_callers)} if line else None
+    yield add("account.json", {"user": account, "tokens": tokens, "sip_line": sip_line})
     yield add("conversations.json", conversations)
     yield add("share_links.json", links)
     yield add("media.json", [{**f, "path": f"media/{f['id']}/{_safe(f['name'])}"} for f in files])

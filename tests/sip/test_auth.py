@@ -1,0 +1,51 @@
+"""SIP digest authentication (RFC 2617, RFC 8760) on both sides, on an injected clock."""
+
+from __future__ import annotations
+
+import pytest
+
+from voice_server.sip.auth import DigestServer, Verdict, client_authorization
+
+PASSWORDS = {"pbx": "s3cret"}
+
+
+@pytest.mark.parametrize("algorithm", ["SHA-256", "MD5"])
+def test_a_correct_answer_to_each_challenge_is_accepted(algorithm: str) -> None:
+    """The client's answer to the SHA-256 or MD5 challenge verifies; the verdict names the user."""
+    server = DigestServer("soma", clock=lambda: 1000.0)
+    challenge = next(c for c in server.challenge() if f"algorithm={algorithm}" in c)
+    header = client_authorization(challenge, username="pbx", password="s3cret", method="INVITE", uri="sip:a@b")
+    assert server.verify(header, "INVITE", PASSWORDS.get) == (Verdict.OK, "pbx")
+
+
+def test_wrong_password_user_or_forged_nonce_is_bad() -> None:
+    """A wrong password, an unknown user or a nonce we did not issue → BAD; no header → MISSING."""
+    server = DigestServer("soma", clock=lambda: 1000.0)
+    challenge = server.challenge()[0]
+    wrong = client_authorization(challenge, username="pbx", password="nope", method="INVITE", uri="sip:a@b")
+    assert server.verify(wrong, "INVITE", PASSWORDS.get)[0] is Verdict.BAD
+    stranger = client_authorization(challenge, username="eve", password="x", method="INVITE", uri="sip:a@b")
+    assert server.verify(stranger, "INVITE", PASSWORDS.get)[0] is Verdict.BAD
+    forged = challenge.replace('nonce="', 'nonce="3e8.0')
+    header = client_authorization(forged, username="pbx", password="s3cret", method="INVITE", uri="sip:a@b")
+    assert server.verify(header, "INVITE", PASSWORDS.get)[0] is Verdict.BAD
+    assert server.verify(None, "INVITE", PASSWORDS.get)[0] is Verdict.MISSING
+
+
+def test_an_old_nonce_is_stale_not_bad() -> None:
+    """The right password on an expired nonce → STALE (challenge again with stale=true)."""
+    now = [1000.0]
+    server = DigestServer("soma", clock=lambda: now[0])
+    challenge = server.challenge()[0]
+    header = client_authorization(challenge, username="pbx", password="s3cret", method="INVITE", uri="sip:a@b")
+    now[0] += 3600
+    assert server.verify(header, "INVITE", PASSWORDS.get)[0] is Verdict.STALE
+    assert "stale=true" in server.challenge(stale=True)[0]
+
+
+def test_answers_are_bound_to_the_method() -> None:
+    """An answer computed for REGISTER does not authenticate an INVITE."""
+    server = DigestServer("soma", clock=lambda: 1000.0)
+    header = client_authorization(server.challenge()[0], username="pbx", password="s3cret", method="REGISTER",
+                                  uri="sip:a@b")  # fmt: skip
+    assert server.verify(header, "INVITE", PASSWORDS.get)[0] is Verdict.BAD
