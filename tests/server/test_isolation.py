@@ -30,7 +30,7 @@ from schemathesis.checks import not_a_server_error
 from starlette.routing import BaseRoute
 from websockets.exceptions import InvalidStatus
 
-from tests.conftest import ServerProcess, new_user, soma_env, start_server
+from tests.conftest import ServerProcess, free_port, new_user, soma_env, start_server
 from tests.server.test_realtime_abuse import ws_url
 from voice_server.app import create_app
 from voice_server.config import load_settings
@@ -68,7 +68,12 @@ def auth(token: str) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """A server of its own: the fuzzer signs up accounts, spends the login rate limit and fills the stores."""
-    server = start_server(tmp_path_factory.mktemp("isolation"), models=True, SOMA_SIGNUP="open", timeout=180)
+    # SIP on (as by default) with an outbound trunk whose proxy never answers: outbound calls exist (calling,
+    # then failed) and belong to their user, so their routes are probed like every other resource.
+    dead_proxy = f"127.0.0.1:{free_port()}"
+    trunks = json.dumps([{"name": "isolation", "allow": ["127.0.0.1/32"], "proxy": dead_proxy}])
+    server = start_server(tmp_path_factory.mktemp("isolation"), models=True, SOMA_SIGNUP="open", timeout=180,
+                          SOMA_SIP_BIND=f"127.0.0.1:{free_port()}", SOMA_SIP_TRUNKS=trunks)  # fmt: skip
     yield server
     server.stop()
 
@@ -297,6 +302,9 @@ def alice(srv: ServerProcess, fuzz_token: str) -> Owner:
     r = api("POST", "/v1/auth/tokens", json={"name": canaries["TokenFoxtrot"], "scopes": ["chat", "media"]})
     assert r.status_code == 201, r.text
     api_token = r.json()
+    r = api("POST", "/v1/calls/outbound", json={"to": "sip:grandma@127.0.0.1", "reason": canaries["TurnAlpha"]})
+    assert r.status_code == 202, r.text
+    outbound = r.json()["id"]
     user_id = api("GET", "/v1/me").json()["id"]
     ids = {
         "conversation_id": chat_conversation,
@@ -307,6 +315,7 @@ def alice(srv: ServerProcess, fuzz_token: str) -> Owner:
         # B knows the link's id (as if it leaked) but not its signed token: the id opens nothing.
         "token": link["id"],
         "model_id": name,  # A's avatar, by A's username
+        "outbound_call_id": outbound,
     }
     return Owner(name, token, user_id, ids, list(canaries.values()), [token, api_token["token"], link["token"]],
                  link["token"], api_token["token"], media, realtime_session)  # fmt: skip

@@ -71,26 +71,27 @@ async def place_outbound(body: OutboundIn, request: Request, user: CallUser) -> 
     ``ended``, ``failed`` with the SIP ``status``). When answered, the avatar speaks first.
 
     Raises:
-        ApiError: 400 bad URI, 409 no outbound trunk, 503 SIP off or too many calls being placed.
+        ApiError: 400 bad URI, 409 no outbound trunk, 429 this user already dials 4 calls, 503 SIP off or too
+            many calls being placed server-wide.
     """
     call = _sip(request).dialer.dial(user, body.to, trunk_name=body.trunk, reason=body.reason)
     return call.public()
 
 
-@outbound.get("/{call_id}", summary="An outbound call's state")
-async def get_outbound(call_id: str, request: Request, user: CallUser) -> dict[str, Any]:
-    call = _sip(request).dialer.calls.get(call_id)
+@outbound.get("/{outbound_call_id}", summary="An outbound call's state")
+async def get_outbound(outbound_call_id: str, request: Request, user: CallUser) -> dict[str, Any]:
+    call = _sip(request).dialer.calls.get(outbound_call_id)
     if call is None or call.user.user_id != user.user_id:
         raise not_found("call")
     return call.public()
 
 
-@outbound.delete("/{call_id}", status_code=204, summary="Hang up (or stop ringing) an outbound call")
-async def hang_up_outbound(call_id: str, request: Request, user: CallUser) -> Response:
+@outbound.delete("/{outbound_call_id}", status_code=204, summary="Hang up (or stop ringing) an outbound call")
+async def hang_up_outbound(outbound_call_id: str, request: Request, user: CallUser) -> Response:
     manager = _sip(request)
-    call = manager.dialer.calls.get(call_id)
+    call = manager.dialer.calls.get(outbound_call_id)
     if call is None or call.user.user_id != user.user_id:
         raise not_found("call")
     call.hang_up.set()  # while ringing: CANCEL
-    manager.hang_up(call_id)  # when answered: BYE
+    manager.hang_up(outbound_call_id)  # when answered: BYE
     return Response(status_code=204)

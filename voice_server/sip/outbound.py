@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 RING_TIMEOUT_S = 60.0
 NO_RESPONSE_S = 32.0  # Timer B (64·T1): nothing at all came back
 MAX_OUTBOUND = 32  # dialling at once, server-wide
+MAX_OUTBOUND_PER_USER = 4  # one avatar dialling at once; like WebRTC's per-user call limit
 MAX_RESPONSES = 32
 GREETING = (
     "(You are calling the user on the phone; they just picked up. Greet them warmly by saying hello and why you "
@@ -89,7 +90,8 @@ class OutboundDialer:
 
         Raises:
             ApiError: 400 for a URI that is not ``sip:``/``tel:``, 409 when no trunk with a proxy is configured
-                (or the named one is not), 503 when too many calls are being placed.
+                (or the named one is not), 429 when this user already dials `MAX_OUTBOUND_PER_USER` calls,
+                503 when too many calls are being placed server-wide.
         """
         try:
             target = parse_uri(to)
@@ -99,7 +101,10 @@ class OutboundDialer:
         if not trunks:
             raise ApiError(409, "no_outbound_trunk", "no SIP trunk with a 'proxy' is configured for outbound calls"
                            if trunk_name is None else f"no trunk named {trunk_name[:40]!r} with a 'proxy'")  # fmt: skip
-        if sum(c.state in ("calling", "ringing") for c in self.calls.values()) >= MAX_OUTBOUND:
+        dialling = [c for c in self.calls.values() if c.state in ("calling", "ringing")]
+        if sum(c.user.user_id == user.user_id for c in dialling) >= MAX_OUTBOUND_PER_USER:
+            raise ApiError(429, "rate_limited", f"at most {MAX_OUTBOUND_PER_USER} outbound calls of yours at once")
+        if len(dialling) >= MAX_OUTBOUND:
             raise ApiError(503, "server_busy", "too many outbound calls are being placed; try again shortly")
         trunk = trunks[0]
         uri = to if target.scheme != "tel" else f"sip:{target.user}@{trunk.proxy}"
