@@ -29,6 +29,7 @@ import argparse  # noqa: E402
 import asyncio  # noqa: E402
 import importlib  # noqa: E402
 import multiprocessing  # noqa: E402
+import os  # noqa: E402
 import shutil  # noqa: E402
 import socket  # noqa: E402
 import subprocess  # noqa: E402
@@ -369,8 +370,8 @@ def notes(plan: Plan) -> str:
         "jitter = |inter-arrival - 20 ms| of every RTP packet the server sent to every call, pooled; "
         "idle_server_cpu_pct: the soma process (100 = one core). The callers run on the same 2 cores as the "
         "server, so their Python per-packet work is taken from the server and adds to the jitter they measure; "
-        "the machine was also shared with another engineer's test runs, so figures are noisy. "
-        f"Server code: commit {commit()}."
+        f"1-minute load average when the notes were written: {os.getloadavg()[0]:.2f} (2 cores; above ~1 means "
+        f"something else shared the machine). Server code: commit {commit()}."
     )
 
 
