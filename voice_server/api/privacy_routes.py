@@ -60,8 +60,10 @@ async def erase_me(
         raise ApiError(403, "insufficient_scope", "erasing the account needs a full-access token")
     if confirm != user.username:
         raise ApiError(400, "confirmation_required", "pass ?confirm=<your username> to erase the account")
-    calls = request.app.state.calls
-    await calls.hang_up_user(user.user_id)
+    await request.app.state.calls.hang_up_user(user.user_id)
+    sip = getattr(request.app.state, "sip", None)
+    if sip is not None:
+        sip.hang_up_user(user.user_id)
     async with res.db.pool.connection() as conn, conn.transaction():
         cur = await conn.execute("SELECT id FROM conversations WHERE user_id = %s", (user.user_id,))
         sessions = [session_id_for(row["id"]) for row in await cur.fetchall()]

@@ -18,6 +18,7 @@ import contextlib
 import errno
 import logging
 import secrets
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -387,6 +388,16 @@ class SipCallManager:
             return False
         self._end(call, send_bye=True)
         return True
+
+    def hang_up_user(self, user_id: uuid.UUID) -> int:
+        """End every call of one user, in or out (their account is being erased); returns how many."""
+        mine = [c for c in self.calls.values() if c.conversation and c.conversation.context.user_id == user_id]
+        for call in mine:
+            self._end(call, send_bye=True)
+        for out in self.dialer.calls.values():
+            if out.user.user_id == user_id:
+                out.hang_up.set()
+        return len(mine)
 
     def handle_response(self, response: Response, flow: Flow) -> None:
         """Responses to our requests: outbound INVITEs go to the dialer; BYE answers need nothing more."""
