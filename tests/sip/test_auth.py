@@ -30,6 +30,8 @@ def test_wrong_password_user_or_forged_nonce_is_bad() -> None:
     header = client_authorization(forged, username="pbx", password="s3cret", method="INVITE", uri="sip:a@b")
     assert server.verify(header, "INVITE", PASSWORDS.get)[0] is Verdict.BAD
     assert server.verify(None, "INVITE", PASSWORDS.get)[0] is Verdict.MISSING
+    huge = f'Digest username="pbx", realm="soma", nonce="{"f" * 20000}.00", uri="sip:a@b", response="00"'
+    assert server.verify(huge, "INVITE", PASSWORDS.get)[0] is Verdict.BAD  # not an exception (int->str limit)
 
 
 def test_an_old_nonce_is_stale_not_bad() -> None:

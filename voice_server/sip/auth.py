@@ -111,6 +111,8 @@ class DigestServer:
         if algorithm not in self.algorithms or not nonce or not response or "uri" not in p:
             return Verdict.BAD, user
         issued_hex, _, _mac = nonce.partition(".")
+        if len(issued_hex) > 16:  # ours are a Unix time; a huge number would only cost CPU (and int->str limits)
+            return Verdict.BAD, user
         try:
             issued = int(issued_hex, 16)
         except ValueError:
