@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -67,6 +68,16 @@ def rss_mb() -> float:
         if line.startswith("VmRSS:"):
             return round(int(line.split()[1]) / 1024, 1)
     raise RuntimeError("VmRSS not found in /proc/self/status")
+
+
+def stop_server(server: Any) -> None:
+    """Stop a bench's `soma serve` (a ``tests.conftest.ServerProcess``, or ``None`` if it never started); a
+    non-zero exit is reported with the tail of its log, so a crash during the run is not mistaken for a result."""
+    if server is None:
+        return
+    code = server.stop()
+    if code != 0:
+        print(f"server exited with {code}; log tail:\n{server.log_text()[-2000:]}", file=sys.stderr)
 
 
 def write_result(

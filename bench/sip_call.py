@@ -42,7 +42,7 @@ import httpx  # noqa: E402
 import numpy as np  # noqa: E402
 import psutil  # noqa: E402
 
-from bench._common import percentiles, print_table, write_result  # noqa: E402
+from bench._common import percentiles, print_table, stop_server, write_result  # noqa: E402
 from models.registry import describe  # noqa: E402
 from voice_server.sip.phone import SipPhone  # noqa: E402
 
@@ -314,9 +314,7 @@ def run(profile: str, plan: Plan, *, quick: bool, out_name: str) -> None:
         metrics.update(asyncio.run(conversing_phase(addr, "benchsip", plan, qs)))
         metrics.update(idle_phase(addr, "benchsip", plan, proc))
     finally:
-        code = server.stop()
-        if code != 0:
-            print(f"server exited with {code}; log tail:\n{server.log_text()[-2000:]}", file=sys.stderr)
+        stop_server(server)
         shutil.rmtree(tmp, ignore_errors=True)
     print_table(metrics)
     lines = targets(metrics)

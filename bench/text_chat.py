@@ -45,7 +45,7 @@ import numpy as np  # noqa: E402
 import openai  # noqa: E402
 from soma_client import SomaClient  # noqa: E402
 
-from bench._common import percentiles, print_table, write_result  # noqa: E402
+from bench._common import percentiles, print_table, stop_server, write_result  # noqa: E402
 from models.registry import describe  # noqa: E402
 from tests.conftest import ServerProcess, start_server  # noqa: E402
 
@@ -492,10 +492,7 @@ def run(
             measure(base_url, tokens, warmup=warmup, requests=requests, turns=turns, max_tokens=max_tokens)
         )
     finally:
-        if server is not None:
-            code = server.stop()
-            if code != 0:
-                print(f"server exited with {code}; log tail:\n{server.log_text()[-2000:]}", file=sys.stderr)
+        stop_server(server)
         shutil.rmtree(tmp, ignore_errors=True)
     print_table(metrics)
     print_targets(metrics, clients)

@@ -63,7 +63,7 @@ import httpx  # noqa: E402
 import numpy as np  # noqa: E402
 import psutil  # noqa: E402
 
-from bench._common import percentiles, print_table, write_result  # noqa: E402
+from bench._common import percentiles, print_table, stop_server, write_result  # noqa: E402
 from bench._rtc_client import (  # noqa: E402
     RATE,
     CallPeer,
@@ -564,10 +564,7 @@ def run(profile: str, plan: Plan, *, quick: bool, out_name: str) -> None:
         metrics.update(idle_phase(base_url, users["idle"], plan, meter))
         metrics["server_rss_mb_after_idle"] = meter.rss_mb()
     finally:
-        if server is not None:
-            code = server.stop()
-            if code != 0:
-                print(f"server exited with {code}; log tail:\n{server.log_text()[-2000:]}", file=sys.stderr)
+        stop_server(server)
         shutil.rmtree(tmp, ignore_errors=True)
     print_table(metrics)
     lines = targets(metrics, plan)
