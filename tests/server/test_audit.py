@@ -37,11 +37,14 @@ def auth(token: str) -> dict[str, str]:
 
 
 def api(server: ServerProcess, method: str, path: str, token: str | None, **kwargs: Any) -> httpx.Response:
+    """One request as ``token``'s user (none: anonymous); extra ``headers`` are merged in. The timeout allows
+    a chat completion with the ci models."""
     headers = {**(auth(token) if token else {}), **kwargs.pop("headers", {})}
-    return httpx.request(method, server.base_url + path, headers=headers, timeout=60, **kwargs)
+    return httpx.request(method, server.base_url + path, headers=headers, timeout=120, **kwargs)
 
 
 def db_as(server: ServerProcess, user: str) -> psycopg.Connection[dict[str, Any]]:
+    """A connection to the server's embedded Postgres as database role ``user`` (trusted Unix socket)."""
     url = f"postgresql://{user}@/postgres?host={server.data_dir / 'pg'}"
     return psycopg.connect(url, autocommit=True, row_factory=dict_row)
 

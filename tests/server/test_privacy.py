@@ -18,13 +18,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import psycopg
 import pytest
 import redis
-from psycopg.rows import dict_row
 
 from tests.conftest import ServerProcess, new_user, start_server
+from tests.server.test_audit import api, db_as
 from tests.server.test_live_sessions import text_turns
 from voice_server.security.export import EXPORTED_TABLES, NOT_EXPORTED
 
@@ -41,19 +40,9 @@ def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     server.stop()
 
 
-def auth(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
-
 def admin_db(server: ServerProcess) -> psycopg.Connection[dict[str, Any]]:
     """The database owner (a superuser), as an operator or an attacker with the data files would be."""
-    url = f"postgresql://postgres@/postgres?host={server.data_dir / 'pg'}"
-    return psycopg.connect(url, autocommit=True, row_factory=dict_row)
-
-
-def api(server: ServerProcess, method: str, path: str, token: str, **kwargs: Any) -> httpx.Response:
-    headers = {**auth(token), **kwargs.pop("headers", {})}
-    return httpx.request(method, server.base_url + path, headers=headers, timeout=120, **kwargs)
+    return db_as(server, "postgres")
 
 
 def chat(server: ServerProcess, token: str, text: str) -> None:
