@@ -155,16 +155,21 @@ class AuditLog:
                 (user_id, user_id, user_id, before, before, limit),
             )
             rows = await cur.fetchall()
-            for row in rows:
-                row["source"] = await self.open_source(conn, row)
+        for row in rows:
+            row["source"] = await self.open_source(row)
         return rows
 
-    async def open_source(self, conn: Conn, row: dict[str, Any]) -> str | None:
-        """The source address of an audit row, or ``None`` (none recorded, or its key was erased)."""
+    async def open_source(self, row: dict[str, Any]) -> str | None:
+        """The source address of an audit row, or ``None`` (none recorded, or its key was erased).
+
+        Keys come through the keyring's cache (`Keyring.user_key`, its own pooled connection on a miss), not
+        the caller's connection: a caller inside a transaction (the export's cursor) would otherwise look the
+        key up again for every row, since keys read inside a transaction are not cached.
+        """
         if row["source"] is None:
             return None
         try:
-            key = await self._keys.for_user(conn, row["user_id"]) if row["user_id"] else self._keys.system
+            key = await self._keys.user_key(self._db.pool, row["user_id"]) if row["user_id"] else self._keys.system
             return key.open(row["source"], fields.audit_source(row["seq"]))
         except (LookupError, DecryptionError):
             return None  # erased user (crypto-shredded) or a tampered row: `verify` names it

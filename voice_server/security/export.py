@@ -24,7 +24,7 @@ from voice_server.avatar.memory_store import open_row
 from voice_server.media import MediaStore
 from voice_server.security import fields
 from voice_server.security.audit import AuditLog
-from voice_server.security.keys import Conn, Keyring
+from voice_server.security.keys import Keyring
 from voice_server.sip.routing import LineDirectory
 from voice_server.stores.postgres import Database
 
@@ -133,14 +133,14 @@ async def export_archive(
 
     # The row-heavy parts (an imported life can be a million rows) are JSON Lines written from server-side
     # cursors, a batch at a time: memory stays bounded whatever the user's history holds.
-    async def opened_turn(conn: Conn, row: dict[str, Any]) -> dict[str, Any]:
+    async def opened_turn(row: dict[str, Any]) -> dict[str, Any]:
         return fields.open_turn(key, row)
 
-    async def opened_memory(conn: Conn, row: dict[str, Any]) -> dict[str, Any]:
+    async def opened_memory(row: dict[str, Any]) -> dict[str, Any]:
         return open_row(key, row)
 
-    async def opened_audit(conn: Conn, row: dict[str, Any]) -> dict[str, Any]:
-        return {**row, "source": await audit.open_source(conn, row)}
+    async def opened_audit(row: dict[str, Any]) -> dict[str, Any]:
+        return {**row, "source": await audit.open_source(row)}
 
     parts: list[tuple[str, str, str, tuple[Any, ...], Any]] = [
         ("turns", "turns.jsonl",
@@ -161,7 +161,7 @@ async def export_archive(
             with archive.open(name, "w", force_zip64=True) as member:
                 while rows := await cursor.fetchmany(_BATCH):
                     for row in rows:
-                        member.write(_json_line(await opened(conn, row)))
+                        member.write(_json_line(await opened(row)))
                     counts[table] += len(rows)
                     yield sink.take()
         yield sink.take()
