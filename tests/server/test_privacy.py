@@ -246,6 +246,8 @@ def test_erasure_leaves_nothing_readable_and_spares_others(srv: ServerProcess) -
     canaries = plant(srv, token, "E")
     kept = plant(srv, other, "K")
     user_id = uuid.UUID(api(srv, "GET", "/v1/me", token).json()["id"])
+    wrong = api(srv, "POST", "/v1/auth/token", None, json={"username": name, "password": "not-the-password"})
+    assert wrong.status_code == 401  # leaves login counters keyed by the username in Redis
     conversation_ids = [c["id"] for c in api(srv, "GET", "/v1/conversations", token).json()["data"]]
 
     assert api(srv, "DELETE", "/v1/me", token, params={"confirm": name}).status_code == 204
@@ -261,6 +263,7 @@ def test_erasure_leaves_nothing_readable_and_spares_others(srv: ServerProcess) -
     assert not (srv.data_dir / "media" / str(user_id)).exists()
     store = redis.Redis.from_url(srv.redis_url)
     assert not [c for c in conversation_ids if store.exists(f"session:sess_{uuid.UUID(c).hex}")]
+    assert store.keys(f"*{name}*") == []  # no rate-limit, failure or lockout key names the erased account
     flush_to_disk(srv)
     needles = [v.encode() for k, v in canaries.items() if k != "media_id"]
     assert files_containing(srv.data_dir, needles) == {}
