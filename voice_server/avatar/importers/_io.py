@@ -41,8 +41,8 @@ def _bom_encoding(f: IO[bytes]) -> tuple[str, int]:
 
 
 @contextmanager
-def text_lines(f: IO[bytes]) -> Iterator[Iterator[tuple[int, str]]]:
-    """(1-based line number, line without its newline) from the start of ``f``, strictly decoded.
+def text_lines(f: IO[bytes], *, keepends: bool = False) -> Iterator[Iterator[tuple[int, str]]]:
+    """(1-based line number, line without its newline unless ``keepends``) from the start of ``f``.
 
     UTF-8 (with or without BOM) and UTF-16 with a BOM are accepted; any other bytes raise
     `ImportFormatError` naming the line. ``\\r\\n`` and ``\\r`` end lines like ``\\n``. The wrapper is
@@ -51,7 +51,7 @@ def text_lines(f: IO[bytes]) -> Iterator[Iterator[tuple[int, str]]]:
     require_seekable(f)
     encoding, skip = _bom_encoding(f)
     f.seek(skip)
-    wrapper = io.TextIOWrapper(f, encoding=encoding, errors="strict", newline=None)  # type: ignore[type-var]
+    wrapper = io.TextIOWrapper(f, encoding=encoding, errors="strict", newline=None)
 
     def lines() -> Iterator[tuple[int, str]]:
         n = 0
@@ -61,7 +61,7 @@ def text_lines(f: IO[bytes]) -> Iterator[Iterator[tuple[int, str]]]:
                     raise ImportFormatError(f"line {n} is over {MAX_LINE_CHARS:,} characters: not a text export")
                 if "\x00" in line:
                     raise ImportFormatError(f"line {n} holds binary data (NUL bytes): not a text export")
-                yield n, line.rstrip("\n")
+                yield n, line if keepends else line.rstrip("\n")
         except UnicodeDecodeError as e:
             raise ImportFormatError(
                 f"line {n + 1} is not {encoding.upper()} text ({e.reason}): re-export the file as UTF-8"

@@ -74,7 +74,7 @@ def _probe(f: IO[bytes], offset: int) -> int | None:
             user_id = int(value)
         if prefix == "" and event == "map_key" and value in ("messages", "chats"):
             return user_id
-    raise ImportFormatError("not a Telegram export: no top-level \"messages\" or \"chats\" (export as JSON)")
+    raise ImportFormatError('not a Telegram export: no top-level "messages" or "chats" (export as JSON)')
 
 
 def _messages(f: IO[bytes], offset: int, me: Me) -> Iterator[Record]:

@@ -34,10 +34,10 @@ from typing import IO, Literal
 
 from voice_server.avatar.importers._io import check_text, require_seekable, text_lines
 from voice_server.avatar.importers.records import (
+    NOBODY,
     Attachment,
     ImportedMessage,
     ImportFormatError,
-    NOBODY,
     Me,
     Record,
     Skipped,
@@ -89,7 +89,7 @@ class Layout:
 
 
 def conversation_from_filename(name: str) -> str:
-    """"WhatsApp Chat with Ana.txt" (or "…- Ana.txt") → "Ana"; any other name → its stem."""
+    """ "WhatsApp Chat with Ana.txt" (or "…- Ana.txt") → "Ana"; any other name → its stem."""
     stem = name.rsplit("/", 1)[-1].removesuffix(".txt")
     return re.sub(r"^WhatsApp Chat (?:with |- )", "", stem).strip()
 
@@ -127,8 +127,7 @@ def scan(f: IO[bytes], *, day_first: bool = True) -> Layout:
                 style = sniff(line)
                 if style is None:
                     raise ImportFormatError(
-                        f"not a WhatsApp chat export: line {n} does not start with a date and time "
-                        f"({line[:40]!r})"
+                        f"not a WhatsApp chat export: line {n} does not start with a date and time ({line[:40]!r})"
                     )
                 rx = _HEADERS[style]
             m = rx.match(line)
@@ -160,9 +159,7 @@ def scan(f: IO[bytes], *, day_first: bool = True) -> Layout:
     return Layout(style=style, day_first=day_first, messages=messages)
 
 
-def parse(
-    f: IO[bytes], *, me: Me = NOBODY, conversation: str = "", day_first: bool = True
-) -> Iterator[Record]:
+def parse(f: IO[bytes], *, me: Me = NOBODY, conversation: str = "", day_first: bool = True) -> Iterator[Record]:
     """Yield the export's messages and skips in file order.
 
     Validates the whole file first (`scan`), so `ImportFormatError` comes before any record. ``where`` is

@@ -1,0 +1,73 @@
+"""Which importer a file needs, from its name and first bytes (the CLI and the upload API call this).
+
+Sans-I/O: the caller reads the head (`HEAD_BYTES` is enough) and passes it in with the file's path or
+upload name. Content wins over the name; the name only breaks ties between text formats (``.csv``) and
+says whether Meta JSON came from Instagram (see `meta.source_of`).
+"""
+
+from __future__ import annotations
+
+import codecs
+from pathlib import PurePath
+from typing import Literal
+
+from voice_server.avatar.importers import twitter, whatsapp
+from voice_server.avatar.importers.records import ImportFormatError
+
+Format = Literal["whatsapp", "telegram", "generic", "notes", "meta_messages", "meta_posts", "twitter"]
+FORMATS: tuple[Format, ...] = ("whatsapp", "telegram", "generic", "notes", "meta_messages", "meta_posts", "twitter")
+HEAD_BYTES = 8192
+NOTE_SUFFIXES = frozenset({".txt", ".md", ".markdown", ".text", ".org", ""})
+
+
+def detect(path: str | PurePath, head: bytes) -> Format:
+    """The format of a file whose first bytes are ``head`` (up to `HEAD_BYTES`; fewer is fine).
+
+    Raises:
+        ImportFormatError: the head is binary, not text in UTF-8/UTF-16, or JSON of no known export,
+            with a message naming what was found.
+    """
+    name = PurePath(path).name.lower()
+    if twitter.is_archive_head(head):
+        return "twitter"
+    text = _decode(head)
+    body = text.lstrip("\ufeff \t\r\n")
+    if body[:1] in ("{", "["):
+        return _json_format(body)
+    if "\x00" in text:
+        raise ImportFormatError(f"{name or 'the file'} is binary, not an export")
+    first_line = body.split("\n", 1)[0].strip().lower()
+    if whatsapp.sniff(body) is not None:
+        return "whatsapp"
+    header = {cell.strip().strip('"') for cell in first_line.split(",")}
+    if {"sender", "at", "text"} <= header:
+        return "generic"
+    if name.endswith(".csv"):
+        raise ImportFormatError("a CSV import needs a header naming sender, at and text")
+    if PurePath(name).suffix in NOTE_SUFFIXES:
+        return "notes"
+    raise ImportFormatError(f"unrecognised file {name!r}: not a known export or a text/Markdown note")
+
+
+def _decode(head: bytes) -> str:
+    if head[:2] in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE):
+        encoding = "utf-16"
+    else:
+        encoding = "utf-8"
+    try:
+        # final=False: the head may end inside a multi-byte character.
+        return codecs.getincrementaldecoder(encoding)("strict").decode(head, final=False)
+    except UnicodeDecodeError:
+        raise ImportFormatError("the file is binary or not UTF-8 text") from None
+
+
+def _json_format(body: str) -> Format:
+    if '"participants"' in body and ('"sender_name"' in body or '"messages"' in body):
+        return "meta_messages"
+    if '"personal_information"' in body or '"chats"' in body or ('"messages"' in body and '"type"' in body):
+        return "telegram"
+    if '"sender"' in body:
+        return "generic"
+    if any(key in body for key in ('"data"', '"media"', '"creation_timestamp"', '"status_updates')):
+        return "meta_posts"
+    raise ImportFormatError("JSON of no known export (expected Telegram, Facebook/Instagram or the generic format)")
