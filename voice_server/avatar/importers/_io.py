@@ -44,33 +44,47 @@ def _bom_encoding(f: IO[bytes]) -> tuple[str, int]:
 def text_lines(f: IO[bytes], *, keepends: bool = False) -> Iterator[Iterator[tuple[int, str]]]:
     """(1-based line number, line without its newline unless ``keepends``) from the start of ``f``.
 
-    UTF-8 (with or without BOM) and UTF-16 with a BOM are accepted; any other bytes raise
-    `ImportFormatError` naming the line. ``\\r\\n`` and ``\\r`` end lines like ``\\n``. The wrapper is
-    detached on exit, so ``f`` stays open for the caller.
+    UTF-8 (with or without BOM) is decoded line by line, so an error names the exact line; UTF-16 with a
+    BOM is accepted too (errors then name the first line of the failing chunk). Other bytes, NUL bytes or
+    a line over `MAX_LINE_CHARS` raise `ImportFormatError`. Lines end at ``\n`` (``\r\n`` included).
+    ``f`` stays open for the caller.
     """
     require_seekable(f)
     encoding, skip = _bom_encoding(f)
     f.seek(skip)
-    wrapper = io.TextIOWrapper(f, encoding=encoding, errors="strict", newline=None)
-
-    def lines() -> Iterator[tuple[int, str]]:
-        n = 0
+    if encoding == "utf-16":
+        wrapper = io.TextIOWrapper(f, encoding=encoding, errors="strict", newline=None)
         try:
-            for n, line in enumerate(wrapper, start=1):  # noqa: B007  # n names the failing line below
-                if len(line) > MAX_LINE_CHARS:
-                    raise ImportFormatError(f"line {n} is over {MAX_LINE_CHARS:,} characters: not a text export")
-                if "\x00" in line:
-                    raise ImportFormatError(f"line {n} holds binary data (NUL bytes): not a text export")
-                yield n, line if keepends else line.rstrip("\n")
-        except UnicodeDecodeError as e:
-            raise ImportFormatError(
-                f"line {n + 1} is not {encoding.upper()} text ({e.reason}): re-export the file as UTF-8"
-            ) from None
+            yield _checked(_numbered(wrapper), encoding, keepends)
+        finally:
+            wrapper.detach()
+    else:
+        yield _checked(_utf8_lines(f), encoding, keepends)
 
+
+def _numbered(wrapper: io.TextIOWrapper) -> Iterator[str]:
+    while line := wrapper.readline(MAX_LINE_CHARS + 1):
+        yield line
+
+
+def _utf8_lines(f: IO[bytes]) -> Iterator[str]:
+    while raw := f.readline(MAX_LINE_CHARS + 1):
+        yield raw.decode("utf-8")
+
+
+def _checked(lines: Iterator[str], encoding: str, keepends: bool) -> Iterator[tuple[int, str]]:
+    n = 0
     try:
-        yield lines()
-    finally:
-        wrapper.detach()
+        for n, line in enumerate(lines, start=1):  # noqa: B007  # n names the failing line below
+            if len(line) > MAX_LINE_CHARS:
+                raise ImportFormatError(f"line {n} is over {MAX_LINE_CHARS:,} characters: not a text export")
+            if "\x00" in line:
+                raise ImportFormatError(f"line {n} holds binary data (NUL bytes): not a text export")
+            yield n, line if keepends else line.rstrip("\r\n")
+    except UnicodeDecodeError as e:
+        raise ImportFormatError(
+            f"line {n + 1} is not {encoding.upper()} text ({e.reason}): re-export the file as UTF-8"
+        ) from None
 
 
 def check_text(f: IO[bytes]) -> int:

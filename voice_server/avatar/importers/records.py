@@ -38,7 +38,8 @@ _INVISIBLE = dict.fromkeys(map(ord, "\u200e\u200f\u202a\u202b\u202c\u202d\u202e\
 class ImportFormatError(ValueError):
     """The file is not in the format it was parsed as, or is damaged (truncated, wrong encoding, binary).
 
-    Parsers raise it before yielding anything: each validates the whole file in a first pass. The message
+    Parsers raise it from the parse call itself, before returning an iterator: each validates the whole file
+    in a first pass. The message
     says what is wrong and where (line or byte offset) in words a user can act on.
     """
 

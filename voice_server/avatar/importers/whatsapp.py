@@ -209,10 +209,10 @@ def _record(where: int, m: re.Match[str], body: list[str], layout: Layout, me: M
     text = _EDITED.sub("", unicodedata.normalize("NFC", text)).strip()
     attachment, text = _attachment(text)
     if attachment is None:
+        if _DELETED.match(text.strip("\u200e\u200f")):
+            return Skipped(where, "deleted")
         if text.startswith(("\u200e", "\u200f")) or (layout.style == "android" and _is_system(sender, text)):
             return Skipped(where, "system")  # iOS marks system text with U+200E; Android names no sender
-        if _DELETED.match(text):
-            return Skipped(where, "deleted")
         if text in ("", "null"):
             return Skipped(where, "empty")
     name = clean_name(sender)
