@@ -32,13 +32,13 @@ def detect(path: str | PurePath, head: bytes) -> Format:
         return "twitter"
     text = _decode(head)
     body = text.lstrip("\ufeff \t\r\n")
+    if whatsapp.sniff(body) is not None:  # before JSON: an iOS export starts with "["
+        return "whatsapp"
     if body[:1] in ("{", "["):
         return _json_format(body)
     if "\x00" in text:
         raise ImportFormatError(f"{name or 'the file'} is binary, not an export")
     first_line = body.split("\n", 1)[0].strip().lower()
-    if whatsapp.sniff(body) is not None:
-        return "whatsapp"
     header = {cell.strip().strip('"') for cell in first_line.split(",")}
     if {"sender", "at", "text"} <= header:
         return "generic"
