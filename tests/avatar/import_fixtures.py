@@ -35,7 +35,7 @@ WHATSAPP_IOS_12H = (
 WHATSAPP_ANDROID_24H = (
     "15/01/2023, 14:30 - Messages and calls are end-to-end encrypted. No one outside of this chat, not even "
     "WhatsApp, can read or listen to them. Tap to learn more.\n"
-    "15/01/2023, 14:30 - Ana created group \"Trip 2023\"\n"
+    '15/01/2023, 14:30 - Ana created group "Trip 2023"\n'
     "15/01/2023, 14:31 - Ana: Hi all 👋\n"
     "15/01/2023, 14:31 - Carlos joined using this group's invite link\n"
     "15/01/2023, 14:32 - Carlos: first line\n"

@@ -9,7 +9,16 @@ from datetime import UTC, datetime
 import pytest
 
 from tests.avatar import import_fixtures as fx
-from voice_server.avatar.importers import ImportedMessage, ImportFormatError, Me, Skipped, generic, meta, telegram, twitter
+from voice_server.avatar.importers import (
+    ImportedMessage,
+    ImportFormatError,
+    Me,
+    Skipped,
+    generic,
+    meta,
+    telegram,
+    twitter,
+)
 
 
 def _bytes(obj: object) -> io.BytesIO:
@@ -39,7 +48,9 @@ def test_telegram_full_export_names_chats_and_finds_the_user_by_id() -> None:
     """chats.list: each message carries its chat's name; personal_information.user_id marks the user's messages."""
     records = _messages(telegram.parse(_bytes(fx.telegram_full_export())))
     assert [(m.conversation, m.sender, m.is_user) for m in records][-3:] == [
-        ("Ana Souza", "Ana Souza", False), ("Climbing 🧗", "Bea", True), ("Climbing 🧗", "Carl", False)
+        ("Ana Souza", "Ana Souza", False),
+        ("Climbing 🧗", "Bea", True),
+        ("Climbing 🧗", "Carl", False),
     ]
     assert [m.where for m in records] == sorted(m.where for m in records)
 
@@ -127,7 +138,12 @@ def test_facebook_and_instagram_posts_are_the_users_with_captions_and_media() ->
     fb = list(meta.parse_posts(_bytes(fx.facebook_posts()), author="Zoë"))
     assert fb[2] == Skipped(2, "empty")
     status, sunset = _messages(fb)
-    assert (status.text, status.sender, status.is_user, status.conversation) == ("Back in Porto ❤️", "Zoë", True, "posts")
+    assert (status.text, status.sender, status.is_user, status.conversation) == (
+        "Back in Porto ❤️",
+        "Zoë",
+        True,
+        "posts",
+    )
     assert (sunset.attachment, sunset.at) == ("image", datetime(2023, 1, 15, 13, 31, 40, tzinfo=UTC))
     caption, video = _messages(meta.parse_posts(_bytes(fx.instagram_posts()), source="instagram"))
     assert (caption.text, caption.attachment, video.attachment, video.text) == ("Açaí 🍇", "image", "video", "")
@@ -141,7 +157,7 @@ def test_posts_wrapped_in_an_object_are_found() -> None:
 
 def test_meta_message_file_without_messages_is_rejected() -> None:
     """A posts file handed to the message parser is an ImportFormatError, not an empty import."""
-    with pytest.raises(ImportFormatError, match="no top-level \"messages\" array"):
+    with pytest.raises(ImportFormatError, match='no top-level "messages" array'):
         meta.parse_messages(_bytes(fx.facebook_posts()))
 
 
@@ -176,7 +192,11 @@ def test_generic_json_array_reads_documented_fields() -> None:
     ]
     records = list(generic.parse(_bytes(data), me=Me.of("me")))
     landed, welcome, image = _messages(records)
-    assert (landed.at, landed.is_user, landed.conversation) == (datetime(2023, 1, 15, 13, 30, 5, tzinfo=UTC), True, "Ana")
+    assert (landed.at, landed.is_user, landed.conversation) == (
+        datetime(2023, 1, 15, 13, 30, 5, tzinfo=UTC),
+        True,
+        "Ana",
+    )
     assert welcome.at == datetime.fromtimestamp(1673793065, UTC) and welcome.text == "Welcome!\nDinner?"
     assert (image.at, image.attachment) == (datetime(2023, 1, 15, 20, 0), "image")
     assert [r for r in records if isinstance(r, Skipped)] == [

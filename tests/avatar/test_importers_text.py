@@ -141,7 +141,9 @@ def test_detect_rejects_what_no_importer_reads(path: str, data: bytes, message: 
 
 def test_survey_reports_counts_skips_and_participants_for_the_ui() -> None:
     """survey(): messages, per-reason skips, time span and participants most-active first; no `me` needed."""
-    report = importers.survey("whatsapp", io.BytesIO(fx.WHATSAPP_ANDROID_24H.encode()), path="WhatsApp Chat with Trip.txt")
+    report = importers.survey(
+        "whatsapp", io.BytesIO(fx.WHATSAPP_ANDROID_24H.encode()), path="WhatsApp Chat with Trip.txt"
+    )
     assert (report.messages, report.from_user) == (5, 0)
     assert report.skipped == {"bad_date": 1, "deleted": 1, "empty": 1, "system": 3}
     assert report.participants == (("Me Myself", 3), ("Ana", 1), ("Carlos", 1))

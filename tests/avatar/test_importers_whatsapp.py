@@ -24,11 +24,14 @@ def test_ios_12h_export_reads_messages_media_and_skips() -> None:
     """iOS `[m/d/yy, h:mm:ss PM] Sender:` lines: BOM, U+202F, multi-line, media, edits, deletes, RTL text."""
     records = _parse(fx.WHATSAPP_IOS_12H, me="bob", conversation="Family 🏡")
     assert [r for r in records if isinstance(r, Skipped)] == [
-        Skipped(1, "system"), Skipped(2, "system"), Skipped(10, "deleted")
+        Skipped(1, "system"),
+        Skipped(2, "system"),
+        Skipped(10, "deleted"),
     ]
     ana, photo1, photo2, edited, noon, voice = _messages(records)
     assert ana == ImportedMessage(
-        "whatsapp", "Family 🏡", "Ana Souza", datetime(2023, 1, 15, 14, 31), "Olá! Landed in Porto 🛬\nDinner at 8?\n\nBring the 🍷",
+        "whatsapp", "Family 🏡", "Ana Souza", datetime(2023, 1, 15, 14, 31),
+        "Olá! Landed in Porto 🛬\nDinner at 8?\n\nBring the 🍷",
         False, None, 3,
     )  # fmt: skip
     assert (photo1.attachment, photo1.text, photo1.is_user, photo1.where) == ("image", "", True, 7)
@@ -84,7 +87,9 @@ def test_twelve_am_and_pm_map_to_midnight_and_noon() -> None:
     """12:xx AM is 00:xx, 12:xx PM is 12:xx, and `p. m.` style markers are understood."""
     text = "1/20/23, 12:05 AM - A: x\n1/20/23, 12:05 PM - A: y\n1/20/23, 3:00 p. m. - A: z\n"
     assert [m.at for m in _messages(_parse(text))] == [
-        datetime(2023, 1, 20, 0, 5), datetime(2023, 1, 20, 12, 5), datetime(2023, 1, 20, 15, 0)
+        datetime(2023, 1, 20, 0, 5),
+        datetime(2023, 1, 20, 12, 5),
+        datetime(2023, 1, 20, 15, 0),
     ]
 
 
@@ -142,7 +147,7 @@ def test_fingerprint_ignores_position_so_a_longer_reexport_keeps_old_keys() -> N
 
 
 def test_conversation_name_comes_from_the_export_filename() -> None:
-    """"WhatsApp Chat with Ana 🌸.txt" names the conversation "Ana 🌸"."""
+    """ "WhatsApp Chat with Ana 🌸.txt" names the conversation "Ana 🌸"."""
     assert whatsapp.conversation_from_filename("exports/WhatsApp Chat with Ana 🌸.txt") == "Ana 🌸"
     assert whatsapp.conversation_from_filename("WhatsApp Chat - Trip 2023.txt") == "Trip 2023"
     assert whatsapp.conversation_from_filename("chat.txt") == "chat"

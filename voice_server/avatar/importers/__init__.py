@@ -6,7 +6,8 @@ Every parser is a generator over a *seekable binary* file that
 1. validates the whole file first, in constant memory, when it is called: a malformed file (truncated JSON,
    wrong encoding, binary junk, wrong structure) raises `ImportFormatError` from the call itself, so no
    iterator exists and nothing is ever yielded from it; then
-2. returns an iterator that yields `ImportedMessage` / `Skipped` records in file order, one at a time, deterministically.
+2. returns an iterator that yields `ImportedMessage` / `Skipped` records in file order, one at a time,
+   deterministically.
 
 Typical use by the import job to come::
 
