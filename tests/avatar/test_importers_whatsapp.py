@@ -158,3 +158,21 @@ def test_an_overlong_message_is_capped() -> None:
     text = "15/01/2023, 10:00 - Ana: start\n" + ("x" * 999 + "\n") * 200
     (msg,) = _messages(_parse(text))
     assert len(msg.text) <= whatsapp.MAX_MESSAGE_CHARS and msg.text.startswith("start\nxxx")
+
+
+def test_android_system_line_containing_a_colon_is_still_system() -> None:
+    """`Ana changed the subject from "A" to "B: C"` has ": " but is a system line; RTL-marked user text is kept."""
+    text = (
+        '15/01/2023, 10:00 - Ana changed the subject from "A" to "B: C"\n'
+        "15/01/2023, 10:01 - Your security code with Ana changed. Tap to learn more.\n"
+        "15/01/2023, 10:02 - Dana: \u200fשלום לכולם\n"
+    )
+    records = _parse(text)
+    assert records[:2] == [Skipped(1, "system"), Skipped(2, "system")]
+    assert _messages(records)[0].text == "שלום לכולם"  # kept, without the invisible mark
+
+
+def test_text_is_nfc_normalised() -> None:
+    """A decomposed "é" (e + U+0301) comes out composed, so the same words compare equal across sources."""
+    (msg,) = _messages(_parse("15/01/2023, 10:00 - Ana: cafe\u0301\n"))
+    assert msg.text == "caf\u00e9"

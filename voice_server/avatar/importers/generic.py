@@ -49,6 +49,7 @@ from voice_server.avatar.importers.records import (
     Record,
     Skipped,
     clean_name,
+    clean_text,
 )
 
 Container = Literal["json", "jsonl", "csv"]
@@ -195,7 +196,7 @@ def _record(where: int, obj: Any, me: Me) -> Record:
     at = parse_at(obj.get("at"))
     if at is _BAD_AT:
         return Skipped(where, "bad_date")
-    text = text.strip()
+    text = clean_text(text)
     if not text and attachment is None:
         return Skipped(where, "empty")
     name = clean_name(sender)

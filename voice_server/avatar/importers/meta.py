@@ -38,6 +38,7 @@ from voice_server.avatar.importers.records import (
     Record,
     Skipped,
     clean_name,
+    clean_text,
 )
 
 MetaSource = Literal["facebook", "instagram"]
@@ -101,7 +102,7 @@ def _message(index: int, obj: Any, title: str, me: Me, source: MetaSource) -> Re
     content = obj.get("content", "")
     if not isinstance(content, str):
         return Skipped(index, "bad_record")
-    text = fix_mojibake(content).strip()
+    text = clean_text(fix_mojibake(content))
     attachment = next((kind for key, kind in _MEDIA_KEYS if obj.get(key)), None)
     if attachment is None and isinstance(share := obj.get("share"), dict) and isinstance(share.get("link"), str):
         text = f"{text}\n{share['link']}".strip() if share["link"] not in text else text
@@ -160,7 +161,7 @@ def _post(index: int, obj: Any, author: str, source: MetaSource) -> Record:
     attachment: Attachment | None = None
     if uris:
         attachment = "video" if any(str(u).lower().endswith(_VIDEO_EXT) for u in uris) else "image"
-    text = "\n".join(t.strip() for t in texts if t.strip())
+    text = clean_text("\n".join(t.strip() for t in texts if t.strip()))
     if not text and attachment is None:
         return Skipped(index, "empty")
     stamp = obj.get("timestamp") or obj.get("creation_timestamp")

@@ -93,6 +93,11 @@ class Skipped:
 Record = ImportedMessage | Skipped
 
 
+def clean_text(text: str) -> str:
+    """Message text as every importer returns it: NFC-normalised, surrounding whitespace removed."""
+    return unicodedata.normalize("NFC", text).strip()
+
+
 def clean_name(name: str) -> str:
     """A sender name without direction/format marks and surrounding space, NFC-normalised."""
     return unicodedata.normalize("NFC", name.translate(_INVISIBLE)).strip()

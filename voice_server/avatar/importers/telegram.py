@@ -32,6 +32,7 @@ from voice_server.avatar.importers.records import (
     Record,
     Skipped,
     clean_name,
+    clean_text,
 )
 
 _CHAT_PREFIXES = ("chats.list.item", "left_chats.list.item")
@@ -137,7 +138,7 @@ def _record(index: int, chat: str, msg: Any, me: Me) -> Record:
         return Skipped(index, "bad_record")
     at = _timestamp(msg)
     attachment = _attachment(msg)
-    text = text.strip()
+    text = clean_text(text)
     if not text and attachment is None:
         return Skipped(index, "empty")
     from_id = msg.get("from_id") if isinstance(msg.get("from_id"), str) else None

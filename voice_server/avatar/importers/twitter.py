@@ -18,7 +18,14 @@ from datetime import UTC, datetime, timedelta
 from typing import IO, Any
 
 from voice_server.avatar.importers._io import check_json, json_events, json_items
-from voice_server.avatar.importers.records import Attachment, ImportedMessage, ImportFormatError, Record, Skipped
+from voice_server.avatar.importers.records import (
+    Attachment,
+    ImportedMessage,
+    ImportFormatError,
+    Record,
+    Skipped,
+    clean_text,
+)
 
 _PREFIX = re.compile(rb"^(?:\xef\xbb\xbf)?\s*window\.YTD\.[A-Za-z_]+\.part\d+\s*=\s*")
 _MONTHS = {m: i for i, m in enumerate("Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split(), start=1)}
@@ -78,7 +85,7 @@ def _expand(raw: str, tweet: dict[str, Any]) -> tuple[str, Attachment | None]:
             attachment = attachment or _MEDIA.get(str(media.get("type")), "other")
             if isinstance(media.get("url"), str):
                 text = text.replace(media["url"], "")
-    return html.unescape(text).strip(), attachment
+    return clean_text(html.unescape(text)), attachment
 
 
 def _created(value: Any) -> datetime | None:

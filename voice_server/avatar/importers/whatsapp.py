@@ -211,8 +211,10 @@ def _record(where: int, m: re.Match[str], body: list[str], layout: Layout, me: M
     if attachment is None:
         if _DELETED.match(text.strip("\u200e\u200f")):
             return Skipped(where, "deleted")
-        if text.startswith(("\u200e", "\u200f")) or (layout.style == "android" and _is_system(sender, text)):
-            return Skipped(where, "system")  # iOS marks system text with U+200E; Android names no sender
+        if layout.style == "ios" and text.startswith("\u200e"):
+            return Skipped(where, "system")  # iOS marks system text with U+200E (a user's RTL text uses U+200F)
+        if layout.style == "android" and _is_system(sender):
+            return Skipped(where, "system")
         if text in ("", "null"):
             return Skipped(where, "empty")
     name = clean_name(sender)
@@ -220,7 +222,7 @@ def _record(where: int, m: re.Match[str], body: list[str], layout: Layout, me: M
     return ImportedMessage("whatsapp", conversation, name, at, text, me.matches(name), attachment, where)
 
 
-def _is_system(sender: str, text: str) -> bool:
+def _is_system(sender: str) -> bool:
     # Android system lines have no "Sender: "; a few that contain ": " are still recognisable by wording.
     return len(sender) > 60 or bool(_SYSTEM.search(sender))
 
