@@ -109,7 +109,15 @@ def telegram_full_export() -> dict[str, object]:
         "personal_information": {"user_id": 42, "first_name": "Bea", "last_name": "", "phone_number": "+1"},
         "contacts": {"about": "", "list": [{"first_name": "Ana", "last_name": "Souza", "phone_number": "+2"}]},
         "chats": {"about": "", "list": [chat, other]},
-    }
+        "left_chats": {
+            "about": "",
+            "list": [
+                {"name": "Old job", "type": "private_supergroup", "id": 9, "messages": [
+                    {"id": 1, "type": "message", "date": "2020-05-01T09:00:00", "date_unixtime": "1588323600",
+                     "from": "Bea", "from_id": "user42", "text": "bye all 👋", "text_entities": []}]},
+            ],
+        },
+    }  # fmt: skip
 
 
 def mojibake(text: str) -> str:

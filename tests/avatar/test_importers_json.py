@@ -45,12 +45,14 @@ def test_telegram_single_chat_flattens_entities_and_maps_media() -> None:
 
 
 def test_telegram_full_export_names_chats_and_finds_the_user_by_id() -> None:
-    """chats.list: each message carries its chat's name; personal_information.user_id marks the user's messages."""
+    """chats.list and left_chats.list: messages carry their chat's name; personal_information.user_id marks
+    the user's messages."""
     records = _messages(telegram.parse(_bytes(fx.telegram_full_export())))
-    assert [(m.conversation, m.sender, m.is_user) for m in records][-3:] == [
+    assert [(m.conversation, m.sender, m.is_user) for m in records][-4:] == [
         ("Ana Souza", "Ana Souza", False),
         ("Climbing 🧗", "Bea", True),
         ("Climbing 🧗", "Carl", False),
+        ("Old job", "Bea", True),
     ]
     assert [m.where for m in records] == sorted(m.where for m in records)
 

@@ -176,3 +176,17 @@ def test_text_is_nfc_normalised() -> None:
     """A decomposed "é" (e + U+0301) comes out composed, so the same words compare equal across sources."""
     (msg,) = _messages(_parse("15/01/2023, 10:00 - Ana: cafe\u0301\n"))
     assert msg.text == "caf\u00e9"
+
+
+class _Pipe(io.RawIOBase):
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: object) -> int:
+        return 0
+
+
+def test_a_non_seekable_stream_is_refused_up_front() -> None:
+    """Both passes need to re-read the file: a pipe is a ValueError telling the caller to spool it first."""
+    with pytest.raises(ValueError, match="seekable"):
+        whatsapp.parse(io.BufferedReader(_Pipe()))
