@@ -171,3 +171,10 @@ def test_tally_caps_distinct_participants() -> None:
         tally.add(ImportedMessage("generic", "", f"s{i}", None, "x", False))
     report = tally.report()
     assert len(report.participants) == limit + 1 and (importers.records.OTHER_SENDERS, 5) in report.participants
+
+
+def test_a_file_without_line_breaks_is_refused_as_overlong() -> None:
+    """Megabytes with no newline (minified data, a disk image) stop at MAX_LINE_CHARS with a clear error."""
+    data = "é".encode() * (importers._io.MAX_LINE_CHARS // 2 + 7)  # 2-byte characters: the cut lands mid-way
+    with pytest.raises(ImportFormatError, match="line 1 is over"):
+        notes.parse(io.BytesIO(data))

@@ -22,6 +22,7 @@ from voice_server.avatar.importers.records import ImportFormatError
 
 JSON_BUF = 64 * 1024
 MAX_LINE_CHARS = 1 << 20  # a "line" longer than this is not text a person wrote
+_OVERLONG = "\x00overlong"  # marks a line cut at MAX_LINE_CHARS bytes (NUL cannot come from a valid line)
 
 
 def require_seekable(f: IO[bytes]) -> None:
@@ -69,14 +70,15 @@ def _numbered(wrapper: io.TextIOWrapper) -> Iterator[str]:
 
 def _utf8_lines(f: IO[bytes]) -> Iterator[str]:
     while raw := f.readline(MAX_LINE_CHARS + 1):
-        yield raw.decode("utf-8")
+        # An overlong line may be cut inside a character; decode only its start so the error says "too long".
+        yield raw.decode("utf-8") if len(raw) <= MAX_LINE_CHARS else raw[:16].decode("utf-8", "replace") + _OVERLONG
 
 
 def _checked(lines: Iterator[str], encoding: str, keepends: bool) -> Iterator[tuple[int, str]]:
     n = 0
     try:
         for n, line in enumerate(lines, start=1):  # noqa: B007  # n names the failing line below
-            if len(line) > MAX_LINE_CHARS:
+            if len(line) > MAX_LINE_CHARS or line.endswith(_OVERLONG):
                 raise ImportFormatError(f"line {n} is over {MAX_LINE_CHARS:,} characters: not a text export")
             if "\x00" in line:
                 raise ImportFormatError(f"line {n} holds binary data (NUL bytes): not a text export")
