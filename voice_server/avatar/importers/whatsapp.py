@@ -242,7 +242,7 @@ def _attachment(text: str) -> tuple[Attachment | None, str]:
 
 
 def _by_extension(file: str) -> Attachment:
-    if "-PTT-" in file or "AUDIO" in file and file.lower().endswith(".opus"):
+    if "-PTT-" in file or ("AUDIO" in file and file.lower().endswith(".opus")):
         return "voice"
     if "STICKER" in file:
         return "sticker"
