@@ -15,6 +15,7 @@ from voice_server.api import (
     call_routes,
     chat_routes,
     conversation_routes,
+    import_routes,
     media_routes,
     memory_routes,
     privacy_routes,
@@ -22,6 +23,7 @@ from voice_server.api import (
     sip_routes,
     system,
 )
+from voice_server.avatar.import_service import ImportService
 from voice_server.config import Settings, load_settings
 from voice_server.errors import install_error_handlers
 from voice_server.http_limits import BodyLimitMiddleware
@@ -51,9 +53,13 @@ def create_app(settings: Settings, resources: Resources | None = None) -> FastAP
         app.state.resources = res
         app.state.calls = CallManager(res)
         app.state.sip = await start_sip(res)
+        embedder = res.models.embed if res.models is not None else None
+        app.state.imports = ImportService(res.db, res.keys, embedder, res.settings.data_dir / "imports")
+        await app.state.imports.start()
         try:
             yield
         finally:
+            await app.state.imports.aclose()
             if app.state.sip is not None:
                 await app.state.sip.aclose()
             await app.state.calls.aclose()
@@ -82,7 +88,8 @@ def create_app(settings: Settings, resources: Resources | None = None) -> FastAP
     app.add_middleware(
         BodyLimitMiddleware,
         max_bytes=settings.max_request_bytes,
-        overrides={"/v1/media": settings.media_max_bytes},  # uploads stream to disk; their own, larger cap
+        # Uploads stream to disk sealed: their own, larger cap.
+        overrides={"/v1/media": settings.media_max_bytes, "/v1/imports": settings.media_max_bytes},
     )
     if settings.cors_origin_list:  # closed by default: no CORS headers unless the operator lists origins
         app.add_middleware(CORSMiddleware, **cors_options(settings.cors_origin_list))
@@ -96,6 +103,7 @@ def create_app(settings: Settings, resources: Resources | None = None) -> FastAP
     app.include_router(realtime_routes.router)
     app.include_router(call_routes.router)
     app.include_router(media_routes.router)
+    app.include_router(import_routes.router)
     app.include_router(privacy_routes.router)
     app.include_router(sip_routes.router)
     app.include_router(sip_routes.outbound)

@@ -102,6 +102,9 @@ def _build_parser() -> argparse.ArgumentParser:
     from voice_server.security.cli import register as register_security
 
     register_security(sub)
+    from voice_server.avatar.import_cli import register as register_import
+
+    register_import(sub)
     return parser
 
 

@@ -73,6 +73,7 @@ async def erase_me(
         await res.audit.append(conn, AuditEvent("account.erase", "ok", user_id=user.user_id, status=204))
     res.keys.forget(user.user_id)
     await asyncio.to_thread(media_store(res).erase_files, user.user_id)
+    await asyncio.to_thread(request.app.state.imports.erase_files, user.user_id)
     # The login counters are keyed by username (`auth_routes.login`): rate window, failure count, lockout.
     login = f"login:{user.username}"
     await res.sessions.delete_keys([f"session:{s}" for s in sessions] + [f"rl:{login}", f"fails:{login}",

@@ -3,8 +3,9 @@
 Contents: ``manifest.json`` (row counts per table), ``account.json`` (profile, token metadata — never
 password or token hashes — and the SIP line settings), ``conversations.json``, ``turns.jsonl`` (every turn,
 one JSON object per line), ``memories.jsonl`` (including superseded ones and their embeddings),
-``media.json`` plus the files under ``media/``, ``share_links.json`` and ``audit.jsonl`` (the user's own
-trail). Data keys are not exported: the archive is plaintext for its owner.
+``media.json`` plus the files under ``media/``, ``share_links.json``, ``audit.jsonl`` (the user's own
+trail), ``imports.jsonl`` and ``imported_messages.jsonl`` (every imported message, opened). Data keys are
+not exported: the archive is plaintext for its owner.
 
 The archive is produced as a stream (ZIP data descriptors, no seeking); rows come from server-side cursors a
 batch at a time and files a sealed chunk at a time, so memory stays bounded however much the user has.
@@ -19,6 +20,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
+from voice_server.avatar.import_job import IMPORT_COLUMNS, open_import, open_imported
 from voice_server.avatar.memory_store import COLUMNS as MEMORY_COLUMNS
 from voice_server.avatar.memory_store import open_row
 from voice_server.media import MediaStore
@@ -33,6 +35,7 @@ from voice_server.stores.postgres import Database
 # rows are deliberately not exported.
 EXPORTED_TABLES = (
     "users", "api_tokens", "conversations", "turns", "memories", "media", "share_links", "audit_log", "sip_lines",
+    "imports", "imported_messages",
 )  # fmt: skip
 NOT_EXPORTED = {"user_keys": "the wrapped data key: the archive is already decrypted"}
 _BATCH = 500
@@ -139,6 +142,12 @@ async def export_archive(
     async def opened_memory(row: dict[str, Any]) -> dict[str, Any]:
         return open_row(key, row)
 
+    async def opened_import(row: dict[str, Any]) -> dict[str, Any]:
+        return open_import(key, row)
+
+    async def opened_message(row: dict[str, Any]) -> dict[str, Any]:
+        return open_imported(key, row)
+
     async def opened_audit(row: dict[str, Any]) -> dict[str, Any]:
         return {**row, "source": await audit.open_source(row)}
 
@@ -149,6 +158,11 @@ async def export_archive(
         ("memories", "memories.jsonl",
          f"SELECT {MEMORY_COLUMNS}, embedding FROM memories WHERE user_id = %s ORDER BY created_at", (user_id,),
          opened_memory),
+        ("imports", "imports.jsonl",
+         f"SELECT {IMPORT_COLUMNS} FROM imports WHERE user_id = %s ORDER BY created_at", (user_id,), opened_import),
+        ("imported_messages", "imported_messages.jsonl",
+         "SELECT id, import_id, source, conversation, sender, text, at, is_user, attachment FROM imported_messages"
+         " WHERE user_id = %s ORDER BY at, id", (user_id,), opened_message),
         ("audit_log", "audit.jsonl",
          "SELECT seq, at, actor_id, user_id, action, resource, outcome, status, source FROM audit_log"
          " WHERE user_id = %s OR actor_id = %s ORDER BY seq", (user_id, user_id), opened_audit),

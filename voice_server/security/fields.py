@@ -40,6 +40,24 @@ def media_file(media_id: uuid.UUID) -> str:
     return f"media.file|{media_id}"
 
 
+ImportedColumn = Literal["conversation", "sender", "text"]
+
+
+def import_name(import_id: uuid.UUID) -> str:
+    """An import's file name."""
+    return f"imports.name|{import_id}"
+
+
+def import_file(import_id: uuid.UUID) -> str:
+    """An uploaded import file waiting on disk (chunked like media files)."""
+    return f"imports.file|{import_id}"
+
+
+def imported(column: ImportedColumn, message_id: uuid.UUID) -> str:
+    """An imported message's conversation name, sender or text."""
+    return f"imported_messages.{column}|{message_id}"
+
+
 def audit_source(seq: int) -> str:
     """The source address in audit row ``seq``."""
     return f"audit_log.source|{seq}"

@@ -10,11 +10,12 @@ chunk.
 from __future__ import annotations
 
 import asyncio
+import io
 import os
 import struct
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import BinaryIO, Final
+from typing import Any, BinaryIO, Final
 
 from voice_server.security.keys import SEALED_OVERHEAD, DecryptionError, UserKey
 
@@ -154,3 +155,71 @@ async def read_sealed(path: Path, key: UserKey, context: str) -> AsyncIterator[b
             if chunk is None:
                 return
             yield chunk
+
+
+class SealedReader(io.RawIOBase):
+    """A sealed file read as a seekable, read-only binary file of its plaintext (blocking: use in a thread).
+
+    Every chunk but the last holds exactly `CHUNK` bytes, so a plaintext offset maps to one record; one
+    opened chunk is kept (a parser's sequential reads cost one decryption per chunk). Wrap it in
+    `io.BufferedReader` for line reads.
+
+    Raises:
+        DecryptionError: On open (bad header, truncated) or on a read (a chunk altered or out of place).
+    """
+
+    def __init__(self, path: Path, key: UserKey, context: str) -> None:
+        super().__init__()
+        self._fh = path.open("rb")
+        self._key = key
+        self._context = context
+        full = _LEN.size + _MAX_RECORD
+        body = os.fstat(self._fh.fileno()).st_size - len(MAGIC)
+        if self._fh.read(len(MAGIC)) != MAGIC or body < _LEN.size + SEALED_OVERHEAD:
+            self._fh.close()
+            raise DecryptionError("not a sealed file")
+        self._chunks = -(-body // full)
+        self._fh.seek(len(MAGIC) + (self._chunks - 1) * full)
+        (last,) = _LEN.unpack(self._fh.read(_LEN.size))
+        self.size = (self._chunks - 1) * CHUNK + last - SEALED_OVERHEAD
+        self._pos = 0
+        self._cached: tuple[int, bytes] = (-1, b"")
+        self._chunk(self._chunks - 1)  # authenticates the end up front: a truncated file fails here
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self.size}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def _chunk(self, index: int) -> bytes:
+        if self._cached[0] != index:
+            self._fh.seek(len(MAGIC) + index * (_LEN.size + _MAX_RECORD))
+            (length,) = _LEN.unpack(self._fh.read(_LEN.size))
+            record = self._fh.read(length)
+            if length > _MAX_RECORD or len(record) != length:
+                raise DecryptionError("sealed file is corrupted")
+            final = index == self._chunks - 1
+            self._cached = (index, self._key.open_bytes(record, _context(self._context, index, final)))
+        return self._cached[1]
+
+    def readinto(self, buffer: Any) -> int:
+        if self._pos >= self.size:
+            return 0
+        index, start = divmod(self._pos, CHUNK)
+        data = self._chunk(index)[start : start + len(buffer)]
+        buffer[: len(data)] = data
+        self._pos += len(data)
+        return len(data)
+
+    def close(self) -> None:
+        self._fh.close()
+        super().close()

@@ -1,0 +1,140 @@
+"""``/v1/imports``: upload an exported history (raw body), follow its job, read its report.
+
+``POST /v1/imports?me=<your name in the export>&name=<file name>[&format=]`` streams the body to disk sealed
+with the caller's data key (like ``/v1/media``), queues the job and answers ``202`` with the import (status
+``queued``). ``GET /v1/imports/{id}/events`` is a Server-Sent Events stream of ``progress`` events (messages
+read, bytes position / size) ending with one ``done`` or ``failed`` event carrying the final report. Imports
+need the ``memories:write`` scope (they create memories); reading them ``memories:read``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import uuid
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import StreamingResponse
+
+from voice_server.accounts import Principal
+from voice_server.api.deps import ResourcesDep, require_scope
+from voice_server.avatar.import_job import IMPORT_COLUMNS, open_import
+from voice_server.avatar.import_service import ImportService, QueueFullError
+from voice_server.avatar.importers import FORMATS, Format, Me
+from voice_server.errors import ApiError, not_found
+from voice_server.resources import Resources
+
+router = APIRouter(tags=["imports"])
+Reader = Annotated[Principal, Depends(require_scope("memories:read"))]
+Writer = Annotated[Principal, Depends(require_scope("memories:write"))]
+HEARTBEAT_S = 15.0
+
+
+def _service(request: Request) -> ImportService:
+    service: ImportService = request.app.state.imports
+    return service
+
+
+def _out(row: dict[str, Any]) -> dict[str, Any]:
+    return {"object": "import", **row}
+
+
+async def _load(res: Resources, user_id: uuid.UUID, import_id: uuid.UUID) -> dict[str, Any] | None:
+    async with res.db.pool.connection() as conn:
+        cur = await conn.execute(
+            f"SELECT {IMPORT_COLUMNS} FROM imports WHERE id = %s AND user_id = %s", (import_id, user_id)
+        )
+        row = await cur.fetchone()
+        if row is None:
+            return None
+        return open_import(await res.keys.for_user(conn, user_id), row)
+
+
+@router.post("/v1/imports", status_code=202, summary="Upload an export file (raw body) to import")
+async def upload_import(
+    request: Request,
+    user: Writer,
+    res: ResourcesDep,
+    me: Annotated[str, Query(min_length=1, max_length=200, description="your name (or Telegram id) in the export")],
+    name: Annotated[str, Query(min_length=1, max_length=255, description="the file's name")],
+    format: Annotated[str | None, Query(description=f"one of {', '.join(FORMATS)}; detected when absent")] = None,
+) -> dict[str, Any]:
+    """``413`` beyond ``SOMA_MEDIA_MAX_BYTES``, ``429`` when too many imports are waiting."""
+    if format is not None and format not in FORMATS:
+        raise ApiError(400, "invalid_format", f"format must be one of {', '.join(FORMATS)}")
+    fmt: Format | None = format  # checked against FORMATS above
+
+    async def body() -> AsyncIterator[bytes]:
+        async for chunk in request.stream():
+            if chunk:
+                yield chunk
+
+    try:
+        import_id = await _service(request).submit(
+            user.user_id, name, Me.of([n for n in me.split(",")]), fmt, body(), res.settings.media_max_bytes
+        )
+    except QueueFullError as exc:
+        raise ApiError(429, "imports_busy", str(exc)) from None
+    except ValueError as exc:
+        raise ApiError(413, "request_too_large", str(exc)) from None
+    row = await _load(res, user.user_id, import_id)
+    assert row is not None
+    return _out(row)
+
+
+@router.get("/v1/imports", summary="The caller's imports, newest first")
+async def list_imports(
+    user: Reader, res: ResourcesDep, limit: Annotated[int, Query(ge=1, le=500)] = 100
+) -> dict[str, Any]:
+    async with res.db.pool.connection() as conn:
+        cur = await conn.execute(
+            f"SELECT {IMPORT_COLUMNS} FROM imports WHERE user_id = %s ORDER BY created_at DESC LIMIT %s",
+            (user.user_id, limit),
+        )
+        rows = await cur.fetchall()
+        key = await res.keys.for_user(conn, user.user_id) if rows else None
+    return {"object": "list", "data": [_out(open_import(key, r)) for r in rows if key is not None]}
+
+
+@router.get("/v1/imports/{import_id}", summary="One import and its report")
+async def get_import(import_id: uuid.UUID, user: Reader, res: ResourcesDep) -> dict[str, Any]:
+    row = await _load(res, user.user_id, import_id)
+    if row is None:
+        raise not_found("import")
+    return _out(row)
+
+
+def _event(kind: str, data: Any) -> bytes:
+    return f"event: {kind}\ndata: {json.dumps(data, default=str)}\n\n".encode()
+
+
+@router.get("/v1/imports/{import_id}/events", summary="Progress of an import (Server-Sent Events)")
+async def import_events(import_id: uuid.UUID, request: Request, user: Reader, res: ResourcesDep) -> StreamingResponse:
+    """``progress`` events while it runs, then one ``done`` or ``failed`` event with the import."""
+    if await _load(res, user.user_id, import_id) is None:
+        raise not_found("import")
+    service = _service(request)
+
+    async def stream() -> AsyncIterator[bytes]:
+        last: dict[str, Any] | None = None
+        while True:
+            ticket = service.ticket()
+            state = service.state(import_id)
+            if state is None:
+                row = await _load(res, user.user_id, import_id)
+                if row is None or row["status"] in ("done", "failed"):
+                    yield _event(row["status"] if row else "failed", _out(row) if row else {"error": "erased"})
+                    return
+                state = {"status": row["status"], "read": row["read"], "skipped": row["skipped"], "position": 0,
+                         "size": row["bytes_total"]}  # fmt: skip
+            if state != last:
+                yield _event("progress", {"id": str(import_id), **state})
+                last = dict(state)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(HEARTBEAT_S):
+                    await ticket.wait()
+
+    return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-store"})

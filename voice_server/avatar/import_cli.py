@@ -1,0 +1,162 @@
+"""``soma import FILE… --me NAME``: import export files from the command line, with a progress bar on stderr.
+
+Runs the same job as ``POST /v1/imports`` (`run_import`), file after file, each in its own transaction,
+reading the files where they are (they are the user's own files; nothing is copied). Memories are created
+when the configured profile's embedder is provisioned (``SOMA_LOAD_MODELS=false`` or a missing model: the
+messages are stored, no memories, and the report says so). Works next to a running server (its database is
+used) or alone (the embedded database is started and stopped here).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import functools
+import sys
+import time
+from pathlib import Path
+from typing import IO, Any
+
+from voice_server.avatar.import_job import ImportFailed, Progress, create_import, run_import
+from voice_server.avatar.importers import FORMATS, Format, Me
+from voice_server.config import load_settings
+from voice_server.logs import configure_logging
+
+EXIT_OK, EXIT_FAILED, EXIT_ERROR = 0, 1, 2
+BAR_WIDTH = 30
+
+
+def register(subparsers: argparse._SubParsersAction[Any]) -> None:
+    """Add the ``import`` command."""
+    cmd = subparsers.add_parser(
+        "import",
+        help="import exported chats/notes (WhatsApp, Telegram, generic JSON/CSV, notes, Facebook/Instagram, X)",
+        description="Each file is imported in one transaction: a damaged file adds nothing. Importing a file "
+        "again adds nothing it already added. Exit status 1 if any file failed.",
+    )
+    cmd.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    cmd.add_argument("--me", required=True, action="append", help="your name (or Telegram id) in the export; repeat")
+    cmd.add_argument("--format", choices=FORMATS, help="the files' format (default: detected per file)")
+    cmd.add_argument("--user", help="the account to import into (default: the only account)")
+    cmd.add_argument("--config", type=Path)
+    cmd.set_defaults(func=_cmd_import)
+
+
+class ProgressBar:
+    """A one-line progress bar on a terminal stream (a line per 10 % elsewhere, e.g. in logs)."""
+
+    def __init__(self, stream: IO[str], label: str) -> None:
+        self._stream = stream
+        self._label = label
+        self._tty = stream.isatty()
+        self._shown = -1
+        self._last = 0.0
+
+    def update(self, p: Progress) -> None:
+        fraction = p.position / p.size if p.size else 1.0
+        tenth = int(fraction * 10)
+        now = time.monotonic()
+        if self._tty and now - self._last < 0.1 and fraction < 1:
+            return
+        if not self._tty and tenth == self._shown:
+            return
+        self._shown, self._last = tenth, now
+        filled = int(fraction * BAR_WIDTH)
+        line = f"{self._label} [{'#' * filled}{'.' * (BAR_WIDTH - filled)}] {fraction:4.0%} {p.read} messages"
+        self._stream.write(("\r" + line) if self._tty else line + "\n")
+        self._stream.flush()
+
+    def end(self) -> None:
+        if self._tty:
+            self._stream.write("\n")
+
+
+def _cmd_import(args: argparse.Namespace) -> int:
+    settings = load_settings(config_file=args.config)
+    configure_logging("warning", settings.log_format)
+    from voice_server.cli import StartupError
+
+    missing = [str(f) for f in args.files if not f.is_file()]
+    if missing:
+        print(f"soma: error: no such file: {', '.join(missing)}", file=sys.stderr)
+        return EXIT_ERROR
+    try:
+        return asyncio.run(_import(settings, args))
+    except StartupError as exc:
+        print(f"soma: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+async def _import(settings: Any, args: argparse.Namespace) -> int:
+    from voice_server.cli import StartupError, cli_database
+    from voice_server.security.keys import KeyFileError, Keyring, load_master_keys
+
+    try:
+        keys = Keyring(load_master_keys(settings.key_file, create=False))
+    except KeyFileError as exc:
+        raise StartupError(str(exc)) from None
+    embedder = await asyncio.to_thread(_load_embedder, settings)
+    failed = 0
+    try:
+        async with cli_database(settings) as db:
+            async with db.pool.connection() as conn:
+                await keys.open_server_keys(conn)
+                user_id = await _user(conn, args.user)
+            for path in args.files:
+                fmt: Format | None = args.format
+                async with db.pool.connection() as conn:
+                    import_id = await create_import(conn, keys, user_id, path.name, fmt, path.stat().st_size)
+                bar = ProgressBar(sys.stderr, path.name)
+                try:
+                    result = await run_import(
+                        db, keys, embedder, user_id=user_id, import_id=import_id,
+                        open_file=functools.partial(_open, path), name=str(path), me=Me.of(args.me), fmt=fmt,
+                        progress=bar.update,
+                    )  # fmt: skip
+                except ImportFailed as exc:
+                    bar.end()
+                    print(f"{path}: failed, nothing imported: {exc}", file=sys.stderr)
+                    failed += 1
+                    continue
+                bar.end()
+                skipped = ", ".join(f"{n} {reason}" for reason, n in result.skipped.items()) or "none"
+                memories = f"{result.memories} memories" if embedder is not None else "no memories (no embedder)"
+                print(f"{path}: {result.format}: {result.read} messages read, {result.created} new, skipped: "
+                      f"{skipped}; {memories}", file=sys.stderr)  # fmt: skip
+    finally:
+        if embedder is not None:
+            embedder.close()
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def _open(path: Path) -> IO[bytes]:
+    return path.open("rb")
+
+
+def _load_embedder(settings: Any) -> Any:
+    if not settings.load_models:
+        return None
+    from models.embed import load_embedder
+    from models.paths import ModelMissingError
+
+    try:
+        return load_embedder(settings.models_dir, settings.model_profile)
+    except ModelMissingError as exc:
+        print(f"soma: warning: {exc}; importing without creating memories", file=sys.stderr)
+        return None
+
+
+async def _user(conn: Any, username: str | None) -> Any:
+    from voice_server.cli import StartupError
+
+    if username is not None:
+        cur = await conn.execute("SELECT id FROM users WHERE username = %s", (username,))
+        row = await cur.fetchone()
+        if row is None:
+            raise StartupError(f"no account named {username!r}")
+        return row["id"]
+    cur = await conn.execute("SELECT id FROM users LIMIT 2")
+    rows = await cur.fetchall()
+    if len(rows) != 1:
+        raise StartupError("there is not exactly one account: name it with --user USERNAME")
+    return rows[0]["id"]

@@ -1,0 +1,189 @@
+"""The server's import jobs: uploaded files queued, run one at a time by an owned worker, progress published.
+
+`ImportService` follows `MemoryService`'s shape: started and stopped by the resources' lifespan, one named
+worker task, a bounded queue (`QUEUE_MAX`; a full queue refuses the upload instead of growing), and on
+shutdown the running job is cancelled (its transaction rolls back, the row says ``failed``) and queued ones
+are marked failed. An upload waits on disk sealed with its owner's data key (`security.files`) under
+``<data_dir>/imports/<user>/`` and is deleted when its job ends, however it ends. Imports left ``queued`` or
+``running`` by a crash are marked failed at the next start and their files removed.
+
+Progress (`state`) lives in memory while a job runs; subscribers wait on `changed()` instead of polling.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import logging
+import shutil
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from voice_server.avatar.import_job import ImportFailed, Progress, create_import, run_import
+from voice_server.avatar.importers import Format, Me
+from voice_server.avatar.memory import Embedder
+from voice_server.security import fields
+from voice_server.security.files import SealedReader, write_sealed
+from voice_server.security.keys import Keyring
+from voice_server.stores.postgres import Database
+
+log = logging.getLogger(__name__)
+
+QUEUE_MAX = 16
+
+
+class QueueFullError(RuntimeError):
+    """Too many imports are waiting; try again later."""
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """One queued upload."""
+
+    user_id: uuid.UUID
+    import_id: uuid.UUID
+    path: Path
+    name: str
+    me: Me
+    fmt: Format | None
+
+
+class ImportService:
+    """Queue, run and report imports (see the module doc). Call `start` once, `aclose` at shutdown."""
+
+    def __init__(self, db: Database, keys: Keyring, embedder: Embedder | None, root: Path) -> None:
+        self.db = db
+        self.keys = keys
+        self.embedder = embedder
+        self.root = root
+        self._queue: asyncio.Queue[Job] = asyncio.Queue(QUEUE_MAX)
+        self._worker: asyncio.Task[None] | None = None
+        self._states: dict[uuid.UUID, dict[str, Any]] = {}
+        self._tick = asyncio.Event()
+
+    async def start(self) -> None:
+        """Fail what a previous run left unfinished, then start the worker."""
+        async with self.db.pool.connection() as conn:
+            cur = await conn.execute(
+                "UPDATE imports SET status = 'failed', error = 'interrupted: the server stopped',"
+                " finished_at = now() WHERE status IN ('queued', 'running')"
+            )
+            if cur.rowcount:
+                log.warning("imports: %d unfinished imports marked failed", cur.rowcount)
+        await asyncio.to_thread(shutil.rmtree, self.root, True)
+        self._worker = asyncio.create_task(self._work(), name="import-worker")
+
+    async def aclose(self) -> None:
+        """Cancel the running job (rolled back, marked failed) and fail the queued ones."""
+        if self._worker is not None:
+            self._worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._worker
+            self._worker = None
+        while not self._queue.empty():
+            job = self._queue.get_nowait()
+            await self._finish_failed(job, "interrupted: the server stopped")
+
+    # ------------------------------------------------------------------------------------------- upload
+
+    async def submit(
+        self, user_id: uuid.UUID, name: str, me: Me, fmt: Format | None, body: AsyncIterator[bytes], limit: int
+    ) -> uuid.UUID:
+        """Seal ``body`` to disk, record a ``queued`` import and queue it; returns its id.
+
+        Raises:
+            QueueFullError: `QUEUE_MAX` imports are already waiting (nothing is kept).
+            ValueError: The body exceeds ``limit`` bytes (nothing is kept).
+        """
+        if self._queue.full():
+            raise QueueFullError("too many imports are waiting; try again later")
+        import_id = uuid.uuid4()
+        folder = self.root / str(user_id)
+        await asyncio.to_thread(folder.mkdir, 0o700, True, True)
+        path = folder / f"{import_id}.sealed"
+        async with self.db.pool.connection() as conn:
+            key = await self.keys.for_user(conn, user_id)
+        size = await write_sealed(path, key, fields.import_file(import_id), body, limit)
+        try:
+            async with self.db.pool.connection() as conn:
+                await create_import(conn, self.keys, user_id, name, fmt, size, import_id=import_id)
+            job = Job(user_id, import_id, path, name, me, fmt)
+            self._queue.put_nowait(job)
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
+        self._publish(import_id, {"status": "queued", "read": 0, "skipped": 0, "position": 0, "size": size})
+        return import_id
+
+    # --------------------------------------------------------------------------------------------- state
+
+    def state(self, import_id: uuid.UUID) -> dict[str, Any] | None:
+        """The live progress of a queued or running import (``None`` once it ended: read the row)."""
+        return self._states.get(import_id)
+
+    def ticket(self) -> asyncio.Event:
+        """An event set at the next change of any import's progress: take it *before* reading `state`, then
+        wait on it, and no change is missed."""
+        return self._tick
+
+    def _publish(self, import_id: uuid.UUID, state: dict[str, Any] | None) -> None:
+        if state is None:
+            self._states.pop(import_id, None)
+        else:
+            self._states[import_id] = state
+        tick, self._tick = self._tick, asyncio.Event()
+        tick.set()
+
+    # -------------------------------------------------------------------------------------------- worker
+
+    async def _work(self) -> None:
+        while True:
+            job = await self._queue.get()
+            try:
+                await self._run(job)
+            except asyncio.CancelledError:
+                raise
+            except ImportFailed as exc:
+                log.info("import %s failed: %s", job.import_id, exc)
+            except Exception:
+                log.exception("import %s failed", job.import_id)
+
+    async def _run(self, job: Job) -> None:
+        async with self.db.pool.connection() as conn:
+            key = await self.keys.for_user(conn, job.user_id)
+        context = fields.import_file(job.import_id)
+
+        def open_file() -> IO[bytes]:
+            return io.BufferedReader(SealedReader(job.path, key, context), buffer_size=256 * 1024)
+
+        def progress(p: Progress) -> None:
+            self._publish(job.import_id, {"status": "running", "read": p.read, "skipped": p.skipped,
+                                          "position": p.position, "size": p.size})  # fmt: skip
+
+        self._publish(job.import_id, {"status": "running", "read": 0, "skipped": 0, "position": 0, "size": 0})
+        try:
+            await run_import(
+                self.db, self.keys, self.embedder, user_id=job.user_id, import_id=job.import_id,
+                open_file=open_file, name=job.name, me=job.me, fmt=job.fmt, progress=progress,
+            )  # fmt: skip
+        finally:
+            await asyncio.shield(asyncio.to_thread(job.path.unlink, True))
+            self._publish(job.import_id, None)
+
+    async def _finish_failed(self, job: Job, reason: str) -> None:
+        with contextlib.suppress(Exception):
+            async with self.db.pool.connection() as conn:
+                await conn.execute(
+                    "UPDATE imports SET status = 'failed', error = %s, finished_at = now() WHERE id = %s",
+                    (reason, job.import_id),
+                )
+        job.path.unlink(missing_ok=True)
+        self._publish(job.import_id, None)
+
+    def erase_files(self, user_id: uuid.UUID) -> None:
+        """Remove an erased user's waiting uploads (blocking)."""
+        shutil.rmtree(self.root / str(user_id), ignore_errors=True)
