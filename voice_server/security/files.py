@@ -179,12 +179,14 @@ class SealedReader(io.RawIOBase):
             self._fh.close()
             raise DecryptionError("not a sealed file")
         self._chunks = -(-body // full)
-        self._fh.seek(len(MAGIC) + (self._chunks - 1) * full)
-        (last,) = _LEN.unpack(self._fh.read(_LEN.size))
-        self.size = (self._chunks - 1) * CHUNK + last - SEALED_OVERHEAD
         self._pos = 0
         self._cached: tuple[int, bytes] = (-1, b"")
-        self._chunk(self._chunks - 1)  # authenticates the end up front: a truncated file fails here
+        try:
+            # Opening the last chunk authenticates the end up front: a truncated file fails here.
+            self.size = (self._chunks - 1) * CHUNK + len(self._chunk(self._chunks - 1))
+        except BaseException:
+            self._fh.close()
+            raise
 
     def readable(self) -> bool:
         return True

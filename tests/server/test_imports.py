@@ -1,0 +1,183 @@
+"""Imports on a real server (ci models, embedded Postgres+pgvector): upload and CLI, sealed at rest,
+idempotent, transactional, with progress events, memories, export and erasure."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import time
+import uuid
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.avatar import import_fixtures as fx
+from tests.conftest import REPO, SOMA, ServerProcess, new_user, soma_env, start_server
+from tests.server.test_privacy import admin_db, api, auth, files_containing, flush_to_disk
+
+pytestmark = [pytest.mark.timeout(600), pytest.mark.models]
+ME = "Me Myself"
+NAME = "WhatsApp Chat with Ana Souza.txt"
+
+
+@pytest.fixture(scope="module")
+def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """A server of its own (its data dir is scanned for canaries), ci models."""
+    server = start_server(tmp_path_factory.mktemp("imports"), models=True, SOMA_SIGNUP="open", timeout=180)
+    yield server
+    server.stop()
+
+
+def export_file(tmp: Path, canary: str, messages: int = 3000) -> bytes:
+    """A WhatsApp Android export: ``messages`` generated lines, then the user's own fact naming ``canary``."""
+    path = tmp / f"chat-{uuid.uuid4().hex}.txt"
+    fx.whatsapp_android_stream(path, messages)
+    with path.open("a", encoding="utf-8") as out:
+        out.write(f"03/03/2030, 10:00 - {ME}: My sister {canary} lives in Porto.\n")
+        out.write(f"03/03/2030, 10:02 - Ana Souza: Say hi to {canary} from me 😊\n")
+    return path.read_bytes()
+
+
+def upload(srv: ServerProcess, token: str, body: bytes) -> dict[str, Any]:
+    r = api(srv, "POST", "/v1/imports", token, params={"me": ME, "name": NAME}, content=body)
+    assert r.status_code == 202, r.text
+    row: dict[str, Any] = r.json()
+    assert row["status"] in ("queued", "running", "done")
+    return row
+
+
+def follow(srv: ServerProcess, token: str, import_id: str) -> tuple[list[dict[str, Any]], str, dict[str, Any]]:
+    """Read the SSE stream to its end: (progress events, final event name, final import)."""
+    progress: list[dict[str, Any]] = []
+    kind = ""
+    url = f"{srv.base_url}/v1/imports/{import_id}/events"
+    with httpx.stream("GET", url, headers=auth(token), timeout=120) as r:
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+        for line in r.iter_lines():
+            if line.startswith("event: "):
+                kind = line[len("event: ") :]
+            elif line.startswith("data: "):
+                data = json.loads(line[len("data: ") :])
+                if kind == "progress":
+                    progress.append(data)
+                else:
+                    return progress, kind, data
+    raise AssertionError("the event stream ended without a final event")
+
+
+def user_id_of(srv: ServerProcess, token: str) -> uuid.UUID:
+    return uuid.UUID(api(srv, "GET", "/v1/me", token).json()["id"])
+
+
+def stored(srv: ServerProcess, user_id: uuid.UUID) -> int:
+    with admin_db(srv) as db:
+        row = db.execute("SELECT count(*) AS n FROM imported_messages WHERE user_id = %s", (user_id,)).fetchone()
+    assert row is not None
+    return int(row["n"])
+
+
+def test_upload_is_sealed_reported_idempotent_remembered_and_exported(srv: ServerProcess, tmp_path: Path) -> None:
+    """An uploaded export is stored sealed (no canary on disk), reports progress and counts, makes the
+    user's own fact a searchable memory, adds nothing when uploaded again, and is all in the export."""
+    _, token = new_user(srv, "imp")
+    canary = "Zqimportcanary"
+    body = export_file(tmp_path, canary)
+    row = upload(srv, token, body)
+    progress, kind, final = follow(srv, token, row["id"])
+    assert kind == "done", final
+    assert progress and all(p["read"] <= final["read"] for p in progress)
+    assert final["read"] == 3002 and final["created"] == 3002 and final["memories"] >= 1
+    assert final["format"] == "whatsapp" and final["name"] == NAME and final["bytes_total"] == len(body)
+    user_id = user_id_of(srv, token)
+    assert stored(srv, user_id) == 3002
+
+    found = api(srv, "GET", "/v1/memories/search", token, params={"q": "where does my sister live"}).json()["data"]
+    assert any(canary in m["text"] for m in found[:3]), found
+    assert all(m["source"] == "import" for m in found if canary in m["text"])
+
+    again = upload(srv, token, body)
+    _, kind, final2 = follow(srv, token, again["id"])
+    assert kind == "done" and final2["read"] == 3002 and final2["created"] == 0 and final2["memories"] == 0
+    assert stored(srv, user_id) == 3002
+    listed = api(srv, "GET", "/v1/imports", token).json()["data"]
+    assert [i["id"] for i in listed] == [again["id"], row["id"]]
+
+    flush_to_disk(srv)
+    assert files_containing(srv.data_dir, [canary.encode(), canary.lower().encode(), NAME.encode()]) == {}
+    assert not list((srv.data_dir / "imports").rglob("*.sealed"))  # uploads are deleted after their job
+
+    archive = zipfile.ZipFile(io.BytesIO(api(srv, "GET", "/v1/me/export", token).content))
+    manifest = json.loads(archive.read("manifest.json"))
+    assert manifest["tables"]["imported_messages"] == 3002 and manifest["tables"]["imports"] == 2
+    messages = [json.loads(line) for line in archive.read("imported_messages.jsonl").splitlines()]
+    assert any(m["text"] == f"My sister {canary} lives in Porto." and m["is_user"] for m in messages)
+    assert {i["name"] for i in (json.loads(x) for x in archive.read("imports.jsonl").splitlines())} == {NAME}
+
+
+def test_a_file_corrupt_mid_way_keeps_nothing_and_says_why(srv: ServerProcess, tmp_path: Path) -> None:
+    """Binary junk after thousands of good lines: the import fails with a clear error and stores nothing."""
+    _, token = new_user(srv, "bad")
+    body = export_file(tmp_path, "Zqcorrupt", 4000)
+    cut = len(body) // 2
+    body = body[:cut] + b"\n\xff\xfe\x00\x81 junk\n" + body[cut:]
+    row = upload(srv, token, body)
+    _, kind, final = follow(srv, token, row["id"])
+    assert kind == "failed" and final["status"] == "failed"
+    assert "line" in final["error"] and final["created"] == 0
+    assert stored(srv, user_id_of(srv, token)) == 0
+    assert api(srv, "GET", "/v1/memories", token).json()["data"] == []
+
+
+def test_unknown_format_and_scopes_are_refused(srv: ServerProcess) -> None:
+    """A bad ``format`` is a 400; a read-only token cannot import; another user's import is a 404."""
+    _, token = new_user(srv, "scope")
+    r = api(srv, "POST", "/v1/imports", token, params={"me": ME, "name": "x.txt", "format": "fax"}, content=b"x")
+    assert r.status_code == 400
+    reader = api(srv, "POST", "/v1/auth/tokens", token, json={"name": "r", "scopes": ["memories:read"]}).json()
+    r = api(srv, "POST", "/v1/imports", reader["token"], params={"me": ME, "name": "x.txt"}, content=b"x")
+    assert r.status_code == 403
+    row = upload(srv, token, b"01/01/2024, 10:00 - Me Myself: hello there\n")
+    _, other = new_user(srv, "other")
+    assert api(srv, "GET", f"/v1/imports/{row['id']}", other).status_code == 404
+    assert api(srv, "GET", f"/v1/imports/{row['id']}/events", other).status_code == 404
+
+
+def test_cli_imports_with_a_report_and_again_adds_nothing(srv: ServerProcess, tmp_path: Path) -> None:
+    """``soma import FILE --me NAME --user U`` next to the running server stores the file (progress on
+    stderr), and a second run reports 0 new."""
+    name, token = new_user(srv, "cli")
+    path = tmp_path / NAME
+    path.write_bytes(export_file(tmp_path, "Zqclicanary", 1500))
+    env = soma_env(srv.data_dir, **srv.env)
+    args = [*SOMA, "import", str(path), "--me", ME, "--user", name]
+    first = subprocess.run(args, env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr
+    assert "1502 messages read, 1502 new" in first.stderr and "100%" in first.stderr
+    second = subprocess.run(args, env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert second.returncode == 0 and "1502 messages read, 0 new" in second.stderr, second.stderr
+    assert stored(srv, user_id_of(srv, token)) == 1502
+    assert [i["status"] for i in api(srv, "GET", "/v1/imports", token).json()["data"]] == ["done", "done"]
+    bad = tmp_path / "junk.json"
+    bad.write_bytes(b'{"messages": [')
+    args = [*SOMA, "import", str(bad), "--me", ME, "--user", name]
+    third = subprocess.run(args, env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert third.returncode == 1 and "nothing imported" in third.stderr
+
+
+def test_erasure_removes_imports(srv: ServerProcess, tmp_path: Path) -> None:
+    """Erasing the account removes its imports and imported messages."""
+    name, token = new_user(srv, "gone")
+    row = upload(srv, token, export_file(tmp_path, "Zqerased", 200))
+    assert follow(srv, token, row["id"])[1] == "done"
+    user_id = user_id_of(srv, token)
+    assert api(srv, "DELETE", "/v1/me", token, params={"confirm": name}).status_code == 204
+    time.sleep(0.1)
+    with admin_db(srv) as db:
+        for table in ("imports", "imported_messages"):
+            n = db.execute(f"SELECT count(*) AS n FROM {table} WHERE user_id = %s", (user_id,)).fetchone()  # noqa: S608
+            assert n is not None and n["n"] == 0
