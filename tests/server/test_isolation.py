@@ -275,7 +275,7 @@ def alice(srv: ServerProcess, fuzz_token: str) -> Owner:
     name, token = new_user(srv, "alice")
     tag = secrets.token_hex(3)
     canaries = {k: f"Zq{tag}{k}" for k in ("TurnAlpha", "LiveBravo", "MemoryCharlie", "MediaDelta", "NameEcho",
-                                             "TokenFoxtrot")}  # fmt: skip
+                                             "TokenFoxtrot", "ImportGolf")}  # fmt: skip
 
     def api(method: str, path: str, **kwargs: Any) -> httpx.Response:
         headers = {**auth(token), **kwargs.pop("headers", {})}
@@ -302,6 +302,12 @@ def alice(srv: ServerProcess, fuzz_token: str) -> Owner:
     r = api("POST", "/v1/auth/tokens", json={"name": canaries["TokenFoxtrot"], "scopes": ["chat", "media"]})
     assert r.status_code == 201, r.text
     api_token = r.json()
+    chat_export = f"01/02/2024, 10:00 - Alice: My cousin {canaries['ImportGolf']} lives in Oslo.\n".encode()
+    r = api("POST", "/v1/imports", params={"me": "Alice", "name": "chat.txt"}, content=chat_export)
+    assert r.status_code == 202, r.text
+    imported = r.json()["id"]
+    with httpx.stream("GET", f"{srv.base_url}/v1/imports/{imported}/events", headers=auth(token), timeout=60) as ev:
+        assert any(line == "event: done" for line in ev.iter_lines())  # finished before any snapshot is taken
     r = api("POST", "/v1/calls/outbound", json={"to": "sip:grandma@127.0.0.1", "reason": canaries["TurnAlpha"]})
     assert r.status_code == 202, r.text
     outbound = r.json()["id"]
@@ -316,6 +322,7 @@ def alice(srv: ServerProcess, fuzz_token: str) -> Owner:
         "token": link["id"],
         "model_id": name,  # A's avatar, by A's username
         "outbound_call_id": outbound,
+        "import_id": imported,
     }
     return Owner(name, token, user_id, ids, list(canaries.values()), [token, api_token["token"], link["token"]],
                  link["token"], api_token["token"], media, realtime_session)  # fmt: skip
@@ -512,6 +519,9 @@ def fuzz_ids(srv: ServerProcess, fuzz_token: str) -> dict[str, str]:
         "media_id": media["id"],
         "link_id": create("/v1/share-links", json={"media_id": media["id"]})["id"],
         "token_id": create("/v1/auth/tokens", json={"name": "fuzz"})["id"],
+        "import_id": create("/v1/imports", params={"me": "F", "name": "f.txt"}, content=b"01/02/2024, 10:00 - F: hi\n")[
+            "id"
+        ],
     }
 
 
