@@ -54,7 +54,7 @@ def create_app(settings: Settings, resources: Resources | None = None) -> FastAP
         app.state.calls = CallManager(res)
         app.state.sip = await start_sip(res)
         embedder = res.models.embed if res.models is not None else None
-        app.state.imports = ImportService(res.db, res.keys, embedder, res.settings.data_dir / "imports")
+        app.state.imports = ImportService(res.db, res.keys, embedder, res.settings.data_dir)
         await app.state.imports.start()
         try:
             yield

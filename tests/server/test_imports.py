@@ -181,3 +181,35 @@ def test_erasure_removes_imports(srv: ServerProcess, tmp_path: Path) -> None:
         for table in ("imports", "imported_messages"):
             n = db.execute(f"SELECT count(*) AS n FROM {table} WHERE user_id = %s", (user_id,)).fetchone()  # noqa: S608
             assert n is not None and n["n"] == 0
+
+
+@pytest.mark.parametrize("how", ["stop", "kill"])
+def test_a_server_stopped_mid_import_keeps_nothing_and_reports_it(tmp_path: Path, how: str) -> None:
+    """Stopping the server (SIGTERM: the job is cancelled) or killing it (SIGKILL: the next start fails what
+    was left running) while a 100 k-message import runs: afterwards the import is failed and nothing is kept."""
+    first = start_server(tmp_path, SOMA_SIGNUP="open")
+    try:
+        _, token = new_user(first, "stop")
+        path = tmp_path / NAME
+        fx.whatsapp_android_stream(path, 100_000)
+        row = upload(first, token, path.read_bytes())
+        url = f"{first.base_url}/v1/imports/{row['id']}/events"
+        with httpx.stream("GET", url, headers=auth(token), timeout=120) as r:
+            for line in r.iter_lines():
+                if line.startswith("data: ") and json.loads(line[6:]).get("read", 0) > 0:
+                    break  # it is running and has stored a batch or more (uncommitted)
+        if how == "kill":
+            first.proc.kill()
+            first.proc.wait()
+        else:
+            assert first.stop() == 0
+    finally:
+        first.stop()
+    second = start_server(tmp_path)
+    try:
+        final = api(second, "GET", f"/v1/imports/{row['id']}", token).json()
+        assert final["status"] == "failed" and final["error"].startswith(("cancelled", "interrupted")), final
+        assert stored(second, user_id_of(second, token)) == 0
+        assert not list((second.data_dir / "imports").rglob("*.sealed"))
+    finally:
+        second.stop()

@@ -31,6 +31,7 @@ router = APIRouter(tags=["imports"])
 Reader = Annotated[Principal, Depends(require_scope("memories:read"))]
 Writer = Annotated[Principal, Depends(require_scope("memories:write"))]
 HEARTBEAT_S = 15.0
+ME_HELP = "your name (or Telegram id) in the export; several names separated by commas"
 
 
 def _service(request: Request) -> ImportService:
@@ -58,7 +59,7 @@ async def upload_import(
     request: Request,
     user: Writer,
     res: ResourcesDep,
-    me: Annotated[str, Query(min_length=1, max_length=200, description="your name (or Telegram id) in the export")],
+    me: Annotated[str, Query(min_length=1, max_length=200, description=ME_HELP)],
     name: Annotated[str, Query(min_length=1, max_length=255, description="the file's name")],
     format: Annotated[str | None, Query(description=f"one of {', '.join(FORMATS)}; detected when absent")] = None,
 ) -> dict[str, Any]:
@@ -74,7 +75,7 @@ async def upload_import(
 
     try:
         import_id = await _service(request).submit(
-            user.user_id, name, Me.of([n for n in me.split(",")]), fmt, body(), res.settings.media_max_bytes
+            user.user_id, name, Me.of(me.split(",")), fmt, body(), res.settings.media_max_bytes
         )
     except QueueFullError as exc:
         raise ApiError(429, "imports_busy", str(exc)) from None

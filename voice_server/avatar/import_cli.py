@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
-from voice_server.avatar.import_job import ImportFailed, Progress, create_import, run_import
+from voice_server.avatar.import_job import ImportFailed, Progress, create_import, run_import, worker_id
 from voice_server.avatar.importers import FORMATS, Format, Me
 from voice_server.config import load_settings
 from voice_server.logs import configure_logging
@@ -105,7 +105,9 @@ async def _import(settings: Any, args: argparse.Namespace) -> int:
             for path in args.files:
                 fmt: Format | None = args.format
                 async with db.pool.connection() as conn:
-                    import_id = await create_import(conn, keys, user_id, path.name, fmt, path.stat().st_size)
+                    import_id = await create_import(
+                        conn, keys, user_id, path.name, fmt, path.stat().st_size, worker=worker_id(settings.data_dir)
+                    )
                 bar = ProgressBar(sys.stderr, path.name)
                 try:
                     result = await run_import(

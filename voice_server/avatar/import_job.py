@@ -38,6 +38,7 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
+from pathlib import Path
 from typing import IO, Any, Literal
 
 import numpy as np
@@ -304,6 +305,18 @@ async def _run(
     return ImportResult(chosen, read, dict(sorted(skipped.items())), created, memories)
 
 
+def worker_id(data_dir: Path) -> str:
+    """This data dir's worker id (created once): servers sharing one database each fail only their own
+    unfinished imports at start-up. The data dir lock makes one process at a time its server or CLI owner."""
+    path = data_dir / "worker-id"
+    try:
+        return path.read_text(encoding="ascii").strip()
+    except FileNotFoundError:
+        value = uuid.uuid4().hex
+        path.write_text(value, encoding="ascii")
+        return value
+
+
 def _json(counts: collections.Counter[str]) -> str:
     return json.dumps(dict(sorted(counts.items())))
 
@@ -345,14 +358,18 @@ async def create_import(
     fmt: Format | None,
     size: int = 0,
     *,
+    worker: str,
     import_id: uuid.UUID | None = None,
 ) -> uuid.UUID:
-    """Insert a ``queued`` import row (its name sealed) and return its id."""
+    """Insert a ``queued`` import row (its name sealed) and return its id.
+
+    ``worker`` is `worker_id` of the data dir running it: a restart there fails what it left unfinished.
+    """
     key = await keys.for_user(conn, user_id)
     import_id = import_id or uuid.uuid4()
     await conn.execute(
-        "INSERT INTO imports (id, user_id, format, name, bytes_total) VALUES (%s, %s, %s, %s, %s)",
-        (import_id, user_id, fmt, key.seal(name, fields.import_name(import_id)), size),
+        "INSERT INTO imports (id, user_id, format, name, bytes_total, worker) VALUES (%s, %s, %s, %s, %s, %s)",
+        (import_id, user_id, fmt, key.seal(name, fields.import_name(import_id)), size, worker),
     )
     return import_id
 

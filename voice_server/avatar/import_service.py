@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from voice_server.avatar.import_job import ImportFailed, Progress, create_import, run_import
+from voice_server.avatar.import_job import ImportFailed, Progress, create_import, run_import, worker_id
 from voice_server.avatar.importers import Format, Me
 from voice_server.avatar.memory import Embedder
 from voice_server.security import fields
@@ -55,11 +55,12 @@ class Job:
 class ImportService:
     """Queue, run and report imports (see the module doc). Call `start` once, `aclose` at shutdown."""
 
-    def __init__(self, db: Database, keys: Keyring, embedder: Embedder | None, root: Path) -> None:
+    def __init__(self, db: Database, keys: Keyring, embedder: Embedder | None, data_dir: Path) -> None:
+        self.root = data_dir / "imports"
+        self.worker = worker_id(data_dir)
         self.db = db
         self.keys = keys
         self.embedder = embedder
-        self.root = root
         self._queue: asyncio.Queue[Job] = asyncio.Queue(QUEUE_MAX)
         self._worker: asyncio.Task[None] | None = None
         self._states: dict[uuid.UUID, dict[str, Any]] = {}
@@ -70,7 +71,8 @@ class ImportService:
         async with self.db.pool.connection() as conn:
             cur = await conn.execute(
                 "UPDATE imports SET status = 'failed', error = 'interrupted: the server stopped',"
-                " finished_at = now() WHERE status IN ('queued', 'running')"
+                " finished_at = now() WHERE status IN ('queued', 'running') AND worker = %s",
+                (self.worker,),
             )
             if cur.rowcount:
                 log.warning("imports: %d unfinished imports marked failed", cur.rowcount)
@@ -108,14 +110,18 @@ class ImportService:
         async with self.db.pool.connection() as conn:
             key = await self.keys.for_user(conn, user_id)
         size = await write_sealed(path, key, fields.import_file(import_id), body, limit)
+        job = Job(user_id, import_id, path, name, me, fmt)
         try:
             async with self.db.pool.connection() as conn:
-                await create_import(conn, self.keys, user_id, name, fmt, size, import_id=import_id)
-            job = Job(user_id, import_id, path, name, me, fmt)
-            self._queue.put_nowait(job)
+                await create_import(conn, self.keys, user_id, name, fmt, size, worker=self.worker, import_id=import_id)
         except BaseException:
             path.unlink(missing_ok=True)
             raise
+        try:
+            self._queue.put_nowait(job)
+        except asyncio.QueueFull:  # filled up while this upload was being written
+            await self._finish_failed(job, "too many imports were waiting; nothing was imported")
+            raise QueueFullError("too many imports are waiting; try again later") from None
         self._publish(import_id, {"status": "queued", "read": 0, "skipped": 0, "position": 0, "size": size})
         return import_id
 

@@ -14,6 +14,7 @@ CREATE TABLE imports (
     memories    integer NOT NULL DEFAULT 0,  -- memories created from the user's own messages
     skip_reasons jsonb NOT NULL DEFAULT '{}',
     error       text,                        -- a parser's message names a line/offset, never message text
+    worker      text NOT NULL,               -- the data dir's worker id: whose restart fails it if unfinished
     created_at  timestamptz NOT NULL DEFAULT now(),
     finished_at timestamptz
 );
