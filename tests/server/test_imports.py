@@ -169,14 +169,20 @@ def test_cli_imports_with_a_report_and_again_adds_nothing(srv: ServerProcess, tm
     assert third.returncode == 1 and "nothing imported" in third.stderr
 
 
-def test_erasure_removes_imports(srv: ServerProcess, tmp_path: Path) -> None:
-    """Erasing the account removes its imports and imported messages."""
+def test_erasure_removes_imports_and_stops_a_running_one(srv: ServerProcess, tmp_path: Path) -> None:
+    """Erasing the account removes its imports and imported messages, and stops its import in progress
+    (rolled back) instead of waiting for it."""
     name, token = new_user(srv, "gone")
     row = upload(srv, token, export_file(tmp_path, "Zqerased", 200))
     assert follow(srv, token, row["id"])[1] == "done"
     user_id = user_id_of(srv, token)
+    running = upload(srv, token, export_file(tmp_path, "Zqerasedtoo", 100_000))
+    with httpx.stream("GET", f"{srv.base_url}/v1/imports/{running['id']}/events", headers=auth(token),
+                      timeout=120) as r:  # fmt: skip
+        next(line for line in r.iter_lines() if line.startswith("data: ") and json.loads(line[6:])["read"] > 0)
+    started = time.monotonic()
     assert api(srv, "DELETE", "/v1/me", token, params={"confirm": name}).status_code == 204
-    time.sleep(0.1)
+    assert time.monotonic() - started < 3, "the erasure waited for the import"
     with admin_db(srv) as db:
         for table in ("imports", "imported_messages"):
             n = db.execute(f"SELECT count(*) AS n FROM {table} WHERE user_id = %s", (user_id,)).fetchone()  # noqa: S608

@@ -63,6 +63,8 @@ class ImportService:
         self.embedder = embedder
         self._queue: asyncio.Queue[Job] = asyncio.Queue(QUEUE_MAX)
         self._worker: asyncio.Task[None] | None = None
+        self._running: tuple[Job, asyncio.Task[None]] | None = None
+        self._erased: set[uuid.UUID] = set()
         self._states: dict[uuid.UUID, dict[str, Any]] = {}
         self._tick = asyncio.Event()
 
@@ -149,14 +151,34 @@ class ImportService:
     async def _work(self) -> None:
         while True:
             job = await self._queue.get()
+            if job.user_id in self._erased:  # the account was erased while this upload waited
+                await asyncio.to_thread(job.path.unlink, True)
+                self._publish(job.import_id, None)
+                continue
+            task = asyncio.create_task(self._run(job), name=f"import-{job.import_id}")
+            self._running = (job, task)
             try:
-                await self._run(job)
+                await task
             except asyncio.CancelledError:
-                raise
+                current = asyncio.current_task()
+                if current is not None and current.cancelling():
+                    raise  # the service is stopping (awaiting the job's task cancelled it too)
+                log.info("import %s cancelled: its account was erased", job.import_id)
             except ImportFailed as exc:
                 log.info("import %s failed: %s", job.import_id, exc)
             except Exception:
                 log.exception("import %s failed", job.import_id)
+            finally:
+                self._running = None
+
+    async def cancel_user(self, user_id: uuid.UUID) -> None:
+        """Before an account is erased: stop its running import (rolled back) and drop its waiting ones, so
+        the erasure never waits behind an import's transaction."""
+        self._erased.add(user_id)  # one id per erasure in this process's lifetime
+        if self._running is not None and self._running[0].user_id == user_id:
+            task = self._running[1]
+            task.cancel()
+            await asyncio.wait([task])
 
     async def _run(self, job: Job) -> None:
         async with self.db.pool.connection() as conn:
