@@ -131,6 +131,9 @@ def test_a_file_corrupt_mid_way_keeps_nothing_and_says_why(srv: ServerProcess, t
     assert "line" in final["error"] and final["created"] == 0
     assert stored(srv, user_id_of(srv, token)) == 0
     assert api(srv, "GET", "/v1/memories", token).json()["data"] == []
+    with admin_db(srv) as db:  # the reason may quote the file: sealed like the rest
+        sealed = db.execute("SELECT error FROM imports WHERE id = %s", (row["id"],)).fetchone()
+    assert sealed is not None and bytes(sealed["error"])[:1] == b"\x01"
 
 
 def test_unknown_format_and_scopes_are_refused(srv: ServerProcess) -> None:

@@ -224,22 +224,24 @@ async def run_import(
     except ImportFailed as exc:
         reason = str(exc)
     except asyncio.CancelledError:
-        await asyncio.shield(_mark_failed(db, user_id, import_id, "cancelled: the server stopped"))
+        await asyncio.shield(mark_failed(db, keys, user_id, import_id, "cancelled: the server stopped"))
         raise
     except Exception as exc:
         log.exception("import failed")
         reason = f"internal error ({type(exc).__name__}); nothing was imported"
-    await _mark_failed(db, user_id, import_id, reason)
+    await mark_failed(db, keys, user_id, import_id, reason)
     raise ImportFailed(reason)
 
 
-async def _mark_failed(db: Database, user_id: uuid.UUID, import_id: uuid.UUID, reason: str) -> None:
+async def mark_failed(db: Database, keys: Keyring, user_id: uuid.UUID, import_id: uuid.UUID, reason: str) -> None:
+    """Record that an import failed and why (the reason sealed); a failure to record it is only logged."""
     try:
         async with db.pool.connection() as conn:
+            key = await keys.for_user(conn, user_id)
             await conn.execute(
                 "UPDATE imports SET status = 'failed', error = %s, finished_at = now(), read = 0, created = 0,"
                 " memories = 0 WHERE id = %s AND user_id = %s",
-                (reason[:1000], import_id, user_id),
+                (key.seal(reason[:1000], fields.import_error(import_id)), import_id, user_id),
             )
     except Exception:
         log.warning("import: could not record the failure", exc_info=True)
@@ -381,8 +383,12 @@ IMPORT_COLUMNS = (
 
 
 def open_import(key: UserKey, row: dict[str, Any]) -> dict[str, Any]:
-    """An ``imports`` row (`IMPORT_COLUMNS`) with its name opened."""
-    return {**row, "name": key.open(row["name"], fields.import_name(row["id"]))}
+    """An ``imports`` row (`IMPORT_COLUMNS`) with its name and error opened."""
+    return {
+        **row,
+        "name": key.open(row["name"], fields.import_name(row["id"])),
+        "error": key.open_optional(row["error"], fields.import_error(row["id"])),
+    }
 
 
 IMPORTED_COLUMNS: tuple[fields.ImportedColumn, ...] = ("conversation", "sender", "text")

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from voice_server.avatar.import_job import ImportFailed, Progress, create_import, run_import, worker_id
+from voice_server.avatar.import_job import ImportFailed, Progress, create_import, mark_failed, run_import, worker_id
 from voice_server.avatar.importers import Format, Me
 from voice_server.avatar.memory import Embedder
 from voice_server.security import fields
@@ -56,8 +56,9 @@ class ImportService:
     """Queue, run and report imports (see the module doc). Call `start` once, `aclose` at shutdown."""
 
     def __init__(self, db: Database, keys: Keyring, embedder: Embedder | None, data_dir: Path) -> None:
+        self.data_dir = data_dir
         self.root = data_dir / "imports"
-        self.worker = worker_id(data_dir)
+        self.worker = ""  # set by `start`
         self.db = db
         self.keys = keys
         self.embedder = embedder
@@ -70,14 +71,17 @@ class ImportService:
 
     async def start(self) -> None:
         """Fail what a previous run left unfinished, then start the worker."""
+        self.worker = await asyncio.to_thread(worker_id, self.data_dir)
         async with self.db.pool.connection() as conn:
             cur = await conn.execute(
-                "UPDATE imports SET status = 'failed', error = 'interrupted: the server stopped',"
-                " finished_at = now() WHERE status IN ('queued', 'running') AND worker = %s",
+                "SELECT id, user_id FROM imports WHERE status IN ('queued', 'running') AND worker = %s",
                 (self.worker,),
             )
-            if cur.rowcount:
-                log.warning("imports: %d unfinished imports marked failed", cur.rowcount)
+            unfinished = await cur.fetchall()
+        for row in unfinished:
+            await mark_failed(self.db, self.keys, row["user_id"], row["id"], "interrupted: the server stopped")
+        if unfinished:
+            log.warning("imports: %d unfinished imports marked failed", len(unfinished))
         await asyncio.to_thread(shutil.rmtree, self.root, True)
         self._worker = asyncio.create_task(self._work(), name="import-worker")
 
@@ -203,12 +207,7 @@ class ImportService:
             self._publish(job.import_id, None)
 
     async def _finish_failed(self, job: Job, reason: str) -> None:
-        with contextlib.suppress(Exception):
-            async with self.db.pool.connection() as conn:
-                await conn.execute(
-                    "UPDATE imports SET status = 'failed', error = %s, finished_at = now() WHERE id = %s",
-                    (reason, job.import_id),
-                )
+        await mark_failed(self.db, self.keys, job.user_id, job.import_id, reason)
         job.path.unlink(missing_ok=True)
         self._publish(job.import_id, None)
 

@@ -13,7 +13,7 @@ CREATE TABLE imports (
     created     integer NOT NULL DEFAULT 0,  -- messages stored (not already there from an earlier import)
     memories    integer NOT NULL DEFAULT 0,  -- memories created from the user's own messages
     skip_reasons jsonb NOT NULL DEFAULT '{}',
-    error       text,                        -- a parser's message names a line/offset, never message text
+    error       bytea,                       -- why it failed (sealed: a parser's message may quote the file)
     worker      text NOT NULL,               -- the data dir's worker id: whose restart fails it if unfinished
     created_at  timestamptz NOT NULL DEFAULT now(),
     finished_at timestamptz

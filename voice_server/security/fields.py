@@ -48,6 +48,11 @@ def import_name(import_id: uuid.UUID) -> str:
     return f"imports.name|{import_id}"
 
 
+def import_error(import_id: uuid.UUID) -> str:
+    """Why an import failed (a parser's message may name the file or quote its first bytes)."""
+    return f"imports.error|{import_id}"
+
+
 def import_file(import_id: uuid.UUID) -> str:
     """An uploaded import file waiting on disk (chunked like media files)."""
     return f"imports.file|{import_id}"
