@@ -18,7 +18,8 @@ import pytest
 
 from tests.avatar import import_fixtures as fx
 from tests.conftest import REPO, SOMA, ServerProcess, new_user, soma_env, start_server
-from tests.server.test_privacy import admin_db, api, auth, files_containing, flush_to_disk
+from tests.server.test_audit import api, auth
+from tests.server.test_privacy import admin_db, files_containing, flush_to_disk
 
 pytestmark = [pytest.mark.timeout(600), pytest.mark.models]
 ME = "Me Myself"
@@ -134,6 +135,43 @@ def test_a_file_corrupt_mid_way_keeps_nothing_and_says_why(srv: ServerProcess, t
     with admin_db(srv) as db:  # the reason may quote the file: sealed like the rest
         sealed = db.execute("SELECT error FROM imports WHERE id = %s", (row["id"],)).fetchone()
     assert sealed is not None and bytes(sealed["error"])[:1] == b"\x01"
+
+
+def test_a_name_that_is_nobody_in_the_chat_keeps_nothing_and_lists_the_participants(
+    srv: ServerProcess, tmp_path: Path
+) -> None:
+    """``me`` must be one of the chat's senders: otherwise nothing would be the user's own (no memories, no
+    persona), so the import fails, keeps nothing, and names the participants the user can choose from."""
+    _, token = new_user(srv, "who")
+    r = api(srv, "POST", "/v1/imports", token, params={"me": "Somebody Else", "name": NAME},
+            content=export_file(tmp_path, "Zqnobody", 50))  # fmt: skip
+    assert r.status_code == 202, r.text
+    _, kind, final = follow(srv, token, r.json()["id"])
+    assert kind == "failed" and final["created"] == 0, final
+    assert "somebody else" in final["error"] and f"{ME} (" in final["error"] and "Ana Souza (" in final["error"]
+    assert stored(srv, user_id_of(srv, token)) == 0
+
+
+def test_the_avatar_answers_from_an_imported_fact(srv: ServerProcess, tmp_path: Path) -> None:
+    """End to end: import a chat export, then ask the avatar in text about a fact in it. The fact became a
+    memory and that memory is recalled into the reply's context (recall stamps it)."""
+    _, token = new_user(srv, "ask")
+    row = upload(srv, token, export_file(tmp_path, "Zqmira", 200))
+    _, kind, final = follow(srv, token, row["id"])
+    assert kind == "done" and final["memories"] >= 1, final
+    (fact,) = [m for m in api(srv, "GET", "/v1/memories", token).json()["data"] if "Zqmira" in m["text"]]
+    assert fact["recall_count"] == 0
+    body = {"model": "soma", "messages": [{"role": "user", "content": "Where does my sister Zqmira live?"}],
+            "max_tokens": 24}  # fmt: skip
+    r = api(srv, "POST", "/v1/chat/completions", token, json=body)
+    assert r.status_code == 200, r.text
+    deadline = time.monotonic() + 30  # recall stamps are written in the background, off the reply's path
+    while time.monotonic() < deadline:
+        got = api(srv, "GET", f"/v1/memories/{fact['id']}", token).json()
+        if got["recall_count"] >= 1:
+            break
+        time.sleep(0.2)
+    assert got["recall_count"] >= 1 and got["last_recalled_at"], got
 
 
 def test_unknown_format_and_scopes_are_refused(srv: ServerProcess) -> None:

@@ -10,7 +10,6 @@ need the ``memories:write`` scope (they create memories); reading them ``memorie
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -134,8 +133,10 @@ async def import_events(import_id: uuid.UUID, request: Request, user: Reader, re
             if state != last:
                 yield _event("progress", {"id": str(import_id), **state})
                 last = dict(state)
-            with contextlib.suppress(TimeoutError):
+            try:
                 async with asyncio.timeout(HEARTBEAT_S):
                     await ticket.wait()
+            except TimeoutError:
+                yield b": keep-alive\n\n"  # proxies and clients drop a silent stream; a queued import may wait
 
     return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-store"})

@@ -45,7 +45,16 @@ import numpy as np
 
 from voice_server.avatar import memory_policy as policy
 from voice_server.avatar.extraction import Candidate, extract
-from voice_server.avatar.importers import HEAD_BYTES, Format, ImportedMessage, ImportFormatError, Me, Record, Skipped
+from voice_server.avatar.importers import (
+    HEAD_BYTES,
+    Format,
+    ImportedMessage,
+    ImportFormatError,
+    Me,
+    Record,
+    Skipped,
+    participants,
+)
 from voice_server.avatar.importers import detect as detect_format
 from voice_server.avatar.importers import parse as parse_file
 from voice_server.avatar.memory import Embedder
@@ -57,6 +66,8 @@ from voice_server.stores.postgres import Database
 log = logging.getLogger(__name__)
 
 BATCH = 500  # records per insert statement and per progress report
+# Formats where messages have several senders: `me` must name one of them, or nothing would be the user's.
+MULTI_SENDER: frozenset[Format] = frozenset({"whatsapp", "telegram", "generic", "meta_messages"})
 MAX_MEMORIES = 200  # memory candidates kept per file (the most important; ties: the earliest)
 EMBED_BATCH = 64
 OCCURRENCE_MAX = 200_000  # distinct messages counted under one timestamp (only exports without times get near)
@@ -119,6 +130,7 @@ class Batch:
     read: int = 0
     skipped: collections.Counter[str] = field(default_factory=collections.Counter)
     position: int = 0
+    from_user: int = 0
 
 
 def seal_batch(
@@ -152,6 +164,7 @@ def seal_batch(
             for column, value in zip(columns, values, strict=True):
                 column.append(value)
             batch.read += 1
+            batch.from_user += record.is_user
             if record.is_user and record.text:
                 today = record.at.date() if record.at is not None else date.today()
                 for found in extract(record.text, today):
@@ -268,7 +281,7 @@ async def _run(
             )
         occurrences = OccurrenceKeys()
         heap: list[tuple[float, int, Candidate]] = []  # min-heap by (importance, -seq): the weakest on top
-        read, created, seq = 0, 0, 0
+        read, created, seq, from_user = 0, 0, 0, 0
         skipped: collections.Counter[str] = collections.Counter()
         async with db.pool.connection() as conn, conn.transaction():
             key = await keys.for_user(conn, user_id)
@@ -277,6 +290,7 @@ async def _run(
                 if not batch.read and not batch.skipped:
                     break
                 read += batch.read
+                from_user += batch.from_user
                 skipped += batch.skipped
                 seq += len(batch.candidates)
                 stored: set[bytes] = set()
@@ -293,6 +307,8 @@ async def _run(
                             heapq.heapreplace(heap, item)
                 if progress is not None:
                     progress(Progress(read, sum(skipped.values()), batch.position, size))
+            if read and not from_user and chosen in MULTI_SENDER:
+                raise ImportFailed(await asyncio.to_thread(_not_a_participant, open_file, name, chosen, me))
             chosen_candidates = [c for _, _, c in sorted(heap, key=lambda item: -item[1])]  # file order
             memories = 0
             if embedder is not None and chosen_candidates:
@@ -305,6 +321,14 @@ async def _run(
     finally:
         await asyncio.to_thread(f.close)
     return ImportResult(chosen, read, dict(sorted(skipped.items())), created, memories)
+
+
+def _not_a_participant(open_file: Callable[[], IO[bytes]], name: str, fmt: Format, me: Me) -> str:
+    """Why an import where `me` matched no sender fails: the names the user could have meant (blocking)."""
+    with open_file() as f:
+        people = participants(fmt, f, path=name)
+    listed = ", ".join(f"{who} ({n})" for who, n in people[:20])
+    return f"no message in this file is from {', '.join(sorted(me.names)) or 'you'}; its participants are: {listed}"
 
 
 def worker_id(data_dir: Path) -> str:
