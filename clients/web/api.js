@@ -30,6 +30,48 @@ export async function api(path, options = {}) {
   return body;
 }
 
+/** `fetch` with the bearer token; throws `ApiError` for a non-2xx answer, else returns the `Response` (streams). */
+export async function authorizedFetch(path, options = {}) {
+  const headers = { ...(options.headers || {}) };
+  const token = auth.token;
+  if (token) headers.Authorization = `Bearer ${token}`;
+  const response = await fetch(path, { ...options, headers });
+  if (!response.ok) throw await errorFrom(response);
+  return response;
+}
+
+/**
+ * POSTs ``file`` as the raw request body and returns the parsed JSON answer; throws `ApiError` for a
+ * non-2xx answer, `TypeError` when the request could not be sent (offline, connection reset).
+ *
+ * XMLHttpRequest rather than fetch: only it reports upload progress, which a phone sending a large export
+ * needs to show. ``onProgress(sentBytes, totalBytes)``; an aborted ``signal`` rejects with an `AbortError`.
+ */
+export function uploadFile(path, file, { onProgress, signal } = {}) {
+  return new Promise((resolve, reject) => {
+    const xhr = new XMLHttpRequest();
+    xhr.open("POST", path);
+    const token = auth.token;
+    if (token) xhr.setRequestHeader("Authorization", `Bearer ${token}`);
+    xhr.setRequestHeader("Content-Type", "application/octet-stream");
+    xhr.responseType = "text";
+    if (onProgress) xhr.upload.onprogress = (e) => onProgress(e.loaded, e.lengthComputable ? e.total : file.size);
+    xhr.onload = () => {
+      let body = {};
+      try { body = JSON.parse(xhr.responseText); } catch { /* not JSON: the status says enough */ }
+      if (xhr.status >= 200 && xhr.status < 300) resolve(body);
+      else reject(new ApiError(xhr.status, body));
+    };
+    xhr.onerror = () => reject(new TypeError("the upload failed: no connection to the server"));
+    xhr.onabort = () => reject(new DOMException("the upload was cancelled", "AbortError"));
+    if (signal) {
+      if (signal.aborted) { reject(new DOMException("the upload was cancelled", "AbortError")); return; }
+      signal.addEventListener("abort", () => xhr.abort(), { once: true });
+    }
+    xhr.send(file);
+  });
+}
+
 /** Reads an error answer that may or may not be JSON (the calls endpoint answers SDP on success). */
 export async function errorFrom(response) {
   const body = await response.json().catch(() => ({}));
