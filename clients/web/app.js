@@ -1,12 +1,28 @@
-// Sign-in / sign-up, navigation between the sign-in form and the call screen, and the Settings area (API
-// tokens, sign-out). The call itself lives in callview.js / call.js.
+// Sign-in / sign-up, the signed-in screens and the navigation between them (views.js), and the Settings area
+// (API tokens, sign-out). The screens live in their own modules: the call in callview.js / call.js, memories
+// in memories.js, imports in imports.js.
 import { ApiError, api, auth } from "./api.js";
 import { setUpCallScreen } from "./callview.js";
+import { setUpImports } from "./imports.js";
+import { setUpMemories } from "./memories.js";
+import { Views } from "./views.js";
 
 const $ = (id) => document.getElementById(id);
 let signupOpen = false;
 let signupMode = false;
 let callScreen = null;
+const memories = setUpMemories();
+const imports = setUpImports();
+const views = new Views($("nav"), "call");
+views.register("call", {
+  element: $("home"),
+  title: "Call",
+  focus: () => ($("call-button").hidden ? $("hangup-button") : $("call-button")),
+});
+views.register("memories", { element: $("memories-view"), title: "Memories", focus: () => $("memories-title"),
+  onShow: () => memories.show() });
+views.register("import", { element: $("import-view"), title: "Import", focus: () => $("import-title"),
+  onShow: () => imports.show() });
 
 function showAuthMode() {
   $("auth-title").textContent = signupMode ? "Create your account" : "Sign in";
@@ -21,7 +37,7 @@ async function showAuth() {
   const status = await api("/v1/auth/signup").catch(() => ({ signup_open: false }));
   signupOpen = signupMode = status.signup_open;
   showAuthMode();
-  $("home").hidden = true;
+  views.stop();
   $("auth").hidden = false;
   document.body.dataset.view = "auth";
   $("username").focus();
@@ -30,10 +46,9 @@ async function showAuth() {
 async function showHome(me) {
   $("who").textContent = me.display_name || me.username;
   $("auth").hidden = true;
-  $("home").hidden = false;
-  document.body.dataset.view = "call";
   callScreen ??= setUpCallScreen();
-  $("call-button").focus();
+  imports.signIn(me);
+  views.start();
   await listTokens();
 }
 
@@ -94,8 +109,11 @@ $("token-form").addEventListener("submit", async (event) => {
 
 $("logout").addEventListener("click", async () => {
   callScreen?.hangUp();
+  memories.reset();
+  imports.reset();
   await api("/v1/auth/logout", { method: "POST" }).catch(() => {});
   auth.token = null;
+  history.replaceState(null, "", location.pathname); // the next account starts on the call screen
   $("new-token").hidden = true;
   $("settings").open = false;
   await showAuth();

@@ -3,7 +3,7 @@
 // Network first for the shell, so a running server always serves its current page; the cache answers only
 // when the network does not. Nothing else is touched: API calls (/v1/…), WebRTC signalling, /healthz and
 // /metrics always go to the network and are never stored.
-const CACHE = "soma-shell-v1";
+const CACHE = "soma-shell-v2"; // a new name when the list changes: activate drops the old cache
 const SHELL = [
   "/",
   "/index.html",
@@ -12,8 +12,13 @@ const SHELL = [
   "/api.js",
   "/call.js",
   "/callview.js",
+  "/dom.js",
+  "/imports.js",
+  "/memories.js",
   "/meter.js",
+  "/sse.js",
   "/turns.js",
+  "/views.js",
   "/manifest.webmanifest",
   "/icons/icon.svg",
   "/icons/icon-192.png",
