@@ -72,19 +72,19 @@ def launch(browser_driver: Playwright, tmp_path: Path) -> Iterator[Launcher]:
         browser.close()
 
 
-def new_account(server: ServerProcess, prefix: str) -> str:
+def new_account(server: ServerProcess, prefix: str, display_name: str = "") -> str:
     """Signs up a fresh user with the known test `PASSWORD` (through the API) and returns the username."""
     from soma_client import SomaClient
 
     name = f"{prefix}{secrets.token_hex(4)}"
     with SomaClient(server.base_url) as client:
-        client.signup(name, PASSWORD)
+        client.signup(name, PASSWORD, display_name)
     return name
 
 
-def sign_in(page: Page, server: ServerProcess, prefix: str = "web") -> str:
+def sign_in(page: Page, server: ServerProcess, prefix: str = "web", display_name: str = "") -> str:
     """Opens the page and signs in through its form as a new user; returns when the call screen shows."""
-    username = new_account(server, prefix)
+    username = new_account(server, prefix, display_name)
     page.goto(server.base_url + "/")
     switch = page.get_by_role("button", name="I already have an account")
     expect(switch).to_be_visible()  # sign-up is open on the test server: the form starts as "create"
