@@ -190,7 +190,8 @@ def test_a_wrong_name_offers_the_participants_and_one_click_imports(
 
     item = run_item(page, NAME)
     expect(item.get_by_role("status")).to_have_text("Not imported", timeout=60_000)
-    expect(item.get_by_role("alert")).to_contain_text("No message in this file is from somebody else; its participants are: ")
+    alert = item.get_by_role("alert")
+    expect(alert).to_contain_text("No message in this file is from somebody else; its participants are: ")
     choices = item.get_by_role("group", name="Which one is you?")
     names = [n.split(" (")[0] for n in choices.get_by_role("button").all_inner_texts()]
     assert set(names) == {"Ana Souza", ME, "Carlos 🎸", "Zoë"}, names
@@ -461,3 +462,27 @@ def test_the_sse_reader_parses_any_chunking_and_the_participant_list(
         {"name": "Zoë", "messages": 1},
     ]
     assert got["none"] == []
+
+
+def test_memories_page_through_the_list(model_server: ServerProcess, launch: Launcher) -> None:
+    """More memories than a page (50): the first page shows newest first with "Show more", which appends
+    the rest (focus on the first one added) and then disappears."""
+    tab = Tab(launch)
+    page = tab.page
+    sign_in(page, model_server, "pager")
+    token = token_of(page)
+    for n in range(53):
+        body = {"text": f"Zqpage fact number {n}.", "kind": "fact"}
+        assert api(model_server, "POST", "/v1/memories", token, json=body).status_code == 201
+    open_screen(page, "Memories", "Memories")
+    items = page.locator("#memory-list > li .memory-text")
+    expect(items).to_have_count(50)
+    expect(items.first).to_have_text("Zqpage fact number 52.")
+    expect(page.locator("#memories-status")).to_have_text("50 memories, newest first (more below).")
+    page.get_by_role("button", name="Show more").click()
+    expect(items).to_have_count(53)
+    expect(items.last).to_have_text("Zqpage fact number 0.")
+    expect(page.locator("#memory-list > li").nth(50).get_by_role("button", name="Edit")).to_be_focused()
+    expect(page.get_by_role("button", name="Show more")).to_be_hidden()
+    expect(page.locator("#memories-status")).to_have_text("53 memories, newest first.")
+    tab.assert_no_errors()
