@@ -24,6 +24,16 @@ export function el(tag, props = {}, ...children) {
   return node;
 }
 
+/**
+ * Moves focus to ``target`` after something asynchronous finished, unless the user has since moved it: only
+ * when focus is nowhere (on the body, as when the focused button was hidden or removed) or still inside one of
+ * ``from`` (the control that started it).
+ */
+export function focusIfIdle(target, ...from) {
+  const active = document.activeElement;
+  if (!active || active === document.body || from.some((node) => node?.contains(active))) target?.focus();
+}
+
 const numbers = new Intl.NumberFormat();
 
 /** ``1234`` → "1,234" in the reader's locale. */

@@ -7,7 +7,7 @@
 // says the name given is not in the chat, the participants it lists are offered as one-click retries. What
 // happened is kept as `window.somaImport` for the tests (like `window.somaCall`).
 import { ApiError, api, uploadFile } from "./api.js";
-import { count, el, plural, size, when } from "./dom.js";
+import { count, el, focusIfIdle, plural, size, when } from "./dom.js";
 import { openEvents } from "./sse.js";
 
 const $ = (id) => document.getElementById(id);
@@ -266,7 +266,7 @@ class ImportRun {
     }, name, el("span", { class: "choice-count", text: ` (${plural(messages, "message")})` })));
     const group = el("div", { class: "choices", role: "group", "aria-labelledby": label.id }, ...buttons);
     this.outcome.append(label, group);
-    buttons[0].focus();
+    focusIfIdle(buttons[0], this.item, $("import-submit")); // the answer may come long after: focus only if free
   }
 }
 

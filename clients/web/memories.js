@@ -5,7 +5,7 @@
 // place; forgetting asks first in a modal dialog. Each answer is checked against the request that is still
 // wanted (`ticket`), so a slow answer never overwrites a newer one, nor shows after sign-out.
 import { ApiError, api } from "./api.js";
-import { day, el, plural, when } from "./dom.js";
+import { day, el, focusIfIdle, plural, when } from "./dom.js";
 
 const $ = (id) => document.getElementById(id);
 const PAGE = 50;
@@ -48,7 +48,7 @@ export function setUpMemories() {
 
   function meta(memory) {
     const parts = [SOURCES[memory.source] || memory.source, `saved ${when(memory.created_at)}`];
-    if (memory.event_date) parts.push(`date ${day(memory.event_date)}`);
+    if (memory.event_date) parts.push(`dated ${day(memory.event_date)}`);
     if (memory.updated_at && Date.parse(memory.updated_at) - Date.parse(memory.created_at) > 1000) {
       parts.push(`edited ${when(memory.updated_at)}`);
     }
@@ -92,7 +92,7 @@ export function setUpMemories() {
         form.setAttribute("aria-busy", "true");
         try {
           const updated = await api(`/v1/memories/${m.id}`, { method: "PATCH", body: JSON.stringify({ text }) });
-          render(updated).focus();
+          focusIfIdle(render(updated)); // the form that had focus is gone: its Edit button takes it
           status("Memory updated.");
         } catch (err) {
           problemLine.textContent = `Not saved: ${problem(err)}`;
@@ -131,16 +131,17 @@ export function setUpMemories() {
     } catch (err) {
       if (!(err instanceof ApiError && err.status === 404)) { // 404: already gone, as wanted
         error(`Not deleted: ${problem(err)}`);
-        opener.focus();
+        focusIfIdle(opener, li);
         return;
       }
     }
     const next = li.nextElementSibling || li.previousElementSibling;
+    const hadFocus = li.contains(document.activeElement); // the dialog gave focus back to the Delete button
     li.remove();
     state.shown -= 1;
     describe();
     status("Memory forgotten.");
-    (next?.querySelector("button") || $("memories-title")).focus();
+    if (hadFocus) focusIfIdle(next?.querySelector("button") || $("memories-title"));
   });
 
   async function load({ more = false } = {}) {
@@ -167,7 +168,7 @@ export function setUpMemories() {
       else list.replaceChildren(...items);
       state.shown = more ? state.shown + items.length : items.length;
       describe();
-      if (more) items[0]?.querySelector("button")?.focus();
+      if (more) focusIfIdle(items[0]?.querySelector("button"), $("memories-more"));
     } catch (err) {
       if (ticket === state.ticket) error(problem(err));
     } finally {
@@ -189,9 +190,13 @@ export function setUpMemories() {
     $("memory-q").value = "";
     state.mode = "list";
     state.query = "";
-    load().then(() => $("memory-q").focus());
+    load().then(() => focusIfIdle($("memory-q"), $("memories-all")));
   });
   $("memories-more").addEventListener("click", () => load({ more: true }));
+  $("memories-add-jump").addEventListener("click", () => { // on a phone the form is below the list
+    $("memory-add").scrollIntoView({ block: "center" });
+    $("memory-new").focus();
+  });
 
   $("memory-add").addEventListener("submit", async (e) => {
     e.preventDefault();
@@ -204,17 +209,13 @@ export function setUpMemories() {
       const memory = await api("/v1/memories", { method: "POST", body: JSON.stringify({ text, kind }) });
       if (generation !== state.generation) return; // signed out meanwhile
       $("memory-new").value = "";
-      if (state.mode === "search") { // the new memory is the newest: show it at the top of the full list
-        $("memory-q").value = "";
-        state.mode = "list";
-        state.query = "";
-        await load();
-      } else if (!list.querySelector(`[data-id="${memory.id}"]`)) { // a reload meanwhile may have shown it
-        list.prepend(item(memory));
-        state.shown += 1;
-        describe();
-      }
-      status(`Remembered: “${memory.text}”.`);
+      // The newest memory heads the full list: reload it (a list request sent before this answer, still on
+      // its way, would otherwise replace the list without it).
+      $("memory-q").value = "";
+      state.mode = "list";
+      state.query = "";
+      await load();
+      if (generation === state.generation) status(`Remembered: “${memory.text}”.`);
     } catch (err) {
       $("memory-add-error").textContent = `Not saved: ${problem(err)}`;
     }
