@@ -29,12 +29,17 @@ IMPORT_LIMIT = 64 * 1024  # SOMA_MEDIA_MAX_BYTES of the small server below
 
 
 class Tab:
-    """A page of its own Chromium that collects the page's uncaught errors (a test ends with none)."""
+    """A page of its own Chromium that collects the page's uncaught errors and Content-Security-Policy
+    violations (a test ends with none)."""
 
     def __init__(self, launch: Launcher, viewport: ViewportSize = DESKTOP) -> None:
         self.page = launch([1.0]).new_page(viewport=viewport)
         self.errors: list[str] = []
-        self.page.on("pageerror", lambda error: self.errors.append(str(error)))
+        self.watch(self.page)
+
+    def watch(self, page: Page) -> None:
+        page.on("pageerror", lambda error: self.errors.append(str(error)))
+        page.on("console", lambda m: "Content Security Policy" in m.text and self.errors.append(m.text))
 
     def assert_no_errors(self) -> None:
         assert not self.errors, self.errors
@@ -246,7 +251,7 @@ def test_too_large_waiting_and_too_busy_are_said_clearly(
     small = write_export(tmp_path, "Zqwebsmall", 40)
     token = token_of(page)
     other = launch([1.0]).new_page(viewport=PHONE)
-    other.on("pageerror", lambda error: tab.errors.append(str(error)))
+    tab.watch(other)
     sign_in(other, small_server, "crowded", display_name=ME)
     open_screen(other, "Import", "Import your history")
 
