@@ -184,21 +184,24 @@ class Lexicon:
             return self._gazetteer
 
 
-def identify_languages(texts: Iterable[str]) -> list[tuple[str, float]]:
-    """The languages of ``texts`` with the share of confidently identified texts in each, largest first.
-
-    Each text is classified on its own (py3langid, probabilities normalised); a text whose best language has
-    less than `MIN_CONFIDENCE` is not counted (one-word "ok"/"lol" messages say nothing about a language). The
-    model is loaded for this call only (~0.5 s, ~70 MB) and released when it returns.
-    """
+def classify_each(texts: Iterable[str]) -> list[str | None]:
+    """Each text's language (ISO 639-1), or ``None`` where py3langid's normalised probability for its best
+    guess is under `MIN_CONFIDENCE` (one-word "ok"/"lol" messages say nothing about a language). The model
+    is loaded for this call only (~0.5 s, ~70 MB) and released when it returns."""
     from py3langid.langid import MODEL_FILE, LanguageIdentifier
 
     identifier: Any = LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
-    counts: collections.Counter[str] = collections.Counter()
+    found: list[str | None] = []
     for text in texts:
         lang, confidence = identifier.classify(text)
-        if confidence >= MIN_CONFIDENCE:
-            counts[str(lang)] += 1
+        found.append(str(lang) if confidence >= MIN_CONFIDENCE else None)
+    return found
+
+
+def identify_languages(texts: Iterable[str]) -> list[tuple[str, float]]:
+    """The languages of ``texts`` with the share of confidently identified texts in each, largest first
+    (each text is classified on its own, see `classify_each`)."""
+    counts = collections.Counter(lang for lang in classify_each(texts) if lang is not None)
     total = sum(counts.values())
     if not total:
         return []

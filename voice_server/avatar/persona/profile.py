@@ -225,7 +225,7 @@ def self_description(name: str, profile: dict[str, Any], memories: Sequence[Memo
     if profile["interests"]:
         sentences.append(f"I often talk about {_listing(profile['interests'][:4])}.")
     if profile["people"]:
-        sentences.append(f"People in my life: {_listing(profile['people'][:4])}.")
+        sentences.append(f"People in my life: {_listing(profile['people'][:3])}.")
     if profile["places"]:
         sentences.append(f"Places in my life: {_listing(profile['places'][:3])}.")
     chosen = sorted(

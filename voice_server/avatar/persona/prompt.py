@@ -21,6 +21,11 @@ from voice_server.avatar.persona.profile import PersonaDoc
 EditKey = Literal["name", "self_description", "style_notes", "instructions"]
 EDIT_KEYS: tuple[EditKey, ...] = ("name", "self_description", "style_notes", "instructions")
 EXAMPLE_MAX_CHARS = 200
+# Character budgets of the generated parts (~4 characters a token in English, emoji cost several): with the
+# fixed sentences they keep a full profile's prompt under ~250 tokens. The user's own edits are bounded by
+# the API's field lengths instead.
+ABOUT_MAX_CHARS = 360
+HINTS_MAX_CHARS = 300
 
 
 def _quoted(items: Sequence[str]) -> str:
@@ -28,7 +33,8 @@ def _quoted(items: Sequence[str]) -> str:
 
 
 def style_hints(style: Mapping[str, Any]) -> list[str]:
-    """The style profile as short instructions, strongest habits only (empty for an empty profile)."""
+    """The style profile as short instructions, strongest habits only, most telling first (the prompt keeps
+    as many as fit its budget); empty for an empty profile."""
     if not style or not style.get("messages"):
         return []
     hints: list[str] = []
@@ -40,6 +46,10 @@ def style_hints(style: Mapping[str, Any]) -> list[str]:
         hints.append("never uses capital letters, everything in lower case")
     elif caps["starts_lower_case"] >= 0.6:
         hints.append("usually starts in lower case")
+    if style["greetings"]:
+        hints.append(f"greets with {_quoted(style['greetings'][:2])}")
+    if style["sign_offs"]:
+        hints.append(f"signs off with {_quoted(style['sign_offs'][:2])}")
     punctuation = style["punctuation"]
     if punctuation["trailing_full_stop"] <= 0.1:
         hints.append("rarely ends with a full stop")
@@ -56,13 +66,19 @@ def style_hints(style: Mapping[str, Any]) -> list[str]:
         hints.append("almost never uses emoji")
     label = style["formality"]["label"]
     hints.append({"casual": "casual, relaxed tone", "formal": "polite, formal tone"}.get(label, "friendly tone"))
-    if style["greetings"]:
-        hints.append(f"greets with {_quoted(style['greetings'][:2])}")
-    if style["sign_offs"]:
-        hints.append(f"signs off with {_quoted(style['sign_offs'][:2])}")
     if style["phrases"]:
         hints.append(f"often says {_quoted(style['phrases'][:3])}")
     return hints
+
+
+def _within(sentences: Sequence[str], limit: int, sep: str) -> str:
+    """The leading ``sentences`` that fit ``limit`` characters joined with ``sep`` (at least the first)."""
+    kept: list[str] = []
+    for sentence in sentences:
+        if kept and len(sep.join([*kept, sentence])) > limit:
+            break
+        kept.append(sentence)
+    return sep.join(kept)
 
 
 def system_prompt(doc: PersonaDoc | None, edits: Mapping[str, str], fallback_name: str) -> str:
@@ -77,15 +93,17 @@ def system_prompt(doc: PersonaDoc | None, edits: Mapping[str, str], fallback_nam
         return DEFAULT_PERSONA
     profile = doc.profile if doc is not None else {}
     name = edits.get("name") or (doc.name if doc is not None else "") or fallback_name
-    about = edits.get("self_description") or profile.get("self_description", "")
-    hints = style_hints(profile.get("style", {}))
+    about = edits.get("self_description") or _within(
+        profile.get("self_description", "").replace(". ", ".\n").splitlines(), ABOUT_MAX_CHARS, " "
+    )
+    hints = _within(style_hints(profile.get("style", {})), HINTS_MAX_CHARS, "; ")
     parts = [
         f"You are {name}. Speak as {name} would, in the first person, as yourself: never as an AI or an assistant."
     ]
     if about:
         parts.append(f'You describe yourself like this: "{about}"')
     if hints:
-        parts.append(f"How you write: {'; '.join(hints)}.")
+        parts.append(f"How you write: {hints}.")
     if edits.get("style_notes"):
         parts.append(f"Also: {edits['style_notes']}")
     parts.append(

@@ -26,7 +26,8 @@ def normalised(text: str) -> str:
 
 
 class ExampleSample:
-    """Keeps the `k` candidate messages with the smallest normalised-text hashes (see the module doc).
+    """Keeps the `k` candidate messages with the smallest normalised-text hashes (see the module doc). Of
+    messages that normalise alike, the one that sorts first is kept, so arrival order never matters.
 
     Args:
         k: The largest sample size.
@@ -34,8 +35,8 @@ class ExampleSample:
 
     def __init__(self, k: int = MAX_EXAMPLES) -> None:
         self.k = k
-        self._heap: list[tuple[int, str]] = []  # (-hash, text): the largest hash on top, to be replaced
-        self._hashes: set[int] = set()
+        self._heap: list[int] = []  # negated hashes: the largest hash on top, to be replaced
+        self._texts: dict[int, str] = {}
 
     def offer(self, text: str, words: int) -> None:
         """Consider one message of ``words`` words (too short or too long ones are ignored)."""
@@ -43,19 +44,23 @@ class ExampleSample:
         if words < MIN_WORDS or len(text) > MAX_CHARS:
             return
         digest = int.from_bytes(hashlib.blake2b(normalised(text).encode(), digest_size=8).digest(), "big")
-        if digest in self._hashes:
+        known = self._texts.get(digest)
+        if known is not None:
+            if text < known:
+                self._texts[digest] = text
             return
         if len(self._heap) < self.k:
-            heapq.heappush(self._heap, (-digest, text))
-            self._hashes.add(digest)
-        elif digest < -self._heap[0][0]:
-            removed, _ = heapq.heapreplace(self._heap, (-digest, text))
-            self._hashes.discard(-removed)
-            self._hashes.add(digest)
+            heapq.heappush(self._heap, -digest)
+        elif digest < -self._heap[0]:
+            removed = -heapq.heapreplace(self._heap, -digest)
+            del self._texts[removed]
+        else:
+            return
+        self._texts[digest] = text
 
     def texts(self) -> list[str]:
         """The sample, in hash order (deterministic)."""
-        return [text for _, text in sorted(self._heap, key=lambda item: -item[0])]
+        return [self._texts[digest] for digest in sorted(self._texts)]
 
     def __len__(self) -> int:
         return len(self._heap)

@@ -51,6 +51,20 @@ def _open(key: UserKey, user_id: uuid.UUID, row: dict[str, Any]) -> PersonaRow:
     return PersonaRow(row["status"], doc, edits, row["built_at"], row["messages"], row["imports"], row["examples"])
 
 
+EXPORT_COLUMNS = "user_id, status, profile, edits, built_at, messages, imports, examples, updated_at"
+
+
+def open_export(key: UserKey, row: dict[str, Any]) -> dict[str, Any]:
+    """A ``personas`` row (`EXPORT_COLUMNS`) for the owner's export: its profile and edits opened."""
+    opened = _open(key, row["user_id"], row)
+    return {**row, "profile": opened.doc.to_json() if opened.doc else None, "edits": opened.edits}
+
+
+def open_example(key: UserKey, row: dict[str, Any]) -> dict[str, Any]:
+    """A ``persona_examples`` row with its text opened."""
+    return {**row, "text": key.open(row["text"], fields.persona_example(row["id"]))}
+
+
 class PersonaStore:
     """Reads and writes one user's persona at a time."""
 
