@@ -71,8 +71,7 @@ async def _stream(
     db: Database, name: str, sql: str, user_id: uuid.UUID, feed: Callable[[list[dict[str, Any]]], None]
 ) -> None:
     """Run ``sql`` (one ``%s``: the user) with a server-side cursor and hand each batch to ``feed`` in a thread."""
-    async with db.pool.connection() as conn, conn.transaction():
-        cursor = conn.cursor(name=name)
+    async with db.pool.connection() as conn, conn.transaction(), conn.cursor(name=name) as cursor:
         await cursor.execute(sql, (user_id,))
         while rows := await cursor.fetchmany(FETCH):
             await asyncio.to_thread(feed, rows)
