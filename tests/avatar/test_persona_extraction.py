@@ -122,7 +122,9 @@ def test_the_prompt_states_the_habits_within_the_token_budget(sam: Extracted) ->
     profile["style"]["greetings"] = ["good morning", "hello there", "hey"]
     profile["style"]["sign_offs"] = ["talk soon", "love you", "cheers"]
     profile["style"]["phrases"] = ["no worries at all", "sounds good to me", "fair enough mate"]
-    long_memories = [MemoryFact("x" * 60 + " lives in Porto and works at the hospital near the river.", "fact", 1, None)]
+    long_memories = [
+        MemoryFact("x" * 60 + " lives in Porto and works at the hospital near the river.", "fact", 1, None)
+    ]
     from voice_server.avatar.persona.profile import self_description
 
     profile["self_description"] = self_description(crowded["name"], profile, long_memories * 2)
@@ -147,7 +149,12 @@ def test_edits_change_the_prompt_and_nothing_known_is_the_default() -> None:
     assert system_prompt(None, {}, "sam") == DEFAULT_PERSONA
     prompt = system_prompt(
         None,
-        {"name": "Samuel", "self_description": "I build boats.", "style_notes": "say mate", "instructions": "Be brief."},
+        {
+            "name": "Samuel",
+            "self_description": "I build boats.",
+            "style_notes": "say mate",
+            "instructions": "Be brief.",
+        },
         "sam",
     )
     assert prompt.startswith("You are Samuel.") and '"I build boats."' in prompt

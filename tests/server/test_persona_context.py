@@ -142,8 +142,8 @@ async def test_a_turn_quotes_similar_examples_with_one_embedding(db: Database, e
         chat, _ = await _prompt(body, avatar, principal(user_id), store, memory, service)
         assert chat[0]["content"] == persona and "How Sam Rivers writes" in chat[-2]["content"]
         assert any("football" in line for line in chat[-2]["content"].splitlines()[1:])
-        body = ChatCompletionRequest(model="soma", messages=[{"role": "system", "content": "Be a pirate."},
-                                                             {"role": "user", "content": "who won the football?"}])  # fmt: skip
+        pirate = [{"role": "system", "content": "Be a pirate."}, {"role": "user", "content": "who won the football?"}]
+        body = ChatCompletionRequest(model="soma", messages=pirate)
         own, _ = await _prompt(body, avatar, principal(user_id), store, memory, service)
         assert own[0]["content"] == "Be a pirate." and all("How Sam" not in m["content"] for m in own)
     finally:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
-from pydantic import BaseModel, ConfigDict, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints
 
 from voice_server.accounts import Principal
 from voice_server.api.deps import ResourcesDep, require_scope
@@ -22,10 +22,22 @@ from voice_server.resources import Resources
 
 router = APIRouter(prefix="/v1/persona", tags=["persona"])
 PersonaUser = Annotated[Principal, Depends(require_scope("persona"))]
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=60)]
-Description = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
-Notes = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=300)]
-Instructions = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
+
+
+def _utf8(value: str) -> str:
+    """JSON may carry lone surrogates ("\\ud800"), which no UTF-8 text (a prompt, a response) can hold."""
+    value.encode()  # UnicodeEncodeError is a ValueError: a 422 like any other invalid field
+    return value
+
+
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=60), AfterValidator(_utf8)]
+Description = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500), AfterValidator(_utf8)
+]
+Notes = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=300), AfterValidator(_utf8)]
+Instructions = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500), AfterValidator(_utf8)
+]
 
 
 class PersonaEdits(BaseModel):
