@@ -7,7 +7,8 @@
    conversations (``chat`` channel turns: typed, unlike voice transcripts whose capitals and punctuation are
    Whisper's, not the user's).
 2. Combine with the user's live memories (people, the self-description) in a worker thread.
-3. Embed the example sample (at most `sample.MAX_EXAMPLES`) on the embedder's lane, `EMBED_BATCH` at a time.
+3. Embed the example sample (at most `sample.MAX_EXAMPLES`) on the embedder's lane, `EMBED_BATCH` at a time
+   (live turns' recall embeddings get the lane between batches).
 4. Store profile, counts and examples in one transaction (`PersonaStore.save_build`).
 
 Memory: one batch of rows and the extractor's bounded counters; never the history.
@@ -37,7 +38,9 @@ from voice_server.stores.postgres import Database
 log = logging.getLogger(__name__)
 
 FETCH = 1000
-EMBED_BATCH = 64
+# Small batches: the embedder has one worker thread, shared with every live turn's recall (a 300 ms budget),
+# so a turn arriving during a build waits for at most one batch (~0.1 s) instead of a long one.
+EMBED_BATCH = 16
 MEMORIES = 200  # live memories read for people and the self-description (the most important)
 DIMENSION = 384
 
