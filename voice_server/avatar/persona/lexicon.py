@@ -56,10 +56,13 @@ class Gazetteer:
 
     def __init__(self, places: Iterable[tuple[str, Place]]) -> None:
         self._by_name: dict[str, Place] = {}
+        self.first_words: set[str] = set()  # first words of the names of more than one word
         for spelling, place in places:
             key = " ".join(spelling.casefold().split())
             if len(key) < 3 or len(key.split()) > self.MAX_WORDS:
                 continue
+            if " " in key:
+                self.first_words.add(key.split(" ", 1)[0])
             known = self._by_name.get(key)
             if known is None or place.population > known.population:
                 self._by_name[key] = place

@@ -58,11 +58,14 @@ class PlaceFinder:
     def find(self, written: Sequence[str]) -> list[str]:
         """The places mentioned in a message given as its words as written; each as the gazetteer writes it."""
         found: list[str] = []
+        folded = [w.casefold() for w in written]
+        first_words = self._gazetteer.first_words
         i = 0
         while i < len(written):
-            for n in range(min(Gazetteer.MAX_WORDS, len(written) - i), 0, -1):
+            longest = min(Gazetteer.MAX_WORDS, len(written) - i) if folded[i] in first_words else 1
+            for n in range(longest, 0, -1):
                 run = written[i : i + n]
-                key = " ".join(w.casefold() for w in run)
+                key = folded[i] if n == 1 else " ".join(folded[i : i + n])
                 place = self._gazetteer.get(key)
                 if place is not None and key not in NOT_PLACES and self._accept(written, i, run, place):
                     found.append(place.name)

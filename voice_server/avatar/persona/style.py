@@ -74,12 +74,20 @@ class TopCounter:
 
     def add(self, key: str, n: int = 1) -> None:
         self.counts[key] += n
-        if len(self.counts) > 2 * self.capacity:
-            self.counts = collections.Counter(dict(self.most_common(self.capacity)))
+        self._bound()
 
     def update(self, keys: Iterable[str]) -> None:
-        for key in keys:
-            self.add(key)
+        self.counts.update(keys)
+        self._bound()
+
+    def _bound(self) -> None:
+        if len(self.counts) <= 2 * self.capacity:
+            return
+        # Keys seen once are most of a long tail: dropping them first is linear and usually enough.
+        kept = {key: count for key, count in self.counts.items() if count > 1}
+        if len(kept) > self.capacity:
+            kept = dict(sorted(kept.items(), key=lambda kv: (-kv[1], kv[0]))[: self.capacity])
+        self.counts = collections.Counter(kept)
 
     def most_common(self, n: int | None = None) -> list[tuple[str, int]]:
         """The ``n`` most frequent keys, highest count first, ties by key."""
@@ -156,7 +164,7 @@ class StyleCounter:
         if first is None:
             return
         self.with_letters += 1
-        if not any(c.isupper() for c in text):
+        if text.lower() == text:  # no capital letter anywhere
             self.no_capitals += 1
         if text[0].isalpha():  # a message that opens with a word, not with an emoji, digit or quote
             self.with_first_letter += 1
