@@ -18,6 +18,7 @@ from voice_server.api import (
     import_routes,
     media_routes,
     memory_routes,
+    persona_routes,
     privacy_routes,
     realtime_routes,
     sip_routes,
@@ -54,7 +55,9 @@ def create_app(settings: Settings, resources: Resources | None = None) -> FastAP
         app.state.calls = CallManager(res)
         app.state.sip = await start_sip(res)
         embedder = res.models.embed if res.models is not None else None
-        app.state.imports = ImportService(res.db, res.keys, embedder, res.settings.data_dir)
+        app.state.imports = ImportService(
+            res.db, res.keys, embedder, res.settings.data_dir, on_imported=res.persona.after_import
+        )
         await app.state.imports.start()
         try:
             yield
@@ -104,6 +107,7 @@ def create_app(settings: Settings, resources: Resources | None = None) -> FastAP
     app.include_router(call_routes.router)
     app.include_router(media_routes.router)
     app.include_router(import_routes.router)
+    app.include_router(persona_routes.router)
     app.include_router(privacy_routes.router)
     app.include_router(sip_routes.router)
     app.include_router(sip_routes.outbound)

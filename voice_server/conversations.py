@@ -17,6 +17,7 @@ from typing import Literal
 
 from pipeline.ports import FinishedTurn, Message
 from voice_server.avatar.memory import MemoryService
+from voice_server.avatar.persona.service import PersonaService
 from voice_server.live_sessions import LiveSessions, LiveState, heard_messages, window
 from voice_server.security import fields
 from voice_server.security.keys import Keyring
@@ -151,6 +152,11 @@ class ConversationStore:
         return heard_messages(opened)[-max_messages:]
 
 
+def late_context(*sections: str) -> str:
+    """The turn's own system material (recalled memories, the user's writing examples, ...) as one section."""
+    return "\n\n".join(s for s in sections if s)
+
+
 def prompt(system: str, history: Sequence[Message], memories: str, user_text: str) -> list[Message]:
     """The LLM prompt: the system prompt, the heard history, the recalled memories, the user's words.
 
@@ -174,6 +180,10 @@ class AvatarContext:
         memory: Long-term memory (recall before each answer, learning after each turn), or ``None`` when the
             server runs without the embedding model.
         live: Where the session's live state is kept (Redis) and the state itself, updated at each turn.
+        examples: The personas, for a few of the user's own messages like the current one in each turn's
+            context ("how <name> writes"), while the avatar's own persona is in use (a client's instructions
+            replace it, and these with it).
+        username: The user's username (the persona's fallback name).
     """
 
     def __init__(
@@ -184,6 +194,8 @@ class AvatarContext:
         persona: str,
         memory: MemoryService | None = None,
         live: tuple[LiveSessions, LiveState] | None = None,
+        examples: PersonaService | None = None,
+        username: str = "",
     ) -> None:
         self.store = store
         self.conversation_id = conversation_id
@@ -191,16 +203,23 @@ class AvatarContext:
         self.persona = persona
         self.memory = memory
         self.live = live
+        self.examples = examples
+        self.username = username
+        self._own_persona = persona
 
     async def build_context(self, user: str, transcript: str, history: Sequence[Message]) -> list[Message]:
         if self.live is not None:
             sessions, state = self.live
             state.turn_state, state.pending, state.history = "thinking", transcript, list(history)
             await sessions.save(state)
-        memories = ""
+        memories, vector = "", None
         if self.memory is not None:
-            memories = await self.memory.recall(self.user_id, transcript, self.memory.recent_for(self.conversation_id))
-        return prompt(self.persona, history, memories, transcript)
+            recent = self.memory.recent_for(self.conversation_id)
+            memories, vector = await self.memory.recall_with_vector(self.user_id, transcript, recent)
+        examples = ""
+        if self.examples is not None and self.persona == self._own_persona:
+            examples = await self.examples.examples_for(self.user_id, self.username, vector)
+        return prompt(self.persona, history, late_context(memories, examples), transcript)
 
     async def after_turn(self, user: str, turn: FinishedTurn) -> None:
         turn_id = await self.store.add_turn(self.conversation_id, self.user_id, turn)

@@ -20,6 +20,7 @@ from typing import IO, Any
 
 from voice_server.avatar.memory import MemoryService
 from voice_server.avatar.memory_policy import RecallWeights
+from voice_server.avatar.persona.service import PersonaService
 from voice_server.config import Settings
 from voice_server.metrics import Metrics
 from voice_server.security.audit import AuditLog
@@ -49,6 +50,7 @@ class Resources:
         started_at: ``time.monotonic()`` when the resources became ready.
         keys: Users' data keys (encryption at rest).
         audit: The hash-chained audit log.
+        persona: Users' personas (rebuilds, cached system prompts, per-turn examples).
     """
 
     settings: Settings
@@ -60,6 +62,7 @@ class Resources:
     started_at: float
     keys: Keyring
     audit: AuditLog
+    persona: PersonaService
 
     @classmethod
     @asynccontextmanager
@@ -100,9 +103,10 @@ class Resources:
             if models is not None:
                 stack.callback(models.close)
             memory = await stack.enter_async_context(_memory_service(settings, db, keys, models))
+            persona = await stack.enter_async_context(_persona_service(db, keys, models))
             metrics.up.set(1)
             audit = AuditLog(db, keys)
-            yield cls(settings, db, sessions, models, memory, metrics, time.monotonic(), keys, audit)
+            yield cls(settings, db, sessions, models, memory, metrics, time.monotonic(), keys, audit, persona)
             metrics.up.set(0)
 
 
@@ -156,6 +160,17 @@ async def _memory_service(
         yield memory
     finally:
         await memory.aclose()
+
+
+@asynccontextmanager
+async def _persona_service(db: Database, keys: Keyring, models: Any) -> AsyncIterator[PersonaService]:
+    """The persona service (examples only with the embedder); its worker is stopped on exit."""
+    persona = PersonaService(db, keys, models.embed if models is not None else None)
+    await persona.start()
+    try:
+        yield persona
+    finally:
+        await persona.aclose()
 
 
 def check_models(settings: Settings) -> None:

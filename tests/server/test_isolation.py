@@ -275,7 +275,7 @@ def alice(srv: ServerProcess, fuzz_token: str) -> Owner:
     name, token = new_user(srv, "alice")
     tag = secrets.token_hex(3)
     canaries = {k: f"Zq{tag}{k}" for k in ("TurnAlpha", "LiveBravo", "MemoryCharlie", "MediaDelta", "NameEcho",
-                                             "TokenFoxtrot", "ImportGolf")}  # fmt: skip
+                                             "TokenFoxtrot", "ImportGolf", "PersonaHotel")}  # fmt: skip
 
     def api(method: str, path: str, **kwargs: Any) -> httpx.Response:
         headers = {**auth(token), **kwargs.pop("headers", {})}
@@ -308,6 +308,8 @@ def alice(srv: ServerProcess, fuzz_token: str) -> Owner:
     imported = r.json()["id"]
     with httpx.stream("GET", f"{srv.base_url}/v1/imports/{imported}/events", headers=auth(token), timeout=60) as ev:
         assert any(line == "event: done" for line in ev.iter_lines())  # finished before any snapshot is taken
+    r = api("PATCH", "/v1/persona", json={"self_description": f"I collect {canaries['PersonaHotel']} stamps."})
+    assert r.status_code == 200, r.text
     r = api("POST", "/v1/calls/outbound", json={"to": "sip:grandma@127.0.0.1", "reason": canaries["TurnAlpha"]})
     assert r.status_code == 202, r.text
     outbound = r.json()["id"]
@@ -436,6 +438,31 @@ def test_another_users_token_gets_nothing_from_any_resource_id(
         assert ok, f"{op.method} {op.path} as A: {r.status_code} {r.text[:300]} (B got {refused[op.key]})"
         if op.key == ("POST", "/v1/realtime/calls"):  # A resumed A's call session: hang that call up too
             assert httpx.delete(srv.base_url + r.headers["location"], headers=auth(alice.token)).status_code == 204
+
+
+# Per-user resources without an id: each caller only ever reaches their own. Every spec operation on these
+# paths is probed (a new operation on them is covered without listing it here).
+SINGLETONS = ("/v1/persona",)
+
+
+def test_per_user_resources_without_an_id_are_the_callers_own(
+    srv: ServerProcess, spec: dict[str, Any], alice: Owner
+) -> None:
+    """B's requests to every operation under `SINGLETONS` return none of A's data and leave A's untouched."""
+    _, bob = new_user(srv, "bob")
+    reads = {path: snapshot(httpx.get(srv.base_url + path, headers=auth(alice.token))) for path in SINGLETONS}
+    assert all(status == 200 for status, _ in reads.values())
+    probed = [op for op in operations(spec) if op.path.startswith(SINGLETONS)]
+    assert {op.method for op in probed} >= {"GET", "PATCH", "POST"}
+    for op in probed:
+        request = build_request(spec, op, {}, {})
+        r = request.send(srv.base_url, bob)
+        assert r.is_success, f"{op.method} {op.path} as B: {r.status_code} {r.text[:300]}"
+        assert leaks(r, alice, request.text()) == [], f"{op.method} {op.path} as B leaked A's data"
+    after = {path: snapshot(httpx.get(srv.base_url + path, headers=auth(alice.token))) for path in SINGLETONS}
+    for path in SINGLETONS:
+        # A rebuild B asked for is B's; A's persona is the same, down to its status and build time.
+        assert after[path] == reads[path], f"B's requests changed A's {path}"
 
 
 def test_every_private_operation_needs_a_valid_token(srv: ServerProcess, spec: dict[str, Any], alice: Owner) -> None:

@@ -48,7 +48,7 @@ async def place_call(
         offer = body.decode("utf-8")
     except UnicodeDecodeError:
         raise ApiError(400, "invalid_sdp", "the SDP offer is not UTF-8 text") from None
-    avatar = resolve_avatar(user, model)
+    avatar = await resolve_avatar(user, model, res.persona)
     if not await res.sessions.hit(f"offers:{user.user_id}", OFFERS_PER_S, 1):
         raise ApiError(429, "rate_limited", f"at most {OFFERS_PER_S} call offers per second")
     resume = await find_session(res, user, session_id, "webrtc", avatar)

@@ -29,8 +29,9 @@ from pipeline.ports import FinishedTurn, Message
 from voice_server.accounts import Principal
 from voice_server.api.deps import ResourcesDep, require_scope
 from voice_server.avatar.memory import MemoryService
-from voice_server.avatars import Avatar, avatars_for, resolve_avatar
-from voice_server.conversations import ConversationStore, prompt
+from voice_server.avatar.persona.service import PersonaService
+from voice_server.avatars import Avatar, avatar_names, resolve_avatar
+from voice_server.conversations import ConversationStore, late_context, prompt
 from voice_server.errors import ApiError
 from voice_server.session_factory import RESUME_WINDOW_S
 
@@ -99,17 +100,18 @@ class ChatCompletionRequest(BaseModel):
 @router.get("/models", summary="The caller's avatars, as OpenAI models")
 async def list_models(user: ChatUser) -> dict[str, Any]:
     """``{"object": "list", "data": [{"id", "object": "model", "created", "owned_by"}]}``."""
-    return {"object": "list", "data": [_model_card(a) for a in avatars_for(user)]}
+    return {"object": "list", "data": [_model_card(name, user.username) for name in avatar_names(user)]}
 
 
 @router.get("/models/{model_id}", summary="One of the caller's avatars")
 async def get_model(model_id: str, user: ChatUser) -> dict[str, Any]:
     """404 ``model_not_found`` unless ``model_id`` is one of the caller's avatars."""
-    return _model_card(resolve_avatar(user, model_id))
+    avatar = await resolve_avatar(user, model_id, None)  # a model card shows no persona: none is looked up
+    return _model_card(avatar.id, avatar.owner)
 
 
-def _model_card(avatar: Avatar) -> dict[str, Any]:
-    return {"id": avatar.id, "object": "model", "created": 0, "owned_by": avatar.owner}
+def _model_card(model_id: str, owner: str) -> dict[str, Any]:
+    return {"id": model_id, "object": "model", "created": 0, "owned_by": owner}
 
 
 @router.post("/chat/completions", summary="Chat with an avatar (OpenAI Chat Completions compatible)")
@@ -120,12 +122,12 @@ async def chat_completions(body: ChatCompletionRequest, user: ChatUser, res: Res
     Raises:
         ApiError: 404 unknown model, 400 bad messages or a prompt over `MAX_PROMPT_TOKENS`, 503 no models.
     """
-    avatar = resolve_avatar(user, body.model)
+    avatar = await resolve_avatar(user, body.model, res.persona)
     llm_model = res.models.llm if res.models is not None else None
     if llm_model is None:
         raise ApiError(503, "models_unavailable", "this server was started without models")
     store = ConversationStore(res.db, res.keys)
-    messages, user_text = await _prompt(body, avatar, user, store, res.memory)
+    messages, user_text = await _prompt(body, avatar, user, store, res.memory, res.persona)
     prompt_tokens = await asyncio.to_thread(llm_model.count_tokens, messages)
     if prompt_tokens > MAX_PROMPT_TOKENS:
         raise ApiError(
@@ -164,10 +166,15 @@ async def chat_completions(body: ChatCompletionRequest, user: ChatUser, res: Res
 
 
 async def _prompt(
-    body: ChatCompletionRequest, avatar: Avatar, user: Principal, store: ConversationStore, memory: MemoryService | None
+    body: ChatCompletionRequest,
+    avatar: Avatar,
+    user: Principal,
+    store: ConversationStore,
+    memory: MemoryService | None,
+    persona: PersonaService | None = None,
 ) -> tuple[list[Message], str]:
-    """The prompt for this request (persona or the client's instructions, recalled memories, history) and the
-    user's new message."""
+    """The prompt for this request (persona or the client's instructions, recalled memories and — with the
+    avatar's own persona — examples of how the user writes, history) and the user's new message."""
     instructions: list[str] = []
     dialogue: list[Message] = []
     for m in body.messages:
@@ -185,8 +192,11 @@ async def _prompt(
         history = await store.recent_history(user.user_id, max_messages=HISTORY_MESSAGES, within_s=RESUME_WINDOW_S)
         dialogue = _newest_within(history, HISTORY_CHARS) + dialogue
     user_text = dialogue[-1]["content"]
-    memories = await memory.recall(user.user_id, user_text) if memory is not None else ""
-    return prompt(system or avatar.persona, dialogue[:-1], memories, user_text), user_text
+    memories, vector = await memory.recall_with_vector(user.user_id, user_text) if memory is not None else ("", None)
+    examples = ""
+    if persona is not None and not system:  # a client's own instructions replace the persona, examples too
+        examples = await persona.examples_for(user.user_id, user.username, vector)
+    return prompt(system or avatar.persona, dialogue[:-1], late_context(memories, examples), user_text), user_text
 
 
 def _newest_within(history: list[Message], budget_chars: int) -> list[Message]:

@@ -73,7 +73,7 @@ async def realtime(ws: WebSocket, model: str | None = None, session_id: str | No
     user: Principal | None = None
     try:
         user = await _authenticate(res, token)
-        avatar = resolve_avatar(user, model)
+        avatar = await resolve_avatar(user, model, res.persona)
         if res.models is None or res.models.llm is None:
             raise ApiError(503, "models_unavailable", "this server was started without models")
         resume = await find_session(res, user, session_id, "realtime", avatar)

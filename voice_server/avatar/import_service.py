@@ -18,7 +18,7 @@ import io
 import logging
 import shutil
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -53,15 +53,27 @@ class Job:
 
 
 class ImportService:
-    """Queue, run and report imports (see the module doc). Call `start` once, `aclose` at shutdown."""
+    """Queue, run and report imports (see the module doc). Call `start` once, `aclose` at shutdown.
 
-    def __init__(self, db: Database, keys: Keyring, embedder: Embedder | None, data_dir: Path) -> None:
+    ``on_imported`` is awaited with the user's id after each import that finished (the persona rebuilds).
+    """
+
+    def __init__(
+        self,
+        db: Database,
+        keys: Keyring,
+        embedder: Embedder | None,
+        data_dir: Path,
+        *,
+        on_imported: Callable[[uuid.UUID], Awaitable[None]] | None = None,
+    ) -> None:
         self.data_dir = data_dir
         self.root = data_dir / "imports"
         self.worker = ""  # set by `start`
         self.db = db
         self.keys = keys
         self.embedder = embedder
+        self.on_imported = on_imported
         self._queue: asyncio.Queue[Job] = asyncio.Queue(QUEUE_MAX)
         self._worker: asyncio.Task[None] | None = None
         self._running: tuple[Job, asyncio.Task[None]] | None = None
@@ -202,6 +214,8 @@ class ImportService:
                 self.db, self.keys, self.embedder, user_id=job.user_id, import_id=job.import_id,
                 open_file=open_file, name=job.name, me=job.me, fmt=job.fmt, progress=progress,
             )  # fmt: skip
+            if self.on_imported is not None:
+                await self.on_imported(job.user_id)
         finally:
             await asyncio.shield(asyncio.to_thread(job.path.unlink, True))
             self._publish(job.import_id, None)

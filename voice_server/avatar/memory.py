@@ -311,24 +311,33 @@ class MemoryService:
     async def recall(self, user_id: uuid.UUID, text: str, recent: Recent | None = None) -> str:
         """The prompt section of memories relevant to ``text`` ("" if none, or if recall takes longer than
         `RECALL_TIMEOUT_S` or fails: a turn is never held up by memory)."""
+        return (await self.recall_with_vector(user_id, text, recent))[0]
+
+    async def recall_with_vector(
+        self, user_id: uuid.UUID, text: str, recent: Recent | None = None
+    ) -> tuple[str, Vector | None]:
+        """`recall`, plus the embedding of ``text`` it computed (``None`` if it did not get that far), so the
+        turn's other lookups (the persona's examples) reuse it instead of embedding the words again."""
         if not text.strip():
-            return ""
+            return "", None
+        vector: Vector | None = None
         try:
             async with asyncio.timeout(RECALL_TIMEOUT_S):
-                chosen = await self.relevant(user_id, text)
+                vector = await self.embed_one(text)
+                chosen = await self._select(user_id, vector)
         except TimeoutError:
             log.warning("memory: recall took over %.0f ms; answering without memories", RECALL_TIMEOUT_S * 1000)
-            return ""
+            return "", vector
         except Exception:
             log.warning("memory: recall failed; answering without memories", exc_info=True)
-            return ""
+            return "", vector
         if chosen:
             self._stamps.append((user_id, [m.id for m in chosen]))
             self._idle.clear()
             self._wake.set()
         if recent is not None:
             recent.push([m.id for m in chosen])
-        return policy.format_memories(chosen)
+        return policy.format_memories(chosen), vector
 
     def learn_later(self, user_id: uuid.UUID, conversation_id: uuid.UUID, turn_id: int, user_text: str) -> None:
         """Queue a just-recorded turn for extraction (see `submit`)."""
@@ -337,7 +346,9 @@ class MemoryService:
 
     async def relevant(self, user_id: uuid.UUID, text: str) -> list[Match]:
         """The ranked memories `recall` would use (no side effects)."""
-        vector = (await self.embedder.aembed([text]))[0]
+        return await self._select(user_id, await self.embed_one(text))
+
+    async def _select(self, user_id: uuid.UUID, vector: Vector) -> list[Match]:
         matches = await self.store.nearest(user_id, vector, self.weights.candidates)
         return policy.select(matches, datetime.now(UTC), self.weights)
 

@@ -4,7 +4,9 @@ Contents: ``manifest.json`` (row counts per table), ``account.json`` (profile, t
 password or token hashes — and the SIP line settings), ``conversations.json``, ``turns.jsonl`` (every turn,
 one JSON object per line), ``memories.jsonl`` (including superseded ones and their embeddings),
 ``media.json`` plus the files under ``media/``, ``share_links.json``, ``audit.jsonl`` (the user's own
-trail), ``imports.jsonl`` and ``imported_messages.jsonl`` (every imported message, opened). Data keys are
+trail), ``imports.jsonl`` and ``imported_messages.jsonl`` (every imported message, opened),
+``persona.jsonl`` (the persona's profile and edits) and ``persona_examples.jsonl`` (its examples, with their
+embeddings). Data keys are
 not exported: the archive is plaintext for its owner.
 
 The archive is produced as a stream (ZIP data descriptors, no seeking); rows come from server-side cursors a
@@ -23,6 +25,8 @@ from typing import Any
 from voice_server.avatar.import_job import IMPORT_COLUMNS, open_import, open_imported
 from voice_server.avatar.memory_store import COLUMNS as MEMORY_COLUMNS
 from voice_server.avatar.memory_store import open_row
+from voice_server.avatar.persona.store import EXPORT_COLUMNS as PERSONA_COLUMNS
+from voice_server.avatar.persona.store import open_example, open_export
 from voice_server.media import MediaStore
 from voice_server.security import fields
 from voice_server.security.audit import AuditLog
@@ -35,7 +39,7 @@ from voice_server.stores.postgres import Database
 # rows are deliberately not exported.
 EXPORTED_TABLES = (
     "users", "api_tokens", "conversations", "turns", "memories", "media", "share_links", "audit_log", "sip_lines",
-    "imports", "imported_messages",
+    "imports", "imported_messages", "personas", "persona_examples",
 )  # fmt: skip
 NOT_EXPORTED = {"user_keys": "the wrapped data key: the archive is already decrypted"}
 _BATCH = 500
@@ -148,6 +152,12 @@ async def export_archive(
     async def opened_message(row: dict[str, Any]) -> dict[str, Any]:
         return open_imported(key, row)
 
+    async def opened_persona(row: dict[str, Any]) -> dict[str, Any]:
+        return open_export(key, row)
+
+    async def opened_example(row: dict[str, Any]) -> dict[str, Any]:
+        return open_example(key, row)
+
     async def opened_audit(row: dict[str, Any]) -> dict[str, Any]:
         return {**row, "source": await audit.open_source(row)}
 
@@ -163,6 +173,11 @@ async def export_archive(
         ("imported_messages", "imported_messages.jsonl",
          "SELECT id, import_id, source, conversation, sender, text, at, is_user, attachment FROM imported_messages"
          " WHERE user_id = %s ORDER BY at, id", (user_id,), opened_message),
+        ("personas", "persona.jsonl", f"SELECT {PERSONA_COLUMNS} FROM personas WHERE user_id = %s", (user_id,),
+         opened_persona),
+        ("persona_examples", "persona_examples.jsonl",
+         "SELECT id, text, embedding FROM persona_examples WHERE user_id = %s ORDER BY id", (user_id,),
+         opened_example),
         ("audit_log", "audit.jsonl",
          "SELECT seq, at, actor_id, user_id, action, resource, outcome, status, source FROM audit_log"
          " WHERE user_id = %s OR actor_id = %s ORDER BY seq", (user_id, user_id), opened_audit),

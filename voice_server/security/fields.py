@@ -63,6 +63,19 @@ def imported(column: ImportedColumn, message_id: uuid.UUID) -> str:
     return f"imported_messages.{column}|{message_id}"
 
 
+PersonaColumn = Literal["profile", "edits"]
+
+
+def persona(column: PersonaColumn, user_id: uuid.UUID) -> str:
+    """A persona's profile or edits document (one persona per user)."""
+    return f"personas.{column}|{user_id}"
+
+
+def persona_example(example_id: uuid.UUID) -> str:
+    """A behavioural example's text (one of the user's own messages)."""
+    return f"persona_examples.text|{example_id}"
+
+
 def audit_source(seq: int) -> str:
     """The source address in audit row ``seq``."""
     return f"audit_log.source|{seq}"

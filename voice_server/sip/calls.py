@@ -325,8 +325,8 @@ class SipCallManager:
                         await call.ended.wait()  # a CANCEL (or shutdown) while ringing
             if call.ended.is_set():
                 return
-            call.conversation = await open_conversation(self.res, principal, _avatar_for(principal), "sip",
-                                                        call.transport)  # fmt: skip
+            avatar = await _avatar_for(self.res, principal)
+            call.conversation = await open_conversation(self.res, principal, avatar, "sip", call.transport)
             if call.cancelled or call.ended.is_set():
                 return
             # Audited before the call is answered: no conversation runs unrecorded (a failure refuses it, 503).
@@ -370,8 +370,8 @@ class SipCallManager:
         session: asyncio.Task[None] | None = None
         try:
             await self._open_media(call, negotiated)
-            call.conversation = await open_conversation(self.res, principal, _avatar_for(principal), "sip",
-                                                        call.transport)  # fmt: skip
+            avatar = await _avatar_for(self.res, principal)
+            call.conversation = await open_conversation(self.res, principal, avatar, "sip", call.transport)
             call.transport.feed_text(greeting)
             if not call.ended.is_set():
                 session = await self._converse(call)
@@ -588,10 +588,10 @@ class SipCallManager:
                          codecs=codecs, dtmf_pt=dtmf, direction=neg.direction)  # fmt: skip
 
 
-def _avatar_for(principal: Any) -> Any:
+async def _avatar_for(res: Any, principal: Any) -> Any:
     from voice_server.avatars import avatars_for
 
-    return avatars_for(principal)[0]
+    return (await avatars_for(principal, res.persona))[0]
 
 
 def _short(call_id: str) -> str:
