@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from typing import Literal
 
 from pipeline.ports import FinishedTurn, Message
+from voice_server.avatar.bond_service import BondService
 from voice_server.avatar.memory import MemoryService
 from voice_server.live_sessions import LiveSessions, LiveState, heard_messages, window
 from voice_server.security import fields
@@ -163,6 +164,11 @@ def prompt(system: str, history: Sequence[Message], memories: str, user_text: st
     return [{"role": "system", "content": system}, *history, *recalled, {"role": "user", "content": user_text}]
 
 
+def late_context(*parts: str) -> str:
+    """The per-turn system message from its parts (bond tone, recalled memories, ...), empty ones left out."""
+    return "\n\n".join(p for p in parts if p)
+
+
 class AvatarContext:
     """The `ContextBuilder` of one server conversation: persona + recalled memories + heard history + the turn.
 
@@ -174,6 +180,8 @@ class AvatarContext:
         memory: Long-term memory (recall before each answer, learning after each turn), or ``None`` when the
             server runs without the embedding model.
         live: Where the session's live state is kept (Redis) and the state itself, updated at each turn.
+        bond: The emotional bond: its tone line joins the per-turn system message; each turn's words are
+            observed after the reply (queued, off the turn's path).
     """
 
     def __init__(
@@ -184,8 +192,10 @@ class AvatarContext:
         persona: str,
         memory: MemoryService | None = None,
         live: tuple[LiveSessions, LiveState] | None = None,
+        bond: BondService | None = None,
     ) -> None:
         self.store = store
+        self.bond = bond
         self.conversation_id = conversation_id
         self.user_id = user_id
         self.persona = persona
@@ -200,12 +210,16 @@ class AvatarContext:
         memories = ""
         if self.memory is not None:
             memories = await self.memory.recall(self.user_id, transcript, self.memory.recent_for(self.conversation_id))
+        if self.bond is not None:
+            memories = late_context(await self.bond.tone(self.user_id), memories)
         return prompt(self.persona, history, memories, transcript)
 
     async def after_turn(self, user: str, turn: FinishedTurn) -> None:
         turn_id = await self.store.add_turn(self.conversation_id, self.user_id, turn)
         if self.memory is not None:
             self.memory.learn_later(self.user_id, self.conversation_id, turn_id, turn.user_text)
+        if self.bond is not None:
+            self.bond.observe(self.user_id, turn.user_text)
         if self.live is not None:
             sessions, state = self.live
             state.history = window(state.history, turn.user_text, turn.heard_text)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from voice_server.avatar.bond_service import BondService
 from voice_server.avatar.memory import MemoryService
 from voice_server.avatar.memory_policy import RecallWeights
 from voice_server.config import Settings
@@ -49,6 +50,7 @@ class Resources:
         started_at: ``time.monotonic()`` when the resources became ready.
         keys: Users' data keys (encryption at rest).
         audit: The hash-chained audit log.
+        bond: The users' emotional bonds (observed after each turn, a tone line before each answer).
     """
 
     settings: Settings
@@ -60,6 +62,7 @@ class Resources:
     started_at: float
     keys: Keyring
     audit: AuditLog
+    bond: BondService | None = None
 
     @classmethod
     @asynccontextmanager
@@ -100,9 +103,10 @@ class Resources:
             if models is not None:
                 stack.callback(models.close)
             memory = await stack.enter_async_context(_memory_service(settings, db, keys, models))
+            bond = await stack.enter_async_context(_bond_service(db, keys))
             metrics.up.set(1)
             audit = AuditLog(db, keys)
-            yield cls(settings, db, sessions, models, memory, metrics, time.monotonic(), keys, audit)
+            yield cls(settings, db, sessions, models, memory, metrics, time.monotonic(), keys, audit, bond)
             metrics.up.set(0)
 
 
@@ -115,9 +119,7 @@ async def _keyring(settings: Settings, db: Database) -> Keyring:
             key this database's data keys are wrapped with.
     """
     async with db.pool.connection() as conn:
-        cur = await conn.execute(
-            "SELECT master_key_id FROM user_keys UNION SELECT master_key_id FROM server_keys"
-        )
+        cur = await conn.execute("SELECT master_key_id FROM user_keys UNION SELECT master_key_id FROM server_keys")
         wrapped_by = {row["master_key_id"] for row in await cur.fetchall()}
         if wrapped_by and not settings.key_file.exists():
             # Never generate a fresh key over encrypted data: it could not read anything, and would hide the loss.
@@ -156,6 +158,17 @@ async def _memory_service(
         yield memory
     finally:
         await memory.aclose()
+
+
+@asynccontextmanager
+async def _bond_service(db: Database, keys: Keyring) -> AsyncIterator[BondService]:
+    """The bond service; its worker applies what is queued and stops on exit."""
+    bond = BondService(db, keys)
+    await bond.start()
+    try:
+        yield bond
+    finally:
+        await bond.aclose()
 
 
 def check_models(settings: Settings) -> None:

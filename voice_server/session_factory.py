@@ -130,9 +130,12 @@ async def open_conversation(
         state = LiveState(session_id_for(conversation_id), str(user.user_id), str(conversation_id), avatar.id, channel)
     state.history, state.turn_state, state.pending = list(history), "listening", None
     await sessions.save(state)
-    context = AvatarContext(store, conversation_id, user.user_id, avatar.persona, res.memory, live=(sessions, state))
-    session = Session(transport, models, context=context, config=config, observer=res.metrics.for_channel(channel),
-                      history=history)
+    context = AvatarContext(
+        store, conversation_id, user.user_id, avatar.persona, res.memory, live=(sessions, state), bond=res.bond
+    )
+    session = Session(
+        transport, models, context=context, config=config, observer=res.metrics.for_channel(channel), history=history
+    )
     live = res.metrics.live_conversations.labels(channel)
     live.inc()
     return Conversation(session, context, store, live, state, sessions)

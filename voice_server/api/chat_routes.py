@@ -28,9 +28,10 @@ from pipeline.llm import ConversationLlm, ReplyPolicy
 from pipeline.ports import FinishedTurn, Message
 from voice_server.accounts import Principal
 from voice_server.api.deps import ResourcesDep, require_scope
+from voice_server.avatar.bond_service import BondService
 from voice_server.avatar.memory import MemoryService
 from voice_server.avatars import Avatar, avatars_for, resolve_avatar
-from voice_server.conversations import ConversationStore, prompt
+from voice_server.conversations import ConversationStore, late_context, prompt
 from voice_server.errors import ApiError
 from voice_server.session_factory import RESUME_WINDOW_S
 
@@ -125,7 +126,7 @@ async def chat_completions(body: ChatCompletionRequest, user: ChatUser, res: Res
     if llm_model is None:
         raise ApiError(503, "models_unavailable", "this server was started without models")
     store = ConversationStore(res.db, res.keys)
-    messages, user_text = await _prompt(body, avatar, user, store, res.memory)
+    messages, user_text = await _prompt(body, avatar, user, store, res.memory, res.bond)
     prompt_tokens = await asyncio.to_thread(llm_model.count_tokens, messages)
     if prompt_tokens > MAX_PROMPT_TOKENS:
         raise ApiError(
@@ -139,6 +140,7 @@ async def chat_completions(body: ChatCompletionRequest, user: ChatUser, res: Res
         max_sentences=None,
     )
     exchange = _Exchange(ConversationLlm(llm_model, policy), messages, user_text, avatar, user, store, res.memory)
+    exchange.bond = res.bond
     if body.stream:
         usage = body.stream_options is not None and body.stream_options.include_usage
         return StreamingResponse(
@@ -164,7 +166,12 @@ async def chat_completions(body: ChatCompletionRequest, user: ChatUser, res: Res
 
 
 async def _prompt(
-    body: ChatCompletionRequest, avatar: Avatar, user: Principal, store: ConversationStore, memory: MemoryService | None
+    body: ChatCompletionRequest,
+    avatar: Avatar,
+    user: Principal,
+    store: ConversationStore,
+    memory: MemoryService | None,
+    bond: BondService | None = None,
 ) -> tuple[list[Message], str]:
     """The prompt for this request (persona or the client's instructions, recalled memories, history) and the
     user's new message."""
@@ -186,6 +193,8 @@ async def _prompt(
         dialogue = _newest_within(history, HISTORY_CHARS) + dialogue
     user_text = dialogue[-1]["content"]
     memories = await memory.recall(user.user_id, user_text) if memory is not None else ""
+    if bond is not None:
+        memories = late_context(await bond.tone(user.user_id), memories)
     return prompt(system or avatar.persona, dialogue[:-1], memories, user_text), user_text
 
 
@@ -243,6 +252,7 @@ class _Exchange:
         self.user = user
         self.store = store
         self.memory = memory
+        self.bond: BondService | None = None
         self.id = "chatcmpl-" + secrets.token_hex(12)
         self.created = int(time.time())
         self.stats = GenerationStats()
@@ -317,3 +327,5 @@ class _Exchange:
         turn_id = await self.store.add_turn(conversation, self.user.user_id, turn)
         if self.memory is not None:
             self.memory.learn_later(self.user.user_id, conversation, turn_id, self.user_text)
+        if self.bond is not None:
+            self.bond.observe(self.user.user_id, self.user_text)

@@ -35,7 +35,7 @@ from voice_server.stores.postgres import Database
 # rows are deliberately not exported.
 EXPORTED_TABLES = (
     "users", "api_tokens", "conversations", "turns", "memories", "media", "share_links", "audit_log", "sip_lines",
-    "imports", "imported_messages",
+    "imports", "imported_messages", "bonds", "proactive_settings", "milestones", "proactive_jobs", "notifications",
 )  # fmt: skip
 NOT_EXPORTED = {"user_keys": "the wrapped data key: the archive is already decrypted"}
 _BATCH = 500

@@ -84,8 +84,9 @@ async def plan_user(conn: Conn, keys: Keyring, row: dict[str, Any], now: datetim
         if occurrence is not None:
             found.append(occurrence)
     today = prefs.local(now).date()
+    if rules.day_due(prefs, None, now):
+        found += rules.dated_milestones(prefs, await milestones_on(conn, row["id"], today), now)
     if rules.day_due(prefs, created_at, now):
-        found += rules.dated_milestones(prefs, created_at, await milestones_on(conn, row["id"], today), now)
         if not await _job_exists(conn, row["id"], "on_this_day", f"on_this_day:{today.isoformat()}"):
             user_key = key or await keys.for_user(conn, row["id"])
             memories = await dated_memories(conn, user_key, today)

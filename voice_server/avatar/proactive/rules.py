@@ -7,10 +7,12 @@ most once (`voice_server.avatar.proactive.scheduler`).
 
 Timing, in the user's timezone:
 
-- Day-based kinds (greeting, "on this day", dated milestones) are due at the morning time of the local date
-  and only for an account that existed an hour before it (someone who signs up at 07:59 is not greeted at
-  08:00, and tests that create accounts never race a morning). A greeting is good for `GREETING_VALID`
-  after the moment it could first be delivered; the others until the local day ends.
+- Day-based kinds (greeting, "on this day", dated milestones) are due at the morning time of the local date.
+  The ones the avatar decides on by itself (greeting, "on this day", celebrations found in memories) only
+  for an account that existed an hour before it: someone who signs up at 07:59 is not greeted at 08:00
+  (and tests that create accounts never race a morning). What the user set (their birthday, a milestone)
+  counts from the moment they set it. A greeting is good for `GREETING_VALID` after the moment it could
+  first be delivered; the others until the local day ends.
 - A check-in is due ``checkin_after_days / reach_out`` days after the last contact (the bond's reach-out
   factor: a close bond or a low mood checks in sooner), once per silence.
 - Streak and conversation-count milestones are due when reached.
@@ -142,17 +144,20 @@ def next_midnight(prefs: Preferences, day: date) -> datetime:
     return prefs.moment(day + timedelta(days=1), time(0, 0))
 
 
-def _day_window(prefs: Preferences, created_at: datetime, now: datetime) -> tuple[date, datetime, datetime] | None:
-    """(local date, due, end of day) when the day-based kinds of today are due, else ``None``."""
+def _day_window(
+    prefs: Preferences, created_at: datetime | None, now: datetime
+) -> tuple[date, datetime, datetime] | None:
+    """(local date, due, end of day) when today's day-based kinds are due, else ``None``; ``created_at``
+    (the account's) applies `MIN_ACCOUNT_AGE`, ``None`` does not."""
     today = prefs.local(now).date()
     due = prefs.morning(today)
-    if now < due or created_at > due - MIN_ACCOUNT_AGE:
+    if now < due or (created_at is not None and created_at > due - MIN_ACCOUNT_AGE):
         return None
     return today, due, next_midnight(prefs, today)
 
 
-def day_due(prefs: Preferences, created_at: datetime, now: datetime) -> bool:
-    """Whether today's day-based kinds are due for this account (its local morning has come)."""
+def day_due(prefs: Preferences, created_at: datetime | None, now: datetime) -> bool:
+    """Whether today's morning has come (for an account created at ``created_at``: see `MIN_ACCOUNT_AGE`)."""
     return _day_window(prefs, created_at, now) is not None
 
 
@@ -227,15 +232,13 @@ class Milestone:
     kind: MilestoneKind
 
 
-def dated_milestones(
-    prefs: Preferences, created_at: datetime, milestones: Sequence[Milestone], now: datetime
-) -> list[Occurrence]:
+def dated_milestones(prefs: Preferences, milestones: Sequence[Milestone], now: datetime) -> list[Occurrence]:
     """Today's birthday (the setting) and today's user-set milestones.
 
     A user-set date counts from the year after it (an anniversary's own day is not its anniversary; a date
     in the future has no occurrence yet). The birthday setting counts every year, its own year excepted.
     """
-    window = _day_window(prefs, created_at, now)
+    window = _day_window(prefs, None, now)
     if window is None:
         return []
     today, due, end = window
