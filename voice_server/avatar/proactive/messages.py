@@ -30,9 +30,8 @@ _NUMBER = re.compile(r"\d+(?:[.,]\d+)?")
 _MONTHS = ("january", "february", "march", "april", "may", "june", "july", "august", "september", "october",
            "november", "december")  # fmt: skip
 _MONTH_WORDS = re.compile(
-    r"\b(?:january|february|march|april|june|july|august|september|october|november|december|jan|feb|mar|apr|"
-    r"jun|jul|aug|sept?|oct|nov|dec)\b|\bMay\b",  # "may" the verb is common; "May" mid-sentence is a month
-    re.IGNORECASE,
+    r"(?i:\b(?:january|february|march|april|june|july|august|september|october|november|december|jan|feb|mar|"
+    r"apr|jun|jul|aug|sept?|oct|nov|dec)\b)|\bMay\b"  # "may" the verb is common; capitalised "May" is a month
 )
 _WEEKDAYS = re.compile(r"\b(?:monday|tuesday|wednesday|thursday|friday|saturday|sunday)s?\b", re.IGNORECASE)
 _NUMBER_WORDS: Final = {
