@@ -15,7 +15,7 @@ Each user turn is contact: affinity grows a little (more when the words are posi
 (`voice_server.avatar.sentiment`).
 
 What it implies: a tone line for the per-turn prompt (`tone_line`) and the reach-out factor the scheduler
-divides the check-in delay by (`reach_out`: 0.5–1.5; a close bond or a low mood checks in sooner).
+divides the check-in delay by (`reach_out`: 1–1.5; a close bond or a low mood checks in sooner).
 """
 
 from __future__ import annotations
@@ -114,10 +114,10 @@ def current_streak(state: BondState, today: date) -> int:
 
 
 def reach_out(state: BondState, now: datetime) -> float:
-    """How eagerly to check in (0.5–1.5): 1 at the start, up to +0.4 for a close bond, +0.3 for a low mood,
-    down to 0.5 for a distant one. The check-in delay is divided by it."""
+    """How eagerly to check in (1–1.5): 1 at the starting affinity, up to +0.56 for the closest bond, +0.3 for
+    a low mood; clamped to 0.5–1.5. The check-in delay is divided by it."""
     s = decayed(state, now)
-    factor = 1.0 + 0.8 * (s.affinity - 0.5) + (0.3 if mood_label(s.mood) == "negative" else 0.0)
+    factor = 1.0 + 0.8 * (s.affinity - AFFINITY_START) + (0.3 if mood_label(s.mood) == "negative" else 0.0)
     return round(min(max(factor, 0.5), 1.5), 3)
 
 

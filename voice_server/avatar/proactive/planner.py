@@ -77,7 +77,9 @@ async def plan_user(conn: Conn, keys: Keyring, row: dict[str, Any], now: datetim
     found: list[Occurrence] = []
     for occurrence in (
         rules.greeting(prefs, created_at, now),
-        rules.checkin(prefs, last_contact(row), bond.reach_out(state, now), now),
+        # The bond as it was at the last contact sets the delay: a fixed due time, not one that recedes as the
+        # bond decays during the very silence being measured.
+        rules.checkin(prefs, last_contact(row), bond.reach_out(state, state.last_contact or now), now),
         rules.streak(prefs, state.streak_days, state.last_day, now),
         rules.conversation_count(int(row["conversations"]), now),
     ):

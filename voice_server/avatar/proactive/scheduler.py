@@ -4,8 +4,8 @@ One pass (`ProactiveScheduler.tick`) at the clock's ``now``:
 
 1. plan — every user's due occurrences become job rows (`planner`), idempotently;
 2. take back — a job left ``running`` longer than `LEASE` (its worker died) is ``pending`` again;
-3. claim — up to `CLAIM_BATCH` due ``pending`` jobs move to ``running`` for this worker in one statement
-   (``FOR UPDATE SKIP LOCKED``: concurrent workers claim disjoint jobs, nobody waits);
+3. claim — the next due ``pending`` job moves to ``running`` for this worker in one statement (``FOR UPDATE
+   SKIP LOCKED``: concurrent workers claim different jobs, nobody waits), repeated while jobs are due;
 4. process each: opted out → skipped; expired → skipped; inside quiet hours → back to ``pending``, due when
    they end; otherwise its message is composed (`messages.compose`, the LLM off the event loop) and, in
    one transaction, the job is marked ``sent`` — only if this worker still holds the claim — and the
@@ -45,7 +45,9 @@ from voice_server.stores.postgres import Database
 log = logging.getLogger(__name__)
 
 LEASE: Final = timedelta(minutes=10)
-CLAIM_BATCH: Final = 8
+# One job per claim: a worker that dies holds at most the job it was writing (until the lease ends), never a
+# batch it had not started; a claim is one indexed UPDATE, cheap next to composing a message.
+CLAIM_BATCH: Final = 1
 MAX_ATTEMPTS: Final = 3
 RETRY_AFTER: Final = timedelta(minutes=5)
 JOB_COLUMNS: Final = "id, user_id, kind, occurrence, due_at, expires_at, grounding, attempts"
