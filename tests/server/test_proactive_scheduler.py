@@ -426,3 +426,29 @@ async def test_live_delivery_through_listen_notify(db: Database) -> None:
         assert note is not None and note["kind"] == "greeting" and note["text"].startswith("Good morning")
     finally:
         await hub.aclose()
+
+
+async def test_avatar_context_adds_the_tone_line_and_observes_the_turn(db: Database) -> None:
+    """The turn hooks: ``after_turn`` queues the user's words for the bond (applied off the turn), and the next
+    ``build_context`` puts the tone line in the late system message, never in the cached persona prefix."""
+    from pipeline.ports import FinishedTurn
+    from voice_server.conversations import AvatarContext, ConversationStore
+
+    user = await new_user(db)
+    bonds = BondService(db, KEYS)
+    await bonds.start()
+    try:
+        store = ConversationStore(db, KEYS)
+        conversation = await store.start(user, "soma", "chat")
+        context = AvatarContext(store, conversation, user, "You are Soma.", bond=bonds)
+        first = await context.build_context(str(user), "hello", [])
+        assert first == [{"role": "system", "content": "You are Soma."}, {"role": "user", "content": "hello"}]
+        for text in ("I feel awful, my cat is sick.", "I am so sad and worried."):
+            await context.after_turn(str(user), FinishedTurn(1, text, "Oh no.", "Oh no.", False))
+        await asyncio.wait_for(bonds.drained(), 10)
+        messages = await context.build_context(str(user), "hi again", [])
+        assert messages[0] == {"role": "system", "content": "You are Soma."}
+        assert messages[1]["role"] == "system" and messages[1]["content"].startswith("Tone: ")
+        assert "gentle" in messages[1]["content"] and messages[-1]["content"] == "hi again"
+    finally:
+        await bonds.aclose()
