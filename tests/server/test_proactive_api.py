@@ -69,10 +69,10 @@ def wait_notifications(server: ServerProcess, token: str, count: int, timeout: f
         time.sleep(0.3)
 
 
-async def next_event(lines: AsyncIterator[str], timeout: float = 60) -> dict[str, str]:
+async def next_event(lines: AsyncIterator[str], wait_s: float = 60) -> dict[str, str]:
     """The next SSE event (``id``, ``event``, ``data`` fields), skipping comments and ``retry``."""
     event: dict[str, str] = {}
-    async with asyncio.timeout(timeout):
+    async with asyncio.timeout(wait_s):
         async for line in lines:
             if not line:
                 if "data" in event:

@@ -128,6 +128,11 @@ class NotificationHub:
         for sub in list(self._subs.get(user_id, ())):
             sub.offer(notification)
 
+    def drop_user(self, user_id: uuid.UUID) -> None:
+        """End every subscription of ``user_id`` here (their account is being erased)."""
+        for sub in list(self._subs.get(user_id, ())):
+            sub.drop()
+
     def drop_all(self) -> None:
         for subs in list(self._subs.values()):
             for sub in list(subs):

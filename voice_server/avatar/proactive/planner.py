@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, Final
 
 from voice_server.avatar import bond
@@ -55,20 +55,36 @@ def last_contact(row: dict[str, Any]) -> datetime | None:
     return max(found) if found else None
 
 
+Known = set[tuple[uuid.UUID, str, str]]
+
+
+async def recent_keys(conn: Conn, now: datetime) -> Known:
+    """(user, kind, occurrence) of the jobs due in the last two days: what a pass need not insert again or
+    scan for (day-based occurrences are due today, so this covers them; an older one's insert is a no-op)."""
+    cur = await conn.execute(
+        "SELECT user_id, kind, occurrence FROM proactive_jobs WHERE due_at >= %s", (now - timedelta(days=2),)
+    )
+    return {(r["user_id"], r["kind"], r["occurrence"]) for r in await cur.fetchall()}
+
+
 async def plan_users(conn: Conn, keys: Keyring, now: datetime) -> int:
     """Insert a job for every occurrence that is due for any user; the number of new jobs."""
+    known = await recent_keys(conn, now)
     cur = await conn.execute(USERS_SQL)
     created = 0
     for row in await cur.fetchall():
         try:
-            created += await plan_user(conn, keys, row, now)
+            created += await plan_user(conn, keys, row, now, known)
         except Exception:  # one user's broken data must not stop everyone else's messages
             log.exception("proactive: planning failed for one user; skipped this pass")
     return created
 
 
-async def plan_user(conn: Conn, keys: Keyring, row: dict[str, Any], now: datetime) -> int:
-    """Insert the due jobs of one user (a `USERS_SQL` row); the number of new ones."""
+async def plan_user(conn: Conn, keys: Keyring, row: dict[str, Any], now: datetime, known: Known | None = None) -> int:
+    """Insert the due jobs of one user (a `USERS_SQL` row) that ``known`` (`recent_keys`) does not list; the
+    number of new ones."""
+    known = known if known is not None else set()
+    user_id: uuid.UUID = row["id"]
     key = await _key_if_needed(conn, keys, row)
     prefs = preferences_from_row(key, row) if row["has_settings"] is not None and key is not None else (
         _prefs_without_birthday(row))  # fmt: skip
@@ -89,12 +105,12 @@ async def plan_user(conn: Conn, keys: Keyring, row: dict[str, Any], now: datetim
     if rules.day_due(prefs, None, now):
         found += rules.dated_milestones(prefs, await milestones_on(conn, row["id"], today), now)
     if rules.day_due(prefs, created_at, now):
-        if not await _job_exists(conn, row["id"], "on_this_day", f"on_this_day:{today.isoformat()}"):
+        if (user_id, "on_this_day", f"on_this_day:{today.isoformat()}") not in known:
             user_key = key or await keys.for_user(conn, row["id"])
             memories = await dated_memories(conn, user_key, today)
             messages = await past_messages(conn, user_key, today)
             found += rules.day_scan(prefs, created_at, memories, messages, now)
-    return await insert_jobs(conn, row["id"], found)
+    return await insert_jobs(conn, user_id, [o for o in found if (user_id, o.kind, o.key) not in known])
 
 
 def _prefs_without_birthday(row: dict[str, Any]) -> Preferences:
@@ -103,14 +119,6 @@ def _prefs_without_birthday(row: dict[str, Any]) -> Preferences:
     kinds: frozenset[rules.Kind] = frozenset(k for k in rules.KINDS if k in set(row["disabled_kinds"]))
     return Preferences(row["timezone"], row["morning_time"], row["quiet_start"], row["quiet_end"],
                        int(row["checkin_after_days"]), kinds, None)  # fmt: skip
-
-
-async def _job_exists(conn: Conn, user_id: uuid.UUID, kind: str, occurrence: str) -> bool:
-    cur = await conn.execute(
-        "SELECT 1 FROM proactive_jobs WHERE user_id = %s AND kind = %s AND occurrence = %s",
-        (user_id, kind, occurrence),
-    )
-    return await cur.fetchone() is not None
 
 
 async def insert_jobs(conn: Conn, user_id: uuid.UUID, found: list[Occurrence]) -> int:
