@@ -12,8 +12,10 @@ across processes.
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import time
+import zipfile
 from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -227,6 +229,12 @@ async def test_events_arrive_live_and_are_replayed_after_reconnect(server: Serve
         _, stranger = await asyncio.to_thread(new_user, server, "stranger")
         r = await client.post(f"/v1/notifications/{first['id']}/read", headers=auth(stranger))
         assert r.status_code == 404
+        archive = zipfile.ZipFile(io.BytesIO((await client.get("/v1/me/export")).content))
+    exported = [json.loads(line) for line in archive.read("notifications.jsonl").decode().splitlines()]
+    assert {n["text"] for n in exported} == {first["text"], second["text"]}  # opened for their owner
+    titles = [json.loads(line)["title"] for line in archive.read("milestones.jsonl").decode().splitlines()]
+    assert titles == ["our wedding anniversary", "the day we met"]
+    assert json.loads(archive.read("manifest.json"))["tables"]["notifications"] == 2
 
 
 async def test_the_realtime_socket_receives_soma_notification(model_server: ServerProcess) -> None:
