@@ -22,10 +22,12 @@ from argon2.exceptions import InvalidHashError, VerificationError
 
 TOKEN_PREFIX = "soma_"
 # A closed set, so a typo in a scope is an error rather than a token that can do nothing.
-# ``memories`` and ``media`` grant reading and changing; their ``:read``/``:write`` halves grant one of the two.
+# ``memories``, ``media`` and ``proactive`` grant reading and changing; their ``:read``/``:write`` halves grant
+# one of the two. ``events`` reads the avatar's messages (``/v1/events``, ``/v1/notifications``) and marks them
+# read; ``proactive`` covers the bond, the proactive settings and milestones.
 SCOPES = frozenset({
     "*", "calls", "chat", "memories", "memories:read", "memories:write", "persona", "media", "media:read",
-    "media:write", "admin",
+    "media:write", "admin", "events", "proactive", "proactive:read", "proactive:write",
 })  # fmt: skip
 USERNAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{1,31}$")
 MIN_PASSWORD_LEN = 8

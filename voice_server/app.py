@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -20,11 +21,14 @@ from voice_server.api import (
     memory_routes,
     persona_routes,
     privacy_routes,
+    proactive_routes,
     realtime_routes,
     sip_routes,
     system,
 )
+from voice_server.avatar.import_job import worker_id
 from voice_server.avatar.import_service import ImportService
+from voice_server.avatar.proactive.service import ProactiveService
 from voice_server.config import Settings, load_settings
 from voice_server.errors import install_error_handlers
 from voice_server.http_limits import BodyLimitMiddleware
@@ -59,9 +63,16 @@ def create_app(settings: Settings, resources: Resources | None = None) -> FastAP
             res.db, res.keys, embedder, res.settings.data_dir, on_imported=res.persona.after_import
         )
         await app.state.imports.start()
+        llm = res.models.llm if res.models is not None else None
+        app.state.proactive = ProactiveService(
+            res.db, res.keys, worker=await asyncio.to_thread(worker_id, res.settings.data_dir), llm=llm,
+            schedule=res.settings.proactive, interval_s=float(res.settings.proactive_interval_s),
+        )  # fmt: skip
+        await app.state.proactive.start()
         try:
             yield
         finally:
+            await app.state.proactive.aclose()
             await app.state.imports.aclose()
             if app.state.sip is not None:
                 await app.state.sip.aclose()
@@ -109,6 +120,7 @@ def create_app(settings: Settings, resources: Resources | None = None) -> FastAP
     app.include_router(import_routes.router)
     app.include_router(persona_routes.router)
     app.include_router(privacy_routes.router)
+    app.include_router(proactive_routes.router)
     app.include_router(sip_routes.router)
     app.include_router(sip_routes.outbound)
     if WEB_DIR.is_dir():

@@ -70,6 +70,10 @@ class Settings:
         memory_llm_extraction: Also ask the local LLM for memory candidates after each turn (rules always
             run). Off by default: on a 2-core machine it competes with live calls for the CPU.
         memory_budget_tokens: Most prompt tokens recalled memories may take per turn.
+        proactive: Run the proactive scheduler in this process (greetings, check-ins, "on this day",
+            milestones). Several processes on one database may all run it: each message is sent once.
+        proactive_interval_s: The longest the scheduler waits between passes (it wakes earlier when a job is
+            due, and at once when a user changes their settings or milestones).
         webrtc_ice_servers: Comma-separated STUN/TURN URLs for WebRTC calls (``stun:host:3478``,
             ``turn:host:3478?transport=udp``); empty: host candidates only (LAN and loopback).
         webrtc_ice_username: TURN username, if the TURN server needs one.
@@ -120,6 +124,8 @@ class Settings:
     llm_max_batch: int = 4
     memory_llm_extraction: bool = False
     memory_budget_tokens: int = 200
+    proactive: bool = True
+    proactive_interval_s: int = 60
     webrtc_ice_servers: str = ""
     webrtc_ice_username: str | None = None
     webrtc_ice_credential: str | None = None
@@ -163,6 +169,8 @@ class Settings:
             raise ConfigError(f"llm_max_batch: must be 1-64, got {self.llm_max_batch}")
         if not 0 <= self.memory_budget_tokens <= 2000:
             raise ConfigError(f"memory_budget_tokens: must be 0-2000, got {self.memory_budget_tokens}")
+        if not 1 <= self.proactive_interval_s <= 3600:
+            raise ConfigError(f"proactive_interval_s: must be 1-3600, got {self.proactive_interval_s}")
         for url in self.ice_urls:
             if not url.startswith(("stun:", "stuns:", "turn:", "turns:")):
                 raise ConfigError(f"webrtc_ice_servers: {url!r} is not a stun:/turn: URL")

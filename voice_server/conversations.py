@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from typing import Literal
 
 from pipeline.ports import FinishedTurn, Message
+from voice_server.avatar.bond_service import BondService
 from voice_server.avatar.memory import MemoryService
 from voice_server.avatar.persona.service import PersonaService
 from voice_server.live_sessions import LiveSessions, LiveState, heard_messages, window
@@ -184,6 +185,8 @@ class AvatarContext:
             context ("how <name> writes"), while the avatar's own persona is in use (a client's instructions
             replace it, and these with it).
         username: The user's username (the persona's fallback name).
+        bond: The emotional bond: its tone line joins the per-turn system message; each turn's words are
+            observed after the reply (queued, off the turn's path).
     """
 
     def __init__(
@@ -196,8 +199,10 @@ class AvatarContext:
         live: tuple[LiveSessions, LiveState] | None = None,
         examples: PersonaService | None = None,
         username: str = "",
+        bond: BondService | None = None,
     ) -> None:
         self.store = store
+        self.bond = bond
         self.conversation_id = conversation_id
         self.user_id = user_id
         self.persona = persona
@@ -219,12 +224,15 @@ class AvatarContext:
         examples = ""
         if self.examples is not None and self.persona == self._own_persona:
             examples = await self.examples.examples_for(self.user_id, self.username, vector)
-        return prompt(self.persona, history, late_context(memories, examples), transcript)
+        tone = await self.bond.tone(self.user_id) if self.bond is not None else ""
+        return prompt(self.persona, history, late_context(tone, memories, examples), transcript)
 
     async def after_turn(self, user: str, turn: FinishedTurn) -> None:
         turn_id = await self.store.add_turn(self.conversation_id, self.user_id, turn)
         if self.memory is not None:
             self.memory.learn_later(self.user_id, self.conversation_id, turn_id, turn.user_text)
+        if self.bond is not None:
+            self.bond.observe(self.user_id, turn.user_text)
         if self.live is not None:
             sessions, state = self.live
             state.history = window(state.history, turn.user_text, turn.heard_text)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from voice_server.avatar.bond_service import BondService
 from voice_server.avatar.memory import MemoryService
 from voice_server.avatar.memory_policy import RecallWeights
 from voice_server.avatar.persona.service import PersonaService
@@ -51,6 +52,7 @@ class Resources:
         keys: Users' data keys (encryption at rest).
         audit: The hash-chained audit log.
         persona: Users' personas (rebuilds, cached system prompts, per-turn examples).
+        bond: The users' emotional bonds (observed after each turn, a tone line before each answer).
     """
 
     settings: Settings
@@ -63,6 +65,7 @@ class Resources:
     keys: Keyring
     audit: AuditLog
     persona: PersonaService
+    bond: BondService | None = None
 
     @classmethod
     @asynccontextmanager
@@ -104,9 +107,10 @@ class Resources:
                 stack.callback(models.close)
             memory = await stack.enter_async_context(_memory_service(settings, db, keys, models))
             persona = await stack.enter_async_context(_persona_service(db, keys, models))
+            bond = await stack.enter_async_context(_bond_service(db, keys))
             metrics.up.set(1)
             audit = AuditLog(db, keys)
-            yield cls(settings, db, sessions, models, memory, metrics, time.monotonic(), keys, audit, persona)
+            yield cls(settings, db, sessions, models, memory, metrics, time.monotonic(), keys, audit, persona, bond)
             metrics.up.set(0)
 
 
@@ -119,9 +123,7 @@ async def _keyring(settings: Settings, db: Database) -> Keyring:
             key this database's data keys are wrapped with.
     """
     async with db.pool.connection() as conn:
-        cur = await conn.execute(
-            "SELECT master_key_id FROM user_keys UNION SELECT master_key_id FROM server_keys"
-        )
+        cur = await conn.execute("SELECT master_key_id FROM user_keys UNION SELECT master_key_id FROM server_keys")
         wrapped_by = {row["master_key_id"] for row in await cur.fetchall()}
         if wrapped_by and not settings.key_file.exists():
             # Never generate a fresh key over encrypted data: it could not read anything, and would hide the loss.
@@ -171,6 +173,17 @@ async def _persona_service(db: Database, keys: Keyring, models: Any) -> AsyncIte
         yield persona
     finally:
         await persona.aclose()
+
+
+@asynccontextmanager
+async def _bond_service(db: Database, keys: Keyring) -> AsyncIterator[BondService]:
+    """The bond service; its worker applies what is queued and stops on exit."""
+    bond = BondService(db, keys)
+    await bond.start()
+    try:
+        yield bond
+    finally:
+        await bond.aclose()
 
 
 def check_models(settings: Settings) -> None:

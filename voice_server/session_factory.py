@@ -131,9 +131,9 @@ async def open_conversation(
     state.history, state.turn_state, state.pending = list(history), "listening", None
     await sessions.save(state)
     context = AvatarContext(store, conversation_id, user.user_id, avatar.persona, res.memory, live=(sessions, state),
-                            examples=res.persona, username=user.username)  # fmt: skip
+                            examples=res.persona, username=user.username, bond=res.bond)  # fmt: skip
     session = Session(transport, models, context=context, config=config, observer=res.metrics.for_channel(channel),
-                      history=history)
+                      history=history)  # fmt: skip
     live = res.metrics.live_conversations.labels(channel)
     live.inc()
     return Conversation(session, context, store, live, state, sessions)

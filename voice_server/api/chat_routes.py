@@ -28,6 +28,7 @@ from pipeline.llm import ConversationLlm, ReplyPolicy
 from pipeline.ports import FinishedTurn, Message
 from voice_server.accounts import Principal
 from voice_server.api.deps import ResourcesDep, require_scope
+from voice_server.avatar.bond_service import BondService
 from voice_server.avatar.memory import MemoryService
 from voice_server.avatar.persona.service import PersonaService
 from voice_server.avatars import Avatar, avatar_names, resolve_avatar
@@ -127,7 +128,7 @@ async def chat_completions(body: ChatCompletionRequest, user: ChatUser, res: Res
     if llm_model is None:
         raise ApiError(503, "models_unavailable", "this server was started without models")
     store = ConversationStore(res.db, res.keys)
-    messages, user_text = await _prompt(body, avatar, user, store, res.memory, res.persona)
+    messages, user_text = await _prompt(body, avatar, user, store, res.memory, res.persona, res.bond)
     prompt_tokens = await asyncio.to_thread(llm_model.count_tokens, messages)
     if prompt_tokens > MAX_PROMPT_TOKENS:
         raise ApiError(
@@ -141,6 +142,7 @@ async def chat_completions(body: ChatCompletionRequest, user: ChatUser, res: Res
         max_sentences=None,
     )
     exchange = _Exchange(ConversationLlm(llm_model, policy), messages, user_text, avatar, user, store, res.memory)
+    exchange.bond = res.bond
     if body.stream:
         usage = body.stream_options is not None and body.stream_options.include_usage
         return StreamingResponse(
@@ -172,6 +174,7 @@ async def _prompt(
     store: ConversationStore,
     memory: MemoryService | None,
     persona: PersonaService | None = None,
+    bond: BondService | None = None,
 ) -> tuple[list[Message], str]:
     """The prompt for this request (persona or the client's instructions, recalled memories and — with the
     avatar's own persona — examples of how the user writes, history) and the user's new message."""
@@ -196,7 +199,9 @@ async def _prompt(
     examples = ""
     if persona is not None and not system:  # a client's own instructions replace the persona, examples too
         examples = await persona.examples_for(user.user_id, user.username, vector)
-    return prompt(system or avatar.persona, dialogue[:-1], late_context(memories, examples), user_text), user_text
+    tone = await bond.tone(user.user_id) if bond is not None else ""
+    late = late_context(tone, memories, examples)
+    return prompt(system or avatar.persona, dialogue[:-1], late, user_text), user_text
 
 
 def _newest_within(history: list[Message], budget_chars: int) -> list[Message]:
@@ -253,6 +258,7 @@ class _Exchange:
         self.user = user
         self.store = store
         self.memory = memory
+        self.bond: BondService | None = None
         self.id = "chatcmpl-" + secrets.token_hex(12)
         self.created = int(time.time())
         self.stats = GenerationStats()
@@ -327,3 +333,5 @@ class _Exchange:
         turn_id = await self.store.add_turn(conversation, self.user.user_id, turn)
         if self.memory is not None:
             self.memory.learn_later(self.user.user_id, conversation, turn_id, self.user_text)
+        if self.bond is not None:
+            self.bond.observe(self.user.user_id, self.user_text)

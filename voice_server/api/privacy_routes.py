@@ -63,6 +63,7 @@ async def erase_me(
     await request.app.state.calls.hang_up_user(user.user_id)
     await request.app.state.imports.cancel_user(user.user_id)
     await res.persona.cancel_user(user.user_id)
+    request.app.state.proactive.hub.drop_user(user.user_id)  # open event streams end with the account
     sip = getattr(request.app.state, "sip", None)
     if sip is not None:
         sip.hang_up_user(user.user_id)

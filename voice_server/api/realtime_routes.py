@@ -31,6 +31,7 @@ from starlette.websockets import WebSocketDisconnect, WebSocketState
 from pipeline.tasks import cancel_and_wait
 from voice_server.accounts import Principal
 from voice_server.api.deps import authenticate_token
+from voice_server.avatar.proactive.service import ProactiveService
 from voice_server.avatars import Avatar, resolve_avatar
 from voice_server.errors import ApiError, error_response
 from voice_server.live_sessions import LiveState
@@ -225,6 +226,8 @@ class _Endpoint:
             asyncio.create_task(self.too_slow.wait(), name="realtime-slow-watch"),
         ]
         pump = asyncio.create_task(conn.transport.pump_output(conn.on_audio), name="realtime-audio-out")
+        # Not among the tasks whose end ends the session: it only ever adds events.
+        notes = asyncio.create_task(self._notifications(conn), name="realtime-notifications")
         try:
             done, _ = await asyncio.wait([session, *workers], return_when=asyncio.FIRST_COMPLETED)
             if self.too_slow.is_set():
@@ -233,7 +236,7 @@ class _Endpoint:
             conn.transport.close()
             # The session records the turn in progress as it ends; give it that time before cancelling.
             await asyncio.wait([session], timeout=5.0)
-            await cancel_and_wait(session, pump, *workers, timeout=3.0)
+            await cancel_and_wait(session, pump, notes, *workers, timeout=3.0)
             with contextlib.suppress(Exception):
                 await conversation.close()
             await self._close()
@@ -265,6 +268,20 @@ class _Endpoint:
                                            "this message was ignored"))  # fmt: skip
                 continue
             await conn.handle(text)
+
+    async def _notifications(self, conn: RealtimeConnection) -> None:
+        """Forward the avatar's own messages while the socket is open (live only: ``/v1/events`` replays).
+        A dropped subscription (this client fell behind) is renewed; it never ends the session."""
+        service: ProactiveService | None = getattr(self.ws.app.state, "proactive", None)
+        if service is None or not self.user.allows("events"):
+            return  # the token may not read them (scope ``events``), or nothing delivers them here
+        while True:
+            with service.hub.subscribe(self.user.user_id) as subscription:
+                while (notification := await subscription.get()) is not None:
+                    conn.notify(notification)
+                    with contextlib.suppress(Exception):
+                        await service.store.mark_delivered(self.user.user_id, [notification["id"]], service.clock())
+            await asyncio.sleep(1.0)  # dropped: resubscribe, without spinning if the hub is shutting down
 
     async def _write(self) -> None:
         while True:

@@ -176,6 +176,10 @@ class RealtimeConnection:
         except p.ProtocolError as exc:
             self.error(exc)
 
+    def notify(self, notification: Mapping[str, Any]) -> None:
+        """Send one of the avatar's own messages (`voice_server.avatar.proactive`) as ``soma.notification``."""
+        self._emit({"type": "soma.notification", "notification": dict(notification)})
+
     def error(self, exc: p.ProtocolError) -> None:
         """Send ``exc`` as an ``error`` event."""
         self._emit(p.error_event(exc))

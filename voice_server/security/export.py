@@ -5,9 +5,10 @@ password or token hashes — and the SIP line settings), ``conversations.json``,
 one JSON object per line), ``memories.jsonl`` (including superseded ones and their embeddings),
 ``media.json`` plus the files under ``media/``, ``share_links.json``, ``audit.jsonl`` (the user's own
 trail), ``imports.jsonl`` and ``imported_messages.jsonl`` (every imported message, opened),
-``persona.jsonl`` (the persona's profile and edits) and ``persona_examples.jsonl`` (its examples, with their
-embeddings). Data keys are
-not exported: the archive is plaintext for its owner.
+``persona.jsonl`` (the persona's profile and edits), ``persona_examples.jsonl`` (its examples, with their
+embeddings), the bond, proactive settings, milestones, proactive jobs and the avatar's own messages
+(``bonds.jsonl``, ``proactive_settings.jsonl``, ``milestones.jsonl``, ``proactive_jobs.jsonl``,
+``notifications.jsonl``, all opened). Data keys are not exported: the archive is plaintext for its owner.
 
 The archive is produced as a stream (ZIP data descriptors, no seeking); rows come from server-side cursors a
 batch at a time and files a sealed chunk at a time, so memory stays bounded however much the user has.
@@ -39,7 +40,8 @@ from voice_server.stores.postgres import Database
 # rows are deliberately not exported.
 EXPORTED_TABLES = (
     "users", "api_tokens", "conversations", "turns", "memories", "media", "share_links", "audit_log", "sip_lines",
-    "imports", "imported_messages", "personas", "persona_examples",
+    "imports", "imported_messages", "personas", "persona_examples", "bonds", "proactive_settings", "milestones",
+    "proactive_jobs", "notifications",
 )  # fmt: skip
 NOT_EXPORTED = {"user_keys": "the wrapped data key: the archive is already decrypted"}
 _BATCH = 500
@@ -161,6 +163,22 @@ async def export_archive(
     async def opened_audit(row: dict[str, Any]) -> dict[str, Any]:
         return {**row, "source": await audit.open_source(row)}
 
+    async def opened_bond(row: dict[str, Any]) -> dict[str, Any]:
+        mood = key.open_optional(row["mood"], fields.bond_mood(user_id))
+        return {**row, "mood": json.loads(mood) if mood is not None else None}
+
+    async def opened_settings(row: dict[str, Any]) -> dict[str, Any]:
+        return {**row, "birthday": key.open_optional(row["birthday"], fields.proactive_birthday(user_id))}
+
+    async def opened_milestone(row: dict[str, Any]) -> dict[str, Any]:
+        return {**row, "title": key.open(row["title"], fields.milestone_title(row["id"]))}
+
+    async def as_is(row: dict[str, Any]) -> dict[str, Any]:
+        return row
+
+    async def opened_notification(row: dict[str, Any]) -> dict[str, Any]:
+        return {**row, "text": key.open(row["text"], fields.notification_text(row["id"]))}
+
     parts: list[tuple[str, str, str, tuple[Any, ...], Any]] = [
         ("turns", "turns.jsonl",
          "SELECT conversation_id, turn_index, user_text, reply_text, heard_text, interrupted, marks, created_at"
@@ -178,6 +196,21 @@ async def export_archive(
         ("persona_examples", "persona_examples.jsonl",
          "SELECT id, text, embedding FROM persona_examples WHERE user_id = %s ORDER BY id", (user_id,),
          opened_example),
+        ("bonds", "bonds.jsonl",
+         "SELECT affinity, trust, streak_days, last_day, last_contact, mood, turns, updated_at FROM bonds"
+         " WHERE user_id = %s", (user_id,), opened_bond),
+        ("proactive_settings", "proactive_settings.jsonl",
+         "SELECT timezone, morning_time, quiet_start, quiet_end, checkin_after_days, disabled_kinds, birthday,"
+         " updated_at FROM proactive_settings WHERE user_id = %s", (user_id,), opened_settings),
+        ("milestones", "milestones.jsonl",
+         "SELECT id, title, date, kind, created_at FROM milestones WHERE user_id = %s ORDER BY created_at, id",
+         (user_id,), opened_milestone),
+        ("proactive_jobs", "proactive_jobs.jsonl",
+         "SELECT id, kind, occurrence, due_at, expires_at, state, outcome, grounding, attempts, notification_id,"
+         " created_at, finished_at FROM proactive_jobs WHERE user_id = %s ORDER BY created_at, id", (user_id,), as_is),
+        ("notifications", "notifications.jsonl",
+         "SELECT id, kind, occurrence, text, memory_ids, message_ids, source, created_at, delivered_at, read_at"
+         " FROM notifications WHERE user_id = %s ORDER BY created_at, id", (user_id,), opened_notification),
         ("audit_log", "audit.jsonl",
          "SELECT seq, at, actor_id, user_id, action, resource, outcome, status, source FROM audit_log"
          " WHERE user_id = %s OR actor_id = %s ORDER BY seq", (user_id, user_id), opened_audit),

@@ -74,6 +74,24 @@ def persona(column: PersonaColumn, user_id: uuid.UUID) -> str:
 def persona_example(example_id: uuid.UUID) -> str:
     """A behavioural example's text (one of the user's own messages)."""
     return f"persona_examples.text|{example_id}"
+def bond_mood(user_id: uuid.UUID) -> str:
+    """A user's bond mood (one row per user)."""
+    return f"bonds.mood|{user_id}"
+
+
+def proactive_birthday(user_id: uuid.UUID) -> str:
+    """The birthday in a user's proactive settings (one row per user)."""
+    return f"proactive_settings.birthday|{user_id}"
+
+
+def milestone_title(milestone_id: uuid.UUID) -> str:
+    """A user-set milestone's title."""
+    return f"milestones.title|{milestone_id}"
+
+
+def notification_text(notification_id: uuid.UUID) -> str:
+    """A proactive message's text."""
+    return f"notifications.text|{notification_id}"
 
 
 def audit_source(seq: int) -> str:

@@ -181,17 +181,23 @@ class Database:
     """
 
     def __init__(
-        self, pool: AsyncConnectionPool[psycopg.AsyncConnection[dict[str, Any]]], url: str, app_role: str | None
+        self,
+        pool: AsyncConnectionPool[psycopg.AsyncConnection[dict[str, Any]]],
+        url: str,
+        app_role: str | None,
+        connect_kwargs: dict[str, Any] | None = None,
     ) -> None:
         """Args:
         pool: Connections acting as ``app_role``.
         url: The admin URL (schema owner): migrations, maintenance and tests that must act as the owner.
         app_role: The role pooled connections act as, or ``None`` when the URL's user could not create it
             (then the audit log is protected by its triggers only).
+        connect_kwargs: How the pool connects (`connect` opens its own connections the same way).
         """
         self.pool = pool
         self.url = url
         self.app_role = app_role
+        self._connect_kwargs = dict(connect_kwargs or {})
 
     @classmethod
     @asynccontextmanager
@@ -235,12 +241,26 @@ class Database:
             except psycopg.pool.PoolTimeout:  # type: ignore[attr-defined]
                 raise DatabaseError("database: could not open connections within 15 s") from None
             try:
-                yield cls(pool, url, app_role)
+                yield cls(pool, url, app_role, kwargs)
             finally:
                 await pool.close()
         finally:
             if embedded is not None:
                 await asyncio.to_thread(embedded.stop)
+
+    async def connect(self) -> psycopg.AsyncConnection[dict[str, Any]]:
+        """A new connection outside the pool, acting as the pool's role, for a long-lived ``LISTEN``: a
+        listener holds its connection for the server's lifetime, which a pooled one must not. The caller
+        closes it.
+
+        Raises:
+            psycopg.OperationalError: The server cannot be reached.
+        """
+        kwargs = self._connect_kwargs
+        conn: psycopg.AsyncConnection[dict[str, Any]] = await psycopg.AsyncConnection.connect(self.url, **kwargs)
+        if self.app_role is not None and "user" not in kwargs:
+            await conn.execute(f"SET ROLE {self.app_role}")
+        return conn
 
     async def ping(self) -> bool:
         """True when a trivial query succeeds within 2 s."""
