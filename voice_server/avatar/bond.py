@@ -122,7 +122,8 @@ def reach_out(state: BondState, now: datetime) -> float:
 
 
 def tone_line(state: BondState, now: datetime, today: date) -> str:
-    """One short instruction for the per-turn prompt ("" for a user the avatar has never talked to)."""
+    """One short instruction for the per-turn prompt, only when something about the bond is notable (a mood, a
+    long silence, a close bond, a streak); "" otherwise."""
     if state.last_contact is None:
         return ""
     s = decayed(state, now)
@@ -135,10 +136,8 @@ def tone_line(state: BondState, now: datetime, today: date) -> str:
             parts.append("they seemed down last time, so be gentle and ask how they are")
         case "positive":
             parts.append("they seemed in good spirits last time, so match their warmth")
-    if s.affinity >= 0.7:
+    if s.affinity >= 0.7:  # nothing for the ordinary case: a tone line in every prompt would only add noise
         parts.append("you are close, so be warm and familiar")
-    elif s.affinity < 0.35:
-        parts.append("you are still getting to know each other, so be friendly but not overly familiar")
     streak = current_streak(state, today)
     if streak >= 3:
         parts.append(f"they have talked with you {streak} days in a row")
