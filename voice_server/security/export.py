@@ -4,7 +4,9 @@ Contents: ``manifest.json`` (row counts per table), ``account.json`` (profile, t
 password or token hashes — and the SIP line settings), ``conversations.json``, ``turns.jsonl`` (every turn,
 one JSON object per line), ``memories.jsonl`` (including superseded ones and their embeddings),
 ``media.json`` plus the files under ``media/``, ``share_links.json``, ``audit.jsonl`` (the user's own
-trail), ``imports.jsonl`` and ``imported_messages.jsonl`` (every imported message, opened). Data keys are
+trail), ``imports.jsonl`` (with each audio/video import's per-recording report), ``imported_messages.jsonl``
+(every imported message, opened) and ``import_media.jsonl`` (which files an import kept: recordings and
+their keyframes). Data keys are
 not exported: the archive is plaintext for its owner.
 
 The archive is produced as a stream (ZIP data descriptors, no seeking); rows come from server-side cursors a
@@ -35,7 +37,7 @@ from voice_server.stores.postgres import Database
 # rows are deliberately not exported.
 EXPORTED_TABLES = (
     "users", "api_tokens", "conversations", "turns", "memories", "media", "share_links", "audit_log", "sip_lines",
-    "imports", "imported_messages",
+    "imports", "imported_messages", "import_media",
 )  # fmt: skip
 NOT_EXPORTED = {"user_keys": "the wrapped data key: the archive is already decrypted"}
 _BATCH = 500
@@ -148,6 +150,9 @@ async def export_archive(
     async def opened_message(row: dict[str, Any]) -> dict[str, Any]:
         return open_imported(key, row)
 
+    async def as_is(row: dict[str, Any]) -> dict[str, Any]:
+        return row
+
     async def opened_audit(row: dict[str, Any]) -> dict[str, Any]:
         return {**row, "source": await audit.open_source(row)}
 
@@ -163,6 +168,9 @@ async def export_archive(
         ("imported_messages", "imported_messages.jsonl",
          "SELECT id, import_id, source, conversation, sender, text, at, is_user, attachment FROM imported_messages"
          " WHERE user_id = %s ORDER BY at, id", (user_id,), opened_message),
+        ("import_media", "import_media.jsonl",
+         "SELECT media_id, import_id, kind, source_id, offset_s, seconds FROM import_media WHERE user_id = %s"
+         " ORDER BY import_id, kind DESC, offset_s", (user_id,), as_is),
         ("audit_log", "audit.jsonl",
          "SELECT seq, at, actor_id, user_id, action, resource, outcome, status, source FROM audit_log"
          " WHERE user_id = %s OR actor_id = %s ORDER BY seq", (user_id, user_id), opened_audit),

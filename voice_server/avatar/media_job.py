@@ -1,0 +1,618 @@
+"""Audio, video and WhatsApp-with-media imports: validated, transcribed and their files staged before the
+import job stores the transcripts in its one transaction like any other messages.
+
+`prepare` is called by `import_job.run_import` for `MEDIA_FORMATS`, before the transaction opens:
+
+1. the validating pass (`media.probe` / `whatsapp_zip.open_chat_zip` plus a probe of every voice note the
+   chat names): a file that is not audio/video, damaged or cut short fails here and nothing is written;
+   inside an archive a damaged or missing voice note is only reported (the chat is still imported);
+2. recordings this user already imported (a keyed tag of their SHA-256 in ``import_media``) are not
+   transcribed again;
+3. the audio is decoded in windows of at most 28 s and each window is transcribed with the server's speech
+   model on its own worker (`WhisperAsr.atranscribe`: never on the event loop, one window at a time,
+   queued behind live calls' decodes like any other), reporting progress (seconds done / total) per window;
+4. every transcribed recording, and a video's keyframes, are sealed into a staging folder of the media
+   store.
+
+The returned `MediaPlan` yields the records to store (`records`: the transcripts, or the chat with each
+voice note's transcript right after the line that sent it) and, inside the import's transaction,
+`commit` records the staged files as the user's media, linked to the import (``import_media``), and moves
+them into place. `aclose` removes whatever was not committed. Blocking work (decoding, hashing, reading the
+archive) runs on the plan's own single worker thread, so PyAV never sees two threads at once, even when
+the job is cancelled mid-way.
+
+A voice note up to `ONE_MESSAGE_S` long becomes one message; a longer recording one message per window,
+each timed at the recording's time plus its offset. Transcripts carry ``attachment`` = ``voice`` (Opus voice
+notes), ``audio`` or ``video``, so style statistics can tell spoken from written words.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import json
+import shutil
+import uuid
+import zipfile
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path, PurePath
+from typing import IO, Any, Literal, Protocol, TypeVar
+
+import numpy as np
+import numpy.typing as npt
+
+from models.asr import Transcript, drop_repetition
+from voice_server.avatar.importers import (
+    Format,
+    ImportedMessage,
+    ImportFormatError,
+    Me,
+    Record,
+    Skipped,
+    media,
+    whatsapp,
+)
+from voice_server.avatar.importers.keyframes import keyframes
+from voice_server.avatar.importers.records import Attachment
+from voice_server.avatar.importers.whatsapp_zip import ChatZip, open_chat_zip
+from voice_server.media import Conn, MediaStore
+from voice_server.security import fields
+from voice_server.security.files import write_sealed
+from voice_server.security.keys import UserKey
+
+T = TypeVar("T")
+ONE_MESSAGE_S = 120.0
+MAX_ARCHIVE_AUDIO_S = 24 * 3600.0  # voice notes transcribed per archive
+COPY_BLOCK = 1 << 20
+Status = Literal["transcribed", "no_speech", "already_imported", "missing", "damaged"]
+
+
+class NoSpeechModelError(RuntimeError):
+    """An audio/video import where no speech model is loaded; the message says so (the import fails)."""
+
+
+class Transcriber(Protocol):
+    """The speech model as the job uses it (`models.asr.WhisperAsr`)."""
+
+    async def atranscribe(self, audio: npt.NDArray[np.float32], *, language: str | None = "en") -> Transcript:
+        """Transcribe up to 30 s of 16 kHz mono audio off the event loop; ``language=None`` detects it."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class MediaTools:
+    """What audio and video imports need besides the database.
+
+    Attributes:
+        asr: The speech model, or ``None`` when none is loaded (such imports then fail with that reason).
+        store: Where kept recordings and keyframes go (sealed like uploads).
+        max_bytes: The largest recording kept (``SOMA_MEDIA_MAX_BYTES``).
+    """
+
+    asr: Transcriber | None
+    store: MediaStore
+    max_bytes: int = 2 * 1024**3
+
+
+@dataclass(slots=True)
+class MediaEntry:
+    """One recording's line in the import's report (JSON-safe via `as_json`)."""
+
+    name: str
+    kind: Literal["audio", "video", "voice"]
+    status: Status = "transcribed"
+    seconds: float = 0.0
+    messages: int = 0
+    error: str = ""
+    media_id: uuid.UUID | None = None
+    keyframes: list[uuid.UUID] = field(default_factory=list)
+
+    def as_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name, "kind": self.kind, "status": self.status,
+                               "seconds": round(self.seconds, 2), "messages": self.messages}  # fmt: skip
+        if self.error:
+            out["error"] = self.error
+        if self.media_id is not None:
+            out["media_id"] = str(self.media_id)
+        if self.keyframes:
+            out["keyframes"] = [str(k) for k in self.keyframes]
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class Piece:
+    """What one window said, ``offset_s`` into its recording."""
+
+    offset_s: float
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Staged:
+    """A file sealed into the staging folder, to become a media row and an ``import_media`` link."""
+
+    media_id: uuid.UUID
+    path: Path
+    name: str
+    content_type: str
+    size: int
+    kind: Literal["source", "keyframe"]
+    tag: bytes | None = None
+    source_id: uuid.UUID | None = None
+    offset_s: float | None = None
+    seconds: float | None = None
+
+
+AudioProgress = Callable[[float, float], None]  # (seconds transcribed, seconds in all)
+KnownTags = Callable[[list[bytes]], Awaitable[set[bytes]]]  # which recording tags were imported before
+
+
+class Readable(Protocol):
+    """What `copy_body` reads from."""
+
+    def read(self, n: int = -1, /) -> bytes: ...
+
+    def close(self) -> None: ...
+
+
+class MediaPlan:
+    """What `prepare` produced for one file; see the module doc for the call order."""
+
+    def __init__(self, store: MediaStore, key: UserKey, import_id: uuid.UUID, max_bytes: int) -> None:
+        self.entries: list[MediaEntry] = []
+        self.audio_s = 0.0
+        self._store = store
+        self._key = key
+        self._max_bytes = max_bytes
+        self._staging = store.staging_dir(key.user_id, import_id)
+        self._staged: list[Staged] = []
+        self._records: Callable[[], Iterator[Record]] = lambda: iter(())
+        self._closers: list[Callable[[], None]] = []
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="soma-media-import")
+        self._committed = False
+
+    async def blocking(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn`` on the plan's worker thread (in submission order with all its other blocking work)."""
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+
+    def records(self) -> Iterator[Record]:
+        """The records to store, in order (blocking: iterate them in a worker thread, like a parser's)."""
+        return self._records()
+
+    def report(self) -> list[dict[str, Any]]:
+        """The per-recording report (JSON-safe)."""
+        return [entry.as_json() for entry in self.entries]
+
+    async def stage(
+        self,
+        body: AsyncIterator[bytes],
+        *,
+        name: str,
+        content_type: str,
+        kind: Literal["source", "keyframe"],
+        tag: bytes | None = None,
+        source_id: uuid.UUID | None = None,
+        offset_s: float | None = None,
+        seconds: float | None = None,
+    ) -> Staged:
+        """Seal ``body`` into the staging folder under a new media id (see `Staged` for the rest).
+
+        Raises:
+            ValueError: The file is over the media size limit.
+        """
+        media_id = uuid.uuid4()
+        await self.blocking(self._staging.mkdir, 0o700, True, True)
+        path = self._staging / f"{media_id}.sealed"
+        self._staged.append(Staged(media_id, path, name, content_type, 0, kind))  # removed by aclose if it fails
+        size = await write_sealed(path, self._key, fields.media_file(media_id), body, self._max_bytes)
+        item = Staged(media_id, path, name, content_type, size, kind, tag, source_id, offset_s, seconds)
+        self._staged[-1] = item
+        return item
+
+    async def commit(self, conn: Conn, import_id: uuid.UUID) -> None:
+        """Inside the import's transaction: record the staged files as the user's media, link them to the
+        import, and move them into the media store. A recording another import kept meanwhile (the unique
+        tag) is dropped here, not duplicated."""
+        user_id = self._key.user_id
+        dropped: set[uuid.UUID] = set()
+        for item in self._staged:
+            if item.source_id in dropped:
+                dropped.add(item.media_id)
+                continue
+            await self._store.insert_row(conn, self._key, item.media_id, item.name, item.content_type, item.size)
+            cur = await conn.execute(
+                "INSERT INTO import_media (media_id, user_id, import_id, kind, source_id, offset_s, seconds,"
+                " content_tag) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
+                " ON CONFLICT (user_id, content_tag) WHERE kind = 'source' DO NOTHING RETURNING media_id",
+                (item.media_id, user_id, import_id, item.kind, item.source_id, item.offset_s, item.seconds, item.tag),
+            )
+            if await cur.fetchone() is None:
+                await conn.execute("DELETE FROM media WHERE id = %s AND user_id = %s", (item.media_id, user_id))
+                dropped.add(item.media_id)
+        kept = [item for item in self._staged if item.media_id not in dropped]
+        await self.blocking(self._move, kept)
+        self._committed = True
+
+    def _move(self, kept: list[Staged]) -> None:
+        for item in kept:
+            target = self._store.path_for(self._key.user_id, item.media_id)
+            target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            item.path.replace(target)
+
+    async def aclose(self, *, committed: bool) -> None:
+        """Close what the plan holds open; unless the transaction ``committed``, delete every file it wrote
+        (staged or already moved). Waits for the worker's current task first."""
+
+        def close() -> None:
+            for closer in reversed(self._closers):
+                closer()
+            if not committed:
+                for item in self._staged:
+                    self._store.path_for(self._key.user_id, item.media_id).unlink(missing_ok=True)
+            shutil.rmtree(self._staging, ignore_errors=True)
+            with contextlib.suppress(OSError):  # another job may be staging for this user too
+                self._staging.parent.rmdir()
+
+        try:
+            await asyncio.shield(self.blocking(close))
+        finally:
+            self._pool.shutdown(wait=False)
+
+
+async def already_imported(conn: Conn, user_id: uuid.UUID, tags: list[bytes]) -> set[bytes]:
+    """Which of these recording tags the user has kept from an earlier import."""
+    if not tags:
+        return set()
+    cur = await conn.execute(
+        "SELECT content_tag FROM import_media WHERE user_id = %s AND kind = 'source' AND content_tag = ANY(%s)",
+        (user_id, tags),
+    )
+    return {bytes(row["content_tag"]) for row in await cur.fetchall()}
+
+
+def content_tag(key: UserKey, sha256: str) -> bytes:
+    """The keyed tag of a recording's digest (what ``import_media.content_tag`` holds)."""
+    return key.tag(f"media|{sha256}")
+
+
+async def transcribe(
+    plan: MediaPlan, asr: Transcriber, windows: Iterator[media.Window], done: Callable[[float], None]
+) -> list[Piece]:
+    """Transcribe ``windows`` (decoded on the plan's worker) one at a time; ``done(seconds)`` after each."""
+    pieces: list[Piece] = []
+    language: str | None = None
+    try:
+        while (window := await plan.blocking(next, windows, None)) is not None:
+            if not window.silent:
+                result = await asr.atranscribe(window.samples, language=language)
+                language = language or result.language  # the first window's language holds for the recording
+                text = drop_repetition(result.text)
+                if text:
+                    pieces.append(Piece(window.start_s, text))
+            done(window.seconds)
+    finally:
+        close = getattr(windows, "close", None)
+        if close is not None:
+            await asyncio.shield(plan.blocking(close))
+    return pieces
+
+
+def transcript_messages(
+    pieces: list[Piece],
+    *,
+    sha256: str,
+    source: Literal["audio", "video", "whatsapp"],
+    conversation: str,
+    sender: str,
+    at: datetime | None,
+    is_user: bool,
+    attachment: Attachment,
+    where: int | None = None,
+) -> list[ImportedMessage]:
+    """A recording's transcript as messages: one for a voice note up to `ONE_MESSAGE_S`, else one per window.
+
+    ``where`` is the chat line a voice note was sent on (``None``: each message's part number).
+    """
+    if not pieces:
+        return []
+    span = pieces[-1].offset_s
+    groups = [pieces] if span <= ONE_MESSAGE_S else [[p] for p in pieces]
+    out = []
+    for part, group in enumerate(groups):
+        offset = group[0].offset_s
+        when = at + timedelta(seconds=int(offset)) if at is not None and len(groups) > 1 else at
+        text = " ".join(p.text for p in group)
+        out.append(ImportedMessage(source, conversation, sender, when, text, is_user, attachment,
+                                   part if where is None else where, transcribed_from=f"{sha256}:{part}"))  # fmt: skip
+    return out
+
+
+def attachment_of(name: str, kind: media.MediaKind) -> Attachment:
+    """``voice`` for an Opus/Ogg voice note, ``audio`` for other sound, ``video`` for video."""
+    if kind == "video":
+        return "video"
+    return "voice" if PurePath(name).suffix.lower() in (".opus", ".ogg", ".oga") else "audio"
+
+
+async def copy_body(plan: MediaPlan, open_file: Callable[[], Readable]) -> AsyncIterator[bytes]:
+    """A file's bytes, read a block at a time on the plan's worker."""
+    f = await plan.blocking(open_file)
+    try:
+        while block := await plan.blocking(f.read, COPY_BLOCK):
+            yield block
+    finally:
+        await plan.blocking(f.close)
+
+
+async def prepare(
+    tools: MediaTools,
+    key: UserKey,
+    existing: KnownTags,
+    *,
+    import_id: uuid.UUID,
+    f: IO[bytes],
+    fmt: Format,
+    name: str,
+    me: Me,
+    speaker: str | None,
+    modified: datetime | None,
+    progress: AudioProgress,
+) -> MediaPlan:
+    """Validate, transcribe and stage one audio/video file or WhatsApp archive (see the module doc).
+
+    Args:
+        existing: Awaitable lookup of recording tags already imported (`already_imported` on a connection).
+        f: The file, seekable; the caller closes it after the plan.
+        speaker: Who speaks in a lone recording (default: the user, sender ``me``).
+        modified: The file's modification time, when known (the CLI), to date a recording.
+        progress: Called on the event loop with (seconds transcribed, seconds in all).
+
+    Raises:
+        ImportFormatError: The file (or the archive's chat) is damaged or not what it claims.
+        NoSpeechModelError: No speech model is loaded.
+    """
+    plan = MediaPlan(tools.store, key, import_id, tools.max_bytes)
+    try:
+        if fmt == "whatsapp_zip":
+            await _prepare_archive(plan, tools, key, existing, f=f, name=name, me=me, progress=progress)
+        else:
+            await _prepare_recording(plan, tools, key, existing, f=f, fmt=fmt, name=name, me=me, speaker=speaker,
+                                     modified=modified, progress=progress)  # fmt: skip
+    except BaseException:
+        await plan.aclose(committed=False)
+        raise
+    return plan
+
+
+def _need(tools: MediaTools) -> Transcriber:
+    if tools.asr is None:
+        raise NoSpeechModelError("audio and video imports need the speech model, and none is loaded here "
+                           "(SOMA_LOAD_MODELS=false or the models are not provisioned)")  # fmt: skip
+    return tools.asr
+
+
+async def _prepare_recording(
+    plan: MediaPlan,
+    tools: MediaTools,
+    key: UserKey,
+    existing: KnownTags,
+    *,
+    f: IO[bytes],
+    fmt: Format,
+    name: str,
+    me: Me,
+    speaker: str | None,
+    modified: datetime | None,
+    progress: AudioProgress,
+) -> None:
+    kind: media.MediaKind = "video" if fmt == "video" else "audio"
+    base = PurePath(name).name
+    info = await plan.blocking(media.probe, f, base, kind)
+    entry = MediaEntry(base, "voice" if attachment_of(base, info.kind) == "voice" else info.kind,
+                       seconds=info.seconds)  # fmt: skip
+    plan.entries.append(entry)
+    tag = content_tag(key, info.sha256)
+    if tag in await existing([tag]):
+        entry.status = "already_imported"
+        plan._records = lambda: iter([Skipped(0, "media_already_imported")])
+        return
+    pieces: list[Piece] = []
+    if info.has_audio:
+        asr = _need(tools)
+        done = 0.0
+
+        def step(seconds: float) -> None:
+            nonlocal done
+            done += seconds
+            progress(min(done, info.seconds), info.seconds)
+
+        progress(0.0, info.seconds)
+        windows = await plan.blocking(media.speech_windows, f)
+        pieces = await transcribe(plan, asr, windows, step)
+        plan.audio_s = info.seconds
+    sender = speaker or "me"
+    messages = transcript_messages(
+        pieces, sha256=info.sha256, source=info.kind, conversation=base, sender=sender,
+        at=media.recorded_at(base, info.created, modified), is_user=speaker is None or me.matches(speaker),
+        attachment=attachment_of(base, info.kind),
+    )  # fmt: skip
+    entry.messages = len(messages)
+    entry.status = "transcribed" if messages else "no_speech"
+
+    def reopen() -> Readable:
+        f.seek(0)
+        return _Unclosable(f)
+
+    source = await plan.stage(copy_body(plan, reopen), name=base, content_type=info.content_type, kind="source",
+                              tag=tag, seconds=info.seconds)  # fmt: skip
+    entry.media_id = source.media_id
+    if info.kind == "video":
+        frames = await plan.blocking(keyframes, f)
+        stem = PurePath(base).stem
+        for frame in frames:
+            item = await plan.stage(_one(frame.jpeg), name=f"{stem} {frame.offset_s:.1f}s.jpg",
+                                    content_type="image/jpeg", kind="keyframe", source_id=source.media_id,
+                                    offset_s=round(frame.offset_s, 3))  # fmt: skip
+            entry.keyframes.append(item.media_id)
+    records: list[Record] = list(messages) if messages else [Skipped(0, "no_speech")]
+    plan._records = lambda: iter(records)
+
+
+async def _one(data: bytes) -> AsyncIterator[bytes]:
+    yield data
+
+
+class _Unclosable:
+    """``f`` lent out for one read-through: closing it does not close the job's file."""
+
+    def __init__(self, f: IO[bytes]) -> None:
+        self._f = f
+
+    def read(self, n: int = -1, /) -> bytes:
+        return self._f.read(n)
+
+    def close(self) -> None:
+        pass
+
+
+@dataclass(slots=True)
+class _Note:
+    """A voice note a chat line sends, and what became of it."""
+
+    info: zipfile.ZipInfo
+    entry: MediaEntry
+    sha256: str = ""
+    pieces: list[Piece] = field(default_factory=list)
+    tag: bytes = b""
+
+
+async def _prepare_archive(
+    plan: MediaPlan,
+    tools: MediaTools,
+    key: UserKey,
+    existing: KnownTags,
+    *,
+    f: IO[bytes],
+    name: str,
+    me: Me,
+    progress: AudioProgress,
+) -> None:
+    chat = await plan.blocking(open_chat_zip, f, name)
+    plan._closers.append(chat.close)
+    chat_file = await plan.blocking(chat.open_member, chat.chat)
+    plan._closers.append(chat_file.close)
+    references = await plan.blocking(_voice_references, chat, chat_file, me)
+    notes: dict[str, _Note] = {}
+    missing: set[str] = set()
+    for attached, info in references:
+        if info is None:
+            missing.add(attached)
+        elif info.filename not in notes:
+            base = PurePath(info.filename).name
+            notes[info.filename] = _Note(info, MediaEntry(base, "voice" if attachment_of(base, "audio") == "voice"
+                                                          else "audio"))  # fmt: skip
+    for note in notes.values():
+        try:
+            found = await plan.blocking(_probe_member, chat, note.info)
+        except ImportFormatError as exc:
+            note.entry.status, note.entry.error = "damaged", str(exc)
+            continue
+        note.sha256, note.entry.seconds, note.tag = found.sha256, found.seconds, content_tag(key, found.sha256)
+    plan.entries.extend(MediaEntry(PurePath(m).name, "voice", status="missing") for m in sorted(missing))
+    probed = [n for n in notes.values() if n.entry.status != "damaged"]
+    for tag in await existing([n.tag for n in probed]):
+        for note in probed:
+            if note.tag == tag:
+                note.entry.status = "already_imported"
+    todo = [n for n in probed if n.entry.status == "transcribed"]
+    total = sum(n.entry.seconds for n in todo)
+    if total > MAX_ARCHIVE_AUDIO_S:
+        raise ImportFormatError(f"the archive's voice notes last {media.seconds_label(total)}; the limit is "
+                                f"{media.seconds_label(MAX_ARCHIVE_AUDIO_S)} per import: split the chat")  # fmt: skip
+    if todo:
+        asr = _need(tools)
+        done = 0.0
+
+        def step(seconds: float) -> None:
+            nonlocal done
+            done += seconds
+            progress(min(done, total), total)
+
+        progress(0.0, total)
+        for note in todo:
+            member = await plan.blocking(chat.open_member, note.info)
+            try:
+                windows = await plan.blocking(media.speech_windows, member)
+                note.pieces = await transcribe(plan, asr, windows, step)
+            except ImportFormatError as exc:  # probed fine, failed to decode later: this note only
+                note.entry.status, note.entry.error = "damaged", str(exc)
+                continue
+            finally:
+                await plan.blocking(member.close)
+            note.entry.status = "transcribed" if note.pieces else "no_speech"
+            source = await plan.stage(copy_body(plan, functools.partial(chat.open_member, note.info)),
+                                      name=note.entry.name, content_type=_zip_content_type(note.entry.name),
+                                      kind="source", tag=note.tag, seconds=note.entry.seconds)  # fmt: skip
+            note.entry.media_id = source.media_id
+        plan.audio_s = total
+    plan.entries.extend(n.entry for n in notes.values())
+    plan._records = lambda: _archive_records(chat, chat_file, me, notes)
+
+
+def _zip_content_type(name: str) -> str:
+    suffix = PurePath(name).suffix.lower()
+    return {".opus": "audio/ogg", ".ogg": "audio/ogg", ".m4a": "audio/mp4", ".mp3": "audio/mpeg",
+            ".aac": "audio/aac", ".wav": "audio/wav", ".amr": "audio/amr", ".flac": "audio/flac"}.get(
+        suffix, "application/octet-stream")  # fmt: skip
+
+
+def _voice_references(chat: ChatZip, chat_file: IO[bytes], me: Me) -> list[tuple[str, zipfile.ZipInfo | None]]:
+    """Every (attached name, archive entry or ``None``) of the voice notes the chat sends (validates it)."""
+    found: list[tuple[str, zipfile.ZipInfo | None]] = []
+    for record in whatsapp.parse(chat_file, me=me, conversation=chat.conversation):
+        if isinstance(record, ImportedMessage) and record.attachment in ("voice", "audio") and record.attachment_name:
+            found.append((record.attachment_name, chat.attachment(record)))
+    return found
+
+
+def _probe_member(chat: ChatZip, info: zipfile.ZipInfo) -> media.MediaInfo:
+    with chat.open_member(info) as member:
+        return media.probe(member, PurePath(info.filename).name, "audio")
+
+
+def _archive_records(chat: ChatZip, chat_file: IO[bytes], me: Me, notes: dict[str, _Note]) -> Iterator[Record]:
+    """The chat in file order, each voice note's transcript right after the line that sent it."""
+    for record in whatsapp.parse(chat_file, me=me, conversation=chat.conversation):
+        yield record
+        if not isinstance(record, ImportedMessage) or not record.attachment_name:
+            continue
+        info = chat.attachment(record)
+        if info is None:
+            if record.attachment in ("voice", "audio"):
+                yield Skipped(record.where, "media_missing")
+            continue
+        note = notes[info.filename]
+        match note.entry.status:
+            case "damaged":
+                yield Skipped(record.where, "media_damaged")
+            case "already_imported":
+                yield Skipped(record.where, "media_already_imported")
+            case "no_speech":
+                yield Skipped(record.where, "no_speech")
+            case _:
+                messages = transcript_messages(
+                    note.pieces, sha256=note.sha256, source="whatsapp", conversation=record.conversation,
+                    sender=record.sender, at=record.at, is_user=record.is_user,
+                    attachment=record.attachment or "voice", where=record.where,
+                )  # fmt: skip
+                note.entry.messages = len(messages)
+                yield from messages
+
+
+def report_json(plan: MediaPlan | None) -> str | None:
+    """The report column's plaintext (``None`` for a text import)."""
+    return None if plan is None else json.dumps(plan.report(), ensure_ascii=False)
