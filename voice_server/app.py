@@ -24,7 +24,7 @@ from voice_server.api import (
     system,
 )
 from voice_server.avatar.import_service import ImportService
-from voice_server.avatar.media_job import MediaTools
+from voice_server.avatar.media_plan import MediaTools
 from voice_server.config import Settings, load_settings
 from voice_server.errors import install_error_handlers
 from voice_server.http_limits import BodyLimitMiddleware

@@ -21,6 +21,7 @@ from voice_server.avatar import media_job
 from voice_server.avatar.importers import ImportedMessage, ImportFormatError, Me, detect, media, whatsapp, whatsapp_zip
 from voice_server.avatar.importers import keyframes as kf
 from voice_server.avatar.importers.media import SAMPLE_RATE, WindowCutter
+from voice_server.avatar.media_plan import MediaPlan, Piece
 from voice_server.media import MediaStore
 from voice_server.security.keys import UserKey
 
@@ -247,10 +248,10 @@ def test_a_voice_note_transcribes_to_its_words_as_one_message(asr, encoded: dict
     """The ci Whisper model hears the spoken sentences in an Opus voice note; they become one message of
     the user's, dated by the WhatsApp file name, identified by the audio (not the words)."""
     key = UserKey(uuid.uuid4(), secrets.token_bytes(32))
-    plan = media_job.MediaPlan(MediaStore(None, None, tmp_path), key, uuid.uuid4(), 10**9)  # type: ignore[arg-type]
+    plan = MediaPlan(MediaStore(None, None, tmp_path), key, uuid.uuid4(), 10**9)  # type: ignore[arg-type]
     done: list[float] = []
 
-    async def run() -> list[media_job.Piece]:
+    async def run() -> list[Piece]:
         try:
             windows = media.speech_windows(io.BytesIO(encoded["ogg"]))
             return await media_job.transcribe(plan, asr, windows, done.append)
@@ -261,9 +262,10 @@ def test_a_voice_note_transcribes_to_its_words_as_one_message(asr, encoded: dict
     text = " ".join(p.text for p in pieces).lower()
     assert "kitchen lights" in text and "hiking in the mountains" in text
     assert sum(done) == pytest.approx(media.probe(io.BytesIO(encoded["ogg"])).seconds, abs=0.1)
+    name = "PTT-20240312-WA0004.opus"
     (message,) = media_job.transcript_messages(
-        pieces, sha256="ab" * 32, source="audio", conversation="PTT-20240312-WA0004.opus", sender="me",
-        at=media.recorded_at("PTT-20240312-WA0004.opus", None, None), is_user=True, attachment="voice",
+        pieces, seconds=sum(done), sha256="ab" * 32, source="audio", conversation=name, sender="me",
+        at=media.recorded_at(name, None, None), is_user=True, attachment="voice",
     )  # fmt: skip
     assert message.is_user and message.at == datetime(2024, 3, 12) and message.attachment == "voice"
     renamed = ImportedMessage("audio", "other.opus", "me", None, "different words", True, "voice", 0,
@@ -272,13 +274,19 @@ def test_a_voice_note_transcribes_to_its_words_as_one_message(asr, encoded: dict
 
 
 def test_long_recordings_become_one_message_per_window() -> None:
-    """Past two minutes a recording is split into its windows, each timed at its offset; nothing heard, no
-    message."""
-    pieces = [media_job.Piece(i * 28.0, f"part {i}") for i in range(6)]
+    """Past two minutes a recording is split into its windows, each timed at its offset (a short one with
+    the same pieces is one message); nothing heard, no message."""
+    pieces = [Piece(i * 28.0, f"part {i}") for i in range(6)]
     start = datetime(2024, 1, 1, 9, 0)
-    messages = media_job.transcript_messages(pieces, sha256="cd" * 32, source="video", conversation="talk.mp4",
-                                             sender="me", at=start, is_user=True, attachment="video")  # fmt: skip
+    messages = media_job.transcript_messages(pieces, seconds=170.0, sha256="cd" * 32, source="video",
+                                             conversation="talk.mp4", sender="me", at=start, is_user=True,
+                                             attachment="video")  # fmt: skip
     assert [m.text for m in messages] == [f"part {i}" for i in range(6)]
     assert messages[2].at == datetime(2024, 1, 1, 9, 0, 56) and len({m.fingerprint() for m in messages}) == 6
-    assert media_job.transcript_messages([], sha256="x", source="audio", conversation="", sender="me", at=None,
-                                         is_user=True, attachment="audio") == []  # fmt: skip
+    short = media_job.transcript_messages(pieces[:3], seconds=84.0, sha256="cd" * 32, source="audio",
+                                          conversation="n.opus", sender="me", at=start, is_user=True,
+                                          attachment="voice")  # fmt: skip
+    assert [(m.text, m.at) for m in short] == [("part 0 part 1 part 2", start)]
+    nothing = media_job.transcript_messages([], seconds=3.0, sha256="x", source="audio", conversation="",
+                                            sender="me", at=None, is_user=True, attachment="audio")  # fmt: skip
+    assert nothing == []

@@ -18,7 +18,8 @@ import pytest
 
 from tests.avatar import import_fixtures as fx
 from tests.conftest import REPO, SOMA, ServerProcess, new_user, soma_env, start_server
-from tests.server.test_privacy import admin_db, api, auth, files_containing, flush_to_disk
+from tests.server.test_audit import api, auth
+from tests.server.test_privacy import admin_db, files_containing, flush_to_disk
 
 pytestmark = [pytest.mark.timeout(600), pytest.mark.models]
 ME = "Me Myself"

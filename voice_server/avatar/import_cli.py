@@ -116,7 +116,7 @@ async def _import(settings: Any, args: argparse.Namespace) -> int:
             async with db.pool.connection() as conn:
                 await keys.open_server_keys(conn)
                 user_id = await _user(conn, args.user)
-            from voice_server.avatar.media_job import MediaTools
+            from voice_server.avatar.media_plan import MediaTools
             from voice_server.media import MediaStore
 
             media = MediaTools(asr, MediaStore(db, keys, settings.media_dir), settings.media_max_bytes)

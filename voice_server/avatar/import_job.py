@@ -62,7 +62,8 @@ from voice_server.avatar.importers import (
 )
 from voice_server.avatar.importers import detect as detect_format
 from voice_server.avatar.importers import parse as parse_file
-from voice_server.avatar.media_job import MediaPlan, MediaTools, NoSpeechModelError, already_imported, prepare
+from voice_server.avatar.media_job import prepare
+from voice_server.avatar.media_plan import MediaPlan, MediaTools, NoSpeechModelError, already_imported
 from voice_server.avatar.memory import Embedder
 from voice_server.avatar.memory_store import Conn, MemoryStore, NewMemory
 from voice_server.security import fields

@@ -27,7 +27,7 @@ from typing import IO, Any
 
 from voice_server.avatar.import_job import ImportFailed, Progress, create_import, mark_failed, run_import, worker_id
 from voice_server.avatar.importers import Format, Me
-from voice_server.avatar.media_job import MediaTools
+from voice_server.avatar.media_plan import MediaTools
 from voice_server.avatar.memory import Embedder
 from voice_server.security import fields
 from voice_server.security.files import SealedReader, write_sealed

@@ -29,23 +29,16 @@ notes), ``audio`` or ``video``, so style statistics can tell spoken from written
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
-import json
-import shutil
 import uuid
 import zipfile
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from pathlib import Path, PurePath
-from typing import IO, Any, Literal, Protocol, TypeVar
+from pathlib import PurePath
+from typing import IO, Literal
 
-import numpy as np
-import numpy.typing as npt
-
-from models.asr import Transcript, drop_repetition
+from models.asr import drop_repetition
 from voice_server.avatar.importers import (
     Format,
     ImportedMessage,
@@ -59,224 +52,23 @@ from voice_server.avatar.importers import (
 from voice_server.avatar.importers.keyframes import keyframes
 from voice_server.avatar.importers.records import Attachment
 from voice_server.avatar.importers.whatsapp_zip import ChatZip, open_chat_zip
-from voice_server.media import Conn, MediaStore
-from voice_server.security import fields
-from voice_server.security.files import write_sealed
+from voice_server.avatar.media_plan import (
+    AudioProgress,
+    KnownTags,
+    MediaEntry,
+    MediaPlan,
+    MediaTools,
+    NoSpeechModelError,
+    Piece,
+    Readable,
+    Transcriber,
+    content_tag,
+    copy_body,
+)
 from voice_server.security.keys import UserKey
 
-T = TypeVar("T")
 ONE_MESSAGE_S = 120.0
 MAX_ARCHIVE_AUDIO_S = 24 * 3600.0  # voice notes transcribed per archive
-COPY_BLOCK = 1 << 20
-Status = Literal["transcribed", "no_speech", "already_imported", "missing", "damaged"]
-
-
-class NoSpeechModelError(RuntimeError):
-    """An audio/video import where no speech model is loaded; the message says so (the import fails)."""
-
-
-class Transcriber(Protocol):
-    """The speech model as the job uses it (`models.asr.WhisperAsr`)."""
-
-    async def atranscribe(self, audio: npt.NDArray[np.float32], *, language: str | None = "en") -> Transcript:
-        """Transcribe up to 30 s of 16 kHz mono audio off the event loop; ``language=None`` detects it."""
-        ...
-
-
-@dataclass(frozen=True, slots=True)
-class MediaTools:
-    """What audio and video imports need besides the database.
-
-    Attributes:
-        asr: The speech model, or ``None`` when none is loaded (such imports then fail with that reason).
-        store: Where kept recordings and keyframes go (sealed like uploads).
-        max_bytes: The largest recording kept (``SOMA_MEDIA_MAX_BYTES``).
-    """
-
-    asr: Transcriber | None
-    store: MediaStore
-    max_bytes: int = 2 * 1024**3
-
-
-@dataclass(slots=True)
-class MediaEntry:
-    """One recording's line in the import's report (JSON-safe via `as_json`)."""
-
-    name: str
-    kind: Literal["audio", "video", "voice"]
-    status: Status = "transcribed"
-    seconds: float = 0.0
-    messages: int = 0
-    error: str = ""
-    media_id: uuid.UUID | None = None
-    keyframes: list[uuid.UUID] = field(default_factory=list)
-
-    def as_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"name": self.name, "kind": self.kind, "status": self.status,
-                               "seconds": round(self.seconds, 2), "messages": self.messages}  # fmt: skip
-        if self.error:
-            out["error"] = self.error
-        if self.media_id is not None:
-            out["media_id"] = str(self.media_id)
-        if self.keyframes:
-            out["keyframes"] = [str(k) for k in self.keyframes]
-        return out
-
-
-@dataclass(frozen=True, slots=True)
-class Piece:
-    """What one window said, ``offset_s`` into its recording."""
-
-    offset_s: float
-    text: str
-
-
-@dataclass(frozen=True, slots=True)
-class Staged:
-    """A file sealed into the staging folder, to become a media row and an ``import_media`` link."""
-
-    media_id: uuid.UUID
-    path: Path
-    name: str
-    content_type: str
-    size: int
-    kind: Literal["source", "keyframe"]
-    tag: bytes | None = None
-    source_id: uuid.UUID | None = None
-    offset_s: float | None = None
-    seconds: float | None = None
-
-
-AudioProgress = Callable[[float, float], None]  # (seconds transcribed, seconds in all)
-KnownTags = Callable[[list[bytes]], Awaitable[set[bytes]]]  # which recording tags were imported before
-
-
-class Readable(Protocol):
-    """What `copy_body` reads from."""
-
-    def read(self, n: int = -1, /) -> bytes: ...
-
-    def close(self) -> None: ...
-
-
-class MediaPlan:
-    """What `prepare` produced for one file; see the module doc for the call order."""
-
-    def __init__(self, store: MediaStore, key: UserKey, import_id: uuid.UUID, max_bytes: int) -> None:
-        self.entries: list[MediaEntry] = []
-        self.audio_s = 0.0
-        self._store = store
-        self._key = key
-        self._max_bytes = max_bytes
-        self._staging = store.staging_dir(key.user_id, import_id)
-        self._staged: list[Staged] = []
-        self._records: Callable[[], Iterator[Record]] = lambda: iter(())
-        self._closers: list[Callable[[], None]] = []
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix="soma-media-import")
-        self._committed = False
-
-    async def blocking(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run ``fn`` on the plan's worker thread (in submission order with all its other blocking work)."""
-        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
-
-    def records(self) -> Iterator[Record]:
-        """The records to store, in order (blocking: iterate them in a worker thread, like a parser's)."""
-        return self._records()
-
-    def report(self) -> list[dict[str, Any]]:
-        """The per-recording report (JSON-safe)."""
-        return [entry.as_json() for entry in self.entries]
-
-    async def stage(
-        self,
-        body: AsyncIterator[bytes],
-        *,
-        name: str,
-        content_type: str,
-        kind: Literal["source", "keyframe"],
-        tag: bytes | None = None,
-        source_id: uuid.UUID | None = None,
-        offset_s: float | None = None,
-        seconds: float | None = None,
-    ) -> Staged:
-        """Seal ``body`` into the staging folder under a new media id (see `Staged` for the rest).
-
-        Raises:
-            ValueError: The file is over the media size limit.
-        """
-        media_id = uuid.uuid4()
-        await self.blocking(self._staging.mkdir, 0o700, True, True)
-        path = self._staging / f"{media_id}.sealed"
-        self._staged.append(Staged(media_id, path, name, content_type, 0, kind))  # removed by aclose if it fails
-        size = await write_sealed(path, self._key, fields.media_file(media_id), body, self._max_bytes)
-        item = Staged(media_id, path, name, content_type, size, kind, tag, source_id, offset_s, seconds)
-        self._staged[-1] = item
-        return item
-
-    async def commit(self, conn: Conn, import_id: uuid.UUID) -> None:
-        """Inside the import's transaction: record the staged files as the user's media, link them to the
-        import, and move them into the media store. A recording another import kept meanwhile (the unique
-        tag) is dropped here, not duplicated."""
-        user_id = self._key.user_id
-        dropped: set[uuid.UUID] = set()
-        for item in self._staged:
-            if item.source_id in dropped:
-                dropped.add(item.media_id)
-                continue
-            await self._store.insert_row(conn, self._key, item.media_id, item.name, item.content_type, item.size)
-            cur = await conn.execute(
-                "INSERT INTO import_media (media_id, user_id, import_id, kind, source_id, offset_s, seconds,"
-                " content_tag) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
-                " ON CONFLICT (user_id, content_tag) WHERE kind = 'source' DO NOTHING RETURNING media_id",
-                (item.media_id, user_id, import_id, item.kind, item.source_id, item.offset_s, item.seconds, item.tag),
-            )
-            if await cur.fetchone() is None:
-                await conn.execute("DELETE FROM media WHERE id = %s AND user_id = %s", (item.media_id, user_id))
-                dropped.add(item.media_id)
-        kept = [item for item in self._staged if item.media_id not in dropped]
-        await self.blocking(self._move, kept)
-        self._committed = True
-
-    def _move(self, kept: list[Staged]) -> None:
-        for item in kept:
-            target = self._store.path_for(self._key.user_id, item.media_id)
-            target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            item.path.replace(target)
-
-    async def aclose(self, *, committed: bool) -> None:
-        """Close what the plan holds open; unless the transaction ``committed``, delete every file it wrote
-        (staged or already moved). Waits for the worker's current task first."""
-
-        def close() -> None:
-            for closer in reversed(self._closers):
-                closer()
-            if not committed:
-                for item in self._staged:
-                    self._store.path_for(self._key.user_id, item.media_id).unlink(missing_ok=True)
-            shutil.rmtree(self._staging, ignore_errors=True)
-            with contextlib.suppress(OSError):  # another job may be staging for this user too
-                self._staging.parent.rmdir()
-
-        try:
-            await asyncio.shield(self.blocking(close))
-        finally:
-            self._pool.shutdown(wait=False)
-
-
-async def already_imported(conn: Conn, user_id: uuid.UUID, tags: list[bytes]) -> set[bytes]:
-    """Which of these recording tags the user has kept from an earlier import."""
-    if not tags:
-        return set()
-    cur = await conn.execute(
-        "SELECT content_tag FROM import_media WHERE user_id = %s AND kind = 'source' AND content_tag = ANY(%s)",
-        (user_id, tags),
-    )
-    return {bytes(row["content_tag"]) for row in await cur.fetchall()}
-
-
-def content_tag(key: UserKey, sha256: str) -> bytes:
-    """The keyed tag of a recording's digest (what ``import_media.content_tag`` holds)."""
-    return key.tag(f"media|{sha256}")
 
 
 async def transcribe(
@@ -304,6 +96,7 @@ async def transcribe(
 def transcript_messages(
     pieces: list[Piece],
     *,
+    seconds: float,
     sha256: str,
     source: Literal["audio", "video", "whatsapp"],
     conversation: str,
@@ -313,14 +106,14 @@ def transcript_messages(
     attachment: Attachment,
     where: int | None = None,
 ) -> list[ImportedMessage]:
-    """A recording's transcript as messages: one for a voice note up to `ONE_MESSAGE_S`, else one per window.
+    """A recording's transcript as messages: one for a voice note up to `ONE_MESSAGE_S` (``seconds`` long),
+    else one per window, each at ``at`` plus its offset.
 
     ``where`` is the chat line a voice note was sent on (``None``: each message's part number).
     """
     if not pieces:
         return []
-    span = pieces[-1].offset_s
-    groups = [pieces] if span <= ONE_MESSAGE_S else [[p] for p in pieces]
+    groups = [pieces] if seconds <= ONE_MESSAGE_S else [[p] for p in pieces]
     out = []
     for part, group in enumerate(groups):
         offset = group[0].offset_s
@@ -336,16 +129,6 @@ def attachment_of(name: str, kind: media.MediaKind) -> Attachment:
     if kind == "video":
         return "video"
     return "voice" if PurePath(name).suffix.lower() in (".opus", ".ogg", ".oga") else "audio"
-
-
-async def copy_body(plan: MediaPlan, open_file: Callable[[], Readable]) -> AsyncIterator[bytes]:
-    """A file's bytes, read a block at a time on the plan's worker."""
-    f = await plan.blocking(open_file)
-    try:
-        while block := await plan.blocking(f.read, COPY_BLOCK):
-            yield block
-    finally:
-        await plan.blocking(f.close)
 
 
 async def prepare(
@@ -390,8 +173,10 @@ async def prepare(
 
 def _need(tools: MediaTools) -> Transcriber:
     if tools.asr is None:
-        raise NoSpeechModelError("audio and video imports need the speech model, and none is loaded here "
-                           "(SOMA_LOAD_MODELS=false or the models are not provisioned)")  # fmt: skip
+        raise NoSpeechModelError(
+            "audio and video imports need the speech model, and none is loaded here (SOMA_LOAD_MODELS=false or "
+            "the models are not provisioned)"
+        )
     return tools.asr
 
 
@@ -418,7 +203,7 @@ async def _prepare_recording(
     tag = content_tag(key, info.sha256)
     if tag in await existing([tag]):
         entry.status = "already_imported"
-        plan._records = lambda: iter([Skipped(0, "media_already_imported")])
+        plan.set_records(lambda: iter([Skipped(0, "media_already_imported")]))
         return
     pieces: list[Piece] = []
     if info.has_audio:
@@ -436,7 +221,7 @@ async def _prepare_recording(
         plan.audio_s = info.seconds
     sender = speaker or "me"
     messages = transcript_messages(
-        pieces, sha256=info.sha256, source=info.kind, conversation=base, sender=sender,
+        pieces, seconds=info.seconds, sha256=info.sha256, source=info.kind, conversation=base, sender=sender,
         at=media.recorded_at(base, info.created, modified), is_user=speaker is None or me.matches(speaker),
         attachment=attachment_of(base, info.kind),
     )  # fmt: skip
@@ -459,7 +244,7 @@ async def _prepare_recording(
                                     offset_s=round(frame.offset_s, 3))  # fmt: skip
             entry.keyframes.append(item.media_id)
     records: list[Record] = list(messages) if messages else [Skipped(0, "no_speech")]
-    plan._records = lambda: iter(records)
+    plan.set_records(lambda: iter(records))
 
 
 async def _one(data: bytes) -> AsyncIterator[bytes]:
@@ -502,9 +287,9 @@ async def _prepare_archive(
     progress: AudioProgress,
 ) -> None:
     chat = await plan.blocking(open_chat_zip, f, name)
-    plan._closers.append(chat.close)
+    plan.on_close(chat.close)
     chat_file = await plan.blocking(chat.open_member, chat.chat)
-    plan._closers.append(chat_file.close)
+    plan.on_close(chat_file.close)
     references = await plan.blocking(_voice_references, chat, chat_file, me)
     notes: dict[str, _Note] = {}
     missing: set[str] = set()
@@ -560,7 +345,7 @@ async def _prepare_archive(
             note.entry.media_id = source.media_id
         plan.audio_s = total
     plan.entries.extend(n.entry for n in notes.values())
-    plan._records = lambda: _archive_records(chat, chat_file, me, notes)
+    plan.set_records(lambda: _archive_records(chat, chat_file, me, notes))
 
 
 def _zip_content_type(name: str) -> str:
@@ -605,14 +390,9 @@ def _archive_records(chat: ChatZip, chat_file: IO[bytes], me: Me, notes: dict[st
                 yield Skipped(record.where, "no_speech")
             case _:
                 messages = transcript_messages(
-                    note.pieces, sha256=note.sha256, source="whatsapp", conversation=record.conversation,
-                    sender=record.sender, at=record.at, is_user=record.is_user,
+                    note.pieces, seconds=note.entry.seconds, sha256=note.sha256, source="whatsapp",
+                    conversation=record.conversation, sender=record.sender, at=record.at, is_user=record.is_user,
                     attachment=record.attachment or "voice", where=record.where,
                 )  # fmt: skip
                 note.entry.messages = len(messages)
                 yield from messages
-
-
-def report_json(plan: MediaPlan | None) -> str | None:
-    """The report column's plaintext (``None`` for a text import)."""
-    return None if plan is None else json.dumps(plan.report(), ensure_ascii=False)
