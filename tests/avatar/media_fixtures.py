@@ -21,6 +21,28 @@ from av.container import OutputContainer
 
 from tests.audio_fixtures import spoken
 
+SENTENCES = (  # distinct, so nothing repeats the way a decoding loop does
+    "Please turn on the kitchen lights.", "I love hiking in the mountains.",
+    "My favourite food is grilled sardines.", "The train to Lisbon leaves at nine.",
+    "We planted tomatoes in the garden.", "My brother bought a red bicycle.",
+    "The library closes early on Sundays.", "She painted the fence bright yellow.",
+    "Our neighbour plays the piano every evening.", "The coffee machine is broken again.",
+    "I forgot my umbrella at the office.", "The children built a castle on the beach.",
+    "My grandmother makes the best apple pie.", "We watched a film about whales.",
+    "The bakery opens at seven in the morning.", "I need to renew my passport soon.",
+    "The dog chased a cat across the street.", "He fixed the roof before the storm.",
+    "We are going camping next weekend.", "The museum has a new dinosaur exhibit.",
+    "I started reading a book about Japan.", "The soup needs a little more salt.",
+    "My sister is learning to drive.", "The concert was cancelled because of the rain.",
+    "I lost my keys somewhere in the park.", "The bus was full this morning.",
+    "We celebrated her birthday with a big cake.", "The printer in the hallway is out of paper.",
+    "My uncle grows oranges on his farm.", "The river froze during the winter.",
+    "I booked a table at the Italian restaurant.", "The cat sleeps on the warm windowsill.",
+    "We painted the bedroom light blue.", "My phone battery dies very quickly.",
+    "The teacher gave us extra homework.", "The flowers smell wonderful after the rain.",
+)
+"""Three dozen different sentences espeak-ng says and Whisper hears (about two minutes with 1 s pauses)."""
+
 AudioFormat = Literal["ogg", "m4a", "mp3", "wav", "flac"]
 _CODECS: dict[AudioFormat, tuple[str, str, int]] = {  # container format, codec, codec sample rate
     "ogg": ("ogg", "libopus", 48_000),
@@ -47,6 +69,7 @@ def encode_audio(pcm: npt.NDArray[np.int16], fmt: AudioFormat, *, metadata: dict
     with av.open(buf, "w", format=container) as out:
         out.metadata.update(metadata or {})
         stream = out.add_stream(codec, rate=rate)
+        assert isinstance(stream, AudioStream)
         stream.layout = "mono"
         _encode_pcm(out, stream, pcm)
     return buf.getvalue()

@@ -8,7 +8,7 @@ import job stores the transcripts in its one transaction like any other messages
    inside an archive a damaged or missing voice note is only reported (the chat is still imported);
 2. recordings this user already imported (a keyed tag of their SHA-256 in ``import_media``) are not
    transcribed again;
-3. the audio is decoded in windows of at most 28 s and each window is transcribed with the server's speech
+3. the audio is decoded in windows of at most 20 s and each window is transcribed with the server's speech
    model on its own worker (`WhisperAsr.atranscribe`: never on the event loop, one window at a time,
    queued behind live calls' decodes like any other), reporting progress (seconds done / total) per window;
 4. every transcribed recording, and a video's keyframes, are sealed into a staging folder of the media
@@ -38,7 +38,6 @@ from datetime import datetime, timedelta
 from pathlib import PurePath
 from typing import IO, Literal
 
-from models.asr import drop_repetition
 from voice_server.avatar.importers import (
     Format,
     ImportedMessage,
@@ -69,6 +68,38 @@ from voice_server.security.keys import UserKey
 
 ONE_MESSAGE_S = 120.0
 MAX_ARCHIVE_AUDIO_S = 24 * 3600.0  # voice notes transcribed per archive
+MAX_LOOP_WORDS = 8  # longest phrase `collapse_loops` looks for
+
+
+def collapse_loops(text: str) -> str:
+    """Keep one copy of a phrase said over and over in a row: a decode stuck in a loop ("thank you thank you
+    thank you thank you …"). One or two words count from four repeats, longer phrases from three.
+
+    faster-whisper already re-decodes a window whose text compresses too well (its compression-ratio
+    fallback); this catches what is left. It is deliberately milder than `models.asr.drop_repetition`, which
+    is made for short live utterances and would cut real speech that repeats a phrase once in a long window.
+    """
+    words = text.split()
+    keys = [w.strip(".,!?;:").casefold() for w in words]
+    out: list[str] = []
+    i = 0
+    while i < len(words):
+        looped = 0  # words a loop starting here takes up
+        for size in range(1, min(MAX_LOOP_WORDS, len(words) - i) + 1):
+            block = keys[i : i + size]
+            repeats = 1
+            while keys[i + repeats * size : i + (repeats + 1) * size] == block:
+                repeats += 1
+            if repeats >= (4 if size < 3 else 3):
+                out.extend(words[i : i + size])
+                looped = repeats * size
+                break
+        if looped:
+            i += looped
+        else:
+            out.append(words[i])
+            i += 1
+    return " ".join(out)
 
 
 async def transcribe(
@@ -82,7 +113,7 @@ async def transcribe(
             if not window.silent:
                 result = await asr.atranscribe(window.samples, language=language)
                 language = language or result.language  # the first window's language holds for the recording
-                text = drop_repetition(result.text)
+                text = collapse_loops(result.text.strip())
                 if text:
                     pieces.append(Piece(window.start_s, text))
             done(window.seconds)
