@@ -8,7 +8,7 @@ import job stores the transcripts in its one transaction like any other messages
    inside an archive a damaged or missing voice note is only reported (the chat is still imported);
 2. recordings this user already imported (a keyed tag of their SHA-256 in ``import_media``) are not
    transcribed again;
-3. the audio is decoded in windows of at most 20 s and each window is transcribed with the server's speech
+3. the audio is decoded in windows of at most 28 s and each window is transcribed with the server's speech
    model on its own worker (`WhisperAsr.atranscribe`: never on the event loop, one window at a time,
    queued behind live calls' decodes like any other), reporting progress (seconds done / total) per window;
 4. every transcribed recording, and a video's keyframes, are sealed into a staging folder of the media
