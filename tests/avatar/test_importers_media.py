@@ -18,7 +18,16 @@ import pytest
 
 from tests.avatar import media_fixtures as mf
 from voice_server.avatar import media_job
-from voice_server.avatar.importers import ImportedMessage, ImportFormatError, Me, detect, media, whatsapp, whatsapp_zip
+from voice_server.avatar.importers import (
+    ImportedMessage,
+    ImportFormatError,
+    Me,
+    detect,
+    media,
+    participants,
+    whatsapp,
+    whatsapp_zip,
+)
 from voice_server.avatar.importers import keyframes as kf
 from voice_server.avatar.importers.media import SAMPLE_RATE, WindowCutter
 from voice_server.avatar.media_plan import MediaPlan, Piece
@@ -168,7 +177,8 @@ CHAT = (
 
 def test_archive_finds_its_chat_and_the_voice_notes_lines_name(encoded: dict[str, bytes]) -> None:
     """The chat and its attachments are found by base name; the chat's name comes from the text's name (or
-    the archive's for iOS's _chat.txt); a line's attached file name is kept on the message."""
+    the archive's for iOS's _chat.txt); a line's attached file name is kept on the message; the archive's
+    participants are its chat's ("which one is you?")."""
     data = mf.whatsapp_zip(CHAT, {"PTT-20240312-WA0004.opus": encoded["ogg"],
                                   "media/00000013-AUDIO-2024-03-12-10-02-00.opus": encoded["ogg"]})  # fmt: skip
     chat = whatsapp_zip.open_chat_zip(io.BytesIO(data), "WhatsApp Chat with Ana Souza.zip")
@@ -182,6 +192,7 @@ def test_archive_finds_its_chat_and_the_voice_notes_lines_name(encoded: dict[str
         assert messages[3].attachment == "voice" and messages[3].attachment_name == "PTT-20240312-WA0009.opus"
     finally:
         chat.close()
+    assert participants("whatsapp_zip", io.BytesIO(data), path="x.zip") == (("Ana Souza", 2), ("Me Myself", 2))
     ios = mf.whatsapp_zip(CHAT, {}, chat_name="_chat.txt")
     assert whatsapp_zip.open_chat_zip(io.BytesIO(ios), "WhatsApp Chat - Ana Souza.zip").conversation == "Ana Souza"
 

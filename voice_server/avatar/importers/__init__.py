@@ -28,7 +28,7 @@ from collections.abc import Iterator
 from pathlib import PurePath
 from typing import IO
 
-from voice_server.avatar.importers import generic, meta, notes, telegram, twitter, whatsapp
+from voice_server.avatar.importers import generic, meta, notes, telegram, twitter, whatsapp, whatsapp_zip
 from voice_server.avatar.importers.detect import FORMATS, HEAD_BYTES, MEDIA_FORMATS, Format, detect
 from voice_server.avatar.importers.records import (
     NOBODY,
@@ -92,7 +92,10 @@ def parse(fmt: Format, f: IO[bytes], *, me: Me = NOBODY, path: str = "", author:
 
 
 def survey(fmt: Format, f: IO[bytes], *, path: str = "", me: Me = NOBODY) -> ImportReport:
-    """Read the whole file once and report on it (counts, skips, participants), keeping no messages."""
+    """Read the whole file once and report on it (counts, skips, participants), keeping no messages; for a
+    WhatsApp archive, its chat (audio and video have no participants: `ValueError`)."""
+    if fmt == "whatsapp_zip":
+        return whatsapp_zip.survey(f, PurePath(path).name, me)
     tally = Tally()
     for record in parse(fmt, f, me=me, path=path):
         tally.add(record)

@@ -42,8 +42,15 @@ def detect(path: str | PurePath, head: bytes) -> Format:
     kind = media.sniff(name, head)
     if kind is not None:
         return kind
-    if media.looks_like_media(name) and not whatsapp.sniff(_decode_or_empty(head)):
-        raise ImportFormatError(f"{name} is named like audio or video but is not: no known audio/video header")
+    if not media.looks_like_media(name):
+        return _text_format(name, head)
+    try:
+        return _text_format(name, head)  # content wins: an export that happens to be named .ogg
+    except ImportFormatError:
+        raise ImportFormatError(f"{name} is named like audio or video but is not: no audio/video header") from None
+
+
+def _text_format(name: str, head: bytes) -> Format:
     text = _decode(head)
     body = text.lstrip("\ufeff \t\r\n")
     if whatsapp.sniff(body) is not None:  # before JSON: an iOS export starts with "["
@@ -61,13 +68,6 @@ def detect(path: str | PurePath, head: bytes) -> Format:
     if PurePath(name).suffix in NOTE_SUFFIXES:
         return "notes"
     raise ImportFormatError(f"unrecognised file {name!r}: not a known export or a text/Markdown note")
-
-
-def _decode_or_empty(head: bytes) -> str:
-    try:
-        return _decode(head).lstrip("\ufeff \t\r\n")
-    except ImportFormatError:
-        return ""
 
 
 def _decode(head: bytes) -> str:

@@ -206,7 +206,7 @@ def _check_complete(f: IO[bytes], format_name: str, size: int, what: str) -> Non
     if format_name == "ogg":
         f.seek(max(0, size - 65_536))
         tail = f.read()
-        start = tail.rfind(b"OggS")
+        start = tail.rfind(b"OggS\x00")  # capture pattern and version 0: a page header, not payload bytes
         if start < 0 or len(tail) - start < 27:
             raise ImportFormatError(f"{what} is cut short: its last Ogg page is incomplete")
         segments = tail[start + 26]

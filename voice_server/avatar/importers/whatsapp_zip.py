@@ -23,7 +23,7 @@ from typing import IO
 
 from voice_server.avatar.importers import whatsapp
 from voice_server.avatar.importers.media import AUDIO_SUFFIXES
-from voice_server.avatar.importers.records import ImportedMessage, ImportFormatError
+from voice_server.avatar.importers.records import NOBODY, ImportedMessage, ImportFormatError, ImportReport, Me, Tally
 
 MAX_MEMBERS = 100_000
 MAX_DIRECTORY_BYTES = 64 << 20
@@ -89,6 +89,19 @@ def open_chat_zip(f: IO[bytes], name: str = "") -> ChatZip:
     except BaseException:
         archive.close()
         raise
+
+
+def survey(f: IO[bytes], name: str = "", me: Me = NOBODY) -> ImportReport:
+    """The archive's chat surveyed like a text export (`importers.survey`): counts and participants."""
+    chat = open_chat_zip(f, name)
+    try:
+        tally = Tally()
+        with chat.open_member(chat.chat) as member:
+            for record in whatsapp.parse(member, me=me, conversation=chat.conversation):
+                tally.add(record)
+        return tally.report()
+    finally:
+        chat.close()
 
 
 def _directory_entries(f: IO[bytes]) -> int:
