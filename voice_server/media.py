@@ -15,8 +15,10 @@ from typing import Any
 
 from voice_server.security import fields
 from voice_server.security.files import read_sealed, write_sealed
-from voice_server.security.keys import Keyring
+from voice_server.security.keys import Keyring, UserKey
 from voice_server.stores.postgres import Database
+
+Conn = Any  # a pooled psycopg connection (dict rows), possibly inside the caller's transaction
 
 COLUMNS = "id, name, content_type, size, created_at"
 
@@ -54,17 +56,30 @@ class MediaStore:
         size = await write_sealed(path, key, fields.media_file(media_id), body, limit)
         try:
             async with self._db.pool.connection() as conn:
-                cur = await conn.execute(
-                    f"INSERT INTO media (id, user_id, name, content_type, size) VALUES (%s, %s, %s, %s, %s)"
-                    f" RETURNING {COLUMNS}",
-                    (media_id, user_id, key.seal(name, fields.media_name(media_id)), content_type, size),
-                )
-                row = await cur.fetchone()
+                row = await self.insert_row(conn, key, media_id, name, content_type, size)
         except BaseException:
             path.unlink(missing_ok=True)
             raise
-        assert row is not None
         return await self._open(user_id, row)
+
+    async def insert_row(
+        self, conn: Conn, key: UserKey, media_id: uuid.UUID, name: str, content_type: str, size: int
+    ) -> dict[str, Any]:
+        """Record a file already sealed at `path_for` (on ``conn``: in the caller's transaction, if any);
+        returns the row with its name still sealed."""
+        cur = await conn.execute(
+            "INSERT INTO media (id, user_id, name, content_type, size) VALUES (%s, %s, %s, %s, %s)"
+            f" RETURNING {COLUMNS}",
+            (media_id, key.user_id, key.seal(name, fields.media_name(media_id)), content_type, size),
+        )
+        row: dict[str, Any] | None = await cur.fetchone()
+        assert row is not None
+        return row
+
+    def staging_dir(self, user_id: uuid.UUID, job: uuid.UUID) -> Path:
+        """Where a job seals files before its transaction commits (moved to `path_for` at commit; removed,
+        with whatever a crash left, when the job fails or its failure is recorded at the next start)."""
+        return self.root / str(user_id) / ".staging" / str(job)
 
     async def list(self, user_id: uuid.UUID, *, limit: int = 100) -> list[dict[str, Any]]:
         """The user's files, newest first."""

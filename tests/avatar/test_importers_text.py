@@ -127,14 +127,14 @@ def test_detect_recognises_each_format_from_its_head(path: str, data: bytes, exp
     ("path", "data", "message"),
     [
         ("photo.jpg", b"\xff\xd8\xff\xe0\x00\x10JFIF\x00", "binary or not UTF-8"),
-        ("archive.zip", b"PK\x03\x04\x14\x00\x00\x00", "binary"),
         ("data.json", b'{"unrelated": true}', "JSON of no known export"),
         ("data.csv", b"a,b,c\n1,2,3\n", "needs a header"),
         ("program.exe", b"MZ just text", "unrecognised file"),
     ],
 )
 def test_detect_rejects_what_no_importer_reads(path: str, data: bytes, message: str) -> None:
-    """Images, archives, unrelated JSON, header-less CSV and unknown files raise a clear ImportFormatError."""
+    """Images, unrelated JSON, header-less CSV and unknown files raise a clear ImportFormatError (a ZIP is a
+    WhatsApp export with media now: tests/avatar/test_importers_media.py)."""
     with pytest.raises(ImportFormatError, match=message):
         detect(path, data)
 

@@ -32,6 +32,7 @@ from schemathesis.checks import not_a_server_error
 from starlette.routing import BaseRoute
 from websockets.exceptions import InvalidStatus
 
+from tests.avatar import media_fixtures as mf
 from tests.conftest import ServerProcess, free_port, new_user, soma_env, start_server
 from tests.server.test_realtime_abuse import ws_url
 from voice_server.app import create_app
@@ -272,13 +273,14 @@ def fuzz_token(srv: ServerProcess) -> str:
 
 @pytest.fixture(scope="module")
 def alice(srv: ServerProcess, fuzz_token: str) -> Owner:
-    """A with a conversation (chat and realtime), a memory, a file, a share link and an API token; the
-    WebRTC call is placed by the test itself (a call that never connects lives only 30 s)."""
+    """A with a conversation (chat and realtime), a memory, a file, a share link, an API token and an import
+    of a WhatsApp export with a voice note (transcribed: its report names the note, its recording is A's
+    media); the WebRTC call is placed by the test itself (a call that never connects lives only 30 s)."""
     name, token = new_user(srv, "alice")
     tag = secrets.token_hex(3)
     canaries = {k: f"Zq{tag}{k}" for k in ("TurnAlpha", "LiveBravo", "MemoryCharlie", "MediaDelta", "NameEcho",
                                              "TokenFoxtrot", "ImportGolf", "PersonaHotel",
-                                             "MilestoneIndia")}  # fmt: skip
+                                             "MilestoneIndia", "VoiceJuliett")}  # fmt: skip
 
     def api(method: str, path: str, **kwargs: Any) -> httpx.Response:
         headers = {**auth(token), **kwargs.pop("headers", {})}
@@ -305,8 +307,11 @@ def alice(srv: ServerProcess, fuzz_token: str) -> Owner:
     r = api("POST", "/v1/auth/tokens", json={"name": canaries["TokenFoxtrot"], "scopes": ["chat", "media"]})
     assert r.status_code == 201, r.text
     api_token = r.json()
-    chat_export = f"01/02/2024, 10:00 - Alice: My cousin {canaries['ImportGolf']} lives in Oslo.\n".encode()
-    r = api("POST", "/v1/imports", params={"me": "Alice", "name": "chat.txt"}, content=chat_export)
+    note = f"PTT-20240201-{canaries['VoiceJuliett']}.opus"
+    chat_text = (f"01/02/2024, 10:00 - Alice: My cousin {canaries['ImportGolf']} lives in Oslo.\n"
+                 f"01/02/2024, 10:01 - Alice: {note} (file attached)\n")  # fmt: skip
+    chat_export = mf.whatsapp_zip(chat_text, {note: mf.encode_audio(mf.speech("I love hiking."), "ogg")})
+    r = api("POST", "/v1/imports", params={"me": "Alice", "name": "chat.zip"}, content=chat_export)
     assert r.status_code == 202, r.text
     imported = r.json()["id"]
     with httpx.stream("GET", f"{srv.base_url}/v1/imports/{imported}/events", headers=auth(token), timeout=60) as ev:

@@ -1,10 +1,12 @@
 """``/v1/imports``: upload an exported history (raw body), follow its job, read its report.
 
-``POST /v1/imports?me=<your name in the export>&name=<file name>[&format=]`` streams the body to disk sealed
-with the caller's data key (like ``/v1/media``), queues the job and answers ``202`` with the import (status
-``queued``). ``GET /v1/imports/{id}/events`` is a Server-Sent Events stream of ``progress`` events (messages
-read, bytes position / size) ending with one ``done`` or ``failed`` event carrying the final report. Imports
-need the ``memories:write`` scope (they create memories); reading them ``memories:read``.
+``POST /v1/imports?me=<your name in the export>&name=<file name>[&format=][&speaker=]`` streams the body to
+disk sealed with the caller's data key (like ``/v1/media``), queues the job and answers ``202`` with the
+import (status ``queued``). ``GET /v1/imports/{id}/events`` is a Server-Sent Events stream of ``progress``
+events (messages read, bytes position / size; for audio and video ``audio_s`` of ``audio_total_s`` seconds
+transcribed) ending with one ``done`` or ``failed`` event carrying the final report, whose ``media`` lists
+each recording (name, kind, seconds, messages, status, the media ids of the kept recording and keyframes).
+Imports need the ``memories:write`` scope (they create memories); reading them ``memories:read``.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ Reader = Annotated[Principal, Depends(require_scope("memories:read"))]
 Writer = Annotated[Principal, Depends(require_scope("memories:write"))]
 HEARTBEAT_S = 15.0
 ME_HELP = "your name (or Telegram id) in the export; several names separated by commas"
+SPEAKER_HELP = "audio/video: who speaks in the recording (default: you); a name not in `me` is someone else"
 
 
 def _service(request: Request) -> ImportService:
@@ -61,6 +64,7 @@ async def upload_import(
     me: Annotated[str, Query(min_length=1, max_length=200, description=ME_HELP)],
     name: Annotated[str, Query(min_length=1, max_length=255, description="the file's name")],
     format: Annotated[str | None, Query(description=f"one of {', '.join(FORMATS)}; detected when absent")] = None,
+    speaker: Annotated[str | None, Query(min_length=1, max_length=200, description=SPEAKER_HELP)] = None,
 ) -> dict[str, Any]:
     """``413`` beyond ``SOMA_MEDIA_MAX_BYTES``, ``429`` when too many imports are waiting."""
     if format is not None and format not in FORMATS:
@@ -74,7 +78,7 @@ async def upload_import(
 
     try:
         import_id = await _service(request).submit(
-            user.user_id, name, Me.of(me.split(",")), fmt, body(), res.settings.media_max_bytes
+            user.user_id, name, Me.of(me.split(",")), fmt, body(), res.settings.media_max_bytes, speaker=speaker
         )
     except QueueFullError as exc:
         raise ApiError(429, "imports_busy", str(exc)) from None

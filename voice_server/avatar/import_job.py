@@ -14,6 +14,11 @@
 4. mark the import ``done`` with its counts, and commit. Any failure (a parser error mid-way, a database
    error, cancellation) rolls everything of that file back and marks the import ``failed`` with the reason.
 
+Audio, video and WhatsApp archives with media (`MEDIA_FORMATS`) first go through
+`voice_server.avatar.media_job.prepare` — validated, transcribed with progress in seconds of audio, their
+recordings and keyframes sealed into a staging folder — before the same transaction stores the transcripts
+as messages and, at its end, records the kept files as the user's media linked to the import.
+
 Idempotency: each message's key is a keyed per-user tag (`UserKey.tag`) of its `ImportedMessage.fingerprint`
 and its occurrence number among identical messages *with the same timestamp* (`OccurrenceKeys`); rows with
 a key the user already has are not inserted (``ON CONFLICT DO NOTHING``), and only messages actually stored
@@ -47,6 +52,7 @@ from voice_server.avatar import memory_policy as policy
 from voice_server.avatar.extraction import Candidate, extract
 from voice_server.avatar.importers import (
     HEAD_BYTES,
+    MEDIA_FORMATS,
     Format,
     ImportedMessage,
     ImportFormatError,
@@ -57,6 +63,8 @@ from voice_server.avatar.importers import (
 )
 from voice_server.avatar.importers import detect as detect_format
 from voice_server.avatar.importers import parse as parse_file
+from voice_server.avatar.media_job import prepare
+from voice_server.avatar.media_plan import MediaPlan, MediaTools, NoSpeechModelError, already_imported
 from voice_server.avatar.memory import Embedder
 from voice_server.avatar.memory_store import Conn, MemoryStore, NewMemory
 from voice_server.security import fields
@@ -67,7 +75,7 @@ log = logging.getLogger(__name__)
 
 BATCH = 500  # records per insert statement and per progress report
 # Formats where messages have several senders: `me` must name one of them, or nothing would be the user's.
-MULTI_SENDER: frozenset[Format] = frozenset({"whatsapp", "telegram", "generic", "meta_messages"})
+MULTI_SENDER: frozenset[Format] = frozenset({"whatsapp", "telegram", "generic", "meta_messages", "whatsapp_zip"})
 MAX_MEMORIES = 200  # memory candidates kept per file (the most important; ties: the earliest)
 EMBED_BATCH = 64
 OCCURRENCE_MAX = 200_000  # distinct messages counted under one timestamp (only exports without times get near)
@@ -80,12 +88,15 @@ class ImportFailed(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Progress:
-    """Where a running import is: records read so far and the byte position in a file of ``size`` bytes."""
+    """Where a running import is: records read so far and the byte position in a file of ``size`` bytes;
+    for audio and video, seconds of audio transcribed of ``audio_total_s`` (records come after)."""
 
     read: int
     skipped: int
     position: int
     size: int
+    audio_s: float = 0.0
+    audio_total_s: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +108,8 @@ class ImportResult:
     skipped: dict[str, int]
     created: int
     memories: int
+    audio_s: float = 0.0
+    media: tuple[dict[str, Any], ...] = ()  # per recording (audio/video imports): see `MediaEntry`
 
 
 ProgressCallback = Callable[[Progress], None]
@@ -189,8 +202,9 @@ _INSERT = (
 
 def _open_and_parse(
     open_file: Callable[[], IO[bytes]], name: str, fmt: Format | None, me: Me
-) -> tuple[IO[bytes], Format, int, Iterator[Record]]:
-    """Open, detect, and validate (the parser's first pass): blocking, run in a thread."""
+) -> tuple[IO[bytes], Format, int, Iterator[Record] | None]:
+    """Open, detect, and validate (the parser's first pass): blocking, run in a thread. Media formats are
+    not parsed here (``None``): `media_job.prepare` validates and transcribes them."""
     f = open_file()
     try:
         head = f.read(HEAD_BYTES)
@@ -198,6 +212,8 @@ def _open_and_parse(
         size = f.tell()
         f.seek(0)
         chosen = fmt or detect_format(name, head)
+        if chosen in MEDIA_FORMATS:
+            return f, chosen, size, None
         return f, chosen, size, parse_file(chosen, f, me=me, path=name)
     except BaseException:
         f.close()
@@ -216,6 +232,9 @@ async def run_import(
     me: Me,
     fmt: Format | None = None,
     progress: ProgressCallback | None = None,
+    media: MediaTools | None = None,
+    speaker: str | None = None,
+    modified: datetime | None = None,
 ) -> ImportResult:
     """Store one file for ``user_id`` under the existing ``imports`` row ``import_id`` (see the module doc).
 
@@ -225,16 +244,18 @@ async def run_import(
         me: Which participant is the user.
         fmt: The format, or ``None`` to detect it.
         embedder: Without one, no memories are created (the messages are still stored).
-        progress: Called on the event loop after each batch.
+        progress: Called on the event loop after each batch (and each transcribed window).
+        media: The speech model and media store audio/video imports need (``None``: they fail, saying so).
+        speaker: Who speaks in a lone recording; ``None``: the user (see `media_job`).
+        modified: The file's modification time when known, to date a recording without metadata.
 
     Raises:
         ImportFailed: Nothing of the file was kept; the row says ``failed`` and why.
     """
+    source = _Source(open_file, name, me, fmt, media, speaker, modified)
     try:
-        return await _run(db, keys, embedder, user_id, import_id, open_file, name, me, fmt, progress)
-    except ImportFormatError as exc:
-        reason = str(exc)
-    except ImportFailed as exc:
+        return await _run(db, keys, embedder, user_id, import_id, source, progress)
+    except (ImportFormatError, ImportFailed, NoSpeechModelError) as exc:
         reason = str(exc)
     except asyncio.CancelledError:
         await asyncio.shield(mark_failed(db, keys, user_id, import_id, "cancelled: the server stopped"))
@@ -260,29 +281,76 @@ async def mark_failed(db: Database, keys: Keyring, user_id: uuid.UUID, import_id
         log.warning("import: could not record the failure", exc_info=True)
 
 
+@dataclass(frozen=True, slots=True)
+class _Source:
+    """The file a job imports and what the caller said about it (see `run_import`'s arguments)."""
+
+    open_file: Callable[[], IO[bytes]]
+    name: str
+    me: Me
+    fmt: Format | None
+    media: MediaTools | None
+    speaker: str | None
+    modified: datetime | None
+
+
+async def _prepare_media(
+    db: Database,
+    keys: Keyring,
+    user_id: uuid.UUID,
+    import_id: uuid.UUID,
+    source: _Source,
+    f: IO[bytes],
+    chosen: Format,
+    size: int,
+    progress: ProgressCallback | None,
+) -> MediaPlan:
+    """Validate, transcribe and stage an audio/video file or archive before the transaction (`media_job`)."""
+    if source.media is None:
+        raise NoSpeechModelError("audio and video imports are not available here (no media tools)")
+    async with db.pool.connection() as conn:
+        key = await keys.for_user(conn, user_id)
+
+    async def known(tags: list[bytes]) -> set[bytes]:
+        async with db.pool.connection() as conn:
+            return await already_imported(conn, user_id, tags)
+
+    def audio_progress(done: float, total: float) -> None:
+        if progress is not None:
+            progress(Progress(0, 0, 0, size, done, total))
+
+    return await prepare(source.media, key, known, import_id=import_id, f=f, fmt=chosen, name=source.name,
+                         me=source.me, speaker=source.speaker, modified=source.modified,
+                         progress=audio_progress)  # fmt: skip
+
+
 async def _run(
     db: Database,
     keys: Keyring,
     embedder: Embedder | None,
     user_id: uuid.UUID,
     import_id: uuid.UUID,
-    open_file: Callable[[], IO[bytes]],
-    name: str,
-    me: Me,
-    fmt: Format | None,
+    source: _Source,
     progress: ProgressCallback | None,
 ) -> ImportResult:
-    f, chosen, size, records = await asyncio.to_thread(_open_and_parse, open_file, name, fmt, me)
+    f, chosen, size, records = await asyncio.to_thread(_open_and_parse, source.open_file, source.name, source.fmt,
+                                                       source.me)  # fmt: skip
+    plan: MediaPlan | None = None
+    committed = False
     try:
         async with db.pool.connection() as conn:
             await conn.execute(
                 "UPDATE imports SET status = 'running', format = %s, bytes_total = %s WHERE id = %s AND user_id = %s",
                 (chosen, size, import_id, user_id),
             )
+        if records is None:
+            plan = await _prepare_media(db, keys, user_id, import_id, source, f, chosen, size, progress)
+            records = plan.records()
         occurrences = OccurrenceKeys()
         heap: list[tuple[float, int, Candidate]] = []  # min-heap by (importance, -seq): the weakest on top
         read, created, seq, from_user = 0, 0, 0, 0
         skipped: collections.Counter[str] = collections.Counter()
+        audio_s = plan.audio_s if plan is not None else 0.0
         async with db.pool.connection() as conn, conn.transaction():
             key = await keys.for_user(conn, user_id)
             while True:
@@ -306,21 +374,31 @@ async def _run(
                         elif item[:2] > heap[0][:2]:
                             heapq.heapreplace(heap, item)
                 if progress is not None:
-                    progress(Progress(read, sum(skipped.values()), batch.position, size))
+                    progress(Progress(read, sum(skipped.values()), batch.position, size, audio_s, audio_s))
             if read and not from_user and chosen in MULTI_SENDER:
-                raise ImportFailed(await asyncio.to_thread(_not_a_participant, open_file, name, chosen, me))
+                why = await asyncio.to_thread(_not_a_participant, source.open_file, source.name, chosen, source.me)
+                raise ImportFailed(why)
             chosen_candidates = [c for _, _, c in sorted(heap, key=lambda item: -item[1])]  # file order
             memories = 0
             if embedder is not None and chosen_candidates:
                 memories = await _remember(conn, MemoryStore(db, keys), embedder, user_id, chosen_candidates)
+            report = None
+            if plan is not None:
+                await plan.commit(conn, import_id)
+                report = key.seal(json.dumps(plan.report(), ensure_ascii=False), fields.import_report(import_id))
             await conn.execute(
                 "UPDATE imports SET status = 'done', read = %s, skipped = %s, skip_reasons = %s::jsonb, created = %s,"
-                " memories = %s, error = NULL, finished_at = now() WHERE id = %s AND user_id = %s",
-                (read, sum(skipped.values()), _json(skipped), created, memories, import_id, user_id),
+                " memories = %s, audio_seconds = %s, media_report = %s, error = NULL, finished_at = now()"
+                " WHERE id = %s AND user_id = %s",
+                (read, sum(skipped.values()), _json(skipped), created, memories, audio_s, report, import_id, user_id),
             )
+        committed = True
     finally:
+        if plan is not None:
+            await plan.aclose(committed=committed)
         await asyncio.to_thread(f.close)
-    return ImportResult(chosen, read, dict(sorted(skipped.items())), created, memories)
+    media_report = tuple(plan.report()) if plan is not None else ()
+    return ImportResult(chosen, read, dict(sorted(skipped.items())), created, memories, audio_s, media_report)
 
 
 def _not_a_participant(open_file: Callable[[], IO[bytes]], name: str, fmt: Format, me: Me) -> str:
@@ -402,16 +480,20 @@ async def create_import(
 
 IMPORT_COLUMNS = (
     "id, format, name, status, bytes_total, read, skipped, created, memories, skip_reasons, error, created_at,"
-    " finished_at"
+    " finished_at, audio_seconds, media_report"
 )
 
 
 def open_import(key: UserKey, row: dict[str, Any]) -> dict[str, Any]:
-    """An ``imports`` row (`IMPORT_COLUMNS`) with its name and error opened."""
+    """An ``imports`` row (`IMPORT_COLUMNS`) with its name, error and media report opened; the report
+    becomes ``media``: one entry per recording (``[]`` for text imports)."""
+    opened = {k: v for k, v in row.items() if k != "media_report"}
+    report = key.open_optional(row.get("media_report"), fields.import_report(row["id"]))
     return {
-        **row,
+        **opened,
         "name": key.open(row["name"], fields.import_name(row["id"])),
         "error": key.open_optional(row["error"], fields.import_error(row["id"])),
+        "media": json.loads(report) if report else [],
     }
 
 

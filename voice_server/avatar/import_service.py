@@ -8,6 +8,8 @@ are marked failed. An upload waits on disk sealed with its owner's data key (`se
 ``running`` by a crash are marked failed at the next start and their files removed.
 
 Progress (`state`) lives in memory while a job runs; subscribers wait on `changed()` instead of polling.
+Audio and video jobs (given `MediaTools`) report seconds of audio transcribed too; files they staged in the
+media store and left by a crash are removed when their import is marked failed at the next start.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from typing import IO, Any
 
 from voice_server.avatar.import_job import ImportFailed, Progress, create_import, mark_failed, run_import, worker_id
 from voice_server.avatar.importers import Format, Me
+from voice_server.avatar.media_plan import MediaTools
 from voice_server.avatar.memory import Embedder
 from voice_server.security import fields
 from voice_server.security.files import SealedReader, write_sealed
@@ -50,12 +53,14 @@ class Job:
     name: str
     me: Me
     fmt: Format | None
+    speaker: str | None = None
 
 
 class ImportService:
     """Queue, run and report imports (see the module doc). Call `start` once, `aclose` at shutdown.
 
-    ``on_imported`` is awaited with the user's id after each import that finished (the persona rebuilds).
+    ``media``: the speech model and media store that audio/video imports need (``None``: they fail, saying
+    why). ``on_imported`` is awaited with the user's id after each import that finished (the persona rebuilds).
     """
 
     def __init__(
@@ -64,10 +69,12 @@ class ImportService:
         keys: Keyring,
         embedder: Embedder | None,
         data_dir: Path,
+        media: MediaTools | None = None,
         *,
         on_imported: Callable[[uuid.UUID], Awaitable[None]] | None = None,
     ) -> None:
         self.data_dir = data_dir
+        self.media = media
         self.root = data_dir / "imports"
         self.worker = ""  # set by `start`
         self.db = db
@@ -92,6 +99,9 @@ class ImportService:
             unfinished = await cur.fetchall()
         for row in unfinished:
             await mark_failed(self.db, self.keys, row["user_id"], row["id"], "interrupted: the server stopped")
+            if self.media is not None:
+                staged = self.media.store.staging_dir(row["user_id"], row["id"])
+                await asyncio.to_thread(shutil.rmtree, staged, True)
         if unfinished:
             log.warning("imports: %d unfinished imports marked failed", len(unfinished))
         await asyncio.to_thread(shutil.rmtree, self.root, True)
@@ -111,9 +121,18 @@ class ImportService:
     # ------------------------------------------------------------------------------------------- upload
 
     async def submit(
-        self, user_id: uuid.UUID, name: str, me: Me, fmt: Format | None, body: AsyncIterator[bytes], limit: int
+        self,
+        user_id: uuid.UUID,
+        name: str,
+        me: Me,
+        fmt: Format | None,
+        body: AsyncIterator[bytes],
+        limit: int,
+        *,
+        speaker: str | None = None,
     ) -> uuid.UUID:
-        """Seal ``body`` to disk, record a ``queued`` import and queue it; returns its id.
+        """Seal ``body`` to disk, record a ``queued`` import and queue it; returns its id. ``speaker``: who
+        speaks in a lone audio/video recording (default: the user).
 
         Raises:
             QueueFullError: `QUEUE_MAX` imports are already waiting (nothing is kept).
@@ -128,7 +147,7 @@ class ImportService:
         async with self.db.pool.connection() as conn:
             key = await self.keys.for_user(conn, user_id)
         size = await write_sealed(path, key, fields.import_file(import_id), body, limit)
-        job = Job(user_id, import_id, path, name, me, fmt)
+        job = Job(user_id, import_id, path, name, me, fmt, speaker)
         try:
             async with self.db.pool.connection() as conn:
                 await create_import(conn, self.keys, user_id, name, fmt, size, worker=self.worker, import_id=import_id)
@@ -206,13 +225,15 @@ class ImportService:
 
         def progress(p: Progress) -> None:
             self._publish(job.import_id, {"status": "running", "read": p.read, "skipped": p.skipped,
-                                          "position": p.position, "size": p.size})  # fmt: skip
+                                          "position": p.position, "size": p.size, "audio_s": round(p.audio_s, 2),
+                                          "audio_total_s": round(p.audio_total_s, 2)})  # fmt: skip
 
         self._publish(job.import_id, {"status": "running", "read": 0, "skipped": 0, "position": 0, "size": 0})
         try:
             await run_import(
                 self.db, self.keys, self.embedder, user_id=job.user_id, import_id=job.import_id,
-                open_file=open_file, name=job.name, me=job.me, fmt=job.fmt, progress=progress,
+                open_file=open_file, name=job.name, me=job.me, fmt=job.fmt, progress=progress, media=self.media,
+                speaker=job.speaker,
             )  # fmt: skip
             if self.on_imported is not None:
                 await self.on_imported(job.user_id)

@@ -8,7 +8,9 @@ trail), ``imports.jsonl`` and ``imported_messages.jsonl`` (every imported messag
 ``persona.jsonl`` (the persona's profile and edits), ``persona_examples.jsonl`` (its examples, with their
 embeddings), the bond, proactive settings, milestones, proactive jobs and the avatar's own messages
 (``bonds.jsonl``, ``proactive_settings.jsonl``, ``milestones.jsonl``, ``proactive_jobs.jsonl``,
-``notifications.jsonl``, all opened). Data keys are not exported: the archive is plaintext for its owner.
+``notifications.jsonl``, all opened), and ``import_media.jsonl`` (which files an audio/video import kept:
+recordings and their keyframes; ``imports.jsonl`` carries each one's per-recording report). Data keys are not
+exported: the archive is plaintext for its owner.
 
 The archive is produced as a stream (ZIP data descriptors, no seeking); rows come from server-side cursors a
 batch at a time and files a sealed chunk at a time, so memory stays bounded however much the user has.
@@ -41,7 +43,7 @@ from voice_server.stores.postgres import Database
 EXPORTED_TABLES = (
     "users", "api_tokens", "conversations", "turns", "memories", "media", "share_links", "audit_log", "sip_lines",
     "imports", "imported_messages", "personas", "persona_examples", "bonds", "proactive_settings", "milestones",
-    "proactive_jobs", "notifications",
+    "proactive_jobs", "notifications", "import_media",
 )  # fmt: skip
 NOT_EXPORTED = {"user_keys": "the wrapped data key: the archive is already decrypted"}
 _BATCH = 500
@@ -211,6 +213,9 @@ async def export_archive(
         ("notifications", "notifications.jsonl",
          "SELECT id, kind, occurrence, text, memory_ids, message_ids, source, created_at, delivered_at, read_at"
          " FROM notifications WHERE user_id = %s ORDER BY created_at, id", (user_id,), opened_notification),
+        ("import_media", "import_media.jsonl",
+         "SELECT media_id, import_id, kind, source_id, offset_s, seconds FROM import_media WHERE user_id = %s"
+         " ORDER BY import_id, kind DESC, offset_s", (user_id,), as_is),
         ("audit_log", "audit.jsonl",
          "SELECT seq, at, actor_id, user_id, action, resource, outcome, status, source FROM audit_log"
          " WHERE user_id = %s OR actor_id = %s ORDER BY seq", (user_id, user_id), opened_audit),

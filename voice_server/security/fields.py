@@ -53,6 +53,11 @@ def import_error(import_id: uuid.UUID) -> str:
     return f"imports.error|{import_id}"
 
 
+def import_report(import_id: uuid.UUID) -> str:
+    """An audio/video import's per-recording report (JSON naming the user's files)."""
+    return f"imports.media_report|{import_id}"
+
+
 def import_file(import_id: uuid.UUID) -> str:
     """An uploaded import file waiting on disk (chunked like media files)."""
     return f"imports.file|{import_id}"

@@ -17,7 +17,9 @@ Typical use by the import job to come::
         ...                                   # write inside one transaction
 
 Formats: `whatsapp`, `telegram`, `generic` (documented JSON / JSON Lines / CSV), `notes`, Facebook/Instagram
-(`meta`) messages and posts, and `twitter`.
+(`meta`) messages and posts, and `twitter`. `MEDIA_FORMATS` (``audio``, ``video``, ``whatsapp_zip``) need
+the speech model, so `parse` does not take them: the import job's `voice_server.avatar.media_job` reads
+them with `media`, `keyframes` and `whatsapp_zip`.
 """
 
 from __future__ import annotations
@@ -26,8 +28,8 @@ from collections.abc import Iterator
 from pathlib import PurePath
 from typing import IO
 
-from voice_server.avatar.importers import generic, meta, notes, telegram, twitter, whatsapp
-from voice_server.avatar.importers.detect import FORMATS, HEAD_BYTES, Format, detect
+from voice_server.avatar.importers import generic, meta, notes, telegram, twitter, whatsapp, whatsapp_zip
+from voice_server.avatar.importers.detect import FORMATS, HEAD_BYTES, MEDIA_FORMATS, Format, detect
 from voice_server.avatar.importers.records import (
     NOBODY,
     ImportedMessage,
@@ -42,6 +44,7 @@ from voice_server.avatar.importers.records import (
 __all__ = [
     "FORMATS",
     "HEAD_BYTES",
+    "MEDIA_FORMATS",
     "NOBODY",
     "Format",
     "ImportFormatError",
@@ -66,6 +69,7 @@ def parse(fmt: Format, f: IO[bytes], *, me: Me = NOBODY, path: str = "", author:
 
     Raises:
         ImportFormatError: before any record, when ``f`` is not a valid ``fmt`` file.
+        ValueError: ``fmt`` is one of `MEDIA_FORMATS` (they are transcribed by the import job).
     """
     name = PurePath(path).name
     match fmt:
@@ -83,10 +87,15 @@ def parse(fmt: Format, f: IO[bytes], *, me: Me = NOBODY, path: str = "", author:
             return meta.parse_posts(f, author=author, source=meta.source_of(path))
         case "twitter":
             return twitter.parse(f, author=author)
+        case "audio" | "video" | "whatsapp_zip":
+            raise ValueError(f"{fmt} files are transcribed by the import job (voice_server.avatar.media_job)")
 
 
 def survey(fmt: Format, f: IO[bytes], *, path: str = "", me: Me = NOBODY) -> ImportReport:
-    """Read the whole file once and report on it (counts, skips, participants), keeping no messages."""
+    """Read the whole file once and report on it (counts, skips, participants), keeping no messages; for a
+    WhatsApp archive, its chat (audio and video have no participants: `ValueError`)."""
+    if fmt == "whatsapp_zip":
+        return whatsapp_zip.survey(f, PurePath(path).name, me)
     tally = Tally()
     for record in parse(fmt, f, me=me, path=path):
         tally.add(record)

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
 
-Source = Literal["whatsapp", "telegram", "generic", "notes", "facebook", "instagram", "twitter"]
+Source = Literal["whatsapp", "telegram", "generic", "notes", "facebook", "instagram", "twitter", "audio", "video"]
 Attachment = Literal["image", "video", "audio", "voice", "sticker", "gif", "document", "contact", "location", "other"]
 SkipReason = Literal[
     "system",  # service line: encryption notice, "X joined", group renamed, Telegram service message
@@ -28,6 +28,10 @@ SkipReason = Literal[
     "bad_date",  # a header line whose date/time does not exist (e.g. month 13)
     "bad_record",  # a record with the wrong shape (missing sender/text, wrong JSON types, short CSV row)
     "retweet",  # someone else's words reposted by the user
+    "no_speech",  # an audio/video file or voice note in which no words were heard
+    "media_already_imported",  # audio/video content this user imported before: not transcribed again
+    "media_missing",  # a chat line names a voice note the archive does not hold
+    "media_damaged",  # a voice note in an archive that cannot be decoded (the chat itself is imported)
 ]
 
 MAX_PARTICIPANTS = 10_000  # distinct senders counted per file; beyond it they are counted as OTHER_SENDERS
@@ -58,7 +62,12 @@ class ImportedMessage:
             attachment.
         is_user: whether `Me` matched the sender (always true for the user's own notes, posts and tweets).
         attachment: what media the message carried (the media itself is never imported here).
-        where: 1-based line number (text formats) or 0-based record index (JSON formats) of its start.
+        where: 1-based line number (text formats) or 0-based record index (JSON formats) of its start;
+            for a transcript, its part number within the recording.
+        attachment_name: the attached file's name when the export names it (WhatsApp ``<attached: …>``);
+            not stored, and not part of the fingerprint.
+        transcribed_from: for text transcribed from audio, ``<sha256 of the audio file>:<part>``; the
+            fingerprint is then this alone (see `fingerprint`).
     """
 
     source: Source
@@ -69,14 +78,20 @@ class ImportedMessage:
     is_user: bool
     attachment: Attachment | None = None
     where: int = 0
+    attachment_name: str = ""
+    transcribed_from: str = ""
 
     def fingerprint(self) -> str:
         """A stable hex digest of what the message *is* (not where it sits in the file).
 
         Re-exporting a chat with newer messages appended keeps the old messages' fingerprints, so the
         import job can skip what it already has. Identical messages (same sender, minute, text) collide;
-        the job disambiguates them with an occurrence counter.
+        the job disambiguates them with an occurrence counter. A transcript is identified by the audio it
+        came from and its part: its words depend on the speech model, the recording does not, so the same
+        voice note imported again (alone, or inside a chat archive) is the same message.
         """
+        if self.transcribed_from:
+            return hashlib.sha256(f"transcript\x1f{self.transcribed_from}".encode()).hexdigest()
         at = self.at.isoformat() if self.at else ""
         parts = (self.source, self.conversation, self.sender, at, self.text, self.attachment or "")
         return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()

@@ -207,7 +207,7 @@ def _record(where: int, m: re.Match[str], body: list[str], layout: Layout, me: M
         return Skipped(where, "system")  # Android: "Ana added Bob", the encryption notice
     text = "\n".join([first, *body[1:]])[:MAX_MESSAGE_CHARS]
     text = _EDITED.sub("", unicodedata.normalize("NFC", text)).strip()
-    attachment, text = _attachment(text)
+    attachment, attached_file, text = _attachment(text)
     if attachment is None:
         if _DELETED.match(text.strip("\u200e\u200f")):
             return Skipped(where, "deleted")
@@ -219,7 +219,9 @@ def _record(where: int, m: re.Match[str], body: list[str], layout: Layout, me: M
             return Skipped(where, "empty")
     name = clean_name(sender)
     text = text.strip("\u200e\u200f").strip()
-    return ImportedMessage("whatsapp", conversation, name, at, text, me.matches(name), attachment, where)
+    return ImportedMessage(
+        "whatsapp", conversation, name, at, text, me.matches(name), attachment, where, attachment_name=attached_file
+    )
 
 
 def _is_system(sender: str) -> bool:
@@ -227,18 +229,20 @@ def _is_system(sender: str) -> bool:
     return len(sender) > 60 or bool(_SYSTEM.search(sender))
 
 
-def _attachment(text: str) -> tuple[Attachment | None, str]:
+def _attachment(text: str) -> tuple[Attachment | None, str, str]:
+    """(what is attached, the attached file's name when the line names it, the text left)."""
     bare = text.strip("\u200e\u200f ")
     if m := _ATTACHED.search(bare):
-        return _by_extension(m["file"]), (bare[: m.start()] + bare[m.end() :]).strip("\u200e\u200f \n")
+        rest = (bare[: m.start()] + bare[m.end() :]).strip("\u200e\u200f \n")
+        return _by_extension(m["file"]), m["file"].strip(), rest
     if m := _FILE_ATTACHED.match(bare):
-        return _by_extension(m["file"]), bare[m.end() :].strip("\u200e\u200f \n")
+        return _by_extension(m["file"]), m["file"], bare[m.end() :].strip("\u200e\u200f \n")
     first, _, caption = bare.partition("\n")
     if m := _OMITTED.search(first.strip("\u200e\u200f ")):
-        return _OMITTED_KINDS[m["kind"].lower()], caption.strip()
+        return _OMITTED_KINDS[m["kind"].lower()], "", caption.strip()
     if bare.lower().startswith("location: "):
-        return "location", bare
-    return None, text
+        return "location", "", bare
+    return None, "", text
 
 
 def _by_extension(file: str) -> Attachment:
