@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import socket
 import time
@@ -117,11 +118,18 @@ async def test_flood_is_rate_limited_then_closed(model_server: ServerProcess) ->
     async with websockets.connect(ws_url(model_server), additional_headers={"Authorization": f"Bearer {token}"}) as ws:
         await ws.recv()
         codes: set[str] = set()
+
+        async def read() -> None:  # a flooder that keeps reading: only the rate limit may close it
+            while True:
+                codes.add(json.loads(await asyncio.wait_for(ws.recv(), 10))["error"]["code"])
+
+        reader = asyncio.create_task(read())
         with pytest.raises(websockets.ConnectionClosed):
             for _ in range(3000):
                 await ws.send('{"type": "response.cancel"}')
-            while True:
-                codes.add(json.loads(await asyncio.wait_for(ws.recv(), 10))["error"]["code"])
+            await reader
+        with contextlib.suppress(websockets.ConnectionClosed):
+            await reader
         assert "rate_limit_exceeded" in codes
         assert ws.close_code == 1008 and "rate limit" in (ws.close_reason or "")
 

@@ -116,7 +116,9 @@ async def build_persona(db: Database, keys: Keyring, embedder: Embedder | None, 
     await _stream(
         db,
         "persona_imported",
-        "SELECT id, sender, text, is_user FROM imported_messages WHERE user_id = %s ORDER BY at, id",
+        # Transcribed recordings are left out, like voice turns: their capitals and punctuation are Whisper's.
+        "SELECT id, sender, text, is_user FROM imported_messages WHERE user_id = %s"
+        " AND (attachment IS NULL OR attachment NOT IN ('voice', 'audio', 'video')) ORDER BY at, id",
         user_id,
         lambda rows: _feed_imported(extractor, key, rows),
     )
