@@ -41,7 +41,14 @@ from pathlib import Path
 from typing import Any
 
 from bench._common import percentiles, print_table, rss_mb, write_result
-from voice_server.avatar.import_job import MAX_MEMORIES, Progress, create_import, open_imported, run_import
+from voice_server.avatar.import_job import (
+    MAX_MEMORIES,
+    ImportResult,
+    Progress,
+    create_import,
+    open_imported,
+    run_import,
+)
 from voice_server.avatar.importers import Me
 from voice_server.avatar.media_plan import MediaTools
 from voice_server.avatar.persona.build import build_persona
@@ -80,7 +87,11 @@ def write_export(path: Path, messages: int) -> int:
     return path.stat().st_size
 
 
-async def one(db: Database, keys: Keyring, embedder: Any, user_id: uuid.UUID, path: Path) -> dict[str, Any]:
+async def timed_import(
+    db: Database, keys: Keyring, embedder: Any, user_id: uuid.UUID, path: Path, media: MediaTools | None = None
+) -> tuple[ImportResult, uuid.UUID, float, float]:
+    """Import ``path`` for ``user_id``: its result, import id, wall seconds and RSS growth (MB, sampled after
+    every batch)."""
     async with db.pool.connection() as conn:
         import_id = await create_import(conn, keys, user_id, path.name, None, worker="bench")
     before = rss_mb()
@@ -93,11 +104,15 @@ async def one(db: Database, keys: Keyring, embedder: Any, user_id: uuid.UUID, pa
     started = time.perf_counter()
     result = await run_import(db, keys, embedder, user_id=user_id, import_id=import_id,
                               open_file=lambda: path.open("rb"), name=path.name, me=Me.of("Me Myself"),
-                              progress=progress)  # fmt: skip
+                              progress=progress, media=media)  # fmt: skip
     seconds = time.perf_counter() - started
+    return result, import_id, seconds, round(max(peak, rss_mb()) - before, 1)
+
+
+async def one(db: Database, keys: Keyring, embedder: Any, user_id: uuid.UUID, path: Path) -> dict[str, Any]:
+    result, _, seconds, growth = await timed_import(db, keys, embedder, user_id, path)
     return {"seconds": round(seconds, 2), "messages_per_s": round(result.read / seconds),
-            "created": result.created, "memories": result.memories,
-            "rss_growth_mb": round(max(peak, rss_mb()) - before, 1)}  # fmt: skip
+            "created": result.created, "memories": result.memories, "rss_growth_mb": growth}  # fmt: skip
 
 
 def write_media(folder: Path, seconds: float) -> tuple[Path, Path, set[str]]:
@@ -119,20 +134,7 @@ async def one_media(
     db: Database, keys: Keyring, tools: MediaTools, user_id: uuid.UUID, path: Path, words: set[str]
 ) -> dict[str, Any]:
     """Import one recording end to end; its real-time factor and how many spoken words were heard."""
-    async with db.pool.connection() as conn:
-        import_id = await create_import(conn, keys, user_id, path.name, None, worker="bench")
-    before = rss_mb()
-    peak = before
-
-    def progress(_: Progress) -> None:
-        nonlocal peak
-        peak = max(peak, rss_mb())
-
-    started = time.perf_counter()
-    result = await run_import(db, keys, None, user_id=user_id, import_id=import_id,
-                              open_file=lambda: path.open("rb"), name=path.name, me=Me.of("Me Myself"),
-                              progress=progress, media=tools)  # fmt: skip
-    seconds = time.perf_counter() - started
+    result, import_id, seconds, growth = await timed_import(db, keys, None, user_id, path, tools)
     async with db.pool.connection() as conn:
         cur = await conn.execute(
             "SELECT id, conversation, sender, text FROM imported_messages WHERE import_id = %s", (import_id,)
@@ -144,7 +146,7 @@ async def one_media(
             "rtf": round(seconds / result.audio_s, 3), "messages": result.created,
             "keyframes": sum(len(e.get("keyframes", ())) for e in result.media),
             "words_heard_pct": round(100 * len(words & found) / len(words), 1),
-            "rss_growth_mb": round(max(peak, rss_mb()) - before, 1)}  # fmt: skip
+            "rss_growth_mb": growth}  # fmt: skip
 
 
 async def run_media(args: argparse.Namespace, data_dir: Path, metrics: dict[str, Any]) -> dict[str, str]:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, Final
 
+from pipeline.tasks import cancel_and_wait
 from voice_server.avatar import bond
 from voice_server.avatar.bond import BondState
 from voice_server.avatar.clock import Clock, system_clock
@@ -105,9 +106,7 @@ class BondService:
             async with asyncio.timeout(DRAIN_TIMEOUT_S):
                 await self.drained()
         if self._worker is not None:
-            self._worker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._worker
+            await cancel_and_wait(self._worker)
             self._worker = None
         self.sentiment.close()
 

@@ -15,7 +15,6 @@ media store and left by a crash are removed when their import is marked failed a
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import io
 import logging
 import shutil
@@ -25,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from pipeline.tasks import cancel_and_wait
 from voice_server.avatar.import_job import ImportFailed, Progress, create_import, mark_failed, run_import, worker_id
 from voice_server.avatar.importers import Format, Me
 from voice_server.avatar.media_plan import MediaTools
@@ -110,9 +110,7 @@ class ImportService:
     async def aclose(self) -> None:
         """Cancel the running job (rolled back, marked failed) and fail the queued ones."""
         if self._worker is not None:
-            self._worker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._worker
+            await cancel_and_wait(self._worker, timeout=60.0)  # the running job rolls back and records why
             self._worker = None
         while not self._queue.empty():
             job = self._queue.get_nowait()

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from pipeline.tasks import cancel_and_wait
 from voice_server.avatar import memory_policy as policy
 from voice_server.avatar.extraction import LLM_INSTRUCTIONS, Candidate, Forget, extract, parse_llm_candidates
 from voice_server.avatar.memory_store import Conn, Match, MemoryStore, NewMemory, Vector
@@ -152,9 +153,7 @@ class MemoryService:
             async with asyncio.timeout(DRAIN_TIMEOUT_S):
                 await self.drained()
         if self._worker is not None:
-            self._worker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._worker
+            await cancel_and_wait(self._worker)
             self._worker = None
 
     async def drained(self) -> None:

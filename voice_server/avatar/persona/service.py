@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from pipeline.tasks import cancel_and_wait
 from voice_server.avatar.memory import Embedder
 from voice_server.avatar.persona.build import build_persona
 from voice_server.avatar.persona.prompt import EDIT_KEYS, examples_section, system_prompt
@@ -90,9 +91,7 @@ class PersonaService:
     async def aclose(self) -> None:
         """Cancel the running build (nothing stored; built again at the next start) and stop."""
         if self._worker is not None:
-            self._worker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._worker
+            await cancel_and_wait(self._worker)
             self._worker = None
 
     async def drained(self) -> None:

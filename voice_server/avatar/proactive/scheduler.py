@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Final
 
+from pipeline.tasks import cancel_and_wait
 from voice_server.avatar import bond
 from voice_server.avatar.bond_service import BOND_COLUMNS, open_bond
 from voice_server.avatar.clock import Clock, system_clock
@@ -111,9 +112,7 @@ class ProactiveScheduler:
     async def aclose(self) -> None:
         """Stop the loop; a job being processed stays claimed and is released at the next start."""
         if self._loop is not None:
-            self._loop.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._loop
+            await cancel_and_wait(self._loop)
             self._loop = None
 
     def wake(self) -> None:
