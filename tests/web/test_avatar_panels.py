@@ -19,7 +19,7 @@ from playwright.sync_api import Locator, Page, Route, expect
 from tests.avatar import persona_fixtures as fx
 from tests.conftest import REPO, ServerProcess
 from tests.server.test_audit import api
-from tests.server.test_persona import import_sam
+from tests.server.test_persona import import_sam, wait_ready
 from tests.server.test_proactive_api import make_due, wait_notifications
 from tests.web.conftest import PASSWORD, Launcher, new_account, sign_in, sign_in_as, submit_sign_in
 from tests.web.test_avatar_pages import DESKTOP, PHONE, Tab, axe_violations, open_screen, token_of
@@ -132,6 +132,14 @@ def test_the_persona_shows_how_the_user_writes_and_an_edit_reaches_the_prompt(
     assert api(model_server, "GET", "/v1/persona", token).json()["edits"] == {"instructions": edits["instructions"]}
     page.get_by_role("button", name="Save edits").click()
     expect(page.locator("#persona-edit-status")).to_have_text("Nothing to save: no field changed.")
+
+    built = api(model_server, "GET", "/v1/persona", token).json()["built_at"]
+    page.get_by_role("button", name="Rebuild").click()
+    rebuilt = wait_ready(model_server, token, after=built)
+    expect(status).to_contain_text("Built ", timeout=60_000)
+    expect(page.get_by_role("button", name="Rebuild")).to_be_visible()
+    assert rebuilt["edits"] == {"instructions": edits["instructions"]}  # a rebuild keeps the edits
+    expect(prompt).to_contain_text("Never talk about work.")
     tab.assert_no_errors()
 
 
@@ -424,8 +432,9 @@ def test_the_avatar_screens_are_accessible_in_light_and_dark_and_fit_a_phone(
 def test_a_dropped_event_stream_is_resumed_after_the_last_message_seen(server: ServerProcess, launch: Launcher) -> None:
     """When the event stream ends (here the first one is a canned stream holding the one message the user
     has, then closes), the page opens it again after the server's ``retry`` pause with ``Last-Event-ID``, so
-    the server sends only what came after: the message sent meanwhile arrives once, the old one not again."""
-    tab = Tab(launch)
+    the server sends only what came after: the message sent meanwhile arrives once, the old one not again.
+    "Mark all as read" then clears the badge (on a phone, where the inbox is below the call)."""
+    tab = Tab(launch, PHONE)
     page = tab.page
     username = new_account(server, "resume")
     token = api_token(server, username)
@@ -452,6 +461,14 @@ def test_a_dropped_event_stream_is_resumed_after_the_last_message_seen(server: S
     events = page.evaluate("window.somaInbox.events")
     assert [(e["id"] == old["id"], e["fresh"]) for e in events] == [(True, False), (False, True)], events
     assert page.evaluate("window.somaInbox.connects") == 2
+
+    expect(page.locator("#nav-unread")).to_have_text("2")
+    page.get_by_role("button", name="Mark all as read").click()
+    expect(page.locator("#nav-unread")).to_be_hidden()
+    expect(page.get_by_role("button", name="Mark all as read")).to_be_hidden()
+    expect(page.get_by_role("list", name="Messages from your avatar")).to_be_focused()
+    assert [r["reason"] for r in page.evaluate("window.somaInbox.reads")] == ["all", "all"]
+    assert api(server, "GET", "/v1/notifications", token, params={"unread": "true"}).json()["data"] == []
     tab.assert_no_errors()
 
 
