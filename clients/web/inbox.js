@@ -204,14 +204,14 @@ export function setUpInbox() {
     return Date.parse(x) - Date.parse(y) || (x > y ? 1 : x < y ? -1 : 0) || (a.id > b.id ? 1 : -1);
   }
 
+  /** One message's list item; a click on it marks it read. */
   function itemOf(note) {
-    const li = el("li", { class: "note", "data-id": note.id, on: { click: () => markRead(note.id, "clicked") } },
+    return el("li", { class: "note", "data-id": note.id, on: { click: () => markRead(note.id, "clicked") } },
       el("p", { class: "note-head" },
-        el("span", { class: "chip", text: KIND_NAMES[note.kind] || note.kind.replaceAll("_", " ") }), " ",
+        el("span", { class: "chip", text: KIND_NAMES[note.kind] || String(note.kind).replaceAll("_", " ") }), " ",
         el("time", { class: "note-time", dateTime: note.created_at, text: when(note.created_at, { withTime: true }) }),
         el("span", { class: "tag note-new", text: "New" })),
       el("p", { class: "note-text", text: note.text }));
-    return li;
   }
 
   function paint(entry) {
