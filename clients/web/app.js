@@ -1,10 +1,15 @@
 // Sign-in / sign-up, the signed-in screens and the navigation between them (views.js), and the Settings area
-// (API tokens, sign-out). The screens live in their own modules: the call in callview.js / call.js, memories
-// in memories.js, imports in imports.js.
+// (API tokens, sign-out). The screens live in their own modules: the call in callview.js / call.js, the
+// avatar's messages in inbox.js, memories in memories.js, imports in imports.js, the persona and the bond in
+// persona.js and bond.js, when the avatar reaches out in reachout.js.
 import { ApiError, api, auth } from "./api.js";
+import { setUpBond } from "./bond.js";
 import { setUpCallScreen } from "./callview.js";
 import { setUpImports } from "./imports.js";
+import { setUpInbox } from "./inbox.js";
 import { setUpMemories } from "./memories.js";
+import { setUpPersona } from "./persona.js";
+import { setUpReachingOut } from "./reachout.js";
 import { Views } from "./views.js";
 
 const $ = (id) => document.getElementById(id);
@@ -13,6 +18,10 @@ let signupMode = false;
 let callScreen = null;
 const memories = setUpMemories();
 const imports = setUpImports();
+const inbox = setUpInbox();
+const persona = setUpPersona();
+const bond = setUpBond();
+const reachingOut = setUpReachingOut();
 const views = new Views($("nav"), "call");
 views.register("call", {
   element: $("home"),
@@ -23,6 +32,10 @@ views.register("memories", { element: $("memories-view"), title: "Memories", foc
   onShow: () => memories.show() });
 views.register("import", { element: $("import-view"), title: "Import", focus: () => $("import-title"),
   onShow: () => imports.show() });
+views.register("persona", { element: $("persona-view"), title: "Persona", focus: () => $("persona-title"),
+  onShow: () => { persona.show(); bond.show(); } });
+views.register("reaching-out", { element: $("reach-view"), title: "Reaching out", focus: () => $("reach-title"),
+  onShow: () => reachingOut.show() });
 
 function showAuthMode() {
   $("auth-title").textContent = signupMode ? "Create your account" : "Sign in";
@@ -49,6 +62,7 @@ async function showHome(me) {
   callScreen ??= setUpCallScreen();
   imports.signIn(me);
   views.start();
+  inbox.signIn();
   await listTokens();
 }
 
@@ -111,6 +125,10 @@ $("logout").addEventListener("click", async () => {
   callScreen?.hangUp();
   memories.reset();
   imports.reset();
+  inbox.reset(); // before the token is revoked: the stream stops here, not by a refusal
+  persona.reset();
+  bond.reset();
+  reachingOut.reset();
   await api("/v1/auth/logout", { method: "POST" }).catch(() => {});
   auth.token = null;
   history.replaceState(null, "", location.pathname); // the next account starts on the call screen

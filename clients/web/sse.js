@@ -2,8 +2,8 @@
 //
 // `SseParser` is the event-stream grammar of the HTML standard as a sans-I/O class: text in, events out, no
 // fetch and no timers, so it is tested by feeding it chunks cut anywhere. `readEvents` drives it from a
-// fetch `Response`, and `openEvents` makes the authorized request (the import page follows a job with it;
-// the notifications stream `/v1/events` will too).
+// fetch `Response`, and `openEvents` makes the authorized request (the import page follows a job with it, the
+// inbox the avatar's messages on `/v1/events`).
 import { authorizedFetch } from "./api.js";
 
 export const MAX_LINE = 1 << 20; // a longer line means a broken or hostile stream: the buffer stays bounded
@@ -142,9 +142,11 @@ export async function* readEvents(response, { idleMs = 0, parser = new SseParser
  * GETs ``path`` with the bearer token and yields its events (see `readEvents`).
  *
  * Throws `ApiError` for a non-2xx answer, `SseError` if the answer is not an event stream. Pass an
- * AbortSignal to stop; `lastEventId` resumes a stream that supports it.
+ * AbortSignal to stop; `lastEventId` resumes a stream that supports it; `onOpen()` is called once the server
+ * accepted the stream, before its first event (a stream that opened and later broke is worth reopening at
+ * once, one that never opened calls for a longer pause).
  */
-export async function* openEvents(path, { signal, lastEventId = "", idleMs = 0, parser } = {}) {
+export async function* openEvents(path, { signal, lastEventId = "", idleMs = 0, parser, onOpen } = {}) {
   const headers = { Accept: "text/event-stream" };
   if (lastEventId) headers["Last-Event-ID"] = lastEventId;
   const response = await authorizedFetch(path, { headers, signal, cache: "no-store" });
@@ -152,5 +154,6 @@ export async function* openEvents(path, { signal, lastEventId = "", idleMs = 0, 
     response.body?.cancel().catch(() => {});
     throw new SseError(`${path} did not answer with an event stream`);
   }
+  onOpen?.();
   yield* readEvents(response, { idleMs, parser });
 }

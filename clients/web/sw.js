@@ -1,21 +1,27 @@
-// Service worker: keeps the app shell so the page opens offline (and installs as an app).
+// Service worker: keeps the app shell so the page opens offline (and installs as an app), and opens the page
+// when the user clicks one of the avatar's messages shown as a system notification (inbox.js shows them, only
+// with the user's permission).
 //
 // Network first for the shell, so a running server always serves its current page; the cache answers only
-// when the network does not. Nothing else is touched: API calls (/v1/…), WebRTC signalling, /healthz and
-// /metrics always go to the network and are never stored.
-const CACHE = "soma-shell-v2"; // a new name when the list changes: activate drops the old cache
+// when the network does not. Nothing else is touched: API calls (/v1/…, the event stream included), WebRTC
+// signalling, /healthz and /metrics always go to the network and are never stored.
+const CACHE = "soma-shell-v3"; // a new name when the list changes: activate drops the old cache
 const SHELL = [
   "/",
   "/index.html",
   "/style.css",
   "/app.js",
   "/api.js",
+  "/bond.js",
   "/call.js",
   "/callview.js",
   "/dom.js",
   "/imports.js",
+  "/inbox.js",
   "/memories.js",
   "/meter.js",
+  "/persona.js",
+  "/reachout.js",
   "/sse.js",
   "/turns.js",
   "/views.js",
@@ -59,3 +65,20 @@ async function networkFirst(request, key) {
     throw error;
   }
 }
+
+// A click on one of the avatar's messages: back to an open Soma page (the inbox is on its Call screen), or a
+// new one.
+self.addEventListener("notificationclick", (event) => {
+  event.notification.close();
+  const target = new URL(event.notification.data?.url || "/", self.location.origin);
+  if (target.origin !== self.location.origin) return; // only ever this server's own page
+  event.waitUntil((async () => {
+    const open = await self.clients.matchAll({ type: "window", includeUncontrolled: true });
+    const page = open.find((client) => new URL(client.url).origin === self.location.origin);
+    if (page) {
+      await page.focus();
+      return;
+    }
+    await self.clients.openWindow(target.href);
+  })());
+});

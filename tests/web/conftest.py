@@ -85,7 +85,19 @@ def new_account(server: ServerProcess, prefix: str, display_name: str = "") -> s
 def sign_in(page: Page, server: ServerProcess, prefix: str = "web", display_name: str = "") -> str:
     """Opens the page and signs in through its form as a new user; returns when the call screen shows."""
     username = new_account(server, prefix, display_name)
+    sign_in_as(page, server, username)
+    return username
+
+
+def sign_in_as(page: Page, server: ServerProcess, username: str) -> None:
+    """Opens the page and signs in through its form as ``username`` (an account with the test `PASSWORD`);
+    returns when the call screen shows."""
     page.goto(server.base_url + "/")
+    submit_sign_in(page, username)
+
+
+def submit_sign_in(page: Page, username: str) -> None:
+    """Signs in as ``username`` through the sign-in form the page shows now (after loading or signing out)."""
     switch = page.get_by_role("button", name="I already have an account")
     expect(switch).to_be_visible()  # sign-up is open on the test server: the form starts as "create"
     switch.click()
@@ -95,4 +107,3 @@ def sign_in(page: Page, server: ServerProcess, prefix: str = "web", display_name
     page.get_by_role("button", name="Sign in", exact=True).click()
     expect(page.get_by_role("button", name="Call", exact=True)).to_be_visible()
     page.wait_for_function("() => window.somaCall !== undefined")
-    return username

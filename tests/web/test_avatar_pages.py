@@ -32,8 +32,9 @@ class Tab:
     """A page of its own Chromium that collects the page's uncaught errors and Content-Security-Policy
     violations (a test ends with none)."""
 
-    def __init__(self, launch: Launcher, viewport: ViewportSize = DESKTOP) -> None:
-        self.page = launch([1.0]).new_page(viewport=viewport)
+    def __init__(self, launch: Launcher, viewport: ViewportSize = DESKTOP, **options: Any) -> None:
+        """``options``: more of Playwright's `new_page` options (``timezone_id``, ``locale``, …)."""
+        self.page = launch([1.0]).new_page(viewport=viewport, **options)
         self.errors: list[str] = []
         self.watch(self.page)
 
