@@ -12,7 +12,6 @@ Imports need the ``memories:write`` scope (they create memories); reading them `
 from __future__ import annotations
 
 import asyncio
-import json
 import uuid
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
@@ -21,6 +20,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
 
 from voice_server.accounts import Principal
+from voice_server.api import sse
 from voice_server.api.deps import ResourcesDep, require_scope
 from voice_server.avatar.import_job import IMPORT_COLUMNS, open_import
 from voice_server.avatar.import_service import ImportService, QueueFullError
@@ -31,7 +31,6 @@ from voice_server.resources import Resources
 router = APIRouter(tags=["imports"])
 Reader = Annotated[Principal, Depends(require_scope("memories:read"))]
 Writer = Annotated[Principal, Depends(require_scope("memories:write"))]
-HEARTBEAT_S = 15.0
 ME_HELP = "your name (or Telegram id) in the export; several names separated by commas"
 SPEAKER_HELP = "audio/video: who speaks in the recording (default: you); a name not in `me` is someone else"
 
@@ -111,10 +110,6 @@ async def get_import(import_id: uuid.UUID, user: Reader, res: ResourcesDep) -> d
     return _out(row)
 
 
-def _event(kind: str, data: Any) -> bytes:
-    return f"event: {kind}\ndata: {json.dumps(data, default=str)}\n\n".encode()
-
-
 @router.get("/v1/imports/{import_id}/events", summary="Progress of an import (Server-Sent Events)")
 async def import_events(import_id: uuid.UUID, request: Request, user: Reader, res: ResourcesDep) -> StreamingResponse:
     """``progress`` events while it runs, then one ``done`` or ``failed`` event with the import."""
@@ -130,17 +125,17 @@ async def import_events(import_id: uuid.UUID, request: Request, user: Reader, re
             if state is None:
                 row = await _load(res, user.user_id, import_id)
                 if row is None or row["status"] in ("done", "failed"):
-                    yield _event(row["status"] if row else "failed", _out(row) if row else {"error": "erased"})
+                    yield sse.event(row["status"] if row else "failed", _out(row) if row else {"error": "erased"})
                     return
                 state = {"status": row["status"], "read": row["read"], "skipped": row["skipped"], "position": 0,
                          "size": row["bytes_total"]}  # fmt: skip
             if state != last:
-                yield _event("progress", {"id": str(import_id), **state})
+                yield sse.event("progress", {"id": str(import_id), **state})
                 last = dict(state)
             try:
-                async with asyncio.timeout(HEARTBEAT_S):
+                async with asyncio.timeout(sse.HEARTBEAT_S):
                     await ticket.wait()
             except TimeoutError:
-                yield b": keep-alive\n\n"  # proxies and clients drop a silent stream; a queued import may wait
+                yield sse.KEEP_ALIVE  # a queued import may wait long
 
-    return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-store"})
+    return StreamingResponse(stream(), media_type="text/event-stream", headers=sse.HEADERS)
