@@ -1,0 +1,56 @@
+"""Imports step aside for live calls: `CallsFirst` holds an import's next window while a conversation is live
+(the speech model's single worker must never make a caller wait behind a background job)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import numpy.typing as npt
+
+from models.asr import Transcript
+from voice_server.avatar.media_plan import CallsFirst
+from voice_server.metrics import Metrics
+
+
+class Recorder:
+    """A speech model that records when each window reached it."""
+
+    def __init__(self) -> None:
+        self.at: list[float] = []
+
+    async def atranscribe(self, audio: npt.NDArray[np.float32], *, language: str | None = "en") -> Transcript:
+        self.at.append(asyncio.get_running_loop().time())
+        return Transcript(text="words", segments=(), duration=len(audio) / 16_000, language=language or "en")
+
+
+async def test_a_window_waits_for_the_live_conversation_to_end() -> None:
+    model = Recorder()
+    live = {"n": 1}
+    asr = CallsFirst(model, lambda: live["n"] > 0, poll_s=0.01)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    window = asyncio.create_task(asr.atranscribe(np.zeros(16_000, np.float32)))
+    await asyncio.sleep(0.1)
+    assert model.at == [] and not window.done()  # held while the call is live
+    live["n"] = 0
+    result = await asyncio.wait_for(window, 1)
+    assert result.text == "words" and len(model.at) == 1 and model.at[0] - started >= 0.1
+
+
+async def test_no_live_conversation_no_wait() -> None:
+    model = Recorder()
+    asr = CallsFirst(model, lambda: False, poll_s=10)
+    await asyncio.wait_for(asr.atranscribe(np.zeros(160, np.float32)), 1)
+    assert len(model.at) == 1
+
+
+def test_live_total_counts_every_channel() -> None:
+    metrics = Metrics()
+    assert metrics.live_total() == 0
+    metrics.live_conversations.labels("webrtc").inc()
+    metrics.live_conversations.labels("sip").inc()
+    metrics.live_conversations.labels("sip").inc()
+    assert metrics.live_total() == 3
+    metrics.live_conversations.labels("sip").dec()
+    assert metrics.live_total() == 2
