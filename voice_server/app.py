@@ -26,9 +26,10 @@ from voice_server.api import (
     sip_routes,
     system,
 )
+from voice_server.avatar.calls_first import CallsFirstAsr, CallsFirstLlm
 from voice_server.avatar.import_job import worker_id
 from voice_server.avatar.import_service import ImportService
-from voice_server.avatar.media_plan import CallsFirst, MediaTools
+from voice_server.avatar.media_plan import MediaTools
 from voice_server.avatar.proactive.service import ProactiveService
 from voice_server.config import Settings, load_settings
 from voice_server.errors import install_error_handlers
@@ -61,13 +62,16 @@ def create_app(settings: Settings, resources: Resources | None = None) -> FastAP
         app.state.calls = CallManager(res)
         app.state.sip = await start_sip(res)
         embedder = res.models.embed if res.models is not None else None
-        asr = CallsFirst(res.models.asr, lambda: res.metrics.live_total() > 0) if res.models is not None else None
+        def busy() -> bool:
+            return res.metrics.live_total() > 0
+
+        asr = CallsFirstAsr(res.models.asr, busy) if res.models is not None else None
         media = MediaTools(asr, MediaStore(res.db, res.keys, res.settings.media_dir), res.settings.media_max_bytes)
         app.state.imports = ImportService(
             res.db, res.keys, embedder, res.settings.data_dir, media, on_imported=res.persona.after_import
         )
         await app.state.imports.start()
-        llm = res.models.llm if res.models is not None else None
+        llm = CallsFirstLlm(res.models.llm, busy) if res.models is not None else None
         app.state.proactive = ProactiveService(
             res.db, res.keys, worker=await asyncio.to_thread(worker_id, res.settings.data_dir), llm=llm,
             schedule=res.settings.proactive, interval_s=float(res.settings.proactive_interval_s),

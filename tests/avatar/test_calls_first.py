@@ -1,5 +1,6 @@
-"""Imports step aside for live calls: `CallsFirst` holds an import's next window while a conversation is live
-(the speech model's single worker must never make a caller wait behind a background job)."""
+"""Background model work steps aside for live calls: `CallsFirstAsr` holds an import's next window and
+`CallsFirstLlm` a proactive message's generation while a conversation is live (a model's single worker must
+never make a caller wait behind a background job)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import numpy as np
 import numpy.typing as npt
 
 from models.asr import Transcript
-from voice_server.avatar.media_plan import CallsFirst
+from voice_server.avatar.calls_first import CallsFirstAsr, CallsFirstLlm
 from voice_server.metrics import Metrics
 
 
@@ -27,7 +28,7 @@ class Recorder:
 async def test_a_window_waits_for_the_live_conversation_to_end() -> None:
     model = Recorder()
     live = {"n": 1}
-    asr = CallsFirst(model, lambda: live["n"] > 0, poll_s=0.01)
+    asr = CallsFirstAsr(model, lambda: live["n"] > 0, poll_s=0.01)
     loop = asyncio.get_running_loop()
     started = loop.time()
     window = asyncio.create_task(asr.atranscribe(np.zeros(16_000, np.float32)))
@@ -40,9 +41,26 @@ async def test_a_window_waits_for_the_live_conversation_to_end() -> None:
 
 async def test_no_live_conversation_no_wait() -> None:
     model = Recorder()
-    asr = CallsFirst(model, lambda: False, poll_s=10)
+    asr = CallsFirstAsr(model, lambda: False, poll_s=10)
     await asyncio.wait_for(asr.atranscribe(np.zeros(160, np.float32)), 1)
     assert len(model.at) == 1
+
+
+async def test_a_proactive_generation_waits_too() -> None:
+    calls: list[float] = []
+
+    class Llm:
+        async def acomplete(self, messages: object, **options: object) -> str:
+            calls.append(asyncio.get_running_loop().time())
+            return "good morning"
+
+    live = {"n": 2}
+    llm = CallsFirstLlm(Llm(), lambda: live["n"] > 0, poll_s=0.01)
+    task = asyncio.create_task(llm.acomplete([{"role": "user", "content": "hi"}], max_tokens=5))
+    await asyncio.sleep(0.05)
+    assert calls == [] and not task.done()
+    live["n"] = 0
+    assert await asyncio.wait_for(task, 1) == "good morning" and len(calls) == 1
 
 
 def test_live_total_counts_every_channel() -> None:

@@ -47,34 +47,6 @@ class Transcriber(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
-class CallsFirst:
-    """The speech model as imports use it: a window waits while anyone is in a live conversation.
-
-    Imports and calls share one speech model and its single worker. A 28 s import window holds that worker
-    for ~1.5 s (Whisper base, 2 cores), and a caller's next words would queue behind it: a call must never
-    wait for a background job, so the import waits instead (between windows; the one already running
-    finishes) and resumes when the conversations end.
-
-    Attributes:
-        asr: The speech model.
-        busy: Whether a live conversation is in progress (called on the event loop; must be cheap).
-        poll_s: How often ``busy`` is asked again while it holds.
-    """
-
-    asr: Transcriber
-    busy: Callable[[], bool]
-    poll_s: float = 0.25
-
-    async def atranscribe(self, audio: npt.NDArray[np.float32], *, language: str | None = "en") -> Transcript:
-        """`Transcriber.atranscribe`, once no conversation is live."""
-        # Polled, not awaited on an event: "live" is a gauge that every transport moves; one cheap read per
-        # poll_s is all the waiting costs.
-        while self.busy():  # noqa: ASYNC110
-            await asyncio.sleep(self.poll_s)
-        return await self.asr.atranscribe(audio, language=language)
-
-
-@dataclass(frozen=True, slots=True)
 class MediaTools:
     """What audio and video imports need besides the database.
 
