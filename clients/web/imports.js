@@ -123,7 +123,13 @@ class ImportRun {
     this.phase = el("p", { class: "run-phase", role: "status" });
     this.detail = el("p", { class: "run-detail muted" });
     this.outcome = el("div", { class: "run-outcome" });
-    this.item = el("li", { class: "run", id: this.id }, this.title, this.bar, this.phase, this.detail, this.outcome);
+    // Shown while the server holds the job (waiting or running): stopping it keeps nothing of the file.
+    this.stop = el("button", {
+      class: "secondary-button run-stop", type: "button", text: "Stop this import", hidden: true,
+      "aria-describedby": `${this.id}-name`, on: { click: () => this.cancel() },
+    });
+    this.item = el("li", { class: "run", id: this.id }, this.title, this.bar, this.phase, this.detail, this.stop,
+      this.outcome);
   }
 
   setPhase(text) {
@@ -145,6 +151,8 @@ class ImportRun {
   async start(me) {
     this.me = me;
     this.importId = null;
+    this.stop.hidden = true;
+    this.stop.disabled = false;
     this.record.me = me;
     this.record.status = "uploading";
     this.item.setAttribute("aria-busy", "true");
@@ -167,6 +175,7 @@ class ImportRun {
       });
       this.importId = row.id;
       this.record.id = row.id;
+      this.stop.hidden = false;
       const final = await this.follow();
       this.finish(final);
     } catch (error) {
@@ -219,7 +228,22 @@ class ImportRun {
     this.detail.textContent = `${plural(read, "message")} read${where}`;
   }
 
+  /** Asks the server to stop the job; its final `failed` event (with the reason) then ends `follow`. */
+  async cancel() {
+    if (!this.importId) return;
+    this.stop.disabled = true;
+    this.detail.textContent = "Stopping…";
+    try {
+      await api(`/v1/imports/${this.importId}/cancel`, { method: "POST", signal: this.signal });
+    } catch (error) {
+      if (this.signal.aborted) return;
+      this.stop.disabled = false; // 409: it ended meanwhile, and its final event says how
+      if (!(error instanceof ApiError && error.status === 409)) this.detail.textContent = `Could not stop it: ${error.message}`;
+    }
+  }
+
   finish(row) {
+    this.stop.hidden = true;
     this.record.status = row.status || "failed";
     this.record.final = row;
     this.item.removeAttribute("aria-busy");
@@ -244,6 +268,7 @@ class ImportRun {
   /** The upload was refused or never arrived (or its job was lost from sight): say why, and offer to try
    * again when that can help. */
   refused(text, retry, phase = "Not imported") {
+    this.stop.hidden = true;
     this.record.status = "refused";
     this.item.removeAttribute("aria-busy");
     this.bar.hidden = true;

@@ -230,6 +230,31 @@ def test_erasure_removes_imports_and_stops_a_running_one(srv: ServerProcess, tmp
             assert n is not None and n["n"] == 0
 
 
+def test_the_owner_can_stop_a_running_or_waiting_import(srv: ServerProcess, tmp_path: Path) -> None:
+    """``POST /v1/imports/{id}/cancel`` stops a running import (rolled back) and drops a waiting one: both end
+    ``failed`` with the owner's reason and keep nothing; an ended import is a 409, another user's a 404."""
+    _, token = new_user(srv, "stop")
+    _, other = new_user(srv, "nosy")
+    running = upload(srv, token, export_file(tmp_path, "Zqstopped", 100_000))
+    waiting = upload(srv, token, export_file(tmp_path, "Zqwaiting", 100_000))
+    with httpx.stream("GET", f"{srv.base_url}/v1/imports/{running['id']}/events", headers=auth(token),
+                      timeout=120) as r:  # fmt: skip
+        next(line for line in r.iter_lines() if line.startswith("data: ") and json.loads(line[6:])["read"] > 0)
+    assert api(srv, "POST", f"/v1/imports/{running['id']}/cancel", other).status_code == 404
+    for row in (waiting, running):  # the waiting one first: it must not start when the running one ends
+        r = api(srv, "POST", f"/v1/imports/{row['id']}/cancel", token)
+        assert r.status_code == 200, r.text
+        assert r.json()["status"] == "failed" and r.json()["error"].startswith("cancelled: you stopped"), r.json()
+    for row in (running, waiting):
+        _, kind, final = follow(srv, token, row["id"])
+        assert kind == "failed" and final["error"].startswith("cancelled: you stopped") and final["created"] == 0
+    assert stored(srv, user_id_of(srv, token)) == 0
+    again = api(srv, "POST", f"/v1/imports/{running['id']}/cancel", token)
+    assert again.status_code == 409 and again.json()["error"]["code"] == "import_finished"
+    after = upload(srv, token, export_file(tmp_path, "Zqafter", 100))  # the worker is free for the next one
+    assert follow(srv, token, after["id"])[1] == "done"
+
+
 @pytest.mark.parametrize("how", ["stop", "kill"])
 def test_a_server_stopped_mid_import_keeps_nothing_and_reports_it(tmp_path: Path, how: str) -> None:
     """Stopping the server (SIGTERM: the job is cancelled) or killing it (SIGKILL: the next start fails what

@@ -58,8 +58,10 @@ UNDOCUMENTED = {"/v1/realtime"}
 # earlier for another reason: "soma" is the avatar alias every account has (an A session is A's "soma").
 PROBE_QUERY = {"model": "soma"}
 # What A gets for A's own request where that is not 2xx: a second offer on a live call is refused with 409
-# (calls are negotiated once) — found, unlike B's 404; a link id is not a link token, for anyone.
-OWNER_STATUS = {("POST", "/v1/realtime/calls/{call_id}"): 409, ("GET", "/v1/shared/{token}"): 404}
+# (calls are negotiated once) — found, unlike B's 404; a link id is not a link token, for anyone; A's
+# imports have ended, so stopping one is a 409 (found), unlike B's 404.
+OWNER_STATUS = {("POST", "/v1/realtime/calls/{call_id}"): 409, ("GET", "/v1/shared/{token}"): 404,
+                ("POST", "/v1/imports/{import_id}/cancel"): 409}  # fmt: skip
 # Bodies the spec cannot describe (a raw SDP offer); filled in once A's offer exists.
 RAW_BODY_TYPES = {("POST", "/v1/realtime/calls"): "application/sdp"}
 

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from axe_playwright_python.sync_playwright import Axe
 from playwright.sync_api import Locator, Page, Route, ViewportSize, expect
@@ -218,6 +219,28 @@ def test_a_wrong_name_offers_the_participants_and_one_click_imports(
     page.reload()
     expect(page.get_by_role("heading", name="Import your history")).to_be_visible()  # the hash kept the screen
     expect(page.get_by_label("Your name in the chat")).to_have_value(ME)  # remembered, not the display name
+    tab.assert_no_errors()
+
+
+def test_a_running_import_can_be_stopped(model_server: ServerProcess, launch: Launcher, tmp_path: Path) -> None:
+    """"Stop this import" appears while the server holds the job; pressing it ends the import as not
+    imported with the server's reason, keeps nothing, and the button goes away."""
+    tab = Tab(launch)
+    page = tab.page
+    sign_in(page, model_server, "stopper", display_name=ME)
+    export = write_export(tmp_path, "Zqwebstop", 100_000)
+    open_screen(page, "Import", "Import your history")
+    start_import(page, export)
+    item = run_item(page, NAME)
+    stop = item.get_by_role("button", name="Stop this import")
+    expect(item.get_by_role("status")).to_have_text("Reading messages…", timeout=60_000)
+    stop.click()
+    expect(item.get_by_role("status")).to_have_text("Not imported", timeout=60_000)
+    expect(item.get_by_role("alert")).to_contain_text("Cancelled: you stopped this import")
+    expect(stop).to_be_hidden()
+    listed = httpx.get(f"{model_server.base_url}/v1/imports", headers={"Authorization": f"Bearer {token_of(page)}"})
+    (row,) = listed.json()["data"]
+    assert row["status"] == "failed" and row["created"] == 0, row
     tab.assert_no_errors()
 
 

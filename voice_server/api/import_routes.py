@@ -110,6 +110,19 @@ async def get_import(import_id: uuid.UUID, user: Reader, res: ResourcesDep) -> d
     return _out(row)
 
 
+@router.post("/v1/imports/{import_id}/cancel", summary="Stop a waiting or running import (nothing of it is kept)")
+async def cancel_import(import_id: uuid.UUID, request: Request, user: Writer, res: ResourcesDep) -> dict[str, Any]:
+    """The import, now ``failed`` with the reason; ``409 import_finished`` when it had already ended."""
+    if await _load(res, user.user_id, import_id) is None:
+        raise not_found("import")
+    if not await _service(request).cancel(user.user_id, import_id):
+        raise ApiError(409, "import_finished", "this import has already ended (or runs on another server)")
+    row = await _load(res, user.user_id, import_id)
+    if row is None:
+        raise not_found("import")
+    return _out(row)
+
+
 @router.get("/v1/imports/{import_id}/events", summary="Progress of an import (Server-Sent Events)")
 async def import_events(import_id: uuid.UUID, request: Request, user: Reader, res: ResourcesDep) -> StreamingResponse:
     """``progress`` events while it runs, then one ``done`` or ``failed`` event with the import."""

@@ -37,6 +37,7 @@ from voice_server.stores.postgres import Database
 log = logging.getLogger(__name__)
 
 QUEUE_MAX = 16
+CANCELLED = "cancelled: you stopped this import; nothing of it was kept"
 
 
 class QueueFullError(RuntimeError):
@@ -85,6 +86,7 @@ class ImportService:
         self._worker: asyncio.Task[None] | None = None
         self._running: tuple[Job, asyncio.Task[None]] | None = None
         self._erased: set[uuid.UUID] = set()
+        self._cancelled: set[uuid.UUID] = set()  # waiting imports their owner stopped (dropped when dequeued)
         self._states: dict[uuid.UUID, dict[str, Any]] = {}
         self._tick = asyncio.Event()
 
@@ -184,7 +186,8 @@ class ImportService:
     async def _work(self) -> None:
         while True:
             job = await self._queue.get()
-            if job.user_id in self._erased:  # the account was erased while this upload waited
+            if job.user_id in self._erased or job.import_id in self._cancelled:  # erased or stopped while waiting
+                self._cancelled.discard(job.import_id)
                 await asyncio.to_thread(job.path.unlink, True)
                 self._publish(job.import_id, None)
                 continue
@@ -196,13 +199,38 @@ class ImportService:
                 current = asyncio.current_task()
                 if current is not None and current.cancelling():
                     raise  # the service is stopping (awaiting the job's task cancelled it too)
-                log.info("import %s cancelled: its account was erased", job.import_id)
+                log.info("import %s cancelled (its owner stopped it or was erased)", job.import_id)
             except ImportFailed as exc:
                 log.info("import %s failed: %s", job.import_id, exc)
             except Exception:
                 log.exception("import %s failed", job.import_id)
             finally:
                 self._running = None
+
+    async def cancel(self, user_id: uuid.UUID, import_id: uuid.UUID) -> bool:
+        """Stop one of ``user_id``'s imports: a waiting one is dropped, a running one rolled back; either way
+        nothing of it is kept and its row says ``failed`` (`CANCELLED`). False when it is neither waiting nor
+        running in this process (finished already, or another server's)."""
+        if self.state(import_id) is None:
+            return False
+        async with self.db.pool.connection() as conn:
+            cur = await conn.execute("SELECT 1 FROM imports WHERE id = %s AND user_id = %s", (import_id, user_id))
+            if await cur.fetchone() is None:
+                return False
+        # From here on no await until the job is marked: the worker dequeues and starts a job without yielding
+        # in between, so it is either still waiting (and will be dropped) or is the running one.
+        if self._running is not None and self._running[0].import_id == import_id:
+            task = self._running[1]
+            self._cancelled.add(import_id)  # `_run` records the owner's reason, not a server stop
+            task.cancel()
+            await asyncio.wait([task])
+            return True
+        if self.state(import_id) is None:  # it ended while the row was read
+            return False
+        self._cancelled.add(import_id)
+        await mark_failed(self.db, self.keys, user_id, import_id, CANCELLED)
+        self._publish(import_id, None)
+        return True
 
     async def cancel_user(self, user_id: uuid.UUID) -> None:
         """Before an account is erased: stop its running import (rolled back) and drop its waiting ones, so
@@ -235,6 +263,11 @@ class ImportService:
             )  # fmt: skip
             if self.on_imported is not None:
                 await self.on_imported(job.user_id)
+        except asyncio.CancelledError:
+            if job.import_id in self._cancelled:  # the owner stopped it: say so (run_import wrote "server stopped")
+                self._cancelled.discard(job.import_id)
+                await asyncio.shield(mark_failed(self.db, self.keys, job.user_id, job.import_id, CANCELLED))
+            raise
         finally:
             await asyncio.shield(asyncio.to_thread(job.path.unlink, True))
             self._publish(job.import_id, None)
