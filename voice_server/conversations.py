@@ -17,7 +17,7 @@ from typing import Literal
 
 from pipeline.ports import FinishedTurn, Message
 from voice_server.avatar.bond_service import BondService
-from voice_server.avatar.memory import MemoryService
+from voice_server.avatar.memory import MemoryService, Recent
 from voice_server.avatar.persona.service import PersonaService
 from voice_server.live_sessions import LiveSessions, LiveState, heard_messages, window
 from voice_server.security import fields
@@ -158,6 +158,27 @@ def late_context(*sections: str) -> str:
     return "\n\n".join(s for s in sections if s)
 
 
+async def turn_material(
+    user_id: uuid.UUID,
+    username: str,
+    text: str,
+    *,
+    memory: MemoryService | None,
+    examples: PersonaService | None,
+    bond: BondService | None,
+    recent: Recent | None = None,
+) -> str:
+    """The turn's late system message for the user's words ``text``: the bond's tone line, the recalled
+    memories and, given ``examples`` (only while the avatar's own persona is in use), a few of the user's
+    own messages like these words. Recall's embedding of ``text`` serves the examples too (one per turn)."""
+    memories, vector = "", None
+    if memory is not None:
+        memories, vector = await memory.recall_with_vector(user_id, text, recent)
+    written = await examples.examples_for(user_id, username, vector) if examples is not None else ""
+    tone = await bond.tone(user_id) if bond is not None else ""
+    return late_context(tone, memories, written)
+
+
 def prompt(system: str, history: Sequence[Message], memories: str, user_text: str) -> list[Message]:
     """The LLM prompt: the system prompt, the heard history, the recalled memories, the user's words.
 
@@ -217,15 +238,12 @@ class AvatarContext:
             sessions, state = self.live
             state.turn_state, state.pending, state.history = "thinking", transcript, list(history)
             await sessions.save(state)
-        memories, vector = "", None
-        if self.memory is not None:
-            recent = self.memory.recent_for(self.conversation_id)
-            memories, vector = await self.memory.recall_with_vector(self.user_id, transcript, recent)
-        examples = ""
-        if self.examples is not None and self.persona == self._own_persona:
-            examples = await self.examples.examples_for(self.user_id, self.username, vector)
-        tone = await self.bond.tone(self.user_id) if self.bond is not None else ""
-        return prompt(self.persona, history, late_context(tone, memories, examples), transcript)
+        late = await turn_material(
+            self.user_id, self.username, transcript, memory=self.memory,
+            examples=self.examples if self.persona == self._own_persona else None, bond=self.bond,
+            recent=self.memory.recent_for(self.conversation_id) if self.memory is not None else None,
+        )  # fmt: skip
+        return prompt(self.persona, history, late, transcript)
 
     async def after_turn(self, user: str, turn: FinishedTurn) -> None:
         turn_id = await self.store.add_turn(self.conversation_id, self.user_id, turn)

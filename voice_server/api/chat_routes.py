@@ -32,7 +32,7 @@ from voice_server.avatar.bond_service import BondService
 from voice_server.avatar.memory import MemoryService
 from voice_server.avatar.persona.service import PersonaService
 from voice_server.avatars import Avatar, avatar_names, resolve_avatar
-from voice_server.conversations import ConversationStore, late_context, prompt
+from voice_server.conversations import ConversationStore, prompt, turn_material
 from voice_server.errors import ApiError
 from voice_server.session_factory import RESUME_WINDOW_S
 
@@ -195,12 +195,10 @@ async def _prompt(
         history = await store.recent_history(user.user_id, max_messages=HISTORY_MESSAGES, within_s=RESUME_WINDOW_S)
         dialogue = _newest_within(history, HISTORY_CHARS) + dialogue
     user_text = dialogue[-1]["content"]
-    memories, vector = await memory.recall_with_vector(user.user_id, user_text) if memory is not None else ("", None)
-    examples = ""
-    if persona is not None and not system:  # a client's own instructions replace the persona, examples too
-        examples = await persona.examples_for(user.user_id, user.username, vector)
-    tone = await bond.tone(user.user_id) if bond is not None else ""
-    late = late_context(tone, memories, examples)
+    late = await turn_material(
+        user.user_id, user.username, user_text, memory=memory, bond=bond,
+        examples=None if system else persona,  # a client's own instructions replace the persona, examples too
+    )  # fmt: skip
     return prompt(system or avatar.persona, dialogue[:-1], late, user_text), user_text
 
 

@@ -79,6 +79,8 @@ def persona(column: PersonaColumn, user_id: uuid.UUID) -> str:
 def persona_example(example_id: uuid.UUID) -> str:
     """A behavioural example's text (one of the user's own messages)."""
     return f"persona_examples.text|{example_id}"
+
+
 def bond_mood(user_id: uuid.UUID) -> str:
     """A user's bond mood (one row per user)."""
     return f"bonds.mood|{user_id}"
