@@ -34,6 +34,19 @@ def test_wrong_password_user_or_forged_nonce_is_bad() -> None:
     assert server.verify(huge, "INVITE", PASSWORDS.get)[0] is Verdict.BAD  # not an exception (int->str limit)
 
 
+def test_non_ascii_nonce_or_response_is_bad_not_an_exception() -> None:
+    """Non-ASCII text in the nonce or response (Unicode digits, accents) → BAD, never a TypeError."""
+    server = DigestServer("soma", clock=lambda: 1000.0)
+    challenge = server.challenge()[0]
+    good = client_authorization(challenge, username="pbx", password="s3cret", method="INVITE", uri="sip:a@b")
+    nonce = good.split('nonce="', 1)[1].split('"', 1)[0]
+    arabic = "".join(chr(0x660 + int(c)) if c.isdigit() else c for c in nonce)  # same value as int(), other text
+    assert server.verify(good.replace(nonce, arabic), "INVITE", PASSWORDS.get)[0] is Verdict.BAD
+    response = good.split('response="', 1)[1].split('"', 1)[0]
+    accented = good.replace(response, "é" * len(response))
+    assert server.verify(accented, "INVITE", PASSWORDS.get)[0] is Verdict.BAD
+
+
 def test_an_old_nonce_is_stale_not_bad() -> None:
     """The right password on an expired nonce → STALE (challenge again with stale=true)."""
     now = [1000.0]

@@ -113,11 +113,14 @@ class DigestServer:
         issued_hex, _, _mac = nonce.partition(".")
         if len(issued_hex) > 16:  # ours are a Unix time; a huge number would only cost CPU (and int->str limits)
             return Verdict.BAD, user
+        if not issued_hex.isascii():  # int() takes Unicode digits ("٣"); ours are plain hex
+            return Verdict.BAD, user
         try:
             issued = int(issued_hex, 16)
         except ValueError:
             return Verdict.BAD, user
-        if not hmac.compare_digest(self._nonce(issued), nonce):
+        # Bytes, not str: compare_digest raises TypeError on non-ASCII text, and header values may hold any.
+        if not hmac.compare_digest(self._nonce(issued).encode(), nonce.encode()):
             return Verdict.BAD, user
         password = lookup(user)
         if password is None:
@@ -127,7 +130,7 @@ class DigestServer:
             return Verdict.BAD, user
         expected = digest_response(algorithm, user, self.realm, password, method, p["uri"], nonce, qop,
                                    p.get("nc", ""), p.get("cnonce", ""))  # fmt: skip
-        if not hmac.compare_digest(expected, response):
+        if not hmac.compare_digest(expected.encode(), response.encode()):
             return Verdict.BAD, user
         if self._clock() - issued > NONCE_TTL_S:
             return Verdict.STALE, user

@@ -5,6 +5,9 @@ caller is admitted (trunk source and digest, `voice_server.sip.routing`), the Re
 avatar (404 when nobody), the line's caller-ID allow-list is applied (403), the SDP offer is negotiated (488
 without PCMU/PCMA), an RTP port is taken from the configured range, and the conversation is opened; then
 ``180 Ringing`` and ``200 OK`` with our SDP. A CANCEL that arrives first turns the INVITE into ``487``.
+Before any of that, the source's INVITE rate and the call cap (calls being set up, answered but not yet
+acknowledged, and live, together) are checked (`voice_server.sip.guard`), and no RTP is sent before the ACK.
+In-dialog requests act on a call only when they match its dialog (481) and come from its peer (403).
 
 A call ends on BYE from either side, when the caller's 200 OK is never acknowledged, after
 ``sip_media_timeout_s`` without RTP, or at shutdown; its session, port and tasks are released then. One media
@@ -18,6 +21,7 @@ import contextlib
 import errno
 import logging
 import secrets
+import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,17 +33,16 @@ from voice_server.resources import Resources
 from voice_server.security.audit import AuditEvent
 from voice_server.session_factory import Conversation, open_conversation
 from voice_server.sip import dialog as d
-from voice_server.sip import sdp
-from voice_server.sip.auth import DigestServer, Verdict
-from voice_server.sip.endpoint import Flow, RejectionLog, SipEndpoint
-from voice_server.sip.media import RtcpSocket, RtpStream, SipTransport
+from voice_server.sip import guard, sdp
+from voice_server.sip.auth import DigestServer
+from voice_server.sip.endpoint import EndpointLimits, Flow, RejectionLog, SipEndpoint
+from voice_server.sip.media import PortPool, RtcpSocket, RtpStream, SipTransport, media_summary, run_media_clock
 from voice_server.sip.message import Request, Response, SipParseError, parse_name_addr, parse_uri
 from voice_server.sip.outbound import OutboundDialer
-from voice_server.sip.routing import LineDirectory, Trunk, match_trunk, parse_trunks
+from voice_server.sip.routing import LineDirectory, Trunk, admit_caller, parse_trunks
 
 log = logging.getLogger(__name__)
 
-TICK_S = 0.02
 BIND_ATTEMPTS = 8
 MAX_SETUPS = 64  # INVITEs being admitted at once (DB lookups); more are answered 503 at once
 DIALOG_METHODS = frozenset({"BYE", "INFO", "ACK", "INVITE", "CANCEL", "OPTIONS"})
@@ -59,37 +62,15 @@ class SipCall:
     media: RtpStream | None = None
     conversation: Conversation | None = None
     runner: asyncio.Task[None] | None = None
+    trunk: Trunk | None = None  # the trunk it came in or went out through (its networks are the peer's too)
     answered: bool = False  # a final response was sent to the INVITE
-    confirmed: bool = False  # the ACK came
+    confirmed: bool = False  # the ACK came (false again while a re-INVITE awaits its ACK)
+    established: bool = False  # the first ACK came: media may flow
     cancelled: bool = False
     awaiting_answer: bool = False  # INVITE without SDP: our offer went in the 200, the answer comes in the ACK
     ended: asyncio.Event = field(default_factory=asyncio.Event)
     bye_from_us: bool = False
     sdp_version: int = 1
-
-
-class PortPool:
-    """RTP ports of the configured range, one per call (even ports, RTP convention; RTCP would take +1)."""
-
-    def __init__(self, low: int, high: int) -> None:
-        self._free = [p for p in range(low + (low % 2), high + 1, 2)]
-        self._used: set[int] = set()
-
-    def take(self) -> int | None:
-        while self._free:
-            port = self._free.pop(0)
-            self._used.add(port)
-            return port
-        return None
-
-    def give_back(self, port: int) -> None:
-        if port in self._used:
-            self._used.discard(port)
-            self._free.append(port)
-
-    @property
-    def in_use(self) -> int:
-        return len(self._used)
 
 
 class SipCallManager:
@@ -104,7 +85,11 @@ class SipCallManager:
         self.public_host = settings.sip_public_host or (self.host if self.host not in ("0.0.0.0", "::") else None)
         transports = {t.strip() for t in settings.sip_transports.split(",") if t.strip()}
         rejections = RejectionLog(count=res.metrics.sip_rejected.inc)
-        self.endpoint = SipEndpoint(self, self.host, port, transports, rejections)
+        limits = EndpointLimits(settings.sip_t1_ms / 1000.0, float(settings.sip_tcp_idle_s),
+                                settings.sip_tcp_max_connections, settings.sip_tcp_max_per_source)  # fmt: skip
+        self.endpoint = SipEndpoint(self, self.host, port, transports, rejections, limits)
+        self.invites = guard.InviteLimiter(settings.sip_invite_rate, settings.sip_invite_burst)
+        self.media_budget = guard.MediaBudget()
         self.trunks: list[Trunk] = parse_trunks(settings.sip_trunks)
         self.digest = {t.name: DigestServer(settings.sip_realm, t.algorithms) for t in self.trunks if t.username}
         self.lines = LineDirectory(res.db, res.keys)
@@ -114,7 +99,7 @@ class SipCallManager:
         self.ring_s = settings.sip_ring_ms / 1000.0
         self.calls: dict[str, SipCall] = {}
         self._setups: set[asyncio.Task[None]] = set()
-        self._admitting: dict[str, str] = {}  # Call-ID → INVITE branch, while routing/auth lookups run
+        self._admitting: dict[str, tuple[str, Flow]] = {}  # Call-ID → INVITE branch and flow, while admitted
         self._cancelled: set[str] = set()  # Call-IDs CANCELled during admission
         self._clock: asyncio.Task[None] | None = None
         self.metrics = res.metrics
@@ -129,7 +114,8 @@ class SipCallManager:
             OSError: When the SIP address cannot be bound.
         """
         await self.endpoint.start()
-        self._clock = asyncio.create_task(self._media_clock(), name="sip-media-clock")
+        self._clock = asyncio.create_task(run_media_clock(self._media_due, self.hang_up, self.media_timeout_s),
+                                          name="sip-media-clock")  # fmt: skip
         transports = ",".join(sorted(self.endpoint.transports))
         log.info("sip: listening on %s:%d (%s)", self.host, self.endpoint.port, transports)
 
@@ -153,6 +139,12 @@ class SipCallManager:
     def port(self) -> int:
         return self.endpoint.port
 
+    @property
+    def busy(self) -> bool:
+        """Whether the call cap is reached: calls being admitted, ringing, answered but not acknowledged, live,
+        and outbound calls being dialled all count."""
+        return len(self._setups) + len(self.calls) + self.dialer.dialling >= self.max_calls
+
     # ----------------------------------------------------------------------------------------- requests
 
     def handle_request(self, request: Request, flow: Flow) -> None:
@@ -160,14 +152,20 @@ class SipCallManager:
         method = request.method
         call = self.calls.get(request.call_id)
         in_dialog = request.to.tag is not None
-        if method not in ("ACK", "CANCEL") and self._refuse_early(request, flow, call):
+        if method == "INVITE" and not in_dialog and not self._within_rate(request, flow):
+            return
+        refusal = d.early_refusal(request) if method not in ("ACK", "CANCEL") else None
+        if refusal is not None:  # §8.2 checks before any method logic
+            self._reply(request, flow, refusal.status, refusal.reason, extra=refusal.extra)  # no tag of a call: a
+            # stranger must not learn it by sending a bad request with its Call-ID
+            self.endpoint.rejections.reject(flow.addr[0], f"{method} {refusal.why} ({refusal.status})")
             return
         if method == "INVITE" and not in_dialog:
             if call is not None:  # same Call-ID, new branch without To tag: a forked/looped INVITE
                 self._reply(request, flow, 482, "Loop Detected")
                 return
             self._begin_invite(request, flow)
-        elif method == "ACK":
+        elif method == "ACK":  # only ACKs that `ack_matches` passed get here (the endpoint asks first)
             if call is not None:
                 self._on_ack(call, request)
         elif method == "CANCEL":
@@ -175,9 +173,11 @@ class SipCallManager:
         elif method == "OPTIONS":
             self._reply(request, flow, 200, "OK", extra=d.capabilities())
         elif method in ("BYE", "INFO", "INVITE"):
-            if call is None or (in_dialog and request.to.tag != call.local_tag):
-                self._reply(request, flow, 481, "Call/Transaction Does Not Exist")
-                self.endpoint.rejections.reject(flow.addr[0], f"{method} for no call")
+            status = self._dialog_status(call, request, flow)
+            if status != 200 or call is None:
+                self._reply(request, flow, status, "Forbidden" if status == 403 else "Call/Transaction Does Not Exist")
+                self.endpoint.rejections.reject(flow.addr[0], f"{method} " + ("from an address that is not the "
+                                                "dialog's peer (403)" if status == 403 else "for no dialog (481)"))
             elif method == "BYE":
                 self._reply(request, flow, 200, "OK", call=call)
                 log.info("sip: call %s hung up by the caller", _short(call.call_id))
@@ -193,24 +193,31 @@ class SipCallManager:
             self._reply(request, flow, 501, "Not Implemented", extra=d.capabilities())
             self.endpoint.rejections.reject(flow.addr[0], f"{method[:20]} (501)")
 
-    def _refuse_early(self, request: Request, flow: Flow, call: SipCall | None) -> bool:
-        """§8.2 checks before any method logic: hop limit, required extensions, body type. True if refused."""
-        hops = (request.headers.get("max-forwards") or "70").strip()
-        if hops == "0" and request.method != "OPTIONS":
-            self._reply(request, flow, 483, "Too Many Hops", call=call)
-            self.endpoint.rejections.reject(flow.addr[0], f"{request.method} with Max-Forwards 0 (483)")
+    def ack_matches(self, ack: Request, flow: Flow) -> bool:
+        """Whether ``ack`` is in the dialog of a call (tags) and from its peer: only then may it confirm it."""
+        return self._dialog_status(self.calls.get(ack.call_id), ack, flow) == 200
+
+    def flow_in_use(self, flow: Flow) -> bool:
+        """Whether a call, or an INVITE being admitted, would answer or send requests on ``flow``."""
+        return any(c.flow is flow for c in self.calls.values()) or any(f is flow for _, f in self._admitting.values())
+
+    def _dialog_status(self, call: SipCall | None, request: Request, flow: Flow) -> int:
+        """200 when ``request`` may act on ``call``, 481 when it is not in its dialog, 403 when not from its peer."""
+        if call is None:
+            return 481
+        return guard.dialog_status(request, flow.addr[0], call.dialog, flow_ip=call.flow.addr[0], trunk=call.trunk)
+
+    def _within_rate(self, request: Request, flow: Flow) -> bool:
+        """The source's INVITE rate (`guard.InviteLimiter`); False after answering 503 or dropping it."""
+        verdict = self.invites.check(flow.addr[0], time.monotonic())
+        if verdict.admission is guard.Admission.ADMIT:
             return True
-        required = [r.strip() for value in request.headers.all("require") for r in value.split(",") if r.strip()]
-        if required:  # we support no SIP extension a peer could require (100rel, timer, …)
-            self._reply(request, flow, 420, "Bad Extension", call=call, extra=[("unsupported", ", ".join(required))])
-            self.endpoint.rejections.reject(flow.addr[0], f"{request.method} requiring {', '.join(required)[:60]}")
-            return True
-        kind = (request.headers.get("content-type") or "application/sdp").split(";")[0].strip().lower()
-        if request.method == "INVITE" and request.body and kind != "application/sdp":
-            self._reply(request, flow, 415, "Unsupported Media Type", call=call,
-                        extra=[("accept", "application/sdp")])  # fmt: skip
-            self.endpoint.rejections.reject(flow.addr[0], f"INVITE with a {kind[:40]} body (415)")
-            return True
+        if verdict.first:  # one line per episode: the rest are only counted
+            self.endpoint.rejections.reject(flow.addr[0], "INVITEs over the rate limit (503, then dropped)")
+        else:
+            self.endpoint.rejections.count(flow.addr[0])
+        if verdict.admission is guard.Admission.REFUSE:
+            self._reply(request, flow, 503, "Service Unavailable", extra=[("retry-after", str(verdict.retry_after))])
         return False
 
     def ack_timeout(self, call_id: str) -> None:
@@ -235,10 +242,10 @@ class SipCallManager:
 
     def _begin_invite(self, request: Request, flow: Flow) -> None:
         self._reply(request, flow, 100, "Trying")
-        if len(self._setups) >= MAX_SETUPS or len(self.calls) >= self.max_calls:
+        if len(self._setups) >= MAX_SETUPS or self.busy:
             self._reject(request, flow, 503, "Service Unavailable", "too many calls", extra=[("retry-after", "30")])
             return
-        self._admitting[request.call_id] = request.vias[0].branch
+        self._admitting[request.call_id] = (request.vias[0].branch, flow)
         task = asyncio.create_task(self._admit(request, flow), name="sip-invite")
         self._setups.add(task)
         task.add_done_callback(self._setups.discard)
@@ -248,38 +255,29 @@ class SipCallManager:
             await self._admit_inner(request, flow)
             if request.call_id in self._cancelled and request.call_id not in self.calls:
                 self._reply(request, flow, 487, "Request Terminated")
-        except Exception:
-            log.exception("sip: INVITE %s failed", _short(request.call_id))
+        except Exception as exc:  # one line (rate-limited): an INVITE must not buy a traceback in the log
+            self.endpoint.rejections.failure(flow.addr[0], f"INVITE {_short(request.call_id)}", exc)
             call = self.calls.get(request.call_id)
-            if call is not None and not call.answered:
+            if call is None or not call.answered:  # every INVITE gets a final answer
                 self._reply(request, flow, 500, "Server Internal Error", call=call)
+            if call is not None and not call.answered:
                 self._end(call, send_bye=False)
         finally:
             self._admitting.pop(request.call_id, None)
             self._cancelled.discard(request.call_id)
 
     async def _admit_inner(self, request: Request, flow: Flow) -> None:
-        # Who may call: a configured trunk (by source, then digest), or anyone when no trunk is configured.
-        trunk = match_trunk(self.trunks, flow.addr[0]) if self.trunks else None
-        if self.trunks and trunk is None:
-            self._reject(request, flow, 403, "Forbidden", "source not in any trunk's allow-list")
+        trunk, refusal = admit_caller(self.trunks, self.digest, flow.addr[0], request.headers.get("authorization"))
+        if refusal is not None:
+            self._reject(request, flow, refusal.status, refusal.reason, refusal.why, extra=refusal.extra)
             return
-        if trunk is not None and trunk.username is not None:
-            server = self.digest[trunk.name]
-            verdict, user = server.verify(request.headers.get("authorization"), "INVITE",
-                                          lambda u: trunk.password if u == trunk.username else None)  # fmt: skip
-            if verdict in (Verdict.MISSING, Verdict.STALE):
-                challenge = [("www-authenticate", c) for c in server.challenge(stale=verdict is Verdict.STALE)]
-                self._reject(request, flow, 401, "Unauthorized", f"challenged (trunk {trunk.name})", extra=challenge)
-                return
-            if verdict is Verdict.BAD:
-                self._reject(request, flow, 403, "Forbidden", f"wrong digest credentials for user {user!r}")
-                return
+        tag = d.new_tag()
         try:
             target = parse_uri(request.uri).user
             caller = d.caller_id(request, trusted=trunk is not None)
+            dialog = d.Dialog.from_invite(request, tag)
         except SipParseError:
-            self._reject(request, flow, 400, "Bad Request", "unparseable Request-URI or From")
+            self._reject(request, flow, 400, "Bad Request", "unparseable Request-URI, From or Contact")
             return
         line = await self.lines.lookup(target)
         if line is None:
@@ -308,8 +306,7 @@ class SipCallManager:
         if port is None:
             self._reject(request, flow, 503, "Service Unavailable", "no free RTP port")
             return
-        tag = d.new_tag()
-        call = SipCall(request.call_id, tag, flow, request, d.Dialog.from_invite(request, tag), port)
+        call = SipCall(request.call_id, tag, flow, request, dialog, port, trunk=trunk)
         self.calls[call.call_id] = call
         call.runner = asyncio.create_task(self._run(call, negotiated, line.principal()), name="sip-call")
 
@@ -361,10 +358,14 @@ class SipCallManager:
         return session
 
     async def adopt(self, call_id: str, local_tag: str, flow: Flow, invite: Request, dialog: d.Dialog, port: int,
-                    negotiated: sdp.Negotiated, principal: Principal, greeting: str) -> None:  # fmt: skip
+                    negotiated: sdp.Negotiated, principal: Principal, greeting: str,
+                    trunk: Trunk | None = None) -> None:  # fmt: skip
         """Run an answered outbound call like an inbound one (the avatar speaks first: ``greeting`` is its cue);
-        returns when it has ended and everything is released. Takes over ``port``."""
-        call = SipCall(call_id, local_tag, flow, invite, dialog, port, answered=True, confirmed=True)
+        returns when it has ended and everything is released. Takes over ``port``. We sent the ACK, so the
+        dialog is confirmed; requests of the far end must come from ``flow``'s address, the callee's Contact
+        or ``trunk``'s networks."""
+        call = SipCall(call_id, local_tag, flow, invite, dialog, port, trunk=trunk, answered=True, confirmed=True,
+                       established=True)  # fmt: skip
         call.runner = asyncio.current_task()
         self.calls[call_id] = call
         session: asyncio.Task[None] | None = None
@@ -401,14 +402,15 @@ class SipCallManager:
 
     def handle_response(self, response: Response, flow: Flow) -> None:
         """Responses to our requests: outbound INVITEs go to the dialer; BYE answers need nothing more."""
-        self.dialer.on_response(response)
+        self.dialer.on_response(response, flow)
 
     async def _open_media(self, call: SipCall, negotiated: sdp.Negotiated | None) -> None:
         if negotiated is None:  # no offer: we offer both codecs in the 200 and learn the answer from the ACK
             call.awaiting_answer = True
             negotiated = sdp.Negotiated("PCMU", 0, 101, (call.flow.addr[0], 0), "sendrecv")
         loop = asyncio.get_running_loop()
-        stream = RtpStream(negotiated, call.transport, signaling_ip=call.flow.addr[0], on_dtmf=self._count_dtmf)
+        stream = RtpStream(negotiated, call.transport, signaling_ip=call.flow.addr[0], on_dtmf=self._count_dtmf,
+                           budget=self.media_budget)  # fmt: skip
         for attempt in range(BIND_ATTEMPTS):
             try:
                 await loop.create_datagram_endpoint(lambda: stream, local_addr=(self.host, call.port))
@@ -448,15 +450,7 @@ class SipCallManager:
         self.ports.give_back(call.port)
         self.endpoint.txns.forget_dialog(call.call_id)
         self.calls.pop(call.call_id, None)
-        stats = call.media.stats if call.media is not None else None
-        jitter = call.media.jitter.stats if call.media is not None else None
-        rtcp = call.media.rtcp if call.media is not None else None
-        log.info("sip: call %s ended (rtp in=%d out=%d voiced_out=%d rejected=%d lost=%d late=%d dtmf=%d; "
-                 "caller reports %d: loss %.1f %%, jitter %.1f ms)", _short(call.call_id), *(  # fmt: skip
-                     (stats.packets_in, stats.packets_out, stats.voiced_out, stats.rejected, jitter.lost, jitter.late,
-                      stats.dtmf) if stats is not None and jitter is not None else (0,) * 7),
-                 rtcp.reports_received if rtcp else 0, (rtcp.remote_fraction_lost * 100) if rtcp else 0.0,
-                 rtcp.remote_jitter_ms if rtcp else 0.0)
+        log.info("sip: call %s ended (%s)", _short(call.call_id), media_summary(call.media))
 
     def _end(self, call: SipCall, *, send_bye: bool) -> None:
         """Make ``call`` end (its runner releases everything); BYE the caller if we are the one hanging up."""
@@ -471,6 +465,10 @@ class SipCallManager:
 
     def _on_ack(self, call: SipCall, ack: Request) -> None:
         call.confirmed = True
+        if not call.established:  # the caller has confirmed the dialog: media may start (not before)
+            call.established = True
+            if call.media is not None:
+                call.media.begin()
         if call.awaiting_answer and call.media is not None:
             call.awaiting_answer = False
             try:
@@ -482,20 +480,26 @@ class SipCallManager:
             call.media.update(negotiated)
 
     def _on_cancel(self, request: Request, flow: Flow, call: SipCall | None) -> None:
+        """§9.2: a CANCEL matches the INVITE's transaction (Call-ID and branch) and must come from its source."""
         branch = request.vias[0].branch
-        if call is None and self._admitting.get(request.call_id) == branch:
-            self._reply(request, flow, 200, "OK")
-            self._cancelled.add(request.call_id)
-            log.info("sip: call %s cancelled by the caller before it was answered", _short(request.call_id))
-            return
-        if call is None or call.invite.vias[0].branch != branch:
+        admitting = self._admitting.get(request.call_id)
+        invite = (call.invite.vias[0].branch, call.flow) if call is not None else admitting
+        if invite is None or invite[0] != branch:
             self._reply(request, flow, 481, "Call/Transaction Does Not Exist")
             return
+        if invite[1].addr[0] != flow.addr[0]:
+            self._reply(request, flow, 403, "Forbidden")
+            self.endpoint.rejections.reject(flow.addr[0], "CANCEL from an address that did not send the INVITE")
+            return
         self._reply(request, flow, 200, "OK", call=call)
-        if not call.answered:
+        if call is None:
+            self._cancelled.add(request.call_id)  # `_admit_inner` stops at its next step and `_admit` answers 487
+        elif not call.answered:
             call.cancelled = True
-            log.info("sip: call %s cancelled by the caller before it was answered", _short(call.call_id))
             call.ended.set()
+        else:
+            return  # too late: the call was answered (the caller hangs up with BYE)
+        log.info("sip: call %s cancelled by the caller before it was answered", _short(request.call_id))
 
     def _on_info(self, call: SipCall, request: Request, flow: Flow) -> None:
         digit = d.info_digit(request)
@@ -511,6 +515,13 @@ class SipCallManager:
         """Hold/resume or a codec/address change (RFC 3264 §8); no body: we offer again, the ACK answers."""
         if call.media is None or not call.confirmed:
             self._reply(request, flow, 491, "Request Pending", call=call)
+            return
+        contact = request.headers.get("contact")
+        try:
+            if contact:
+                parse_name_addr(contact)  # validated before anything changes (`refresh_target` below)
+        except SipParseError:
+            self._reply(request, flow, 400, "Bad Contact", call=call)
             return
         if request.body:
             try:
@@ -535,31 +546,11 @@ class SipCallManager:
 
     # -------------------------------------------------------------------------------------------- media
 
-    async def _media_clock(self) -> None:
-        """Tick every call's media each 20 ms; hang up calls whose caller went silent at the RTP level."""
-        loop = asyncio.get_running_loop()
-        due = loop.time()
-        while True:
-            due += TICK_S
-            delay = due - loop.time()
-            if delay < -0.1:
-                due = loop.time()  # fell far behind (a stalled loop): restart the clock rather than burst
-            elif delay > 0:
-                await asyncio.sleep(delay)
-            now = loop.time()
-            for call in list(self.calls.values()):
-                media = call.media
-                if media is None or not call.answered or call.ended.is_set():
-                    continue
-                try:
-                    media.tick()
-                except Exception:  # one call's media failing must not stop the clock of the others
-                    log.exception("sip: media of call %s failed", _short(call.call_id))
-                    self._end(call, send_bye=True)
-                    continue
-                if now - media.last_media > self.media_timeout_s and not media.hold:
-                    log.info("sip: call %s: no RTP for %.0f s, hanging up", _short(call.call_id), self.media_timeout_s)
-                    self._end(call, send_bye=True)
+    def _media_due(self) -> list[tuple[str, RtpStream]]:
+        """The streams the media clock ticks: confirmed calls only (nothing is sent before the ACK: until then
+        the SDP address is the word of a caller who may not even exist)."""
+        return [(c.call_id, c.media) for c in self.calls.values()
+                if c.media is not None and c.established and not c.ended.is_set()]  # fmt: skip
 
     def _count_dtmf(self, digit: str) -> None:
         log.info("sip: DTMF %s", digit)

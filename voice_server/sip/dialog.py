@@ -63,6 +63,31 @@ def caller_id(request: Request, *, trusted: bool) -> str:
     return parse_uri(uri).user
 
 
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """A request refused before any method logic: its status, reason phrase, extra headers, and why (for logs)."""
+
+    status: int
+    reason: str
+    why: str
+    extra: list[tuple[str, str]] = field(default_factory=list)
+
+
+def early_refusal(request: Request) -> Refusal | None:
+    """§8.2 checks before any method logic: hop limit, required extensions, body type; ``None``: go on."""
+    hops = (request.headers.get("max-forwards") or "70").strip()
+    if hops == "0" and request.method != "OPTIONS":
+        return Refusal(483, "Too Many Hops", "with Max-Forwards 0")
+    required = [r.strip() for value in request.headers.all("require") for r in value.split(",") if r.strip()]
+    if required:  # we support no SIP extension a peer could require (100rel, timer, …)
+        return Refusal(420, "Bad Extension", f"requiring {', '.join(required)[:60]}",
+                       [("unsupported", ", ".join(required))])  # fmt: skip
+    kind = (request.headers.get("content-type") or "application/sdp").split(";")[0].strip().lower()
+    if request.method == "INVITE" and request.body and kind != "application/sdp":
+        return Refusal(415, "Unsupported Media Type", f"with a {kind[:40]} body", [("accept", "application/sdp")])
+    return None
+
+
 def info_digit(request: Request) -> str | None:
     """The key of a SIP INFO DTMF (``application/dtmf-relay`` ``Signal=5`` or ``application/dtmf`` ``5``)."""
     kind = (request.headers.get("content-type") or "").split(";")[0].strip().lower()

@@ -4,7 +4,14 @@
 table (`voice_server.sip.transactions`) absorb retransmissions and resend unacknowledged final responses, and
 hands every new request to its `RequestHandler` (the call manager) together with a `Flow` to answer on. What
 cannot be parsed is answered ``400`` when enough of it is readable to address a response, and dropped
-otherwise; either way it is logged once (rate-limited per source, so a flood cannot fill the log).
+otherwise; either way it is logged once (rate-limited per source, so a flood cannot fill the log). An
+unexpected error while handling a message is logged the same way, as one line: a datagram must never be able to
+buy a traceback in the log.
+
+TCP connections are bounded (`EndpointLimits`): per source address and in total, and a connection that has
+not completed a message for ``tcp_idle_s`` is closed unless a dialog still uses it. At either cap the oldest
+idle connection that carries no dialog is closed to make room, so idle connections can never lock new clients
+out; only when every connection carries a dialog is a new one refused.
 """
 
 from __future__ import annotations
@@ -27,12 +34,29 @@ from voice_server.sip.message import (
     frame_stream,
     parse,
 )
-from voice_server.sip.transactions import AckTimeout, Kind, Resend, ServerTransactions
+from voice_server.sip.transactions import T1, AckTimeout, Kind, Resend, ServerTransactions
 
 log = logging.getLogger(__name__)
 
-MAX_TCP_CONNECTIONS = 256
-TCP_IDLE_S = 300.0
+TRACEBACK_EVERY_S = 3600.0  # an unexpected error's traceback is logged at most this often (the rest: one line)
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointLimits:
+    """Timers and bounds of one listener (from the settings; the defaults are RFC 3261's and ours).
+
+    Attributes:
+        t1: Round-trip estimate T1 in seconds; Timer H (an unacknowledged final response) is 64·T1.
+        tcp_idle_s: A TCP connection with no complete message for this long is closed (unless in a dialog).
+        tcp_max_connections: TCP connections open at once, all sources together.
+        tcp_max_per_source: TCP connections open at once from one IP address.
+    """
+
+    t1: float = T1
+    tcp_idle_s: float = 30.0
+    tcp_max_connections: int = 256
+    tcp_max_per_source: int = 32
+
 _BYE_RETRIES = (0.5, 1.0, 2.0, 4.0)  # Timer E-style spacing for the few requests we originate (BYE)
 
 
@@ -71,33 +95,87 @@ class RequestHandler(Protocol):
 
     def ack_timeout(self, call_id: str) -> None: ...
 
+    def ack_matches(self, ack: Request, flow: Flow) -> bool:
+        """Whether an ACK belongs to a dialog awaiting it (tags and source); asked before the transaction layer
+        lets it stop the 2xx's retransmissions and Timer H."""
+        ...
+
+    def flow_in_use(self, flow: Flow) -> bool:
+        """Whether a call (or one being set up) still needs ``flow``: its TCP connection must stay open."""
+        ...
+
+
+@dataclass(eq=False)
+class _Connection:
+    """One accepted TCP connection and when it was last useful."""
+
+    flow: Flow
+    task: asyncio.Task[None]
+    active: float  # loop time it was opened or last completed a message
+
 
 class RejectionLog:
-    """Logs each rejected message once, at most `burst` per source per `window_s`, then one summary line."""
+    """Logs each rejected message once, at most `burst` per source and `total_burst` for all sources together
+    per `window_s`, then summary lines: neither one noisy peer nor a flood from many (spoofed) addresses can
+    fill the log. Every rejection is counted (``count``: the metric)."""
 
-    def __init__(self, *, burst: int = 10, window_s: float = 10.0, count: Callable[[], None] | None = None) -> None:
-        self.burst, self.window_s = burst, window_s
+    def __init__(self, *, burst: int = 10, total_burst: int = 100, window_s: float = 10.0,
+                 count: Callable[[], None] | None = None) -> None:  # fmt: skip
+        self.burst, self.total_burst, self.window_s = burst, total_burst, window_s
         self._count = count
         self._seen: dict[str, tuple[float, int]] = {}
+        self._all = (-window_s, 0, 0)  # this window of all sources: start, lines logged, lines not logged
+        self._traceback_at = -TRACEBACK_EVERY_S
         self.total = 0
 
     def reject(self, source: str, what: str) -> None:
         """Count one rejection of something from ``source``; ``what`` must not contain secrets."""
+        if self._admit(source):
+            log.info("sip: rejected %s from %s", what, source)
+
+    def count(self, source: str) -> None:
+        """Count a rejection without logging it (the rest of an episode already logged once)."""
         self.total += 1
         if self._count is not None:
             self._count()
+
+    def failure(self, source: str, what: str, exc: BaseException) -> None:
+        """An unexpected error while handling ``what`` from ``source``: one line, rate-limited like rejections;
+        the traceback only once per `TRACEBACK_EVERY_S` (enough to find the bug, too rare to flood the log)."""
+        if not self._admit(source):
+            return
+        now = time.monotonic()
+        trace = now - self._traceback_at >= TRACEBACK_EVERY_S
+        if trace:
+            self._traceback_at = now
+        log.warning("sip: failed to handle %s from %s (%s: %s)", what, source, type(exc).__name__,
+                    str(exc)[:120], exc_info=exc if trace else None)  # fmt: skip
+
+    def _admit(self, source: str) -> bool:
+        """Count one event from ``source``; whether it may still be logged in this window."""
+        self.count(source)
         now = time.monotonic()
         start, count = self._seen.get(source, (now, 0))
         if now - start > self.window_s:
-            if count > self.burst:
+            if count > self.burst and self._line(now):
                 log.warning("sip: %d more rejections from %s were not logged", count - self.burst, source)
             start, count = now, 0
         count += 1
         if len(self._seen) > 4096:
             self._seen.clear()
         self._seen[source] = (start, count)
-        if count <= self.burst:
-            log.info("sip: rejected %s from %s", what, source)
+        return count <= self.burst and self._line(now)
+
+    def _line(self, now: float) -> bool:
+        """Whether one more line fits this window's budget for all sources (else it is counted as not logged)."""
+        start, logged, dropped = self._all
+        if now - start > self.window_s:
+            if dropped:
+                log.warning("sip: %d more rejections (from all sources) were not logged", dropped)
+            start, logged, dropped = now, 0, 0
+        fits = logged < self.total_burst
+        self._all = (start, logged + fits, dropped + (not fits))
+        return fits
 
 
 class SipEndpoint:
@@ -110,14 +188,16 @@ class SipEndpoint:
     """
 
     def __init__(self, handler: RequestHandler, host: str, port: int, transports: set[str],
-                 rejections: RejectionLog | None = None) -> None:  # fmt: skip
+                 rejections: RejectionLog | None = None, limits: EndpointLimits | None = None) -> None:  # fmt: skip
         self.handler = handler
         self.host, self.port, self.transports = host, port, transports
-        self.txns = ServerTransactions()
+        self.limits = limits or EndpointLimits()
+        self.txns = ServerTransactions(t1=self.limits.t1)
         self.rejections = rejections or RejectionLog()
         self._udp: asyncio.DatagramTransport | None = None
         self._tcp: asyncio.Server | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[None]] = set()  # our requests' retransmissions
+        self._connections: dict[asyncio.Task[None], _Connection] = {}
         self._timer: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._client: dict[str, tuple[bytes, Flow, int]] = {}  # branch → our request awaiting a response
@@ -150,7 +230,7 @@ class SipEndpoint:
         """Close the sockets and stop every task of the endpoint."""
         if self._tcp is not None:
             self._tcp.close()
-        tasks = [t for t in (self._timer, *self._tasks) if t is not None]
+        tasks = [t for t in (self._timer, *self._tasks, *self._connections) if t is not None]
         await cancel_and_wait(*tasks, timeout=3.0)
         if self._udp is not None:
             self._udp.close()
@@ -170,21 +250,32 @@ class SipEndpoint:
                 flow.send(bad)
             return
         if isinstance(message, Response):
-            self._on_response(message)
+            self._on_response(message, flow)
             self.handler.handle_response(message, flow)
             return
         branch = message.vias[0].branch
+        in_dialog = message.method != "ACK" or self.handler.ack_matches(message, flow)
         received = self.txns.receive(message.method, branch, message.call_id, flow.addr, time.monotonic(),
-                                     reliable=flow.reliable)  # fmt: skip
+                                     reliable=flow.reliable, in_dialog=in_dialog)  # fmt: skip
         match received.kind:
             case Kind.RETRANSMISSION:
                 if received.resend is not None:
                     flow.send(received.resend)
-            case Kind.ACK_NON2XX | Kind.STRAY_ACK:
+            case Kind.ACK_NON2XX:
                 pass
+            case Kind.STRAY_ACK:
+                if not in_dialog:
+                    self.rejections.reject(flow.addr[0], "ACK outside its dialog")
             case Kind.NEW | Kind.ACK_2XX:
                 self.handler.handle_request(message, flow)
         self._wake.set()
+
+    def receive_safely(self, data: bytes, flow: Flow) -> None:
+        """`receive`, with any unexpected error logged as one rate-limited line instead of escaping."""
+        try:
+            self.receive(data, flow)
+        except Exception as exc:  # one bad message must never take the listener or a connection down
+            self.rejections.failure(flow.addr[0], "a message", exc)
 
     def respond(self, request: Request, response: Response, flow: Flow) -> None:
         """Send ``response`` and record it in the request's transaction (for retransmission/absorption)."""
@@ -202,7 +293,8 @@ class SipEndpoint:
         data = response.serialize()
         flow.send(data)
         if request.method != "ACK":
-            self.txns.respond(request.method, request.vias[0].branch, response.status, data, time.monotonic())
+            self.txns.respond(request.method, request.vias[0].branch, response.status, data, time.monotonic(),
+                              source=flow.addr[0])  # fmt: skip
             self._wake.set()
 
     def send_request(self, request: Request, flow: Flow) -> None:
@@ -222,10 +314,11 @@ class SipEndpoint:
             return None
         return Flow("udp", addr, self.local, lambda b: udp.sendto(b, addr))
 
-    def _on_response(self, response: Response) -> None:
-        vias = response.vias
-        if vias:
-            self._client.pop(vias[0].branch, None)
+    def _on_response(self, response: Response, flow: Flow) -> None:
+        """A response stops our request's retransmissions, if it comes from where the request went."""
+        entry = self._client.get(response.vias[0].branch)
+        if entry is not None and entry[1].addr[0] == flow.addr[0]:
+            del self._client[response.vias[0].branch]
 
     async def _retransmit(self, branch: str) -> None:
         for delay in _BYE_RETRIES:
@@ -256,41 +349,84 @@ class SipEndpoint:
 
     async def _tcp_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
-        if len(self._tasks) >= MAX_TCP_CONNECTIONS:
+        peer, local = writer.get_extra_info("peername"), writer.get_extra_info("sockname")
+        if task is None or peer is None or local is None:
             writer.close()
             return
-        if task is not None:
-            self._tasks.add(task)
-        peer = writer.get_extra_info("peername")
-        local = writer.get_extra_info("sockname")
-        flow = Flow("tcp", (str(peer[0]), int(peer[1])), (str(local[0]), int(local[1])), writer.write)
-        buffer = bytearray()
+        source = str(peer[0])
+        if not self._make_room(source):
+            self.rejections.reject(source, "a TCP connection (every connection carries a call)")
+            writer.close()
+            return
+        flow = Flow("tcp", (source, int(peer[1])), (str(local[0]), int(local[1])), writer.write)
+        loop = asyncio.get_running_loop()
+        connection = _Connection(flow, task, loop.time())
+        self._connections[task] = connection
         try:
-            while True:
-                async with asyncio.timeout(TCP_IDLE_S):
-                    chunk = await reader.read(4096)
-                if not chunk:
-                    return
-                buffer += chunk
-                while True:
-                    try:
-                        message = frame_stream(buffer)
-                    except SipParseError as exc:
-                        self.rejections.reject(flow.addr[0], f"unframeable TCP stream ({exc})")
-                        return  # framing is lost: the only safe thing is to close
-                    if message is None:
-                        break
-                    try:
-                        self.receive(message, flow)
-                    except Exception:  # one bad message must not end the connection's other calls
-                        log.exception("sip: failed to handle a message from %s", flow.addr[0])
+            await self._serve_tcp(reader, connection)
         except (TimeoutError, ConnectionError):
             return
         finally:
             flow.closed = True
             writer.close()
-            if task is not None:
-                self._tasks.discard(task)
+            self._connections.pop(task, None)
+
+    async def _serve_tcp(self, reader: asyncio.StreamReader, connection: _Connection) -> None:
+        """Read, frame and handle messages until EOF, lost framing, or idleness outside any dialog."""
+        loop = asyncio.get_running_loop()
+        flow, idle_s = connection.flow, self.limits.tcp_idle_s
+        buffer = bytearray()  # bounded: `frame_stream` refuses a head or message over MAX_MESSAGE_BYTES
+        while True:
+            try:
+                async with asyncio.timeout_at(connection.active + idle_s):
+                    chunk = await reader.read(4096)
+            except TimeoutError:
+                if self.handler.flow_in_use(flow):  # a call's BYE may still have to travel on it
+                    connection.active = loop.time()
+                    continue
+                log.debug("sip: closing TCP connection from %s: no complete message for %.0f s", flow.addr[0],
+                          idle_s)  # fmt: skip
+                return
+            if not chunk:
+                return
+            buffer += chunk
+            while True:
+                try:
+                    message = frame_stream(buffer)
+                except SipParseError as exc:
+                    self.rejections.reject(flow.addr[0], f"unframeable TCP stream ({exc})")
+                    return  # framing is lost: the only safe thing is to close
+                if message is None:
+                    break
+                connection.active = loop.time()  # bytes alone do not count: a trickle must not hold it open
+                self.receive_safely(message, flow)
+
+    def _make_room(self, source: str) -> bool:
+        """Whether a new connection from ``source`` may stay, closing an idle one at a cap to make room."""
+        limits = self.limits
+        mine = [c for c in self._connections.values() if c.flow.addr[0] == source]
+        if len(mine) >= limits.tcp_max_per_source:
+            return self._evict_idlest(mine)
+        if len(self._connections) >= limits.tcp_max_connections:
+            return self._evict_idlest(list(self._connections.values()))
+        return True
+
+    def _evict_idlest(self, candidates: list[_Connection]) -> bool:
+        """Close the connection of ``candidates`` idle the longest that carries no dialog; False if none."""
+        victim = next((c for c in sorted(candidates, key=lambda c: c.active) if not self.handler.flow_in_use(c.flow)),
+                      None)  # fmt: skip
+        if victim is None:
+            return False
+        self._connections.pop(victim.task, None)
+        victim.flow.closed = True
+        victim.task.cancel()  # its `finally` closes the socket
+        log.debug("sip: closed an idle TCP connection from %s to make room", victim.flow.addr[0])
+        return True
+
+    @property
+    def tcp_connections(self) -> int:
+        """TCP connections open now."""
+        return len(self._connections)
 
 
 class _UdpProtocol(asyncio.DatagramProtocol):
@@ -308,10 +444,7 @@ class _UdpProtocol(asyncio.DatagramProtocol):
             return
         source = (str(addr[0]), int(str(addr[1])))
         flow = Flow("udp", source, self.endpoint.local, lambda b: udp.sendto(b, source))
-        try:
-            self.endpoint.receive(data, flow)
-        except Exception:  # one bad message must never take the listener down
-            log.exception("sip: failed to handle a message from %s", source[0])
+        self.endpoint.receive_safely(data, flow)
 
     def error_received(self, exc: Exception) -> None:
         log.debug("sip udp error: %s", exc)

@@ -1,9 +1,11 @@
-"""One SIP call's media: the RTP socket, the 20 ms media clock's work, and the pipeline transport.
+"""SIP calls' media: the RTP socket, the 20 ms media clock, the pipeline transport, the RTP port range.
 
 `RtpStream` owns the call's UDP port. Incoming packets go through symmetric-RTP source checks into the
-jitter buffer (audio) or the RFC 4733 decoder (DTMF). `RtpStream.tick`, called every 20 ms by the manager's
-shared media clock, plays one frame out of the jitter buffer into the session (`SipTransport`) and sends one
-20 ms packet of the avatar's voice — or comfort silence — unless the caller has put us on hold.
+jitter buffer (audio) or the RFC 4733 decoder (DTMF). `RtpStream.tick`, called every 20 ms by the shared media
+clock (`run_media_clock`, one task for all calls, owned by the call manager), plays one frame out of the
+jitter buffer into the session (`SipTransport`) and sends one 20 ms packet of the avatar's voice — or comfort
+silence — unless the caller has put us on hold. Until RTP has come back from the destination, what is sent
+there is limited by a shared `voice_server.sip.guard.MediaBudget` (an SDP address is only the caller's word).
 
 `SipTransport` is the session's `pipeline.ports.Transport`: 8 kHz in and out (the session resamples to its
 own rate at the edge), frames through a bounded queue. After `SILENCE_PAD_S` of digital silence it stops
@@ -15,9 +17,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 
@@ -28,8 +30,12 @@ from voice_server.sip.rtp import FRAME_SAMPLES, G711, RATE, Concealer, DtmfDecod
 from voice_server.sip.rtp import parse_packet as parse_rtp
 from voice_server.sip.sdp import Negotiated
 
+if TYPE_CHECKING:
+    from voice_server.sip.guard import MediaBudget
+
 log = logging.getLogger(__name__)
 
+TICK_S = 0.02  # the media clock's period: one 20 ms packet per call
 MAX_INPUT_FRAMES = 100  # 2 s of frames waiting for the session; beyond that the session is stalled: drop
 SILENCE_PAD_S = 2.0  # silence forwarded after the caller's last sound (covers the longest end-of-turn wait)
 REPORT_TICKS = int(INTERVAL_S / 0.02)  # a sender report every INTERVAL_S of media clock ticks
@@ -128,10 +134,15 @@ class RtpStream(asyncio.DatagramProtocol):
         signaling_ip: The caller's signaling source address: media from that IP is accepted even when it
             comes from another port than the SDP says (NAT), which is how symmetric RTP latches.
         on_dtmf: Called with each decoded digit (besides feeding the session), for metrics and logs.
+        budget: Shared by every call: limits what is sent to destinations that have not sent us RTP yet (the
+            SDP address is the caller's word, and could name anyone).
+
+    Nothing is sent until the manager calls `begin` (the dialog is confirmed by its ACK); the manager's media
+    clock calls `tick` only from then on.
     """
 
     def __init__(self, negotiated: Negotiated, transport: SipTransport, *, signaling_ip: str,
-                 on_dtmf: Callable[[str], None] | None = None) -> None:  # fmt: skip
+                 on_dtmf: Callable[[str], None] | None = None, budget: MediaBudget | None = None) -> None:  # fmt: skip
         self.negotiated = negotiated
         self.pipeline = transport
         self.codec = G711(negotiated.codec)
@@ -150,6 +161,7 @@ class RtpStream(asyncio.DatagramProtocol):
         self._candidate: tuple[tuple[str, int], float] | None = None  # a NAT-ed source being learnt, since when
         self._udp: asyncio.DatagramTransport | None = None
         self._on_dtmf = on_dtmf
+        self._budget = budget
         self._loop_time: Callable[[], float] = asyncio.get_running_loop().time
         self.last_media = self._loop_time()
         self.hold = not negotiated.we_send
@@ -198,6 +210,15 @@ class RtpStream(asyncio.DatagramProtocol):
         self.stats.packets_in += 1
         self.last_media = self._loop_time()
 
+    @property
+    def verified(self) -> bool:
+        """Whether our destination has shown it wants the media: RTP from it has been accepted and latched."""
+        return self._latched is not None
+
+    def begin(self) -> None:
+        """The dialog is confirmed: media flows from the next `tick`, and the media timeout counts from now."""
+        self.last_media = self._loop_time()
+
     def attach_rtcp(self, transport: asyncio.DatagramTransport) -> None:
         """Use ``transport`` (bound to our RTP port + 1) for RTCP reports."""
         self._rtcp_udp = transport
@@ -215,7 +236,7 @@ class RtpStream(asyncio.DatagramProtocol):
         self._rtcp_remote = source
 
     def _send_report(self) -> None:
-        if self._rtcp_udp is None or self.hold:
+        if self._rtcp_udp is None or self.hold or not self.verified:
             return
         target = self._rtcp_remote or (self.remote[0], self.remote[1] + 1)
         report = self.rtcp.report(time.time(), self._loop_time(), self.sender.timestamp, self.jitter.stats.jitter_ms)
@@ -285,6 +306,10 @@ class RtpStream(asyncio.DatagramProtocol):
         if self.hold or self._udp is None:
             self.sender.skip()
             return
+        if not self.verified and self._budget is not None and not self._budget.allow(self.remote[0],
+                                                                                     self._loop_time()):  # fmt: skip
+            self.sender.skip()  # over the unconfirmed destination's budget: as if on hold for this tick
+            return
         playout = self.pipeline.playout
         pcm = playout.read(FRAME_SAMPLES) if playout is not None else None
         voiced = pcm is not None and bool(pcm.any())
@@ -321,3 +346,65 @@ class RtcpSocket(asyncio.DatagramProtocol):
 
     def error_received(self, exc: Exception) -> None:
         log.debug("rtcp error on call media: %s", exc)
+
+
+class PortPool:
+    """RTP ports of the configured range, one per call (even ports, RTP convention; RTCP would take +1)."""
+
+    def __init__(self, low: int, high: int) -> None:
+        self._free = [p for p in range(low + (low % 2), high + 1, 2)]
+        self._used: set[int] = set()
+
+    def take(self) -> int | None:
+        while self._free:
+            port = self._free.pop(0)
+            self._used.add(port)
+            return port
+        return None
+
+    def give_back(self, port: int) -> None:
+        if port in self._used:
+            self._used.discard(port)
+            self._free.append(port)
+
+    @property
+    def in_use(self) -> int:
+        return len(self._used)
+
+
+def media_summary(stream: RtpStream | None) -> str:
+    """A call's media counters for its last log line (zeros for a call that never had media)."""
+    if stream is None:
+        return "rtp in=0 out=0 voiced_out=0 rejected=0 lost=0 late=0 dtmf=0; caller reports 0"
+    stats, jitter, rtcp = stream.stats, stream.jitter.stats, stream.rtcp
+    return (f"rtp in={stats.packets_in} out={stats.packets_out} voiced_out={stats.voiced_out} "
+            f"rejected={stats.rejected} lost={jitter.lost} late={jitter.late} dtmf={stats.dtmf}; "
+            f"caller reports {rtcp.reports_received}: loss {rtcp.remote_fraction_lost * 100:.1f} %, "
+            f"jitter {rtcp.remote_jitter_ms:.1f} ms")  # fmt: skip
+
+
+async def run_media_clock(due: Callable[[], Sequence[tuple[str, RtpStream]]], hang_up: Callable[[str], object],
+                          media_timeout_s: float) -> None:  # fmt: skip
+    """Tick every stream ``due()`` returns (call id, stream) each 20 ms, until cancelled: one timer for all
+    calls instead of one per call. ``hang_up(call_id)`` ends a call whose media failed, or whose caller has
+    sent no RTP for ``media_timeout_s`` (unless on hold)."""
+    loop = asyncio.get_running_loop()
+    next_at = loop.time()
+    while True:
+        next_at += TICK_S
+        delay = next_at - loop.time()
+        if delay < -0.1:
+            next_at = loop.time()  # fell far behind (a stalled loop): restart the clock rather than burst
+        elif delay > 0:
+            await asyncio.sleep(delay)
+        now = loop.time()
+        for call_id, media in due():
+            try:
+                media.tick()
+            except Exception:  # one call's media failing must not stop the clock of the others
+                log.exception("sip: media of call %s failed", call_id[:12])
+                hang_up(call_id)
+                continue
+            if now - media.last_media > media_timeout_s and not media.hold:
+                log.info("sip: call %s: no RTP for %.0f s, hanging up", call_id[:12], media_timeout_s)
+                hang_up(call_id)

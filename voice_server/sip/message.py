@@ -33,12 +33,24 @@ _CANONICAL = {
 }  # fmt: skip
 _MULTI = frozenset({"via", "route", "record-route", "contact"})  # headers whose values may be comma-joined
 _TOKEN = re.compile(r"^[A-Za-z0-9.!%*_+`'~-]+$")
-_STATUS = re.compile(r"^SIP/2\.0 ([1-6]\d\d)(?: (.*))?$")
+_STATUS = re.compile(r"^SIP/2\.0 ([1-6][0-9][0-9])(?: (.*))?$")
 REQUIRED = ("via", "from", "to", "call-id", "cseq")
 
 
 class SipParseError(ValueError):
     """The bytes are not a SIP message we can handle; the message is a short, safe reason phrase."""
+
+
+def ascii_int(text: str, *, max_digits: int) -> int | None:
+    """``text`` as a number when it is 1 to ``max_digits`` ASCII digits, else ``None``.
+
+    Every number on the wire goes through here: Python's ``str.isdigit()`` is true for ``²`` (which ``int()``
+    then refuses) and ``int()`` accepts Arabic-Indic and other scripts' digits, neither of which SIP, SDP or
+    RTP allow (RFC 3261 §25.1 DIGIT is ASCII). ``max_digits`` also keeps ``int()`` far from its length limit.
+    """
+    if not 0 < len(text) <= max_digits or not text.isascii() or not text.isdigit():
+        return None
+    return int(text)
 
 
 def canonical(name: str) -> str:
@@ -190,9 +202,10 @@ def _host_port(text: str) -> tuple[str, int | None]:
     if not host:
         raise SipParseError("empty host")
     if port_text:
-        if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        port = ascii_int(port_text, max_digits=5)
+        if port is None or not 0 < port < 65536:
             raise SipParseError("bad port")
-        return host, int(port_text)
+        return host, port
     return host, None
 
 
@@ -240,12 +253,11 @@ def parse_cseq(value: str) -> CSeq:
     Raises:
         SipParseError: On a malformed value.
     """
-    number, _, method = value.strip().partition(" ")
-    if not number.isdigit() or len(number) > 10 or not _TOKEN.match(method.strip() or "!"):
+    text, _, method = value.strip().partition(" ")
+    number = ascii_int(text, max_digits=10)
+    if number is None or number >= 2**31 or not _TOKEN.match(method.strip() or "!"):
         raise SipParseError("bad CSeq")
-    if int(number) >= 2**31:
-        raise SipParseError("bad CSeq")
-    return CSeq(int(number), method.strip().upper())
+    return CSeq(number, method.strip().upper())
 
 
 @dataclass(slots=True)
@@ -364,7 +376,8 @@ def parse(data: bytes, *, stream: bool = False) -> Request | Response:
         if headers.get(name) is None or not headers.get(name):
             raise SipParseError(f"missing {canonical(name)}")
     message.cseq  # noqa: B018 - validates CSeq now rather than on first use
-    message.vias  # noqa: B018 - likewise every Via
+    if not message.vias:  # likewise every Via; "Via: ," has a value but no Via in it
+        raise SipParseError("missing Via")
     message.from_  # noqa: B018
     message.to  # noqa: B018
     if isinstance(message, Request) and message.cseq.method != message.method and message.method != "ACK":
@@ -378,9 +391,9 @@ def _body(headers: Headers, body: bytes, *, stream: bool) -> bytes:
         if stream:
             raise SipParseError("missing Content-Length")
         return body
-    if not length_text.isdigit() or len(length_text) > 6:
+    length = ascii_int(length_text, max_digits=6)
+    if length is None:
         raise SipParseError("bad Content-Length")
-    length = int(length_text)
     if length > len(body):
         raise SipParseError("Content-Length larger than the body")
     return body[:length]  # over UDP, bytes beyond Content-Length are discarded (§18.3)

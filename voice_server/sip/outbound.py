@@ -8,13 +8,16 @@ reversed) and the answer's media. Once answered, the call is handed to `SipCallM
 like an inbound one, and the avatar speaks first. No answer within `RING_TIMEOUT_S` → CANCEL.
 
 Only trunks the operator configured with a ``proxy`` can carry outbound calls: a bearer token is not enough to
-make Soma dial an arbitrary SIP address (toll fraud, scanning).
+make Soma dial an arbitrary SIP address (toll fraud, scanning). Responses count only from the trunk (its proxy's
+address or ``allow`` networks), and once answered the far end's in-dialog requests are held to the same dialog
+and source rules as an inbound caller's (`voice_server.sip.guard`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import secrets
 import time
@@ -27,11 +30,12 @@ from voice_server.errors import ApiError
 from voice_server.sip import dialog as d
 from voice_server.sip import sdp
 from voice_server.sip.auth import client_authorization
-from voice_server.sip.message import Headers, Request, Response, SipParseError, parse_name_addr, parse_uri
+from voice_server.sip.message import Headers, Request, Response, SipParseError, ascii_int, parse_name_addr, parse_uri
 from voice_server.sip.routing import Trunk
 
 if TYPE_CHECKING:
     from voice_server.sip.calls import SipCallManager
+    from voice_server.sip.endpoint import Flow
 
 log = logging.getLogger(__name__)
 
@@ -104,8 +108,8 @@ class OutboundDialer:
         dialling = [c for c in self.calls.values() if c.state in ("calling", "ringing")]
         if sum(c.user.user_id == user.user_id for c in dialling) >= MAX_OUTBOUND_PER_USER:
             raise ApiError(429, "rate_limited", f"at most {MAX_OUTBOUND_PER_USER} outbound calls of yours at once")
-        if len(dialling) >= MAX_OUTBOUND:
-            raise ApiError(503, "server_busy", "too many outbound calls are being placed; try again shortly")
+        if len(dialling) >= MAX_OUTBOUND or self.manager.busy:
+            raise ApiError(503, "server_busy", "too many calls are being placed or are live; try again shortly")
         trunk = trunks[0]
         uri = to if target.scheme != "tel" else f"sip:{target.user}@{trunk.proxy}"
         call = OutboundCall(secrets.token_hex(12) + "@soma", user, uri, trunk, reason[:200])
@@ -114,10 +118,16 @@ class OutboundDialer:
         call.task = asyncio.create_task(self._run(call), name="sip-outbound")
         return call
 
-    def on_response(self, response: Response) -> bool:
-        """Route a response to the outbound call it belongs to; False when it is not ours."""
+    @property
+    def dialling(self) -> int:
+        """Outbound calls being placed (not yet answered or failed): they count against the call cap."""
+        return sum(c.state in ("calling", "ringing") for c in self.calls.values())
+
+    def on_response(self, response: Response, flow: Flow) -> bool:
+        """Route a response to the outbound call it belongs to; False when it is not ours (or not from the call's
+        trunk: the Call-ID alone must not let anyone answer, fail or redirect our call)."""
         call = self.calls.get(response.call_id)
-        if call is None:
+        if call is None or not _from_trunk(call.trunk, flow.addr[0]):
             return False
         if call.ack is not None and response.cseq.method == "INVITE" and 200 <= response.status < 300:
             send = getattr(call.resend_ack, "send", None)
@@ -213,7 +223,7 @@ class OutboundDialer:
         call.state, call.answered_at = "answered", time.time()
         log.info("sip: outbound call %s answered (%s)", call.id[:12], negotiated.codec)
         greeting = GREETING.format(reason=f" ({call.reason})" if call.reason else "")
-        await manager.adopt(call.id, tag, flow, invite, dialog, port, negotiated, call.user, greeting)
+        await manager.adopt(call.id, tag, flow, invite, dialog, port, negotiated, call.user, greeting, call.trunk)
         call.state = "ended"
 
     async def _final(self, call: OutboundCall, invite: Request, flow: object) -> Response | None:
@@ -298,7 +308,24 @@ class OutboundDialer:
 def _proxy_addr(trunk: Trunk) -> tuple[str, int]:
     assert trunk.proxy is not None
     host, _, port = trunk.proxy.rpartition(":")
-    return host.strip("[]"), int(port)
+    number = ascii_int(port, max_digits=5)
+    assert number is not None, "validated by parse_trunks"
+    return host.strip("[]"), number
+
+
+def _from_trunk(trunk: Trunk, ip: str) -> bool:
+    """Whether a response from ``ip`` may come from ``trunk``: its proxy's address or ``allow`` networks. A proxy
+    given by name cannot be checked against an address without a DNS lookup; its ``allow`` networks (if any)
+    then decide."""
+    try:
+        proxy: ipaddress.IPv4Address | ipaddress.IPv6Address | None = ipaddress.ip_address(_proxy_addr(trunk)[0])
+    except ValueError:
+        proxy = None
+    if proxy is not None and proxy == ipaddress.ip_address(ip):
+        return True
+    if trunk.allow:
+        return trunk.admits(ip)
+    return proxy is None
 
 
 def _via(host: str, port: int) -> str:
@@ -306,5 +333,9 @@ def _via(host: str, port: int) -> str:
 
 
 def _contact(response: Response, fallback: str) -> str:
+    """The callee's Contact URI (the dialog's remote target), or ``fallback`` when it has none we can read."""
     contact = response.headers.get("contact")
-    return parse_name_addr(contact).uri if contact else fallback
+    try:
+        return parse_name_addr(contact).uri if contact else fallback
+    except SipParseError:
+        return fallback

@@ -16,7 +16,9 @@ from typing import Any
 
 from voice_server.accounts import Principal
 from voice_server.security.keys import Keyring
-from voice_server.sip.auth import ALGORITHMS
+from voice_server.sip.auth import ALGORITHMS, DigestServer, Verdict
+from voice_server.sip.dialog import Refusal
+from voice_server.sip.message import ascii_int
 from voice_server.stores.postgres import Database
 
 SIP_TOKEN_ID = uuid.UUID(int=0)  # a SIP call has no bearer token; its principal says so with this id
@@ -109,7 +111,8 @@ def _trunk(i: int, item: Any) -> Trunk:
     proxy = item.get("proxy")
     if proxy is not None:
         host, colon, port = str(proxy).rpartition(":")
-        if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        number = ascii_int(port, max_digits=5)
+        if not colon or not host or number is None or not 0 < number < 65536:
             raise TrunkError(f"{where} ({name}): 'proxy' must be host:port")
     proxy_user, proxy_password = item.get("proxy_username"), item.get("proxy_password")
     if (proxy_user is None) != (proxy_password is None) or (proxy_user is not None and proxy is None):
@@ -123,6 +126,33 @@ def _trunk(i: int, item: Any) -> Trunk:
 def match_trunk(trunks: list[Trunk], ip: str) -> Trunk | None:
     """The first trunk admitting ``ip`` (``None``: no trunk does)."""
     return next((t for t in trunks if t.admits(ip)), None)
+
+
+def admit_caller(trunks: list[Trunk], digest: dict[str, DigestServer], ip: str,
+                 authorization: str | None) -> tuple[Trunk | None, Refusal | None]:  # fmt: skip
+    """Who may call: a configured trunk (by source, then digest), or anyone when no trunk is configured.
+
+    Args:
+        digest: The digest server of each trunk with credentials, by trunk name.
+        authorization: The INVITE's Authorization header.
+
+    Returns:
+        The caller's trunk (``None`` without trunks) and, when the INVITE is refused, the answer (401 with
+        challenges, 403).
+    """
+    trunk = match_trunk(trunks, ip) if trunks else None
+    if trunks and trunk is None:
+        return None, Refusal(403, "Forbidden", "source not in any trunk's allow-list")
+    if trunk is None or trunk.username is None:
+        return trunk, None
+    server = digest[trunk.name]
+    verdict, user = server.verify(authorization, "INVITE", lambda u: trunk.password if u == trunk.username else None)
+    if verdict in (Verdict.MISSING, Verdict.STALE):
+        challenge = [("www-authenticate", c) for c in server.challenge(stale=verdict is Verdict.STALE)]
+        return trunk, Refusal(401, "Unauthorized", f"challenged (trunk {trunk.name})", challenge)
+    if verdict is Verdict.BAD:
+        return trunk, Refusal(403, "Forbidden", f"wrong digest credentials for user {user!r}")
+    return trunk, None
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,6 +11,8 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 
+from voice_server.sip.message import ascii_int
+
 CODECS = {"PCMU": 0, "PCMA": 8}  # name → static payload type (RFC 3551)
 DTMF_CODEC = "telephone-event"
 MAX_SDP_BYTES = 8 * 1024
@@ -111,13 +113,15 @@ def parse(body: bytes) -> MediaOffer:
             parts = value.split()
             if len(parts) < 4 or parts[0] != "audio":
                 continue
-            if not parts[1].isdigit() or int(parts[1]) > 65535:
+            port = ascii_int(parts[1], max_digits=5)
+            if port is None or port > 65535:
                 raise SdpError("bad media port")
             if parts[2] not in ("RTP/AVP", "RTP/AVPF"):
                 raise NoCommonCodec(f"unsupported media profile {parts[2][:20]}")
-            if not all(p.isdigit() and int(p) < 128 for p in parts[3:]):
+            payloads = [ascii_int(p, max_digits=3) for p in parts[3:]]
+            if not all(pt is not None and pt < 128 for pt in payloads):
                 raise SdpError("bad payload type")
-            audio = _Audio(int(parts[1]), tuple(int(p) for p in parts[3:]))
+            audio = _Audio(port, tuple(pt for pt in payloads if pt is not None))
         elif kind == "c":
             host = _connection(value)
             if audio is None:
@@ -132,11 +136,12 @@ def parse(body: bytes) -> MediaOffer:
                 else:
                     audio.direction = name
             elif audio is not None and name == "rtpmap":
-                pt, _, enc = arg.partition(" ")
-                if pt.isdigit():
-                    audio.rtpmap[int(pt)] = enc.strip()
-            elif audio is not None and name == "ptime" and arg.strip().isdigit():
-                audio.ptime = int(arg.strip())
+                pt_text, _, enc = arg.partition(" ")
+                pt = ascii_int(pt_text, max_digits=3)
+                if pt is not None:
+                    audio.rtpmap[pt] = enc.strip()
+            elif audio is not None and name == "ptime":
+                audio.ptime = ascii_int(arg.strip(), max_digits=4) or audio.ptime
     if audio is None:
         raise NoCommonCodec("no audio stream")
     media_host = audio.host or session_host

@@ -4,10 +4,13 @@ Sans-I/O: `ServerTransactions.receive` classifies an incoming request, `respond`
 `tick(now)` returns the datagrams to resend and the dialogs whose 2xx was never acknowledged. Time is always
 passed in; nothing here reads a clock or touches a socket.
 
-- A retransmitted request (same top Via branch and method) is absorbed: the last response is sent again, or
-  nothing if none was sent yet.
+- A retransmitted request (same top Via branch and method, from the same source address: §17.2.3 matches the
+  sent-by too, and a stranger who learnt a branch must not answer for, or pre-empt, the real peer's request)
+  is absorbed: the last response is sent again, or nothing if none was sent yet.
 - A final response to INVITE over UDP is retransmitted (Timer G: T1, doubling up to T2) until the ACK comes;
-  after 64·T1 without ACK (Timer H; for a 2xx, §13.3.1.4) the dialog is reported dead so the call ends.
+  after 64·T1 without ACK (Timer H; for a 2xx, §13.3.1.4) the dialog is reported dead so the call ends. Only
+  an ACK the caller says matches the dialog (tags and source, `voice_server.sip.guard`) stops that clock: a
+  stranger who knows the Call-ID cannot keep an unacknowledged call alive.
 - Finished transactions linger (Timer J / Timer L: 64·T1) to absorb late retransmissions, then are forgotten.
   The table is bounded (`MAX_TRANSACTIONS`): a flood of distinct branches evicts the oldest.
 """
@@ -20,10 +23,10 @@ from enum import Enum
 
 T1 = 0.5
 T2 = 4.0
-LINGER_S = 64 * T1
 MAX_TRANSACTIONS = 4096
 
 Addr = tuple[str, int]
+Key = tuple[str, str, str]  # (branch, method, source IP)
 
 
 class Kind(Enum):
@@ -77,22 +80,33 @@ class _Txn:
 class ServerTransactions:
     """Every server transaction of one SIP listener."""
 
-    def __init__(self, *, max_transactions: int = MAX_TRANSACTIONS) -> None:
-        self._txns: collections.OrderedDict[tuple[str, str], _Txn] = collections.OrderedDict()
+    def __init__(self, *, max_transactions: int = MAX_TRANSACTIONS, t1: float = T1) -> None:
+        """``t1``: the round-trip estimate T1 (RFC 3261 §17.1.1.1); Timer H and the linger time are 64·T1."""
+        self._txns: collections.OrderedDict[Key, _Txn] = collections.OrderedDict()
         self._max = max_transactions
-        self._awaiting_ack: dict[str, tuple[str, str]] = {}  # call-id → key of the INVITE whose 2xx awaits ACK
+        self.t1, self.t2 = t1, max(T2, t1)
+        self.linger_s = 64 * t1
+        self._awaiting_ack: dict[str, Key] = {}  # call-id → key of the INVITE whose 2xx awaits ACK
 
     def __len__(self) -> int:
         return len(self._txns)
 
-    def receive(self, method: str, branch: str, call_id: str, addr: Addr, now: float, *, reliable: bool) -> Received:
-        """Classify a parsed request (``branch`` of its top Via) and open a transaction for a new one."""
+    def receive(self, method: str, branch: str, call_id: str, addr: Addr, now: float, *, reliable: bool,
+                in_dialog: bool = True) -> Received:  # fmt: skip
+        """Classify a parsed request (``branch`` of its top Via) and open a transaction for a new one.
+
+        Args:
+            in_dialog: For an ACK: whether it matches its dialog (tags, source). One that does not is a
+                `Kind.STRAY_ACK` and leaves the 2xx waiting (and Timer H running).
+        """
         if method == "ACK":
-            invite = self._txns.get((branch, "INVITE"))
+            invite = self._txns.get((branch, "INVITE", addr[0]))
             if invite is not None and invite.status >= 300:  # same branch: the ACK of a failure (§17.1.1.3)
                 invite.next_resend = invite.give_up = None
-                invite.done_at = now + (0 if reliable else T2 * 2)
+                invite.done_at = now + (0 if reliable else self.t2 * 2)
                 return Received(Kind.ACK_NON2XX)
+            if not in_dialog:
+                return Received(Kind.STRAY_ACK)
             key = self._awaiting_ack.pop(call_id, None)
             if key is not None:
                 txn = self._txns.get(key)
@@ -100,7 +114,7 @@ class ServerTransactions:
                     txn.next_resend = txn.give_up = None
                 return Received(Kind.ACK_2XX)
             return Received(Kind.STRAY_ACK)
-        key = (branch, method)
+        key = (branch, method, addr[0])
         txn = self._txns.get(key)
         if txn is not None:
             return Received(Kind.RETRANSMISSION, txn.response)
@@ -109,27 +123,33 @@ class ServerTransactions:
         self._txns[key] = _Txn(method, call_id, addr, reliable, created=now)
         return Received(Kind.NEW)
 
-    def respond(self, method: str, branch: str, status: int, data: bytes, now: float) -> None:
+    def respond(self, method: str, branch: str, status: int, data: bytes, now: float, *,
+                source: str | None = None) -> None:  # fmt: skip
         """Record the response sent for a transaction (every provisional and final one).
 
+        ``source`` is the request's source IP (part of the transaction's identity); ``None`` picks the newest
+        transaction with that branch and method, for a caller that talks to one peer only.
+
         Final INVITE responses over UDP start retransmission; 2xx ones wait for the dialog's ACK
-        (`receive` with method ACK). Non-INVITE transactions linger `LINGER_S` (0 over TCP) after their final.
+        (`receive` with method ACK). Non-INVITE transactions linger 64·T1 (0 over TCP) after their final.
         """
-        txn = self._txns.get((branch, method))
-        if txn is None:
+        key = (branch, method, source) if source is not None else next(
+            (k for k in reversed(self._txns) if k[:2] == (branch, method)), None)  # fmt: skip
+        txn = self._txns.get(key) if key is not None else None
+        if txn is None or key is None:
             return
         txn.response, txn.status = data, status
         if status < 200:
             return
         if method == "INVITE":
             if not txn.reliable:
-                txn.next_resend, txn.interval = now + T1, T1
-            txn.give_up = now + LINGER_S
-            txn.done_at = now + LINGER_S
+                txn.next_resend, txn.interval = now + self.t1, self.t1
+            txn.give_up = now + self.linger_s
+            txn.done_at = now + self.linger_s
             if status < 300:
-                self._awaiting_ack[txn.call_id] = (branch, method)
+                self._awaiting_ack[txn.call_id] = key
         else:
-            txn.done_at = now + (0.0 if txn.reliable else LINGER_S)
+            txn.done_at = now + (0.0 if txn.reliable else self.linger_s)
 
     def forget_dialog(self, call_id: str) -> None:
         """Stop waiting for the ACK of ``call_id`` (the call ended some other way)."""
@@ -149,7 +169,7 @@ class ServerTransactions:
                     out.append(AckTimeout(txn.call_id))
             if txn.next_resend is not None and now >= txn.next_resend and txn.response is not None:
                 out.append(Resend(txn.response, txn.addr))
-                txn.interval = min(txn.interval * 2, T2)
+                txn.interval = min(txn.interval * 2, self.t2)
                 txn.next_resend = now + txn.interval
             if txn.done_at is not None and now >= txn.done_at and txn.next_resend is None:
                 self._forget(key)
@@ -160,7 +180,7 @@ class ServerTransactions:
         times = [t for txn in self._txns.values() for t in (txn.next_resend, txn.give_up, txn.done_at) if t is not None]
         return min(times, default=None)
 
-    def _forget(self, key: tuple[str, str]) -> None:
+    def _forget(self, key: Key) -> None:
         txn = self._txns.pop(key)
         if self._awaiting_ack.get(txn.call_id) == key:
             del self._awaiting_ack[txn.call_id]
