@@ -39,6 +39,19 @@ async def test_a_window_waits_for_the_live_conversation_to_end() -> None:
     assert result.text == "words" and len(model.at) == 1 and model.at[0] - started >= 0.1
 
 
+async def test_an_idle_open_conversation_holds_each_window_only_up_to_the_bound() -> None:
+    """A conversation that stays live (left open, idle) delays each import window by ``max_wait_s`` at most:
+    the import keeps stepping aside, window by window, but always makes progress."""
+    model = Recorder()
+    asr = CallsFirstAsr(model, lambda: True, poll_s=0.01, max_wait_s=0.1)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    for _ in range(3):
+        await asyncio.wait_for(asr.atranscribe(np.zeros(160, np.float32)), 1)
+    gaps = [b - a for a, b in zip([started, *model.at], model.at, strict=False)]
+    assert len(model.at) == 3 and all(0.09 <= gap < 0.5 for gap in gaps), gaps
+
+
 async def test_no_live_conversation_no_wait() -> None:
     model = Recorder()
     asr = CallsFirstAsr(model, lambda: False, poll_s=10)

@@ -17,15 +17,15 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import StreamingResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 
 from voice_server.accounts import Principal
 from voice_server.api import sse
 from voice_server.api.deps import ResourcesDep, require_scope
 from voice_server.avatar.import_job import IMPORT_COLUMNS, open_import
-from voice_server.avatar.import_service import ImportService, QueueFullError
+from voice_server.avatar.import_service import ImportService, QueueFullError, QuotaExceededError
 from voice_server.avatar.importers import FORMATS, Format, Me
-from voice_server.errors import ApiError, not_found
+from voice_server.errors import ApiError, error_response, not_found
 from voice_server.resources import Resources
 
 router = APIRouter(tags=["imports"])
@@ -55,7 +55,13 @@ async def _load(res: Resources, user_id: uuid.UUID, import_id: uuid.UUID) -> dic
         return open_import(await res.keys.for_user(conn, user_id), row)
 
 
-@router.post("/v1/imports", status_code=202, summary="Upload an export file (raw body) to import")
+@router.post(
+    "/v1/imports",
+    status_code=202,
+    response_model=None,
+    summary="Upload an export file (raw body) to import",
+    responses={429: {"description": "You (or, rarely, the server) hold too many imports; see Retry-After"}},
+)
 async def upload_import(
     request: Request,
     user: Writer,
@@ -64,8 +70,10 @@ async def upload_import(
     name: Annotated[str, Query(min_length=1, max_length=255, description="the file's name")],
     format: Annotated[str | None, Query(description=f"one of {', '.join(FORMATS)}; detected when absent")] = None,
     speaker: Annotated[str | None, Query(min_length=1, max_length=200, description=SPEAKER_HELP)] = None,
-) -> dict[str, Any]:
-    """``413`` beyond ``SOMA_MEDIA_MAX_BYTES``, ``429`` when too many imports are waiting."""
+) -> dict[str, Any] | JSONResponse:
+    """``413`` beyond ``SOMA_MEDIA_MAX_BYTES``; ``429`` with ``Retry-After`` when the caller already has
+    ``SOMA_IMPORT_MAX_PER_USER`` imports uploading, waiting or running (``imports_quota``: other users are
+    unaffected), or the server holds as many as it takes from everyone (``imports_busy``)."""
     if format is not None and format not in FORMATS:
         raise ApiError(400, "invalid_format", f"format must be one of {', '.join(FORMATS)}")
     fmt: Format | None = format  # checked against FORMATS above
@@ -80,7 +88,8 @@ async def upload_import(
             user.user_id, name, Me.of(me.split(",")), fmt, body(), res.settings.media_max_bytes, speaker=speaker
         )
     except QueueFullError as exc:
-        raise ApiError(429, "imports_busy", str(exc)) from None
+        code = "imports_quota" if isinstance(exc, QuotaExceededError) else "imports_busy"
+        return error_response(429, code, str(exc), headers={"Retry-After": str(exc.retry_after_s)})
     except ValueError as exc:
         raise ApiError(413, "request_too_large", str(exc)) from None
     row = await _load(res, user.user_id, import_id)

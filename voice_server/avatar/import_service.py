@@ -1,11 +1,15 @@
 """The server's import jobs: uploaded files queued, run one at a time by an owned worker, progress published.
 
 `ImportService` follows `MemoryService`'s shape: started and stopped by the resources' lifespan, one named
-worker task, a bounded queue (`QUEUE_MAX`; a full queue refuses the upload instead of growing), and on
-shutdown the running job is cancelled (its transaction rolls back, the row says ``failed``) and queued ones
-are marked failed. An upload waits on disk sealed with its owner's data key (`security.files`) under
-``<data_dir>/imports/<user>/`` and is deleted when its job ends, however it ends. Imports left ``queued`` or
-``running`` by a crash are marked failed at the next start and their files removed.
+worker task, a bounded queue, and on shutdown the running job is cancelled (its transaction rolls back, the
+row says ``failed``) and queued ones are marked failed. The queue (`import_queue.FairQueue`) holds at most
+``per_user`` imports per user (uploading, waiting and running together) and `QUEUE_MAX` in all, refusing
+the upload beyond either instead of growing, and runs waiting jobs round-robin between users, so no user
+can keep another's imports out or make them wait behind their own.
+
+An upload waits on disk sealed with its owner's data key (`security.files`) under ``<data_dir>/imports/
+<user>/`` and is deleted when its job ends, however it ends. Imports left ``queued`` or ``running`` by a
+crash are marked failed at the next start and their files removed.
 
 Progress (`state`) lives in memory while a job runs; subscribers wait on `changed()` instead of polling.
 Audio and video jobs (given `MediaTools`) report seconds of audio transcribed too; files they staged in the
@@ -26,6 +30,7 @@ from typing import IO, Any
 
 from pipeline.tasks import cancel_and_wait
 from voice_server.avatar.import_job import ImportFailed, Progress, create_import, mark_failed, run_import, worker_id
+from voice_server.avatar.import_queue import FairQueue, QueueFullError, QuotaExceededError
 from voice_server.avatar.importers import Format, Me
 from voice_server.avatar.media_plan import MediaTools
 from voice_server.avatar.memory import Embedder
@@ -36,12 +41,12 @@ from voice_server.stores.postgres import Database
 
 log = logging.getLogger(__name__)
 
-QUEUE_MAX = 16
+QUEUE_MAX = 64  # imports held at once, all users together (each user at most `per_user` of them)
+PER_USER = 4
 CANCELLED = "cancelled: you stopped this import; nothing of it was kept"
+STOPPED = "interrupted: the server stopped"
 
-
-class QueueFullError(RuntimeError):
-    """Too many imports are waiting; try again later."""
+__all__ = ["CANCELLED", "ImportService", "Job", "QueueFullError", "QuotaExceededError"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +67,7 @@ class ImportService:
 
     ``media``: the speech model and media store that audio/video imports need (``None``: they fail, saying
     why). ``on_imported`` is awaited with the user's id after each import that finished (the persona rebuilds).
+    ``per_user``: imports one user may have uploading, waiting or running at once.
     """
 
     def __init__(
@@ -73,6 +79,7 @@ class ImportService:
         media: MediaTools | None = None,
         *,
         on_imported: Callable[[uuid.UUID], Awaitable[None]] | None = None,
+        per_user: int = PER_USER,
     ) -> None:
         self.data_dir = data_dir
         self.media = media
@@ -82,11 +89,11 @@ class ImportService:
         self.keys = keys
         self.embedder = embedder
         self.on_imported = on_imported
-        self._queue: asyncio.Queue[Job] = asyncio.Queue(QUEUE_MAX)
+        self._queue: FairQueue[uuid.UUID, Job] = FairQueue(per_user, max(QUEUE_MAX, per_user))
         self._worker: asyncio.Task[None] | None = None
         self._running: tuple[Job, asyncio.Task[None]] | None = None
         self._erased: set[uuid.UUID] = set()
-        self._cancelled: set[uuid.UUID] = set()  # waiting imports their owner stopped (dropped when dequeued)
+        self._cancelled: set[uuid.UUID] = set()  # the running import its owner stopped (`_run` says so)
         self._states: dict[uuid.UUID, dict[str, Any]] = {}
         self._tick = asyncio.Event()
 
@@ -100,7 +107,7 @@ class ImportService:
             )
             unfinished = await cur.fetchall()
         for row in unfinished:
-            await mark_failed(self.db, self.keys, row["user_id"], row["id"], "interrupted: the server stopped")
+            await mark_failed(self.db, self.keys, row["user_id"], row["id"], STOPPED)
             if self.media is not None:
                 staged = self.media.store.staging_dir(row["user_id"], row["id"])
                 await asyncio.to_thread(shutil.rmtree, staged, True)
@@ -114,9 +121,8 @@ class ImportService:
         if self._worker is not None:
             await cancel_and_wait(self._worker, timeout=60.0)  # the running job rolls back and records why
             self._worker = None
-        while not self._queue.empty():
-            job = self._queue.get_nowait()
-            await self._finish_failed(job, "interrupted: the server stopped")
+        for _, job in self._queue.remove(lambda _: True):
+            await self._finish_failed(job, STOPPED)
 
     # ------------------------------------------------------------------------------------------- upload
 
@@ -135,30 +141,31 @@ class ImportService:
         speaks in a lone audio/video recording (default: the user).
 
         Raises:
-            QueueFullError: `QUEUE_MAX` imports are already waiting (nothing is kept).
+            QuotaExceededError: ``user_id`` already has ``per_user`` imports (nothing is read or kept).
+            QueueFullError: `QUEUE_MAX` imports are held, all users together (nothing is read or kept).
             ValueError: The body exceeds ``limit`` bytes (nothing is kept).
         """
-        if self._queue.full():
-            raise QueueFullError("too many imports are waiting; try again later")
-        import_id = uuid.uuid4()
-        folder = self.root / str(user_id)
-        await asyncio.to_thread(folder.mkdir, 0o700, True, True)
-        path = folder / f"{import_id}.sealed"
-        async with self.db.pool.connection() as conn:
-            key = await self.keys.for_user(conn, user_id)
-        size = await write_sealed(path, key, fields.import_file(import_id), body, limit)
-        job = Job(user_id, import_id, path, name, me, fmt, speaker)
+        self._queue.admit(user_id)  # the slot is held until the job ends; released below if it never starts
         try:
+            import_id = uuid.uuid4()
+            folder = self.root / str(user_id)
+            await asyncio.to_thread(folder.mkdir, 0o700, True, True)
+            path = folder / f"{import_id}.sealed"
             async with self.db.pool.connection() as conn:
-                await create_import(conn, self.keys, user_id, name, fmt, size, worker=self.worker, import_id=import_id)
+                key = await self.keys.for_user(conn, user_id)
+            size = await write_sealed(path, key, fields.import_file(import_id), body, limit)
+            job = Job(user_id, import_id, path, name, me, fmt, speaker)
+            try:
+                async with self.db.pool.connection() as conn:
+                    await create_import(conn, self.keys, user_id, name, fmt, size, worker=self.worker,
+                                        import_id=import_id)  # fmt: skip
+            except BaseException:
+                path.unlink(missing_ok=True)
+                raise
         except BaseException:
-            path.unlink(missing_ok=True)
+            self._queue.release(user_id)
             raise
-        try:
-            self._queue.put_nowait(job)
-        except asyncio.QueueFull:  # filled up while this upload was being written
-            await self._finish_failed(job, "too many imports were waiting; nothing was imported")
-            raise QueueFullError("too many imports are waiting; try again later") from None
+        self._queue.put(user_id, job)
         self._publish(import_id, {"status": "queued", "read": 0, "skipped": 0, "position": 0, "size": size})
         return import_id
 
@@ -185,9 +192,9 @@ class ImportService:
 
     async def _work(self) -> None:
         while True:
-            job = await self._queue.get()
-            if job.user_id in self._erased or job.import_id in self._cancelled:  # erased or stopped while waiting
-                self._cancelled.discard(job.import_id)
+            _, job = await self._queue.get()
+            if job.user_id in self._erased:  # erased while its upload was being written
+                self._queue.release(job.user_id)
                 await asyncio.to_thread(job.path.unlink, True)
                 self._publish(job.import_id, None)
                 continue
@@ -206,6 +213,7 @@ class ImportService:
                 log.exception("import %s failed", job.import_id)
             finally:
                 self._running = None
+                self._queue.release(job.user_id)
 
     async def cancel(self, user_id: uuid.UUID, import_id: uuid.UUID) -> bool:
         """Stop one of ``user_id``'s imports: a waiting one is dropped, a running one rolled back; either way
@@ -217,25 +225,29 @@ class ImportService:
             cur = await conn.execute("SELECT 1 FROM imports WHERE id = %s AND user_id = %s", (import_id, user_id))
             if await cur.fetchone() is None:
                 return False
-        # From here on no await until the job is marked: the worker dequeues and starts a job without yielding
-        # in between, so it is either still waiting (and will be dropped) or is the running one.
+        # From here on no await until the job is out of the queue: the worker dequeues and starts a job without
+        # yielding in between, so it is either still waiting (and is taken out here) or is the running one.
         if self._running is not None and self._running[0].import_id == import_id:
             task = self._running[1]
             self._cancelled.add(import_id)  # `_run` records the owner's reason, not a server stop
             task.cancel()
             await asyncio.wait([task])
             return True
-        if self.state(import_id) is None:  # it ended while the row was read
+        dropped = self._queue.remove(lambda job: job.import_id == import_id)
+        if not dropped:  # it ended while the row was read
             return False
-        self._cancelled.add(import_id)
-        await mark_failed(self.db, self.keys, user_id, import_id, CANCELLED)
-        self._publish(import_id, None)
+        for _, job in dropped:
+            await self._finish_failed(job, CANCELLED)
         return True
 
     async def cancel_user(self, user_id: uuid.UUID) -> None:
         """Before an account is erased: stop its running import (rolled back) and drop its waiting ones, so
         the erasure never waits behind an import's transaction."""
-        self._erased.add(user_id)  # one id per erasure in this process's lifetime
+        self._erased.add(user_id)  # one id per erasure in this process's lifetime (an upload may still finish)
+        for _, job in self._queue.remove(lambda job: job.user_id == user_id):
+            await asyncio.to_thread(job.path.unlink, True)
+            self._queue.release(user_id)
+            self._publish(job.import_id, None)
         if self._running is not None and self._running[0].user_id == user_id:
             task = self._running[1]
             task.cancel()
@@ -273,9 +285,13 @@ class ImportService:
             self._publish(job.import_id, None)
 
     async def _finish_failed(self, job: Job, reason: str) -> None:
-        await mark_failed(self.db, self.keys, job.user_id, job.import_id, reason)
-        job.path.unlink(missing_ok=True)
-        self._publish(job.import_id, None)
+        """End a job taken out of the queue before it ran: its row, its file and its slot."""
+        try:
+            await mark_failed(self.db, self.keys, job.user_id, job.import_id, reason)
+        finally:
+            self._queue.release(job.user_id)
+            job.path.unlink(missing_ok=True)
+            self._publish(job.import_id, None)
 
     def erase_files(self, user_id: uuid.UUID) -> None:
         """Remove an erased user's waiting uploads (blocking)."""

@@ -2,6 +2,10 @@
 
 Every parser makes two passes over its file: a validating pass (`check_text` / `check_json`) that reads the
 whole file in constant memory and raises `ImportFormatError` for anything damaged, then the yielding pass.
+Hostile input is bounded here for every format: a text line at `MAX_LINE_CHARS`; a JSON document's nesting
+and token sizes by `json_bounds.scan_json` before ijson reads it (see there why ijson cannot be let loose on
+deep nesting); one JSON record's size by `json_records` / `BoundedRecord`; one JSON Lines line by
+`json_line`.
 That is why a parser never yields a record from a file it later rejects, and why files must be seekable (the
 import job spools uploads to a sealed temporary file first). A file that changes between the passes is
 outside the contract.
@@ -11,14 +15,17 @@ from __future__ import annotations
 
 import codecs
 import io
+import json
 from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import IO, Any
 
 import ijson  # type: ignore[import-untyped]  # ijson ships no type information
+from ijson.common import ObjectBuilder  # type: ignore[import-untyped]
 
-from voice_server.avatar.importers.records import ImportFormatError
+from voice_server.avatar.importers.json_bounds import MAX_DEPTH, scan_json
+from voice_server.avatar.importers.records import MAX_RECORD_CHARS, MAX_RECORD_EVENTS, ImportFormatError
 
 JSON_BUF = 64 * 1024
 MAX_LINE_CHARS = 1 << 20  # a "line" longer than this is not text a person wrote
@@ -115,12 +122,17 @@ def _json_start(f: IO[bytes]) -> int:
 
 
 def check_json(f: IO[bytes], start: int | None = None) -> int:
-    """Parse the whole JSON document once without building it; return the offset it starts at.
+    """Bound, then parse the whole JSON document once without building it; return the offset it starts at.
+
+    After it returns, the document nests at most `json_bounds.MAX_DEPTH` deep and holds no string or bare
+    value over `json_bounds`' limits, so ijson's prefixed parsers are safe to run on it.
 
     Raises:
-        ImportFormatError: not JSON, truncated, invalid UTF-8 or trailing junk, with the byte offset.
+        ImportFormatError: not JSON, nested too deep, a value too long, truncated, invalid UTF-8 or
+            trailing junk, with the byte offset.
     """
     offset = _json_start(f) if start is None else start
+    scan_json(f, offset)
     f.seek(offset)
     try:
         deque(ijson.basic_parse(f, buf_size=JSON_BUF), maxlen=0)
@@ -138,10 +150,82 @@ def json_events(f: IO[bytes], offset: int) -> Iterator[tuple[str, str, Any]]:
     return ijson.parse(f, buf_size=JSON_BUF, use_float=True)  # type: ignore[no-any-return]
 
 
-def json_items(f: IO[bytes], offset: int, prefix: str) -> Iterator[Any]:
-    """Each value at ``prefix`` (e.g. ``"item"`` for a top-level array), built one at a time."""
-    f.seek(offset)
-    return ijson.items(f, prefix, buf_size=JSON_BUF, use_float=True)  # type: ignore[no-any-return]
+class Oversized:
+    """Stands for a JSON record `BoundedRecord` stopped building (too many values or characters)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "OVERSIZED"
+
+
+OVERSIZED = Oversized()
+
+
+class BoundedRecord:
+    """Builds one JSON value from ijson events, up to `MAX_RECORD_EVENTS` events and `MAX_RECORD_CHARS`
+    characters of strings and keys; beyond either it drops what it built and only follows the nesting to
+    the value's end, so its memory stays bounded and `value` is `OVERSIZED`.
+
+    Feed it the value's events from its ``start_map`` / ``start_array`` on; `feed` returns true at the event
+    that ends the value, and `value` is then complete.
+    """
+
+    __slots__ = ("_builder", "_chars", "_depth", "_events")
+
+    def __init__(self) -> None:
+        self._builder: Any = ObjectBuilder()
+        self._depth = self._events = self._chars = 0
+
+    def feed(self, event: str, value: Any) -> bool:
+        """Take one event; true when it closed the value."""
+        if event in ("start_map", "start_array"):
+            self._depth += 1
+        elif event in ("end_map", "end_array"):
+            self._depth -= 1
+        if self._builder is not None:
+            self._events += 1
+            if isinstance(value, str):
+                self._chars += len(value)
+            if self._events > MAX_RECORD_EVENTS or self._chars > MAX_RECORD_CHARS:
+                self._builder = None
+            else:
+                self._builder.event(event, value)
+        return self._depth == 0
+
+    @property
+    def value(self) -> Any:
+        """The value built (after `feed` returned true), or `OVERSIZED`."""
+        return OVERSIZED if self._builder is None else self._builder.value
+
+
+def json_records(f: IO[bytes], offset: int, prefix: str) -> Iterator[Any]:
+    """Each value at ``prefix`` (e.g. ``"item"`` for a top-level array), built one at a time by a
+    `BoundedRecord` (`OVERSIZED` for one over its limits). Call after `check_json`."""
+    record: BoundedRecord | None = None
+    for path, event, value in json_events(f, offset):
+        if record is not None:
+            if record.feed(event, value):
+                yield record.value
+                record = None
+        elif path == prefix:
+            if event in ("start_map", "start_array"):
+                record = BoundedRecord()
+                record.feed(event, value)
+            elif event not in ("end_map", "end_array", "map_key"):
+                yield value  # a scalar where a record should be: the parser skips it
+
+
+def json_line(line: str) -> Any:
+    """One JSON Lines line decoded, refusing nesting over `json_bounds.MAX_DEPTH` (which would otherwise
+    end in a `RecursionError` deep inside `json`); the line itself is bounded by `MAX_LINE_CHARS`.
+
+    Raises:
+        ValueError: not JSON, or nested too deep (`ImportFormatError`).
+    """
+    if line.count("[") + line.count("{") > MAX_DEPTH:  # cheap: only then can it nest too deep
+        scan_json(io.BytesIO(line.encode()), 0)
+    return json.loads(line)
 
 
 def _first_line(e: Exception) -> str:

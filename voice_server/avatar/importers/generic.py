@@ -25,21 +25,30 @@ Example (JSON Lines)::
 
 Whole-file errors (`ImportFormatError`, before any record): not UTF-8, truncated or damaged JSON, a JSON
 Lines file whose first or last line is not a JSON object (a truncated last line), a CSV without the header,
-or with broken quoting. A record with the wrong shape (missing ``sender``, ``text`` not a string, a short
-CSV row, a JSON Lines line that is not an object) is skipped as ``bad_record``; an ``at`` that does not
-parse is skipped as ``bad_date``. ``where`` is the 0-based array index, or the 1-based line number for JSON
+or with broken quoting, a CSV field over 131,072 characters or a row over `MAX_ROW_CHARS`, JSON nested too
+deep or with an overlong value (`json_bounds`). A record with the wrong shape (missing ``sender``, ``text``
+not a string, a short CSV row, a JSON Lines line that is not an object or nests too deep) is skipped as
+``bad_record``; a JSON record over the record bounds as ``too_large``; an ``at`` that does not parse is
+skipped as ``bad_date``. ``where`` is the 0-based array index, or the 1-based line number for JSON
 Lines and CSV.
 """
 
 from __future__ import annotations
 
 import csv
-import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import IO, Any, Literal, get_args
 
-from voice_server.avatar.importers._io import check_json, check_text, json_events, json_items, text_lines
+from voice_server.avatar.importers._io import (
+    OVERSIZED,
+    check_json,
+    check_text,
+    json_events,
+    json_line,
+    json_records,
+    text_lines,
+)
 from voice_server.avatar.importers.records import (
     NOBODY,
     Attachment,
@@ -54,6 +63,7 @@ from voice_server.avatar.importers.records import (
 
 Container = Literal["json", "jsonl", "csv"]
 REQUIRED = ("sender", "at", "text")
+MAX_ROW_CHARS = 1 << 20  # one CSV row, however many lines its quoted fields span
 _ATTACHMENTS: frozenset[str] = frozenset(get_args(Attachment))
 _BAD_AT = object()
 
@@ -81,7 +91,7 @@ def parse(f: IO[bytes], *, me: Me = NOBODY) -> Iterator[Record]:
             _, event, _ = next(json_events(f, offset))
             if event != "start_array":
                 raise ImportFormatError("generic JSON must be an array of message objects")
-            return (_record(i, obj, me) for i, obj in enumerate(json_items(f, offset, "item")))
+            return (_record(i, obj, me) for i, obj in enumerate(json_records(f, offset, "item")))
         case "jsonl":
             _check_jsonl(f)
             return _jsonl(f, me)
@@ -103,7 +113,9 @@ def _check_jsonl(f: IO[bytes]) -> None:
         raise ImportFormatError("the JSON Lines file has no lines")
     for n, line in (first, last):
         try:
-            ok = isinstance(json.loads(line), dict)
+            ok = isinstance(json_line(line), dict)
+        except ImportFormatError as e:
+            raise ImportFormatError(f"JSON Lines: line {n}: {e}") from None
         except ValueError:
             ok = False
         if not ok:
@@ -117,22 +129,48 @@ def _jsonl(f: IO[bytes], me: Me) -> Iterator[Record]:
             if not line.strip():
                 continue
             try:
-                obj = json.loads(line)
+                obj = json_line(line)
             except ValueError:
                 yield Skipped(n, "bad_record")
                 continue
             yield _record(n, obj, me)
 
 
-def _csv_reader(lines: Iterator[tuple[int, str]]) -> Any:
-    return csv.reader((line for _, line in lines), strict=True)
+class _RowSpan:
+    """The lines `csv.reader` reads, bounded per row: a quoted field may span lines, so without a bound one
+    row could take in the whole file before the reader returns it. Call `row_done` after each row."""
+
+    def __init__(self, lines: Iterator[tuple[int, str]]) -> None:
+        self._lines = lines
+        self._chars = 0
+        self._first = 0
+
+    def __iter__(self) -> Iterator[str]:
+        for n, line in self._lines:
+            if not self._chars:
+                self._first = n
+            self._chars += len(line)
+            if self._chars > MAX_ROW_CHARS:
+                raise ImportFormatError(f"CSV row starting at line {self._first} is over {MAX_ROW_CHARS:,} "
+                                        "characters (an unclosed quote?)")  # fmt: skip
+            yield line
+
+    def row_done(self) -> None:
+        """The reader returned a row: the next line starts a new one."""
+        self._chars = 0
+
+
+def _csv_reader(span: _RowSpan) -> Any:
+    # csv's own per-field limit (`csv.field_size_limit`, 131,072 by default) refuses one enormous field.
+    return csv.reader(span, strict=True)
 
 
 def _check_csv(f: IO[bytes]) -> dict[str, int]:
     """Validate every row's quoting; return the header's column index per known field name."""
     check_text(f)
     with text_lines(f, keepends=True) as lines:
-        reader = _csv_reader(lines)
+        span = _RowSpan(lines)
+        reader = _csv_reader(span)
         try:
             header = next(reader, None)
             if header is None:
@@ -143,8 +181,9 @@ def _check_csv(f: IO[bytes]) -> dict[str, int]:
                 raise ImportFormatError(
                     f"CSV header must name {', '.join(REQUIRED)}; missing {', '.join(missing)} (found {header[:6]})"
                 )
+            span.row_done()
             for _ in reader:
-                pass
+                span.row_done()
         except csv.Error as e:
             raise ImportFormatError(f"CSV line {reader.line_num}: {e}") from None
     return columns
@@ -153,9 +192,12 @@ def _check_csv(f: IO[bytes]) -> dict[str, int]:
 def _csv(f: IO[bytes], columns: dict[str, int], me: Me) -> Iterator[Record]:
     width = max(columns.values()) + 1
     with text_lines(f, keepends=True) as lines:
-        reader = _csv_reader(lines)
+        span = _RowSpan(lines)
+        reader = _csv_reader(span)
         next(reader)
+        span.row_done()
         for row in reader:
+            span.row_done()
             where = reader.line_num
             if not any(cell.strip() for cell in row):
                 continue
@@ -185,6 +227,8 @@ def parse_at(value: Any) -> datetime | None | object:
 
 
 def _record(where: int, obj: Any, me: Me) -> Record:
+    if obj is OVERSIZED:
+        return Skipped(where, "too_large")
     if not isinstance(obj, dict):
         return Skipped(where, "bad_record")
     sender, text = obj.get("sender"), obj.get("text")

@@ -28,7 +28,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import IO, Any, Literal
 
-from voice_server.avatar.importers._io import check_json, json_events, json_items
+from voice_server.avatar.importers._io import OVERSIZED, check_json, json_events, json_records
 from voice_server.avatar.importers.records import (
     NOBODY,
     Attachment,
@@ -72,7 +72,7 @@ def parse_messages(f: IO[bytes], *, me: Me = NOBODY, source: MetaSource = "faceb
     """
     offset = check_json(f)
     title = _probe_messages(f, offset)
-    return (_message(i, obj, title, me, source) for i, obj in enumerate(json_items(f, offset, "messages.item")))
+    return (_message(i, obj, title, me, source) for i, obj in enumerate(json_records(f, offset, "messages.item")))
 
 
 def _probe_messages(f: IO[bytes], offset: int) -> str:
@@ -93,6 +93,8 @@ def _probe_messages(f: IO[bytes], offset: int) -> str:
 
 
 def _message(index: int, obj: Any, title: str, me: Me, source: MetaSource) -> Record:
+    if obj is OVERSIZED:
+        return Skipped(index, "too_large")
     if not isinstance(obj, dict) or not isinstance(obj.get("sender_name"), str):
         return Skipped(index, "bad_record")
     if obj.get("is_unsent"):
@@ -123,7 +125,7 @@ def parse_posts(f: IO[bytes], *, author: str = "me", source: MetaSource = "faceb
     """
     offset = check_json(f)
     prefix = _posts_prefix(f, offset)
-    return (_post(i, obj, author, source) for i, obj in enumerate(json_items(f, offset, prefix)))
+    return (_post(i, obj, author, source) for i, obj in enumerate(json_records(f, offset, prefix)))
 
 
 def _posts_prefix(f: IO[bytes], offset: int) -> str:
@@ -141,6 +143,8 @@ def _posts_prefix(f: IO[bytes], offset: int) -> str:
 
 
 def _post(index: int, obj: Any, author: str, source: MetaSource) -> Record:
+    if obj is OVERSIZED:
+        return Skipped(index, "too_large")
     if not isinstance(obj, dict):
         return Skipped(index, "bad_record")
     texts: list[str] = []

@@ -24,7 +24,9 @@ from voice_server.avatar.importers._io import check_text, text_lines
 from voice_server.avatar.importers.records import ImportedMessage, Record, Skipped
 
 MAX_NOTE_CHARS = 256 * 1024
-_HEADING = re.compile(r"^(?P<level>#{1,6})[ \t]+(?P<title>.*?)[ \t#]*$")
+# The closing "#"s are stripped with rstrip, not a lazy ".*?" before "[ \t#]*$": that pair retries the
+# trailing run at every character, quadratic on a heading line full of "#".
+_HEADING = re.compile(r"^(?P<level>#{1,6})[ \t]+(?P<title>.*)$")
 _FENCE = re.compile(r"^[ \t]{0,3}(?P<fence>`{3,}|~{3,})")
 _ISO_DATE = re.compile(r"^(?P<y>\d{4})-(?P<m>\d{2})-(?P<d>\d{2})(?:[T ](?P<H>\d{2}):(?P<M>\d{2}))?")
 _DMY_DATE = re.compile(r"^(?P<d>\d{1,2})[./](?P<m>\d{1,2})[./](?P<y>\d{4})")
@@ -71,7 +73,7 @@ def _notes(f: IO[bytes], title: str, author: str, split_level: int | None) -> It
                 if len(h["level"]) <= split_level:
                     if heading or any(part.strip() for part in body):
                         yield _note(start, heading, body, title, author)
-                    start, heading, body, size = n, h["title"], [], 0
+                    start, heading, body, size = n, h["title"].rstrip(" \t#"), [], 0
             if size < MAX_NOTE_CHARS:
                 body.append(line)
                 size += len(line) + 1

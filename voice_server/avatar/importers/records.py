@@ -32,10 +32,14 @@ SkipReason = Literal[
     "media_already_imported",  # audio/video content this user imported before: not transcribed again
     "media_missing",  # a chat line names a voice note the archive does not hold
     "media_damaged",  # a voice note in an archive that cannot be decoded (the chat itself is imported)
+    "too_large",  # a JSON record over `MAX_RECORD_EVENTS` values or `MAX_RECORD_CHARS` characters: not a message
 ]
 
 MAX_PARTICIPANTS = 10_000  # distinct senders counted per file; beyond it they are counted as OTHER_SENDERS
 OTHER_SENDERS = "\u2026others"
+MAX_TEXT_CHARS = 64 * 1024  # a message's text is cut here (WhatsApp's own limit is 65,536 characters)
+MAX_RECORD_EVENTS = 50_000  # values (strings, numbers, keys, containers) in one JSON message, post or tweet
+MAX_RECORD_CHARS = 4 << 20  # characters of strings and keys in one JSON record (a long post is ~63,000)
 _INVISIBLE = dict.fromkeys(map(ord, "\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\ufeff"))
 
 
@@ -109,8 +113,9 @@ Record = ImportedMessage | Skipped
 
 
 def clean_text(text: str) -> str:
-    """Message text as every importer returns it: NFC-normalised, surrounding whitespace removed."""
-    return unicodedata.normalize("NFC", text).strip()
+    """Message text as every importer returns it: at most `MAX_TEXT_CHARS` characters (the rest is dropped:
+    bounded work for every later step), NFC-normalised, surrounding whitespace removed."""
+    return unicodedata.normalize("NFC", text.strip()[:MAX_TEXT_CHARS]).strip()
 
 
 def clean_name(name: str) -> str:

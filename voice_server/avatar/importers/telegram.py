@@ -11,7 +11,8 @@ A message's ``text`` is a string or a list of strings and entity objects (``{"ty
 both are flattened to plain text. ``at`` is aware UTC from ``date_unixtime`` (naive local ``date`` in exports
 older than 2021 that lack it). ``type: "service"`` messages (joins, pins, calls) are skipped as ``system``;
 media (``photo``, ``media_type`` voice/video/sticker/animation, ``file``, contacts, locations, polls) set
-``attachment``. A message from a deleted account (``from: null``) is sent by "Deleted Account".
+``attachment``. A message from a deleted account (``from: null``) is sent by "Deleted Account". A message
+object over the record bounds (`records.MAX_RECORD_EVENTS` / `MAX_RECORD_CHARS`) is skipped as ``too_large``.
 """
 
 from __future__ import annotations
@@ -20,9 +21,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import IO, Any
 
-from ijson.common import ObjectBuilder  # type: ignore[import-untyped]  # no type information
-
-from voice_server.avatar.importers._io import check_json, json_events
+from voice_server.avatar.importers._io import OVERSIZED, BoundedRecord, check_json, json_events
 from voice_server.avatar.importers.records import (
     NOBODY,
     Attachment,
@@ -81,24 +80,18 @@ def _probe(f: IO[bytes], offset: int) -> int | None:
 def _messages(f: IO[bytes], offset: int, me: Me) -> Iterator[Record]:
     chat = ""
     index = 0
-    builder: Any = None
-    depth = 0
+    builder: BoundedRecord | None = None
     for prefix, event, value in json_events(f, offset):
         if builder is not None:
-            builder.event(event, value)
-            if event in ("start_map", "start_array"):
-                depth += 1
-            elif event in ("end_map", "end_array"):
-                depth -= 1
-                if depth == 0:
-                    yield _record(index, chat, builder.value, me)
-                    index += 1
-                    builder = None
+            if builder.feed(event, value):
+                yield _record(index, chat, builder.value, me)
+                index += 1
+                builder = None
             continue
         if prefix in _MESSAGES:
             if event in ("start_map", "start_array"):
-                builder, depth = ObjectBuilder(), 1
-                builder.event(event, value)
+                builder = BoundedRecord()
+                builder.feed(event, value)
             elif event not in ("end_array",):
                 yield Skipped(index, "bad_record")  # a scalar where a message object should be
                 index += 1
@@ -126,6 +119,8 @@ def flatten_text(text: Any) -> str | None:
 
 
 def _record(index: int, chat: str, msg: Any, me: Me) -> Record:
+    if msg is OVERSIZED:
+        return Skipped(index, "too_large")
     if not isinstance(msg, dict):
         return Skipped(index, "bad_record")
     if msg.get("type") == "service":

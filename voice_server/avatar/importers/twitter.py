@@ -15,10 +15,12 @@ import html
 import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from itertools import islice
 from typing import IO, Any
 
-from voice_server.avatar.importers._io import check_json, json_events, json_items
+from voice_server.avatar.importers._io import OVERSIZED, check_json, json_events, json_records
 from voice_server.avatar.importers.records import (
+    MAX_TEXT_CHARS,
     Attachment,
     ImportedMessage,
     ImportFormatError,
@@ -32,6 +34,7 @@ _MONTHS = {m: i for i, m in enumerate("Jan Feb Mar Apr May Jun Jul Aug Sep Oct N
 _CREATED = re.compile(r"^\w{3} (?P<mon>\w{3}) (?P<d>\d{2}) (?P<H>\d{2}):(?P<M>\d{2}):(?P<S>\d{2}) "
                       r"(?P<sign>[+-])(?P<oh>\d{2})(?P<om>\d{2}) (?P<y>\d{4})$")  # fmt: skip
 _MEDIA: dict[str, Attachment] = {"photo": "image", "video": "video", "animated_gif": "gif"}
+MAX_ENTITIES = 100  # links and media expanded per tweet (a real one has a handful)
 
 
 def is_archive_head(head: bytes) -> bool:
@@ -53,10 +56,12 @@ def parse(f: IO[bytes], *, author: str = "me") -> Iterator[Record]:
     _, first, _ = next(json_events(f, offset))
     if first != "start_array":
         raise ImportFormatError('X/Twitter archive: expected an array after "="')
-    return (_tweet(i, obj, author) for i, obj in enumerate(json_items(f, offset, "item")))
+    return (_tweet(i, obj, author) for i, obj in enumerate(json_records(f, offset, "item")))
 
 
 def _tweet(index: int, obj: Any, author: str) -> Record:
+    if obj is OVERSIZED:
+        return Skipped(index, "too_large")
     tweet = obj.get("tweet", obj) if isinstance(obj, dict) else None
     if not isinstance(tweet, dict):
         return Skipped(index, "bad_record")
@@ -75,12 +80,12 @@ def _tweet(index: int, obj: Any, author: str) -> Record:
 def _expand(raw: str, tweet: dict[str, Any]) -> tuple[str, Attachment | None]:
     entities: dict[str, Any] = tweet["entities"] if isinstance(tweet.get("entities"), dict) else {}
     extended: dict[str, Any] = tweet["extended_entities"] if isinstance(tweet.get("extended_entities"), dict) else {}
-    text = raw
-    for url in entities.get("urls") or ():
+    text = raw[:MAX_TEXT_CHARS]  # every replacement below scans the text: bounded text, bounded work
+    for url in islice(entities.get("urls") or (), MAX_ENTITIES):
         if isinstance(url, dict) and isinstance(url.get("url"), str) and isinstance(url.get("expanded_url"), str):
             text = text.replace(url["url"], url["expanded_url"])
     attachment: Attachment | None = None
-    for media in extended.get("media") or entities.get("media") or ():
+    for media in islice(extended.get("media") or entities.get("media") or (), MAX_ENTITIES):
         if isinstance(media, dict):
             attachment = attachment or _MEDIA.get(str(media.get("type")), "other")
             if isinstance(media.get("url"), str):

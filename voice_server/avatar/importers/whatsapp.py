@@ -62,8 +62,9 @@ _SYSTEM = re.compile(
     re.IGNORECASE,
 )
 _DELETED = re.compile(r"^(?:This message was deleted|You deleted this message)\.?$", re.IGNORECASE)
-_EDITED = re.compile(r"\s*<This message was edited>$")
-_ATTACHED = re.compile(r"<attached: (?P<file>[^>]+)>")
+_EDITED = "<This message was edited>"
+# A file name is at most 255 characters: the bound keeps a search linear on text full of "<attached: ".
+_ATTACHED = re.compile(r"<attached: (?P<file>[^>]{1,255})>")
 _FILE_ATTACHED = re.compile(r"^(?P<file>\S+\.\w{2,5}) \(file attached\)")
 _OMITTED = re.compile(
     r"(?:^|\s)(?P<kind>image|video|audio|sticker|GIF|document|Contact card|<Media) omitted>?$", re.IGNORECASE
@@ -206,7 +207,9 @@ def _record(where: int, m: re.Match[str], body: list[str], layout: Layout, me: M
     if not sep:
         return Skipped(where, "system")  # Android: "Ana added Bob", the encryption notice
     text = "\n".join([first, *body[1:]])[:MAX_MESSAGE_CHARS]
-    text = _EDITED.sub("", unicodedata.normalize("NFC", text)).strip()
+    text = unicodedata.normalize("NFC", text).strip()
+    # Not a regex with a leading \s*: that retries at every space of a long blank run (quadratic).
+    text = text.removesuffix(_EDITED).rstrip()
     attachment, attached_file, text = _attachment(text)
     if attachment is None:
         if _DELETED.match(text.strip("\u200e\u200f")):
