@@ -16,7 +16,8 @@ from voice_server.api.deps import ResourcesDep, require_scope
 from voice_server.avatars import resolve_avatar
 from voice_server.errors import ApiError, not_found
 from voice_server.session_factory import find_session
-from voice_server.webrtc.calls import MAX_SDP_BYTES, CallManager
+from voice_server.webrtc.calls import CallManager
+from voice_server.webrtc.offer import MAX_OFFER_BYTES
 
 router = APIRouter(prefix="/v1/realtime/calls", tags=["calls"])
 CallUser = Annotated[Principal, Depends(require_scope("calls"))]
@@ -42,8 +43,8 @@ async def place_call(
     if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/sdp":
         raise ApiError(415, "unsupported_media_type", "send the SDP offer as the body, Content-Type: application/sdp")
     body = await request.body()
-    if len(body) > MAX_SDP_BYTES:
-        raise ApiError(413, "request_too_large", f"an SDP offer may be at most {MAX_SDP_BYTES} bytes")
+    if len(body) > MAX_OFFER_BYTES:
+        raise ApiError(413, "request_too_large", f"an SDP offer may be at most {MAX_OFFER_BYTES} bytes")
     try:
         offer = body.decode("utf-8")
     except UnicodeDecodeError:

@@ -4,6 +4,10 @@ A token is ``shr_`` + base64url(link id ‖ expiry ‖ HMAC-SHA256 truncated to 
 the server holds (derived from its stored server key, see `Keyring.share_key`). A forged or altered token is
 refused without touching the database; a genuine one is then checked against its ``share_links`` row, so
 revoking (or erasing the owner) ends it at once, and it stops working at its expiry either way.
+
+Exactly one spelling of a token is accepted, the one `make_token` writes: Python's base64 decoder would also
+take padding, the standard alphabet, skipped junk characters and other trailing bits for the same bytes, so a
+link could be passed around (and logged, cached, compared) under many names.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
+import re
 import struct
 import time
 import uuid
@@ -19,26 +24,33 @@ from typing import Final
 PREFIX: Final = "shr_"
 _BODY = struct.Struct(">16sQ")
 _SIG_LEN: Final = 16
+# The canonical body: unpadded url-safe base64 of the 40 signed bytes is exactly 54 characters.
+_CANONICAL: Final = re.compile(r"[A-Za-z0-9_-]{54}")
 
 
 def make_token(key: bytes, link_id: uuid.UUID, expires_at: float) -> str:
     """The token for link ``link_id`` expiring at Unix time ``expires_at``."""
     body = _BODY.pack(link_id.bytes, int(expires_at))
     sig = hmac.digest(key, b"soma/share/v1|" + body, "sha256")[:_SIG_LEN]
-    return PREFIX + base64.urlsafe_b64encode(body + sig).decode().rstrip("=")
+    return PREFIX + _encode(body + sig)
+
+
+def _encode(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode().rstrip("=")
 
 
 def check_token(key: bytes, token: str, now: float | None = None) -> uuid.UUID | None:
     """The link id of a genuine, unexpired token; ``None`` for anything else (forged, altered, expired,
-    malformed). Constant-time signature check."""
-    if not token.startswith(PREFIX) or len(token) > 64:
+    malformed, or another spelling of a genuine token's bytes). Constant-time signature check."""
+    if not token.startswith(PREFIX) or not _CANONICAL.fullmatch(raw := token[len(PREFIX) :]):
         return None
-    raw = token[len(PREFIX) :]
     try:
-        data = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4))
+        data = base64.urlsafe_b64decode(raw + "==")
     except (binascii.Error, ValueError):
         return None
-    if len(data) != _BODY.size + _SIG_LEN:
+    # 54 characters carry 324 bits for 320: re-encoding catches the 15 other last characters that decode to
+    # the same bytes.
+    if len(data) != _BODY.size + _SIG_LEN or _encode(data) != raw:
         return None
     body, sig = data[: _BODY.size], data[_BODY.size :]
     if not hmac.compare_digest(hmac.digest(key, b"soma/share/v1|" + body, "sha256")[:_SIG_LEN], sig):

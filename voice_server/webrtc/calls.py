@@ -1,11 +1,13 @@
 """WebRTC calls: one aiortc peer connection per call, bridged to a recorded pipeline conversation.
 
-A call is created from the browser's SDP offer (no trickle ICE: the answer carries every host candidate, and
-STUN/TURN servers when configured). The caller's microphone track feeds the session; the avatar's voice goes
-out on `BotAudioTrack`; the ``oai-events`` data channel carries the same JSON events as the realtime WebSocket
-(through the same `RealtimeConnection`). A call ends on hang-up (``DELETE``), when the peer connection fails or
-closes (page closed, network gone), when ICE never connects (`CONNECT_TIMEOUT_S`), or at server shutdown; every
-task, the session and the peer connection are released then.
+A call is created from the browser's SDP offer, checked first by `voice_server.webrtc.offer` (aiortc trusts
+its input), with no trickle ICE: the answer carries every host candidate, and STUN/TURN servers when
+configured. The caller's microphone track feeds the session; the avatar's voice goes out on `BotAudioTrack`;
+the ``oai-events`` data channel carries the same JSON events as the realtime WebSocket (through the same
+`RealtimeConnection`). A call ends on hang-up (``DELETE``), when the peer connection fails or
+closes (page closed, network gone), when ICE never connects (`CONNECT_TIMEOUT_S`: also the end of a call whose
+aiortc connect task died, which aiortc does not report), or at server shutdown; every task, the session and the
+peer connection are released then. An offer that fails while it is being answered releases what it took too.
 """
 
 from __future__ import annotations
@@ -39,11 +41,11 @@ from voice_server.realtime.connection import MEDIA_RATE, RealtimeConnection, new
 from voice_server.resources import Resources
 from voice_server.session_factory import Conversation, open_conversation
 from voice_server.webrtc.media import BotAudioTrack, pump_microphone
+from voice_server.webrtc.offer import OfferError, ValidOffer, validate_offer
 
 log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_S = 30.0
-MAX_SDP_BYTES = 64 * 1024
 CHANNEL = "oai-events"
 MAX_EARLY_EVENTS = 256  # events waiting for the data channel to open
 MAX_INBOX = 256  # data-channel messages waiting to be handled
@@ -58,17 +60,17 @@ def ice_servers(urls: Sequence[str], username: str | None, credential: str | Non
     return [RTCIceServer(urls=url, username=username, credential=credential) for url in urls]
 
 
-def check_offer(sdp: str) -> None:
-    """Reject what is obviously not a usable offer before any peer connection exists.
+def check_offer(sdp: str) -> ValidOffer:
+    """Validate an offer before any peer connection exists (`validate_offer`).
 
     Raises:
-        ApiError: 400 ``invalid_sdp`` / ``offer_without_audio``.
+        ApiError: 400 with the `OfferError`'s code (``invalid_sdp``, ``offer_without_audio``,
+            ``unsupported_media``) and reason.
     """
-    lines = sdp.replace("\r\n", "\n").split("\n")
-    if not sdp.startswith("v=0") or not any(line.startswith("m=") for line in lines):
-        raise ApiError(400, "invalid_sdp", "the body is not an SDP offer (expected v=0 … with m= lines)")
-    if not any(line.startswith("m=audio") for line in lines):
-        raise ApiError(400, "offer_without_audio", "the offer has no audio m-line: a call needs a microphone track")
+    try:
+        return validate_offer(sdp)
+    except OfferError as exc:
+        raise ApiError(400, exc.code, exc.reason) from None
 
 
 class EventPipe:
@@ -138,10 +140,10 @@ class CallManager:
         ``(call_id, answer_sdp)``.
 
         Raises:
-            ApiError: 400 for a bad offer, 429 when the user or the server has too many calls, 503 without
-                models.
+            ApiError: 400 for a bad offer (also one aiortc fails to answer), 429 when the user or the server has
+                too many calls, 503 without models.
         """
-        check_offer(offer_sdp)
+        offer = check_offer(offer_sdp)
         if len(self.calls) >= self.max_calls:
             raise ApiError(503, "server_busy", "this server has no room for another call right now")
         if sum(1 for c in self.calls.values() if c.user_id == user.user_id) >= self.max_per_user:
@@ -155,12 +157,12 @@ class CallManager:
         conn = new_connection(models, avatar.id, avatar.persona, events.send, media_out=track.push)
         call = Call("rtc_" + secrets.token_hex(12), user.user_id, pc, track, events, conn)
         try:
-            await self._negotiate(call, offer_sdp)
+            await self._negotiate(call, offer)
             call.conversation = await open_conversation(
                 self.res, user, avatar, "webrtc", call.conn.transport, resume=resume
             )
         except BaseException:
-            await pc.close()
+            await self._discard(call)
             raise
         assert pc.localDescription is not None
         call.conn.session_id = call.conversation.session_id
@@ -170,7 +172,21 @@ class CallManager:
         log.info("call %s started", call.id)
         return call.id, pc.localDescription.sdp
 
-    async def _negotiate(self, call: Call, offer_sdp: str) -> None:
+    async def _discard(self, call: Call) -> None:
+        """Release a call that never started: the microphone pump aiortc's track event may have started, the
+        outgoing track, the peer connection (and with it aiortc's connect task and sockets)."""
+        await cancel_and_wait(*call.tasks, timeout=3.0)
+        call.track.stop()
+        with contextlib.suppress(Exception):  # the error that got us here is the one to report
+            await call.pc.close()
+
+    async def _negotiate(self, call: Call, offer: ValidOffer) -> None:
+        """Apply the offer and create the answer (``call.pc.localDescription``).
+
+        Raises:
+            ApiError: 400 ``offer_without_audio`` when aiortc found no audio to answer, ``invalid_sdp`` when
+                aiortc failed on an offer the validator let through.
+        """
         pc = call.pc
 
         @pc.on("track")
@@ -205,15 +221,20 @@ class CallManager:
                 call.ended.set()
 
         try:
-            await pc.setRemoteDescription(RTCSessionDescription(offer_sdp, "offer"))
-        except Exception as exc:  # aiortc raises ValueError and others for SDP it cannot use
-            raise ApiError(400, "invalid_sdp", f"the offer could not be used: {exc}"[:300]) from None
-        transceivers = [t for t in pc.getTransceivers() if t.kind == "audio"]
-        if not transceivers:
-            raise ApiError(400, "offer_without_audio", "the offer has no audio to answer")
-        pc.addTrack(call.track)
-        answer = await pc.createAnswer()
-        await pc.setLocalDescription(answer)  # gathers the ICE candidates into the answer
+            await pc.setRemoteDescription(RTCSessionDescription(offer.sdp, "offer"))
+            if not any(t.kind == "audio" for t in pc.getTransceivers()):
+                raise ApiError(400, "offer_without_audio", "the offer has no audio to answer")
+            pc.addTrack(call.track)
+            answer = await pc.createAnswer()
+            await pc.setLocalDescription(answer)  # gathers the ICE candidates into the answer
+        except ApiError:
+            raise
+        except Exception as exc:
+            # aiortc raises ValueError, OperationError (no codec in common) and, for SDP it does not expect,
+            # anything at all. The validator admits only what it handles, so the traceback is logged: it shows
+            # what the validator missed. Offers are rate-limited per user, which bounds this log.
+            log.warning("call offer could not be answered", exc_info=exc)
+            raise ApiError(400, "invalid_sdp", f"the offer could not be answered: {exc}"[:300]) from None
 
     async def _run(self, call: Call) -> None:
         """Run the session until the call ends, then release everything."""
