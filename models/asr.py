@@ -183,11 +183,14 @@ class WhisperAsr:
         """Decodes submitted to this model and not finished (queued or running)."""
         return self.lane.pending
 
-    def close(self) -> None:
-        """Wait for a running transcription, stop the worker and release the model. Idempotent."""
-        if not self.lane.closed:
-            self.lane.close()
-            del self._model
+    def close(self, timeout: float | None = None) -> bool:
+        """Wait for a running transcription (at most ``timeout`` s), stop the worker and release the model.
+        Idempotent. Returns False when a transcription was still running (it keeps its own model reference)."""
+        if self.lane.closed:
+            return True
+        stopped = self.lane.close(timeout)
+        del self._model
+        return stopped
 
     def __enter__(self) -> WhisperAsr:
         return self

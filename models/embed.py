@@ -79,11 +79,14 @@ class MiniLmEmbedder:
         """:meth:`embed` on the embedder's worker thread."""
         return await self.lane.run(self.embed, texts)
 
-    def close(self) -> None:
-        """Stop the worker and free the encoder. Idempotent."""
-        if not self.lane.closed:
-            self.lane.close()
-            del self._encoder
+    def close(self, timeout: float | None = None) -> bool:
+        """Stop the worker (waiting at most ``timeout`` s) and free the encoder. Idempotent. Returns False when
+        an encoding was still running (it keeps its own reference to the encoder)."""
+        if self.lane.closed:
+            return True
+        stopped = self.lane.close(timeout)
+        del self._encoder
+        return stopped
 
     def __enter__(self) -> MiniLmEmbedder:
         return self

@@ -49,6 +49,8 @@ class ComputeLane:
         self._pending = 0  # calls and streams submitted and not finished (updated on the worker side)
         self._busy_s = 0.0  # worker seconds spent in submitted work, for utilisation reports
         self._stats_lock = threading.Lock()
+        self._running = 0  # of those, started on a worker (a call cancelled by `close` never starts)
+        self._idle = threading.Condition(self._stats_lock)  # notified when `_running` drops to 0
 
     @property
     def closed(self) -> bool:
@@ -78,12 +80,17 @@ class ComputeLane:
 
         def timed() -> T:
             started = time.perf_counter()
+            with self._stats_lock:
+                self._running += 1
             try:
                 return work()
             finally:
                 with self._stats_lock:
                     self._busy_s += time.perf_counter() - started
                     self._pending -= 1
+                    self._running -= 1
+                    if self._running == 0:
+                        self._idle.notify_all()
 
         return asyncio.get_running_loop().run_in_executor(self.executor, timed)
 
@@ -174,15 +181,30 @@ class ComputeLane:
                 self._streams.discard(slots)
             slots.halt()
 
-    def close(self) -> None:
-        """Stop accepting work, stop open streams, drop queued calls and wait for the running one. Idempotent."""
+    def close(self, timeout: float | None = None) -> bool:
+        """Stop accepting work, stop open streams, drop queued calls and wait for the running ones.
+
+        Args:
+            timeout: The longest wait for running work, in seconds; ``None`` waits as long as it takes. Native
+                compute (a CTranslate2 prompt being encoded, an ONNX run) cannot be interrupted, so a shutdown
+                with a deadline passes one and leaves a call still running to the process exit.
+
+        Returns:
+            True when no work is running any more. After False the worker threads are still busy: the model
+            they use must not be freed. Calling again waits again (idempotent otherwise).
+        """
         if not self._closed:
             self._closed = True
             with self._streams_lock:
                 streams = list(self._streams)
             for slots in streams:
                 slots.halt()
-            self._executor.shutdown(wait=True, cancel_futures=True)
+            self._executor.shutdown(wait=False, cancel_futures=True)
+        if timeout is None:
+            self._executor.shutdown(wait=True)  # also joins the worker threads
+            return True
+        with self._idle:
+            return self._idle.wait_for(lambda: self._running == 0, timeout)
 
 
 @dataclass(frozen=True, slots=True)

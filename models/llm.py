@@ -15,6 +15,7 @@ after it, so later calls only process the conversation that follows::
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from collections.abc import AsyncIterator, Generator, Iterator, Sequence
@@ -30,7 +31,9 @@ from models.chat_prompt import ChatPrompt, Message
 from models.executors import ComputeLane
 from models.llm_batch import BatchDecoder, DecodeOptions
 from models.locate import locate
+from models.prompt_fit import PromptLimits, fit_messages
 
+log = logging.getLogger(__name__)
 _INCOMPLETE = "\ufffd"  # what the byte-level decoder shows for a cut multi-byte character
 
 
@@ -67,6 +70,7 @@ class GenerateOptions(TypedDict, total=False):
     static_prompt_tokens: Sequence[str] | None
     stop: Sequence[str]
     stats: GenerationStats | None
+    max_prompt_tokens: int | None
 
 
 class CT2Llm:
@@ -82,6 +86,10 @@ class CT2Llm:
 
     Thread safety: the sync methods may be called from any thread; the async methods run them on the
     handle's lane, at most ``workers`` at a time.
+
+    Attributes:
+        limits: Prompt limits (`PromptLimits`); set once at start-up, before the model serves (the app does it
+            from its settings), and read by every channel.
     """
 
     def __init__(
@@ -107,6 +115,9 @@ class CT2Llm:
         self._end_tokens = [t for i in sorted(self._end_ids) if (t := self._tokenizer.id_to_token(i)) is not None]
         # Lane threads only wait for their request's tokens; the batch runners do the compute.
         self.lane = ComputeLane("llm", workers=workers * max_batch)
+        # Counting for the channels' limits gets its own thread: behind the generations it would wait seconds.
+        self.tokens_lane = ComputeLane("llm-tokens")
+        self.limits = PromptLimits()
         self._batcher = BatchDecoder(self._generator, runners=workers, max_batch=max_batch, end_tokens=self._end_tokens)
 
     def _find_end_ids(self, model_dir: Path) -> set[int]:
@@ -140,6 +151,28 @@ class CT2Llm:
         """Prompt length in tokens for ``messages``."""
         return len(self.encode(self.render(messages)))
 
+    def count_text_tokens(self, text: str) -> int:
+        """Tokens of ``text`` alone (one message's content, no chat template)."""
+        return len(self._tokenizer.encode(text, add_special_tokens=False).ids)
+
+    async def acount_tokens(self, messages: Sequence[Message]) -> int:
+        """:meth:`count_tokens` off the event loop (milliseconds for a long prompt)."""
+        return await self.tokens_lane.run(self.count_tokens, messages)
+
+    async def acount_text_tokens(self, text: str) -> int:
+        """:meth:`count_text_tokens` off the event loop."""
+        return await self.tokens_lane.run(self.count_text_tokens, text)
+
+    def fit_prompt(self, messages: Sequence[Message], max_prompt_tokens: int | None = None) -> list[Message]:
+        """``messages`` with the oldest history dropped until the prompt fits (see `models.prompt_fit`).
+
+        Raises:
+            models.prompt_fit.PromptTooLongError: The system messages and the newest turn alone exceed the budget.
+        """
+        budget = self.limits.max_prompt_tokens if max_prompt_tokens is None else max_prompt_tokens
+        kept, _ = fit_messages(messages, budget, self.count_tokens, self.count_text_tokens)
+        return kept
+
     def prefix_tokens(self, prefix_messages: Sequence[Message]) -> list[str]:
         """Tokens of the leading ``prefix_messages`` (usually the system prompt) for ``static_prompt_tokens``.
 
@@ -161,6 +194,7 @@ class CT2Llm:
         stop: Sequence[str] = (),
         stop_event: threading.Event | None = None,
         stats: GenerationStats | None = None,
+        max_prompt_tokens: int | None = None,
     ) -> Generator[str, None, None]:
         """Generate a reply, yielding text pieces as soon as they decode to whole characters.
 
@@ -179,17 +213,25 @@ class CT2Llm:
             stop: Strings that end the reply; the text before the first one is yielded, it is not.
             stop_event: Checked between tokens; when set, generation stops.
             stats: Receives token counts, timings and the finish reason of this call.
+            max_prompt_tokens: Prompt budget (default `limits`); the oldest history is dropped to fit it.
 
         Yields:
             Non-empty text pieces whose concatenation is the reply (special tokens removed).
 
         Raises:
             ValueError: ``static_prompt_tokens`` is not a prefix of the prompt.
+            models.prompt_fit.PromptTooLongError: Even without history the prompt exceeds its budget.
         """
         self.lane.check_open()
         started = time.perf_counter()
         stats = stats if stats is not None else GenerationStats()
+        budget = self.limits.max_prompt_tokens if max_prompt_tokens is None else max_prompt_tokens
         tokens = self.encode(self.render(messages))
+        if len(tokens) > budget:
+            kept = self.fit_prompt(messages, budget)
+            log.info("prompt over budget: %d of %d messages kept", len(kept), len(messages),
+                     extra={"prompt_tokens": len(tokens), "budget": budget})  # fmt: skip
+            tokens = self.encode(self.render(kept))
         stats.prompt_tokens = len(tokens)
         static: list[str] | None = None
         if static_prompt_tokens:
@@ -262,13 +304,30 @@ class CT2Llm:
         """:meth:`complete` on the LLM worker thread."""
         return await self.lane.run(self.complete, messages, **options)
 
-    def close(self) -> None:
-        """Wait for a running generation, stop the worker and free the model. Idempotent."""
-        if not self.lane.closed:
-            self.lane.close()  # stops open streams: their sequences leave their batches at the next step
-            self._batcher.close()
-            self._generator.unload_model()
-            del self._generator
+    def close(self, timeout: float | None = None) -> bool:
+        """Stop open generations, wait for them (at most ``timeout`` s) and free the model. Idempotent.
+
+        Streams stop at their next token; a prompt still being encoded cannot be interrupted. When one is
+        still running after ``timeout``, the model is left loaded (unloading it under a running generation
+        would crash the process) and False is returned: the process exit reclaims it.
+        """
+        if self.lane.closed:
+            return True
+        started = time.monotonic()
+
+        def left() -> float | None:
+            return None if timeout is None else max(0.0, timeout - (time.monotonic() - started))
+
+        self.tokens_lane.close(left())
+        # Closing the lane stops open streams: their sequences leave their batches at the next step.
+        stopped = self.lane.close(left())
+        stopped = self._batcher.close(left()) and stopped
+        if not stopped:
+            log.warning("LLM still generating after %.1f s: left loaded for the process exit", timeout or 0.0)
+            return False
+        self._generator.unload_model()
+        del self._generator
+        return True
 
 
 class IncrementalDecoder:

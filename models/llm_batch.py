@@ -20,6 +20,7 @@ from __future__ import annotations
 import collections
 import queue
 import threading
+import time
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -76,6 +77,21 @@ class BatchDecoder:
         self._closed = False
         self.batches = 0  # batches run, for tests and reports
         self.largest_batch = 0
+        # Read by /metrics: shows that a generation whose client left really stops (and when).
+        self._stats = threading.Lock()
+        self._tokens_decoded = 0
+        self._decoding: set[int] = set()  # id() of the requests a runner is decoding right now
+
+    @property
+    def tokens_decoded(self) -> int:
+        """Tokens decoded since start, over all requests (a counter)."""
+        return self._tokens_decoded
+
+    @property
+    def decoding(self) -> int:
+        """Sequences being decoded right now; a sequence leaves at its last token or at the first step after
+        its ``stop`` was set (a prompt still being encoded cannot be stopped and counts until then)."""
+        return len(self._decoding)
 
     def token_ids(self, tokens: list[str], options: DecodeOptions, stop: threading.Event) -> Generator[int, None, None]:
         """Queue a request and yield its generated token ids as they are decoded. Blocking.
@@ -109,8 +125,19 @@ class BatchDecoder:
             if not finished:
                 request.stop.set()
 
-    def close(self) -> None:
-        """Stop taking requests, fail the waiting ones, and wait for the running batches. Idempotent."""
+    def close(self, timeout: float | None = None) -> bool:
+        """Stop taking requests, fail the waiting ones, and wait for the running batches. Idempotent.
+
+        Running sequences stop at their next step only if their ``stop`` is set (`models.executors.ComputeLane.close`
+        sets it for streams); a prompt being encoded finishes first, which no one can interrupt.
+
+        Args:
+            timeout: The longest wait for the runners, in seconds (``None``: as long as it takes).
+
+        Returns:
+            True when every runner has stopped; False when one is still inside the generator (so the model must
+            not be unloaded). Runner threads are daemons: one still running does not hold up the process exit.
+        """
         with self._cond:
             self._closed = True
             waiting = list(self._waiting)
@@ -118,8 +145,10 @@ class BatchDecoder:
             self._cond.notify_all()
         for request in waiting:
             request.out.put(RuntimeError("the LLM was closed"))
+        deadline = None if timeout is None else time.monotonic() + timeout
         for thread in self._threads:
-            thread.join()
+            thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        return not any(thread.is_alive() for thread in self._threads)
 
     def _start_runners(self) -> None:
         # Started on first use, not in __init__, so a model that is loaded and never used starts no threads.
@@ -154,6 +183,8 @@ class BatchDecoder:
                 continue
             self.batches += 1
             self.largest_batch = max(self.largest_batch, len(live))
+            with self._stats:
+                self._decoding.update(id(request) for request in live)
             try:
                 self._decode(live)
             except BaseException as exc:  # handed to every consumer of the batch, which re-raises it
@@ -162,6 +193,9 @@ class BatchDecoder:
             else:
                 for request in live:
                     request.out.put(_END)
+            finally:
+                with self._stats:
+                    self._decoding.difference_update(id(request) for request in live)
 
     def _decode(self, batch: list[_Request]) -> None:
         options = batch[0].options
@@ -169,7 +203,13 @@ class BatchDecoder:
         def step(result: Any) -> bool:
             request = batch[result.batch_id]
             if request.stop.is_set():
+                with self._stats:
+                    self._decoding.discard(id(request))
                 return True  # ends this sequence only; the others go on
+            with self._stats:
+                self._tokens_decoded += 1
+                if result.is_last:
+                    self._decoding.discard(id(request))
             request.out.put(result.token_id)
             return False
 

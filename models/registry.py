@@ -26,6 +26,8 @@ from models.paths import default_models_dir
 from models.tts import KokoroTts, PiperTts
 from models.vad import SileroVad
 
+CLOSE_TIMEOUT_S = 3.0  # longest wait for model calls in flight at shutdown (within `soma serve`'s deadline)
+
 LOADABLE_ROLES: tuple[Role, ...] = (
     Role.VAD,
     Role.ASR,
@@ -87,10 +89,20 @@ class ModelSet:
         loaded = (self.vad, self.asr, self.llm, self.tts_fast, self.tts_quality, self.embed)
         return [handle for handle in loaded if handle is not None]
 
-    def close(self) -> None:
-        """Close every loaded model (waits for calls in flight). Idempotent."""
+    def close(self, timeout: float | None = CLOSE_TIMEOUT_S) -> bool:
+        """Close every loaded model, waiting for calls in flight at most ``timeout`` seconds in all (``None``:
+        as long as they take). Idempotent.
+
+        Returns:
+            False when some model was still computing at the deadline: native compute cannot be interrupted, so
+            that model is left to the process exit rather than holding up a shutdown.
+        """
+        started = time.monotonic()
+        stopped = True
         for handle in reversed(self.handles()):
-            handle.close()
+            left = None if timeout is None else max(0.0, timeout - (time.monotonic() - started))
+            stopped = handle.close(left) and stopped
+        return stopped
 
     def __enter__(self) -> ModelSet:
         return self

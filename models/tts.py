@@ -60,7 +60,7 @@ class TtsVoice(Protocol):
 
     def astream(self, text: str) -> AsyncIterator[FloatArray]: ...
 
-    def close(self) -> None: ...
+    def close(self, timeout: float | None = None) -> bool: ...
 
 
 class _ChunkedVoice:
@@ -102,9 +102,10 @@ class _ChunkedVoice:
         """
         return self.lane.stream(lambda stop: self.stream(text, stop_event=stop), maxsize=buffer)
 
-    def close(self) -> None:
-        """Wait for the chunk in progress and stop the worker. Idempotent."""
-        self.lane.close()
+    def close(self, timeout: float | None = None) -> bool:
+        """Wait for the chunk in progress (at most ``timeout`` s) and stop the worker. Idempotent.
+        Returns False when a chunk was still being synthesised."""
+        return True if self.lane.closed else self.lane.close(timeout)
 
     def __enter__(self) -> _ChunkedVoice:
         return self

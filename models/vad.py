@@ -106,9 +106,10 @@ class SileroVad:
         """:meth:`speech_prob` on the VAD's worker thread."""
         return await self.lane.run(self.speech_prob, audio)
 
-    def close(self) -> None:
-        """Stop the worker thread; the handle and its streams are unusable afterwards."""
-        self.lane.close()
+    def close(self, timeout: float | None = None) -> bool:
+        """Stop the worker thread (waiting at most ``timeout`` s); the handle and its streams are unusable
+        afterwards. Returns False when a call was still running."""
+        return True if self.lane.closed else self.lane.close(timeout)
 
     def __enter__(self) -> SileroVad:
         return self

@@ -4,7 +4,9 @@ While the user speaks, the growing utterance is re-decoded on a cadence to give 
 decode in flight per session at most; a partial that would queue behind another is skipped). At the end of
 speech the final decode covers everything. Cost stays bounded for long monologues: audio beyond
 ``max_window_s`` is decoded once, its text committed as a prefix, and dropped from the buffer, so no decode
-ever sees more than one Whisper window.
+ever sees more than one Whisper window. The committed text is bounded too (`MAX_TRANSCRIPT_CHARS`, the newest
+words kept): a turn's transcript enters the prompt and the history, and an hour-long monologue must not become
+a prompt the LLM spends minutes encoding.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pipeline.audio import PIPELINE_RATE, to_float
 from pipeline.frames import Pcm
 from pipeline.ports import Asr
 
+MAX_TRANSCRIPT_CHARS = 4000  # as much as a typed message (`pipeline.session.SessionConfig.max_text_chars`)
 PREROLL_S = 0.3  # audio kept from before the VAD's speech start, so the first phoneme is not clipped
 # Whisper's classic hallucinations on noise (the VAD let it through): never a whole user utterance in practice.
 # "Thank you" is deliberately not here: people say it.
@@ -101,7 +104,7 @@ class UtteranceAsr:
                 return self._prefix
             audio = to_float(np.concatenate(self._chunks))
             text = clean_transcript((await self._asr.atranscribe_utterance(audio)).text)
-            return f"{self._prefix} {text}".strip()
+            return _newest(f"{self._prefix} {text}".strip())
         finally:
             self._inflight = False
 
@@ -113,9 +116,18 @@ class UtteranceAsr:
         cut = len(audio) - 4 * PIPELINE_RATE
         head, tail = audio[:cut], audio[cut:]
         text = clean_transcript((await self._asr.atranscribe_utterance(to_float(head))).text)
-        self._prefix = f"{self._prefix} {text}".strip()
+        self._prefix = _newest(f"{self._prefix} {text}".strip())
         self._chunks = [tail]
         self._samples = len(tail)
+
+
+def _newest(text: str, limit: int = MAX_TRANSCRIPT_CHARS) -> str:
+    """The last ``limit`` characters of ``text``, starting at a word."""
+    if len(text) <= limit:
+        return text
+    cut = text[-limit:]
+    space = cut.find(" ")
+    return cut[space + 1 :] if 0 <= space < limit // 10 else cut
 
 
 def clean_transcript(text: str) -> str:

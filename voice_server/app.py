@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 from starlette.middleware.cors import CORSMiddleware
 
+from models.prompt_fit import PromptLimits
 from voice_server.api import (
     auth_routes,
     call_routes,
@@ -59,16 +63,24 @@ def create_app(settings: Settings, resources: Resources | None = None) -> FastAP
     @asynccontextmanager
     async def serving(app: FastAPI, res: Resources) -> AsyncIterator[None]:
         app.state.resources = res
+        llm_metrics: Collector | None = None
+        if res.models is not None and res.models.llm is not None:
+            # Before anything generates: every channel reads the limits from the LLM handle.
+            res.models.llm.limits = PromptLimits(res.settings.max_prompt_tokens, res.settings.max_item_tokens)
+            llm_metrics = LlmCollector(res.models.llm)
+            res.metrics.registry.register(llm_metrics)
         app.state.calls = CallManager(res)
         app.state.sip = await start_sip(res)
         embedder = res.models.embed if res.models is not None else None
         def busy() -> bool:
             return res.metrics.live_total() > 0
 
-        asr = CallsFirstAsr(res.models.asr, busy) if res.models is not None else None
+        wait_s = float(res.settings.import_calls_first_max_wait_s)
+        asr = CallsFirstAsr(res.models.asr, busy, max_wait_s=wait_s) if res.models is not None else None
         media = MediaTools(asr, MediaStore(res.db, res.keys, res.settings.media_dir), res.settings.media_max_bytes)
         app.state.imports = ImportService(
-            res.db, res.keys, embedder, res.settings.data_dir, media, on_imported=res.persona.after_import
+            res.db, res.keys, embedder, res.settings.data_dir, media, on_imported=res.persona.after_import,
+            per_user=res.settings.import_max_per_user,
         )
         await app.state.imports.start()
         llm = CallsFirstLlm(res.models.llm, busy) if res.models is not None else None
@@ -85,6 +97,8 @@ def create_app(settings: Settings, resources: Resources | None = None) -> FastAP
             if app.state.sip is not None:
                 await app.state.sip.aclose()
             await app.state.calls.aclose()
+            if llm_metrics is not None:
+                res.metrics.registry.unregister(llm_metrics)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -134,6 +148,27 @@ def create_app(settings: Settings, resources: Resources | None = None) -> FastAP
     if WEB_DIR.is_dir():
         app.mount("/", StaticFiles(directory=WEB_DIR, html=True), name="web")
     return app
+
+
+class LlmCollector(Collector):
+    """The LLM's work on ``/metrics``, read from its batch decoder when scraped.
+
+    ``soma_llm_tokens_decoded_total`` and ``soma_llm_sequences_decoding`` show whether generations stop when
+    their client leaves or the server shuts down (the decoding count drops to 0, the token count stops).
+    """
+
+    def __init__(self, llm: Any) -> None:
+        self._batcher = llm.batcher
+
+    def collect(self) -> Iterable[Metric]:
+        yield CounterMetricFamily(
+            "soma_llm_tokens_decoded", "Tokens the LLM decoded, all requests", value=self._batcher.tokens_decoded
+        )
+        yield GaugeMetricFamily(
+            "soma_llm_sequences_decoding",
+            "Sequences the LLM is working on right now (a prompt being encoded included)",
+            value=self._batcher.decoding,
+        )
 
 
 def app_factory() -> FastAPI:

@@ -2,6 +2,12 @@
 
 Errors a user can fix (bad settings, port in use, missing model, database down) end the command with one
 line on stderr — ``soma: error: …`` — and a non-zero exit code, never a traceback.
+
+``soma serve`` stops on SIGTERM/SIGINT within ``SOMA_SHUTDOWN_TIMEOUT_S`` (10 s) whatever is running: open
+connections get half of it to finish, then their sessions and generations are cancelled and the stores stopped.
+It exits 0 — also when a model call that cannot be interrupted (a long prompt being encoded) is still running
+at the end: that thread is abandoned, not waited for. Past the deadline a watchdog ends the process with
+`EXIT_SHUTDOWN_FORCED` (3), for anything that hangs the shutdown itself.
 """
 
 from __future__ import annotations
@@ -17,8 +23,11 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Sequence
+import threading
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 from voice_server.config import ConfigError, Settings, load_settings
@@ -28,6 +37,9 @@ log = logging.getLogger("soma")
 
 EXIT_CONFIG = 2
 EXIT_STARTUP = 1
+EXIT_SHUTDOWN_FORCED = 3  # the shutdown deadline passed: the process was ended by the watchdog
+STORES_STOP_S = 2.0  # kept from the shutdown deadline for stopping Postgres and Redis (pg_ctl fast: < 1 s)
+MODEL_STOP_S = 1.0  # longest wait at shutdown for a model call in flight
 
 
 class StartupError(RuntimeError):
@@ -124,11 +136,92 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     settings = load_settings(config_file=args.config, overrides=overrides)
     configure_logging(settings.log_level, settings.log_format)
     limit_malloc_arenas()
+    deadline = ShutdownDeadline(settings.shutdown_timeout_s)
     try:
-        asyncio.run(_serve(settings))
+        asyncio.run(_serve(settings, deadline))
     except StartupError as exc:
         return _fail(str(exc), EXIT_STARTUP)
+    deadline.finish()
     return 0
+
+
+class ShutdownDeadline:
+    """The hard end of a shutdown: armed by the stop signal, it ends the process when the deadline passes.
+
+    Everything the server owns is stopped in order first (connections, sessions, stores); this is for what
+    cannot be stopped: a thread inside native model compute, a hung close. Call order: `arm` when the signal
+    arrives (idempotent); `abandon` for each part that could not be stopped; once the orderly shutdown returned,
+    `finish`.
+
+    Args:
+        timeout_s: Seconds from `arm` to the forced exit.
+        exit_process: Ends the process without waiting for anything (``os._exit``).
+    """
+
+    def __init__(self, timeout_s: float, exit_process: Callable[[int], object] = os._exit) -> None:
+        self.timeout_s = timeout_s
+        self._exit = exit_process
+        self._armed_at: float | None = None
+        self._abandoned: list[str] = []
+        self._lock = threading.Lock()
+
+    @property
+    def armed(self) -> bool:
+        return self._armed_at is not None
+
+    def remaining_s(self) -> float | None:
+        """Seconds until the forced exit; ``None`` before `arm`."""
+        if self._armed_at is None:
+            return None
+        return max(0.0, self.timeout_s - (time.monotonic() - self._armed_at))
+
+    def arm(self) -> None:
+        """Start the countdown (from a signal handler: only starts a thread)."""
+        with self._lock:
+            if self._armed_at is not None:
+                return
+            self._armed_at = time.monotonic()
+        # A daemon: it must not itself keep a finished process alive.
+        threading.Thread(target=self._watch, name="soma-shutdown-deadline", daemon=True).start()
+
+    def _watch(self) -> None:
+        time.sleep(self.timeout_s)
+        threads = [t.name for t in _blocking_threads()]
+        log.critical("shutdown did not finish within %g s: exiting now", self.timeout_s, extra={"threads": threads})
+        _flush_logs()
+        self._exit(EXIT_SHUTDOWN_FORCED)
+
+    def abandon(self, what: str) -> None:
+        """Record a part left running (a model inside a call that cannot be interrupted): `finish` then ends the
+        process without the interpreter's exit, which would wait for its threads or destroy it under them."""
+        self._abandoned.append(what)
+
+    def finish(self, grace_s: float = 0.5) -> None:
+        """After the orderly shutdown: end the process now, with code 0, when a part was abandoned or (after a stop
+        signal) worker threads are still running; otherwise return for a normal exit."""
+        if not self._abandoned and self._armed_at is None:
+            return
+        until = time.monotonic() + grace_s
+        for thread in _blocking_threads():
+            thread.join(max(0.0, until - time.monotonic()))  # idle pool threads are only just ending
+        stuck = [t.name for t in _blocking_threads()]
+        if stuck or self._abandoned:
+            log.warning("exiting with work still running", extra={"threads": stuck, "abandoned": self._abandoned})
+            _flush_logs()
+            self._exit(0)
+
+
+def _blocking_threads() -> list[threading.Thread]:
+    """Threads that would hold up the interpreter's exit (alive, not daemons, not the main thread)."""
+    return [t for t in threading.enumerate() if t.is_alive() and not t.daemon and t is not threading.main_thread()]
+
+
+def _flush_logs() -> None:
+    """Write out what is logged before the process ends without running its exit handlers."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    logging.shutdown()
 
 
 MALLOC_ARENAS = 2
@@ -173,8 +266,15 @@ def _note_signal(signum: int, _frame: object) -> None:
     log.debug("signal %d after shutdown", signum)
 
 
-async def _serve(settings: Settings) -> None:
+async def _serve(settings: Settings, deadline: ShutdownDeadline) -> None:
     import uvicorn
+
+    class Server(uvicorn.Server):
+        """uvicorn's server, with the shutdown deadline armed by the stop signal."""
+
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            deadline.arm()
+            super().handle_exit(sig, frame)
 
     from models.paths import ModelMissingError
     from voice_server.api.realtime_routes import WS_FRAME_LIMIT
@@ -229,11 +329,13 @@ async def _serve(settings: Settings) -> None:
                     log_config=None,
                     lifespan="on",
                     server_header=False,
-                    timeout_graceful_shutdown=5,
+                    # Connections get half the deadline to finish; then uvicorn cancels them (and with them their
+                    # sessions and generations), leaving the other half for the lifespan and the stores.
+                    timeout_graceful_shutdown=max(1, settings.shutdown_timeout_s // 2),
                     ws_max_size=WS_FRAME_LIMIT,
                     **ssl,
                 )
-                server = uvicorn.Server(config)
+                server = Server(config)
                 # uvicorn restores the handlers it found and re-raises the signal after its graceful
                 # shutdown; with the defaults that would kill the process before the stores are stopped.
                 for sig in (signal.SIGINT, signal.SIGTERM):
@@ -244,6 +346,14 @@ async def _serve(settings: Settings) -> None:
                     # Lets a user compare what their phone shows for the self-signed certificate before trusting it.
                     log.info("TLS certificate SHA-256 fingerprint: %s", fingerprint)
                 await server.serve(sockets=[sock])
+                if res.models is not None:
+                    # Before the stores stop (Resources would close the models too, without the deadline in view).
+                    # Interruptible work stops within a token or a chunk; waiting longer only helps a call that
+                    # cannot be interrupted, which is then left running while everything else stops.
+                    left = deadline.remaining_s()
+                    budget = None if left is None else max(0.0, min(MODEL_STOP_S, left - STORES_STOP_S))
+                    if not await asyncio.to_thread(res.models.close, budget):
+                        deadline.abandon("models")
         except (DatabaseError, SessionStoreError, ModelMissingError, DataDirBusyError, KeyFileError) as exc:
             raise StartupError(str(exc)) from None
     except asyncio.CancelledError:

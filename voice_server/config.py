@@ -67,6 +67,15 @@ class Settings:
         max_request_bytes: Largest HTTP request body accepted (413 beyond it).
         llm_workers: LLM generations (batches) decoded at once (`models.registry.ThreadConfig`).
         llm_max_batch: Most waiting generations decoded together as one batch.
+        max_prompt_tokens: Every LLM prompt, on every channel, is cut to this many tokens (oldest history first);
+            chat completions answer 400 ``context_length_exceeded`` beyond it. Encoding a prompt cannot be
+            interrupted and grows faster than its length (~3,600 tokens took 19 s on 2 cores), so this bounds
+            how long a client that left, or a shutdown, waits for the model.
+        max_item_tokens: Most tokens in one user message (Realtime ``conversation.item.create``, the messages
+            of one turn); longer ones get an ``invalid_request_error``. Client instructions may take half of
+            ``max_prompt_tokens``.
+        shutdown_timeout_s: From SIGTERM/SIGINT to process exit, at most: connections get half of it to finish,
+            then sessions and generations are cancelled, and past it the process exits anyway (code 3).
         memory_llm_extraction: Also ask the local LLM for memory candidates after each turn (rules always
             run). Off by default: on a 2-core machine it competes with live calls for the CPU.
         memory_budget_tokens: Most prompt tokens recalled memories may take per turn.
@@ -86,6 +95,10 @@ class Settings:
         master_key_file: The master key that wraps every user's data key; ``None`` = ``<data_dir>/master.key``,
             generated (mode 0600) on first start. A supplied file must exist. Losing it loses all user data.
         media_max_bytes: Largest file accepted by ``POST /v1/media`` (streamed and encrypted to disk).
+        import_max_per_user: Imports one user may have uploading, waiting or running at once (``429`` with
+            Retry-After beyond, to that user only); waiting imports run round-robin between users.
+        import_calls_first_max_wait_s: Audio/video imports step aside while any conversation is live, but
+            each ~28 s window waits at most this long, so a conversation left open cannot stall them.
         sip_bind: ``host:port`` the SIP listener binds (UDP and TCP); empty or ``off`` disables SIP. Loopback by
             default: open SIP ports are scanned constantly, so a public address is an explicit choice.
         sip_transports: ``udp``, ``tcp`` or ``udp,tcp``.
@@ -100,6 +113,16 @@ class Settings:
         sip_media_timeout_s: A call with no RTP from the caller for this long is hung up.
         sip_realm: Realm of digest challenges.
         sip_ring_ms: Ring (180) this long before answering, as a person would; 0 answers at once.
+        sip_t1_ms: SIP timer T1 (round-trip estimate, RFC 3261 §17); a 200 OK not acknowledged within 64·T1
+            (Timer H, 32 s by default) ends the call.
+        sip_invite_rate: New INVITEs per second one source address may send, sustained (token bucket).
+        sip_invite_burst: INVITEs a source may send at once; as many more are answered 503 with Retry-After,
+            the rest dropped unanswered.
+        sip_tcp_idle_s: A SIP TCP connection that completes no message for this long is closed (unless a call
+            uses it).
+        sip_tcp_max_connections: SIP TCP connections at once; at the cap the oldest idle one without a call is
+            closed to make room for a new one.
+        sip_tcp_max_per_source: SIP TCP connections at once from one IP address (likewise).
     """
 
     host: str = "127.0.0.1"
@@ -122,6 +145,9 @@ class Settings:
     max_request_bytes: int = 1024 * 1024
     llm_workers: int = 4
     llm_max_batch: int = 4
+    max_prompt_tokens: int = 3000
+    max_item_tokens: int = 1000
+    shutdown_timeout_s: int = 10
     memory_llm_extraction: bool = False
     memory_budget_tokens: int = 200
     proactive: bool = True
@@ -134,6 +160,8 @@ class Settings:
     login_lockout_s: int = 900
     master_key_file: Path | None = None
     media_max_bytes: int = 2 * 1024**3
+    import_max_per_user: int = 4
+    import_calls_first_max_wait_s: int = 30
     sip_bind: str = "127.0.0.1:5060"
     sip_transports: str = "udp,tcp"
     sip_public_host: str | None = None
@@ -143,6 +171,12 @@ class Settings:
     sip_media_timeout_s: int = 30
     sip_realm: str = "soma"
     sip_ring_ms: int = 0
+    sip_t1_ms: int = 500
+    sip_invite_rate: int = 10
+    sip_invite_burst: int = 20
+    sip_tcp_idle_s: int = 30
+    sip_tcp_max_connections: int = 256
+    sip_tcp_max_per_source: int = 32
 
     @property
     def cors_origin_list(self) -> list[str]:
@@ -167,6 +201,12 @@ class Settings:
             raise ConfigError(f"llm_workers: must be 1-16, got {self.llm_workers}")
         if not 1 <= self.llm_max_batch <= 64:
             raise ConfigError(f"llm_max_batch: must be 1-64, got {self.llm_max_batch}")
+        if not 256 <= self.max_prompt_tokens <= 32_000:
+            raise ConfigError(f"max_prompt_tokens: must be 256-32000, got {self.max_prompt_tokens}")
+        if not 16 <= self.max_item_tokens <= self.max_prompt_tokens // 2:
+            raise ConfigError(f"max_item_tokens: must be 16 to half of max_prompt_tokens, got {self.max_item_tokens}")
+        if not 2 <= self.shutdown_timeout_s <= 600:
+            raise ConfigError(f"shutdown_timeout_s: must be 2-600, got {self.shutdown_timeout_s}")
         if not 0 <= self.memory_budget_tokens <= 2000:
             raise ConfigError(f"memory_budget_tokens: must be 0-2000, got {self.memory_budget_tokens}")
         if not 1 <= self.proactive_interval_s <= 3600:
@@ -182,6 +222,10 @@ class Settings:
             raise ConfigError(f"login_max_failures: must be 1-100, got {self.login_max_failures}")
         if not 1 <= self.login_lockout_s <= 24 * 3600:
             raise ConfigError(f"login_lockout_s: must be 1-86400, got {self.login_lockout_s}")
+        if not 1 <= self.import_max_per_user <= 64:
+            raise ConfigError(f"import_max_per_user: must be 1-64, got {self.import_max_per_user}")
+        if not 1 <= (wait := self.import_calls_first_max_wait_s) <= 3600:
+            raise ConfigError(f"import_calls_first_max_wait_s: must be 1-3600, got {wait}")
         if self.db_pool_max < 2:
             raise ConfigError(f"db_pool_max: must be at least 2, got {self.db_pool_max}")
         self._check_sip()
@@ -233,6 +277,12 @@ class Settings:
             raise ConfigError(f"sip_ring_ms: must be 0-30000, got {self.sip_ring_ms}")
         if not 5 <= self.sip_media_timeout_s <= 3600:
             raise ConfigError(f"sip_media_timeout_s: must be 5-3600, got {self.sip_media_timeout_s}")
+        bounds = (("sip_t1_ms", 50, 5000), ("sip_invite_rate", 1, 10_000), ("sip_invite_burst", 1, 10_000),
+                  ("sip_tcp_idle_s", 1, 3600), ("sip_tcp_max_connections", 1, 10_000),
+                  ("sip_tcp_max_per_source", 1, 10_000))  # fmt: skip
+        for name, least, most in bounds:
+            if not least <= getattr(self, name) <= most:
+                raise ConfigError(f"{name}: must be {least}-{most}, got {getattr(self, name)}")
         from voice_server.sip.routing import TrunkError, parse_trunks  # here: config must not import SIP eagerly
 
         try:

@@ -10,7 +10,6 @@ was sent. System/developer messages replace the avatar's persona for that reques
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import secrets
@@ -40,7 +39,6 @@ log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1", tags=["chat"])
 ChatUser = Annotated[Principal, Depends(require_scope("chat"))]
 
-MAX_PROMPT_TOKENS = 6000  # the prompt must leave room in the model's context and keep the first token fast
 DEFAULT_MAX_TOKENS = 256
 HISTORY_MESSAGES = 12
 # Remembered history is not part of the cached persona prefix: every token of it is encoded again for each
@@ -121,7 +119,8 @@ async def chat_completions(body: ChatCompletionRequest, user: ChatUser, res: Res
     ``[DONE]``.
 
     Raises:
-        ApiError: 404 unknown model, 400 bad messages or a prompt over `MAX_PROMPT_TOKENS`, 503 no models.
+        ApiError: 404 unknown model, 400 bad messages or a prompt over ``SOMA_MAX_PROMPT_TOKENS`` (counted with
+            the model's tokenizer, off the event loop), 503 no models.
     """
     avatar = await resolve_avatar(user, body.model, res.persona)
     llm_model = res.models.llm if res.models is not None else None
@@ -129,11 +128,10 @@ async def chat_completions(body: ChatCompletionRequest, user: ChatUser, res: Res
         raise ApiError(503, "models_unavailable", "this server was started without models")
     store = ConversationStore(res.db, res.keys)
     messages, user_text = await _prompt(body, avatar, user, store, res.memory, res.persona, res.bond)
-    prompt_tokens = await asyncio.to_thread(llm_model.count_tokens, messages)
-    if prompt_tokens > MAX_PROMPT_TOKENS:
-        raise ApiError(
-            400, "context_length_exceeded", f"the prompt has {prompt_tokens} tokens; at most {MAX_PROMPT_TOKENS}"
-        )
+    budget = llm_model.limits.max_prompt_tokens
+    prompt_tokens = await llm_model.acount_tokens(messages)
+    if prompt_tokens > budget:
+        raise ApiError(400, "context_length_exceeded", f"the prompt has {prompt_tokens} tokens; at most {budget}")
     temperature = body.temperature
     policy = ReplyPolicy(
         max_tokens=body.max_completion_tokens or body.max_tokens or DEFAULT_MAX_TOKENS,

@@ -26,6 +26,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from models.prompt_fit import PromptLimits
 from pipeline.audio import PIPELINE_RATE, resample, to_float
 from pipeline.frames import (
     ErrorEvent,
@@ -41,6 +42,7 @@ from pipeline.frames import (
 from pipeline.ports import FloatAudio, Tts
 from pipeline.session import Session
 from voice_server.realtime import protocol as p
+from voice_server.realtime.limits import CountTokens, InputLimits
 from voice_server.realtime.transport import RealtimeTransport
 
 MEDIA_RATE = 48_000  # WebRTC (Opus) audio
@@ -91,6 +93,9 @@ class RealtimeConnection:
         emit: Sends one server event dict (``event_id`` is added here); must not block.
         transcribe: Speech to text for manual commits (16 kHz float audio).
         voices: The loaded TTS voices by name (``fast``, ``quality``).
+        media_out: WebRTC only: where the avatar's audio goes.
+        limits: Token limits for user messages and instructions (`voice_server.realtime.limits`).
+        count_tokens: The LLM's tokenizer, off the event loop (``None``: UTF-8 bytes stand in, an upper bound).
     """
 
     def __init__(
@@ -102,6 +107,8 @@ class RealtimeConnection:
         transcribe: Callable[[FloatAudio], Awaitable[str]] | None,
         voices: Mapping[str, Tts | None],
         media_out: Callable[[Pcm], None] | None = None,
+        limits: PromptLimits | None = None,
+        count_tokens: CountTokens | None = None,
     ) -> None:
         self.model = model
         self._persona = persona
@@ -114,6 +121,7 @@ class RealtimeConnection:
         self._emit_raw = emit
         self._transcribe = transcribe
         self._voices = voices
+        self._limits = InputLimits(limits or PromptLimits(), count_tokens)
         self._ids = p.EventIds()
         self._session: Session | None = None
         self._context: PersonaHolder | None = None
@@ -149,32 +157,46 @@ class RealtimeConnection:
     # ------------------------------------------------------------------------------------- client events
 
     async def handle(self, raw: str) -> None:
-        """Apply one client message; a bad one is answered with an ``error`` event and changes nothing."""
+        """Apply one client message; a bad one is answered with an ``error`` event and changes nothing.
+
+        Never raises (cancellation aside): whatever the message, the connection stays open and usable.
+        """
         try:
-            event = p.parse_client_event(raw, self.settings)
-            match event:
-                case p.SessionUpdate():
-                    self._update(event.settings)
-                case p.AudioAppend(pcm=pcm):
-                    if self._media_out is not None:
-                        raise p.ProtocolError("audio_via_media", "over WebRTC the microphone track carries the "
-                                              "audio; input_audio_buffer.append is not used")  # fmt: skip
-                    self._append(pcm)
-                case p.AudioCommit():
-                    await self._commit()
-                case p.AudioClear():
-                    self._manual = _ManualAudio()
-                    self.transport.clear_audio()
-                    self._emit({"type": "input_audio_buffer.cleared"})
-                case p.ItemCreate(item_id=item_id, text=text):
-                    self._pending.append((item_id, text))
-                    self._add_user_item(item_id, text, audio=False)
-                case p.ResponseCreate():
-                    self._create_response()
-                case p.ResponseCancel(response_id=response_id):
-                    self._cancel(response_id)
+            await self._apply(raw)
         except p.ProtocolError as exc:
             self.error(exc)
+        except Exception:  # a server bug costs this one event, not the client's connection
+            log.exception("realtime event failed")
+            failed = p.ProtocolError("server_error", "the server failed to apply this event")
+            self._emit(p.error_event(failed, "server_error"))
+
+    async def _apply(self, raw: str) -> None:
+        event = p.parse_client_event(raw, self.settings)
+        match event:
+            case p.SessionUpdate(settings=new):
+                if new.instructions != self.settings.instructions:
+                    await self._limits.check_instructions(new.instructions)
+                self._update(new)
+            case p.AudioAppend(pcm=pcm):
+                if self._media_out is not None:
+                    raise p.ProtocolError("audio_via_media", "over WebRTC the microphone track carries the "
+                                          "audio; input_audio_buffer.append is not used")  # fmt: skip
+                self._append(pcm)
+            case p.AudioCommit():
+                await self._commit()
+            case p.AudioClear():
+                self._manual = _ManualAudio()
+                self.transport.clear_audio()
+                self._emit({"type": "input_audio_buffer.cleared"})
+            case p.ItemCreate(item_id=item_id, text=text):
+                # Checked as part of the turn it joins: this also bounds what waits for response.create.
+                await self._limits.check_turn([t for _, t in self._pending], text, param="item.content.text")
+                self._pending.append((item_id, text))
+                self._add_user_item(item_id, text, audio=False)
+            case p.ResponseCreate():
+                self._create_response()
+            case p.ResponseCancel(response_id=response_id):
+                self._cancel(response_id)
 
     def notify(self, notification: Mapping[str, Any]) -> None:
         """Send one of the avatar's own messages (`voice_server.avatar.proactive`) as ``soma.notification``."""
@@ -231,6 +253,7 @@ class RealtimeConnection:
         self._add_user_item(item_id, text, audio=True)
         self._transcribed(item_id, text, len(pcm) / self.settings.input_rate)
         if text:
+            await self._limits.check_turn([t for _, t in self._pending], text, param="audio")
             self._pending.append((item_id, text))
 
     def _create_response(self) -> None:
@@ -442,13 +465,14 @@ def new_connection(
     """A `RealtimeConnection` wired to the server's loaded models (its ASR for manual commits, its voices).
 
     Args:
-        models: The loaded `models.registry` model set.
+        models: The loaded `models.registry` model set (its LLM's ``limits`` and tokenizer bound user input).
         model: The avatar id the client named.
         persona: The avatar's system prompt.
         emit: Where server events go.
         media_out: WebRTC only: where the avatar's audio goes (a media track) instead of audio delta events.
     """
     asr = models.asr
+    llm = models.llm
 
     async def transcribe(audio: FloatAudio) -> str:
         result = await asr.atranscribe_utterance(audio)
@@ -461,4 +485,6 @@ def new_connection(
         transcribe=transcribe if asr is not None else None,
         voices={"fast": models.tts_fast, "quality": models.tts_quality},
         media_out=media_out,
+        limits=llm.limits if llm is not None else None,
+        count_tokens=llm.acount_text_tokens if llm is not None else None,
     )

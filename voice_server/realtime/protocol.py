@@ -1,7 +1,11 @@
 """The OpenAI Realtime event subset Soma speaks, as a sans-I/O parser and event builders.
 
 `parse_client_event` turns one WebSocket text message into a typed command or raises `ProtocolError` with
-the code and message the client will see in an ``error`` event; it never touches sockets or the session.
+the code and message the client will see in an ``error`` event; it never touches sockets or the session. It
+is total: any text, and any JSON value in any field, gives an event or a `ProtocolError`, nothing else
+(``tests/server/test_realtime_fuzz.py`` checks this with generated input). Strings with an unpaired UTF-16
+surrogate (``"\\ud800"``, valid JSON but not Unicode) are refused wherever they are, since the text would be
+echoed back and cannot be encoded as UTF-8.
 Shapes follow the GA protocol as typed by the installed ``openai`` SDK (``openai.types.realtime``).
 
 Supported client events: ``session.update``, ``input_audio_buffer.append|commit|clear``,
@@ -14,6 +18,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 import secrets
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -151,10 +156,17 @@ def parse_client_event(raw: str, settings: SessionSettings) -> ClientEvent:
     """
     try:
         data = json.loads(raw)
-    except (json.JSONDecodeError, RecursionError):
+    except json.JSONDecodeError:
         raise ProtocolError("invalid_json", "the message is not valid JSON") from None
+    except RecursionError:
+        raise ProtocolError("invalid_json", "the message nests too deeply") from None
+    except ValueError:  # Python's int-string conversion limit (a number of more than 4,300 digits)
+        raise ProtocolError("invalid_json", "the message has a number with too many digits") from None
     if not isinstance(data, dict):
         raise ProtocolError("invalid_event", "an event must be a JSON object")
+    if _SURROGATE_HINT.search(raw) and (where := _lone_surrogate(data)) is not None:
+        raise ProtocolError("invalid_value", "a string contains an unpaired UTF-16 surrogate (\\ud800-\\udfff); "
+                            "send valid Unicode text", param=where[:128] or None)  # fmt: skip
     event_id = data.get("event_id")
     if event_id is not None and (not isinstance(event_id, str) or len(event_id) > 128):
         raise ProtocolError("invalid_event", "event_id must be a string of at most 128 characters", param="event_id")
@@ -172,6 +184,32 @@ def parse_client_event(raw: str, settings: SessionSettings) -> ClientEvent:
     except ProtocolError as exc:
         exc.event_id = event_id
         raise
+
+
+# A lone surrogate in a parsed string comes from a \\uD8xx-\\uDFxx escape (or, from in-process callers, the raw
+# character): without either in the message, the (costlier) walk over the parsed value is skipped.
+_SURROGATE_HINT = re.compile(r"\\u[dD][89a-fA-F]|[\ud800-\udfff]")
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+
+
+def _lone_surrogate(value: Any) -> str | None:
+    """The dotted path of the first key or string holding an unpaired surrogate (``""`` for the top level), or
+    ``None``. Iterative: the value may nest as deeply as the JSON parser allowed."""
+    stack: list[tuple[Any, str]] = [(value, "")]
+    while stack:
+        node, path = stack.pop()
+        if isinstance(node, str):
+            if not node.isascii() and _SURROGATE.search(node):
+                return path
+        elif isinstance(node, dict):
+            for key, child in node.items():
+                child_path = f"{path}.{key}" if path else str(key)
+                if not key.isascii() and _SURROGATE.search(key):
+                    return path
+                stack.append((child, child_path))
+        elif isinstance(node, list):
+            stack.extend((child, path) for child in node)
+    return None
 
 
 def _session_update(data: dict[str, Any], event_id: str | None, current: SessionSettings) -> SessionUpdate:
@@ -285,6 +323,9 @@ def _response_create(data: dict[str, Any], event_id: str | None, settings: Sessi
         raise ProtocolError("unsupported_parameter", f"response.{sorted(extra)[0]} is not supported",
                             param=f"response.{sorted(extra)[0]}")  # fmt: skip
     mods = response.get("output_modalities")
+    if mods is not None and (not isinstance(mods, list) or not all(isinstance(m, str) for m in mods)):
+        raise ProtocolError("invalid_value", "response.output_modalities must be a list of strings",
+                            param="response.output_modalities")  # fmt: skip
     if mods is not None and tuple(mods) != settings.output_modalities:
         raise ProtocolError("unsupported_parameter", "per-response output_modalities must match the session's; "
                             "use session.update", param="response.output_modalities")  # fmt: skip
