@@ -36,6 +36,7 @@ class AttackPlan:
     imports: int
     realtime_events: int
     hold_s: float  # how long the idle TCP connections are held open
+    only: tuple[str, ...] = ()  # a subset of invites, tcp, imports, realtime, http (diagnosis); empty = all
 
 
 @dataclass(frozen=True)
@@ -126,34 +127,21 @@ async def idle_tcp(target: Target, count: int, hold_s: float) -> dict[str, Any]:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, count + 256)), hard))
     opened = 0
-    writers = []
+    conns: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
     for _ in range(count):
         try:
-            _, writer = await asyncio.wait_for(asyncio.open_connection(target.sip_host, target.sip_port), 2.0)
+            conns.append(await asyncio.wait_for(asyncio.open_connection(target.sip_host, target.sip_port), 2.0))
         except (OSError, TimeoutError):
             continue
-        writers.append(writer)
         opened += 1
     await asyncio.sleep(1.0)
     options_ms, options_status = await _tcp_options(target)
     await asyncio.sleep(max(0.0, hold_s - 1.0))
-    still_open = sum(1 for w in writers if not w.is_closing() and not _peer_closed(w))
-    for w in writers:
-        w.close()
+    still_open = sum(1 for reader, writer in conns if not reader.at_eof() and not writer.is_closing())
+    for _, writer in conns:
+        writer.close()
     return {"idle_tcp_opened": opened, "idle_tcp_still_open": still_open, "legit_tcp_options_status": options_status,
             "legit_tcp_options_ms": options_ms}  # fmt: skip
-
-
-def _peer_closed(writer: asyncio.StreamWriter) -> bool:
-    sock = writer.get_extra_info("socket")
-    if sock is None:
-        return True
-    try:
-        return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
-    except BlockingIOError:
-        return False
-    except OSError:
-        return True
 
 
 async def _tcp_options(target: Target) -> tuple[float | None, str]:
@@ -221,7 +209,15 @@ async def hostile_imports(target: Target, count: int, http: httpx.AsyncClient) -
             statuses[str(r.status_code)] += 1
         except httpx.HTTPError as exc:
             statuses[type(exc).__name__] += 1
-    return {"import_statuses": dict(statuses)}
+    ended: Counter[str] = Counter()
+    deadline = time.monotonic() + 180.0
+    while time.monotonic() < deadline:  # how the accepted ones ended (none may end `done`: all are hostile)
+        rows = (await http.get("/v1/imports", params={"limit": 500})).json()["data"]
+        ended = Counter(str(row["status"]) for row in rows)
+        if not ended.keys() & {"queued", "running"}:
+            break
+        await asyncio.sleep(1.0)
+    return {"import_statuses": dict(statuses), "import_final_statuses": dict(ended)}
 
 
 # ---------------------------------------------------------------------------------- realtime and HTTP
@@ -303,11 +299,11 @@ async def hostile_http(target: Target, http: httpx.AsyncClient, rounds: int) -> 
             http.post("/v1/chat/completions", content=bodies[n % len(bodies)],
                       headers={"Content-Type": "application/json"}),  # fmt: skip
         ]
-        for coro in requests:
+        for what, coro in zip(("offer", "chat"), requests, strict=True):
             try:
-                statuses[str((await coro).status_code)] += 1
+                statuses[f"{what} {(await coro).status_code}"] += 1
             except httpx.HTTPError as exc:
-                statuses[type(exc).__name__] += 1
+                statuses[f"{what} {type(exc).__name__}"] += 1
     return {"hostile_http_statuses": dict(statuses)}
 
 
@@ -321,17 +317,22 @@ async def attack(target: Target, plan: AttackPlan) -> dict[str, Any]:
     sink.setblocking(False)
     headers = {"Authorization": f"Bearer {target.token}"}
     async with httpx.AsyncClient(base_url=target.base_url, headers=headers, timeout=60) as http:
-        parts = await asyncio.gather(
-            invite_flood(target, plan.invites, sink),
-            idle_tcp(target, plan.idle_tcp, plan.hold_s),
-            hostile_imports(target, plan.imports, http),
-            realtime_flood(target, plan.realtime_events),
-            hostile_http(target, http, 20),
-        )
+        attacks = {
+            "invites": lambda: invite_flood(target, plan.invites, sink),
+            "tcp": lambda: idle_tcp(target, plan.idle_tcp, plan.hold_s),
+            "imports": lambda: hostile_imports(target, plan.imports, http),
+            "realtime": lambda: realtime_flood(target, plan.realtime_events),
+            "http": lambda: hostile_http(target, http, 20),
+        }
+        chosen = [name for name in attacks if name in plan.only] if plan.only else list(attacks)
+        parts = await asyncio.gather(*(attacks[name]() for name in chosen), return_exceptions=True)
     sink.close()
-    merged: dict[str, Any] = {}
-    for part in parts:
-        merged.update(part)
+    merged: dict[str, Any] = {"attacks": chosen}
+    for name, part in zip(chosen, parts, strict=True):
+        if isinstance(part, BaseException):  # one attack failing must not lose the others' counts
+            merged[f"attack_error_{name}"] = f"{type(part).__name__}: {part}"
+        else:
+            merged.update(part)
     return merged
 
 

@@ -5,12 +5,12 @@ default limits (150 SIP calls), signs up a caller and an attacker, and:
 
 1. **Unloaded call**: the caller dials ``sip:<caller>@127.0.0.1`` with `voice_server.sip.phone.SipPhone`, asks a
    warm-up question, then ``turns`` espeak questions; voice-to-voice on the caller's clock as in `bench.sip_call`.
-2. **Under attack**, on the *same* call: a separate process (`bench._abuse_attacks`) sends at once an INVITE
-   flood (never ACKed, from one source, its SDP naming a UDP sink on 127.0.0.9 that counts reflected RTP),
-   idle TCP connections to the SIP port (with a legitimate TCP OPTIONS from 127.0.0.2 in the middle), hostile
-   imports (nested JSON, a zip bomb, huge lines, corrupt media), malformed Realtime events (the fuzzing run's
-   findings among them: ``output_modalities: 5``, a 4,400-digit number, a lone surrogate, 3,990 emoji) and
-   hostile WebRTC offers / JSON bodies; the caller asks ``turns`` more questions meanwhile.
+2. **Under attack**, a fresh call with the same questions: after its warm-up a separate process
+   (`bench._abuse_attacks`) sends at once an INVITE flood (never ACKed, from one source, its SDP naming a UDP
+   sink on 127.0.0.9 that counts reflected RTP), idle TCP connections to the SIP port (with a legitimate TCP
+   OPTIONS from 127.0.0.2 in the middle), hostile imports (nested JSON, a zip bomb, huge lines, corrupt media),
+   malformed Realtime events (the fuzzing run's findings among them: ``output_modalities: 5``, a 4,400-digit
+   number, a lone surrogate, 3,990 emoji) and hostile WebRTC offers / JSON bodies.
 3. **Afterwards**: every 5xx the server counted (``/metrics``), its RSS growth from before the attack to the
    highest sample during and after it, the most SIP calls it held at once during the flood, and SIGTERM →
    exit time.
@@ -68,10 +68,10 @@ class Plan:
     attack: AttackPlan
 
     @staticmethod
-    def make(quick: bool) -> Plan:
+    def make(quick: bool, only: tuple[str, ...] = ()) -> Plan:
         if quick:
-            return Plan(4, AttackPlan(invites=300, idle_tcp=300, imports=30, realtime_events=300, hold_s=15.0))
-        return Plan(8, AttackPlan(invites=1000, idle_tcp=1000, imports=100, realtime_events=1000, hold_s=30.0))
+            return Plan(4, AttackPlan(300, 300, 30, 300, hold_s=15.0, only=only))
+        return Plan(8, AttackPlan(1000, 1000, 100, 1000, hold_s=30.0, only=only))
 
 
 class Sampler:
@@ -126,34 +126,61 @@ async def talk(phone: SipPhone, questions: list[np.ndarray]) -> list[float | Non
     return out
 
 
-async def call_with_attack(addr: tuple[str, int], plan: Plan, target: Target, proc: psutil.Process,
-                           base_url: str) -> tuple[list[float | None], list[float | None], dict[str, Any], Sampler,
-                                                   float]:  # fmt: skip
-    """One call: warm-up, unloaded turns, then the attack and as many turns under it. Returns (unloaded,
-    under attack, attacker's counts, the sampler, RSS in MB just before the attack)."""
-    qs = [speech(q) for q in QUESTIONS]
-    ctx = multiprocessing.get_context("spawn")
+@dataclass
+class Phase:
+    """One call's measured turns and the server's RSS over them."""
+
+    v2v: list[float | None]
+    rss_before_mb: float
+    rss_samples_mb: list[float]
+    sip_live: list[int]
+
+    @property
+    def rss_growth_mb(self) -> float:
+        return max(0.0, max(self.rss_samples_mb, default=self.rss_before_mb) - self.rss_before_mb)
+
+
+async def measured_call(addr: tuple[str, int], questions: list[np.ndarray], proc: psutil.Process, base_url: str,
+                        attack: tuple[Target, AttackPlan] | None) -> tuple[Phase, dict[str, Any]]:  # fmt: skip
+    """A fresh call: a warm-up question, then (with ``attack``, started after the warm-up) the questions, timed.
+    Returns the phase and the attacker's counts (empty without an attack)."""
+    counts: dict[str, Any] = {}
     async with SipPhone(addr) as phone:
         result = await phone.call(CALLER)
         if result.status != 200:
             raise RuntimeError(f"the legitimate call was refused: {result.status}")
         await asyncio.sleep(0.5)
-        await talk(phone, qs[:1])  # warm-up
-        unloaded = await talk(phone, [qs[1 + i % (len(qs) - 1)] for i in range(plan.turns)])
+        await talk(phone, questions[:1])  # warm-up
         rss_before = proc.memory_info().rss / 2**20
         sampler = Sampler(proc, base_url)
         sampler.start()
-        queue = ctx.Queue()
-        attacker = ctx.Process(target=attack_process, args=(target, plan.attack, queue), name="abuse-attacker")
-        attacker.start()
-        await asyncio.sleep(1.0)  # the flood is under way before the first question
-        loaded = await talk(phone, [qs[1 + (i + plan.turns) % (len(qs) - 1)] for i in range(plan.turns)])
-        counts: dict[str, Any] = await asyncio.to_thread(queue.get, True, 600)
-        await asyncio.to_thread(attacker.join, 30)
-        await asyncio.sleep(3.0)  # what the attack left behind shows in the last samples
+        attacker = None
+        if attack is not None:
+            queue = multiprocessing.get_context("spawn").Queue()
+            attacker = multiprocessing.get_context("spawn").Process(target=attack_process, args=(*attack, queue),
+                                                                    name="abuse-attacker")  # fmt: skip
+            attacker.start()
+            await asyncio.sleep(1.0)  # the flood is under way before the first question
+        v2v = await talk(phone, questions[1:])
+        if attacker is not None:
+            counts = await asyncio.to_thread(queue.get, True, 600)
+            await asyncio.to_thread(attacker.join, 30)
+            await asyncio.sleep(3.0)  # what the attack left behind shows in the last samples
         sampler.stop()
         await phone.bye()
-    return unloaded, loaded, counts, sampler, rss_before
+    return Phase(v2v, rss_before, sampler.rss_mb, sampler.sip_live), counts
+
+
+async def both_calls(addr: tuple[str, int], plan: Plan, target: Target, proc: psutil.Process,
+                     base_url: str) -> tuple[Phase, Phase, dict[str, Any]]:  # fmt: skip
+    """The unloaded call, then the same questions on a fresh call under attack (fresh, so both start from the
+    same history length: later turns of one long call are slower by themselves)."""
+    qs = [speech(q) for q in QUESTIONS]
+    questions = [qs[0]] + [qs[1 + i % (len(qs) - 1)] for i in range(plan.turns)]
+    unloaded, _ = await measured_call(addr, questions, proc, base_url, None)
+    await asyncio.sleep(2.0)
+    loaded, counts = await measured_call(addr, questions, proc, base_url, (target, plan.attack))
+    return unloaded, loaded, counts
 
 
 def run(profile: str, plan: Plan, *, quick: bool, out_name: str) -> None:
@@ -174,18 +201,16 @@ def run(profile: str, plan: Plan, *, quick: bool, out_name: str) -> None:
             token = tokens[ATTACKER]
         proc = psutil.Process(server.proc.pid)
         target = Target(server.base_url, "127.0.0.1", sip_port, token, CALLER)
-        unloaded, loaded, counts, sampler, rss_before = asyncio.run(
-            call_with_attack(addr, plan, target, proc, server.base_url)
-        )
-        metrics.update(call_metrics(unloaded, loaded))
+        unloaded, loaded, counts = asyncio.run(both_calls(addr, plan, target, proc, server.base_url))
+        metrics.update(call_metrics(unloaded.v2v, loaded.v2v))
         with httpx.Client(base_url=server.base_url, timeout=30) as http:
             page = http.get("/metrics").text
             metrics["healthy_after"] = http.get("/healthz").status_code == 200
         metrics["http_5xx"] = http_5xx(page)
-        peak = max(sampler.rss_mb, default=rss_before)
-        metrics["rss_before_attack_mb"] = round(rss_before, 1)
-        metrics["rss_growth_mb"] = round(max(0.0, peak - rss_before), 1)
-        metrics["invite_flood_live_calls_max"] = max(sampler.sip_live, default=0)
+        metrics["rss_before_attack_mb"] = round(loaded.rss_before_mb, 1)
+        metrics["rss_growth_mb"] = round(loaded.rss_growth_mb, 1)
+        metrics["rss_growth_mb_unloaded_call"] = round(unloaded.rss_growth_mb, 1)
+        metrics["invite_flood_live_calls_max"] = max(loaded.sip_live, default=0)
         metrics.update(counts)
         started = time.monotonic()
         server.proc.send_signal(signal.SIGTERM)
@@ -249,17 +274,20 @@ def notes(plan: Plan) -> str:
     a = plan.attack
     return (
         "A real `soma serve --http` with the profile's models, SIP on loopback over UDP and TCP, default limits. "
-        f"One legitimate SIP call (voice_server.sip.phone.SipPhone, PCMU) asks a warm-up question, {plan.turns} "
-        f"questions unloaded, then {plan.turns} more while a separate process attacks: {a.invites} never-ACKed "
+        "Two legitimate SIP calls one after the other (voice_server.sip.phone.SipPhone, PCMU), each a warm-up "
+        f"question then the same {plan.turns} questions: the first unloaded, the second while a separate process "
+        f"attacks (started after its warm-up): {a.invites} never-ACKed "
         "INVITEs from one UDP source whose SDP names a sink on 127.0.0.9 (reflected_rtp_packets: RTP that reached "
         f"it), {a.idle_tcp} idle TCP connections to the SIP port held {a.hold_s:.0f} s (legit_tcp_options_*: an "
         f"OPTIONS over TCP from 127.0.0.2 meanwhile), {a.imports} hostile imports one after another (nested JSON "
         "100,000 and 20,000 deep, a 200 MiB zip bomb, a 4 MiB WhatsApp line, corrupt media, a 5,000-digit "
         f"number), {a.realtime_events} malformed Realtime events ~200/s, and 20 rounds of hostile WebRTC offers "
         "and chat bodies. v2v: caller's clock, last voiced RTP packet sent -> first audible reply packet; "
-        "call_v2v_degradation = p50 under attack / p50 unloaded - 1 (same call, same server). http_5xx: every "
+        "call_v2v_degradation = p50 under attack / p50 unloaded - 1 (same server, same questions). http_5xx: every "
         "5xx in the server's soma_http_requests_total. rss_growth_mb: the highest RSS sampled every 0.25 s "
-        "during the attack and 3 s after it, minus the RSS just before it. invite_flood_live_calls_max: the most "
+        "during the attack and 3 s after it, minus the RSS just before it (the call's own turns included; "
+        "rss_growth_mb_unloaded_call: the same over the unloaded call's turns, for comparison). "
+        "invite_flood_live_calls_max: the most "
         "SIP conversations at once (soma_live_conversations{channel=sip}) during the attack. shutdown_s: SIGTERM "
         "-> exit. The attacker, the caller and the server share the machine's 2 cores. "
         f"1-minute load average at the end: {os.getloadavg()[0]:.2f}. Server code: commit {commit()}."
@@ -271,9 +299,12 @@ def main() -> None:
     parser.add_argument("--profile", choices=["ci", "full"], default="full")
     parser.add_argument("--quick", action="store_true", help="smaller attacks and fewer turns")
     parser.add_argument("--out", default=None, help="result name (bench/results/<out>.json)")
+    parser.add_argument("--only", default="", help="comma-separated subset of invites,tcp,imports,realtime,http")
     args = parser.parse_args()
-    out = args.out or ("abuse" if args.profile == "full" and not args.quick else f"abuse_{args.profile}_quick")
-    run(args.profile, Plan.make(args.quick), quick=args.quick, out_name=out)
+    only = tuple(a for a in args.only.split(",") if a)
+    default = "abuse" if args.profile == "full" and not args.quick and not only else f"abuse_{args.profile}_quick"
+    out = args.out or (default if not only else f"abuse_only_{'_'.join(only)}")
+    run(args.profile, Plan.make(args.quick, only), quick=args.quick, out_name=out)
 
 
 if __name__ == "__main__":
