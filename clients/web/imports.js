@@ -80,6 +80,10 @@ function failureOf(error, file) {
           retry: false,
         };
       case 429:
+        if (error.code === "imports_quota") {
+          return { text: "You have as many imports in progress as this server allows one person. Try again when "
+            + "one of them has finished.", retry: true };
+        }
         return { text: "Your server is busy: too many imports are waiting. Try again when they have finished.",
           retry: true };
       case 401:
