@@ -16,6 +16,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Literal, get_args, get_type_hints
 
+from voice_server.ascii_numbers import ascii_int
+
 LogFormat = Literal["auto", "json", "text"]
 LogLevel = Literal["debug", "info", "warning", "error"]
 ModelProfile = Literal["ci", "full"]
@@ -263,13 +265,15 @@ class Settings:
         text = self.sip_bind.strip()
         if text.lower() not in ("", "off"):
             host, colon, port = text.rpartition(":")
-            if not colon or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+            number = ascii_int(port, max_digits=5)
+            if not colon or not host or number is None or not number < 65536:
                 raise ConfigError(f"sip_bind: expected host:port or off, got {self.sip_bind!r}")
         transports = {t.strip() for t in self.sip_transports.split(",") if t.strip()}
         if not transports or not transports <= {"udp", "tcp"}:
             raise ConfigError(f"sip_transports: expected udp, tcp or udp,tcp, got {self.sip_transports!r}")
-        low, dash, high = self.sip_rtp_ports.partition("-")
-        if not dash or not low.isdigit() or not high.isdigit() or not 1024 <= int(low) <= int(high) < 65536:
+        low_text, dash, high_text = self.sip_rtp_ports.partition("-")
+        low, high = ascii_int(low_text, max_digits=5), ascii_int(high_text, max_digits=5)
+        if not dash or low is None or high is None or not 1024 <= low <= high < 65536:
             raise ConfigError(f"sip_rtp_ports: expected low-high within 1024-65535, got {self.sip_rtp_ports!r}")
         if not 1 <= self.sip_max_calls <= 2000:
             raise ConfigError(f"sip_max_calls: must be 1-2000, got {self.sip_max_calls}")

@@ -24,6 +24,8 @@ def test_defaults_listen_on_loopback_5060() -> None:
         ({"SOMA_SIP_TRANSPORTS": "udp,sctp"}, "sip_transports"),
         ({"SOMA_SIP_RTP_PORTS": "500-600"}, "sip_rtp_ports"),
         ({"SOMA_SIP_RTP_PORTS": "41000-40000"}, "sip_rtp_ports"),
+        ({"SOMA_SIP_BIND": "127.0.0.1:\u00b2"}, "sip_bind"),  # "²".isdigit(), but int() refuses it
+        ({"SOMA_SIP_RTP_PORTS": "\u0661\u0660\u0660\u0660\u0660-20000"}, "sip_rtp_ports"),  # Arabic-Indic
         ({"SOMA_SIP_TRUNKS": "[{"}, "sip_trunks: invalid JSON"),
         ({"SOMA_SIP_TRUNKS": json.dumps([{"name": "x", "allow": ["nonsense"]}])}, "'allow'"),
         ({"SOMA_SIP_TRUNKS": json.dumps([{"name": "x", "username": "u"}])}, "both username and password"),

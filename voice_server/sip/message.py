@@ -15,6 +15,8 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from voice_server.ascii_numbers import ascii_int
+
 MAX_MESSAGE_BYTES = 16 * 1024  # beyond any sane INVITE with SDP; UDP SIP stays under ~1300 B in practice
 MAX_HEADERS = 80
 MAX_HEADER_LINE = 2048
@@ -39,18 +41,6 @@ REQUIRED = ("via", "from", "to", "call-id", "cseq")
 
 class SipParseError(ValueError):
     """The bytes are not a SIP message we can handle; the message is a short, safe reason phrase."""
-
-
-def ascii_int(text: str, *, max_digits: int) -> int | None:
-    """``text`` as a number when it is 1 to ``max_digits`` ASCII digits, else ``None``.
-
-    Every number on the wire goes through here: Python's ``str.isdigit()`` is true for ``²`` (which ``int()``
-    then refuses) and ``int()`` accepts Arabic-Indic and other scripts' digits, neither of which SIP, SDP or
-    RTP allow (RFC 3261 §25.1 DIGIT is ASCII). ``max_digits`` also keeps ``int()`` far from its length limit.
-    """
-    if not 0 < len(text) <= max_digits or not text.isascii() or not text.isdigit():
-        return None
-    return int(text)
 
 
 def canonical(name: str) -> str:

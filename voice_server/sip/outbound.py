@@ -26,11 +26,12 @@ from typing import TYPE_CHECKING
 
 from pipeline.tasks import cancel_and_wait
 from voice_server.accounts import Principal
+from voice_server.ascii_numbers import ascii_int
 from voice_server.errors import ApiError
 from voice_server.sip import dialog as d
 from voice_server.sip import sdp
 from voice_server.sip.auth import client_authorization
-from voice_server.sip.message import Headers, Request, Response, SipParseError, ascii_int, parse_name_addr, parse_uri
+from voice_server.sip.message import Headers, Request, Response, SipParseError, parse_name_addr, parse_uri
 from voice_server.sip.routing import Trunk
 
 if TYPE_CHECKING:

@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from voice_server.accounts import Principal
+from voice_server.ascii_numbers import ascii_int
 from voice_server.security.keys import Keyring
 from voice_server.sip.auth import ALGORITHMS, DigestServer, Verdict
 from voice_server.sip.dialog import Refusal
-from voice_server.sip.message import ascii_int
 from voice_server.stores.postgres import Database
 
 SIP_TOKEN_ID = uuid.UUID(int=0)  # a SIP call has no bearer token; its principal says so with this id

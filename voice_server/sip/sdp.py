@@ -11,7 +11,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 
-from voice_server.sip.message import ascii_int
+from voice_server.ascii_numbers import ascii_int
 
 CODECS = {"PCMU": 0, "PCMA": 8}  # name → static payload type (RFC 3551)
 DTMF_CODEC = "telephone-event"

@@ -34,6 +34,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Final
 
+from voice_server.ascii_numbers import ascii_int
+
 MAX_OFFER_BYTES: Final = 16 * 1024  # a browser's audio + data-channel offer is 2-6 KB
 MAX_LINES: Final = 400
 MAX_LINE_CHARS: Final = 1024
@@ -137,9 +139,9 @@ def _quote(text: str) -> str:
 
 def _number(text: str, maximum: int, what: str) -> int:
     """``text`` as a number of ASCII digits at most ``maximum``, else `OfferError`."""
-    if not (0 < len(text) <= len(str(maximum)) and text.isascii() and text.isdigit()):
+    value = ascii_int(text, max_digits=len(str(maximum)))
+    if value is None:
         raise OfferError(f"{what}: expected a number of ASCII digits, got {_quote(text)}")
-    value = int(text)
     if value > maximum:
         raise OfferError(f"{what}: {value} is more than {maximum}")
     return value
