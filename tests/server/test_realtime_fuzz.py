@@ -159,10 +159,8 @@ def test_known_killers_are_protocol_errors() -> None:
 
 def test_server_events_always_serialise_as_utf8() -> None:
     """The writer's second line of defence: an event holding an unpaired surrogate is sent ASCII-escaped, not
-    dropped with the connection; ordinary non-ASCII text is sent as is."""
-    from voice_server.api.realtime_routes import serialize
-
-    assert serialize({"text": "héllo 😀"}) == '{"text": "héllo 😀"}'
-    escaped = serialize({"text": "a\ud800b"})
+    dropped with the connection (WebSocket and WebRTC data channel alike); ordinary non-ASCII text is sent as is."""
+    assert p.serialize_event({"text": "héllo 😀"}) == '{"text": "héllo 😀"}'
+    escaped = p.serialize_event({"text": "a\ud800b"})
     escaped.encode("utf-8")
     assert json.loads(escaped) == {"text": "a\ud800b"}

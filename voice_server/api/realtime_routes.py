@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from typing import Any
@@ -172,23 +171,6 @@ async def _deny(ws: WebSocket, exc: ApiError) -> None:
         await ws.close(code=CLOSE_POLICY, reason=exc.code)
 
 
-def serialize(event: dict[str, Any]) -> str:
-    """One server event as JSON text that is always valid UTF-8.
-
-    Non-ASCII text is sent as is (smaller), unless a string holds an unpaired surrogate, which UTF-8 cannot
-    encode: then the event is sent ASCII-escaped (``\\ud800``) rather than failing — and with it the writer and
-    the connection. The parser refuses such strings, so this is the second line of defence.
-    """
-    text = json.dumps(event, ensure_ascii=False)
-    if text.isascii():  # audio deltas, most events: nothing to check
-        return text
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return json.dumps(event)
-    return text
-
-
 class _TokenBucket:
     def __init__(self, rate: float, burst: float) -> None:
         self.rate, self.burst, self.tokens, self.t = rate, burst, burst, time.monotonic()
@@ -304,7 +286,7 @@ class _Endpoint:
         while True:
             event = await self.out.get()
             try:
-                await self.ws.send_text(serialize(event))
+                await self.ws.send_text(p.serialize_event(event))
             except (WebSocketDisconnect, RuntimeError, OSError):
                 return
 

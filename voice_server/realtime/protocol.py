@@ -396,6 +396,23 @@ def session_object(session_id: str, model: str, s: SessionSettings, persona: str
     }
 
 
+def serialize_event(event: dict[str, Any]) -> str:
+    """One server event as JSON text that is always valid UTF-8, for the WebSocket and the WebRTC data channel.
+
+    Non-ASCII text is sent as is (smaller), unless a string holds an unpaired surrogate, which UTF-8 cannot
+    encode: then the event is sent ASCII-escaped (``\\ud800``) rather than failing — and with it the writer and
+    the connection. The parser refuses such strings, so this is the second line of defence.
+    """
+    text = json.dumps(event, ensure_ascii=False)
+    if text.isascii():  # audio deltas, most events: nothing to check
+        return text
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(event)
+    return text
+
+
 def error_event(exc: ProtocolError, kind: str = "invalid_request_error") -> dict[str, Any]:
     """The ``error`` event for ``exc``; ``kind`` is ``server_error`` when the server, not the client, failed
     (the event's own ``event_id`` is added by the sender)."""

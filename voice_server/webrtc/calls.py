@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import secrets
 import uuid
@@ -81,7 +80,9 @@ class EventPipe:
         self._early: list[str] = []
 
     def send(self, event: dict[str, Any]) -> None:
-        text = json.dumps(event, ensure_ascii=False)
+        self._send_text(p.serialize_event(event))
+
+    def _send_text(self, text: str) -> None:
         channel = self.channel
         if channel is not None and channel.readyState == "open":
             # SCTP buffers for a client that stops reading; beyond ~1 MB events are dropped, not queued.
@@ -94,7 +95,7 @@ class EventPipe:
         """The channel is open: send what waited."""
         early, self._early = self._early, []
         for text in early:
-            self.send(json.loads(text))
+            self._send_text(text)
 
 
 @dataclass(eq=False)
