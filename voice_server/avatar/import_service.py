@@ -194,9 +194,7 @@ class ImportService:
         while True:
             _, job = await self._queue.get()
             if job.user_id in self._erased:  # erased while its upload was being written
-                self._queue.release(job.user_id)
-                await asyncio.to_thread(job.path.unlink, True)
-                self._publish(job.import_id, None)
+                await self._drop(job)
                 continue
             task = asyncio.create_task(self._run(job), name=f"import-{job.import_id}")
             self._running = (job, task)
@@ -245,9 +243,7 @@ class ImportService:
         the erasure never waits behind an import's transaction."""
         self._erased.add(user_id)  # one id per erasure in this process's lifetime (an upload may still finish)
         for _, job in self._queue.remove(lambda job: job.user_id == user_id):
-            await asyncio.to_thread(job.path.unlink, True)
-            self._queue.release(user_id)
-            self._publish(job.import_id, None)
+            await self._drop(job)
         if self._running is not None and self._running[0].user_id == user_id:
             task = self._running[1]
             task.cancel()
@@ -285,13 +281,17 @@ class ImportService:
             self._publish(job.import_id, None)
 
     async def _finish_failed(self, job: Job, reason: str) -> None:
-        """End a job taken out of the queue before it ran: its row, its file and its slot."""
+        """End a job taken out of the queue before it ran: its row says why, then `_drop`."""
         try:
             await mark_failed(self.db, self.keys, job.user_id, job.import_id, reason)
         finally:
-            self._queue.release(job.user_id)
-            job.path.unlink(missing_ok=True)
-            self._publish(job.import_id, None)
+            await self._drop(job)
+
+    async def _drop(self, job: Job) -> None:
+        """Let go of a job that will not run: its owner's slot, its sealed upload, its progress stream."""
+        self._queue.release(job.user_id)
+        await asyncio.to_thread(job.path.unlink, True)
+        self._publish(job.import_id, None)
 
     def erase_files(self, user_id: uuid.UUID) -> None:
         """Remove an erased user's waiting uploads (blocking)."""
