@@ -35,10 +35,14 @@ class UtteranceAsr:
         asr: The recogniser (runs off the event loop).
         partial_every_s: Re-decode cadence while speaking.
         max_window_s: Longest audio ever decoded at once (Whisper's window is 30 s).
+        preroll_s: Audio kept from before the start of speech (changeable between utterances).
     """
 
-    def __init__(self, asr: Asr, *, partial_every_s: float = 0.5, max_window_s: float = 24.0) -> None:
+    def __init__(
+        self, asr: Asr, *, partial_every_s: float = 0.5, max_window_s: float = 24.0, preroll_s: float = PREROLL_S
+    ) -> None:
         self._asr = asr
+        self.preroll_s = preroll_s
         self._partial_every = int(partial_every_s * PIPELINE_RATE)
         self._max_window = int(max_window_s * PIPELINE_RATE)
         self._preroll: collections.deque[Pcm] = collections.deque()
@@ -69,7 +73,7 @@ class UtteranceAsr:
             return
         self._preroll.append(pcm)
         self._preroll_len += len(pcm)
-        while self._preroll and self._preroll_len - len(self._preroll[0]) >= PREROLL_S * PIPELINE_RATE:
+        while self._preroll and self._preroll_len - len(self._preroll[0]) >= self.preroll_s * PIPELINE_RATE:
             self._preroll_len -= len(self._preroll.popleft())
 
     def begin(self) -> None:

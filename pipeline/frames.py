@@ -29,9 +29,11 @@ class AudioIn:
 
 @dataclass(frozen=True, slots=True)
 class TextIn:
-    """A typed user message (text chat, or typed mid-call)."""
+    """A typed user message (text chat, or typed mid-call). ``instructions``, when set, replace the persona
+    for the reply to this message only (a Realtime ``response.create`` with its own instructions)."""
 
     text: str
+    instructions: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,16 +72,47 @@ class ReplyText:
     delta: str
 
 
+@dataclass(slots=True)
+class TokenUsage:
+    """Token counts of one generation, filled in by the LLM as it runs (duck-typed to
+    `models.llm.GenerationStats`, which the model writes through ``stats=``).
+
+    Attributes:
+        prompt_tokens: Tokens of the whole rendered prompt.
+        cached_tokens: Of those, tokens served from the cached persona prefix.
+        generated_tokens: Tokens decoded.
+        first_token_ms: Call to first decoded token, or ``None``.
+        total_ms: Call to the end of generation.
+        finish: How generation ended (``end``, ``length``, ``stop``, ``cancelled``).
+    """
+
+    prompt_tokens: int = 0
+    cached_tokens: int = 0
+    generated_tokens: int = 0
+    first_token_ms: float | None = None
+    total_ms: float = 0.0
+    finish: str = "cancelled"
+
+
+Span = tuple[float, float, str]  # (start s, end s, text) of a spoken chunk, in the reply's own audio time
+
+
 @dataclass(frozen=True, slots=True)
 class ReplyDone:
     """A reply ended. ``heard_text`` is what the user actually heard (or was sent, for text) — the only part
-    that enters the conversation history. ``interrupted`` is True when it was cut short."""
+    that enters the conversation history. ``interrupted`` is True when it was cut short.
+
+    ``usage`` holds the generation's token counts (``None`` when no generation ran); ``spans`` the spoken
+    chunks with their place in the reply's audio (empty for text replies), which lets a client that plays
+    the audio itself say how much was heard (`pipeline.playout.heard_text`)."""
 
     reply_id: int
     text: str
     heard_text: str
     interrupted: bool
     played_s: float
+    usage: TokenUsage | None = None
+    spans: tuple[Span, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

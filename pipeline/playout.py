@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -209,6 +209,14 @@ class Playout:
         reply = self._replies.get(reply_id)
         return reply.played / self.sample_rate if reply else 0.0
 
+    def spans_s(self, reply_id: int) -> tuple[tuple[float, float, str], ...]:
+        """The chunks written for ``reply_id`` as (start s, end s, text) in the reply's own audio time."""
+        reply = self._replies.get(reply_id)
+        if reply is None:
+            return ()
+        rate = self.sample_rate
+        return tuple((start / rate, end / rate, text) for start, end, text in reply.spans)
+
     def heard_text(self, reply_id: int) -> str:
         """The text of ``reply_id`` covered by the samples read so far.
 
@@ -225,8 +233,9 @@ class Playout:
             self._on_drained(reply_id)
 
 
-def heard_text(spans: list[tuple[int, int, str]], played: int) -> str:
-    """Words of ``spans`` (sample ranges with their text) covered by the first ``played`` samples."""
+def heard_text(spans: Sequence[tuple[float, float, str]], played: float) -> str:
+    """Words of ``spans`` (ranges of samples, or seconds, with their text) covered by the first ``played``
+    (in the same unit)."""
     words: list[str] = []
     for start, end, text in spans:
         if played >= end:

@@ -13,7 +13,7 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
-from pipeline.frames import InputFrame, OutputEvent
+from pipeline.frames import InputFrame, OutputEvent, TokenUsage
 from pipeline.playout import Playout
 
 Message = dict[str, str]  # {"role": "system" | "user" | "assistant", "content": ...}
@@ -51,9 +51,10 @@ class Asr(Protocol):
 
 
 class Llm(Protocol):
-    """Streams reply text pieces for a chat; closing the iterator stops generation."""
+    """Streams reply text pieces for a chat; closing the iterator stops generation. The LLM fills in
+    ``stats`` (token counts) as it generates."""
 
-    def astream(self, messages: Sequence[Message]) -> AsyncIterator[str]: ...
+    def astream(self, messages: Sequence[Message], *, stats: TokenUsage | None = None) -> AsyncIterator[str]: ...
 
 
 class Tts(Protocol):
@@ -93,7 +94,11 @@ class ContextBuilder(Protocol):
     stand-in with a default persona.
     """
 
-    async def build_context(self, user: str, transcript: str, history: Sequence[Message]) -> list[Message]: ...
+    async def build_context(
+        self, user: str, transcript: str, history: Sequence[Message], *, instructions: str | None = None
+    ) -> list[Message]:
+        """The prompt for ``transcript``; ``instructions``, when set, replace the persona for this turn only."""
+        ...
 
     async def after_turn(self, user: str, turn: FinishedTurn) -> None:
         """Called once per finished turn, before the session announces the reply's end (`ReplyDone`): a client

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from pipeline.audio import resample, to_int16
 from pipeline.chunker import ClauseChunker
-from pipeline.frames import OutputEvent, ReplyText
+from pipeline.frames import OutputEvent, ReplyText, Span, TokenUsage
 from pipeline.playout import Playout
 from pipeline.ports import Llm, Message, Tts
 from pipeline.tasks import cancel_and_wait
@@ -38,6 +39,8 @@ class ReplyResult:
         interrupted: Cut short by the user (or the session closing).
         played_s: Seconds of audio played.
         error: A model error message if the reply failed, else ``None``.
+        usage: The generation's token counts (as far as it got).
+        spans: The spoken chunks with their place in the reply's audio (voice replies).
     """
 
     reply_id: int
@@ -46,6 +49,8 @@ class ReplyResult:
     interrupted: bool
     played_s: float
     error: str | None = None
+    usage: TokenUsage | None = None
+    spans: tuple[Span, ...] = ()
 
 
 class Reply:
@@ -88,6 +93,7 @@ class Reply:
         self._drained = asyncio.Event()
         self._interrupted = False
         self._result: ReplyResult | None = None
+        self._usage = TokenUsage()
 
     # ----------------------------------------------------------------------------------------- lifecycle
 
@@ -142,7 +148,7 @@ class Reply:
         chunker = ClauseChunker()
         first = True
         try:
-            stream = self._llm.astream(self._messages)
+            stream = self._llm.astream(self._messages, stats=self._usage)
             async with contextlib.aclosing(stream):  # type: ignore[type-var]
                 async for piece in stream:
                     if first:
@@ -195,10 +201,15 @@ class Reply:
     def _freeze_result(self) -> None:
         if self._result is not None:
             return
+        spans: tuple[Span, ...] = ()
         if self._tts is not None and self._playout is not None:
             heard = self._playout.heard_text(self.reply_id)
             played = self._playout.played_s(self.reply_id)
+            spans = self._playout.spans_s(self.reply_id)
             self._playout.clear(self.reply_id)  # forget its accounting (and drop any audio left, if interrupted)
         else:
             heard, played = self._text, 0.0
-        self._result = ReplyResult(self.reply_id, self._text, heard.strip(), self._interrupted, played, self._error)
+        usage = dataclasses.replace(self._usage)  # a copy: an interrupted generation's thread may still count
+        self._result = ReplyResult(
+            self.reply_id, self._text, heard.strip(), self._interrupted, played, self._error, usage, spans
+        )

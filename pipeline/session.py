@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from pipeline import turn as tc
-from pipeline.asr import UtteranceAsr
+from pipeline.asr import PREROLL_S, UtteranceAsr
 from pipeline.audio import PIPELINE_RATE, AudioFormatError, StreamResampler, validate_pcm
 from pipeline.frames import (
     AudioIn,
@@ -107,8 +107,11 @@ class DefaultContext:
     def __init__(self, persona: str = DEFAULT_PERSONA) -> None:
         self.persona = persona
 
-    async def build_context(self, user: str, transcript: str, history: Sequence[Message]) -> list[Message]:
-        return [{"role": "system", "content": self.persona}, *history, {"role": "user", "content": transcript}]
+    async def build_context(
+        self, user: str, transcript: str, history: Sequence[Message], *, instructions: str | None = None
+    ) -> list[Message]:
+        system = instructions or self.persona
+        return [{"role": "system", "content": system}, *history, {"role": "user", "content": transcript}]
 
     async def after_turn(self, user: str, turn: FinishedTurn) -> None:
         return None
@@ -179,6 +182,11 @@ class Session:
         self.turns: list[TurnMarks] = []  # finished turns' marks (bounded by history of this session)
         self._digits: list[str] = []
         self._digit_timer: asyncio.Task[None] | None = None
+        self._partial_shown = False  # a partial transcript of the utterance in progress was sent
+        self._preroll_s = PREROLL_S
+        # Each recent turn's own history messages (user, assistant or None), so a client can edit what the
+        # model sees of a turn (`edit_turn`); bounded like the history itself.
+        self._turn_messages: collections.OrderedDict[int, list[Message | None]] = collections.OrderedDict()
 
     # -------------------------------------------------------------------------------------------- public
 
@@ -198,7 +206,7 @@ class Session:
         if self.voice:
             assert self.models.vad is not None and self.models.asr is not None
             self._vad = VadStage(self.models.vad.new_stream(), self.models.vad_executor, self.config.vad)
-            self._utt = UtteranceAsr(self.models.asr)
+            self._utt = UtteranceAsr(self.models.asr, preroll_s=self._preroll_s)
         self._spawn(self._send_events(), "events")
         self._spawn(self._timer(), "turn-timer")
         self._emit(TurnState("listening"))
@@ -207,8 +215,8 @@ class Session:
                 match frame:
                     case AudioIn():
                         await self._on_audio(frame)
-                    case TextIn(text):
-                        self._on_text(text)
+                    case TextIn(text, instructions):
+                        self._on_text(text, instructions)
                     case Dtmf(digit):
                         self._on_dtmf(digit)
         finally:
@@ -221,6 +229,41 @@ class Session:
     def set_voice(self, tts: Tts) -> None:
         """Speak with ``tts`` from the next reply on (same output rate: the playout resamples)."""
         self.models = dataclasses.replace(self.models, tts=tts)
+
+    def tune(self, turn: tc.TurnConfig, vad: VadConfig, preroll_s: float | None = None) -> None:
+        """Use new turn-taking timings, VAD thresholds and (``preroll_s``) audio kept from before the start
+        of speech, from the next audio frame on."""
+        self.config = dataclasses.replace(self.config, turn=turn, vad=vad)
+        if preroll_s is not None:
+            self._preroll_s = preroll_s
+            if self._utt is not None:
+                self._utt.preroll_s = preroll_s
+        self.core.config = turn
+        if self._vad is not None:
+            self._vad.segmenter.config = vad
+
+    def edit_turn(self, turn_id: int, role: str, text: str) -> bool:
+        """Replace what the model sees of a finished turn's ``role`` message (``user`` or ``assistant``) with
+        ``text``; an empty ``text`` removes the message from the history. A client uses it to delete an item
+        from the context or to say how much of a reply it actually played.
+
+        Returns False when the turn (or that message) is no longer in the history.
+        """
+        messages = self._turn_messages.get(turn_id)
+        index = {"user": 0, "assistant": 1}[role]
+        message = messages[index] if messages is not None else None
+        if message is None:
+            return False
+        at = next((i for i, m in enumerate(self.history) if m is message), None)  # identity: texts may repeat
+        if at is None:
+            return False
+        if text:
+            message["content"] = text
+        else:
+            del self.history[at]
+            assert messages is not None
+            messages[index] = None
+        return True
 
     def interrupt(self) -> bool:
         """Cut the current reply short, as a barge-in would: only what was heard (or sent) enters history.
@@ -287,7 +330,7 @@ class Session:
             if ending or (self._utt.partial_due() and self._asr_backlog() == 0):
                 self._start_partial()
 
-    def _on_text(self, text: str) -> None:
+    def _on_text(self, text: str, instructions: str | None = None) -> None:
         text = text.strip()
         if not text:
             self._emit(ErrorEvent("empty_text", "ignored an empty message"))
@@ -298,7 +341,7 @@ class Session:
         if self._reply is not None:
             self._interrupt_reply()
         self.core.reply_finished()
-        self._begin_turn(text, speech_end=None)
+        self._begin_turn(text, speech_end=None, instructions=instructions)
 
     def _on_dtmf(self, digit: str) -> None:
         """A keypad press: the interrupt key stops the reply (control lane, like ``response.cancel``) and
@@ -365,21 +408,26 @@ class Session:
                 case tc.ResumeBot():
                     if self.playout is not None:
                         self.playout.resume()
-                    self._reset_utterance()
+                    self._reset_utterance(dropped=True)
                 case tc.InterruptBot(reason):
                     self._mark_current("interrupt_detected")
                     log.debug("interrupt: %s", reason)
                     self._interrupt_reply()
                 case tc.DiscardUtterance():
-                    self._reset_utterance()
+                    self._reset_utterance(dropped=True)
 
     def _asr_backlog(self) -> int:
         return self.models.asr.backlog if self.models.asr is not None else 0
 
-    def _reset_utterance(self) -> None:
+    def _reset_utterance(self, *, dropped: bool = False) -> None:
+        """Forget the utterance in progress; ``dropped``: it did not become a turn (noise, a backchannel), so
+        a client showing its partial transcript is told it is gone (an empty partial)."""
         if self._utt is not None:
             self._utt.reset()
         self._partial = self._last_decode = None
+        if dropped and self._partial_shown:
+            self._emit(UserTranscript("", final=False, turn_id=self._turn_id + 1))
+        self._partial_shown = False
 
     # -------------------------------------------------------------------------------------------- ASR
 
@@ -393,6 +441,7 @@ class Session:
             if self._partial is not None and self._partial[0] is t:
                 self._partial = None
             if not t.cancelled() and t.exception() is None and t.result():
+                self._partial_shown = True
                 self._emit(UserTranscript(t.result(), final=False, turn_id=self._turn_id + 1))
                 self._feed(tc.Transcript(t.result()))
 
@@ -420,7 +469,7 @@ class Session:
 
     # ------------------------------------------------------------------------------------------ replies
 
-    def _begin_turn(self, text: str, speech_end: float | None) -> None:
+    def _begin_turn(self, text: str, speech_end: float | None, instructions: str | None = None) -> None:
         self._turn_id += 1
         marks = TurnMarks(self._turn_id)
         if speech_end is not None:
@@ -432,11 +481,11 @@ class Session:
             self._emit(LatencyMark(self._turn_id, name, t))
         self._reset_utterance()
         self._emit(TurnState("thinking"))
-        self._reply_task = self._spawn(self._run_reply(text, marks), f"turn-{self._turn_id}")
+        self._reply_task = self._spawn(self._run_reply(text, marks, instructions), f"turn-{self._turn_id}")
 
-    async def _run_reply(self, text: str, marks: TurnMarks) -> None:
+    async def _run_reply(self, text: str, marks: TurnMarks, instructions: str | None) -> None:
         history = list(self.history)
-        messages = await self.context.build_context(self.config.user, text, history)
+        messages = await self.context.build_context(self.config.user, text, history, instructions=instructions)
         reply = Reply(
             marks.turn_id,
             messages,
@@ -459,9 +508,14 @@ class Session:
             self._reply = None
             if not result.interrupted:
                 self.core.reply_finished()
-        self.history.append({"role": "user", "content": user_text})
-        if result.heard_text:
-            self.history.append({"role": "assistant", "content": result.heard_text})
+        asked: Message = {"role": "user", "content": user_text}
+        answer: Message | None = {"role": "assistant", "content": result.heard_text} if result.heard_text else None
+        self.history.append(asked)
+        if answer is not None:
+            self.history.append(answer)
+        self._turn_messages[marks.turn_id] = [asked, answer]
+        while len(self._turn_messages) > self.config.history_messages:
+            self._turn_messages.popitem(last=False)
         self.turns.append(marks)
         if self._observer is not None:
             self._observer.observe_turn(marks)
@@ -478,7 +532,8 @@ class Session:
                 await self.context.after_turn(self.config.user, turn)
         except Exception:  # memory/history bookkeeping failing (or too slow) must not end the call
             log.exception("after_turn failed for turn %d", turn.turn_id)
-        self._emit(ReplyDone(result.reply_id, result.text, result.heard_text, result.interrupted, result.played_s))
+        r = result
+        self._emit(ReplyDone(r.reply_id, r.text, r.heard_text, r.interrupted, r.played_s, r.usage, r.spans))
         if result.error:
             self._emit(ErrorEvent("reply_failed", result.error))
         if self._reply is None:

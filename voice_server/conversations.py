@@ -8,6 +8,7 @@ turn's prompt from the avatar's persona and the heard history, and records the f
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
 import time
@@ -27,6 +28,7 @@ from voice_server.stores.postgres import Database
 log = logging.getLogger(__name__)
 
 Channel = Literal["realtime", "chat", "webrtc", "sip", "local"]
+_STORED_IDS = 64  # recent turns whose stored ids a context remembers (a client may revise what was heard)
 
 
 def marks_ms(marks: dict[str, float] | None) -> dict[str, float]:
@@ -102,6 +104,26 @@ class ConversationStore:
         assert row is not None
         turn_id: int = row["id"]
         return turn_id
+
+    async def revise_heard(
+        self, conversation_id: uuid.UUID, user_id: uuid.UUID, turn_id: int, heard_text: str
+    ) -> None:
+        """The user heard only ``heard_text`` of stored turn ``turn_id``'s reply (a client that plays the audio
+        itself truncated it): store that, and mark the reply interrupted."""
+        async with self._db.pool.connection() as conn, conn.transaction():
+            cur = await conn.execute(
+                "SELECT turn_index FROM turns WHERE id = %s AND conversation_id = %s AND user_id = %s",
+                (turn_id, conversation_id, user_id),
+            )
+            row = await cur.fetchone()
+            if row is None:
+                return
+            key = await self._keys.for_user(conn, user_id)
+            sealed = key.seal(heard_text, fields.turn("heard_text", conversation_id, row["turn_index"]))
+            await conn.execute(
+                "UPDATE turns SET heard_text = %s, interrupted = true WHERE id = %s AND user_id = %s",
+                (sealed, turn_id, user_id),
+            )
 
     async def current(self, user_id: uuid.UUID, avatar: str, channel: Channel, *, within_s: float) -> uuid.UUID:
         """The user's open conversation on ``channel`` with ``avatar`` touched in the last ``within_s`` seconds,
@@ -232,21 +254,40 @@ class AvatarContext:
         self.examples = examples
         self.username = username
         self._own_persona = persona
+        self._stored: collections.OrderedDict[int, int] = collections.OrderedDict()  # session turn → stored id
 
-    async def build_context(self, user: str, transcript: str, history: Sequence[Message]) -> list[Message]:
+    async def build_context(
+        self, user: str, transcript: str, history: Sequence[Message], *, instructions: str | None = None
+    ) -> list[Message]:
+        """The turn's prompt; ``instructions`` (one response's own) replace the persona, and with it the user's
+        writing examples, for this turn only."""
         if self.live is not None:
             sessions, state = self.live
             state.turn_state, state.pending, state.history = "thinking", transcript, list(history)
             await sessions.save(state)
+        own = instructions is None and self.persona == self._own_persona
         late = await turn_material(
             self.user_id, self.username, transcript, memory=self.memory,
-            examples=self.examples if self.persona == self._own_persona else None, bond=self.bond,
+            examples=self.examples if own else None, bond=self.bond,
             recent=self.memory.recent_for(self.conversation_id) if self.memory is not None else None,
         )  # fmt: skip
-        return prompt(self.persona, history, late, transcript)
+        return prompt(instructions or self.persona, history, late, transcript)
+
+    async def history_edited(self, history: Sequence[Message], heard: tuple[int, str] | None = None) -> None:
+        """A client edited the session's history (a Realtime item deleted or truncated): the live state
+        follows, and a truncated reply's stored turn keeps only the words the client says were heard."""
+        if heard is not None and (stored := self._stored.get(heard[0])) is not None:
+            await self.store.revise_heard(self.conversation_id, self.user_id, stored, heard[1])
+        if self.live is not None:
+            sessions, state = self.live
+            state.history = list(history)
+            await sessions.save(state)
 
     async def after_turn(self, user: str, turn: FinishedTurn) -> None:
         turn_id = await self.store.add_turn(self.conversation_id, self.user_id, turn)
+        self._stored[turn.turn_id] = turn_id
+        while len(self._stored) > _STORED_IDS:
+            self._stored.popitem(last=False)
         if self.memory is not None:
             self.memory.learn_later(self.user_id, self.conversation_id, turn_id, turn.user_text)
         if self.bond is not None:

@@ -97,12 +97,16 @@ class FakeLlm:
         self.first_token = first_token
         self.prompts: list[list[dict[str, str]]] = []
 
-    async def astream(self, messages: Sequence[dict[str, str]]) -> AsyncIterator[str]:
+    async def astream(self, messages: Sequence[dict[str, str]], *, stats: Any = None) -> AsyncIterator[str]:
         self.prompts.append(list(messages))
+        if stats is not None:  # a word stands for a token
+            stats.prompt_tokens = sum(len(m["content"].split()) for m in messages)
         await asyncio.sleep(self.first_token)
         for i, word in enumerate(self.reply.split(" ")):
             if i:
                 await asyncio.sleep(self.per_token)
+            if stats is not None:
+                stats.generated_tokens += 1
             yield word if i == 0 else " " + word
 
 

@@ -29,7 +29,9 @@ BAD: list[Callable[[int], str | bytes]] = [
     lambda i: "null",
     lambda i: json.dumps({"no": "type"}),
     lambda i: json.dumps({"type": f"made.up.{i}"}),
-    lambda i: json.dumps({"type": "conversation.item.truncate", "item_id": "x"}),
+    lambda i: json.dumps({"type": "output_audio_buffer.clear"}),
+    lambda i: json.dumps({"type": "conversation.item.truncate", "item_id": "x"}),  # no audio_end_ms
+    lambda i: json.dumps({"type": "conversation.item.delete", "item_id": f"item_{i}"}),  # no such item
     lambda i: json.dumps({"type": "input_audio_buffer.append", "audio": "@@@"}),
     lambda i: json.dumps({"type": "input_audio_buffer.append", "audio": base64.b64encode(b"odd").decode()}),
     lambda i: json.dumps({"type": "input_audio_buffer.append", "audio": 12}),
@@ -95,7 +97,7 @@ async def test_thousand_malformed_messages_each_get_an_error(model_server: Serve
     expected = {"invalid_json", "invalid_event", "missing_type", "unknown_event", "unsupported_event",
                 "invalid_audio", "invalid_value", "commit_not_allowed", "response_cancel_not_active",
                 "no_user_input", "unsupported_item", "unsupported_audio_format", "binary_not_supported",
-                "message_too_large"}  # fmt: skip
+                "message_too_large", "item_not_found"}  # fmt: skip
     assert expected <= set(codes) <= expected | {"rate_limit_exceeded"}
     assert await asyncio.wait_for(healthy, 120) == ["completed", "completed"]
 

@@ -241,7 +241,10 @@ def test_protocol_misuse_gets_errors_and_the_connection_keeps_working() -> None:
         ("[]", "invalid_event"),
         ('{"type": 3}', "missing_type"),
         ('{"type": "nope"}', "unknown_event"),
-        ('{"type": "conversation.item.truncate"}', "unsupported_event"),
+        ('{"type": "output_audio_buffer.clear"}', "unsupported_event"),
+        ('{"type": "conversation.item.truncate"}', "invalid_value"),
+        ('{"type": "conversation.item.truncate", "item_id": "i", "audio_end_ms": -1}', "invalid_value"),
+        ('{"type": "conversation.item.delete", "item_id": 7}', "invalid_value"),
         ('{"type": "input_audio_buffer.append", "audio": "***"}', "invalid_audio"),
         ('{"type": "input_audio_buffer.append", "audio": "AAAA"}', "invalid_audio"),
         ('{"type": "input_audio_buffer.append"}', "invalid_value"),
@@ -254,7 +257,18 @@ def test_protocol_misuse_gets_errors_and_the_connection_keeps_working() -> None:
         ('{"type": "session.update", "session": {"audio": {"input": {"turn_detection": {"type": "server_vad", '
          '"create_response": false}}}}}', "unsupported_parameter"),
         ('{"type": "session.update", "session": {"audio": {"output": {"voice": "alloy"}}}}', "invalid_value"),
-        ('{"type": "response.create", "response": {"tools": []}}', "unsupported_parameter"),
+        ('{"type": "response.create", "response": {"tools": [{"type": "function"}]}}', "unsupported_parameter"),
+        ('{"type": "response.create", "response": {"conversation": "none"}}', "unsupported_parameter"),
+        ('{"type": "response.create", "response": {"input": []}}', "unsupported_parameter"),
+        ('{"type": "response.create", "response": {"max_output_tokens": 5}}', "unsupported_parameter"),
+        ('{"type": "response.create", "response": {"metadata": {"k": 1}}}', "invalid_value"),
+        ('{"type": "response.create", "response": {"instructions": 5}}', "invalid_value"),
+        ('{"type": "session.update", "session": {"audio": {"input": {"turn_detection": {"type": "server_vad", '
+         '"silence_duration_ms": 10}}}}}', "invalid_value"),
+        ('{"type": "session.update", "session": {"audio": {"input": {"turn_detection": {"type": "server_vad", '
+         '"idle_timeout_ms": 5000}}}}}', "unsupported_parameter"),
+        ('{"type": "session.update", "session": {"audio": {"input": {"turn_detection": {"type": "semantic_vad", '
+         '"eagerness": "eager"}}}}}', "invalid_value"),
         ("[" * 100_000 + "]" * 100_000, "invalid_json"),
     ],
 )  # fmt: skip

@@ -49,6 +49,17 @@ VALID: list[dict[str, Any]] = [
      "item": {"id": "i1", "type": "message", "role": "user", "content": [{"type": "input_text", "text": "hi"}]}},
     {"type": "response.create", "response": {"output_modalities": ["audio"], "metadata": {"k": "v"}}},
     {"type": "response.cancel", "response_id": "resp_1"},
+    {"type": "session.update", "session": {"audio": {"input": {"turn_detection": {
+        "type": "server_vad", "threshold": 0.6, "prefix_padding_ms": 200, "silence_duration_ms": 500,
+        "idle_timeout_ms": None, "create_response": True, "interrupt_response": True}}}}},
+    {"type": "session.update", "session": {"audio": {"input": {"turn_detection": {"type": "semantic_vad",
+                                                                                  "eagerness": "high"}}}}},
+    {"type": "response.create", "response": {"instructions": "Answer in French.", "conversation": "auto",
+                                             "tools": [], "tool_choice": "none", "max_output_tokens": "inf",
+                                             "audio": {"output": {"voice": "fast"}}}},
+    {"type": "conversation.item.retrieve", "item_id": "item_1"},
+    {"type": "conversation.item.delete", "item_id": "item_1"},
+    {"type": "conversation.item.truncate", "item_id": "item_1", "content_index": 0, "audio_end_ms": 1500},
 ]  # fmt: skip
 
 
@@ -105,7 +116,7 @@ def test_valid_event_with_any_field_replaced_parses_or_is_a_protocol_error(
 ) -> None:
     """A valid event with any one of its fields (or nested values) replaced by any JSON value."""
     path = data.draw(st.sampled_from(_paths(event)))
-    _parse(json.dumps(_replace(event, path, new)), p.SessionSettings(server_vad=False))
+    _parse(json.dumps(_replace(event, path, new)), p.SessionSettings(turn_detection=None))
 
 
 def test_every_field_of_every_event_with_each_nasty_value() -> None:
@@ -114,8 +125,8 @@ def test_every_field_of_every_event_with_each_nasty_value() -> None:
     for event in VALID:
         for path in _paths(event):
             for value in NASTY:
-                for vad in (True, False):
-                    _parse(json.dumps(_replace(event, path, value)), p.SessionSettings(server_vad=vad))
+                for vad in (p.TurnDetection(), None):
+                    _parse(json.dumps(_replace(event, path, value)), p.SessionSettings(turn_detection=vad))
 
 
 @FUZZ

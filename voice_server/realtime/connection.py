@@ -15,14 +15,15 @@ so only heard (or sent) text enters the history, and ``response.done`` reports `
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import collections
 import contextlib
 import dataclasses
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -39,10 +40,13 @@ from pipeline.frames import (
     UserSpeech,
     UserTranscript,
 )
-from pipeline.ports import FloatAudio, Tts
+from pipeline.ports import FloatAudio, Message, Tts
 from pipeline.session import Session
+from pipeline.tasks import cancel_and_wait
 from voice_server.realtime import protocol as p
+from voice_server.realtime.items import Item, Items
 from voice_server.realtime.limits import CountTokens, InputLimits
+from voice_server.realtime.transcript import TranscriptDeltas
 from voice_server.realtime.transport import RealtimeTransport
 
 MEDIA_RATE = 48_000  # WebRTC (Opus) audio
@@ -62,6 +66,17 @@ class PersonaHolder(Protocol):
     persona: str
 
 
+@runtime_checkable
+class HistoryKeeper(Protocol):
+    """A context that also keeps the conversation beyond the session (`voice_server.conversations.AvatarContext`):
+    told when a client edits the history, so the stored record and the live state follow."""
+
+    async def history_edited(self, history: Sequence[Message], heard: tuple[int, str] | None = None) -> None:
+        """``history`` is the session's history now; ``heard`` (turn id, text) when a reply was truncated to
+        what the client played."""
+        ...
+
+
 @dataclass(slots=True)
 class _Response:
     """One response from ``response.created`` to ``response.done``."""
@@ -74,6 +89,10 @@ class _Response:
     announced: bool = False  # output item and content part sent
     cancel_reason: str | None = None
     media_started: bool = False  # WebRTC: its audio started on the media track
+    metadata: dict[str, str] | None = None  # the client's, echoed in every response object
+    user_items: list[str] = field(default_factory=list)  # the typed/committed items it answers
+    # Client edits of its items (delete, truncate) that arrived while it was running: applied once it is done.
+    after_done: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -130,8 +149,12 @@ class RealtimeConnection:
         self._responses: dict[int, _Response] = {}  # by turn id
         self._unbound: collections.deque[_Response] = collections.deque()  # typed, turn id not known yet
         self._speech_item: str | None = None
-        self._partial_sent = ""
+        self._speech_s: list[float] = []  # start and latest stop of the utterance in progress (session time)
+        self._deltas = TranscriptDeltas()
         self._last_item: str | None = None
+        self._items = Items()
+        self._keeper: HistoryKeeper | None = None
+        self._edits: set[asyncio.Task[None]] = set()
         self._marks: dict[int, dict[str, float]] = {}  # WebRTC: latency marks of recent turns
 
     def feed_media(self, pcm: Pcm) -> None:
@@ -146,6 +169,8 @@ class RealtimeConnection:
         """Bind the session (built around `transport`) and announce it with ``session.created``."""
         self._session = session
         self._context = context
+        self._keeper = context if isinstance(context, HistoryKeeper) else None
+        self._base_turn, self._base_vad = session.config.turn, session.config.vad
         session.set_audio_output(self.settings.audio_out)
         self._emit({"type": "session.created", "session": self._session_object()})
 
@@ -193,8 +218,19 @@ class RealtimeConnection:
                 await self._limits.check_turn([t for _, t in self._pending], text, param="item.content.text")
                 self._pending.append((item_id, text))
                 self._add_user_item(item_id, text, audio=False)
-            case p.ResponseCreate():
-                self._create_response()
+            case p.ItemRetrieve(item_id=item_id):
+                item = self._items.get(item_id)
+                self._emit({"type": "conversation.item.retrieved", "item": item.as_dict()})
+            case p.ItemDelete(item_id=item_id):
+                await self._when_settled(self._items.get(item_id), lambda: self._delete(item_id))
+            case p.ItemTruncate(item_id=item_id, audio_end_ms=end):
+                item = self._items.get(item_id)
+                item.truncated_text(0)  # refuses a user or text item now; the end is checked once it is done
+                await self._when_settled(item, lambda: self._truncate(item_id, end))
+            case p.ResponseCreate(instructions=instructions, metadata=metadata):
+                if instructions is not None:
+                    await self._limits.check_instructions(instructions)
+                self._create_response(instructions, metadata)
             case p.ResponseCancel(response_id=response_id):
                 self._cancel(response_id)
 
@@ -220,6 +256,9 @@ class RealtimeConnection:
         if new.server_vad != old.server_vad or new.input_rate != old.input_rate:
             self._manual = _ManualAudio()
             self.transport.clear_audio()
+        if new.turn_detection != old.turn_detection and new.turn_detection is not None:
+            td = new.turn_detection
+            self._session.tune(td.turn_config(self._base_turn), td.vad_config(self._base_vad), td.preroll_s)
         self._emit({"type": "session.updated", "session": self._session_object()})
 
     def _append(self, pcm: Pcm) -> None:
@@ -256,7 +295,7 @@ class RealtimeConnection:
             await self._limits.check_turn([t for _, t in self._pending], text, param="audio")
             self._pending.append((item_id, text))
 
-    def _create_response(self) -> None:
+    def _create_response(self, instructions: str | None = None, metadata: dict[str, str] | None = None) -> None:
         if self.active:
             raise p.ProtocolError("conversation_already_has_active_response", "a response is in progress; "
                                   "cancel it (response.cancel) or wait for response.done")  # fmt: skip
@@ -266,10 +305,11 @@ class RealtimeConnection:
         text = "\n".join(t for _, t in self._pending)
         if len(text) > p.MAX_MESSAGE_CHARS:
             raise p.ProtocolError("text_too_long", f"the pending messages exceed {p.MAX_MESSAGE_CHARS} characters")
-        if not self.transport.push_text(text):
+        if not self.transport.push_text(text, instructions):
             raise p.ProtocolError("rate_limit_exceeded", "too many turns are waiting")
+        response = _Response(p.new_id("resp"), p.new_id("item"), self.settings.audio_out, typed_text=text.strip(),
+                             metadata=metadata, user_items=[item_id for item_id, _ in self._pending])
         self._pending.clear()
-        response = _Response(p.new_id("resp"), p.new_id("item"), self.settings.audio_out, typed_text=text.strip())
         self._unbound.append(response)
         self._emit({"type": "response.created", "response": self._response_object(response, "in_progress")})
 
@@ -290,12 +330,15 @@ class RealtimeConnection:
         """Translate one pipeline event into protocol events."""
         match event:
             case UserSpeech(speaking=True, t=t):
-                self._speech_item = p.new_id("item")
-                self._partial_sent = ""
+                if self._speech_item is None:  # a new utterance (not a resumed one within the same turn)
+                    self._speech_item = p.new_id("item")
+                    self._deltas = TranscriptDeltas()
+                    self._speech_s = [t, t]
                 self._emit({"type": "input_audio_buffer.speech_started", "item_id": self._speech_item,
                             "audio_start_ms": self._audio_ms(t)})  # fmt: skip
             case UserSpeech(speaking=False, t=t):
                 if self._speech_item is not None:
+                    self._speech_s[1:] = [t]
                     self._emit({"type": "input_audio_buffer.speech_stopped", "item_id": self._speech_item,
                                 "audio_end_ms": self._audio_ms(t)})  # fmt: skip
             case UserTranscript(text=text, final=False):
@@ -306,6 +349,8 @@ class RealtimeConnection:
                 response = self._responses.get(reply_id)
                 if response is not None:
                     self._announce(response)
+                    if (item := self._items.find(response.item_id)) is not None:
+                        item.text += delta
                     kind = "response.output_audio_transcript.delta" if response.audio else "response.output_text.delta"
                     self._emit({"type": kind, **self._where(response), "delta": delta})
             case ReplyDone():
@@ -351,25 +396,31 @@ class RealtimeConnection:
             self._marks.pop(next(iter(self._marks)))
 
     def _partial(self, text: str) -> None:
-        # OpenAI deltas append; a partial hypothesis can revise earlier words, so only extensions are sent and
-        # the `completed` event carries the final truth.
-        if self._speech_item is None or not text.startswith(self._partial_sent) or text == self._partial_sent:
+        if not text:  # the utterance was dropped (noise, a backchannel): the next speech is a new item
+            self._speech_item = None
             return
-        delta = text[len(self._partial_sent) :]
-        self._partial_sent = text
-        self._emit({"type": "conversation.item.input_audio_transcription.delta", "item_id": self._speech_item,
-                    "content_index": 0, "delta": delta})  # fmt: skip
+        if self._speech_item is not None and (delta := self._deltas.partial(text)):
+            self._transcript_event("delta", self._speech_item, delta=delta)
 
     def _final(self, text: str, turn_id: int) -> None:
         if self._unbound and self._unbound[0].typed_text == text:
             response = self._unbound.popleft()
+            for item_id in response.user_items:
+                if (item := self._items.find(item_id)) is not None:
+                    item.turn_id = turn_id
         else:  # a spoken turn: the session answers it by itself
             item_id = self._speech_item or p.new_id("item")
             self._speech_item = None
             self._emit({"type": "input_audio_buffer.committed", "item_id": item_id,
-                        "previous_item_id": self._last_item})  # fmt: skip
-            self._add_user_item(item_id, text, audio=True)
-            self._transcribed(item_id, text, None)
+                        "previous_item_id": self._last_item})
+            self._add_user_item(item_id, text, audio=True, turn_id=turn_id)
+            delta, corrected = self._deltas.final(text)
+            if delta:
+                self._transcript_event("delta", item_id, delta=delta)
+            if corrected:
+                self._emit({"type": "soma.input_audio_transcription.corrected", "item_id": item_id,
+                            "content_index": 0, "transcript": text})
+            self._transcribed(item_id, text, self._speech_s[-1] - self._speech_s[0] if self._speech_s else 0.0)
             response = _Response(p.new_id("resp"), p.new_id("item"), self.settings.audio_out)
             self._emit({"type": "response.created", "response": self._response_object(response, "in_progress")})
         response.turn_id = turn_id
@@ -381,6 +432,7 @@ class RealtimeConnection:
         if r.announced:
             return
         r.announced = True
+        self._items.add(Item(r.item_id, "assistant", r.audio, "", status="in_progress", turn_id=r.turn_id))
         item = p.assistant_item(r.item_id, "", audio=r.audio, status="in_progress")
         self._emit({"type": "response.output_item.added", "response_id": r.id, "output_index": 0, "item": item})
         self._emit({"type": "conversation.item.added", "item": item, "previous_item_id": self._last_item})
@@ -404,42 +456,100 @@ class RealtimeConnection:
                 self._emit({"type": "response.output_text.done", **where, "text": text})
                 part = {"type": "text", "text": text}
             self._emit({"type": "response.content_part.done", **where, "part": part})
-            item = p.assistant_item(r.item_id, text, audio=r.audio, status="incomplete" if event.interrupted
-                                    else "completed")  # fmt: skip
+            item_status = "incomplete" if event.interrupted else "completed"
+            self._items.add(Item(r.item_id, "assistant", r.audio, text, item_status, r.turn_id, event.spans,
+                                 event.played_s))
+            item = p.assistant_item(r.item_id, text, audio=r.audio, status=item_status)
             self._emit({"type": "response.output_item.done", "response_id": r.id, "output_index": 0, "item": item})
             self._emit({"type": "conversation.item.done", "item": item, "previous_item_id": None})
         if r.media_started:
             kind = "output_audio_buffer.cleared" if event.interrupted else "output_audio_buffer.stopped"
             self._emit({"type": kind, "response_id": r.id})
         body = self._response_object(r, status, output_text=text if r.announced else None)
+        body["usage"] = p.usage_object(event.usage)
         if event.interrupted:
             body["status_details"] = {"type": "cancelled", "reason": r.cancel_reason or "turn_detected"}
         self._emit({"type": "response.done", "response": body})
+        for edit in r.after_done:
+            self._spawn_edit(edit())
+
+    # ------------------------------------------------------------------------------------- item edits
+
+    async def _when_settled(self, item: Item, edit: Callable[[], Awaitable[None]]) -> None:
+        """Apply ``edit`` now, or — when ``item`` belongs to a response still running — once that response
+        is done (an assistant item's response is cut short first: the client stopped it)."""
+        for r in [*self._unbound, *self._responses.values()]:
+            if item.id in r.user_items or (item.id == r.item_id and r.announced):
+                r.after_done.append(edit)
+                if item.role == "assistant":
+                    self._cancel(r.id)
+                return
+        await edit()
+
+    async def _delete(self, item_id: str) -> None:
+        """Remove an item from what the model sees; ``conversation.item.deleted``."""
+        item = self._items.get(item_id)
+        self._items.remove(item_id)
+        self._pending = [(i, t) for i, t in self._pending if i != item_id]
+        if item.turn_id is not None and self._session is not None:
+            rest = "\n".join(i.text for i in self._items.of_turn(item.turn_id, item.role))
+            if self._session.edit_turn(item.turn_id, item.role, rest) and self._keeper is not None:
+                await self._keeper.history_edited(list(self._session.history))
+        self._emit({"type": "conversation.item.deleted", "item_id": item_id})
+
+    async def _truncate(self, item_id: str, audio_end_ms: int) -> None:
+        """Keep only the words of an assistant audio item heard by ``audio_end_ms`` (the client's own playback
+        stopped there): in the item, the model's history and the stored turn; ``conversation.item.truncated``."""
+        item = self._items.get(item_id)
+        heard = item.truncated_text(audio_end_ms)
+        item.text, item.played_s = heard, audio_end_ms / 1000
+        if item.turn_id is not None and self._session is not None:
+            if self._session.edit_turn(item.turn_id, "assistant", heard) and self._keeper is not None:
+                await self._keeper.history_edited(list(self._session.history), (item.turn_id, heard))
+        self._emit({"type": "conversation.item.truncated", "item_id": item_id, "content_index": 0,
+                    "audio_end_ms": audio_end_ms})
+
+    def _spawn_edit(self, edit: Awaitable[None]) -> None:
+        async def run() -> None:
+            try:
+                await edit
+            except p.ProtocolError as exc:
+                self.error(exc)
+            except Exception:  # like a failed event: the client hears of it, the connection goes on
+                log.exception("realtime item edit failed")
+                self._emit(p.error_event(p.ProtocolError("server_error", "the item edit failed"), "server_error"))
+
+        task = asyncio.get_running_loop().create_task(run(), name="realtime-item-edit")
+        self._edits.add(task)
+        task.add_done_callback(self._edits.discard)
+
+    async def aclose(self) -> None:
+        """Stop item edits still running (the connection ended)."""
+        await cancel_and_wait(*self._edits, timeout=2.0)
 
     # ------------------------------------------------------------------------------------------- helpers
 
-    def _add_user_item(self, item_id: str, text: str, *, audio: bool) -> None:
+    def _add_user_item(self, item_id: str, text: str, *, audio: bool, turn_id: int | None = None) -> None:
+        self._items.add(Item(item_id, "user", audio, text, turn_id=turn_id))
         item = p.user_item(item_id, text, audio=audio)
         self._emit({"type": "conversation.item.added", "item": item, "previous_item_id": self._last_item})
         self._emit({"type": "conversation.item.done", "item": item, "previous_item_id": self._last_item})
         self._last_item = item_id
 
-    def _transcribed(self, item_id: str, text: str, seconds: float | None) -> None:
-        usage = {"type": "duration", "seconds": round(seconds, 3)} if seconds is not None else None
-        self._emit({"type": "conversation.item.input_audio_transcription.completed", "item_id": item_id,
-                    "content_index": 0, "transcript": text, "usage": usage})  # fmt: skip
+    def _transcribed(self, item_id: str, text: str, seconds: float) -> None:
+        usage = {"type": "duration", "seconds": round(max(0.0, seconds), 3)}
+        self._transcript_event("completed", item_id, transcript=text, usage=usage)
+
+    def _transcript_event(self, kind: str, item_id: str, **fields: Any) -> None:
+        self._emit({"type": f"conversation.item.input_audio_transcription.{kind}", "item_id": item_id,
+                    "content_index": 0, **fields})
 
     def _where(self, r: _Response) -> dict[str, Any]:
         return {"response_id": r.id, "item_id": r.item_id, "output_index": 0, "content_index": 0}
 
     def _response_object(self, r: _Response, status: str, output_text: str | None = None) -> dict[str, Any]:
-        output = []
-        if output_text is not None:
-            item_status = "completed" if status == "completed" else "incomplete"
-            output.append(p.assistant_item(r.item_id, output_text, audio=r.audio, status=item_status))
-        modalities = ["audio"] if r.audio else ["text"]
-        return {"id": r.id, "object": "realtime.response", "status": status, "output": output,
-                "output_modalities": modalities, "conversation_id": self.session_id}  # fmt: skip
+        return p.response_object(r.id, r.item_id, status, audio=r.audio, output_text=output_text,
+                                 session_id=self.session_id, metadata=r.metadata, voice=self.settings.voice)
 
     def _session_object(self) -> dict[str, Any]:
         persona = self._context.persona if self._context is not None else ""

@@ -9,8 +9,10 @@ echoed back and cannot be encoded as UTF-8.
 Shapes follow the GA protocol as typed by the installed ``openai`` SDK (``openai.types.realtime``).
 
 Supported client events: ``session.update``, ``input_audio_buffer.append|commit|clear``,
-``conversation.item.create`` (user text messages), ``response.create``, ``response.cancel``. Known OpenAI
-events outside the subset get ``unsupported_event``; anything else ``unknown_event``.
+``conversation.item.create`` (user text messages), ``conversation.item.retrieve|delete|truncate``,
+``response.create`` (with per-response ``instructions`` and ``metadata``), ``response.cancel``. Known OpenAI
+events outside the subset get ``unsupported_event``; anything else ``unknown_event``. A field Soma cannot
+honour is refused at once with ``unsupported_parameter``, never ignored.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.frames import Pcm
+from pipeline.frames import Pcm, TokenUsage
+from voice_server.realtime.turn_detection import TurnDetection, TurnDetectionError, parse_turn_detection
 
 MAX_MESSAGE_CHARS = 4_000  # a typed message (the session's own cap, so what is sent is what is answered)
 MAX_INSTRUCTIONS_CHARS = 32_000
@@ -40,6 +43,9 @@ SUPPORTED = frozenset(
         "input_audio_buffer.commit",
         "input_audio_buffer.clear",
         "conversation.item.create",
+        "conversation.item.retrieve",
+        "conversation.item.delete",
+        "conversation.item.truncate",
         "response.create",
         "response.cancel",
     }
@@ -47,9 +53,6 @@ SUPPORTED = frozenset(
 # Real OpenAI client events that Soma does not implement: named as such, not as garbage.
 KNOWN_UNSUPPORTED = frozenset(
     {
-        "conversation.item.truncate",
-        "conversation.item.delete",
-        "conversation.item.retrieve",
         "output_audio_buffer.clear",
         "transcription_session.update",
     }
@@ -83,18 +86,23 @@ class SessionSettings:
         instructions: Replaces the avatar's persona when set.
         input_rate: Sample rate of appended pcm16 audio.
         voice: ``fast`` or ``quality``.
-        server_vad: The server detects turns (and replies by itself); ``False`` = the client commits.
+        turn_detection: How the server detects turns (and replies by itself); ``None``: the client commits.
     """
 
     output_modalities: tuple[str, ...] = ("audio",)
     instructions: str | None = None
     input_rate: int = 24_000
     voice: str = "fast"
-    server_vad: bool = True
+    turn_detection: TurnDetection | None = field(default_factory=TurnDetection)
 
     @property
     def audio_out(self) -> bool:
         return "audio" in self.output_modalities
+
+    @property
+    def server_vad(self) -> bool:
+        """The server detects the end of each turn (``False``: the client commits audio)."""
+        return self.turn_detection is not None
 
 
 # ----------------------------------------------------------------------------------------- client events
@@ -132,6 +140,27 @@ class ItemCreate:
 @dataclass(frozen=True, slots=True)
 class ResponseCreate:
     event_id: str | None
+    instructions: str | None = None  # replace the persona for this response only
+    metadata: dict[str, str] | None = None  # echoed in the response object
+
+
+@dataclass(frozen=True, slots=True)
+class ItemRetrieve:
+    event_id: str | None
+    item_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ItemDelete:
+    event_id: str | None
+    item_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ItemTruncate:
+    event_id: str | None
+    item_id: str
+    audio_end_ms: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,7 +169,18 @@ class ResponseCancel:
     response_id: str | None
 
 
-ClientEvent = SessionUpdate | AudioAppend | AudioCommit | AudioClear | ItemCreate | ResponseCreate | ResponseCancel
+ClientEvent = (
+    SessionUpdate
+    | AudioAppend
+    | AudioCommit
+    | AudioClear
+    | ItemCreate
+    | ItemRetrieve
+    | ItemDelete
+    | ItemTruncate
+    | ResponseCreate
+    | ResponseCancel
+)
 
 
 def new_id(prefix: str) -> str:
@@ -166,7 +206,7 @@ def parse_client_event(raw: str, settings: SessionSettings) -> ClientEvent:
         raise ProtocolError("invalid_event", "an event must be a JSON object")
     if _SURROGATE_HINT.search(raw) and (where := _lone_surrogate(data)) is not None:
         raise ProtocolError("invalid_value", "a string contains an unpaired UTF-16 surrogate (\\ud800-\\udfff); "
-                            "send valid Unicode text", param=where[:128] or None)  # fmt: skip
+                            "send valid Unicode text", param=where[:128] or None)
     event_id = data.get("event_id")
     if event_id is not None and (not isinstance(event_id, str) or len(event_id) > 128):
         raise ProtocolError("invalid_event", "event_id must be a string of at most 128 characters", param="event_id")
@@ -219,13 +259,13 @@ def _session_update(data: dict[str, Any], event_id: str | None, current: Session
         mods = session["output_modalities"]
         if mods not in (["text"], ["audio"]):
             raise ProtocolError("invalid_value", "output_modalities must be [\"text\"] or [\"audio\"]",
-                                param="session.output_modalities")  # fmt: skip
+                                param="session.output_modalities")
         settings = replace(settings, output_modalities=tuple(mods))
     if "instructions" in session:
         text = session["instructions"]
         if text is not None and (not isinstance(text, str) or len(text) > MAX_INSTRUCTIONS_CHARS):
             raise ProtocolError("invalid_value", f"instructions must be a string of at most {MAX_INSTRUCTIONS_CHARS} "
-                                "characters", param="session.instructions")  # fmt: skip
+                                "characters", param="session.instructions")
         settings = replace(settings, instructions=text or None)
     audio = _obj(session.get("audio", {}), "session.audio")
     audio_in = _obj(audio.get("input", {}), "session.audio.input")
@@ -234,42 +274,30 @@ def _session_update(data: dict[str, Any], event_id: str | None, current: Session
         rate = _pcm_format(audio_in["format"], "session.audio.input.format")
         if rate not in INPUT_RATES:
             raise ProtocolError("unsupported_audio_format", f"input rate must be one of {INPUT_RATES}",
-                                param="session.audio.input.format.rate")  # fmt: skip
+                                param="session.audio.input.format.rate")
         settings = replace(settings, input_rate=rate)
     if "turn_detection" in audio_in:
-        settings = replace(settings, server_vad=_turn_detection(audio_in["turn_detection"]))
+        try:
+            settings = replace(settings, turn_detection=parse_turn_detection(audio_in["turn_detection"]))
+        except TurnDetectionError as exc:
+            raise ProtocolError(exc.code, exc.message, param=exc.param) from None
     if "format" in audio_out and _pcm_format(audio_out["format"], "session.audio.output.format") != OUTPUT_RATE:
         raise ProtocolError("unsupported_audio_format", f"output audio is pcm16 at {OUTPUT_RATE} Hz",
-                            param="session.audio.output.format.rate")  # fmt: skip
+                            param="session.audio.output.format.rate")
     if "voice" in audio_out:
         voice = audio_out["voice"]
         if voice not in VOICES:
             raise ProtocolError("invalid_value", f"voice must be one of {', '.join(VOICES)}",
-                                param="session.audio.output.voice")  # fmt: skip
+                                param="session.audio.output.voice")
         settings = replace(settings, voice=voice)
     return SessionUpdate(event_id, settings)
-
-
-def _turn_detection(value: Any) -> bool:
-    if value is None:
-        return False
-    td = _obj(value, "session.audio.input.turn_detection")
-    if td.get("type") not in ("server_vad", "semantic_vad"):
-        raise ProtocolError("invalid_value", "turn_detection.type must be server_vad or semantic_vad (or "
-                            "turn_detection null)", param="session.audio.input.turn_detection.type")  # fmt: skip
-    for flag in ("create_response", "interrupt_response"):
-        if td.get(flag, True) is not True:
-            raise ProtocolError("unsupported_parameter", f"{flag}: false is not supported; the avatar always "
-                                "answers and can always be interrupted",
-                                param=f"session.audio.input.turn_detection.{flag}")  # fmt: skip
-    return True
 
 
 def _pcm_format(value: Any, param: str) -> int:
     fmt = _obj(value, param)
     if fmt.get("type") != "audio/pcm":
         raise ProtocolError("unsupported_audio_format", "only audio/pcm (16-bit little-endian mono) is supported",
-                            param=f"{param}.type")  # fmt: skip
+                            param=f"{param}.type")
     rate = fmt.get("rate", 24_000)
     if not isinstance(rate, int) or isinstance(rate, bool):
         raise ProtocolError("invalid_value", "rate must be an integer", param=f"{param}.rate")
@@ -293,7 +321,7 @@ def _item_create(data: dict[str, Any], event_id: str | None, settings: SessionSe
     item = _obj(data.get("item"), "item")
     if item.get("type", "message") != "message" or item.get("role") != "user":
         raise ProtocolError("unsupported_item", "only user messages can be added (type 'message', role 'user')",
-                            param="item.role")  # fmt: skip
+                            param="item.role")
     content = item.get("content")
     if not isinstance(content, list) or not content:
         raise ProtocolError("invalid_value", "item.content must be a non-empty list", param="item.content")
@@ -302,14 +330,14 @@ def _item_create(data: dict[str, Any], event_id: str | None, settings: SessionSe
         part = _obj(part, "item.content")
         if part.get("type") not in ("input_text", "text") or not isinstance(part.get("text"), str):
             raise ProtocolError("unsupported_content", "only input_text content parts are supported",
-                                param="item.content.type")  # fmt: skip
+                                param="item.content.type")
         texts.append(part["text"])
     text = "".join(texts)
     if not text.strip():
         raise ProtocolError("invalid_value", "the message text is empty", param="item.content.text")
     if len(text) > MAX_MESSAGE_CHARS:
         raise ProtocolError("text_too_long", f"a message may have at most {MAX_MESSAGE_CHARS} characters",
-                            param="item.content.text")  # fmt: skip
+                            param="item.content.text")
     item_id = item.get("id") or new_id("item")
     if not isinstance(item_id, str) or len(item_id) > 64:
         raise ProtocolError("invalid_value", "item.id must be a string of at most 64 characters", param="item.id")
@@ -317,19 +345,77 @@ def _item_create(data: dict[str, Any], event_id: str | None, settings: SessionSe
 
 
 def _response_create(data: dict[str, Any], event_id: str | None, settings: SessionSettings) -> ResponseCreate:
+    """Per-response ``instructions`` and ``metadata`` are honoured; settings that only restate the session's
+    (modalities, voice, ``conversation: "auto"``, no tools, ``max_output_tokens: "inf"``) are accepted; the
+    rest (out-of-band responses, custom input, tools, prompts, other limits) is refused, never ignored."""
     response = _obj(data.get("response", {}), "response")
-    extra = set(response) - {"metadata", "conversation", "output_modalities"}
+    extra = set(response) - _RESPONSE_FIELDS
     if extra:
-        raise ProtocolError("unsupported_parameter", f"response.{sorted(extra)[0]} is not supported",
-                            param=f"response.{sorted(extra)[0]}")  # fmt: skip
+        name = sorted(extra)[0][:64]
+        raise ProtocolError("unsupported_parameter", f"response.{name} is not supported by Soma",
+                            param=f"response.{name}")
     mods = response.get("output_modalities")
     if mods is not None and (not isinstance(mods, list) or not all(isinstance(m, str) for m in mods)):
         raise ProtocolError("invalid_value", "response.output_modalities must be a list of strings",
-                            param="response.output_modalities")  # fmt: skip
+                            param="response.output_modalities")
     if mods is not None and tuple(mods) != settings.output_modalities:
         raise ProtocolError("unsupported_parameter", "per-response output_modalities must match the session's; "
-                            "use session.update", param="response.output_modalities")  # fmt: skip
-    return ResponseCreate(event_id)
+                            "use session.update", param="response.output_modalities")
+    if response.get("conversation", "auto") != "auto":
+        raise ProtocolError("unsupported_parameter", "only conversation \"auto\" is supported: every response "
+                            "joins the conversation", param="response.conversation")
+    if response.get("tools", []) != [] or response.get("tool_choice", "auto") not in ("auto", "none"):
+        raise ProtocolError("unsupported_parameter", "avatars do not call tools", param="response.tools")
+    if response.get("max_output_tokens", "inf") != "inf":
+        raise ProtocolError("unsupported_parameter", "per-response max_output_tokens is not supported; replies "
+                            "are kept short by the avatar itself", param="response.max_output_tokens")
+    audio = _obj(response.get("audio", {}), "response.audio")
+    voice = _obj(audio.get("output", {}), "response.audio.output").get("voice", settings.voice)
+    if voice != settings.voice:
+        raise ProtocolError("unsupported_parameter", "per-response voice must match the session's; use "
+                            "session.update", param="response.audio.output.voice")
+    instructions = response.get("instructions")
+    if instructions is not None and (not isinstance(instructions, str) or len(instructions) > MAX_INSTRUCTIONS_CHARS):
+        raise ProtocolError("invalid_value", f"response.instructions must be a string of at most "
+                            f"{MAX_INSTRUCTIONS_CHARS} characters", param="response.instructions")
+    return ResponseCreate(event_id, instructions or None, _metadata(response.get("metadata")))
+
+
+_RESPONSE_FIELDS = frozenset(
+    {"instructions", "metadata", "conversation", "output_modalities", "tools", "tool_choice", "max_output_tokens",
+     "audio"}
+)
+
+
+def _metadata(value: Any) -> dict[str, str] | None:
+    """OpenAI's metadata rules: at most 16 pairs, keys up to 64 and values up to 512 characters."""
+    if value is None:
+        return None
+    meta = _obj(value, "response.metadata")
+    if len(meta) > 16 or not all(
+        isinstance(k, str) and isinstance(v, str) and len(k) <= 64 and len(v) <= 512 for k, v in meta.items()
+    ):
+        raise ProtocolError("invalid_value", "response.metadata must map at most 16 string keys (up to 64 "
+                            "characters) to strings (up to 512)", param="response.metadata")
+    return dict(meta)
+
+
+def _item_id(data: dict[str, Any]) -> str:
+    item_id = data.get("item_id")
+    if not isinstance(item_id, str) or not item_id or len(item_id) > 64:
+        raise ProtocolError("invalid_value", "item_id must be a string of at most 64 characters", param="item_id")
+    return item_id
+
+
+def _item_truncate(data: dict[str, Any], event_id: str | None, settings: SessionSettings) -> ItemTruncate:
+    if data.get("content_index", 0) != 0:
+        raise ProtocolError("invalid_value", "content_index must be 0 (an item has one content part)",
+                            param="content_index")
+    end = data.get("audio_end_ms")
+    if not isinstance(end, int) or isinstance(end, bool) or not 0 <= end <= 3_600_000:
+        raise ProtocolError("invalid_value", "audio_end_ms must be a whole number of milliseconds, 0 or more",
+                            param="audio_end_ms")
+    return ItemTruncate(event_id, _item_id(data), end)
 
 
 def _response_cancel(data: dict[str, Any], event_id: str | None, settings: SessionSettings) -> ResponseCancel:
@@ -351,6 +437,9 @@ _PARSERS: dict[str, Any] = {
     "input_audio_buffer.commit": lambda d, e, s: AudioCommit(e),
     "input_audio_buffer.clear": lambda d, e, s: AudioClear(e),
     "conversation.item.create": _item_create,
+    "conversation.item.retrieve": lambda d, e, s: ItemRetrieve(e, _item_id(d)),
+    "conversation.item.delete": lambda d, e, s: ItemDelete(e, _item_id(d)),
+    "conversation.item.truncate": _item_truncate,
     "response.create": _response_create,
     "response.cancel": _response_cancel,
 }
@@ -373,9 +462,7 @@ class EventIds:
 
 def session_object(session_id: str, model: str, s: SessionSettings, persona: str) -> dict[str, Any]:
     """The ``session`` of ``session.created``/``session.updated``."""
-    turn_detection = (
-        {"type": "server_vad", "create_response": True, "interrupt_response": True} if s.server_vad else None
-    )
+    turn_detection = s.turn_detection.as_dict() if s.turn_detection is not None else None
     return {
         "type": "realtime",
         "object": "realtime.session",
@@ -413,6 +500,54 @@ def serialize_event(event: dict[str, Any]) -> str:
     return text
 
 
+def response_object(
+    response_id: str,
+    item_id: str,
+    status: str,
+    *,
+    audio: bool,
+    output_text: str | None,
+    session_id: str,
+    metadata: dict[str, str] | None,
+    voice: str,
+) -> dict[str, Any]:
+    """A ``realtime.response``; its output item is included once there is ``output_text``."""
+    output = []
+    if output_text is not None:
+        item_status = "completed" if status == "completed" else "incomplete"
+        output.append(assistant_item(item_id, output_text, audio=audio, status=item_status))
+    return {
+        "id": response_id,
+        "object": "realtime.response",
+        "status": status,
+        "output": output,
+        "output_modalities": ["audio"] if audio else ["text"],
+        "conversation_id": session_id,
+        "metadata": metadata,
+        "audio": {"output": {"format": {"type": "audio/pcm", "rate": OUTPUT_RATE}, "voice": voice}},
+        "max_output_tokens": "inf",
+    }
+
+
+def usage_object(usage: TokenUsage | None) -> dict[str, Any]:
+    """``response.usage`` in OpenAI's shape. Soma's model reads and writes text (speech is transcribed before
+    and synthesised after it), so every token is a text token; ``cached_tokens`` are the persona prefix's."""
+    prompt, cached, out = (usage.prompt_tokens, usage.cached_tokens, usage.generated_tokens) if usage else (0, 0, 0)
+    return {
+        "total_tokens": prompt + out,
+        "input_tokens": prompt,
+        "output_tokens": out,
+        "input_token_details": {
+            "text_tokens": prompt,
+            "audio_tokens": 0,
+            "image_tokens": 0,
+            "cached_tokens": cached,
+            "cached_tokens_details": {"text_tokens": cached, "audio_tokens": 0, "image_tokens": 0},
+        },
+        "output_token_details": {"text_tokens": out, "audio_tokens": 0},
+    }
+
+
 def error_event(exc: ProtocolError, kind: str = "invalid_request_error") -> dict[str, Any]:
     """The ``error`` event for ``exc``; ``kind`` is ``server_error`` when the server, not the client, failed
     (the event's own ``event_id`` is added by the sender)."""
@@ -424,11 +559,11 @@ def user_item(item_id: str, text: str, *, audio: bool) -> dict[str, Any]:
     """A completed user message item (typed text, or the transcript of spoken audio)."""
     part = {"type": "input_audio", "transcript": text} if audio else {"type": "input_text", "text": text}
     return {"id": item_id, "object": "realtime.item", "type": "message", "role": "user", "status": "completed",
-            "content": [part]}  # fmt: skip
+            "content": [part]}
 
 
 def assistant_item(item_id: str, text: str, *, audio: bool, status: str) -> dict[str, Any]:
     """An assistant message item; ``text`` is what was heard (audio) or sent (text)."""
     part = {"type": "output_audio", "transcript": text} if audio else {"type": "output_text", "text": text}
     return {"id": item_id, "object": "realtime.item", "type": "message", "role": "assistant", "status": status,
-            "content": [part] if text or status != "in_progress" else []}  # fmt: skip
+            "content": [part] if text or status != "in_progress" else []}

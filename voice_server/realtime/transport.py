@@ -123,11 +123,12 @@ class RealtimeTransport:
             self.clear_audio()
             self._rate = rate
 
-    def push_text(self, text: str) -> bool:
-        """Queue a typed message for the session; False when `MAX_TEXTS` are already waiting."""
+    def push_text(self, text: str, instructions: str | None = None) -> bool:
+        """Queue a typed message for the session (``instructions``: the persona for its reply only); False
+        when `MAX_TEXTS` are already waiting."""
         if len(self._texts) >= MAX_TEXTS:
             return False
-        self._texts.append(TextIn(text))
+        self._texts.append(TextIn(text, instructions))
         self._wake.set()
         return True
 
