@@ -49,11 +49,12 @@ class Harness:
                         "content": [{"type": "input_text", "text": text}]})  # fmt: skip
         await self.send(type="response.create")
 
-    async def until(self, kind: str, limit_s: float = 30.0) -> dict[str, Any]:
+    async def until(self, kind: str, limit_s: float = 30.0, count: int = 1) -> dict[str, Any]:
+        """The newest event of ``kind`` once there are ``count`` of them (virtual time: the wait is free)."""
         async with asyncio.timeout(limit_s):
             while True:
                 found = self.of(kind)
-                if found:
+                if len(found) >= count:
                     return found[-1]
                 await asyncio.sleep(0.01)
 

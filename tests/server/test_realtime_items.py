@@ -35,8 +35,7 @@ def test_per_response_instructions_apply_to_that_response_only() -> None:
                                                         "metadata": {"topic": "greeting"}})
         await h.until("response.done")
         await h.say("Again")
-        while len(h.of("response.done")) < 2:
-            await asyncio.sleep(0.01)
+        await h.until("response.done", count=2)
 
     h = run(script)
     first, second = prompts(h)
@@ -79,8 +78,7 @@ def test_retrieve_and_delete_items() -> None:
         await h.send(type="conversation.item.retrieve", item_id=user_id)
         await h.send(type="conversation.item.delete", item_id="item_nope")
         await h.say("What was it?")
-        while len(h.of("response.done")) < 2:
-            await asyncio.sleep(0.01)
+        await h.until("response.done", count=2)
 
     h = run(script, reply="Got it.")
     user_item, answer_item = (e["item"] for e in h.of("conversation.item.retrieved"))
