@@ -236,6 +236,7 @@ class _Endpoint:
             # The session records the turn in progress as it ends; give it that time before cancelling.
             await asyncio.wait([session], timeout=5.0)
             await cancel_and_wait(session, pump, notes, *workers, timeout=3.0)
+            await conn.aclose()
             with contextlib.suppress(Exception):
                 await conversation.close()
             await self._close()

@@ -348,7 +348,7 @@ def _response_create(data: dict[str, Any], event_id: str | None, settings: Sessi
     """Per-response ``instructions`` and ``metadata`` are honoured; settings that only restate the session's
     (modalities, voice, ``conversation: "auto"``, no tools, ``max_output_tokens: "inf"``) are accepted; the
     rest (out-of-band responses, custom input, tools, prompts, other limits) is refused, never ignored."""
-    response = _obj(data.get("response", {}), "response")
+    response = _obj(data.get("response") or {}, "response")  # the SDK sends null for response=None
     extra = set(response) - _RESPONSE_FIELDS
     if extra:
         name = sorted(extra)[0][:64]
