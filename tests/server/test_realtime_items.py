@@ -12,6 +12,7 @@ import pytest
 from pipeline.turn import TurnConfig
 from tests.pipeline.fakes import tone
 from tests.server.test_realtime_connection import LONG, RATE, Harness, b64, run
+from voice_server.realtime import protocol as p
 from voice_server.realtime.transcript import TranscriptDeltas
 from voice_server.realtime.turn_detection import TurnDetection, TurnDetectionError, parse_turn_detection
 
@@ -205,3 +206,13 @@ def test_turn_detection_mapping() -> None:
         with pytest.raises(TurnDetectionError) as err:
             parse_turn_detection(bad)
         assert err.value.param.endswith(param)
+
+
+def test_session_defaults_sent_by_clients_are_accepted() -> None:
+    """The "off" values of settings Soma does not have (no tools, no token cap) and harmless ones (tracing,
+    truncation) pass; only settings that would not be honoured are refused."""
+    raw = ('{"type": "session.update", "session": {"type": "realtime", "model": "soma", "tools": [], '
+           '"tool_choice": "auto", "max_output_tokens": "inf", "tracing": "auto", "truncation": "auto", '
+           '"include": [], "prompt": null}}')
+    event = p.parse_client_event(raw, p.SessionSettings())
+    assert isinstance(event, p.SessionUpdate) and event.settings == p.SessionSettings()

@@ -254,6 +254,7 @@ def _lone_surrogate(value: Any) -> str | None:
 
 def _session_update(data: dict[str, Any], event_id: str | None, current: SessionSettings) -> SessionUpdate:
     session = _obj(data.get("session", {}), "session")
+    _refuse_unhonoured(session)
     settings = current
     if "output_modalities" in session:
         mods = session["output_modalities"]
@@ -291,6 +292,23 @@ def _session_update(data: dict[str, Any], event_id: str | None, current: Session
                                 param="session.audio.output.voice")
         settings = replace(settings, voice=voice)
     return SessionUpdate(event_id, settings)
+
+
+def _refuse_unhonoured(session: dict[str, Any]) -> None:
+    """Session settings Soma cannot honour are refused, not ignored: a client must not believe that tools, a
+    token cap or a stored prompt are in force. Their "off" values are accepted (clients send defaults);
+    ``tracing`` and ``truncation`` are harmless (Soma bounds the history itself) and ignored."""
+    offs: dict[str, tuple[Any, ...]] = {
+        "tools": (None, []),
+        "tool_choice": (None, "auto", "none"),
+        "max_output_tokens": (None, "inf"),
+        "prompt": (None,),
+        "include": (None, []),
+    }
+    for name, off in offs.items():
+        if name in session and not any(session[name] == value and type(session[name]) is type(value) for value in off):
+            raise ProtocolError("unsupported_parameter", f"session.{name} is not supported by Soma",
+                                param=f"session.{name}")
 
 
 def _pcm_format(value: Any, param: str) -> int:
