@@ -30,10 +30,13 @@ class AudioIn:
 @dataclass(frozen=True, slots=True)
 class TextIn:
     """A typed user message (text chat, or typed mid-call). ``instructions``, when set, replace the persona
-    for the reply to this message only (a Realtime ``response.create`` with its own instructions)."""
+    for the reply to this message only (a Realtime ``response.create`` with its own instructions). With
+    ``respond`` an empty ``text`` is not an error: the avatar answers the conversation as it stands (it speaks
+    first, or goes on)."""
 
     text: str
     instructions: str | None = None
+    respond: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -110,8 +110,8 @@ class DefaultContext:
     async def build_context(
         self, user: str, transcript: str, history: Sequence[Message], *, instructions: str | None = None
     ) -> list[Message]:
-        system = instructions or self.persona
-        return [{"role": "system", "content": system}, *history, {"role": "user", "content": transcript}]
+        asked: list[Message] = [{"role": "user", "content": transcript}] if transcript else []
+        return [{"role": "system", "content": instructions or self.persona}, *history, *asked]
 
     async def after_turn(self, user: str, turn: FinishedTurn) -> None:
         return None
@@ -215,8 +215,8 @@ class Session:
                 match frame:
                     case AudioIn():
                         await self._on_audio(frame)
-                    case TextIn(text, instructions):
-                        self._on_text(text, instructions)
+                    case TextIn(text, instructions, respond):
+                        self._on_text(text, instructions, respond=respond)
                     case Dtmf(digit):
                         self._on_dtmf(digit)
         finally:
@@ -330,9 +330,9 @@ class Session:
             if ending or (self._utt.partial_due() and self._asr_backlog() == 0):
                 self._start_partial()
 
-    def _on_text(self, text: str, instructions: str | None = None) -> None:
+    def _on_text(self, text: str, instructions: str | None = None, *, respond: bool = False) -> None:
         text = text.strip()
-        if not text:
+        if not text and not respond:
             self._emit(ErrorEvent("empty_text", "ignored an empty message"))
             return
         if len(text) > self.config.max_text_chars:
@@ -508,9 +508,10 @@ class Session:
             self._reply = None
             if not result.interrupted:
                 self.core.reply_finished()
-        asked: Message = {"role": "user", "content": user_text}
+        asked: Message | None = {"role": "user", "content": user_text} if user_text else None
         answer: Message | None = {"role": "assistant", "content": result.heard_text} if result.heard_text else None
-        self.history.append(asked)
+        if asked is not None:  # none when the avatar spoke without new words from the user
+            self.history.append(asked)
         if answer is not None:
             self.history.append(answer)
         self._turn_messages[marks.turn_id] = [asked, answer]

@@ -192,9 +192,10 @@ async def turn_material(
 ) -> str:
     """The turn's late system message for the user's words ``text``: the bond's tone line, the recalled
     memories and, given ``examples`` (only while the avatar's own persona is in use), a few of the user's
-    own messages like these words. Recall's embedding of ``text`` serves the examples too (one per turn)."""
+    own messages like these words. Recall's embedding of ``text`` serves the examples too (one per turn);
+    without words (the avatar speaks first) nothing is recalled."""
     memories, vector = "", None
-    if memory is not None:
+    if memory is not None and text:
         memories, vector = await memory.recall_with_vector(user_id, text, recent)
     written = await examples.examples_for(user_id, username, vector) if examples is not None else ""
     tone = await bond.tone(user_id) if bond is not None else ""
@@ -210,7 +211,8 @@ def prompt(system: str, history: Sequence[Message], memories: str, user_text: st
     persona instead of ~130 ms). Being last also puts them where a small model attends most.
     """
     recalled: list[Message] = [{"role": "system", "content": memories}] if memories else []
-    return [{"role": "system", "content": system}, *history, *recalled, {"role": "user", "content": user_text}]
+    asked: list[Message] = [{"role": "user", "content": user_text}] if user_text else []  # none: avatar speaks first
+    return [{"role": "system", "content": system}, *history, *recalled, *asked]
 
 
 class AvatarContext:
@@ -288,9 +290,9 @@ class AvatarContext:
         self._stored[turn.turn_id] = turn_id
         while len(self._stored) > _STORED_IDS:
             self._stored.popitem(last=False)
-        if self.memory is not None:
+        if self.memory is not None and turn.user_text:
             self.memory.learn_later(self.user_id, self.conversation_id, turn_id, turn.user_text)
-        if self.bond is not None:
+        if self.bond is not None and turn.user_text:
             self.bond.observe(self.user_id, turn.user_text)
         if self.live is not None:
             sessions, state = self.live

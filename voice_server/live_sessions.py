@@ -195,7 +195,8 @@ def heard_messages(turns: Sequence[dict[str, Any]]) -> list[Message]:
     answer (a turn nobody heard an answer to contributes only the user's words)."""
     messages: list[Message] = []
     for turn in turns:
-        messages.append({"role": "user", "content": turn["user_text"]})
+        if turn["user_text"]:  # empty when the avatar spoke first
+            messages.append({"role": "user", "content": turn["user_text"]})
         if turn["heard_text"]:
             messages.append({"role": "assistant", "content": turn["heard_text"]})
     return messages
@@ -203,7 +204,9 @@ def heard_messages(turns: Sequence[dict[str, Any]]) -> list[Message]:
 
 def window(history: Sequence[Message], turn_user: str, turn_heard: str) -> list[Message]:
     """``history`` plus one finished turn, cut to the newest `HISTORY_WINDOW` messages."""
-    messages: list[Message] = [*history, {"role": "user", "content": turn_user}]
+    messages: list[Message] = [*history]
+    if turn_user:  # empty when the avatar spoke first
+        messages.append({"role": "user", "content": turn_user})
     if turn_heard:
         messages.append({"role": "assistant", "content": turn_heard})
     return messages[-HISTORY_WINDOW:]

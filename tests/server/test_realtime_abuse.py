@@ -37,7 +37,7 @@ BAD: list[Callable[[int], str | bytes]] = [
     lambda i: json.dumps({"type": "input_audio_buffer.append", "audio": 12}),
     lambda i: json.dumps({"type": "input_audio_buffer.commit"}),  # server VAD commits by itself
     lambda i: json.dumps({"type": "response.cancel"}),  # nothing to cancel
-    lambda i: json.dumps({"type": "response.create"}),  # nothing to answer
+    lambda i: json.dumps({"type": "response.create", "response": {"conversation": "none"}}),  # not supported
     lambda i: json.dumps({"type": "conversation.item.create", "item": {"role": "system", "content": []}}),
     lambda i: json.dumps({"type": "conversation.item.create", "item": {"role": "user", "content": "x"}}),
     lambda i: json.dumps({"type": "session.update", "session": {"output_modalities": ["smell"]}}),
@@ -96,7 +96,7 @@ async def test_thousand_malformed_messages_each_get_an_error(model_server: Serve
     assert len(codes) == 1000
     expected = {"invalid_json", "invalid_event", "missing_type", "unknown_event", "unsupported_event",
                 "invalid_audio", "invalid_value", "commit_not_allowed", "response_cancel_not_active",
-                "no_user_input", "unsupported_item", "unsupported_audio_format", "binary_not_supported",
+                "unsupported_parameter", "unsupported_item", "unsupported_audio_format", "binary_not_supported",
                 "message_too_large", "item_not_found"}  # fmt: skip
     assert expected <= set(codes) <= expected | {"rate_limit_exceeded"}
     assert await asyncio.wait_for(healthy, 120) == ["completed", "completed"]

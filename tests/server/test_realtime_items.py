@@ -216,3 +216,20 @@ def test_session_defaults_sent_by_clients_are_accepted() -> None:
            '"include": [], "prompt": null}}')
     event = p.parse_client_event(raw, p.SessionSettings())
     assert isinstance(event, p.SessionUpdate) and event.settings == p.SessionSettings()
+
+
+def test_response_without_new_input_lets_the_avatar_speak_first() -> None:
+    """response.create with nothing pending (a greeting, with instructions) answers the conversation as it
+    stands: no empty user message enters the prompt or the history."""
+
+    async def script(h: Harness) -> None:
+        await h.send(type="session.update", session=TEXT_ONLY)
+        await h.send(type="response.create", response={"instructions": "Greet the caller by name."})
+        await h.until("response.done")
+
+    h = run(script, reply="Hello Ana!")
+    (prompt,) = prompts(h)
+    assert prompt == [{"role": "system", "content": "Greet the caller by name."}]
+    assert h.of("response.done")[0]["response"]["status"] == "completed"
+    assert list(h.session.history) == [{"role": "assistant", "content": "Hello Ana!"}]
+    assert not h.of("error") and not [e for e in h.of("conversation.item.added") if e["item"]["role"] == "user"]

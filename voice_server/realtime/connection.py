@@ -299,9 +299,7 @@ class RealtimeConnection:
         if self.active:
             raise p.ProtocolError("conversation_already_has_active_response", "a response is in progress; "
                                   "cancel it (response.cancel) or wait for response.done")  # fmt: skip
-        if not self._pending:
-            raise p.ProtocolError("no_user_input", "add a user message (conversation.item.create) or commit "
-                                  "audio before response.create")  # fmt: skip
+        # Without new input the avatar answers the conversation as it stands (it speaks first, or goes on).
         text = "\n".join(t for _, t in self._pending)
         if len(text) > p.MAX_MESSAGE_CHARS:
             raise p.ProtocolError("text_too_long", f"the pending messages exceed {p.MAX_MESSAGE_CHARS} characters")

@@ -124,11 +124,12 @@ class RealtimeTransport:
             self._rate = rate
 
     def push_text(self, text: str, instructions: str | None = None) -> bool:
-        """Queue a typed message for the session (``instructions``: the persona for its reply only); False
-        when `MAX_TEXTS` are already waiting."""
+        """Queue a typed message for the session and ask for an answer (``instructions``: the persona for that
+        answer only; an empty ``text``: answer the conversation as it stands); False when `MAX_TEXTS` are
+        already waiting."""
         if len(self._texts) >= MAX_TEXTS:
             return False
-        self._texts.append(TextIn(text, instructions))
+        self._texts.append(TextIn(text, instructions, respond=True))
         self._wake.set()
         return True
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from pipeline.turn import TurnConfig
 from pipeline.vad import VadConfig
@@ -115,7 +115,7 @@ def parse_turn_detection(value: Any) -> TurnDetection | None:
         if not isinstance(eagerness, str) or eagerness not in EAGERNESS_SCALE:
             raise TurnDetectionError("invalid_value", "eagerness must be low, medium, high or auto",
                                      f"{PARAM}.eagerness")
-        return TurnDetection(type="semantic_vad", eagerness=eagerness)
+        return TurnDetection(type="semantic_vad", eagerness=cast(Eagerness, eagerness))
     threshold = _number(value, "threshold", 0.5, 0.01, 0.99)
     prefix = int(_number(value, "prefix_padding_ms", DEFAULT_PREFIX_MS, 0, 1000, integer=True))
     silence = int(_number(value, "silence_duration_ms", DEFAULT_SILENCE_MS, 50, 5000, integer=True))
