@@ -270,6 +270,8 @@ def test_protocol_misuse_gets_errors_and_the_connection_keeps_working() -> None:
         ('{"type": "session.update", "session": {"audio": {"input": {"turn_detection": {"type": "server_vad", '
          '"silence_duration_ms": 10}}}}}', "invalid_value"),
         ('{"type": "session.update", "session": {"audio": {"input": {"turn_detection": {"type": "server_vad", '
+         '"idle_timeout_ms": 100}}}}}', "invalid_value"),
+        ('{"type": "session.update", "session": {"audio": {"input": {"turn_detection": {"type": "semantic_vad", '
          '"idle_timeout_ms": 5000}}}}}', "unsupported_parameter"),
         ('{"type": "session.update", "session": {"audio": {"input": {"turn_detection": {"type": "semantic_vad", '
          '"eagerness": "eager"}}}}}', "invalid_value"),

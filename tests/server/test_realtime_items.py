@@ -233,3 +233,27 @@ def test_response_without_new_input_lets_the_avatar_speak_first() -> None:
     assert h.of("response.done")[0]["response"]["status"] == "completed"
     assert list(h.session.history) == [{"role": "assistant", "content": "Hello Ana!"}]
     assert not h.of("error") and not [e for e in h.of("conversation.item.added") if e["item"]["role"] == "user"]
+
+
+def test_idle_timeout_makes_the_avatar_speak_up() -> None:
+    """With idle_timeout_ms, a caller silent that long after an answer gets timeout_triggered and a new
+    answer (with no new words); speech before the timeout disarms it."""
+
+    async def script(h: Harness) -> None:
+        await h.send(type="session.update", session={"type": "realtime", "output_modalities": ["text"], "audio": {
+            "input": {"turn_detection": {"type": "server_vad", "idle_timeout_ms": 5000}}}})
+        await h.say("Hello")
+        await h.until("response.done")
+        await h.until("response.done", limit_s=10, count=2)
+        await asyncio.sleep(2.0)
+        await h.send(type="input_audio_buffer.append", audio=b64(tone(0.8, 2000, RATE)))
+        await h.until("response.done", count=3)
+        await asyncio.sleep(3.5)  # 2 s + 3.5 s after the spoken turn's answer: not long enough yet
+
+    h = run(script, texts=("Still here.",))
+    (timeout,) = h.of("input_audio_buffer.timeout_triggered")
+    assert timeout["audio_end_ms"] >= timeout["audio_start_ms"]
+    (t_done, _), (t_timeout, _) = h.first("response.done"), h.first("input_audio_buffer.timeout_triggered")
+    assert 4.99 < t_timeout - t_done < 5.5
+    assert len(h.of("response.done")) == 3 and not h.of("error")
+    assert h.of("session.updated")[0]["session"]["audio"]["input"]["turn_detection"]["idle_timeout_ms"] == 5000

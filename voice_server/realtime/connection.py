@@ -21,9 +21,9 @@ import collections
 import contextlib
 import dataclasses
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -40,14 +40,15 @@ from pipeline.frames import (
     UserSpeech,
     UserTranscript,
 )
-from pipeline.ports import FloatAudio, Message, Tts
+from pipeline.ports import FloatAudio, Tts
 from pipeline.session import Session
 from pipeline.tasks import cancel_and_wait
 from voice_server.realtime import protocol as p
-from voice_server.realtime.items import Item, Items
+from voice_server.realtime.items import HistoryKeeper, Item, Items
 from voice_server.realtime.limits import CountTokens, InputLimits
 from voice_server.realtime.transcript import TranscriptDeltas
 from voice_server.realtime.transport import RealtimeTransport
+from voice_server.realtime.turn_detection import IdleTimer
 
 MEDIA_RATE = 48_000  # WebRTC (Opus) audio
 MAX_MARKED_TURNS = 8
@@ -64,17 +65,6 @@ class PersonaHolder(Protocol):
     """The part of the session's context builder a client may change (`voice_server.conversations.AvatarContext`)."""
 
     persona: str
-
-
-@runtime_checkable
-class HistoryKeeper(Protocol):
-    """A context that also keeps the conversation beyond the session (`voice_server.conversations.AvatarContext`):
-    told when a client edits the history, so the stored record and the live state follow."""
-
-    async def history_edited(self, history: Sequence[Message], heard: tuple[int, str] | None = None) -> None:
-        """``history`` is the session's history now; ``heard`` (turn id, text) when a reply was truncated to
-        what the client played."""
-        ...
 
 
 @dataclass(slots=True)
@@ -155,6 +145,7 @@ class RealtimeConnection:
         self._items = Items()
         self._keeper: HistoryKeeper | None = None
         self._edits: set[asyncio.Task[None]] = set()
+        self._idle = IdleTimer(self._on_idle)
         self._marks: dict[int, dict[str, float]] = {}  # WebRTC: latency marks of recent turns
 
     def feed_media(self, pcm: Pcm) -> None:
@@ -285,12 +276,12 @@ class RealtimeConnection:
         self._manual = _ManualAudio()
         item_id = p.new_id("item")
         self._emit({"type": "input_audio_buffer.committed", "item_id": item_id, "previous_item_id": self._last_item})
-        audio = to_float(pcm)
-        if self.settings.input_rate != PIPELINE_RATE:
-            audio = resample(audio, self.settings.input_rate, PIPELINE_RATE)
+        audio, rate = to_float(pcm), self.settings.input_rate
+        if rate != PIPELINE_RATE:
+            audio = resample(audio, rate, PIPELINE_RATE)
         text = (await self._transcribe(audio)).strip()
         self._add_user_item(item_id, text, audio=True)
-        self._transcribed(item_id, text, len(pcm) / self.settings.input_rate)
+        self._transcript_event("completed", item_id, transcript=text, usage=p.duration_usage(len(pcm) / rate))
         if text:
             await self._limits.check_turn([t for _, t in self._pending], text, param="audio")
             self._pending.append((item_id, text))
@@ -328,6 +319,7 @@ class RealtimeConnection:
         """Translate one pipeline event into protocol events."""
         match event:
             case UserSpeech(speaking=True, t=t):
+                self._idle.disarm()
                 if self._speech_item is None:  # a new utterance (not a resumed one within the same turn)
                     self._speech_item = p.new_id("item")
                     self._deltas = TranscriptDeltas()
@@ -355,6 +347,11 @@ class RealtimeConnection:
                 self._done(event)
             case TurnState(state=state):
                 self.transport.set_speaking(state != "listening" and self.settings.audio_out)
+                td = self.settings.turn_detection
+                if state == "listening" and td is not None and self._session is not None:
+                    self._idle.arm(td.idle_timeout_ms, self._session.now())
+                else:
+                    self._idle.disarm()
                 if self._media_out is not None:
                     self._emit({"type": "soma.turn_state", "state": state})
             case ErrorEvent(code=code, message=message):
@@ -418,7 +415,8 @@ class RealtimeConnection:
             if corrected:
                 self._emit({"type": "soma.input_audio_transcription.corrected", "item_id": item_id,
                             "content_index": 0, "transcript": text})
-            self._transcribed(item_id, text, self._speech_s[-1] - self._speech_s[0] if self._speech_s else 0.0)
+            spoke = self._speech_s[-1] - self._speech_s[0] if self._speech_s else 0.0
+            self._transcript_event("completed", item_id, transcript=text, usage=p.duration_usage(spoke))
             response = _Response(p.new_id("resp"), p.new_id("item"), self.settings.audio_out)
             self._emit({"type": "response.created", "response": self._response_object(response, "in_progress")})
         response.turn_id = turn_id
@@ -522,8 +520,17 @@ class RealtimeConnection:
         task.add_done_callback(self._edits.discard)
 
     async def aclose(self) -> None:
-        """Stop item edits still running (the connection ended)."""
+        """Stop item edits still running and the idle timer (the connection ended)."""
+        self._idle.disarm()
         await cancel_and_wait(*self._edits, timeout=2.0)
+
+    def _on_idle(self, since: float) -> None:
+        """The caller stayed silent for ``idle_timeout_ms`` after an answer: say so, and speak up."""
+        if self.active or self._pending or self._session is None:
+            return
+        self._emit({"type": "input_audio_buffer.timeout_triggered", "item_id": p.new_id("item"),
+                    "audio_start_ms": self._audio_ms(since), "audio_end_ms": self._audio_ms(self._session.now())})
+        self._create_response()
 
     # ------------------------------------------------------------------------------------------- helpers
 
@@ -533,10 +540,6 @@ class RealtimeConnection:
         self._emit({"type": "conversation.item.added", "item": item, "previous_item_id": self._last_item})
         self._emit({"type": "conversation.item.done", "item": item, "previous_item_id": self._last_item})
         self._last_item = item_id
-
-    def _transcribed(self, item_id: str, text: str, seconds: float) -> None:
-        usage = {"type": "duration", "seconds": round(max(0.0, seconds), 3)}
-        self._transcript_event("completed", item_id, transcript=text, usage=usage)
 
     def _transcript_event(self, kind: str, item_id: str, **fields: Any) -> None:
         self._emit({"type": f"conversation.item.input_audio_transcription.{kind}", "item_id": item_id,

@@ -12,14 +12,27 @@ answered ``item_not_found``, as an unknown one is.
 from __future__ import annotations
 
 import collections
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from pipeline.frames import Span
 from pipeline.playout import heard_text
+from pipeline.ports import Message
 from voice_server.realtime import protocol as p
 
 MAX_ITEMS = 256
+
+
+@runtime_checkable
+class HistoryKeeper(Protocol):
+    """A context that also keeps the conversation beyond the session (`voice_server.conversations.AvatarContext`):
+    told when a client edits the history, so the stored record and the live state follow."""
+
+    async def history_edited(self, history: Sequence[Message], heard: tuple[int, str] | None = None) -> None:
+        """``history`` is the session's history now; ``heard`` (turn id, text) when a reply was truncated to
+        what the client played."""
+        ...
 
 
 @dataclass(slots=True)

@@ -547,6 +547,11 @@ def response_object(
     }
 
 
+def duration_usage(seconds: float) -> dict[str, Any]:
+    """A transcription's ``usage`` in the SDK's duration shape (seconds of audio transcribed)."""
+    return {"type": "duration", "seconds": round(max(0.0, seconds), 3)}
+
+
 def usage_object(usage: TokenUsage | None) -> dict[str, Any]:
     """``response.usage`` in OpenAI's shape. Soma's model reads and writes text (speech is transcribed before
     and synthesised after it), so every token is a text token; ``cached_tokens`` are the persona prefix's."""

@@ -12,13 +12,17 @@ behaviour and both are honoured:
 - ``semantic_vad``: ``eagerness`` scales all three waits (``high`` halves them, ``low`` doubles them,
   ``medium``/``auto`` keep Soma's defaults).
 
-``create_response``/``interrupt_response`` ``false`` and a non-null ``idle_timeout_ms`` are refused: the
-avatar always answers and can always be interrupted, and it does not prompt an idle caller.
+With ``server_vad``, ``idle_timeout_ms`` (5,000–30,000) makes the avatar speak up when the caller stays
+silent that long after its answer finished playing (`IdleTimer`; OpenAI's semantics, and what a phone call
+wants). ``create_response``/``interrupt_response`` ``false`` are refused: the avatar always answers and can
+always be interrupted.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, cast
 
@@ -53,6 +57,7 @@ class TurnDetection:
     prefix_padding_ms: int = DEFAULT_PREFIX_MS
     silence_duration_ms: int = DEFAULT_SILENCE_MS
     eagerness: Eagerness = "auto"
+    idle_timeout_ms: int | None = None
 
     @property
     def wait_scale(self) -> float:
@@ -67,7 +72,7 @@ class TurnDetection:
         if self.type == "semantic_vad":
             return {"type": "semantic_vad", "eagerness": self.eagerness, **common}
         return {"type": "server_vad", "threshold": self.threshold, "prefix_padding_ms": self.prefix_padding_ms,
-                "silence_duration_ms": self.silence_duration_ms, "idle_timeout_ms": None, **common}
+                "silence_duration_ms": self.silence_duration_ms, "idle_timeout_ms": self.idle_timeout_ms, **common}
 
     def turn_config(self, base: TurnConfig) -> TurnConfig:
         """``base`` (the session's own timings) with the end-of-turn waits scaled."""
@@ -107,10 +112,10 @@ def parse_turn_detection(value: Any) -> TurnDetection | None:
         if value.get(flag, True) is not True:
             raise TurnDetectionError("unsupported_parameter", f"{flag}: false is not supported; the avatar always "
                                      "answers and can always be interrupted", f"{PARAM}.{flag}")
-    if value.get("idle_timeout_ms") is not None:
-        raise TurnDetectionError("unsupported_parameter", "idle_timeout_ms is not supported: the avatar does not "
-                                 "prompt an idle caller; send null", f"{PARAM}.idle_timeout_ms")
     if kind == "semantic_vad":
+        if value.get("idle_timeout_ms") is not None:
+            raise TurnDetectionError("unsupported_parameter", "idle_timeout_ms needs server_vad",
+                                     f"{PARAM}.idle_timeout_ms")
         eagerness = value.get("eagerness", "auto")
         if not isinstance(eagerness, str) or eagerness not in EAGERNESS_SCALE:
             raise TurnDetectionError("invalid_value", "eagerness must be low, medium, high or auto",
@@ -119,7 +124,10 @@ def parse_turn_detection(value: Any) -> TurnDetection | None:
     threshold = _number(value, "threshold", 0.5, 0.01, 0.99)
     prefix = int(_number(value, "prefix_padding_ms", DEFAULT_PREFIX_MS, 0, 1000, integer=True))
     silence = int(_number(value, "silence_duration_ms", DEFAULT_SILENCE_MS, 50, 5000, integer=True))
-    return TurnDetection(threshold=threshold, prefix_padding_ms=prefix, silence_duration_ms=silence)
+    idle = value.get("idle_timeout_ms")
+    idle_ms = None if idle is None else int(_number(value, "idle_timeout_ms", 0, 5000, 30000, integer=True))
+    return TurnDetection(threshold=threshold, prefix_padding_ms=prefix, silence_duration_ms=silence,
+                         idle_timeout_ms=idle_ms)
 
 
 def _number(
@@ -133,3 +141,31 @@ def _number(
         what = "an integer" if integer else "a number"
         raise TurnDetectionError("invalid_value", f"{key} must be {what} from {low:g} to {high:g}", f"{PARAM}.{key}")
     return float(got)
+
+
+class IdleTimer:
+    """``idle_timeout_ms``: calls ``on_idle`` with the time it was armed, once, unless disarmed first.
+
+    The connection arms it when the avatar goes back to listening after an answer and disarms it when the
+    user starts speaking or another answer starts. A loop timer, not a task: nothing to own but the handle,
+    which `disarm` cancels.
+    """
+
+    def __init__(self, on_idle: Callable[[float], None]) -> None:
+        self._on_idle = on_idle
+        self._handle: asyncio.TimerHandle | None = None
+
+    def arm(self, timeout_ms: int | None, now: float) -> None:
+        """(Re)start the countdown; ``timeout_ms`` ``None`` only disarms."""
+        self.disarm()
+        if timeout_ms is not None:
+            self._handle = asyncio.get_running_loop().call_later(timeout_ms / 1000, self._fire, now)
+
+    def disarm(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+    def _fire(self, armed_at: float) -> None:
+        self._handle = None
+        self._on_idle(armed_at)
