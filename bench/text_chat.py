@@ -4,7 +4,7 @@ It starts a real ``soma serve --http`` (the profile's models loaded, open sign-u
 user per simulated client, and measures two endpoints with the same ~600-token persona prompt:
 
 * ``POST /v1/chat/completions`` with ``stream: true`` (SSE): the persona is the system message, the question
-  the only user message, so the server adds the user's recent history (as it does for any such client).
+  the only user message, with ``"soma": {"history": "recent"}`` so the server adds the user's recent history.
 * ``GET /v1/realtime?model=soma`` (OpenAI Realtime over a WebSocket, text only): after ``session.created`` a
   ``session.update`` sets ``output_modalities: ["text"]`` and the persona as ``instructions``; each turn is a
   ``conversation.item.create`` (a user text message) then ``response.create``, answered with
@@ -234,6 +234,7 @@ class ChatClient:
                 stream=True,
                 stream_options={"include_usage": True},
                 max_tokens=self.max_tokens,
+                extra_body={"soma": {"history": "recent"}},  # as measured before history became opt-in
             )
             async with stream:
                 async for chunk in stream:
@@ -513,7 +514,8 @@ def run(
             f"users each asking {turns} questions back to back, started within a random 0-{STAGGER_S} s stagger "
             "(realtime connections opened before). Every request asks a different short question, with a "
             f"~600-token persona (617 Qwen2.5 tokens) as system message / session instructions; the server adds "
-            "each user's recent history, so later turns have longer prompts (chat_prompt_tokens*_max). "
+            "each user's recent history (chat requests opt in with soma.history=recent), so later turns have "
+            "longer prompts (chat_prompt_tokens*_max). "
             "tokens_per_s: median per-request decode rate, (deltas - 1) / (last delta - first delta); a delta "
             "approximates a token, as the server sends one delta per decoded piece (chat_tokens_per_delta: "
             "completion tokens from the usage block / deltas). *_total: all deltas of the concurrent phase / "

@@ -38,11 +38,11 @@ def json_body_problem(body: bytes) -> str | None:
 
     Refused: bytes that are not UTF-8 (strictly: no encoded surrogates), strings that decode to a lone UTF-16
     surrogate (``"\\ud800"``; a proper pair is fine), integers of more than `MAX_JSON_INT_DIGITS` digits (and,
-    in a body parsed here, nesting too deep for the parser). Syntax errors are left to FastAPI's parser (422),
-    as is nesting in bodies not parsed here (its parser answers 400 to that). A body is parsed here
-    only when a linear regex scan finds a surrogate-range escape or a long digit run, so ordinary bodies cost
-    two scans; suspicious ones are judged by the very parser FastAPI uses, with no tokenizer of its own to get
-    wrong.
+    in a body parsed here, nesting too deep for the parser). Syntax errors are left to FastAPI's parser (400
+    ``invalid_json`` too, from `voice_server.errors`), as is nesting in bodies not parsed here (its parser
+    answers 400 to that). A body is parsed here only when a linear regex scan finds a surrogate-range escape or
+    a long digit run, so ordinary bodies cost two scans; suspicious ones are judged by the very parser FastAPI
+    uses, with no tokenizer of its own to get wrong.
     """
     try:
         text = body.decode("utf-8")

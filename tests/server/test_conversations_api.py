@@ -50,7 +50,7 @@ def test_history_lists_pages_and_deletes_only_for_the_owner(model_server: Server
         for method in ("GET", "DELETE"):
             r = b.request(method, f"/v1/conversations/{conversation['id']}")
             assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
-        assert b.get("/v1/conversations/not-a-uuid").status_code == 422
+        assert b.get("/v1/conversations/not-a-uuid").status_code == 400
 
         assert a.delete(f"/v1/conversations/{conversation['id']}").status_code == 204
         assert a.get(f"/v1/conversations/{conversation['id']}").status_code == 404

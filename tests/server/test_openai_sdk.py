@@ -99,26 +99,30 @@ def test_streamed_chat_completion(model_server: ServerProcess) -> None:
 
 
 def test_chat_remembers_the_previous_exchange_per_user(model_server: ServerProcess) -> None:
-    """A client that sends only its new message gets an avatar that remembers the user's earlier turn; the
-    same question from another user gets no trace of it, and each user's turns are stored under their id."""
+    """A client that sends only its new message and opts in to history (``soma.history: "recent"``) gets an
+    avatar that remembers the user's earlier turn; the same question from another user gets no trace of it, and
+    each user's turns are stored under their id."""
     name_a, token_a = new_user(model_server, "ada")
     name_b, token_b = new_user(model_server, "bea")
+    question = [{"role": "user", "content": "What is my name?"}]
+    recent = {"soma": {"history": "recent"}}
     with client(model_server, token_a) as oc:
         oc.chat.completions.create(model="soma", messages=[{"role": "user", "content": f"My name is {SECRET}."}])
-        answer_a = oc.chat.completions.create(model="soma", messages=[{"role": "user", "content": "What is my name?"}])
+        answer_a = oc.chat.completions.create(model="soma", messages=question, extra_body=recent)
     with client(model_server, token_b) as oc:
-        answer_b = oc.chat.completions.create(model="soma", messages=[{"role": "user", "content": "What is my name?"}])
-    assert SECRET in (answer_a.choices[0].message.content or "")
+        answer_b = oc.chat.completions.create(model="soma", messages=question, extra_body=recent)
+    # What the tiny ci model makes of its context varies with the CPU's instruction set (its greedy answer on
+    # AVX-512 named the user, on AVX2 it greets): the prompt's size is the deterministic proof of the context.
     assert SECRET not in (answer_b.choices[0].message.content or "")
     assert answer_a.usage is not None and answer_b.usage is not None
-    assert answer_a.usage.prompt_tokens > answer_b.usage.prompt_tokens  # A's prompt carries the earlier turn
+    assert answer_a.usage.prompt_tokens - answer_b.usage.prompt_tokens >= 8  # A's prompt carries the earlier turn
     said_a = [t["user_text"] for t in stored_turns(model_server, token_a)]
     assert said_a == [f"My name is {SECRET}.", "What is my name?"]
     assert [t["user_text"] for t in stored_turns(model_server, token_b)] == ["What is my name?"]
 
 
 def test_chat_rejects_bad_requests_clearly(model_server: ServerProcess) -> None:
-    """Unknown model 404, no/invalid token 401, malformed messages 400/422, oversized body 413 — each with
+    """Unknown model 404, no/invalid token 401, malformed messages or body 400, oversized body 413 — each with
     the OpenAI error shape — and the server keeps answering."""
     _, token = new_user(model_server)
     with client(model_server, token) as oc:
@@ -126,7 +130,7 @@ def test_chat_rejects_bad_requests_clearly(model_server: ServerProcess) -> None:
             oc.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
         with pytest.raises(openai.BadRequestError, match="last message"):
             oc.chat.completions.create(model="soma", messages=[{"role": "assistant", "content": "hi"}])
-        with pytest.raises(openai.UnprocessableEntityError):
+        with pytest.raises(openai.BadRequestError):
             oc.chat.completions.create(model="soma", messages=[])
     with client(model_server, "soma_not-a-real-token") as oc, pytest.raises(openai.AuthenticationError):
         oc.chat.completions.create(model="soma", messages=[{"role": "user", "content": "hi"}])
@@ -136,12 +140,12 @@ def test_chat_rejects_bad_requests_clearly(model_server: ServerProcess) -> None:
     assert r.status_code == 413 and r.json()["error"]["code"] == "request_too_large"
     r = httpx.post(url, content=b"{not json", headers={"Authorization": f"Bearer {token}",
                                                         "Content-Type": "application/json"})  # fmt: skip
-    assert r.status_code == 422 and "error" in r.json()
+    assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_json"
     assert httpx.get(model_server.base_url + "/healthz").status_code == 200
 
 
 async def test_realtime_text_conversation_over_two_turns(model_server: ServerProcess) -> None:
-    """Realtime API, text only: the second answer draws on the first turn; both responses complete."""
+    """Realtime API, text only: the second answer's prompt carries the first turn; both responses complete."""
     _, token = new_user(model_server)
     ac = aclient(model_server, token)
     async with ac.realtime.connect(model="soma") as conn:
@@ -154,8 +158,11 @@ async def test_realtime_text_conversation_over_two_turns(model_server: ServerPro
         second, done2 = await text_turn(conn, "What is my name?")
     await ac.close()
     assert first and done1.response.status == "completed"
-    assert SECRET in second and done2.response.status == "completed"
+    assert second and done2.response.status == "completed"
     assert done2.response.output[0].content[0].text == second.strip()
+    # The second prompt carries the first exchange (the words the tiny ci model makes of it vary with the CPU).
+    grown = done2.response.usage.input_tokens - done1.response.usage.input_tokens
+    assert grown >= len(first.split()) + 4
 
 
 async def test_realtime_audio_turn(model_server: ServerProcess) -> None:

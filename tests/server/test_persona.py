@@ -98,7 +98,7 @@ def test_a_finished_import_builds_the_persona_and_edits_reach_the_prompt(srv: Se
 
 
 def test_scopes_bad_input_and_another_users_persona(srv: ServerProcess) -> None:
-    """No token: 401; a token without ``persona``: 403; unknown or malformed fields: 422 and nothing changes;
+    """No token: 401; a token without ``persona``: 403; unknown or malformed fields: 400 and nothing changes;
     another user sees only their own (empty) persona."""
     _, token = new_user(srv, "owner")
     canary = f"Zq{uuid.uuid4().hex[:6]}PersonaCanary"
@@ -112,7 +112,7 @@ def test_scopes_bad_input_and_another_users_persona(srv: ServerProcess) -> None:
     assert canary in api(srv, "GET", "/v1/persona", scoped).json()["prompt"]
     for bad in ({"nickname": "x"}, {"name": ""}, {"name": "x" * 61}, {"instructions": 5}, ["name"], "text"):
         r = api(srv, "PATCH", "/v1/persona", token, json=bad)
-        assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_request", bad
+        assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error", bad
     r = api(srv, "PATCH", "/v1/persona", token, content=b'{"name": "\\ud800"}',
             headers={"Content-Type": "application/json"})  # fmt: skip
     assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_json", r.text  # one check for every body

@@ -2,7 +2,7 @@
 
 Messages are made due the way a user would: a milestone dated today in an earlier year, with the morning
 time at 00:00 and no quiet hours, fires at the next pass (adding it wakes the scheduler). Covered: auth and
-scopes, validation (a bad timezone is a 422 and changes nothing), milestones, the bond after real chat turns
+scopes, validation (a bad timezone is a 400 and changes nothing), milestones, the bond after real chat turns
 and its reset, ``/v1/events`` end to end (a message created while connected arrives live; ones created
 while offline are replayed on reconnect, after ``Last-Event-ID``), read marking, the realtime WebSocket's
 ``soma.notification``, and two server processes on one database sending each message once and delivering
@@ -121,7 +121,7 @@ def test_every_route_needs_a_token_and_its_scope(server: ServerProcess) -> None:
 
 
 def test_settings_defaults_changes_and_bad_input(server: ServerProcess) -> None:
-    """The defaults; a valid change is kept; a bad timezone, time, kind, birthday or field is a 422 that
+    """The defaults; a valid change is kept; a bad timezone, time, kind, birthday or field is a 400 that
     changes nothing; ``birthday: null`` removes it."""
     _, token = new_user(server, "settings")
     defaults = api(server, "GET", "/v1/proactive/settings", token).json()
@@ -134,12 +134,13 @@ def test_settings_defaults_changes_and_bad_input(server: ServerProcess) -> None:
     expected = {**defaults, **change}
     assert r.json() == expected == api(server, "GET", "/v1/proactive/settings", token).json()
     r = api(server, "PUT", "/v1/proactive/settings", token, json={"timezone": "Mars/Olympus"})
-    assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_timezone"
+    assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_timezone"
+    assert r.json()["error"]["param"] == "timezone"
     for bad in ({"morning_time": "25:00"}, {"quiet_hours": {"start": "7am", "end": "08:00"}},
                 {"disabled_kinds": ["spam"]}, {"checkin_after_days": 0}, {"birthday": "2999-01-01"},
                 {"timezone": "../../etc/passwd"}, {"colour": "blue"}):  # fmt: skip
         r = api(server, "PUT", "/v1/proactive/settings", token, json=bad)
-        assert r.status_code == 422, (bad, r.text)
+        assert r.status_code == 400, (bad, r.text)
     assert api(server, "GET", "/v1/proactive/settings", token).json() == expected
     r = api(server, "PUT", "/v1/proactive/settings", token, json={"birthday": None})
     assert r.json()["birthday"] is None and r.json()["timezone"] == "Europe/Lisbon"
@@ -162,7 +163,7 @@ def test_milestones_belong_to_their_owner(server: ServerProcess) -> None:
     for bad in ({"title": "", "date": "2020-01-01", "kind": "birthday"},
                 {"title": "x", "date": "2020-02-30", "kind": "birthday"},
                 {"title": "x", "date": "2020-01-01", "kind": "funeral"}):  # fmt: skip
-        assert api(server, "POST", "/v1/milestones", token, json=bad).status_code == 422
+        assert api(server, "POST", "/v1/milestones", token, json=bad).status_code == 400
 
 
 # -------------------------------------------------------------------------------------------------- bond

@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1", tags=["auth"])
 
 _TOKEN_COLUMNS = "id, name, scopes, created_at, expires_at, last_used_at, revoked_at"
-# Postgres text cannot hold NUL: such a string is refused here (422) rather than failing its query (500).
+# Postgres text cannot hold NUL: such a string is refused here (400) rather than failing its query (500).
 NO_NUL = r"^[^\x00]*$"
 MAX_API_TOKEN_TTL_S = 100 * 365 * 24 * 3600  # beyond this the expiry date would overflow
 

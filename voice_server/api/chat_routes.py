@@ -1,11 +1,19 @@
 """OpenAI-compatible HTTP chat: ``POST /v1/chat/completions`` (SSE streaming or one JSON body) and
 ``GET /v1/models`` (the caller's avatars).
 
-History: a client that sends earlier turns itself (any ``assistant`` message) is the authority on its
-context, as with OpenAI. A client that sends only the new message (plus an optional system message) talks to
-an avatar that remembers: the user's recent heard history is added. Either way the exchange is recorded as
-a turn of the user's running ``chat`` conversation; a client that disconnects mid-stream records only what
-was sent. System/developer messages replace the avatar's persona for that request.
+Stateless by default, as OpenAI's API is: the prompt holds the client's messages, the avatar's persona (a
+system/developer message replaces it for that request) and what the avatar recalls from its memories about
+the new message — nothing of earlier requests. Soma's extension field ``"soma": {"history": "recent"}``
+(``extra_body=`` in the SDK; default ``"none"``) opts in to conversation history: when the client sent no
+earlier turns itself (no ``assistant`` message; otherwise it is the authority on its context), the newest of
+the user's heard history of the last 30 minutes is added. Either way the exchange is recorded as a turn of
+the user's running ``chat`` conversation (memories are learned from it); a client that disconnects
+mid-stream records only what was sent.
+
+``stop`` (a string or up to 4) ends the reply before the first stop sequence, which is never sent;
+``finish_reason`` is then ``"stop"``. Invalid requests are 400 ``invalid_request_error`` with the field in
+``param`` (`voice_server.errors`); ``n`` above 1 is refused (``unsupported_value``): an avatar gives one
+answer.
 """
 
 from __future__ import annotations
@@ -15,13 +23,15 @@ import logging
 import secrets
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 import anyio
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic_core import PydanticCustomError
 
 from pipeline.llm import ConversationLlm, ReplyPolicy
 from pipeline.ports import FinishedTurn, Message
@@ -46,6 +56,13 @@ HISTORY_MESSAGES = 12
 # and the first token under 300 ms (1000 characters measured 314 ms p50); long-term context is the memory
 # feature's job.
 HISTORY_CHARS = 700
+MAX_STOPS = 4  # OpenAI's limit
+MAX_STOP_CHARS = 256  # every token is checked against each stop's prefixes: bounded work per token
+MAX_MESSAGE_CHARS = 32_000
+# A nucleus this small holds only the likeliest token, which always has at least 1/vocabulary of the mass
+# (more than this for any vocabulary under a million tokens): such a ``top_p`` is greedy decoding. CTranslate2
+# refuses 0, and float32 would round a tinier value to 0.
+GREEDY_TOP_P = 1e-6
 
 
 class TextPart(BaseModel):
@@ -61,18 +78,25 @@ class ChatMessage(BaseModel):
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[TextPart] | None = Field(default=None)
 
-    def text(self) -> str:
-        """The message's text; non-text content parts are an error."""
+    def text(self, index: int) -> str:
+        """The message's text; ``index``, its place in ``messages``, names it in errors.
+
+        Raises:
+            ApiError: 400 for a non-text content part or a message over `MAX_MESSAGE_CHARS`.
+        """
+        param = f"messages[{index}].content"
         if self.content is None:
             return ""
         if isinstance(self.content, str):
-            if len(self.content) > 32_000:
-                raise ApiError(400, "message_too_long", "a message may have at most 32000 characters")
+            if len(self.content) > MAX_MESSAGE_CHARS:
+                message = f"a message may have at most {MAX_MESSAGE_CHARS} characters"
+                raise ApiError(400, "message_too_long", message, param=param)
             return self.content
         texts = []
-        for part in self.content:
+        for n, part in enumerate(self.content):
             if part.type != "text" or part.text is None:
-                raise ApiError(400, "unsupported_content", f"content parts of type {part.type!r} are not supported")
+                message = f"content parts of type {part.type!r} are not supported"
+                raise ApiError(400, "unsupported_content", message, param=f"{param}[{n}].type")
             texts.append(part.text)
         return "".join(texts)
 
@@ -82,8 +106,24 @@ class StreamOptions(BaseModel):
     include_usage: bool = False
 
 
+class SomaOptions(BaseModel):
+    """Soma's own request options, in the body's ``soma`` object (the SDK sends it with ``extra_body=``).
+
+    Attributes:
+        history: ``"none"`` (default, stateless like OpenAI) or ``"recent"``: add the user's recent heard
+            history when the client sent no earlier turns itself.
+    """
+
+    model_config = ConfigDict(extra="forbid")  # a misspelt option must not be silently ignored
+    history: Literal["none", "recent"] = "none"
+
+
+StopSequence = Annotated[str, Field(min_length=1, max_length=MAX_STOP_CHARS)]
+
+
 class ChatCompletionRequest(BaseModel):
-    """The supported subset of OpenAI's request; other fields are accepted and ignored."""
+    """The supported subset of OpenAI's request; other fields (``user``, ``seed``, ``presence_penalty``…)
+    are accepted and ignored."""
 
     model_config = ConfigDict(extra="ignore")
     model: str = Field(max_length=128)
@@ -93,7 +133,28 @@ class ChatCompletionRequest(BaseModel):
     max_tokens: int | None = Field(default=None, ge=1, le=2048)
     max_completion_tokens: int | None = Field(default=None, ge=1, le=2048)
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
-    n: int = Field(default=1, ge=1, le=1)
+    top_p: float | None = Field(default=None, ge=0.0, le=1.0)
+    n: int | None = Field(default=1, ge=1)
+    stop: StopSequence | Annotated[list[StopSequence], Field(max_length=MAX_STOPS)] | None = None
+    soma: SomaOptions | None = None  # null, like an absent field, means the defaults (OpenAI's rule for null)
+
+    @field_validator("n")
+    @classmethod
+    def _one_choice(cls, n: int | None) -> int | None:
+        if n is not None and n > 1:
+            raise PydanticCustomError("unsupported_value", "only n=1 is supported: an avatar gives one answer")
+        return n
+
+    @property
+    def history(self) -> Literal["none", "recent"]:
+        """``soma.history``, ``"none"`` unless the client asked for more."""
+        return self.soma.history if self.soma is not None else "none"
+
+    def stops(self) -> tuple[str, ...]:
+        """The client's stop sequences (none, one or up to four)."""
+        if self.stop is None:
+            return ()
+        return (self.stop,) if isinstance(self.stop, str) else tuple(self.stop)
 
 
 @router.get("/models", summary="The caller's avatars, as OpenAI models")
@@ -119,8 +180,8 @@ async def chat_completions(body: ChatCompletionRequest, user: ChatUser, res: Res
     ``[DONE]``.
 
     Raises:
-        ApiError: 404 unknown model, 400 bad messages or a prompt over ``SOMA_MAX_PROMPT_TOKENS`` (counted with
-            the model's tokenizer, off the event loop), 503 no models.
+        ApiError: 404 unknown model, 400 bad messages (``param`` names the message) or a prompt over
+            ``SOMA_MAX_PROMPT_TOKENS`` (counted with the model's tokenizer, off the event loop), 503 no models.
     """
     avatar = await resolve_avatar(user, body.model, res.persona)
     llm_model = res.models.llm if res.models is not None else None
@@ -131,15 +192,20 @@ async def chat_completions(body: ChatCompletionRequest, user: ChatUser, res: Res
     budget = llm_model.limits.max_prompt_tokens
     prompt_tokens = await llm_model.acount_tokens(messages)
     if prompt_tokens > budget:
-        raise ApiError(400, "context_length_exceeded", f"the prompt has {prompt_tokens} tokens; at most {budget}")
-    temperature = body.temperature
+        message = f"the prompt has {prompt_tokens} tokens; at most {budget}"
+        raise ApiError(400, "context_length_exceeded", message, param="messages")
+    top_p = body.top_p
+    # Greedy unless the client asks for sampling.
+    sampling = bool(body.temperature) and (top_p is None or top_p >= GREEDY_TOP_P)
     policy = ReplyPolicy(
         max_tokens=body.max_completion_tokens or body.max_tokens or DEFAULT_MAX_TOKENS,
-        temperature=temperature if temperature else 1.0,
-        top_k=40 if temperature else 1,  # greedy unless the client asks for sampling
+        temperature=body.temperature if sampling and body.temperature else 1.0,
+        top_k=40 if sampling else 1,
+        stop=ReplyPolicy().stop + body.stops(),  # the defaults end a reply that starts writing the user's line
         max_sentences=None,
     )
-    exchange = _Exchange(ConversationLlm(llm_model, policy), messages, user_text, avatar, user, store, res.memory)
+    chat = _NucleusSampling(llm_model, top_p) if sampling and top_p is not None else llm_model
+    exchange = _Exchange(ConversationLlm(chat, policy), messages, user_text, avatar, user, store, res.memory)
     exchange.bond = res.bond
     if body.stream:
         usage = body.stream_options is not None and body.stream_options.include_usage
@@ -175,21 +241,29 @@ async def _prompt(
     bond: BondService | None = None,
 ) -> tuple[list[Message], str]:
     """The prompt for this request (persona or the client's instructions, recalled memories and — with the
-    avatar's own persona — examples of how the user writes, history) and the user's new message."""
+    avatar's own persona — examples of how the user writes, and with ``soma.history: "recent"`` the user's
+    recent history) and the user's new message.
+
+    Raises:
+        ApiError: 400 for a tool message, unsupported content, or a last message that is not a non-empty user
+            message.
+    """
     instructions: list[str] = []
     dialogue: list[Message] = []
-    for m in body.messages:
+    for index, m in enumerate(body.messages):
         if m.role == "tool":
-            raise ApiError(400, "unsupported_role", "tool messages are not supported: avatars do not call tools")
-        text = m.text()
+            message = "tool messages are not supported: avatars do not call tools"
+            raise ApiError(400, "unsupported_role", message, param=f"messages[{index}].role")
+        text = m.text(index)
         if m.role in ("user", "assistant"):
             dialogue.append({"role": m.role, "content": text})
         elif text:
             instructions.append(text)
     system = "\n\n".join(instructions)
     if not dialogue or dialogue[-1]["role"] != "user" or not dialogue[-1]["content"].strip():
-        raise ApiError(400, "invalid_messages", "the last message must be a non-empty user message")
-    if not any(m["role"] == "assistant" for m in dialogue):
+        message = "the last message must be a non-empty user message"
+        raise ApiError(400, "invalid_messages", message, param="messages")
+    if body.history == "recent" and not any(m["role"] == "assistant" for m in dialogue):
         history = await store.recent_history(user.user_id, max_messages=HISTORY_MESSAGES, within_s=RESUME_WINDOW_S)
         dialogue = _newest_within(history, HISTORY_CHARS) + dialogue
     user_text = dialogue[-1]["content"]
@@ -232,6 +306,28 @@ def _newest_within(history: list[Message], budget_chars: int) -> list[Message]:
 _MIN_GIST_CHARS = 80  # less of an answer than this is not worth its question's tokens
 
 
+@dataclass(frozen=True, slots=True)
+class _NucleusSampling:
+    """The model, sampling with the client's ``top_p`` (a `ReplyPolicy` has no such setting); used only when
+    sampling.
+
+    Attributes:
+        chat: The loaded `models.llm.CT2Llm` (models are untyped in `Resources`).
+        top_p: Nucleus sampling threshold, `GREEDY_TOP_P` to 1.
+    """
+
+    chat: Any
+    top_p: float
+
+    def prefix_tokens(self, prefix_messages: Sequence[Message]) -> list[str]:
+        tokens: list[str] = self.chat.prefix_tokens(prefix_messages)
+        return tokens
+
+    def astream(self, messages: Sequence[Message], **options: Any) -> AsyncIterator[str]:
+        stream: AsyncIterator[str] = self.chat.astream(messages, top_p=self.top_p, **options)
+        return stream
+
+
 class _Exchange:
     """One request's generation and its record in the conversation history."""
 
@@ -270,9 +366,22 @@ class _Exchange:
         return {"id": self.id, "object": obj, "created": self.created, "model": self.avatar.id,
                 "system_fingerprint": None}  # fmt: skip
 
-    def usage(self) -> dict[str, int]:
+    def usage(self) -> dict[str, Any]:
+        """OpenAI's ``usage``; ``cached_tokens`` counts the persona prefix, whose encoding the model keeps
+        between requests (the first request with a new persona fills that cache)."""
         prompt, completion = self.stats.prompt_tokens, self.stats.generated_tokens
-        return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+        return {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+            "prompt_tokens_details": {"cached_tokens": self.stats.cached_tokens, "audio_tokens": 0},
+            "completion_tokens_details": {
+                "reasoning_tokens": 0,
+                "audio_tokens": 0,
+                "accepted_prediction_tokens": 0,
+                "rejected_prediction_tokens": 0,
+            },
+        }
 
     async def pieces(self) -> AsyncIterator[str]:
         """The reply's text pieces; records the turn when the stream ends, however it ends."""
@@ -308,8 +417,8 @@ class _Exchange:
             async for piece in self.pieces():
                 yield chunk({"content": piece}, None)
         except Exception as exc:  # headers are sent: report in-band, as OpenAI does
-            error = {"error": {"message": f"generation failed: {type(exc).__name__}", "type": "server_error",
-                               "code": "generation_failed"}}  # fmt: skip
+            message = f"generation failed: {type(exc).__name__}"
+            error = {"error": {"message": message, "type": "server_error", "param": None, "code": "generation_failed"}}
             yield f"data: {json.dumps(error)}\n\n"
             return
         yield chunk({}, self.finish_reason)

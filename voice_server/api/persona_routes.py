@@ -26,7 +26,7 @@ PersonaUser = Annotated[Principal, Depends(require_scope("persona"))]
 
 def _utf8(value: str) -> str:
     """JSON may carry lone surrogates ("\\ud800"), which no UTF-8 text (a prompt, a response) can hold."""
-    value.encode()  # UnicodeEncodeError is a ValueError: a 422 like any other invalid field
+    value.encode()  # UnicodeEncodeError is a ValueError: a 400 like any other invalid field
     return value
 
 

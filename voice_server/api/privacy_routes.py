@@ -27,7 +27,7 @@ from voice_server.security.export import export_archive
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1", tags=["privacy"])
 AdminUser = Annotated[Principal, Depends(require_scope("admin"))]
-MAX_SEQ = 2**63 - 1  # audit_log.seq is a bigint: a larger cursor is a 422, not a database error
+MAX_SEQ = 2**63 - 1  # audit_log.seq is a bigint: a larger cursor is a 400, not a database error
 
 
 @router.get("/me/export", summary="Download everything stored about the caller (ZIP)", response_class=Response)

@@ -103,17 +103,17 @@ def _time(value: str) -> time:
 
 
 def _apply(prefs: Preferences, body: SettingsUpdate) -> Preferences:
-    """``prefs`` with ``body`` applied. Raises ApiError 422 for an unknown timezone or a future birthday."""
+    """``prefs`` with ``body`` applied. Raises ApiError 400 for an unknown timezone or a future birthday."""
     timezone = prefs.timezone
     if body.timezone is not None:
         try:
             zone_of(body.timezone)
         except SettingsError as exc:
-            raise ApiError(422, "invalid_timezone", str(exc)) from None
+            raise ApiError(400, "invalid_timezone", str(exc), param="timezone") from None
         timezone = body.timezone
     birthday = body.birthday if "birthday" in body.model_fields_set else prefs.birthday
     if birthday is not None and not date(1900, 1, 1) <= birthday <= date.today():
-        raise ApiError(422, "invalid_birthday", "birthday: a date between 1900-01-01 and today")
+        raise ApiError(400, "invalid_birthday", "birthday: a date between 1900-01-01 and today", param="birthday")
     quiet = body.quiet_hours
     return Preferences(
         timezone=timezone,
@@ -134,7 +134,7 @@ async def get_settings(user: Reader, res: ResourcesDep) -> dict[str, Any]:
 
 @router.put("/proactive/settings", summary="Change when and how the avatar reaches out")
 async def put_settings(body: SettingsUpdate, request: Request, user: Writer, res: ResourcesDep) -> dict[str, Any]:
-    """``422 invalid_timezone`` unless ``timezone`` is an IANA name (``Europe/Lisbon``, ``UTC``)."""
+    """``400 invalid_timezone`` unless ``timezone`` is an IANA name (``Europe/Lisbon``, ``UTC``)."""
     async with res.db.pool.connection() as conn, conn.transaction():
         key = await res.keys.for_user(conn, user.user_id)
         await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 1))", (str(user.user_id),))
@@ -165,9 +165,9 @@ async def get_milestones(user: Reader, res: ResourcesDep) -> dict[str, Any]:
 async def post_milestone(body: MilestoneCreate, request: Request, user: Writer, res: ResourcesDep) -> dict[str, Any]:
     """It is celebrated on its month and day every year after its own (29 February: the 28th in other years)."""
     if not date(1900, 1, 1) <= body.date <= date(2200, 12, 31):
-        raise ApiError(422, "invalid_date", "date: between 1900-01-01 and 2200-12-31")
+        raise ApiError(400, "invalid_date", "date: between 1900-01-01 and 2200-12-31", param="date")
     if not body.title.strip():
-        raise ApiError(422, "invalid_title", "title: not blank")
+        raise ApiError(400, "invalid_title", "title: not blank", param="title")
     async with res.db.pool.connection() as conn:
         try:
             created = await create_milestone(
