@@ -4,10 +4,13 @@ A call is created from the browser's SDP offer, checked first by `voice_server.w
 its input), with no trickle ICE: the answer carries every host candidate, and STUN/TURN servers when
 configured. The caller's microphone track feeds the session; the avatar's voice goes out on `BotAudioTrack`;
 the ``oai-events`` data channel carries the same JSON events as the realtime WebSocket (through the same
-`RealtimeConnection`). A call ends on hang-up (``DELETE``), when the peer connection fails or
-closes (page closed, network gone), when ICE never connects (`CONNECT_TIMEOUT_S`: also the end of a call whose
-aiortc connect task died, which aiortc does not report), or at server shutdown; every task, the session and the
-peer connection are released then. An offer that fails while it is being answered releases what it took too.
+`RealtimeConnection`). A session config sent with the offer (`voice_server.webrtc.session_config`) is checked
+before anything is created and applied as the call's first client event: the channel hears ``session.created``
+then ``session.updated``, and what the client sends on it is handled only after. A call ends on hang-up
+(``DELETE``), when the peer connection fails or closes (page closed, network gone), when ICE never connects
+(`CONNECT_TIMEOUT_S`: also the end of a call whose aiortc connect task died, which aiortc does not report), or
+at server shutdown; every task, the session and the peer connection are released then. An offer that fails
+while it is being answered releases what it took too.
 """
 
 from __future__ import annotations
@@ -37,10 +40,12 @@ from voice_server.errors import ApiError
 from voice_server.live_sessions import LiveState
 from voice_server.realtime import protocol as p
 from voice_server.realtime.connection import MEDIA_RATE, RealtimeConnection, new_connection
+from voice_server.realtime.limits import InputLimits
 from voice_server.resources import Resources
 from voice_server.session_factory import Conversation, open_conversation
 from voice_server.webrtc.media import BotAudioTrack, pump_microphone
 from voice_server.webrtc.offer import OfferError, ValidOffer, validate_offer
+from voice_server.webrtc.session_config import CallSessionConfig
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +75,21 @@ def check_offer(sdp: str) -> ValidOffer:
         return validate_offer(sdp)
     except OfferError as exc:
         raise ApiError(400, exc.code, exc.reason) from None
+
+
+async def _check_instructions(llm: Any, instructions: str | None) -> None:
+    """Refuse a session config whose instructions the call's connection would refuse (`InputLimits`, built as
+    `new_connection` builds it), so that such a config fails the offer instead of reaching the data channel
+    as an ``error`` event after the call was created.
+
+    Raises:
+        ApiError: 400 ``text_too_long``.
+    """
+    limits = InputLimits(llm.limits, llm.acount_text_tokens)
+    try:
+        await limits.check_instructions(instructions)
+    except p.ProtocolError as exc:
+        raise ApiError(400, exc.code, exc.message, param=exc.param) from None
 
 
 class EventPipe:
@@ -109,6 +129,7 @@ class Call:
     events: EventPipe
     conn: RealtimeConnection
     conversation: Conversation | None = None
+    session_update: str | None = None  # the offer's session config, applied before any data-channel event
     inbox: asyncio.Queue[str] = field(default_factory=lambda: asyncio.Queue(MAX_INBOX))
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)  # the microphone pump(s)
     runner: asyncio.Task[None] | None = None
@@ -135,14 +156,20 @@ class CallManager:
         )
 
     async def start(
-        self, user: Principal, avatar: Avatar, offer_sdp: str, *, resume: LiveState | None = None
+        self,
+        user: Principal,
+        avatar: Avatar,
+        offer_sdp: str,
+        *,
+        resume: LiveState | None = None,
+        session: CallSessionConfig | None = None,
     ) -> tuple[str, str]:
-        """Answer an offer and start the call (continuing ``resume``'s conversation if given); returns
-        ``(call_id, answer_sdp)``.
+        """Answer an offer and start the call (continuing ``resume``'s conversation if given, configured by
+        ``session`` if given); returns ``(call_id, answer_sdp)``.
 
         Raises:
-            ApiError: 400 for a bad offer (also one aiortc fails to answer), 429 when the user or the server has
-                too many calls, 503 without models.
+            ApiError: 400 for a bad offer (also one aiortc fails to answer) or for instructions in ``session``
+                over the token limit, 429 when the user or the server has too many calls, 503 without models.
         """
         offer = check_offer(offer_sdp)
         if len(self.calls) >= self.max_calls:
@@ -152,11 +179,14 @@ class CallManager:
         models = self.res.models
         if models is None or models.llm is None:
             raise ApiError(503, "models_unavailable", "this server was started without models")
+        if session is not None:
+            await _check_instructions(models.llm, session.settings.instructions)
         pc = RTCPeerConnection(self._config)
         track = BotAudioTrack(p.OUTPUT_RATE)
         events = EventPipe()
         conn = new_connection(models, avatar.id, avatar.persona, events.send, media_out=track.push)
         call = Call("rtc_" + secrets.token_hex(12), user.user_id, pc, track, events, conn)
+        call.session_update = session.event if session is not None else None
         try:
             await self._negotiate(call, offer)
             call.conversation = await open_conversation(
@@ -238,21 +268,33 @@ class CallManager:
             raise ApiError(400, "invalid_sdp", f"the offer could not be answered: {exc}"[:300]) from None
 
     async def _run(self, call: Call) -> None:
-        """Run the session until the call ends, then release everything."""
+        """Apply the offer's session config, run the session until the call ends, then release everything.
+
+        The config is applied through `RealtimeConnection.handle` as the call's first client event: before the
+        session runs and before anything the data channel sends (that waits in ``call.inbox`` until
+        `_handle_events` starts), so ``session.updated`` directly follows ``session.created``.
+        """
         assert call.conversation is not None
-        session = asyncio.create_task(call.conversation.session.run(), name="call-session")
-        workers = [
-            asyncio.create_task(call.conn.transport.pump_output(call.conn.on_audio), name="call-audio-out"),
-            asyncio.create_task(self._handle_events(call), name="call-events"),
-            asyncio.create_task(self._watch_connect(call), name="call-connect-watch"),
-            asyncio.create_task(call.ended.wait(), name="call-ended"),
-        ]
+        session: asyncio.Task[None] | None = None
+        workers: list[asyncio.Task[Any]] = []
         try:
+            if call.session_update is not None:
+                await call.conn.handle(call.session_update)
+            session = asyncio.create_task(call.conversation.session.run(), name="call-session")
+            workers = [
+                asyncio.create_task(call.conn.transport.pump_output(call.conn.on_audio), name="call-audio-out"),
+                asyncio.create_task(self._handle_events(call), name="call-events"),
+                asyncio.create_task(self._watch_connect(call), name="call-connect-watch"),
+                asyncio.create_task(call.ended.wait(), name="call-ended"),
+            ]
             await asyncio.wait([session, *workers], return_when=asyncio.FIRST_COMPLETED)
         finally:
             call.conn.transport.close()
-            await asyncio.wait([session], timeout=5.0)  # the turn in progress is recorded as the session ends
-            await cancel_and_wait(session, *workers, *call.tasks, timeout=3.0)
+            if session is not None:
+                await asyncio.wait([session], timeout=5.0)  # the turn in progress is recorded as the session ends
+                workers.append(session)
+            await cancel_and_wait(*workers, *call.tasks, timeout=3.0)
+            await call.conn.aclose()
             with contextlib.suppress(Exception):
                 await call.conversation.close()
             call.track.stop()
