@@ -19,7 +19,6 @@ import logging
 import threading
 import time
 from collections.abc import AsyncIterator, Generator, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TypedDict, Unpack
 
@@ -32,31 +31,15 @@ from models.executors import ComputeLane
 from models.llm_batch import BatchDecoder, DecodeOptions
 from models.locate import locate
 from models.prompt_fit import PromptLimits, fit_messages
+from pipeline.frames import TokenUsage
 
 log = logging.getLogger(__name__)
 _INCOMPLETE = "\ufffd"  # what the byte-level decoder shows for a cut multi-byte character
 
 
-@dataclass(slots=True)
-class GenerationStats:
-    """Filled in by one generation as it runs (pass an instance as ``stats=``); read it after the stream ends.
-
-    Attributes:
-        prompt_tokens: Tokens of the whole rendered prompt.
-        cached_tokens: Of those, tokens served from the ``static_prompt_tokens`` cache path.
-        generated_tokens: Tokens decoded (end-of-turn token excluded).
-        first_token_ms: Call to first decoded token, or ``None`` if none came.
-        total_ms: Call to the end of generation.
-        finish: ``"end"`` (model ended its turn), ``"length"`` (max_tokens), ``"stop"`` (a stop string)
-            or ``"cancelled"`` (stop_event or the consumer closed the stream).
-    """
-
-    prompt_tokens: int = 0
-    cached_tokens: int = 0
-    generated_tokens: int = 0
-    first_token_ms: float | None = None
-    total_ms: float = 0.0
-    finish: str = "cancelled"
+# One generation's token counts, filled in as it runs (pass an instance as ``stats=``; read it after the stream
+# ends). The type is the pipeline's (`pipeline.frames.TokenUsage`): a reply reports it to its session as is.
+GenerationStats = TokenUsage
 
 
 class GenerateOptions(TypedDict, total=False):

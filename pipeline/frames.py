@@ -77,16 +77,17 @@ class ReplyText:
 
 @dataclass(slots=True)
 class TokenUsage:
-    """Token counts of one generation, filled in by the LLM as it runs (duck-typed to
-    `models.llm.GenerationStats`, which the model writes through ``stats=``).
+    """Token counts of one generation, filled in by the LLM as it runs (``stats=``; `models.llm` calls it
+    ``GenerationStats``); read it after the stream ends.
 
     Attributes:
         prompt_tokens: Tokens of the whole rendered prompt.
-        cached_tokens: Of those, tokens served from the cached persona prefix.
-        generated_tokens: Tokens decoded.
-        first_token_ms: Call to first decoded token, or ``None``.
+        cached_tokens: Of those, tokens served from the cached persona prefix (``static_prompt_tokens``).
+        generated_tokens: Tokens decoded (end-of-turn token excluded).
+        first_token_ms: Call to first decoded token, or ``None`` if none came.
         total_ms: Call to the end of generation.
-        finish: How generation ended (``end``, ``length``, ``stop``, ``cancelled``).
+        finish: ``"end"`` (model ended its turn), ``"length"`` (max_tokens), ``"stop"`` (a stop string)
+            or ``"cancelled"`` (stop_event or the consumer closed the stream).
     """
 
     prompt_tokens: int = 0

@@ -33,6 +33,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_core import PydanticCustomError
 
+from pipeline.frames import TokenUsage
 from pipeline.llm import ConversationLlm, ReplyPolicy
 from pipeline.ports import FinishedTurn, Message
 from voice_server.accounts import Principal
@@ -341,8 +342,6 @@ class _Exchange:
         store: ConversationStore,
         memory: MemoryService | None,
     ) -> None:
-        from models.llm import GenerationStats
-
         self.llm = llm
         self.messages = messages
         self.user_text = user_text
@@ -353,7 +352,7 @@ class _Exchange:
         self.bond: BondService | None = None
         self.id = "chatcmpl-" + secrets.token_hex(12)
         self.created = int(time.time())
-        self.stats = GenerationStats()
+        self.stats = TokenUsage()
         self.sent = ""
         self._t0 = time.monotonic()
         self._first: float | None = None
