@@ -55,7 +55,7 @@ def chat(server: ServerProcess, token: str, text: str) -> str:
 
 async def realtime_text(server: ServerProcess, token: str, texts: list[str]) -> list[str]:
     """One Realtime conversation (a new conversation row), one text turn per entry; returns the answers."""
-    _, answers = await text_turns(server, token, texts)
+    _, answers, _ = await text_turns(server, token, texts)
     return answers
 
 
