@@ -318,7 +318,7 @@ async def test_a_dropped_call_resumes_its_conversation(model_server: ServerProce
             r = await place(client, model_server, token, await first.offer())
             await first.pc.setRemoteDescription(RTCSessionDescription(r.text, "answer"))
             session_id = (await first.wait_for("session.created", 15))["session"]["id"]
-            await typed_turn(first, "My name is Zorblax.")
+            told = await typed_turn(first, "My name is Zorblax.")
             await first.close()  # the connection drops
             offer = await second.offer()
             r = await client.post(calls_url(model_server), params={"model": "soma", "session_id": session_id},
@@ -327,7 +327,11 @@ async def test_a_dropped_call_resumes_its_conversation(model_server: ServerProce
             await second.pc.setRemoteDescription(RTCSessionDescription(r.text, "answer"))
             assert (await second.wait_for("session.created", 15))["session"]["id"] == session_id
             done = await typed_turn(second, "What is my name?")
-            assert "Zorblax" in done["response"]["output"][0]["content"][0]["transcript"]
+            # The resumed prompt carries the first exchange. Checked by size: the tiny ci model's wording of
+            # its answer varies with the CPU's instruction set.
+            heard = told["response"]["output"][0]["content"][0]["transcript"]
+            grown = done["response"]["usage"]["input_tokens"] - told["response"]["usage"]["input_tokens"]
+            assert grown >= len(heard.split()), (grown, heard)
             await client.delete(model_server.base_url + r.headers["location"], headers=auth(token))
             # The session id is checked before the offer is used: an unknown one is refused as such.
             r = await client.post(calls_url(model_server), params={"model": "soma", "session_id": "sess_" + "1" * 32},
