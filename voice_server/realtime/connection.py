@@ -146,6 +146,7 @@ class RealtimeConnection:
         self._keeper: HistoryKeeper | None = None
         self._edits: set[asyncio.Task[None]] = set()
         self._idle = IdleTimer(self._on_idle)
+        self._answered = False  # a response has ended (the idle timeout counts from there)
         self._marks: dict[int, dict[str, float]] = {}  # WebRTC: latency marks of recent turns
 
     def feed_media(self, pcm: Pcm) -> None:
@@ -348,7 +349,8 @@ class RealtimeConnection:
             case TurnState(state=state):
                 self.transport.set_speaking(state != "listening" and self.settings.audio_out)
                 td = self.settings.turn_detection
-                if state == "listening" and td is not None and self._session is not None:
+                # As OpenAI's: counted from the end of an answer (not from the start of the session).
+                if state == "listening" and td is not None and self._session is not None and self._answered:
                     self._idle.arm(td.idle_timeout_ms, self._session.now())
                 else:
                     self._idle.disarm()
@@ -463,6 +465,7 @@ class RealtimeConnection:
             self._emit({"type": kind, "response_id": r.id})
         body = self._response_object(r, status, output_text=text if r.announced else None)
         body["usage"] = p.usage_object(event.usage)
+        self._answered = True
         if event.interrupted:
             body["status_details"] = {"type": "cancelled", "reason": r.cancel_reason or "turn_detected"}
         self._emit({"type": "response.done", "response": body})
@@ -530,7 +533,10 @@ class RealtimeConnection:
             return
         self._emit({"type": "input_audio_buffer.timeout_triggered", "item_id": p.new_id("item"),
                     "audio_start_ms": self._audio_ms(since), "audio_end_ms": self._audio_ms(self._session.now())})
-        self._create_response()
+        try:
+            self._create_response()
+        except p.ProtocolError as exc:  # a loop callback: the client hears of it, nothing else can
+            self.error(exc)
 
     # ------------------------------------------------------------------------------------------- helpers
 
