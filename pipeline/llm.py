@@ -29,6 +29,7 @@ class TokenStreamingChat(Protocol):
         repetition_penalty: float = ...,
         temperature: float = ...,
         top_k: int = ...,
+        top_p: float = ...,
         stop: Sequence[str] = ...,
         static_prompt_tokens: Sequence[str] | None = ...,
         stats: Any = ...,
@@ -44,6 +45,7 @@ class ReplyPolicy:
         repetition_penalty: >1 discourages loops; ~1.1 measured best for the 0.5B model.
         temperature: With ``top_k`` 1 (greedy) it has no effect.
         top_k: 1 = greedy, deterministic.
+        top_p: Nucleus sampling threshold (1: off); only matters when sampling.
         stop: Strings that end a reply (a model starting to write the user's next line).
         max_sentences: The reply ends after this many sentences (``None``: no limit). Small models ramble
             into lectures; two sentences is how people answer on the phone, and stopping early frees the
@@ -54,6 +56,7 @@ class ReplyPolicy:
     repetition_penalty: float = 1.1
     temperature: float = 0.7
     top_k: int = 1
+    top_p: float = 1.0
     stop: tuple[str, ...] = ("\nUser:", "\nuser:", "<|im_end|>", "<|endoftext|>")
     max_sentences: int | None = 2
 
@@ -92,6 +95,7 @@ class ConversationLlm:
             repetition_penalty=p.repetition_penalty,
             temperature=p.temperature,
             top_k=p.top_k,
+            top_p=p.top_p,
             stop=p.stop,
             static_prompt_tokens=static,
             stats=stats,

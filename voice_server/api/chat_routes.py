@@ -23,8 +23,7 @@ import logging
 import secrets
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
 import anyio
@@ -202,11 +201,11 @@ async def chat_completions(body: ChatCompletionRequest, user: ChatUser, res: Res
         max_tokens=body.max_completion_tokens or body.max_tokens or DEFAULT_MAX_TOKENS,
         temperature=body.temperature if sampling and body.temperature else 1.0,
         top_k=40 if sampling else 1,
+        top_p=top_p if sampling and top_p is not None else 1.0,
         stop=ReplyPolicy().stop + body.stops(),  # the defaults end a reply that starts writing the user's line
         max_sentences=None,
     )
-    chat = _NucleusSampling(llm_model, top_p) if sampling and top_p is not None else llm_model
-    exchange = _Exchange(ConversationLlm(chat, policy), messages, user_text, avatar, user, store, res.memory)
+    exchange = _Exchange(ConversationLlm(llm_model, policy), messages, user_text, avatar, user, store, res.memory)
     exchange.bond = res.bond
     if body.stream:
         usage = body.stream_options is not None and body.stream_options.include_usage
@@ -305,28 +304,6 @@ def _newest_within(history: list[Message], budget_chars: int) -> list[Message]:
 
 
 _MIN_GIST_CHARS = 80  # less of an answer than this is not worth its question's tokens
-
-
-@dataclass(frozen=True, slots=True)
-class _NucleusSampling:
-    """The model, sampling with the client's ``top_p`` (a `ReplyPolicy` has no such setting); used only when
-    sampling.
-
-    Attributes:
-        chat: The loaded `models.llm.CT2Llm` (models are untyped in `Resources`).
-        top_p: Nucleus sampling threshold, `GREEDY_TOP_P` to 1.
-    """
-
-    chat: Any
-    top_p: float
-
-    def prefix_tokens(self, prefix_messages: Sequence[Message]) -> list[str]:
-        tokens: list[str] = self.chat.prefix_tokens(prefix_messages)
-        return tokens
-
-    def astream(self, messages: Sequence[Message], **options: Any) -> AsyncIterator[str]:
-        stream: AsyncIterator[str] = self.chat.astream(messages, top_p=self.top_p, **options)
-        return stream
 
 
 class _Exchange:
