@@ -254,7 +254,7 @@ def _lone_surrogate(value: Any) -> str | None:
 
 def _session_update(data: dict[str, Any], event_id: str | None, current: SessionSettings) -> SessionUpdate:
     session = _obj(data.get("session", {}), "session")
-    _refuse_unhonoured(session)
+    _refuse_unhonoured(session, "session", _SESSION_OFF)
     settings = current
     if "output_modalities" in session:
         mods = session["output_modalities"]
@@ -294,21 +294,33 @@ def _session_update(data: dict[str, Any], event_id: str | None, current: Session
     return SessionUpdate(event_id, settings)
 
 
-def _refuse_unhonoured(session: dict[str, Any]) -> None:
-    """Session settings Soma cannot honour are refused, not ignored: a client must not believe that tools, a
-    token cap or a stored prompt are in force. Their "off" values are accepted (clients send defaults);
-    ``tracing`` and ``truncation`` are harmless (Soma bounds the history itself) and ignored."""
-    offs: dict[str, tuple[Any, ...]] = {
-        "tools": (None, []),
-        "tool_choice": (None, "auto", "none"),
-        "max_output_tokens": (None, "inf"),
-        "prompt": (None,),
-        "include": (None, []),
-    }
-    for name, off in offs.items():
-        if name in session and not any(session[name] == value and type(session[name]) is type(value) for value in off):
-            raise ProtocolError("unsupported_parameter", f"session.{name} is not supported by Soma",
-                                param=f"session.{name}")
+_NO_TOOLS = "avatars do not call tools"
+_NO_CAP = "replies are kept short by the avatar itself"
+# Settings Soma has no such thing for: the values that mean "off" (accepted: clients send defaults), and why
+# any other value is refused. In a session ``tracing`` and ``truncation`` are harmless (Soma bounds the
+# history itself) and ignored; a response's other fields are checked by name in `_response_create`.
+_SESSION_OFF: dict[str, tuple[tuple[Any, ...], str]] = {
+    "tools": ((None, []), _NO_TOOLS),
+    "tool_choice": ((None, "auto", "none"), _NO_TOOLS),
+    "max_output_tokens": ((None, "inf"), _NO_CAP),
+    "prompt": ((None,), "stored prompts are not supported"),
+    "include": ((None, []), "extra output (logprobs) is not supported"),
+}
+_RESPONSE_OFF: dict[str, tuple[tuple[Any, ...], str]] = {
+    "tools": (([],), _NO_TOOLS),
+    "tool_choice": (("auto", "none"), _NO_TOOLS),
+    "max_output_tokens": (("inf",), _NO_CAP),
+}
+
+
+def _refuse_unhonoured(obj: dict[str, Any], where: str, offs: dict[str, tuple[tuple[Any, ...], str]]) -> None:
+    """Settings Soma cannot honour are refused, not ignored: a client must not believe that tools, a token cap
+    or a stored prompt are in force. Only the listed "off" values pass (compared with their type: ``0`` is
+    not ``False``, ``[]`` not ``None``)."""
+    for name, (off, why) in offs.items():
+        if name in obj and not any(obj[name] == value and type(obj[name]) is type(value) for value in off):
+            raise ProtocolError("unsupported_parameter", f"{where}.{name} is not supported by Soma: {why}",
+                                param=f"{where}.{name}")
 
 
 def _pcm_format(value: Any, param: str) -> int:
@@ -382,11 +394,7 @@ def _response_create(data: dict[str, Any], event_id: str | None, settings: Sessi
     if response.get("conversation", "auto") != "auto":
         raise ProtocolError("unsupported_parameter", "only conversation \"auto\" is supported: every response "
                             "joins the conversation", param="response.conversation")
-    if response.get("tools", []) != [] or response.get("tool_choice", "auto") not in ("auto", "none"):
-        raise ProtocolError("unsupported_parameter", "avatars do not call tools", param="response.tools")
-    if response.get("max_output_tokens", "inf") != "inf":
-        raise ProtocolError("unsupported_parameter", "per-response max_output_tokens is not supported; replies "
-                            "are kept short by the avatar itself", param="response.max_output_tokens")
+    _refuse_unhonoured(response, "response", _RESPONSE_OFF)
     audio = _obj(response.get("audio", {}), "response.audio")
     voice = _obj(audio.get("output", {}), "response.audio.output").get("voice", settings.voice)
     if voice != settings.voice:
