@@ -139,7 +139,7 @@ class RealtimeConnection:
         self._responses: dict[int, _Response] = {}  # by turn id
         self._unbound: collections.deque[_Response] = collections.deque()  # typed, turn id not known yet
         self._speech_item: str | None = None
-        self._speech_s: list[float] = []  # start and latest stop of the utterance in progress (session time)
+        self._speech_span = (0.0, 0.0)  # start and latest stop of the utterance in progress (session time)
         self._deltas = TranscriptDeltas()
         self._last_item: str | None = None
         self._items = Items()
@@ -324,12 +324,12 @@ class RealtimeConnection:
                 if self._speech_item is None:  # a new utterance (not a resumed one within the same turn)
                     self._speech_item = p.new_id("item")
                     self._deltas = TranscriptDeltas()
-                    self._speech_s = [t, t]
+                    self._speech_span = (t, t)
                 self._emit({"type": "input_audio_buffer.speech_started", "item_id": self._speech_item,
                             "audio_start_ms": self._audio_ms(t)})  # fmt: skip
             case UserSpeech(speaking=False, t=t):
                 if self._speech_item is not None:
-                    self._speech_s[1:] = [t]
+                    self._speech_span = (self._speech_span[0], t)
                     self._emit({"type": "input_audio_buffer.speech_stopped", "item_id": self._speech_item,
                                 "audio_end_ms": self._audio_ms(t)})  # fmt: skip
             case UserTranscript(text=text, final=False):
@@ -417,7 +417,7 @@ class RealtimeConnection:
             if corrected:
                 self._emit({"type": "soma.input_audio_transcription.corrected", "item_id": item_id,
                             "content_index": 0, "transcript": text})
-            spoke = self._speech_s[-1] - self._speech_s[0] if self._speech_s else 0.0
+            spoke = self._speech_span[1] - self._speech_span[0]
             self._transcript_event("completed", item_id, transcript=text, usage=p.duration_usage(spoke))
             response = _Response(p.new_id("resp"), p.new_id("item"), self.settings.audio_out)
             self._emit({"type": "response.created", "response": self._response_object(response, "in_progress")})
