@@ -118,7 +118,7 @@ async def invite_flood(target: Target, count: int, sink: socket.socket) -> dict[
             await asyncio.sleep(0.01)
     sip.close()
     return {"invite_statuses": dict(statuses), "reflected_rtp_packets": rtp,
-            "invite_flood_s": round(time.monotonic() - started, 2)}  # fmt: skip
+            "invite_flood_s": round(time.monotonic() - started, 2)}
 
 
 async def idle_tcp(target: Target, count: int, hold_s: float) -> dict[str, Any]:
@@ -141,7 +141,7 @@ async def idle_tcp(target: Target, count: int, hold_s: float) -> dict[str, Any]:
     for _, writer in conns:
         writer.close()
     return {"idle_tcp_opened": opened, "idle_tcp_still_open": still_open, "legit_tcp_options_status": options_status,
-            "legit_tcp_options_ms": options_ms}  # fmt: skip
+            "legit_tcp_options_ms": options_ms}
 
 
 async def _tcp_options(target: Target) -> tuple[float | None, str]:
@@ -238,7 +238,7 @@ def realtime_bad_events() -> list[str]:
         "[" * 20_000 + "]" * 20_000,
         json.dumps({"type": "conversation.item.create",
                     "item": {"type": "message", "role": "user",
-                             "content": [{"type": "input_text", "text": "\U0001f600" * 3990}]}}),  # fmt: skip
+                             "content": [{"type": "input_text", "text": "\U0001f600" * 3990}]}}),
     ]
 
 
@@ -251,7 +251,7 @@ async def realtime_flood(target: Target, count: int) -> dict[str, Any]:
     while sent < count:
         try:
             async with websockets.connect(url, additional_headers={"Authorization": f"Bearer {target.token}"},
-                                          max_size=None) as ws:  # fmt: skip
+                                          max_size=None) as ws:
                 while sent < count:
                     await ws.send(events[sent % len(events)])
                     sent += 1
@@ -295,9 +295,9 @@ async def hostile_http(target: Target, http: httpx.AsyncClient, rounds: int) -> 
     for n in range(rounds):
         requests = [
             http.post("/v1/realtime/calls", content=HOSTILE_OFFERS[n % len(HOSTILE_OFFERS)].encode(),
-                      headers={"Content-Type": "application/sdp"}),  # fmt: skip
+                      headers={"Content-Type": "application/sdp"}),
             http.post("/v1/chat/completions", content=bodies[n % len(bodies)],
-                      headers={"Content-Type": "application/json"}),  # fmt: skip
+                      headers={"Content-Type": "application/json"}),
         ]
         for what, coro in zip(("offer", "chat"), requests, strict=True):
             try:

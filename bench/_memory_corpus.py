@@ -19,8 +19,8 @@ import numpy.typing as npt
 import psycopg
 from pgvector.psycopg import register_vector_async
 
-from voice_server.avatar import memory_store
-from voice_server.avatar.memory_store import KINDS
+from voice_server.avatar.memory import store as memory_store
+from voice_server.avatar.memory.store import KINDS
 from voice_server.security import fields
 from voice_server.security.keys import Keyring
 from voice_server.stores.postgres import Database

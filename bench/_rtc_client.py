@@ -370,7 +370,7 @@ class CallPeer:
             return round((t - started) * 1000, 2)
 
         return ConnectTiming(round((started - t0) * 1000, 2), ms(answered), ms(created), ms(listener.first_packet),
-                             ms(listener.first_frame))  # fmt: skip
+                             ms(listener.first_frame))
 
     async def hang_up(self, http: httpx.AsyncClient | None) -> None:
         """``DELETE`` the call (if placed and ``http`` given), then close the peer connection."""

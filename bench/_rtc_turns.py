@@ -114,7 +114,7 @@ async def barge(peer: CallPeer, question: Pcm, interruption: Pcm, limit_s: float
     assert said.onset is not None and said.end is not None
     onset = said.onset
     started = [(t, e["response_id"]) for t, e in peer.events_after(since)
-               if e["type"] == "output_audio_buffer.started"]  # fmt: skip
+               if e["type"] == "output_audio_buffer.started"]
     playing = [rid for t, rid in started if t < onset]
     if not playing:
         await settle(peer, since_interruption, limit_s)
@@ -157,4 +157,4 @@ async def barge(peer: CallPeer, question: Pcm, interruption: Pcm, limit_s: float
     quiet = window[last + 1]
     clicks = [window[r[0]].wire for r in runs if r[0] > last]
     return Barge(round((quiet.wire - onset) * 1000, 2), round((quiet.track - onset) * 1000, 2), detected,
-                 click_ms=round((clicks[0] - onset) * 1000, 2) if clicks else None)  # fmt: skip
+                 click_ms=round((clicks[0] - onset) * 1000, 2) if clicks else None)

@@ -35,7 +35,7 @@ import numpy as np
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from pipeline.ports import Message
-from voice_server.avatar.memory_store import KINDS, NewMemory, open_row
+from voice_server.avatar.memory.store import KINDS, NewMemory, open_row
 from voice_server.live_sessions import LiveState, session_id_for
 from voice_server.security import fields
 from voice_server.security.files import CHUNK, FileSealer, open_records, write_sealed

@@ -3,7 +3,7 @@
 It starts ``soma serve --http`` with the profile's models, SIP on UDP and TCP on a free port and the product's
 default limits (150 SIP calls), signs up a caller and an attacker, and:
 
-1. **Unloaded call**: the caller dials ``sip:<caller>@127.0.0.1`` with `voice_server.sip.phone.SipPhone`, asks a
+1. **Unloaded call**: the caller dials ``sip:<caller>@127.0.0.1`` with `tests.sip_phone.SipPhone`, asks a
    warm-up question, then ``turns`` espeak questions; voice-to-voice on the caller's clock as in `bench.sip_call`.
 2. **Under attack**, a fresh call with the same questions: after its warm-up a separate process
    (`bench._abuse_attacks`) sends at once an INVITE flood (never ACKed, from one source, its SDP naming a UDP
@@ -53,7 +53,7 @@ from bench._abuse_attacks import AttackPlan, Target, attack_process  # noqa: E40
 from bench._common import percentiles, print_table, stop_server, write_result  # noqa: E402
 from bench.sip_call import GAP_S, PASSWORD, QUESTIONS, ask, commit, free_port, speech  # noqa: E402
 from models.registry import describe  # noqa: E402
-from voice_server.sip.phone import SipPhone  # noqa: E402
+from tests.sip_phone import SipPhone  # noqa: E402
 
 TARGET_RSS_GROWTH_MB = 100.0
 TARGET_SHUTDOWN_S = 10.0
@@ -98,7 +98,7 @@ class Sampler:
                 try:
                     self.rss_mb.append(self.proc.memory_info().rss / 2**20)
                     self.sip_live.append(int(metric(http.get("/metrics").text, "soma_live_conversations",
-                                                    'channel="sip"')))  # fmt: skip
+                                                    'channel="sip"')))
                 except (psutil.Error, httpx.HTTPError):
                     continue
 
@@ -115,7 +115,7 @@ def metric(text: str, name: str, labels: str = "") -> float:
 def http_5xx(text: str) -> int:
     """Every HTTP answer with a 5xx status the server counted."""
     return int(sum(float(m.group(1)) for m in re.finditer(r'soma_http_requests_total\{[^}]*status="5\d\d"[^}]*\} (\S+)',
-                                                          text)))  # fmt: skip
+                                                          text)))
 
 
 async def talk(phone: SipPhone, questions: list[np.ndarray]) -> list[float | None]:
@@ -141,7 +141,7 @@ class Phase:
 
 
 async def measured_call(addr: tuple[str, int], questions: list[np.ndarray], proc: psutil.Process, base_url: str,
-                        attack: tuple[Target, AttackPlan] | None) -> tuple[Phase, dict[str, Any]]:  # fmt: skip
+                        attack: tuple[Target, AttackPlan] | None) -> tuple[Phase, dict[str, Any]]:
     """A fresh call: a warm-up question, then (with ``attack``, started after the warm-up) the questions, timed.
     Returns the phase and the attacker's counts (empty without an attack)."""
     counts: dict[str, Any] = {}
@@ -158,7 +158,7 @@ async def measured_call(addr: tuple[str, int], questions: list[np.ndarray], proc
         if attack is not None:
             queue = multiprocessing.get_context("spawn").Queue()
             attacker = multiprocessing.get_context("spawn").Process(target=attack_process, args=(*attack, queue),
-                                                                    name="abuse-attacker")  # fmt: skip
+                                                                    name="abuse-attacker")
             attacker.start()
             await asyncio.sleep(1.0)  # the flood is under way before the first question
         v2v = await talk(phone, questions[1:])
@@ -172,7 +172,7 @@ async def measured_call(addr: tuple[str, int], questions: list[np.ndarray], proc
 
 
 async def both_calls(addr: tuple[str, int], plan: Plan, target: Target, proc: psutil.Process,
-                     base_url: str) -> tuple[Phase, Phase, dict[str, Any]]:  # fmt: skip
+                     base_url: str) -> tuple[Phase, Phase, dict[str, Any]]:
     """The unloaded call, then the same questions on a fresh call under attack (fresh, so both start from the
     same history length: later turns of one long call are slower by themselves)."""
     qs = [speech(q) for q in QUESTIONS]
@@ -189,7 +189,7 @@ def run(profile: str, plan: Plan, *, quick: bool, out_name: str) -> None:
     sip_port = free_port()
     addr = ("127.0.0.1", sip_port)
     server = conftest.start_server(tmp, models=True, timeout=600, SOMA_SIGNUP="open", SOMA_MODEL_PROFILE=profile,
-                                   SOMA_SIP_BIND=f"127.0.0.1:{sip_port}", SOMA_SIP_TRANSPORTS="udp,tcp")  # fmt: skip
+                                   SOMA_SIP_BIND=f"127.0.0.1:{sip_port}", SOMA_SIP_TRANSPORTS="udp,tcp")
     metrics: dict[str, Any] = {}
     try:
         with httpx.Client(base_url=server.base_url, timeout=30) as http:
@@ -231,7 +231,7 @@ def run(profile: str, plan: Plan, *, quick: bool, out_name: str) -> None:
     suffix = "" if profile == "full" else f" (profile {profile})"
     path = write_result(out_name, command=f"make bench BENCH=abuse{suffix}{' --quick' if quick else ''}",
                         models=describe(profile), metrics=metrics,
-                        notes=notes(plan) + " Targets: " + "; ".join(lines) + ".")  # fmt: skip
+                        notes=notes(plan) + " Targets: " + "; ".join(lines) + ".")
     print(f"wrote {path}")
 
 
@@ -274,7 +274,7 @@ def notes(plan: Plan) -> str:
     a = plan.attack
     return (
         "A real `soma serve --http` with the profile's models, SIP on loopback over UDP and TCP, default limits. "
-        "Two legitimate SIP calls one after the other (voice_server.sip.phone.SipPhone, PCMU), each a warm-up "
+        "Two legitimate SIP calls one after the other (tests.sip_phone.SipPhone, PCMU), each a warm-up "
         f"question then the same {plan.turns} questions: the first unloaded, the second while a separate process "
         f"attacks (started after its warm-up): {a.invites} never-ACKed "
         "INVITEs from one UDP source whose SDP names a sink on 127.0.0.9 (reflected_rtp_packets: RTP that reached "

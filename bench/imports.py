@@ -41,7 +41,8 @@ from pathlib import Path
 from typing import Any
 
 from bench._common import percentiles, print_table, rss_mb, write_result
-from voice_server.avatar.import_job import (
+from voice_server.avatar.importers import Me
+from voice_server.avatar.imports.job import (
     MAX_MEMORIES,
     ImportResult,
     Progress,
@@ -49,13 +50,12 @@ from voice_server.avatar.import_job import (
     open_imported,
     run_import,
 )
-from voice_server.avatar.importers import Me
-from voice_server.avatar.media_plan import MediaTools
+from voice_server.avatar.imports.recordings_plan import MediaTools
 from voice_server.avatar.persona.build import build_persona
 from voice_server.avatar.persona.service import PersonaService
-from voice_server.media import MediaStore
 from voice_server.security.keys import Keyring, new_master_key
 from voice_server.stores.postgres import Database
+from voice_server.user_files import MediaStore
 
 SENDERS = ("Ana Souza", "Me Myself")
 FACTS = ("My sister {n} lives in Porto.", "I love hiking in the hills near {n}.", "I work at the {n} bakery.")
@@ -104,7 +104,7 @@ async def timed_import(
     started = time.perf_counter()
     result = await run_import(db, keys, embedder, user_id=user_id, import_id=import_id,
                               open_file=lambda: path.open("rb"), name=path.name, me=Me.of("Me Myself"),
-                              progress=progress, media=media)  # fmt: skip
+                              progress=progress, media=media)
     seconds = time.perf_counter() - started
     return result, import_id, seconds, round(max(peak, rss_mb()) - before, 1)
 
@@ -112,7 +112,7 @@ async def timed_import(
 async def one(db: Database, keys: Keyring, embedder: Any, user_id: uuid.UUID, path: Path) -> dict[str, Any]:
     result, _, seconds, growth = await timed_import(db, keys, embedder, user_id, path)
     return {"seconds": round(seconds, 2), "messages_per_s": round(result.read / seconds),
-            "created": result.created, "memories": result.memories, "rss_growth_mb": growth}  # fmt: skip
+            "created": result.created, "memories": result.memories, "rss_growth_mb": growth}
 
 
 def write_media(folder: Path, seconds: float) -> tuple[Path, Path, set[str]]:
@@ -146,7 +146,7 @@ async def one_media(
             "rtf": round(seconds / result.audio_s, 3), "messages": result.created,
             "keyframes": sum(len(e.get("keyframes", ())) for e in result.media),
             "words_heard_pct": round(100 * len(words & found) / len(words), 1),
-            "rss_growth_mb": growth}  # fmt: skip
+            "rss_growth_mb": growth}
 
 
 async def run_media(args: argparse.Namespace, data_dir: Path, metrics: dict[str, Any]) -> dict[str, str]:
@@ -210,7 +210,7 @@ async def run(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, str]]
                     assert row is not None
                     users.append(row["id"])
             for label, user, emb in (("store", users[0], None), ("store_and_memories", users[1], embedder),
-                                     ("reimport", users[0], None)):  # fmt: skip
+                                     ("reimport", users[0], None)):
                 result = await one(db, keys, emb, user, path)
                 for key, value in result.items():
                     metrics[f"{label}_{key}"] = value
@@ -288,9 +288,9 @@ def main() -> int:
              "the per-turn query, the question's embedding given (recall computed it). Audio/video: espeak-ng "
              "speech, windows of <= 28 s transcribed one at a time on the model's worker (2 intra-op threads); "
              "rtf = import wall time / audio length, everything included (probe, decode, transcribe, keep the "
-             "recording and keyframes sealed, store).")  # fmt: skip
+             "recording and keyframes sealed, store).")
     path = write_result(name, models=models, metrics=metrics, notes=notes,
-                        command="python -m bench.imports " + " ".join(sys.argv[1:]))  # fmt: skip
+                        command="python -m bench.imports " + " ".join(sys.argv[1:]))
     print(f"wrote {path}")
     return 0
 

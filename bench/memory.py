@@ -63,10 +63,10 @@ from bench._memory_corpus import (
     make_queries,
     recall_at,
 )
-from voice_server.avatar import memory_store
-from voice_server.avatar.memory import MemoryService
-from voice_server.avatar.memory_policy import RecallWeights
-from voice_server.avatar.memory_store import MemoryStore, NewMemory, open_row
+from voice_server.avatar.memory import store as memory_store
+from voice_server.avatar.memory.policy import RecallWeights
+from voice_server.avatar.memory.service import MemoryService
+from voice_server.avatar.memory.store import MemoryStore, NewMemory, open_row
 from voice_server.security.keys import Keyring, new_master_key
 from voice_server.stores.postgres import Database
 

@@ -166,7 +166,7 @@ def tts_first_chunk_ms(voice: PiperTts | KokoroTts) -> list[float]:
 def warm_metrics(models: ModelSet) -> dict[str, Any]:
     vad, asr, llm, piper, kokoro, embed = (
         models.vad, models.asr, models.llm, models.tts_fast, models.tts_quality, models.embed
-    )  # fmt: skip
+    )
     assert vad and asr and llm and piper and kokoro and embed, "load_models('full') loads every role"
     speech = espeak_16k(ASR_TEXT)
     stream = vad.new_stream()
@@ -219,7 +219,7 @@ def serve_cold_start(runs: int = SERVE_RUNS) -> tuple[list[float], list[float], 
                 proc = subprocess.Popen(
                     [sys.executable, "-m", "voice_server.cli", "serve", "--http"],
                     env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO,
-                )  # fmt: skip
+                )
                 try:
                     while True:
                         if proc.poll() is not None:

@@ -27,10 +27,10 @@ from pathlib import Path
 import numpy as np
 
 from bench._common import percentiles, print_table, write_result
-from voice_server.avatar.bond_service import BondService, Observation
-from voice_server.avatar.memory_store import MemoryStore, NewMemory
+from voice_server.avatar.bond.sentiment import Sentiment
+from voice_server.avatar.bond.service import BondService, Observation
+from voice_server.avatar.memory.store import MemoryStore, NewMemory
 from voice_server.avatar.proactive.scheduler import ProactiveScheduler
-from voice_server.avatar.sentiment import Sentiment
 from voice_server.security.keys import Keyring, new_master_key
 from voice_server.stores.postgres import Database
 
@@ -74,7 +74,7 @@ async def run(users: int, data_dir: Path) -> dict[str, object]:
                 for m in range(20):
                     when = date(2015 + m % 10, 6, 10) if m % 4 == 0 else date(2015 + m % 10, 1 + m % 12, 1 + m)
                     await store.insert(conn, row["id"], NewMemory(f"Memory {m} of user {n}.", "event", 0.5, None,
-                                                                   when, "import"), vector)  # fmt: skip
+                                                                   when, "import"), vector)
         apply_ms = []
         for user in ids:
             started_apply = time.perf_counter()
@@ -143,7 +143,7 @@ def main() -> None:
     print_table(metrics)
     path = write_result(args.out, models={"sentiment": "vaderSentiment 3.3.2"}, metrics=metrics,
                         notes="messages are templates (no LLM); one scheduler worker; embedded Postgres",
-                        command=f"python -m bench.proactive --users {args.users}")  # fmt: skip
+                        command=f"python -m bench.proactive --users {args.users}")
     print(f"wrote {path}")
 
 

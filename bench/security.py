@@ -52,9 +52,9 @@ from bench._security_crypto import (
     user_text,
 )
 from pipeline.ports import FinishedTurn
-from voice_server.avatar.memory import MemoryService
-from voice_server.avatar.memory_policy import RecallWeights
-from voice_server.avatar.memory_store import MemoryStore
+from voice_server.avatar.memory.policy import RecallWeights
+from voice_server.avatar.memory.service import MemoryService
+from voice_server.avatar.memory.store import MemoryStore
 from voice_server.conversations import AvatarContext, ConversationStore
 from voice_server.live_sessions import LiveSessions, LiveState, session_id_for
 from voice_server.security.audit import AuditEvent, AuditLog

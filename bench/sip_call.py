@@ -1,7 +1,7 @@
 """SIP call benchmark: a real ``soma serve`` called over loopback by the project's SIP phone, timed by the caller.
 
 It starts ``soma serve --http`` with the profile's models and SIP on a free port, signs up a user, and calls
-``sip:<user>@127.0.0.1`` with `voice_server.sip.phone.SipPhone` (UDP signaling, G.711 μ-law RTP at 20 ms,
+``sip:<user>@127.0.0.1`` with `tests.sip_phone.SipPhone` (UDP signaling, G.711 μ-law RTP at 20 ms,
 silence between utterances as a phone sends). Every figure is on the caller's monotonic clock.
 
 1. **Setup** (``sip_setup_ms``): sequential calls, INVITE sent -> 200 OK received; each hung up before the next.
@@ -44,7 +44,7 @@ import psutil  # noqa: E402
 
 from bench._common import percentiles, print_table, stop_server, write_result  # noqa: E402
 from models.registry import describe  # noqa: E402
-from voice_server.sip.phone import SipPhone  # noqa: E402
+from tests.sip_phone import SipPhone  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 PASSWORD = "bench-sip-call-password"
@@ -157,7 +157,7 @@ async def conversing_phase(addr: tuple[str, int], user: str, plan: Plan, qs: lis
     metrics: dict[str, Any] = {}
     for level in plan.conversing_levels:
         jobs = [converse(addr, user, [qs[(i + k) % len(qs)] for k in range(plan.conversing_turns)], i / level)
-                for i in range(level)]  # fmt: skip
+                for i in range(level)]
         results = [v for r in await asyncio.gather(*jobs) for v in r]
         answered = [v for v in results if v is not None]
         metrics[f"sip_answered_ratio_at_{level}"] = round(len(answered) / len(results), 2)
@@ -165,7 +165,7 @@ async def conversing_phase(addr: tuple[str, int], user: str, plan: Plan, qs: lis
             metrics[f"sip_v2v_ms_at_{level}"] = percentiles(answered)
         ok = len(answered) == len(results) and percentiles(answered)["p95"] <= TARGET_CONVERSING_P95_MS
         print(f"conversing {level}: {metrics.get(f'sip_v2v_ms_at_{level}')} answered "
-              f"{len(answered)}/{len(results)}", file=sys.stderr)  # fmt: skip
+              f"{len(answered)}/{len(results)}", file=sys.stderr)
         if ok and metrics.get("max_sip_calls", 0) == level_before(plan, level):
             metrics["max_sip_calls"] = level  # every level up to this one was within the target
         if len(answered) < len(results) / 2:
@@ -181,7 +181,7 @@ def level_before(plan: Plan, level: int) -> int:
 
 
 def idle_worker(addr: tuple[str, int], user: str, calls: int, settle_s: float, window_s: float,
-                result: Any) -> None:  # fmt: skip
+                result: Any) -> None:
     """A subprocess holding ``calls`` idle calls: jitter samples of the server's RTP over the window."""
 
     async def main() -> dict[str, Any]:
@@ -231,7 +231,7 @@ def idle_phase(addr: tuple[str, int], user: str, plan: Plan, proc: psutil.Proces
         shares = [CALLS_PER_WORKER] * full + ([rest] if rest else [])
         settle = 3.0 + level / 25
         workers = [ctx.Process(target=idle_worker, args=(addr, user, n, settle, plan.idle_window_s, queue))
-                   for n in shares]  # fmt: skip
+                   for n in shares]
         for w in workers:
             w.start()
         time.sleep(settle + 0.5)
@@ -253,7 +253,7 @@ def idle_phase(addr: tuple[str, int], user: str, plan: Plan, proc: psutil.Proces
         within = bool(jitter) and percentiles(jitter)["p95"] <= TARGET_IDLE_JITTER_P95_MS
         ok = connected == level and silent == 0 and within
         print(f"idle {level}: connected {connected} silent {silent} jitter "
-              f"{metrics.get(f'idle_jitter_ms_at_{level}')} server cpu {cpu_pct:.0f}%", file=sys.stderr)  # fmt: skip
+              f"{metrics.get(f'idle_jitter_ms_at_{level}')} server cpu {cpu_pct:.0f}%", file=sys.stderr)
         if ok:
             metrics["max_idle_sip_calls"] = level
         else:
@@ -272,7 +272,7 @@ def server_marks(base_url: str, token: str, turns: int) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for stage in ("transcript_final", "llm_first_token", "tts_first_chunk", "first_audio_out"):
         values = [t["marks"][stage] - t["marks"]["speech_end"] for t in stored
-                  if stage in (t["marks"] or {}) and "speech_end" in t["marks"]]  # fmt: skip
+                  if stage in (t["marks"] or {}) and "speech_end" in t["marks"]]
         if values:
             out[f"server_{stage}_ms"] = percentiles(values)
     return out
@@ -288,7 +288,7 @@ def start_server(tmp: Path, profile: str, sip_port: int) -> Any:
     return conftest.start_server(tmp, models=True, timeout=600, SOMA_SIGNUP="open", SOMA_MODEL_PROFILE=profile,
                                  SOMA_SIP_BIND=f"127.0.0.1:{sip_port}", SOMA_SIP_MAX_CALLS="400",
                                  SOMA_SIP_RTP_PORTS="10000-11999", SOMA_SIP_INVITE_RATE="1000",
-                                 SOMA_SIP_INVITE_BURST="1000")  # fmt: skip
+                                 SOMA_SIP_INVITE_BURST="1000")
 
 
 def run(profile: str, plan: Plan, *, quick: bool, out_name: str) -> None:
@@ -326,7 +326,7 @@ def run(profile: str, plan: Plan, *, quick: bool, out_name: str) -> None:
     suffix = "" if profile == "full" else f" (profile {profile})"
     path = write_result(out_name, command=f"make bench BENCH=sip_call{suffix}{' --quick' if quick else ''}",
                         models=describe(profile), metrics=metrics,
-                        notes=notes(plan) + " Targets: " + "; ".join(lines) + ".")  # fmt: skip
+                        notes=notes(plan) + " Targets: " + "; ".join(lines) + ".")
     print(f"wrote {path}")
 
 
@@ -355,7 +355,7 @@ def notes(plan: Plan) -> str:
     return (
         "A real `soma serve --http` with the profile's models and the SIP listener on loopback (INVITE rate "
         "limit raised to 1,000/s: all calls come from one address, as a trunk's do); every call "
-        "placed by voice_server.sip.phone.SipPhone (UDP SIP, PCMU RTP at 20 ms, silence between utterances, "
+        "placed by tests.sip_phone.SipPhone (UDP SIP, PCMU RTP at 20 ms, silence between utterances, "
         "telephone-event offered) in this process or, for idle calls, in subprocesses of "
         f"{CALLS_PER_WORKER} calls; all times on the caller's monotonic clock. sip_setup_ms: {plan.setups} "
         "sequential calls, INVITE sent -> 200 OK received (100 Trying and 180 Ringing in between; no ring "
@@ -380,7 +380,7 @@ def notes(plan: Plan) -> str:
 def commit() -> str:
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True,
-                             cwd=REPO)  # fmt: skip
+                             cwd=REPO)
         return out.stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"

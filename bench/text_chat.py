@@ -403,9 +403,9 @@ def print_targets(metrics: dict[str, Any], clients: int) -> None:
         p50 = one["p50"] if one else None
         p95 = many["p95"] if many else None
         print(f"target {label:8} first delta p50 at 1 client  <= {TARGET_FIRST_DELTA_P50_AT_1_MS:6.0f} ms: "
-              f"{p50 if p50 is not None else '-':>9} ms  {verdict(p50, TARGET_FIRST_DELTA_P50_AT_1_MS)}")  # fmt: skip
+              f"{p50 if p50 is not None else '-':>9} ms  {verdict(p50, TARGET_FIRST_DELTA_P50_AT_1_MS)}")
         print(f"target {label:8} first delta p95 at {clients} clients <= {TARGET_FIRST_DELTA_P95_AT_10_MS:6.0f} ms: "
-              f"{p95 if p95 is not None else '-':>9} ms  {verdict(p95, TARGET_FIRST_DELTA_P95_AT_10_MS)}")  # fmt: skip
+              f"{p95 if p95 is not None else '-':>9} ms  {verdict(p95, TARGET_FIRST_DELTA_P95_AT_10_MS)}")
 
 
 # ------------------------------------------------------------------------------------------------- main
@@ -482,7 +482,7 @@ def run(
     try:
         started = time.perf_counter()
         server = start_server(tmp, models=True, timeout=600, SOMA_SIGNUP="open", SOMA_MODEL_PROFILE=profile,
-                              **llm_env)  # fmt: skip
+                              **llm_env)
         print(f"server ready in {time.perf_counter() - started:.1f} s at {server.base_url}", file=sys.stderr)
         base_url = server.base_url
         tokens = {

@@ -126,7 +126,7 @@ def analyse(transport: DriverTransport) -> tuple[list[float], list[float], dict[
     barge = []
     ended = {e.reply_id: t for t, e in transport.events if isinstance(e, ReplyDone)}
     talking = [(m["first_audio_out"], ended.get(turn, float("inf"))) for turn, m in transport.marks.items()
-               if "first_audio_out" in m]  # fmt: skip
+               if "first_audio_out" in m]
     for onset in transport.barge_onsets:
         # Only onsets while a reply was playing are barge-ins (a short reply may have ended before it).
         if not any(start <= onset < end for start, end in talking):

@@ -241,7 +241,7 @@ async def conversing_phase(
     try:
         delays = [rng.uniform(0, STAGGER_S) for _ in tokens]
         per_call = await asyncio.gather(*(converse(*args) for args in zip(peers, tokens, delays, questions,
-                                                                          strict=True)))  # fmt: skip
+                                                                          strict=True)))
     finally:
         await asyncio.gather(*(peer.hang_up(http) for peer in peers), return_exceptions=True)
     failed = sum(1 for turns in per_call if len(turns) == 1 and (turns[0].error or "").startswith("call failed"))
@@ -369,7 +369,7 @@ def idle_phase(base_url: str, tokens: Sequence[str], plan: Plan, meter: ServerMe
             if lag:
                 metrics[f"idle_client_loop_lag_ms_at_{level}"] = percentiles(lag)
             print(f"idle {level}: {connected} connected ({len(errors)} failed) in {ramp_s:.1f} s; jitter p95 "
-                  f"{metrics.get(f'idle_jitter_ms_at_{level}', {}).get('p95')} ms", file=sys.stderr)  # fmt: skip
+                  f"{metrics.get(f'idle_jitter_ms_at_{level}', {}).get('p95')} ms", file=sys.stderr)
             for error in sorted(set(errors))[:3]:
                 print(f"  idle call failed: {error}", file=sys.stderr)
             if connected < level * 0.9 or sent < expected * MIN_SENT_RATIO:
@@ -444,16 +444,16 @@ def targets(metrics: dict[str, Any], plan: Plan) -> list[str]:
     lines = []
     v2v = get("v2v_ms", "p50")
     lines.append(f"voice-to-voice p50 (wire) <= {TARGET_V2V_P50_MS:.0f} ms: {v2v} ms  "
-                 f"{verdict(v2v, TARGET_V2V_P50_MS)}")  # fmt: skip
+                 f"{verdict(v2v, TARGET_V2V_P50_MS)}")
     stop = get("barge_in_ms", "p95")
     lines.append(f"barge-in p95 (wire) <= ~{TARGET_BARGE_P95_MS:.0f} ms + network: {stop} ms  "
-                 f"{verdict(stop, TARGET_BARGE_P95_MS)}")  # fmt: skip
+                 f"{verdict(stop, TARGET_BARGE_P95_MS)}")
 
     def idle_ok(level: int) -> bool:
         """Every call of the level connected and kept receiving audio, within the jitter target."""
         jitter = get(f"idle_jitter_ms_at_{level}", "p95")
         return (metrics.get(f"idle_connected_at_{level}") == level and metrics.get(f"idle_silent_calls_at_{level}") == 0
-                and jitter is not None and jitter <= TARGET_IDLE_JITTER_P95_MS)  # fmt: skip
+                and jitter is not None and jitter <= TARGET_IDLE_JITTER_P95_MS)
 
     idle_levels = [lvl for lvl in plan.idle_levels if f"idle_jitter_ms_at_{lvl}" in metrics]
     if idle_levels:
@@ -465,14 +465,14 @@ def targets(metrics: dict[str, Any], plan: Plan) -> list[str]:
                      f"at {top_idle}: {metrics.get(f'idle_connected_at_{top_idle}')} connected, "
                      f"{metrics.get(f'idle_silent_calls_at_{top_idle}')} silent in the window, p95 "
                      f"{get(f'idle_jitter_ms_at_{top_idle}', 'p95')} ms; largest level within target: "
-                     f"{max((lvl for lvl in idle_levels if idle_ok(lvl)), default=None)}  {ok}")  # fmt: skip
+                     f"{max((lvl for lvl in idle_levels if idle_ok(lvl)), default=None)}  {ok}")
     top = max(plan.conversing_levels)
     p95 = get(f"v2v_ms_at_{top}", "p95")
     ok = verdict(p95, TARGET_CONVERSING_P95_MS) if metrics.get(f"answered_ratio_at_{top}") == 1.0 else "MISSED"
     if top < TARGET_CONVERSING_CALLS:
         ok = f"not measured (ran up to {top} calls)"
     lines.append(f"{TARGET_CONVERSING_CALLS} conversing calls, v2v p95 <= {TARGET_CONVERSING_P95_MS:.0f} ms: "
-                 f"p95 {p95} ms, answered {metrics.get(f'answered_ratio_at_{top}')}  {ok}")  # fmt: skip
+                 f"p95 {p95} ms, answered {metrics.get(f'answered_ratio_at_{top}')}  {ok}")
     return lines
 
 
@@ -518,7 +518,7 @@ async def measure(base_url: str, users: dict[str, list[str]], plan: Plan, speech
             summarise_barges(barges, metrics)
             metrics["client_loop_lag_ms_at_1"] = percentiles(lag.take() or [0.0])
             print(f"single call: {len(turns)} turns, {len(barges)} interruptions in "
-                  f"{time.perf_counter() - started:.1f} s", file=sys.stderr)  # fmt: skip
+                  f"{time.perf_counter() - started:.1f} s", file=sys.stderr)
 
             offset = 0
             for level in plan.conversing_levels:
@@ -531,7 +531,7 @@ async def measure(base_url: str, users: dict[str, list[str]], plan: Plan, speech
                 metrics[f"failed_calls_at_{level}"] = failed
                 metrics[f"client_loop_lag_ms_at_{level}"] = percentiles(lag.take() or [0.0])
                 print(f"conversing {level}: {len(level_turns)} turns in {time.perf_counter() - started:.1f} s, "
-                      f"v2v {metrics.get(f'v2v_ms_at_{level}')}", file=sys.stderr)  # fmt: skip
+                      f"v2v {metrics.get(f'v2v_ms_at_{level}')}", file=sys.stderr)
     finally:
         await lag.stop()
     return metrics

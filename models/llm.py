@@ -213,7 +213,7 @@ class CT2Llm:
         if len(tokens) > budget:
             kept = self.fit_prompt(messages, budget)
             log.info("prompt over budget: %d of %d messages kept", len(kept), len(messages),
-                     extra={"prompt_tokens": len(tokens), "budget": budget})  # fmt: skip
+                     extra={"prompt_tokens": len(tokens), "budget": budget})
             tokens = self.encode(self.render(kept))
         stats.prompt_tokens = len(tokens)
         static: list[str] | None = None

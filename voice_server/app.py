@@ -31,19 +31,19 @@ from voice_server.api import (
     system,
 )
 from voice_server.avatar.calls_first import CallsFirstAsr, CallsFirstLlm
-from voice_server.avatar.import_job import worker_id
-from voice_server.avatar.import_service import ImportService
-from voice_server.avatar.media_plan import MediaTools
+from voice_server.avatar.imports.job import worker_id
+from voice_server.avatar.imports.recordings_plan import MediaTools
+from voice_server.avatar.imports.service import ImportService
 from voice_server.avatar.proactive.service import ProactiveService
 from voice_server.config import Settings, load_settings
 from voice_server.errors import install_error_handlers
 from voice_server.http_limits import BodyLimitMiddleware
-from voice_server.media import MediaStore
 from voice_server.metrics import Metrics, MetricsMiddleware
 from voice_server.resources import Resources
 from voice_server.security.audit_http import AuditMiddleware
 from voice_server.security_headers import SecurityHeadersMiddleware, cors_options
 from voice_server.sip.service import start_sip
+from voice_server.user_files import MediaStore
 from voice_server.webrtc.calls import CallManager
 
 WEB_DIR = Path(__file__).resolve().parent.parent / "clients" / "web"
@@ -87,7 +87,7 @@ def create_app(settings: Settings, resources: Resources | None = None) -> FastAP
         app.state.proactive = ProactiveService(
             res.db, res.keys, worker=await asyncio.to_thread(worker_id, res.settings.data_dir), llm=llm,
             schedule=res.settings.proactive, interval_s=float(res.settings.proactive_interval_s),
-        )  # fmt: skip
+        )
         await app.state.proactive.start()
         try:
             yield

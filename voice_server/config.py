@@ -283,7 +283,7 @@ class Settings:
             raise ConfigError(f"sip_media_timeout_s: must be 5-3600, got {self.sip_media_timeout_s}")
         bounds = (("sip_t1_ms", 50, 5000), ("sip_invite_rate", 1, 10_000), ("sip_invite_burst", 1, 10_000),
                   ("sip_tcp_idle_s", 1, 3600), ("sip_tcp_max_connections", 1, 10_000),
-                  ("sip_tcp_max_per_source", 1, 10_000))  # fmt: skip
+                  ("sip_tcp_max_per_source", 1, 10_000))
         for name, least, most in bounds:
             if not least <= getattr(self, name) <= most:
                 raise ConfigError(f"{name}: must be {least}-{most}, got {getattr(self, name)}")

@@ -17,8 +17,8 @@ from collections.abc import Sequence
 from typing import Literal
 
 from pipeline.ports import FinishedTurn, Message
-from voice_server.avatar.bond_service import BondService
-from voice_server.avatar.memory import MemoryService, Recent
+from voice_server.avatar.bond.service import BondService
+from voice_server.avatar.memory.service import MemoryService, Recent
 from voice_server.avatar.persona.service import PersonaService
 from voice_server.live_sessions import LiveSessions, LiveState, heard_messages, window
 from voice_server.security import fields
@@ -272,7 +272,7 @@ class AvatarContext:
             self.user_id, self.username, transcript, memory=self.memory,
             examples=self.examples if own else None, bond=self.bond,
             recent=self.memory.recent_for(self.conversation_id) if self.memory is not None else None,
-        )  # fmt: skip
+        )
         return prompt(instructions or self.persona, history, late, transcript)
 
     async def history_edited(self, history: Sequence[Message], heard: tuple[int, str] | None = None) -> None:

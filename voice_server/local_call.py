@@ -104,7 +104,7 @@ async def run_call(models: SessionModels, turns: list[Pcm | str], *, echo: Calla
     transport.take_turns(turns)
     await Session(transport, models).run()
     v2v = [end_to_audio for turn, end in transport.speech_end.items()
-           if (end_to_audio := transport.first_audio.get(turn, end) - end) > 0]  # fmt: skip
+           if (end_to_audio := transport.first_audio.get(turn, end) - end) > 0]
     return CallReport(transport, v2v)
 
 

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from voice_server.avatar.bond_service import BondService
-from voice_server.avatar.memory import MemoryService
-from voice_server.avatar.memory_policy import RecallWeights
+from voice_server.avatar.bond.service import BondService
+from voice_server.avatar.memory.policy import RecallWeights
+from voice_server.avatar.memory.service import MemoryService
 from voice_server.avatar.persona.service import PersonaService
 from voice_server.config import Settings
 from voice_server.metrics import Metrics

@@ -17,7 +17,7 @@ from pipeline.llm import ConversationLlm
 from pipeline.ports import Transport
 from pipeline.session import Session, SessionConfig, SessionModels
 from voice_server.accounts import Principal
-from voice_server.avatars import Avatar
+from voice_server.avatar.directory import Avatar
 from voice_server.conversations import AvatarContext, Channel, ConversationStore
 from voice_server.errors import ApiError
 from voice_server.live_sessions import HISTORY_WINDOW as HISTORY
@@ -90,7 +90,7 @@ async def find_session(
     state = await LiveSessions(res.sessions, res.db, res.keys).load(session_id, user.user_id, history_messages=HISTORY)
     if state is None or state.channel != channel or state.avatar != avatar.id:
         raise ApiError(404, "session_not_found", f"no live {channel} session with this id for this model "
-                                                 "(it may have expired)")  # fmt: skip
+                                                 "(it may have expired)")
     return state
 
 
@@ -131,9 +131,9 @@ async def open_conversation(
     state.history, state.turn_state, state.pending = list(history), "listening", None
     await sessions.save(state)
     context = AvatarContext(store, conversation_id, user.user_id, avatar.persona, res.memory, live=(sessions, state),
-                            examples=res.persona, username=user.username, bond=res.bond)  # fmt: skip
+                            examples=res.persona, username=user.username, bond=res.bond)
     session = Session(transport, models, context=context, config=config, observer=res.metrics.for_channel(channel),
-                      history=history)  # fmt: skip
+                      history=history)
     live = res.metrics.live_conversations.labels(channel)
     live.inc()
     return Conversation(session, context, store, live, state, sessions)

@@ -1,6 +1,6 @@
 // The bond card on the Persona screen: affinity, trust, streak, last contact, mood, and what they tell the avatar.
 //
-// `GET /v1/bond` answers the bond decayed to now (see voice_server/avatar/bond.py); "Reset the bond" asks in a
+// `GET /v1/bond` answers the bond decayed to now (see voice_server/avatar/bond/); "Reset the bond" asks in a
 // modal dialog, then `DELETE /v1/bond` puts it back to its starting state.
 import { ApiError, api } from "./api.js";
 import { el, focusIfIdle, plural, when } from "./dom.js";

@@ -87,7 +87,7 @@ def telegram_single_chat() -> dict[str, object]:
              "from": "Ana Souza", "from_id": "user7", "photo": "photos/photo_1.jpg", "width": 1, "height": 1,
              "text": "", "text_entities": []},
         ],
-    }  # fmt: skip
+    }
 
 
 def telegram_full_export() -> dict[str, object]:
@@ -103,7 +103,7 @@ def telegram_full_export() -> dict[str, object]:
             {"id": 11, "type": "message", "date": "2023-02-01T08:01:00", "date_unixtime": "1675238460",
              "from": "Carl", "from_id": "user5", "text": "in!", "text_entities": []},
         ],
-    }  # fmt: skip
+    }
     return {
         "about": "Here is the data you requested.",
         "personal_information": {"user_id": 42, "first_name": "Bea", "last_name": "", "phone_number": "+1"},
@@ -117,7 +117,7 @@ def telegram_full_export() -> dict[str, object]:
                      "from": "Bea", "from_id": "user42", "text": "bye all 👋", "text_entities": []}]},
             ],
         },
-    }  # fmt: skip
+    }
 
 
 def mojibake(text: str) -> str:
@@ -143,7 +143,7 @@ def facebook_thread() -> dict[str, object]:
         "title": mojibake("Ana Souza"),
         "is_still_participant": True,
         "thread_path": "inbox/ana_123",
-    }  # fmt: skip
+    }
 
 
 def facebook_posts() -> list[object]:
@@ -154,7 +154,7 @@ def facebook_posts() -> list[object]:
         {"timestamp": 1673789500, "attachments": [{"data": [{"media": {"uri": "photos/1.jpg"}}]}],
          "data": [{"post": "Sunset"}]},
         {"timestamp": 1673789600, "data": [{"update_timestamp": 1673789600}], "title": "Zoë shared a memory."},
-    ]  # fmt: skip
+    ]
 
 
 def instagram_posts() -> list[object]:
@@ -177,7 +177,7 @@ def tweets_js() -> str:
                    "extended_entities": {"media": [{"url": "https://t.co/pic", "type": "photo"}]}}},
         {"tweet": {"id_str": "1", "created_at": "Mon Jan 16 10:00:00 +0000 2023",
                    "full_text": "RT @someone: not my words"}},
-    ]  # fmt: skip
+    ]
     return "window.YTD.tweets.part0 = " + json.dumps(tweets, indent=2, ensure_ascii=False)
 
 
@@ -236,7 +236,7 @@ def _telegram_messages(messages: int) -> Iterator[str]:
              "date_unixtime": str(int(at.timestamp())), "from": SENDERS[i % len(SENDERS)],
              "from_id": f"user{i % len(SENDERS)}", "text": text, "text_entities": []},
             ensure_ascii=False,
-        )  # fmt: skip
+        )
 
 
 def telegram_stream(path: Path, messages: int) -> int:

@@ -6,9 +6,9 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
-from voice_server.avatar import bond
-from voice_server.avatar.bond import STARTING_STATE, BondState
-from voice_server.avatar.sentiment import Sentiment
+from voice_server.avatar.bond import model as bond
+from voice_server.avatar.bond.model import STARTING_STATE, BondState
+from voice_server.avatar.bond.sentiment import Sentiment
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 

@@ -72,13 +72,13 @@ def _accepts(data: bytes) -> bool:
 _SCALARS = st.one_of(
     st.none(), st.booleans(), st.integers(-(10**30), 10**30), st.floats(allow_nan=False, allow_infinity=False),
     st.text(alphabet=st.sampled_from('ab"\\[]{},: \n\u00e9\U0001f600'), max_size=40),
-)  # fmt: skip
+)
 _DOCUMENTS = st.recursive(
     _SCALARS,
     lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(alphabet='k"\\[{', max_size=5), inner,
                                                                  max_size=5),
     max_leaves=40,
-)  # fmt: skip
+)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -165,13 +165,13 @@ def test_an_oversized_record_is_skipped_and_the_next_one_read(fmt: str) -> None:
     parse, _ = JSON_PARSERS[fmt]
     huge: dict[str, Any] = {"sender": "a", "from": "a", "text": "x", "filler": [0] * (MAX_RECORD_EVENTS + 1)}
     good = {"sender": "Ana", "sender_name": "Ana", "from": "Ana", "text": "hello", "content": "hello",
-            "full_text": "hello", "data": [{"post": "hello"}], "at": None}  # fmt: skip
+            "full_text": "hello", "data": [{"post": "hello"}], "at": None}
     items = [huge, {**good, "tweet": good}] if fmt == "twitter" else [huge, good]
     body = json.dumps(items).encode()
     data = {
         "telegram": b'{"messages": ' + body + b"}", "meta_messages": b'{"messages": ' + body + b"}",
         "twitter": b"window.YTD.tweets.part0 = " + body,
-    }.get(fmt, body)  # fmt: skip
+    }.get(fmt, body)
     records = list(parse(io.BytesIO(data)))
     assert records[0] == Skipped(0, "too_large")
     assert isinstance(records[1], ImportedMessage) and records[1].text == "hello"

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from tests.avatar import import_fixtures as fx
-from voice_server.avatar.import_job import BATCH, OccurrenceKeys, seal_batch
 from voice_server.avatar.importers import ImportedMessage, Me, parse
+from voice_server.avatar.imports.job import BATCH, OccurrenceKeys, seal_batch
 from voice_server.security import fields
 from voice_server.security.files import CHUNK, SealedReader, write_sealed
 from voice_server.security.keys import DecryptionError, UserKey

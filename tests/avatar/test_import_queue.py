@@ -8,7 +8,7 @@ import asyncio
 
 import pytest
 
-from voice_server.avatar.import_queue import FairQueue, QueueFullError, QuotaExceededError
+from voice_server.avatar.imports.queue import FairQueue, QueueFullError, QuotaExceededError
 
 
 def test_a_user_at_their_quota_is_refused_and_others_are_not() -> None:

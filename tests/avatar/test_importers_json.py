@@ -37,7 +37,7 @@ def test_telegram_single_chat_flattens_entities_and_maps_media() -> None:
     assert ana == ImportedMessage(
         "telegram", "Ana Souza", "Ana Souza", datetime(2023, 1, 15, 13, 31, tzinfo=UTC), "Olá 😀\nsecond line",
         False, None, 1,
-    )  # fmt: skip
+    )
     assert (bea_link.text, bea_link.is_user) == ("see this → https://x.org", True)
     assert (bea_voice.attachment, bea_voice.text) == ("voice", "")
     assert deleted.sender == "Deleted Account"
@@ -69,7 +69,7 @@ def test_telegram_malformed_records_are_skipped_not_fatal() -> None:
         7, {"id": 2, "type": "message", "from": 5, "text": "x"},
         {"id": 3, "type": "message", "from": "Ana", "text": [{"type": "bold"}]},
         {"id": 4, "type": "message", "from": "Ana", "text": "ok", "date": "2023-01-01T10:00:00"},
-    ]}  # fmt: skip
+    ]}
     records = list(telegram.parse(_bytes(chat)))
     assert records[:3] == [Skipped(0, "bad_record"), Skipped(1, "bad_record"), Skipped(2, "bad_record")]
     assert _messages(records)[0].at == datetime(2023, 1, 1, 10, 0)  # no unixtime: naive local `date`
@@ -100,7 +100,7 @@ def test_malformed_json_raises_before_any_record(data: bytes, message: str) -> N
 def test_truncated_file_with_good_records_first_still_yields_nothing() -> None:
     """Thousands of good messages before the cut do not leak out: validation reads the whole file first."""
     chat = {"name": "x", "type": "personal_chat", "id": 1,
-            "messages": [{"id": i, "type": "message", "from": "Ana", "text": "hi"} for i in range(5000)]}  # fmt: skip
+            "messages": [{"id": i, "type": "message", "from": "Ana", "text": "hi"} for i in range(5000)]}
     data = json.dumps(chat).encode()[:-40]
     yielded: list[object] = []
     with pytest.raises(ImportFormatError, match="truncated"):
@@ -116,7 +116,7 @@ def test_facebook_thread_fixes_mojibake_and_skips_unsent_and_calls() -> None:
     assert cafe == ImportedMessage(
         "facebook", "Ana Souza", "Zoë Lima", datetime(2023, 1, 15, 13, 35, tzinfo=UTC), "Café amanhã? 😀", True,
         None, 0,
-    )  # fmt: skip
+    )
     assert (photo.attachment, photo.text) == ("image", "")
     assert share.text == "look\nhttps://example.org/post"
 
@@ -204,7 +204,7 @@ def test_generic_json_array_reads_documented_fields() -> None:
     assert [r for r in records if isinstance(r, Skipped)] == [
         Skipped(3, "bad_date"), Skipped(4, "bad_record"), Skipped(5, "bad_record"), Skipped(6, "bad_record"),
         Skipped(7, "bad_record"),
-    ]  # fmt: skip
+    ]
 
 
 def test_generic_file_starting_with_a_brace_must_be_json_lines() -> None:

@@ -17,22 +17,22 @@ import numpy as np
 import pytest
 
 from tests.avatar import media_fixtures as mf
-from voice_server.avatar import media_job
 from voice_server.avatar.importers import (
     ImportedMessage,
     ImportFormatError,
     Me,
     detect,
-    media,
     participants,
+    recordings,
     whatsapp,
     whatsapp_zip,
 )
 from voice_server.avatar.importers import keyframes as kf
-from voice_server.avatar.importers.media import SAMPLE_RATE, WindowCutter
-from voice_server.avatar.media_plan import MediaPlan, Piece
-from voice_server.media import MediaStore
+from voice_server.avatar.importers.recordings import SAMPLE_RATE, WindowCutter
+from voice_server.avatar.imports import recordings_job as media_job
+from voice_server.avatar.imports.recordings_plan import MediaPlan, Piece
 from voice_server.security.keys import UserKey
+from voice_server.user_files import MediaStore
 
 SENTENCES = ("Please turn on the kitchen lights.", "I love hiking in the mountains.")
 
@@ -51,7 +51,7 @@ def encoded(pcm: np.ndarray) -> dict[str, bytes]:
     ("name", "fmt"),
     [("PTT-20240312-WA0004.opus", "ogg"), ("voice.m4a", "m4a"), ("a.mp3", "mp3"), ("a.wav", "wav"),
      ("a.flac", "flac"), ("renamed.txt", "ogg")],
-)  # fmt: skip
+)
 def test_audio_is_detected_by_content(encoded: dict[str, bytes], name: str, fmt: str) -> None:
     """Voice notes and audio files are "audio" whatever they are named (content wins over the name)."""
     assert detect(name, encoded[fmt][:8192]) == "audio"
@@ -74,10 +74,10 @@ def test_video_archive_and_wrong_names_are_told_apart(pcm: np.ndarray) -> None:
 @pytest.mark.parametrize("fmt", ["ogg", "m4a", "mp3", "wav", "flac"])
 def test_probe_accepts_whole_files_and_hashes_them(encoded: dict[str, bytes], pcm: np.ndarray, fmt: str) -> None:
     """Every supported audio format probes to its length (within AAC priming) and a stable digest."""
-    info = media.probe(io.BytesIO(encoded[fmt]), f"a.{fmt}")
+    info = recordings.probe(io.BytesIO(encoded[fmt]), f"a.{fmt}")
     assert info.kind == "audio" and info.has_audio and info.size == len(encoded[fmt])
     assert abs(info.seconds - len(pcm) / SAMPLE_RATE) < 0.2
-    assert info.sha256 == media.probe(io.BytesIO(encoded[fmt]), "b").sha256
+    assert info.sha256 == recordings.probe(io.BytesIO(encoded[fmt]), "b").sha256
     assert info.content_type.startswith("audio/")
 
 
@@ -89,17 +89,17 @@ def test_a_cut_file_is_refused_with_a_clear_reason(encoded: dict[str, bytes], fm
     """A file cut in the middle (an incomplete copy) is refused, saying so, before anything is transcribed."""
     data = encoded[fmt]
     with pytest.raises(ImportFormatError, match=message):
-        media.probe(io.BytesIO(data[: len(data) * 6 // 10]), f"voice.{fmt}")
+        recordings.probe(io.BytesIO(data[: len(data) * 6 // 10]), f"voice.{fmt}")
 
 
 def test_not_audio_and_empty_files_are_refused() -> None:
     """Text, random bytes and an empty file are refused by the validating pass."""
     for data, message in ((b"just some text\n" * 100, "not a readable"), (secrets.token_bytes(5000), "not a readable"),
-                          (b"", "empty")):  # fmt: skip
+                          (b"", "empty")):
         with pytest.raises(ImportFormatError, match=message):
-            media.probe(io.BytesIO(data), "x.ogg")
+            recordings.probe(io.BytesIO(data), "x.ogg")
     with pytest.raises(ImportFormatError, match="no audio track"):
-        media.probe(io.BytesIO(mf.make_video(None, 1.0)), "silent.mp4", "audio")
+        recordings.probe(io.BytesIO(mf.make_video(None, 1.0)), "silent.mp4", "audio")
 
 
 def test_windows_are_bounded_contiguous_and_cut_in_pauses() -> None:
@@ -121,36 +121,37 @@ def test_windows_are_bounded_contiguous_and_cut_in_pauses() -> None:
     for w in windows[:-1]:
         end = (w.start_s + w.seconds) % (burst + pause)
         assert burst <= end <= burst + pause, f"cut inside a burst at {w.start_s + w.seconds:.2f} s"
-    assert media.Window(0.0, np.zeros(16_000, np.float32)).silent and not windows[0].silent
+    assert recordings.Window(0.0, np.zeros(16_000, np.float32)).silent and not windows[0].silent
 
 
 def test_speech_windows_decode_to_16k_mono(encoded: dict[str, bytes], pcm: np.ndarray) -> None:
     """An Opus voice note decodes back to 16 kHz mono float32 samples of its length."""
-    (window,) = media.speech_windows(io.BytesIO(encoded["ogg"]))
+    (window,) = recordings.speech_windows(io.BytesIO(encoded["ogg"]))
     assert window.samples.dtype == np.float32 and abs(len(window.samples) - len(pcm)) < 0.05 * SAMPLE_RATE
 
 
 def test_recording_times_come_from_metadata_then_name_then_mtime() -> None:
     """WhatsApp's and recorders' file names date a recording; container metadata wins; a name with only a
     date takes the modification time's clock when it is the same day."""
-    assert media.date_from_name("00000012-AUDIO-2024-03-12-10-01-02.opus") == (datetime(2024, 3, 12, 10, 1, 2), True)
-    assert media.date_from_name("PTT-20240312-WA0004.opus") == (datetime(2024, 3, 12), False)
-    assert media.date_from_name("Recording_20240312_100102.m4a") == (datetime(2024, 3, 12, 10, 1, 2), True)
-    assert media.date_from_name("2024-03-12 10.01.02.m4a") == (datetime(2024, 3, 12, 10, 1, 2), True)
-    assert media.date_from_name("PTT-20241399-WA0004.opus") is None
-    assert media.date_from_name("New Recording.m4a") is None
+    whatsapp_name = "00000012-AUDIO-2024-03-12-10-01-02.opus"
+    assert recordings.date_from_name(whatsapp_name) == (datetime(2024, 3, 12, 10, 1, 2), True)
+    assert recordings.date_from_name("PTT-20240312-WA0004.opus") == (datetime(2024, 3, 12), False)
+    assert recordings.date_from_name("Recording_20240312_100102.m4a") == (datetime(2024, 3, 12, 10, 1, 2), True)
+    assert recordings.date_from_name("2024-03-12 10.01.02.m4a") == (datetime(2024, 3, 12, 10, 1, 2), True)
+    assert recordings.date_from_name("PTT-20241399-WA0004.opus") is None
+    assert recordings.date_from_name("New Recording.m4a") is None
     created = datetime(2023, 1, 2, 3, 4, 5, tzinfo=UTC)
-    assert media.recorded_at("PTT-20240312-WA0004.opus", created, None) == created
+    assert recordings.recorded_at("PTT-20240312-WA0004.opus", created, None) == created
     same_day = datetime(2024, 3, 12, 18, 30)
-    assert media.recorded_at("PTT-20240312-WA0004.opus", None, same_day) == same_day
-    assert media.recorded_at("PTT-20240312-WA0004.opus", None, datetime(2025, 1, 1)) == datetime(2024, 3, 12)
-    assert media.recorded_at("voice.m4a", None, same_day) == same_day
+    assert recordings.recorded_at("PTT-20240312-WA0004.opus", None, same_day) == same_day
+    assert recordings.recorded_at("PTT-20240312-WA0004.opus", None, datetime(2025, 1, 1)) == datetime(2024, 3, 12)
+    assert recordings.recorded_at("voice.m4a", None, same_day) == same_day
 
 
 def test_container_creation_time_is_read(pcm: np.ndarray) -> None:
     """An M4A's creation_time tag (phones write it) is the recording's time."""
     data = mf.encode_audio(pcm[:16_000], "m4a", metadata={"creation_time": "2022-05-06T07:08:09.000000Z"})
-    assert media.probe(io.BytesIO(data), "x.m4a").created == datetime(2022, 5, 6, 7, 8, 9, tzinfo=UTC)
+    assert recordings.probe(io.BytesIO(data), "x.m4a").created == datetime(2022, 5, 6, 7, 8, 9, tzinfo=UTC)
 
 
 def test_keyframes_are_the_opening_and_each_scene_change_capped() -> None:
@@ -180,7 +181,7 @@ def test_archive_finds_its_chat_and_the_voice_notes_lines_name(encoded: dict[str
     the archive's for iOS's _chat.txt); a line's attached file name is kept on the message; the archive's
     participants are its chat's ("which one is you?")."""
     data = mf.whatsapp_zip(CHAT, {"PTT-20240312-WA0004.opus": encoded["ogg"],
-                                  "media/00000013-AUDIO-2024-03-12-10-02-00.opus": encoded["ogg"]})  # fmt: skip
+                                  "media/00000013-AUDIO-2024-03-12-10-02-00.opus": encoded["ogg"]})
     chat = whatsapp_zip.open_chat_zip(io.BytesIO(data), "WhatsApp Chat with Ana Souza.zip")
     try:
         assert chat.conversation == "Ana Souza" and chat.chat.filename.endswith(".txt")
@@ -264,7 +265,7 @@ def test_a_voice_note_transcribes_to_its_words_as_one_message(asr, encoded: dict
 
     async def run() -> list[Piece]:
         try:
-            windows = media.speech_windows(io.BytesIO(encoded["ogg"]))
+            windows = recordings.speech_windows(io.BytesIO(encoded["ogg"]))
             return await media_job.transcribe(plan, asr, windows, done.append)
         finally:
             await plan.aclose(committed=False)
@@ -272,15 +273,15 @@ def test_a_voice_note_transcribes_to_its_words_as_one_message(asr, encoded: dict
     pieces = asyncio.run(run())
     text = " ".join(p.text for p in pieces).lower()
     assert "kitchen lights" in text and "hiking in the mountains" in text
-    assert sum(done) == pytest.approx(media.probe(io.BytesIO(encoded["ogg"])).seconds, abs=0.1)
+    assert sum(done) == pytest.approx(recordings.probe(io.BytesIO(encoded["ogg"])).seconds, abs=0.1)
     name = "PTT-20240312-WA0004.opus"
     (message,) = media_job.transcript_messages(
         pieces, seconds=sum(done), sha256="ab" * 32, source="audio", conversation=name, sender="me",
-        at=media.recorded_at(name, None, None), is_user=True, attachment="voice",
-    )  # fmt: skip
+        at=recordings.recorded_at(name, None, None), is_user=True, attachment="voice",
+    )
     assert message.is_user and message.at == datetime(2024, 3, 12) and message.attachment == "voice"
     renamed = ImportedMessage("audio", "other.opus", "me", None, "different words", True, "voice", 0,
-                              transcribed_from=message.transcribed_from)  # fmt: skip
+                              transcribed_from=message.transcribed_from)
     assert renamed.fingerprint() == message.fingerprint()  # same recording, same message whatever was heard
 
 
@@ -300,13 +301,13 @@ def test_long_recordings_become_one_message_per_window() -> None:
     start = datetime(2024, 1, 1, 9, 0)
     messages = media_job.transcript_messages(pieces, seconds=170.0, sha256="cd" * 32, source="video",
                                              conversation="talk.mp4", sender="me", at=start, is_user=True,
-                                             attachment="video")  # fmt: skip
+                                             attachment="video")
     assert [m.text for m in messages] == [f"part {i}" for i in range(6)]
     assert messages[2].at == datetime(2024, 1, 1, 9, 0, 56) and len({m.fingerprint() for m in messages}) == 6
     short = media_job.transcript_messages(pieces[:3], seconds=84.0, sha256="cd" * 32, source="audio",
                                           conversation="n.opus", sender="me", at=start, is_user=True,
-                                          attachment="voice")  # fmt: skip
+                                          attachment="voice")
     assert [(m.text, m.at) for m in short] == [("part 0 part 1 part 2", start)]
     nothing = media_job.transcript_messages([], seconds=3.0, sha256="x", source="audio", conversation="",
-                                            sender="me", at=None, is_user=True, attachment="audio")  # fmt: skip
+                                            sender="me", at=None, is_user=True, attachment="audio")
     assert nothing == []

@@ -157,7 +157,7 @@ def test_parse_dispatch_takes_names_from_the_path() -> None:
     (first, *_) = _messages(
         importers.parse("whatsapp", io.BytesIO(fx.WHATSAPP_ANDROID_24H.encode()), path="x/WhatsApp Chat with Trip.txt",
                         me=Me.of("Ana"))
-    )  # fmt: skip
+    )
     assert (first.conversation, first.is_user) == ("Trip", True)
     note = _messages(importers.parse("notes", io.BytesIO(b"# Idea\nsurf"), path="vault/Ideas 2023.md"))[0]
     assert note.conversation == "Ideas 2023"

@@ -33,7 +33,7 @@ def test_ios_12h_export_reads_messages_media_and_skips() -> None:
         "whatsapp", "Family 🏡", "Ana Souza", datetime(2023, 1, 15, 14, 31),
         "Olá! Landed in Porto 🛬\nDinner at 8?\n\nBring the 🍷",
         False, None, 3,
-    )  # fmt: skip
+    )
     assert (photo1.attachment, photo1.text, photo1.is_user, photo1.where) == ("image", "", True, 7)
     assert (photo2.attachment, photo2.sender) == ("image", "Bob")
     assert (edited.text, edited.at) == ("see you tomorrow", datetime(2023, 1, 15, 23, 59, 59))

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from voice_server.avatar import memory_policy as policy
-from voice_server.avatar.extraction import Candidate, Forget, extract, parse_llm_candidates
-from voice_server.avatar.memory_store import Match
+from voice_server.avatar.memory import policy
+from voice_server.avatar.memory.extraction import Candidate, Forget, extract, parse_llm_candidates
+from voice_server.avatar.memory.store import Match
 
 TODAY = date(2026, 11, 30)
 
@@ -69,7 +69,7 @@ def test_llm_output_parser_takes_only_well_formed_items() -> None:
     good = parse_llm_candidates('```json\n[{"text": "i like tea", "kind": "preference", "importance": 3}]\n```', TODAY)
     assert good == [Candidate("I like tea.", "preference", 1.0, "me", None, None)]
     for junk in ("", "no", "[", "[1, 2]", '{"text": "x"}', '[{"text": "", "kind": "fact"}]',
-                 '[{"text": "x", "kind": "fact", "importance": true}]', "[" * 9000):  # fmt: skip
+                 '[{"text": "x", "kind": "fact", "importance": true}]', "[" * 9000):
         assert parse_llm_candidates(junk, TODAY) == []
 
 
@@ -78,7 +78,7 @@ def row(
 ) -> dict[str, Any]:
     when = datetime(2026, 11, 30, tzinfo=UTC) - timedelta(days=age_days)
     return {"id": uuid.uuid4(), "text": text, "subject": subject, "kind": kind, "importance": importance,
-            "updated_at": when, "event_date": None}  # fmt: skip
+            "updated_at": when, "event_date": None}
 
 
 def test_reconcile_decisions() -> None:

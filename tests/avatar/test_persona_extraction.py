@@ -193,7 +193,7 @@ def test_places_need_capitals_or_a_preposition() -> None:
     the place is large; month names never."""
     gazetteer = Gazetteer([("Nice", Place("Nice", 340_000)), ("London", Place("London", 8_000_000)),
                            ("Porto", Place("Porto", 250_000)), ("March", Place("March", 18_000)),
-                           ("New York", Place("New York", 8_000_000))])  # fmt: skip
+                           ("New York", Place("New York", 8_000_000))])
     common = {"nice": 2e-4, "london": 1.9e-4}
     finder = PlaceFinder(gazetteer, lambda w: common.get(w, 1e-6))
     assert finder.find(["Nice", "one"]) == []  # message-initial everyday word

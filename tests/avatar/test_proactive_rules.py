@@ -95,7 +95,7 @@ def test_on_this_day_picks_the_earlier_years_memory_of_todays_date() -> None:
     minor = memory("I had a long walk in the rain.", date(2020, 6, 10), 0.4)
     right = memory("I passed my driving test!", date(2023, 6, 10), 0.8)
     chosen = rules.pick_on_this_day(today, [this_year, other_day, birthday, minor, right], [],
-                                    skip={birthday.id})  # fmt: skip
+                                    skip={birthday.id})
     assert chosen == {"memory_ids": [str(right.id)], "date": "2023-06-10", "years": 2}
 
 
@@ -105,10 +105,10 @@ def test_on_this_day_falls_back_to_the_users_own_imported_message() -> None:
     msgs = [
         PastMessage(uuid.uuid4(), "ok", datetime(2019, 6, 10, 9, tzinfo=UTC)),
         PastMessage(uuid.uuid4(), "Finally moved into the flat by the river, boxes everywhere.",
-                    datetime(2021, 6, 10, 20, tzinfo=UTC)),  # fmt: skip
+                    datetime(2021, 6, 10, 20, tzinfo=UTC)),
         PastMessage(uuid.uuid4(), "Long day at work, heading home now.", datetime(2022, 6, 10, 18, tzinfo=UTC)),
         PastMessage(uuid.uuid4(), "A message from another day, much longer than the others here.",
-                    datetime(2021, 6, 11, 8, tzinfo=UTC)),  # fmt: skip
+                    datetime(2021, 6, 11, 8, tzinfo=UTC)),
     ]
     chosen = rules.pick_on_this_day(today, [], msgs)
     assert chosen == {"message_ids": [str(msgs[1].id)], "date": "2021-06-10", "years": 4}
@@ -168,7 +168,7 @@ def test_zone_of_rejects_what_is_not_an_iana_zone() -> None:
 
 def otd_draft() -> Draft:
     return Draft("on_this_day", "Ana", date(2025, 6, 10), {"memory_ids": ["x"], "date": "2023-06-10", "years": 2},
-                 ("I passed my driving test after 3 tries!",))  # fmt: skip
+                 ("I passed my driving test after 3 tries!",))
 
 
 def test_the_template_states_only_dates_from_the_data() -> None:

@@ -122,11 +122,11 @@ def test_audit_hash_covers_every_column() -> None:
     row = {
         "seq": 1, "at": datetime(2026, 11, 30, 12, 0, 0, 123456, tzinfo=UTC), "actor_id": ALICE, "user_id": ALICE,
         "action": "GET /v1/memories", "resource": "", "outcome": "ok", "status": 200, "source": b"\x01abc",
-    }  # fmt: skip
+    }
     base = chain_hash(GENESIS, row)
     assert canonical(row) == canonical(dict(row))
     for column, other in [("seq", 2), ("action", "DELETE /v1/memories"), ("status", 404), ("user_id", BOB),
-                          ("at", datetime(2026, 11, 30, 12, 0, 0, 123457, tzinfo=UTC)), ("source", None)]:  # fmt: skip
+                          ("at", datetime(2026, 11, 30, 12, 0, 0, 123457, tzinfo=UTC)), ("source", None)]:
         assert chain_hash(GENESIS, {**row, column: other}) != base, column
     assert chain_hash(b"\x01" * 32, row) != base
 

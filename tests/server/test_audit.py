@@ -62,7 +62,7 @@ def test_accesses_are_audited_and_users_see_their_own_trail(srv: ServerProcess) 
     name, token = new_user(srv, "trail")
     _, other = new_user(srv, "other")
     memory = api(srv, "POST", "/v1/media", token, params={"name": "a.txt"}, content=b"hello",
-                 headers={"Content-Type": "text/plain"}).json()  # fmt: skip
+                 headers={"Content-Type": "text/plain"}).json()
     assert api(srv, "GET", f"/v1/media/{memory['id']}", token).status_code == 200
     assert api(srv, "GET", f"/v1/media/{memory['id']}", other).status_code == 404
     created = api(srv, "POST", "/v1/auth/tokens", token, json={"name": "t", "scopes": ["chat"]}).json()
@@ -96,7 +96,7 @@ def test_only_admins_read_the_whole_log(srv: ServerProcess) -> None:
     admin_token = subprocess.run(
         [*SOMA, "users", "create", f"adm{uuid.uuid4().hex[:6]}", "--admin", "--password-stdin", "--token"],
         env=soma_env(srv.data_dir), input="admin-password-1\n", capture_output=True, text=True, timeout=120,
-    ).stdout.strip().splitlines()[-1]  # fmt: skip
+    ).stdout.strip().splitlines()[-1]
     r = api(srv, "GET", "/v1/admin/audit", admin_token, params={"limit": 500})
     assert r.status_code == 200, r.text
     log = r.json()["data"]
@@ -111,7 +111,7 @@ def test_the_app_role_cannot_change_audit_rows(srv: ServerProcess) -> None:
     with db_as(srv, "soma_app") as db:
         assert db.execute("SELECT count(*) AS n FROM audit_log").fetchone()["n"] > 0  # type: ignore[index]
         refused = ("UPDATE audit_log SET outcome = 'ok'", "DELETE FROM audit_log", "TRUNCATE audit_log",
-                   "ALTER TABLE audit_log DISABLE TRIGGER ALL", "UPDATE server_keys SET wrapped = ''")  # fmt: skip
+                   "ALTER TABLE audit_log DISABLE TRIGGER ALL", "UPDATE server_keys SET wrapped = ''")
         for statement in refused:
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
                 db.execute(statement)
@@ -146,7 +146,7 @@ def test_audit_verify_names_the_first_tampered_row(srv: ServerProcess) -> None:
         rows = db.execute("SELECT * FROM audit_log ORDER BY seq LIMIT 12").fetchall()
     k = rows[5]
     out = _tampered(srv, [f"UPDATE audit_log SET outcome = 'denied' WHERE seq = {k['seq']}"],
-                    [f"UPDATE audit_log SET outcome = '{k['outcome']}' WHERE seq = {k['seq']}"])  # fmt: skip
+                    [f"UPDATE audit_log SET outcome = '{k['outcome']}' WHERE seq = {k['seq']}"])
     assert f"row {k['seq']}:" in out and "edited" in out
 
     with db_as(srv, "postgres") as db:
@@ -158,7 +158,7 @@ def test_audit_verify_names_the_first_tampered_row(srv: ServerProcess) -> None:
 
     a, b = rows[7]["seq"], rows[8]["seq"]
     swap = [f"UPDATE audit_log SET seq = -1 WHERE seq = {a}", f"UPDATE audit_log SET seq = {a} WHERE seq = {b}",
-            f"UPDATE audit_log SET seq = {b} WHERE seq = -1"]  # fmt: skip
+            f"UPDATE audit_log SET seq = {b} WHERE seq = -1"]
     out = _tampered(srv, swap, swap)
     assert f"row {a}:" in out
 
@@ -172,7 +172,7 @@ def test_audit_verify_names_the_first_tampered_row(srv: ServerProcess) -> None:
         [f"UPDATE audit_log SET outcome = '{rows[9]['outcome']}', hash = '\\x{bytes(rows[9]['hash']).hex()}'"
          f" WHERE seq = {rows[9]['seq']}",
          f"UPDATE audit_log SET prev_hash = '\\x{bytes(rows[10]['prev_hash']).hex()}' WHERE seq = {rows[10]['seq']}"],
-    )  # fmt: skip
+    )
     assert f"row {rows[9]['seq']}:" in out and "MAC" in out
     assert verify(srv).returncode == 0
 
@@ -183,7 +183,7 @@ def test_media_is_sealed_on_disk_streamed_back_and_limited(srv: ServerProcess) -
     _, token = new_user(srv, "media")
     data = os.urandom(700_000) + b"ZqMediaPlaintextMarker" * 1000
     r = api(srv, "POST", "/v1/media", token, params={"name": "holiday video.mp4"}, content=data,
-            headers={"Content-Type": "video/mp4"})  # fmt: skip
+            headers={"Content-Type": "video/mp4"})
     assert r.status_code == 201, r.text
     media = r.json()
     assert media["size"] == len(data) and media["name"] == "holiday video.mp4"
@@ -218,7 +218,7 @@ def test_share_links_open_without_an_account_until_revoked(srv: ServerProcess) -
     _, token = new_user(srv, "share")
     _, other = new_user(srv, "nosy")
     media = api(srv, "POST", "/v1/media", token, params={"name": "p.txt"}, content=b"shared words",
-                headers={"Content-Type": "text/plain"}).json()  # fmt: skip
+                headers={"Content-Type": "text/plain"}).json()
     assert api(srv, "POST", "/v1/share-links", other, json={"media_id": media["id"]}).status_code == 404
     link = api(srv, "POST", "/v1/share-links", token, json={"media_id": media["id"], "expires_in": 3600}).json()
     opened = httpx.get(srv.base_url + link["url"])
@@ -244,7 +244,7 @@ def test_nothing_is_served_when_the_audit_row_cannot_be_written(srv: ServerProce
     log is writable again, the same request is served."""
     _, token = new_user(srv, "failclosed")
     media = api(srv, "POST", "/v1/media", token, params={"name": "s.txt"}, content=b"ZqUnauditedSecret",
-                headers={"Content-Type": "text/plain"}).json()  # fmt: skip
+                headers={"Content-Type": "text/plain"}).json()
     with db_as(srv, "postgres") as db:
         db.execute("REVOKE INSERT ON audit_log FROM soma_app")
         try:

@@ -8,7 +8,7 @@ from typing import Any
 from pipeline.ports import Message
 from voice_server.accounts import Principal
 from voice_server.api.chat_routes import ChatCompletionRequest, _newest_within, _prompt
-from voice_server.avatars import Avatar
+from voice_server.avatar.directory import Avatar
 from voice_server.conversations import marks_ms
 
 EARLIER: list[Message] = [
@@ -66,7 +66,7 @@ def test_history_keeps_the_newest_exchanges_within_the_budget() -> None:
     assert gist[:1] == history[:1] and gist[1]["content"] == "b" * 200 + "…" and gist[2:] == history[2:]
     assert _newest_within(history, 150) == []  # no room for the question and a useful part of the answer
     assert _newest_within([{"role": "user", "content": "My name is Zed."}, {"role": "assistant", "content": "x" * 900}],
-                          700)[0] == {"role": "user", "content": "My name is Zed."}  # fmt: skip
+                          700)[0] == {"role": "user", "content": "My name is Zed."}
     assert _newest_within(history[1:], 2000) == history[2:]  # a leading reply without its question is dropped
 
 

@@ -162,7 +162,7 @@ def _post(server: ServerProcess, path: str, token: str, body: bytes, **headers: 
 def _invalid_json(r: httpx.Response) -> bool:
     return r.status_code == 400 and r.json()["error"] == {
         "message": r.json()["error"]["message"], "type": "invalid_request_error", "param": None, "code": "invalid_json",
-    }  # fmt: skip
+    }
 
 
 def test_lone_surrogates_in_token_creation_are_400_not_500(server: ServerProcess) -> None:
@@ -181,7 +181,7 @@ def test_lone_surrogates_in_token_creation_are_400_not_500(server: ServerProcess
     r = _post(server, "/v1/auth/tokens", token, b'{"name": "\\ud83d\\ude00 \\\\ud800", "scopes": ["chat"]}')
     assert r.status_code == 201 and r.json()["name"] == "\U0001f600 \\ud800", r.text
     r = httpx.post(server.base_url + "/v1/auth/signup", content=b'{"username": "\\ud800x", "password": "p"}',
-                   headers={"Content-Type": "application/json"})  # fmt: skip
+                   headers={"Content-Type": "application/json"})
     assert _invalid_json(r), r.text  # the public routes too
 
 
@@ -202,7 +202,7 @@ async def test_the_check_cannot_be_sidestepped(server: ServerProcess) -> None:
         huge = b'{"name": "' + b"x" * (2 * 1024 * 1024) + b'"}'
         assert (await client.post(url, content=chunked(huge, 65536), headers=json_type)).status_code == 413
         two_types = await client.post(url, content=bad, headers=[("Content-Type", "application/json"),
-                                                                 ("Content-Type", "text/plain")])  # fmt: skip
+                                                                 ("Content-Type", "text/plain")])
         assert _invalid_json(two_types), two_types.text
         assert _invalid_json(await client.post(url, content=bad))  # FastAPI reads an untyped body as JSON
         assert _invalid_json(await client.post(url, content=bad, headers={"Content-Type": "application/x+json"}))
@@ -240,7 +240,7 @@ def test_uploads_are_not_read_as_json(server: ServerProcess) -> None:
     _, token = new_user(server, "upload")
     content = b'{"x": "\\ud800", "n": ' + BIG_INT.encode() + b"}"
     r = httpx.post(server.base_url + "/v1/media", params={"name": "odd.json"}, content=content,
-                   headers={"Content-Type": "application/json", **_auth(token)})  # fmt: skip
+                   headers={"Content-Type": "application/json", **_auth(token)})
     assert r.status_code == 201, r.text
     got = httpx.get(server.base_url + r.json()["content_url"], headers=_auth(token))
     assert got.content == content
@@ -292,11 +292,11 @@ def test_share_links_open_only_by_their_canonical_token(server: ServerProcess) -
     (404, like an unknown link)."""
     _, token = new_user(server, "sharer")
     media = httpx.post(server.base_url + "/v1/media", params={"name": "a.txt"}, content=b"shared bytes",
-                       headers={"Content-Type": "text/plain", **_auth(token)}).json()  # fmt: skip
+                       headers={"Content-Type": "text/plain", **_auth(token)}).json()
     tried = 0
     for _ in range(10):  # until a token's standard-alphabet spelling differs (it has a '-' or '_')
         link = httpx.post(server.base_url + "/v1/share-links", json={"media_id": media["id"]},
-                          headers=_auth(token)).json()  # fmt: skip
+                          headers=_auth(token)).json()
         opened = httpx.get(server.base_url + link["url"])
         assert opened.status_code == 200 and opened.content == b"shared bytes"
         for variant in spellings(link["token"]):

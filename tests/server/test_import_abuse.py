@@ -36,7 +36,7 @@ def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     server = start_server(
         tmp_path_factory.mktemp("import-abuse"), models=True, SOMA_SIGNUP="open", timeout=180,
         SOMA_IMPORT_MAX_PER_USER=str(PER_USER), SOMA_IMPORT_CALLS_FIRST_MAX_WAIT_S="1",
-    )  # fmt: skip
+    )
     yield server
     server.stop()
 
@@ -105,7 +105,7 @@ def _held_upload(srv: ServerProcess, token: str, body: bytes, go: threading.Even
 
     with httpx.Client(timeout=120) as client:
         out.append(client.post(srv.base_url + "/v1/imports", params={"me": ME, "name": "chat.txt"},
-                               headers=auth(token), content=chunks()))  # fmt: skip
+                               headers=auth(token), content=chunks()))
 
 
 def test_a_user_at_their_quota_gets_429_and_others_still_import(srv: ServerProcess, tmp_path: Path) -> None:
@@ -153,7 +153,7 @@ async def test_an_idle_open_conversation_delays_a_media_import_only_by_the_bound
     def import_note() -> tuple[str, dict[str, Any], float]:
         started = time.monotonic()
         r = api(srv, "POST", "/v1/imports", token, params={"me": ME, "name": "PTT-20240312-WA0004.opus"},
-                content=note)  # fmt: skip
+                content=note)
         assert r.status_code == 202, r.text
         _, kind, final = follow(srv, token, r.json()["id"])
         return kind, final, time.monotonic() - started

@@ -144,7 +144,7 @@ def test_a_name_that_is_nobody_in_the_chat_keeps_nothing_and_lists_the_participa
     persona), so the import fails, keeps nothing, and names the participants the user can choose from."""
     _, token = new_user(srv, "who")
     r = api(srv, "POST", "/v1/imports", token, params={"me": "Somebody Else", "name": NAME},
-            content=export_file(tmp_path, "Zqnobody", 50))  # fmt: skip
+            content=export_file(tmp_path, "Zqnobody", 50))
     assert r.status_code == 202, r.text
     _, kind, final = follow(srv, token, r.json()["id"])
     assert kind == "failed" and final["created"] == 0, final
@@ -162,7 +162,7 @@ def test_the_avatar_answers_from_an_imported_fact(srv: ServerProcess, tmp_path: 
     (fact,) = [m for m in api(srv, "GET", "/v1/memories", token).json()["data"] if "Zqmira" in m["text"]]
     assert fact["recall_count"] == 0
     body = {"model": "soma", "messages": [{"role": "user", "content": "Where does my sister Zqmira live?"}],
-            "max_tokens": 24}  # fmt: skip
+            "max_tokens": 24}
     r = api(srv, "POST", "/v1/chat/completions", token, json=body)
     assert r.status_code == 200, r.text
     deadline = time.monotonic() + 30  # recall stamps are written in the background, off the reply's path
@@ -219,7 +219,7 @@ def test_erasure_removes_imports_and_stops_a_running_one(srv: ServerProcess, tmp
     user_id = user_id_of(srv, token)
     running = upload(srv, token, export_file(tmp_path, "Zqerasedtoo", 100_000))
     with httpx.stream("GET", f"{srv.base_url}/v1/imports/{running['id']}/events", headers=auth(token),
-                      timeout=120) as r:  # fmt: skip
+                      timeout=120) as r:
         next(line for line in r.iter_lines() if line.startswith("data: ") and json.loads(line[6:])["read"] > 0)
     started = time.monotonic()
     assert api(srv, "DELETE", "/v1/me", token, params={"confirm": name}).status_code == 204
@@ -238,7 +238,7 @@ def test_the_owner_can_stop_a_running_or_waiting_import(srv: ServerProcess, tmp_
     running = upload(srv, token, export_file(tmp_path, "Zqstopped", 100_000))
     waiting = upload(srv, token, export_file(tmp_path, "Zqwaiting", 100_000))
     with httpx.stream("GET", f"{srv.base_url}/v1/imports/{running['id']}/events", headers=auth(token),
-                      timeout=120) as r:  # fmt: skip
+                      timeout=120) as r:
         next(line for line in r.iter_lines() if line.startswith("data: ") and json.loads(line[6:])["read"] > 0)
     assert api(srv, "POST", f"/v1/imports/{running['id']}/cancel", other).status_code == 404
     for row in (waiting, running):  # the waiting one first: it must not start when the running one ends

@@ -61,7 +61,7 @@ PROBE_QUERY = {"model": "soma"}
 # (calls are negotiated once) — found, unlike B's 404; a link id is not a link token, for anyone; A's
 # imports have ended, so stopping one is a 409 (found), unlike B's 404.
 OWNER_STATUS = {("POST", "/v1/realtime/calls/{call_id}"): 409, ("GET", "/v1/shared/{token}"): 404,
-                ("POST", "/v1/imports/{import_id}/cancel"): 409}  # fmt: skip
+                ("POST", "/v1/imports/{import_id}/cancel"): 409}
 # Bodies the spec cannot describe (a raw SDP offer); filled in once A's offer exists.
 RAW_BODY_TYPES = {("POST", "/v1/realtime/calls"): "application/sdp"}
 
@@ -78,7 +78,7 @@ def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     dead_proxy = f"127.0.0.1:{free_port()}"
     trunks = json.dumps([{"name": "isolation", "allow": ["127.0.0.1/32"], "proxy": dead_proxy}])
     server = start_server(tmp_path_factory.mktemp("isolation"), models=True, SOMA_SIGNUP="open", timeout=180,
-                          SOMA_SIP_BIND=f"127.0.0.1:{free_port()}", SOMA_SIP_TRUNKS=trunks)  # fmt: skip
+                          SOMA_SIP_BIND=f"127.0.0.1:{free_port()}", SOMA_SIP_TRUNKS=trunks)
     yield server
     server.stop()
 
@@ -173,7 +173,7 @@ class Probe:
     def send(self, base_url: str, token: str | None) -> httpx.Response:
         headers = {**self.headers, **(auth(token) if token else {})}
         return httpx.request(self.method, base_url + self.url, params=self.params, json=self.json,
-                             content=self.content, headers=headers, timeout=60)  # fmt: skip
+                             content=self.content, headers=headers, timeout=60)
 
     def text(self) -> str:
         """Everything the caller sends, to tell an echo of the request from a leak."""
@@ -282,14 +282,14 @@ def alice(srv: ServerProcess, fuzz_token: str) -> Owner:
     tag = secrets.token_hex(3)
     canaries = {k: f"Zq{tag}{k}" for k in ("TurnAlpha", "LiveBravo", "MemoryCharlie", "MediaDelta", "NameEcho",
                                              "TokenFoxtrot", "ImportGolf", "PersonaHotel",
-                                             "MilestoneIndia", "VoiceJuliett")}  # fmt: skip
+                                             "MilestoneIndia", "VoiceJuliett")}
 
     def api(method: str, path: str, **kwargs: Any) -> httpx.Response:
         headers = {**auth(token), **kwargs.pop("headers", {})}
         return httpx.request(method, srv.base_url + path, headers=headers, timeout=120, **kwargs)
 
     chat = {"model": "soma", "messages": [{"role": "user", "content": f"My sister is {canaries['TurnAlpha']}."}],
-            "max_tokens": 8}  # fmt: skip
+            "max_tokens": 8}
     assert api("POST", "/v1/chat/completions", json=chat).status_code == 200
     realtime_session = asyncio.run(realtime_turn(srv, token, f"The code word is {canaries['LiveBravo']}."))
     conversations = api("GET", "/v1/conversations").json()["data"]
@@ -300,7 +300,7 @@ def alice(srv: ServerProcess, fuzz_token: str) -> Owner:
     memory_id = r.json()["id"]
     media = (canaries["MediaDelta"] + " ").encode() * 1000
     r = api("POST", "/v1/media", params={"name": f"{canaries['NameEcho']}.txt"}, content=media,
-            headers={"Content-Type": "text/plain"})  # fmt: skip
+            headers={"Content-Type": "text/plain"})
     assert r.status_code == 201, r.text
     media_id = r.json()["id"]
     r = api("POST", "/v1/share-links", json={"media_id": media_id})
@@ -311,7 +311,7 @@ def alice(srv: ServerProcess, fuzz_token: str) -> Owner:
     api_token = r.json()
     note = f"PTT-20240201-{canaries['VoiceJuliett']}.opus"
     chat_text = (f"01/02/2024, 10:00 - Alice: My cousin {canaries['ImportGolf']} lives in Oslo.\n"
-                 f"01/02/2024, 10:01 - Alice: {note} (file attached)\n")  # fmt: skip
+                 f"01/02/2024, 10:01 - Alice: {note} (file attached)\n")
     chat_export = mf.whatsapp_zip(chat_text, {note: mf.encode_audio(mf.speech("I love hiking."), "ogg")})
     r = api("POST", "/v1/imports", params={"me": "Alice", "name": "chat.zip"}, content=chat_export)
     assert r.status_code == 202, r.text
@@ -325,12 +325,12 @@ def alice(srv: ServerProcess, fuzz_token: str) -> Owner:
     outbound = r.json()["id"]
     # A message of the avatar's own (due at once: a milestone of today, mornings at 00:00, no quiet hours).
     due_now = {"timezone": "UTC", "morning_time": "00:00", "quiet_hours": {"start": "00:00", "end": "00:00"},
-               "disabled_kinds": ["greeting", "checkin", "on_this_day"]}  # fmt: skip
+               "disabled_kinds": ["greeting", "checkin", "on_this_day"]}
     assert api("PUT", "/v1/proactive/settings", json=due_now).status_code == 200
     today = datetime.now(UTC).date()
     last_year = today.replace(year=today.year - 4 if (today.month, today.day) == (2, 29) else today.year - 1)
     r = api("POST", "/v1/milestones", json={"title": canaries["MilestoneIndia"], "date": last_year.isoformat(),
-                                            "kind": "anniversary"})  # fmt: skip
+                                            "kind": "anniversary"})
     assert r.status_code == 201, r.text
     milestone_id = r.json()["id"]
     deadline = time.monotonic() + 60
@@ -353,13 +353,13 @@ def alice(srv: ServerProcess, fuzz_token: str) -> Owner:
         "notification_id": notes[0]["id"],
     }
     return Owner(name, token, user_id, ids, list(canaries.values()), [token, api_token["token"], link["token"]],
-                 link["token"], api_token["token"], media, realtime_session)  # fmt: skip
+                 link["token"], api_token["token"], media, realtime_session)
 
 
 def place_call(srv: ServerProcess, token: str, offer: str, **params: str) -> httpx.Response:
     headers = {**auth(token), "Content-Type": "application/sdp"}
     return httpx.post(srv.base_url + "/v1/realtime/calls", params={"model": "soma", **params}, content=offer,
-                      headers=headers, timeout=60)  # fmt: skip
+                      headers=headers, timeout=60)
 
 
 def leaks(response: httpx.Response, owner: Owner, sent: str) -> list[str]:
@@ -412,7 +412,7 @@ def test_another_users_token_gets_nothing_from_any_resource_id(
     assert r.status_code == 201, r.text
     ids["call_id"] = r.headers["location"].rsplit("/", 1)[1]
     webrtc = next(c for c in httpx.get(srv.base_url + "/v1/conversations", headers=auth(alice.token)).json()["data"]
-                  if c["channel"] == "webrtc")  # fmt: skip
+                  if c["channel"] == "webrtc")
     ids["session_id"] = session_id_for(uuid.UUID(webrtc["id"]))
     raw = {("POST", "/v1/realtime/calls"): offer}
 

@@ -21,7 +21,7 @@ def soma(server_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 def upload(server: ServerProcess, token: str, data: bytes) -> str:
     r = httpx.post(server.base_url + "/v1/media", params={"name": "n.bin"}, content=data,
-                   headers={"Authorization": f"Bearer {token}"})  # fmt: skip
+                   headers={"Authorization": f"Bearer {token}"})
     assert r.status_code == 201, r.text
     media_id: str = r.json()["id"]
     return media_id

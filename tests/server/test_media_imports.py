@@ -190,7 +190,7 @@ def test_a_whatsapp_export_with_media_transcribes_its_voice_notes(srv: ServerPro
     ("name", "body", "message"),
     [("voice.m4a", "cut-m4a", "not a readable"), ("voice.ogg", "text", "named like audio"),
      ("clip.mp4", "junk-mp4", "not a readable"), ("chat.zip", "no-chat", "no WhatsApp chat")],
-)  # fmt: skip
+)
 def test_damaged_media_fails_clearly_and_keeps_nothing(srv: ServerProcess, name: str, body: str, message: str) -> None:
     """A cut M4A, text named .ogg, a truncated MP4 or an archive without a chat: the import fails saying why,
     and no message, media row or staged file is left."""
@@ -211,7 +211,7 @@ def test_damaged_media_fails_clearly_and_keeps_nothing(srv: ServerProcess, name:
 
 
 def test_cli_transcribes_a_voice_note_and_skips_it_the_second_time(srv: ServerProcess, voice_note: bytes,
-                                                                   tmp_path: Any) -> None:  # fmt: skip
+                                                                   tmp_path: Any) -> None:
     """``soma import voice.opus --me NAME --user U`` transcribes with a progress bar in seconds of audio;
     the second run finds the recording already imported."""
     name, token = new_user(srv, "cli")

@@ -107,7 +107,7 @@ def test_memories_api_lets_the_user_see_and_correct(any_server: ServerProcess) -
     _, token = new_user(any_server, "mem")
     url = any_server.base_url + "/v1/memories"
     r = httpx.post(url, json={"text": "I am allergic to peanuts.", "kind": "fact", "importance": 0.9},
-                   headers=auth(token), timeout=30)  # fmt: skip
+                   headers=auth(token), timeout=30)
     assert r.status_code == 201, r.text
     created = r.json()
     assert created["source"] == "user" and created["importance"] == pytest.approx(0.9)

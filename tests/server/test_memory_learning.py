@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from models.embed import MiniLmEmbedder, load_embedder
-from voice_server.avatar.memory import MemoryService, Recent, TurnJob
+from voice_server.avatar.memory.service import MemoryService, Recent, TurnJob
 from voice_server.security.keys import Keyring, new_master_key
 from voice_server.stores.postgres import Database
 

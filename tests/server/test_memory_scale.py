@@ -26,8 +26,8 @@ from bench._memory_corpus import (
     memory_key,
 )
 from bench.memory import plan_of
-from voice_server.avatar import memory_store
-from voice_server.avatar.memory_store import Match, MemoryStore, NewMemory
+from voice_server.avatar.memory import store as memory_store
+from voice_server.avatar.memory.store import Match, MemoryStore, NewMemory
 from voice_server.security.keys import Keyring, new_master_key
 from voice_server.stores.postgres import Database
 

@@ -139,7 +139,7 @@ def test_chat_rejects_bad_requests_clearly(model_server: ServerProcess) -> None:
     r = httpx.post(url, json=big, headers={"Authorization": f"Bearer {token}"}, timeout=30)
     assert r.status_code == 413 and r.json()["error"]["code"] == "request_too_large"
     r = httpx.post(url, content=b"{not json", headers={"Authorization": f"Bearer {token}",
-                                                        "Content-Type": "application/json"})  # fmt: skip
+                                                        "Content-Type": "application/json"})
     assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_json"
     assert httpx.get(model_server.base_url + "/healthz").status_code == 200
 
@@ -198,7 +198,7 @@ async def test_realtime_cancel_records_only_what_was_sent(model_server: ServerPr
     async with ac.realtime.connect(model="soma") as conn:
         await conn.session.update(session={"type": "realtime", "output_modalities": ["text"]})
         await conn.conversation.item.create(item={"type": "message", "role": "user", "content": [
-            {"type": "input_text", "text": "Tell me a long story about a fox, with many details."}]})  # fmt: skip
+            {"type": "input_text", "text": "Tell me a long story about a fox, with many details."}]})
         await conn.response.create()
         sent, status = [], None
         async for event in events_until(conn, "response.done"):

@@ -75,7 +75,7 @@ def test_a_finished_import_builds_the_persona_and_edits_reach_the_prompt(srv: Se
     assert "never uses capital letters" in persona["prompt"] and 'signs off with "cheers"' in persona["prompt"]
 
     edits = {"name": "Sammy", "self_description": "I fix bikes in Porto.", "style_notes": "say mate a lot",
-             "instructions": "Never talk about work."}  # fmt: skip
+             "instructions": "Never talk about work."}
     edited = api(srv, "PATCH", "/v1/persona", token, json=edits).json()
     assert edited["edits"] == edits and edited["status"] == "ready"
     prompt = edited["prompt"]
@@ -114,7 +114,7 @@ def test_scopes_bad_input_and_another_users_persona(srv: ServerProcess) -> None:
         r = api(srv, "PATCH", "/v1/persona", token, json=bad)
         assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error", bad
     r = api(srv, "PATCH", "/v1/persona", token, content=b'{"name": "\\ud800"}',
-            headers={"Content-Type": "application/json"})  # fmt: skip
+            headers={"Content-Type": "application/json"})
     assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_json", r.text  # one check for every body
     assert api(srv, "GET", "/v1/persona", token).json()["edits"] == {"self_description": canary}
 

@@ -17,11 +17,11 @@ from pipeline.session import DEFAULT_PERSONA
 from tests.avatar import persona_fixtures as fx
 from voice_server.accounts import Principal
 from voice_server.api.chat_routes import ChatCompletionRequest, _prompt
-from voice_server.avatar.import_job import create_import, run_import
+from voice_server.avatar.directory import Avatar, resolve_avatar
 from voice_server.avatar.importers import Me
-from voice_server.avatar.memory import MemoryService
+from voice_server.avatar.imports.job import create_import, run_import
+from voice_server.avatar.memory.service import MemoryService
 from voice_server.avatar.persona.service import PersonaService
-from voice_server.avatars import Avatar, resolve_avatar
 from voice_server.conversations import AvatarContext, ConversationStore
 from voice_server.security.keys import Keyring, new_master_key
 from voice_server.stores.postgres import Database
@@ -65,7 +65,7 @@ async def sam_with_history(db: Database, embedder: Any) -> uuid.UUID:
         import_id = await create_import(conn, KEYS, user_id, "chat.txt", None, worker="test")
     body = fx.whatsapp_export()
     await run_import(db, KEYS, embedder, user_id=user_id, import_id=import_id, open_file=lambda: io.BytesIO(body),
-                     name="WhatsApp Chat with Ana Souza.txt", me=Me.of(fx.ME))  # fmt: skip
+                     name="WhatsApp Chat with Ana Souza.txt", me=Me.of(fx.ME))
     return user_id
 
 

@@ -72,11 +72,11 @@ def plant(server: ServerProcess, token: str, tag: str) -> dict[str, str]:
     }
     chat(server, token, f"My sister is called {canaries['turn']}.")
     r = api(server, "POST", "/v1/memories", token,
-            json={"text": f"I hide a {canaries['memory']} under my bed.", "subject": canaries["subject"]})  # fmt: skip
+            json={"text": f"I hide a {canaries['memory']} under my bed.", "subject": canaries["subject"]})
     assert r.status_code == 201, r.text
     payload = (canaries["media"] + " ").encode() * 40_000  # ~600 kB: several sealed chunks
     r = api(server, "POST", "/v1/media", token, params={"name": f"{canaries['media_name']}.txt"}, content=payload,
-            headers={"Content-Type": "text/plain"})  # fmt: skip
+            headers={"Content-Type": "text/plain"})
     assert r.status_code == 201, r.text
     canaries["media_id"] = r.json()["id"]
     asyncio.run(text_turns(server, token, [f"The code word is {canaries['live']}."]))
@@ -140,14 +140,14 @@ def test_a_ciphertext_moved_to_another_row_fails_loudly(srv: ServerProcess) -> N
     _, bob = new_user(srv, "bob")
     ids = {}
     for who, token, text in [("alice", alice, "Alice's secret is ZqSwapKilo."), ("bob", bob, "Bob likes tea."),
-                             ("alice2", alice, "Alice also likes maps.")]:  # fmt: skip
+                             ("alice2", alice, "Alice also likes maps.")]:
         r = api(srv, "POST", "/v1/memories", token, json={"text": text})
         assert r.status_code == 201, r.text
         ids[who] = r.json()["id"]
     with admin_db(srv) as db:
         for target in ("bob", "alice2"):
             db.execute("UPDATE memories SET text = (SELECT text FROM memories WHERE id = %s) WHERE id = %s",
-                       (ids["alice"], ids[target]))  # fmt: skip
+                       (ids["alice"], ids[target]))
     for target, token in (("bob", bob), ("alice2", alice)):
         r = api(srv, "GET", f"/v1/memories/{ids[target]}", token)
         assert r.status_code == 500 and r.json()["error"]["code"] == "data_integrity"

@@ -32,7 +32,7 @@ from tests.server.test_realtime_abuse import ws_url
 pytestmark = pytest.mark.timeout(300)
 
 DUE_NOW = {"timezone": "UTC", "morning_time": "00:00", "quiet_hours": {"start": "00:00", "end": "00:00"},
-           "disabled_kinds": ["greeting", "checkin", "on_this_day"]}  # fmt: skip
+           "disabled_kinds": ["greeting", "checkin", "on_this_day"]}
 
 
 def auth(token: str) -> dict[str, str]:
@@ -53,7 +53,7 @@ def make_due(server: ServerProcess, token: str, title: str, years: int = 1) -> d
     assert api(server, "PUT", "/v1/proactive/settings", token, json=DUE_NOW).status_code == 200
     when = years_ago(datetime.now(UTC).date(), years)
     r = api(server, "POST", "/v1/milestones", token, json={"title": title, "date": when.isoformat(),
-                                                            "kind": "anniversary"})  # fmt: skip
+                                                            "kind": "anniversary"})
     assert r.status_code == 201, r.text
     milestone: dict[str, Any] = r.json()
     return milestone
@@ -97,7 +97,7 @@ def test_every_route_needs_a_token_and_its_scope(server: ServerProcess) -> None:
     _, token = new_user(server, "scopes")
     routes = [("GET", "/v1/bond"), ("DELETE", "/v1/bond"), ("GET", "/v1/proactive/settings"),
               ("PUT", "/v1/proactive/settings"), ("GET", "/v1/milestones"), ("POST", "/v1/milestones"),
-              ("GET", "/v1/notifications"), ("GET", "/v1/events")]  # fmt: skip
+              ("GET", "/v1/notifications"), ("GET", "/v1/events")]
     for method, path in routes:
         assert api(server, method, path, None).status_code == 401, path
 
@@ -126,9 +126,9 @@ def test_settings_defaults_changes_and_bad_input(server: ServerProcess) -> None:
     _, token = new_user(server, "settings")
     defaults = api(server, "GET", "/v1/proactive/settings", token).json()
     assert defaults == {"timezone": "UTC", "morning_time": "08:00", "quiet_hours": {"start": "22:00", "end": "07:00"},
-                        "checkin_after_days": 3, "disabled_kinds": [], "birthday": None}  # fmt: skip
+                        "checkin_after_days": 3, "disabled_kinds": [], "birthday": None}
     change = {"timezone": "Europe/Lisbon", "morning_time": "07:30", "disabled_kinds": ["checkin"],
-              "birthday": "1990-04-12", "quiet_hours": {"start": "23:00", "end": "06:30"}}  # fmt: skip
+              "birthday": "1990-04-12", "quiet_hours": {"start": "23:00", "end": "06:30"}}
     r = api(server, "PUT", "/v1/proactive/settings", token, json=change)
     assert r.status_code == 200, r.text
     expected = {**defaults, **change}
@@ -138,7 +138,7 @@ def test_settings_defaults_changes_and_bad_input(server: ServerProcess) -> None:
     assert r.json()["error"]["param"] == "timezone"
     for bad in ({"morning_time": "25:00"}, {"quiet_hours": {"start": "7am", "end": "08:00"}},
                 {"disabled_kinds": ["spam"]}, {"checkin_after_days": 0}, {"birthday": "2999-01-01"},
-                {"timezone": "../../etc/passwd"}, {"colour": "blue"}):  # fmt: skip
+                {"timezone": "../../etc/passwd"}, {"colour": "blue"}):
         r = api(server, "PUT", "/v1/proactive/settings", token, json=bad)
         assert r.status_code == 400, (bad, r.text)
     assert api(server, "GET", "/v1/proactive/settings", token).json() == expected
@@ -151,7 +151,7 @@ def test_milestones_belong_to_their_owner(server: ServerProcess) -> None:
     _, token = new_user(server, "mile")
     _, other = new_user(server, "mile")
     r = api(server, "POST", "/v1/milestones", token, json={"title": "Mum's birthday", "date": "1960-09-02",
-                                                            "kind": "birthday"})  # fmt: skip
+                                                            "kind": "birthday"})
     assert r.status_code == 201, r.text
     created = r.json()
     assert created["title"] == "Mum's birthday" and created["date"] == "1960-09-02" and created["id"]
@@ -162,7 +162,7 @@ def test_milestones_belong_to_their_owner(server: ServerProcess) -> None:
     assert api(server, "DELETE", f"/v1/milestones/{created['id']}", token).status_code == 404
     for bad in ({"title": "", "date": "2020-01-01", "kind": "birthday"},
                 {"title": "x", "date": "2020-02-30", "kind": "birthday"},
-                {"title": "x", "date": "2020-01-01", "kind": "funeral"}):  # fmt: skip
+                {"title": "x", "date": "2020-01-01", "kind": "funeral"}):
         assert api(server, "POST", "/v1/milestones", token, json=bad).status_code == 400
 
 
@@ -265,7 +265,7 @@ def two_servers(tmp_path: Path) -> Any:
     try:
         b = start_server(tmp_path / "b", SOMA_SIGNUP="open", SOMA_PROACTIVE_INTERVAL_S="1",
                          SOMA_DATABASE_URL=f"postgresql://postgres@/postgres?host={a.data_dir / 'pg'}",
-                         SOMA_REDIS_URL=a.redis_url, SOMA_MASTER_KEY_FILE=str(a.data_dir / "master.key"))  # fmt: skip
+                         SOMA_REDIS_URL=a.redis_url, SOMA_MASTER_KEY_FILE=str(a.data_dir / "master.key"))
         try:
             yield a, b
         finally:
@@ -293,6 +293,6 @@ async def test_two_server_processes_send_each_message_once(two_servers: tuple[Se
         assert len(api(b, "GET", "/v1/notifications", token).json()["data"]) == 1
     with db_as(a, "postgres") as db:
         rows = db.execute("SELECT claimed_by, count(*) AS n FROM proactive_jobs WHERE state = 'sent'"
-                          " GROUP BY claimed_by").fetchall()  # fmt: skip
+                          " GROUP BY claimed_by").fetchall()
         workers = {(a.data_dir / "worker-id").read_text().strip(), (b.data_dir / "worker-id").read_text().strip()}
     assert sum(r["n"] for r in rows) == 8 and {r["claimed_by"] for r in rows} <= workers

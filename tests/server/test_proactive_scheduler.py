@@ -19,10 +19,10 @@ import numpy as np
 import pytest
 import pytest_asyncio
 
-from voice_server.avatar import bond
-from voice_server.avatar.bond_service import BondService, Observation
-from voice_server.avatar.import_job import create_import
-from voice_server.avatar.memory_store import MemoryStore, NewMemory
+from voice_server.avatar.bond import model as bond
+from voice_server.avatar.bond.service import BondService, Observation
+from voice_server.avatar.imports.job import create_import
+from voice_server.avatar.memory.store import MemoryStore, NewMemory
 from voice_server.avatar.proactive import scheduler as scheduler_module
 from voice_server.avatar.proactive.hub import QUEUE_MAX, NotificationHub
 from voice_server.avatar.proactive.rules import Kind, Preferences, reach_out_delay
@@ -106,7 +106,7 @@ async def add_messages(db: Database, user_id: uuid.UUID, messages: Sequence[tupl
                 (message_id, user_id, import_id, uuid.uuid4().bytes, key.seal("Chat", fields.imported(
                     "conversation", message_id)), key.seal("Ana", fields.imported("sender", message_id)),
                  key.seal(text, fields.imported("text", message_id)), at),
-            )  # fmt: skip
+            )
             ids.append(str(message_id))
     return ids
 
@@ -210,7 +210,7 @@ async def test_on_this_day_picks_the_right_memory(db: Database) -> None:
     other = await new_user(db, disabled_kinds=frozenset({"greeting"}))
     said = await add_messages(db, other, [("ok", datetime(2020, 6, 10, 9, tzinfo=UTC)),
                                           ("Moved into the flat by the river today!", datetime(2021, 6, 10, 20,
-                                                                                             tzinfo=UTC))])  # fmt: skip
+                                                                                             tzinfo=UTC))])
     clock = VirtualClock(datetime(2025, 6, 10, 8, 0, tzinfo=UTC))
     await scheduler(db, clock).tick()
     (memory_note,) = await sent(db, user, "on_this_day")
@@ -218,7 +218,7 @@ async def test_on_this_day_picks_the_right_memory(db: Database) -> None:
     assert memory_note["text"].startswith("On this day 2 years ago (10 June 2023), you told me: “I passed my driving")
     (message_note,) = await sent(db, other, "on_this_day")
     assert [str(m) for m in message_note["message_ids"]] == [said[1]] and "4 years ago (10 June 2021)" in (
-        message_note["text"])  # fmt: skip
+        message_note["text"])
     nothing = await new_user(db, disabled_kinds=frozenset({"greeting"}))
     await scheduler(db, clock).tick()
     assert await sent(db, nothing) == []
@@ -231,7 +231,7 @@ async def test_birthday_fires_once_and_again_next_year(db: Database) -> None:
     clock = VirtualClock(datetime(2025, 4, 11, 12, tzinfo=UTC))
     s = scheduler(db, clock)
     for at in (datetime(2025, 4, 11, 12), datetime(2025, 4, 12, 8), datetime(2025, 4, 12, 9),
-               datetime(2025, 4, 12, 21), datetime(2025, 4, 13, 8)):  # fmt: skip
+               datetime(2025, 4, 12, 21), datetime(2025, 4, 13, 8)):
         clock.at = at.replace(tzinfo=UTC)
         await s.tick()
     (birthday,) = await sent(db, user, "milestone")
@@ -336,7 +336,7 @@ async def test_two_workers_on_one_database_never_double_send(db: Database, tmp_p
     async with db.pool.connection() as conn:
         for u in users:
             await create_milestone(conn, await KEYS.for_user(conn, u), "Our anniversary", date(2015, 6, 10),
-                                   "anniversary")  # fmt: skip
+                                   "anniversary")
     clock = VirtualClock(datetime(2025, 6, 10, 8, 0, tzinfo=UTC))
     async with Database.open(db.url, tmp_path_factory.mktemp("second-pool")) as other:
         a, b = scheduler(db, clock, "worker-a"), scheduler(other, clock, "worker-b")

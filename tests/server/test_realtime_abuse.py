@@ -47,7 +47,7 @@ BAD: list[Callable[[int], str | bytes]] = [
     lambda i: "[" * 50_000 + "]" * 50_000,
     lambda i: b"\x00\x01binary",
     lambda i: json.dumps({"type": "input_audio_buffer.append", "audio": "A" * (1024 * 1024 + 4)}),  # > 1 MiB
-]  # fmt: skip
+]
 
 
 def ws_url(server: ServerProcess) -> str:
@@ -97,7 +97,7 @@ async def test_thousand_malformed_messages_each_get_an_error(model_server: Serve
     expected = {"invalid_json", "invalid_event", "missing_type", "unknown_event", "unsupported_event",
                 "invalid_audio", "invalid_value", "commit_not_allowed", "response_cancel_not_active",
                 "unsupported_parameter", "unsupported_item", "unsupported_audio_format", "binary_not_supported",
-                "message_too_large", "item_not_found"}  # fmt: skip
+                "message_too_large", "item_not_found"}
     assert expected <= set(codes) <= expected | {"rate_limit_exceeded"}
     assert await asyncio.wait_for(healthy, 120) == ["completed", "completed"]
 
@@ -106,7 +106,7 @@ async def test_frame_over_the_limit_closes_with_1009(model_server: ServerProcess
     """A frame beyond the server's 2 MiB WebSocket limit closes the connection with 1009 (message too big)."""
     _, token = new_user(model_server)
     async with websockets.connect(ws_url(model_server), additional_headers={"Authorization": f"Bearer {token}"},
-                                  max_size=None) as ws:  # fmt: skip
+                                  max_size=None) as ws:
         await ws.recv()
         with pytest.raises(websockets.ConnectionClosed):
             await ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": "A" * (3 * 1024 * 1024)}))

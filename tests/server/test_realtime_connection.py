@@ -46,7 +46,7 @@ class Harness:
 
     async def say(self, text: str) -> None:
         await self.send(type="conversation.item.create", item={"type": "message", "role": "user",
-                        "content": [{"type": "input_text", "text": text}]})  # fmt: skip
+                        "content": [{"type": "input_text", "text": text}]})
         await self.send(type="response.create")
 
     async def until(self, kind: str, limit_s: float = 30.0, count: int = 1) -> dict[str, Any]:
@@ -77,7 +77,7 @@ def run(
 
         tts = FakeTts()
         conn = RealtimeConnection(model="soma", persona="You are kind.", emit=emit, transcribe=transcribe,
-                                  voices={"fast": tts, "quality": None})  # fmt: skip
+                                  voices={"fast": tts, "quality": None})
         models = SessionModels(llm=FakeLlm(reply), vad=FakeVad(), asr=asr, tts=tts)
         context = DefaultContext("You are kind.")
         session = Session(conn.transport, models, context=context)
@@ -115,7 +115,7 @@ def test_text_turn_follows_the_openai_event_order() -> None:
         "response.created", "response.output_item.added", "conversation.item.added", "response.content_part.added",
         "response.output_text.done", "response.content_part.done", "response.output_item.done",
         "conversation.item.done", "response.done",
-    ]  # fmt: skip
+    ]
     deltas = h.of("response.output_text.delta")
     assert "".join(d["delta"] for d in deltas) == "Sure, happy to help."
     done = h.of("response.done")[0]["response"]
@@ -230,7 +230,7 @@ def test_protocol_misuse_gets_errors_and_the_connection_keeps_working() -> None:
     h = run(script)
     codes = [e["error"]["code"] for e in h.of("error")]
     assert codes == ["response_cancel_not_active", "commit_not_allowed",
-                     "conversation_already_has_active_response"]  # fmt: skip
+                     "conversation_already_has_active_response"]
     assert len(h.of("response.done")) == 1
 
 
@@ -277,7 +277,7 @@ def test_protocol_misuse_gets_errors_and_the_connection_keeps_working() -> None:
          '"eagerness": "eager"}}}}}', "invalid_value"),
         ("[" * 100_000 + "]" * 100_000, "invalid_json"),
     ],
-)  # fmt: skip
+)
 def test_parser_rejects_bad_events_with_a_code(event: str, code: str) -> None:
     """Each malformed or unsupported client event maps to a specific error code."""
     with pytest.raises(p.ProtocolError) as info:

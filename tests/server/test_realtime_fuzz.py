@@ -34,7 +34,7 @@ json_values = st.recursive(
 NASTY: list[Any] = [
     None, True, False, 0, -1, 2**63, 10**50, 1.5, -0.0, float("inf"), float("nan"), "", "x", "\ud800", "text",
     [], [1], ["text"], [None, {}], {}, {"type": "audio/pcm"}, {"\udc00": 1},
-]  # fmt: skip
+]
 
 VALID: list[dict[str, Any]] = [
     {"type": "session.update", "session": {"output_modalities": ["text"], "instructions": "Be brief.",
@@ -60,7 +60,7 @@ VALID: list[dict[str, Any]] = [
     {"type": "conversation.item.retrieve", "item_id": "item_1"},
     {"type": "conversation.item.delete", "item_id": "item_1"},
     {"type": "conversation.item.truncate", "item_id": "item_1", "content_index": 0, "audio_end_ms": 1500},
-]  # fmt: skip
+]
 
 
 def _paths(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:

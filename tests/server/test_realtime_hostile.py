@@ -35,14 +35,14 @@ pytestmark = [pytest.mark.models, pytest.mark.slow]
 PROMPT_BUDGET = 800  # small limits keep the ci model's prompt encoding short
 ITEM_BUDGET = 300
 STORY = [{"role": "system", "content": "You are a storyteller."},
-         {"role": "user", "content": "Write a very long story about a dragon."}]  # fmt: skip
+         {"role": "user", "content": "Write a very long story about a dragon."}]
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """A model server with small prompt limits."""
     srv = start_server(tmp_path_factory.mktemp("hostile"), models=True, SOMA_SIGNUP="open", timeout=180,
-                       SOMA_MAX_PROMPT_TOKENS=str(PROMPT_BUDGET), SOMA_MAX_ITEM_TOKENS=str(ITEM_BUDGET))  # fmt: skip
+                       SOMA_MAX_PROMPT_TOKENS=str(PROMPT_BUDGET), SOMA_MAX_ITEM_TOKENS=str(ITEM_BUDGET))
     yield srv
     srv.stop()
     shutil.rmtree(srv.data_dir, ignore_errors=True)
@@ -65,12 +65,12 @@ def wait_until_idle(server: ServerProcess, limit_s: float) -> float:
 def item(text: str, **extra: Any) -> str:
     content = [{"type": "input_text", "text": text}]
     return json.dumps({"type": "conversation.item.create", "item": {"type": "message", "role": "user",
-                                                                     "content": content}, **extra})  # fmt: skip
+                                                                     "content": content}, **extra})
 
 
 async def connect(server: ServerProcess, token: str) -> ClientConnection:
     ws = await websockets.connect(server.base_url.replace("http", "ws") + "/v1/realtime",
-                                  additional_headers={"Authorization": f"Bearer {token}"}, max_size=None)  # fmt: skip
+                                  additional_headers={"Authorization": f"Bearer {token}"}, max_size=None)
     assert json.loads(await ws.recv())["type"] == "session.created"
     return ws
 
@@ -130,7 +130,7 @@ async def test_bad_events_get_an_error_and_the_session_stays_usable(server: Serv
         {"audio": {"input": {"turn_detection": {"type": "server_vad", "create_response": "yes"}}}},
         {"audio": {"output": {"voice": 5}}}, {"audio": {"output": {"voice": {"a": 1}}}},
         {"audio": {"output": {"format": {"type": "audio/pcm", "rate": None}}}},
-    ]  # fmt: skip
+    ]
     bad += [json.dumps({"type": "session.update", "session": s}) for s in session_values]
     ws = await connect(server, token)
     async with ws:
@@ -194,7 +194,7 @@ def test_chat_prompt_cap_counts_tokens_not_characters(server: ServerProcess) -> 
     body = {"model": "soma", "messages": [{"role": "user", "content": "😀" * 1000}]}
     started = time.monotonic()
     response = httpx.post(server.base_url + "/v1/chat/completions", json=body,
-                          headers={"Authorization": f"Bearer {token}"}, timeout=30)  # fmt: skip
+                          headers={"Authorization": f"Bearer {token}"}, timeout=30)
     assert response.status_code == 400, response.text
     assert response.json()["error"]["code"] == "context_length_exceeded"
     assert f"at most {PROMPT_BUDGET}" in response.json()["error"]["message"]
@@ -210,7 +210,7 @@ async def test_generation_stops_when_the_realtime_client_leaves(server: ServerPr
     _, token = new_user(server)
     ws = await connect(server, token)
     await ws.send(json.dumps({"type": "session.update", "session": {"output_modalities": ["text"],
-                                                                    "instructions": STORY[0]["content"]}}))  # fmt: skip
+                                                                    "instructions": STORY[0]["content"]}}))
     await until(ws, "session.updated")
     await ws.send(item(STORY[1]["content"]))
     await ws.send(json.dumps({"type": "response.create"}))
@@ -230,7 +230,7 @@ def test_generation_stops_when_the_chat_client_disconnects(server: ServerProcess
     body = {"model": "soma", "stream": True, "max_tokens": 2048, "messages": STORY}
     with httpx.Client(timeout=30) as client, client.stream("POST", server.base_url + "/v1/chat/completions",
                                                            json=body, headers={"Authorization": f"Bearer {token}"}
-                                                           ) as response:  # fmt: skip
+                                                           ) as response:
         assert response.status_code == 200
         chunks = 0
         for line in response.iter_lines():
@@ -318,7 +318,7 @@ def test_sigterm_while_a_long_prompt_is_encoded_exits_within_the_deadline(tmp_pa
         _, token = new_user(srv)
         prompt = [STORY[0], {"role": "user", "content": "🙂" * 2300}]
         _chat_in_background(srv, token, {"model": "soma", "stream": True, "max_tokens": 64, "messages": prompt},
-                            threading.Event())  # fmt: skip
+                            threading.Event())
         deadline = time.monotonic() + 10
         while metric(srv, "soma_llm_sequences_decoding") == 0:
             assert time.monotonic() < deadline

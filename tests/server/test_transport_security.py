@@ -196,7 +196,7 @@ def test_tls_1_2_weak_cipher_suites_are_refused(any_tls_server: ServerProcess) -
     weak = ":".join(
         ("AES128-SHA", "AES256-GCM-SHA384", "ECDHE-ECDSA-AES128-SHA", "ECDHE-RSA-AES128-SHA",
          "ECDHE-ECDSA-AES128-SHA256", "ECDHE-RSA-AES256-SHA384", "@SECLEVEL=0")
-    )  # fmt: skip
+    )
     ctx = client_context(ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_2, weak)
     with permissive_tls_server(*_cert_files(any_tls_server)) as control:
         assert handshake(control, ctx)[0] == "TLSv1.2"

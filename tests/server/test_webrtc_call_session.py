@@ -37,7 +37,7 @@ INSTRUCTIONS = "You are Quill, a terse assistant. Answer in one short sentence."
 def tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """Soma's default deployment: HTTPS with the certificate it generated, the ci models, open sign-up."""
     server = start_server(tmp_path_factory.mktemp("tls-calls"), tls=True, models=True, SOMA_SIGNUP="open",
-                          timeout=180)  # fmt: skip
+                          timeout=180)
     yield server
     server.stop()
 
@@ -56,7 +56,7 @@ async def sdk(tls_server: ServerProcess, tls: ssl.SSLContext) -> AsyncIterator[t
         signup = await http.post(tls_server.base_url + "/v1/auth/signup", json=account)
     token = signup.json()["token"]["access_token"]
     client = openai.AsyncOpenAI(base_url=tls_server.base_url + "/v1", api_key=token, max_retries=0, timeout=60,
-                                http_client=openai.DefaultAsyncHttpxClient(verify=tls))  # fmt: skip
+                                http_client=openai.DefaultAsyncHttpxClient(verify=tls))
     yield client, token
     await client.close()
 
@@ -69,7 +69,7 @@ def live_calls(server: ServerProcess, tls: ssl.SSLContext) -> float:
 
 def webrtc_conversations(server: ServerProcess, tls: ssl.SSLContext, token: str) -> list[dict[str, Any]]:
     r = httpx.get(server.base_url + "/v1/conversations", headers={"Authorization": f"Bearer {token}"}, verify=tls,
-                  timeout=10)  # fmt: skip
+                  timeout=10)
     return [c for c in r.json()["data"] if c["channel"] == "webrtc"]
 
 
@@ -170,7 +170,7 @@ async def test_an_invalid_session_config_creates_nothing(
         ({"type": "realtime", "instructions": 42}, "invalid_value", "session.instructions"),
         # Within the parser's 32,000 characters but over the token limit: refused before the call, too.
         ({"type": "realtime", "instructions": "lorem ipsum " * 2500}, "text_too_long", "session.instructions"),
-    ]  # fmt: skip
+    ]
     try:
         for session, code, param in cases:
             with pytest.raises(openai.BadRequestError) as info:
@@ -219,7 +219,7 @@ async def test_malformed_and_oversized_forms_are_refused(
          "request_too_large"),
         (fields(sdp=(None, "hello", "application/sdp"), session=(None, good_session, "application/json")), 400,
          "invalid_sdp"),
-    ]  # fmt: skip
+    ]
     raw_cases: list[tuple[bytes, str, int, str]] = [
         (b"--b\r\nnot a part", "multipart/form-data", 400, "invalid_multipart"),  # no boundary parameter
         (b"--b\r\nContent-Disposition: form-data\r\n\r\nv=0\r\n--b--\r\n", "multipart/form-data; boundary=b",
@@ -229,7 +229,7 @@ async def test_malformed_and_oversized_forms_are_refused(
         (b"--b\r\n" + b"x" * (MAX_FORM_BYTES + 1), "multipart/form-data; boundary=b", 413, "request_too_large"),
         (offer.encode(), "text/plain", 415, "unsupported_media_type"),
         (b"sdp=v%3D0", "application/x-www-form-urlencoded", 415, "unsupported_media_type"),
-    ]  # fmt: skip
+    ]
     try:
         async with httpx.AsyncClient(verify=tls, timeout=30) as http:
             for files, status, code in form_cases:
@@ -239,7 +239,7 @@ async def test_malformed_and_oversized_forms_are_refused(
                 assert error["code"] == code and error["message"], (list(files), error)
             for body, content_type, status, code in raw_cases:
                 r = await http.post(url, params={"model": "soma"}, content=body,
-                                    headers={**auth, "Content-Type": content_type})  # fmt: skip
+                                    headers={**auth, "Content-Type": content_type})
                 assert r.status_code == status, (content_type, body[:40], r.text)
                 assert r.json()["error"]["code"] == code, r.text
                 if status == 415:

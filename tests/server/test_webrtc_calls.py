@@ -269,7 +269,7 @@ async def test_sequential_calls_release_their_resources(model_server: ServerProc
             if n == 20:
                 await _settled(model_server)
                 baseline = (_metric(model_server, "soma_asyncio_tasks"), _metric(model_server, "soma_threads"),
-                            proc.memory_info().rss)  # fmt: skip
+                            proc.memory_info().rss)
             token = tokens[n % len(tokens)]
             caller = Caller(Microphone(np.zeros(RATE // 2, np.int16)))
             r = await place(client, model_server, token, await caller.offer())
@@ -322,7 +322,7 @@ async def test_a_dropped_call_resumes_its_conversation(model_server: ServerProce
             await first.close()  # the connection drops
             offer = await second.offer()
             r = await client.post(calls_url(model_server), params={"model": "soma", "session_id": session_id},
-                                  content=offer, headers=headers)  # fmt: skip
+                                  content=offer, headers=headers)
             assert r.status_code == 201, r.text
             await second.pc.setRemoteDescription(RTCSessionDescription(r.text, "answer"))
             assert (await second.wait_for("session.created", 15))["session"]["id"] == session_id
@@ -335,7 +335,7 @@ async def test_a_dropped_call_resumes_its_conversation(model_server: ServerProce
             await client.delete(model_server.base_url + r.headers["location"], headers=auth(token))
             # The session id is checked before the offer is used: an unknown one is refused as such.
             r = await client.post(calls_url(model_server), params={"model": "soma", "session_id": "sess_" + "1" * 32},
-                                  content=offer, headers=headers)  # fmt: skip
+                                  content=offer, headers=headers)
             assert r.status_code == 404 and r.json()["error"]["code"] == "session_not_found"
             conversations = (await client.get(model_server.base_url + "/v1/conversations", headers=auth(token))).json()
             (conversation,) = conversations["data"]

@@ -48,7 +48,7 @@ CHROME = "\r\n".join([
     "a=ice-ufrag:Kx1B", "a=ice-pwd:0oPT6aLgQnEFsSKGpTWjwzvS", "a=ice-options:trickle",
     f"a=fingerprint:sha-256 {FP256}", "a=setup:actpass", "a=mid:1", "a=sctp-port:5000",
     "a=max-message-size:262144", "",
-])  # fmt: skip
+])
 
 # Shaped like Firefox 12x's: fingerprint and direction at session level, upper-case transports, braces in ids.
 FIREFOX = "\r\n".join([
@@ -68,7 +68,7 @@ FIREFOX = "\r\n".join([
     "a=candidate:0 1 UDP 2122252543 3c7e0c47-5b1d-4e2a-9f3c-1a2b3c4d5e6f.local 50124 typ host", "a=sendrecv",
     "a=end-of-candidates", "a=ice-pwd:b6d5a0b3c5b04a3a8d5d5d0a0e7f3c21", "a=ice-ufrag:8a1c2b3d", "a=mid:1",
     "a=setup:actpass", "a=sctp-port:5000", "a=max-message-size:1073741823", "",
-])  # fmt: skip
+])
 
 # aiortc 1.16's own offer (what tests/server/test_webrtc_calls.py sends), LF line endings as some clients send.
 AIORTC = "\n".join([
@@ -87,7 +87,7 @@ AIORTC = "\n".join([
     "a=candidate:f957a2332b1715da3b0ef8ba684454eb 1 udp 2130706431 192.0.2.2 47679 typ host",
     "a=end-of-candidates", "a=ice-ufrag:Vf4m", "a=ice-pwd:cX8XzpVW7OtyESTc8iCYMF",
     f"a=fingerprint:sha-256 {FP256}", "a=setup:actpass", "",
-])  # fmt: skip
+])
 
 OFFERS = {"chrome": CHROME, "firefox": FIREFOX, "aiortc": AIORTC}
 
@@ -250,7 +250,7 @@ TRICKY = [
     "a=candidate:1 1 udp 1 1.2.3.4 1 typ host raddr", "a=candidate:1 1 udp 1 ::1 1 typ host rport ²",
     "a=extmap:1/sendrecv", "a=mid:", "a=mid:0", "a=msid:", "a=sctpmap:x y", "a=max-message-size:-1",
     "a=ice-lite", "c=IN IP4 1.2.3.4/127", "b=AS:²", "a=end-of-candidates", "a=sendonly", "a=inactive",
-]  # fmt: skip
+]
 
 
 @st.composite

@@ -71,7 +71,7 @@ def start_sip_server(tmp: Path, *, models: bool, outbound_port: int = 0, **env: 
     port = free_udp_port()
     low = 12000 + (os.getpid() * 7 + port) % 20000 // 2 * 2  # 12000-32199: below the ephemeral ports
     server = start_server(tmp, models=models, timeout=180, SOMA_SIGNUP="open", SOMA_SIP_BIND=f"127.0.0.1:{port}",
-                          SOMA_SIP_RTP_PORTS=f"{low}-{low + 199}", **env)  # fmt: skip
+                          SOMA_SIP_RTP_PORTS=f"{low}-{low + 199}", **env)
     return SipServer(server, port, (low, low + 199), outbound_port)
 
 
@@ -81,9 +81,9 @@ def sip_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SipServer]:
     loopback callers admitted by address, outbound calls sent to a proxy (sipp) with digest credentials."""
     outbound = free_udp_port()
     trunk = {"name": "loop", "allow": ["127.0.0.1/32"], "proxy": f"127.0.0.1:{outbound}",
-             "proxy_username": "soma", "proxy_password": "outbound-secret"}  # fmt: skip
+             "proxy_username": "soma", "proxy_password": "outbound-secret"}
     srv = start_sip_server(tmp_path_factory.mktemp("sip-server"), models=True, outbound_port=outbound,
-                           SOMA_SIP_MEDIA_TIMEOUT_S="6", SOMA_SIP_TRUNKS=json.dumps([trunk]))  # fmt: skip
+                           SOMA_SIP_MEDIA_TIMEOUT_S="6", SOMA_SIP_TRUNKS=json.dumps([trunk]))
     yield srv
     srv.srv.stop()
     shutil.rmtree(srv.srv.data_dir, ignore_errors=True)
@@ -100,7 +100,7 @@ def speech_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     subprocess.run(["espeak-ng", "-s", "160", "-w", str(wav), QUESTION], check=True)
     for ext, kind in (("ulaw", "ul"), ("alaw", "al")):
         subprocess.run(["sox", str(wav), "-r", "8000", "-c", "1", "-t", kind, str(out / f"question.{ext}"),
-                        "pad", "0", "60"], check=True)  # fmt: skip
+                        "pad", "0", "60"], check=True)
     if SIPP_PCAPS.is_dir():
         (out / "pcap").symlink_to(SIPP_PCAPS)
     return out
@@ -120,14 +120,14 @@ class SippRun:
 
 def run_sipp(server: SipServer, scenario: str, cwd: Path, *, user: str, caller: str = "sipp", calls: int = 1,
              limit: int = 1, pause_ms: int = 6000, media_port: int | None = None, timeout_s: float = 90,
-             extra: list[str] | None = None) -> SippRun:  # fmt: skip
+             extra: list[str] | None = None) -> SippRun:
     """Run one committed scenario against ``server`` (``-m calls -l limit``), from ``cwd``."""
     assert SIPP is not None
     local = free_udp_port()
     args = [SIPP, f"127.0.0.1:{server.sip_port}", "-sf", str(SCENARIOS / f"{scenario}.xml"), "-s", user,
             "-key", "caller", caller, "-d", str(pause_ms), "-m", str(calls), "-l", str(limit), "-r", str(limit),
             "-timeout", f"{int(timeout_s)}s", "-nostdin", "-p", str(local), "-i", "127.0.0.1",
-            "-mp", str(media_port or free_udp_port()), "-trace_err", *(extra or [])]  # fmt: skip
+            "-mp", str(media_port or free_udp_port()), "-trace_err", *(extra or [])]
     for old in cwd.glob(f"{scenario}_*_errors.log"):
         old.unlink()
     proc = subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=timeout_s + 30)

@@ -62,5 +62,5 @@ def test_answers_are_bound_to_the_method() -> None:
     """An answer computed for REGISTER does not authenticate an INVITE."""
     server = DigestServer("soma", clock=lambda: 1000.0)
     header = client_authorization(server.challenge()[0], username="pbx", password="s3cret", method="REGISTER",
-                                  uri="sip:a@b")  # fmt: skip
+                                  uri="sip:a@b")
     assert server.verify(header, "INVITE", PASSWORDS.get)[0] is Verdict.BAD

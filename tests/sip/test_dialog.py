@@ -18,7 +18,7 @@ def test_our_bye_follows_the_record_route_to_the_callers_contact() -> None:
     a CSeq of our own that increases."""
     dialog = d.Dialog.from_invite(_invite(), "ourtag")
     bye = parse(dialog.request("BYE", "SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKx", "<sip:soma@127.0.0.1>")
-                .serialize())  # fmt: skip
+                .serialize())
     assert isinstance(bye, Request) and bye.method == "BYE" and bye.uri == "sip:sipp@127.0.0.1:15080"
     assert bye.headers.all("route") == ["<sip:10.0.0.1;lr>", "<sip:10.0.0.2;lr>"]
     assert bye.from_.tag == "ourtag" and bye.to.tag == "17446SIPpTag1" and bye.call_id == "1-17446@127.0.0.1"
@@ -39,7 +39,7 @@ def test_info_dtmf_bodies() -> None:
     def info(kind: str, body: bytes) -> Request:
         raw = (b"INFO sip:soma@h SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bKi\r\nFrom: <sip:a@h>;tag=1\r\n"
                b"To: <sip:soma@h>;tag=2\r\nCall-ID: c\r\nCSeq: 2 INFO\r\nContent-Type: " + kind.encode()
-               + b"\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)  # fmt: skip
+               + b"\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
         msg = parse(raw)
         assert isinstance(msg, Request)
         return msg

@@ -30,7 +30,7 @@ def bye(*, call_id: str = "call-1", from_tag: str | None = "theirs", to_tag: str
     headers.items += [("via", "SIP/2.0/UDP 10.0.0.5:5062;branch=z9hG4bKx"),
                       ("from", "<sip:bob@10.0.0.5>" + (f";tag={from_tag}" if from_tag else "")),
                       ("to", "<sip:soma@127.0.0.1>" + (f";tag={to_tag}" if to_tag else "")),
-                      ("call-id", call_id), ("cseq", "2 BYE")]  # fmt: skip
+                      ("call-id", call_id), ("cseq", "2 BYE")]
     return Request(headers, b"", method="BYE", uri="sip:soma@127.0.0.1")
 
 

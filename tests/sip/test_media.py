@@ -7,8 +7,8 @@ from typing import Any
 import numpy as np
 
 from pipeline.frames import AudioIn, Dtmf
-from voice_server.sip.media import LEARN_S, RtpStream, SipTransport
 from voice_server.sip.rtp import RtpSender, parse_packet
+from voice_server.sip.rtp_stream import LEARN_S, RtpStream, SipTransport
 from voice_server.sip.sdp import Negotiated
 
 SDP_ADDR = ("127.0.0.1", 5000)

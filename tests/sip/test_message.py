@@ -50,7 +50,7 @@ def test_a_captured_invite_parses_with_its_body() -> None:
 def test_compact_headers_folding_and_case_are_normalised() -> None:
     """``i:``/``v:``/``f:``/``t:``, mixed case and a folded line read like their long forms."""
     raw = (b"OPTIONS sip:soma@h SIP/2.0\r\nv: SIP/2.0/UDP h:5060;branch=z9hG4bKa\r\nf: <sip:a@h>;tag=1\r\n"
-           b"t: <sip:soma@h>\r\ni: abc\r\ncSeQ: 7\r\n  OPTIONS\r\nl: 0\r\n\r\n")  # fmt: skip
+           b"t: <sip:soma@h>\r\ni: abc\r\ncSeQ: 7\r\n  OPTIONS\r\nl: 0\r\n\r\n")
     msg = parse(raw)
     assert msg.call_id == "abc" and msg.cseq.number == 7 and msg.cseq.method == "OPTIONS"
 

@@ -74,7 +74,7 @@ def test_unusable_sdp_is_an_error(body: bytes) -> None:
 def test_answer_round_trips() -> None:
     """Our answer parses back to the same codec, DTMF type, address and direction."""
     body = sdp.build("127.0.0.1", 40000, session_id=7, version=2, codecs=[(8, "PCMA")], dtmf_pt=96,
-                     direction="recvonly")  # fmt: skip
+                     direction="recvonly")
     back = sdp.parse(body)
     assert back.payloads == (8, 96) and back.rtpmap[96] == "TELEPHONE-EVENT/8000" and back.direction == "recvonly"
     assert back.ptime == 20 and (back.host, back.port) == ("127.0.0.1", 40000)

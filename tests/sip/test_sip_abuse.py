@@ -23,10 +23,10 @@ import httpx
 import pytest
 
 from tests.sip.conftest import SipServer, free_udp_port, start_sip_server
+from tests.sip_phone import SipPhone
 from voice_server.sip import dialog as d
 from voice_server.sip import sdp
 from voice_server.sip.message import Request, Response, SipParseError, parse, response_to
-from voice_server.sip.phone import SipPhone
 
 pytestmark = [pytest.mark.models, pytest.mark.slow]
 
@@ -48,7 +48,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SipServer]:
         SOMA_SIP_MAX_CALLS=str(MAX_CALLS), SOMA_SIP_T1_MS=str(T1_MS), SOMA_SIP_RING_MS="1000",
         SOMA_SIP_INVITE_RATE="5", SOMA_SIP_INVITE_BURST=str(INVITE_BURST), SOMA_SIP_TCP_IDLE_S=str(TCP_IDLE_S),
         SOMA_SIP_TCP_MAX_CONNECTIONS=str(TCP_TOTAL), SOMA_SIP_TCP_MAX_PER_SOURCE=str(TCP_PER_SOURCE),
-    )  # fmt: skip
+    )
     yield srv
     srv.srv.stop()
     shutil.rmtree(srv.srv.data_dir, ignore_errors=True)
@@ -91,7 +91,7 @@ class Peer(asyncio.DatagramProtocol):
 
     def responses(self, call_id: str, method: str = "INVITE") -> list[Response]:
         return [m for m in self.messages if isinstance(m, Response) and m.call_id == call_id and
-                m.cseq.method == method]  # fmt: skip
+                m.cseq.method == method]
 
     def statuses(self, call_id: str, method: str = "INVITE") -> list[int]:
         return [r.status for r in self.responses(call_id, method)]
@@ -105,23 +105,23 @@ class Peer(asyncio.DatagramProtocol):
 
 
 def sip(method: str, peer: Peer, *, uri: str, call_id: str, from_tag: str, to: str, cseq: int = 1,
-        branch: str | None = None, body: bytes = b"", content_type: str = "application/sdp") -> bytes:  # fmt: skip
+        branch: str | None = None, body: bytes = b"", content_type: str = "application/sdp") -> bytes:
     """A request as a raw UAC at ``peer`` writes it."""
     host, port = peer.addr
     lines = [f"{method} {uri} SIP/2.0", f"Via: SIP/2.0/UDP {host}:{port};branch={branch or d.new_branch()};rport",
              "Max-Forwards: 70", f"From: <sip:caller@{host}>;tag={from_tag}", f"To: {to}", f"Call-ID: {call_id}",
-             f"CSeq: {cseq} {method}", f"Contact: <sip:caller@{host}:{port}>"]  # fmt: skip
+             f"CSeq: {cseq} {method}", f"Contact: <sip:caller@{host}:{port}>"]
     if body:
         lines.append(f"Content-Type: {content_type}")
     return ("\r\n".join([*lines, f"Content-Length: {len(body)}"]) + "\r\n\r\n").encode() + body
 
 
 def invite(peer: Peer, server: SipServer, user: str, call_id: str, *, media: tuple[str, int],
-           branch: str | None = None) -> bytes:  # fmt: skip
+           branch: str | None = None) -> bytes:
     """An INVITE from ``peer`` whose SDP asks for RTP at ``media``."""
     offer = sdp.build(media[0], media[1], session_id=1, version=1, codecs=[(0, "PCMU")], dtmf_pt=101)
     return sip("INVITE", peer, uri=f"sip:{user}@127.0.0.1:{server.sip_port}", call_id=call_id, from_tag="t" + call_id,
-               to=f"<sip:{user}@127.0.0.1>", branch=branch, body=offer)  # fmt: skip
+               to=f"<sip:{user}@127.0.0.1>", branch=branch, body=offer)
 
 
 async def eventually(predicate: Callable[[], object], timeout_s: float = 10.0) -> bool:
@@ -184,7 +184,7 @@ async def test_a_stranger_cannot_end_or_steer_a_live_call(server: SipServer) -> 
                 elif method == "INVITE":
                     body = sdp.build(VICTIM, 40000, session_id=2, version=9, codecs=[(0, "PCMU")], dtmf_pt=None)
                 stranger.send(sip(method, stranger, uri=phone.remote_target, call_id=phone.call_id, from_tag=from_tag,
-                                  to=to, cseq=100 + i, body=body, content_type=kind), server.addr)  # fmt: skip
+                                  to=to, cseq=100 + i, body=body, content_type=kind), server.addr)
                 assert await eventually(lambda m=method: stranger.statuses(phone.call_id, m), 5), (method, to)
                 assert stranger.statuses(phone.call_id, method)[-1] == expected, (method, from_tag, to)
                 stranger.messages.clear()
@@ -208,15 +208,15 @@ async def test_cancel_must_come_from_the_invites_source(server: SipServer) -> No
         caller.send(invite(caller, server, user, call_id, media=caller.addr, branch=branch), server.addr)
         assert await eventually(lambda: 180 in caller.statuses(call_id), 10), caller.statuses(call_id)
         stranger.send(sip("CANCEL", stranger, uri=uri, call_id=call_id, from_tag="t" + call_id, to=to, branch=branch),
-                      server.addr)  # fmt: skip
+                      server.addr)
         assert await eventually(lambda: stranger.statuses(call_id, "CANCEL") == [403], 5)
         assert not [s for s in caller.statuses(call_id) if s >= 300]
         caller.send(sip("CANCEL", caller, uri=uri, call_id=call_id, from_tag="t" + call_id, to=to, branch=branch),
-                    server.addr)  # fmt: skip
+                    server.addr)
         assert await eventually(lambda: caller.statuses(call_id, "CANCEL") == [200] and 487 in caller.statuses(call_id))
         final = caller.responses(call_id)[-1]
         caller.send(sip("ACK", caller, uri=uri, call_id=call_id, from_tag="t" + call_id,
-                        to=final.headers.get("to") or to, branch=branch), server.addr)  # fmt: skip
+                        to=final.headers.get("to") or to, branch=branch), server.addr)
     finally:
         caller.close()
         stranger.close()
@@ -243,7 +243,7 @@ async def test_a_stranger_cannot_answer_fail_or_end_an_outbound_call(server: Sip
         assert http.get(f"/v1/calls/outbound/{call_id}").json()["state"] == "calling"
         answer = response_to(ours, 200, "OK", to_tag=phone_tag)
         answer.headers.items += [("contact", f"<sip:phone@127.0.0.1:{server.outbound_port}>"),
-                                 ("content-type", "application/sdp")]  # fmt: skip
+                                 ("content-type", "application/sdp")]
         answer.body = sdp.build("127.0.0.1", proxy.addr[1], session_id=1, version=1, codecs=[(0, "PCMU")], dtmf_pt=None)
         proxy.send(answer.serialize(), server.addr)
         assert await eventually(lambda: http.get(f"/v1/calls/outbound/{call_id}").json()["state"] == "answered")
@@ -254,15 +254,15 @@ async def test_a_stranger_cannot_answer_fail_or_end_an_outbound_call(server: Sip
         for i, (source, from_tag, to, expected) in enumerate([
             (stranger, "guess", "<sip:soma@127.0.0.1>", 481),
             (stranger, phone_tag, ours_from, 403),
-        ]):  # fmt: skip
+        ]):
             source.send(sip("BYE", source, uri=target, call_id=call_id, from_tag=from_tag, to=to, cseq=10 + i),
-                        server.addr)  # fmt: skip
+                        server.addr)
             assert await eventually(lambda: stranger.statuses(call_id, "BYE"), 5)
             assert stranger.statuses(call_id, "BYE") == [expected]
             stranger.messages.clear()
         assert http.get(f"/v1/calls/outbound/{call_id}").json()["state"] == "answered"
         proxy.send(sip("BYE", proxy, uri=target, call_id=call_id, from_tag=phone_tag, to=ours_from, cseq=20),
-                   server.addr)  # fmt: skip
+                   server.addr)
         assert await eventually(lambda: proxy.statuses(call_id, "BYE") == [200], 5)
         assert await eventually(lambda: http.get(f"/v1/calls/outbound/{call_id}").json()["state"] == "ended", 15)
     finally:
@@ -291,7 +291,7 @@ async def test_no_rtp_before_the_ack_and_little_to_an_address_that_never_answers
         oks = {c: caller.responses(c)[-1] for c in call_ids}
         for call_id, ok in oks.items():
             caller.send(sip("ACK", caller, uri=f"sip:soma@127.0.0.1:{server.sip_port}", call_id=call_id,
-                            from_tag="t" + call_id, to=ok.headers.get("to") or ""), server.addr)  # fmt: skip
+                            from_tag="t" + call_id, to=ok.headers.get("to") or ""), server.addr)
         assert await eventually(lambda: victim.datagrams > 0, 5), "no media at all after the ACK"
         start, at = victim.datagrams, time.monotonic()
         await asyncio.sleep(2.0)
@@ -299,7 +299,7 @@ async def test_no_rtp_before_the_ack_and_little_to_an_address_that_never_answers
         assert rate < 70, f"{rate:.0f} packets/s to an address that never sent RTP (three calls would send 150)"
         for call_id, ok in oks.items():
             caller.send(sip("BYE", caller, uri=f"sip:soma@127.0.0.1:{server.sip_port}", call_id=call_id,
-                            from_tag="t" + call_id, to=ok.headers.get("to") or "", cseq=2), server.addr)  # fmt: skip
+                            from_tag="t" + call_id, to=ok.headers.get("to") or "", cseq=2), server.addr)
         assert await eventually(lambda: all(caller.statuses(c, "BYE") == [200] for c in call_ids), 5)
     finally:
         caller.close()
@@ -411,7 +411,7 @@ async def tcp_options(server: SipServer, source: str = "127.0.0.1") -> bool:
     try:
         request = (f"OPTIONS sip:127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TCP {source}:5999;branch={d.new_branch()}\r\n"
                    f"From: <sip:t@{source}>;tag=9\r\nTo: <sip:127.0.0.1>\r\nCall-ID: tcp-{secrets.token_hex(4)}\r\n"
-                   "CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n")  # fmt: skip
+                   "CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n")
         writer.write(request.encode())
         await writer.drain()
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
@@ -441,7 +441,7 @@ async def test_unicode_digits_get_400_and_one_log_line_not_a_traceback_each(
     try:
         good = (f"OPTIONS sip:127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.4:5999;branch={d.new_branch()}\r\n"
                 "From: <sip:t@127.0.0.4>;tag=9\r\nTo: <sip:127.0.0.1>\r\nCall-ID: digits\r\nCSeq: 1 OPTIONS\r\n"
-                "Content-Length: 0\r\n\r\n").encode()  # fmt: skip
+                "Content-Length: 0\r\n\r\n").encode()
         bad = good.replace(old, new.encode())
         log_before = len(server.srv.log_text().splitlines())
         for i in range(200):

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from tests.sip.conftest import SipServer, needs_sipp, question_8k, run_sipp, start_sip_server
-from voice_server.sip.phone import SipPhone
+from tests.sip_phone import SipPhone
 
 TRUNK_PASSWORD = "trunk-" + secrets.token_hex(8)
 
@@ -29,7 +29,7 @@ def trunk_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SipServer
     rings 1.5 s before answering so a CANCEL can arrive first."""
     trunks = [{"name": "pbx", "allow": ["127.0.0.1/32"], "username": "pbx", "password": TRUNK_PASSWORD}]
     srv = start_sip_server(tmp_path_factory.mktemp("sip-trunk"), models=False, SOMA_SIP_TRUNKS=json.dumps(trunks),
-                           SOMA_LOG_LEVEL="debug")  # fmt: skip
+                           SOMA_LOG_LEVEL="debug")
     yield srv
     srv.srv.stop()
     shutil.rmtree(srv.srv.data_dir, ignore_errors=True)
@@ -46,7 +46,7 @@ def ringing_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SipServ
 
 def set_line(server: SipServer, token: str, **body: Any) -> httpx.Response:
     return httpx.put(server.srv.base_url + "/v1/sip/line", json=body, headers={"Authorization": f"Bearer {token}"},
-                     timeout=10)  # fmt: skip
+                     timeout=10)
 
 
 async def test_a_trunk_with_credentials_challenges_and_checks_the_digest(trunk_server: SipServer) -> None:
@@ -95,7 +95,7 @@ def malformed(i: int, call_id: str) -> bytes:
     """The i-th hostile datagram: truncated, binary, huge, lying Content-Length, missing headers, bad SDP."""
     via = f"Via: SIP/2.0/UDP 127.0.0.1:5999;branch=z9hG4bKbad{i}"
     base = (f"INVITE sip:nobody@127.0.0.1 SIP/2.0\r\n{via}\r\nFrom: <sip:x@y>;tag=1\r\nTo: <sip:nobody@z>\r\n"
-            f"Call-ID: {call_id}\r\nCSeq: 1 INVITE\r\n")  # fmt: skip
+            f"Call-ID: {call_id}\r\nCSeq: 1 INVITE\r\n")
     kind = i % 8
     if kind == 0:
         return base.encode()[: 10 + i % 120]  # truncated
@@ -168,7 +168,7 @@ async def test_tcp_transport_answers_options(sip_server: SipServer) -> None:
     reader, writer = await asyncio.open_connection(*sip_server.addr)
     request = ("OPTIONS sip:127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:5999;branch=z9hG4bKtcp1\r\n"
                "From: <sip:t@127.0.0.1>;tag=9\r\nTo: <sip:127.0.0.1>\r\nCall-ID: tcp-1\r\nCSeq: 1 OPTIONS\r\n"
-               "Content-Length: 0\r\n\r\n")  # fmt: skip
+               "Content-Length: 0\r\n\r\n")
     writer.write(b"\r\n\r\n" + request.encode())  # keep-alive CRLFs first
     await writer.drain()
     head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)

@@ -1,7 +1,7 @@
 """Phone calls against a real `soma serve` (ci models): real sipp scenarios and the project's own SIP phone.
 
 sipp streams an espeak-spoken question as raw G.711 (`rtp_stream`), the server transcribes it, the avatar
-answers over RTP, and the conversation is stored. The project's phone (`voice_server.sip.phone`) is the second
+answers over RTP, and the conversation is stored. The project's phone (`tests.sip_phone`) is the second
 client: it records the reply's RTP so its audio can be re-transcribed and its timing checked.
 """
 
@@ -31,7 +31,7 @@ from tests.sip.conftest import (
     question_8k,
     run_sipp,
 )
-from voice_server.sip.phone import SipPhone
+from tests.sip_phone import SipPhone
 from voice_server.sip.rtp import G711, parse_packet
 
 pytestmark = [pytest.mark.models, pytest.mark.slow]
@@ -66,7 +66,7 @@ def conversations(server: SipServer, token: str) -> list[dict[str, Any]]:
     out = []
     for item in listing:
         out.append(httpx.get(f"{server.srv.base_url}/v1/conversations/{item['id']}", headers=headers,
-                             timeout=10).json())  # fmt: skip
+                             timeout=10).json())
     return out
 
 
@@ -112,7 +112,7 @@ async def test_sipp_call_is_transcribed_answered_and_stored(
         capture.__enter__()
     try:
         result = await asyncio.to_thread(run_sipp, sip_server, f"speak_{codec}", speech_dir, user=user,
-                                         media_port=media_port, pause_ms=9000)  # fmt: skip
+                                         media_port=media_port, pause_ms=9000)
     finally:
         if capture is not None:
             capture.__exit__(None, None, None)
@@ -172,7 +172,7 @@ async def test_twenty_simultaneous_sipp_calls(sip_server: SipServer, speech_dir:
     tasks_before = sip_server.metric("soma_asyncio_tasks")
     log_before = len(sip_server.srv.log_text())
     result = await asyncio.to_thread(run_sipp, sip_server, "speak_pcmu", speech_dir, user=user, calls=20, limit=20,
-                                     pause_ms=25000, timeout_s=120)  # fmt: skip
+                                     pause_ms=25000, timeout_s=120)
     assert result.returncode == 0, result.stdout + result.errors
     assert await wait_for(lambda: sip_server.metric("soma_live_conversations", 'channel="sip"') == 0, 15)
 
@@ -186,7 +186,7 @@ async def test_twenty_simultaneous_sipp_calls(sip_server: SipServer, speech_dir:
     # a leak would grow with every call, so a second burst must not add threads.
     threads_after_load = sip_server.metric("soma_threads")
     again = await asyncio.to_thread(run_sipp, sip_server, "speak_pcmu", speech_dir, user=user, calls=5, limit=5,
-                                    pause_ms=3000)  # fmt: skip
+                                    pause_ms=3000)
     assert again.returncode == 0, again.stdout + again.errors
     assert await wait_for(lambda: sip_server.metric("soma_live_conversations", 'channel="sip"') == 0, 15)
     assert sip_server.metric("soma_threads") <= threads_after_load
@@ -328,7 +328,7 @@ async def test_talking_over_the_avatar_interrupts_it(sip_server: SipServer) -> N
         started = time.monotonic()
         await asyncio.sleep(len(interruption) / 8000)
         loud = [h.at - started for h in phone.heard if started < h.at < started + len(interruption) / 8000
-                and voiced(h.pcm)]  # fmt: skip
+                and voiced(h.pcm)]
         assert any(started - 0.3 < h.at < started and voiced(h.pcm) for h in phone.heard), "not talking over it"
         stopped_after = max(loud, default=0.0)
         assert stopped_after < 0.6, f"the avatar kept talking {stopped_after:.2f} s into the interruption"

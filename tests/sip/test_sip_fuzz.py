@@ -96,7 +96,7 @@ def mutated(draw: st.DrawFn, valid: bytes, fields: list[bytes]) -> bytes:
 
 
 SIP_FIELDS = [b"Via:", b"From:", b"To:", b"Call-ID:", b"CSeq:", b"Contact:", b"Content-Length:", b"Max-Forwards:",
-              b"Record-Route:", b"INVITE "]  # fmt: skip
+              b"Record-Route:", b"INVITE "]
 SDP_FIELDS = [b"m=", b"c=", b"a=rtpmap", b"a=ptime", b"o=", b"v="]
 
 
@@ -154,7 +154,7 @@ def test_mutated_offers_parse_or_raise_sdp_error(body: bytes) -> None:
 
 @FUZZ
 @given(st.sampled_from([b"CSeq: 1 INVITE", b"127.0.0.1:15080;branch", b"Content-Length:   133"]),
-       st.text(alphabet=UNICODE_DIGITS, min_size=1, max_size=4))  # fmt: skip
+       st.text(alphabet=UNICODE_DIGITS, min_size=1, max_size=4))
 def test_unicode_digits_in_numbers_are_a_parse_error(where: bytes, digits: str) -> None:
     """The finding itself: a Unicode digit where SIP wants a number (CSeq, Via port, Content-Length) is a
     SipParseError, answered 400, not an exception of another type."""

@@ -33,7 +33,7 @@ async def test_the_avatar_calls_out_authenticates_and_speaks_first(sip_server: S
         shutil.which("sipp") or "sipp", "-sf", str(SCENARIOS / "uas_auth.xml"), "-p", str(sip_server.outbound_port),
         "-i", "127.0.0.1", "-mp", str(media_port), "-m", "1", "-nostdin", "-timeout", "90s", "-trace_err",
         cwd=speech_dir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-    )  # fmt: skip
+    )
     capture = LoopbackCapture(media_port) if is_root() else None
     try:
         if capture is not None:

@@ -43,7 +43,7 @@ def test_bad_sip_settings_fail_at_start(env: dict[str, str], needle: str) -> Non
 def test_trunk_password_is_not_in_errors_or_reprs() -> None:
     """A trunk's password never appears in its repr (logs) nor in configuration errors."""
     (trunk,) = parse_trunks(json.dumps([{"name": "pbx", "allow": ["10.0.0.0/8"], "username": "u",
-                                         "password": "hunter2-secret"}]))  # fmt: skip
+                                         "password": "hunter2-secret"}]))
     assert "hunter2-secret" not in repr(trunk)
     assert trunk.admits("10.1.2.3") and not trunk.admits("192.168.0.1") and not trunk.admits("nonsense")
     with pytest.raises(ConfigError) as err:

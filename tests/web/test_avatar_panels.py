@@ -226,7 +226,7 @@ def test_reaching_out_settings_save_and_milestones_are_added_and_deleted(
     saved = api(server, "GET", "/v1/proactive/settings", token).json()
     assert saved == {"timezone": "America/Sao_Paulo", "morning_time": "08:00",
                      "quiet_hours": {"start": "23:30", "end": "06:45"}, "checkin_after_days": 3,
-                     "disabled_kinds": ["on_this_day"], "birthday": "1990-04-12"}  # fmt: skip
+                     "disabled_kinds": ["on_this_day"], "birthday": "1990-04-12"}
     expect(page.locator("#reach-tz-hint")).not_to_contain_text("Filled in")
 
     page.reload()
@@ -377,14 +377,14 @@ def test_the_avatar_screens_are_accessible_in_light_and_dark_and_fit_a_phone(
     token = api_token(model_server, username)
     import_sam(model_server, token)
     body = {"model": "soma", "messages": [{"role": "user", "content": "I love hiking, today was wonderful!"}],
-            "max_tokens": 8}  # fmt: skip
+            "max_tokens": 8}
     assert api(model_server, "POST", "/v1/chat/completions", token, json=body).status_code == 200
     wait_bond(model_server, token)
     open_screen(page, "Persona", "Your persona")
     page.wait_for_function("() => window.somaInbox.state === 'live'")
     make_due(model_server, token, "our wedding anniversary")
     r = api(model_server, "POST", "/v1/milestones", token, json={"title": "Mum's birthday", "date": "1960-09-02",
-                                                                  "kind": "birthday"})  # fmt: skip
+                                                                  "kind": "birthday"})
     assert r.status_code == 201, r.text
     expect(page.locator("#nav-unread")).to_have_text("1", timeout=60_000)
     expect(page.locator("#persona-status")).to_contain_text("Built ", timeout=120_000)

@@ -258,7 +258,7 @@ def test_the_page_calls_again_when_the_connection_drops(model_server: ServerProc
     page.wait_for_timeout(500)
     page.context.set_offline(False)
     page.wait_for_function("() => window.somaCall.callsPlaced === 2 && window.somaCall.phase === 'connected'",
-                           timeout=20_000)  # fmt: skip
+                           timeout=20_000)
     wait_live_calls(model_server, 1)  # the first call was hung up, the second is live
 
     # The call ends at the server's side (as when the server restarts): the data channel closes under the page.
@@ -266,7 +266,7 @@ def test_the_page_calls_again_when_the_connection_drops(model_server: ServerProc
     url = model_server.base_url + page.evaluate("window.somaCall.callUrl")
     assert httpx.delete(url, headers={"Authorization": f"Bearer {token}"}, timeout=15).status_code == 204
     page.wait_for_function("() => window.somaCall.callsPlaced === 3 && window.somaCall.phase === 'connected'",
-                           timeout=20_000)  # fmt: skip
+                           timeout=20_000)
     phases = [p["phase"] for p in page.evaluate("window.somaCall.phases")]
     assert phases == ["connecting", "connected", *["reconnecting", "connected"] * 2], phases
     wait_live_calls(model_server, 1)

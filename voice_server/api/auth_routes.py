@@ -179,7 +179,7 @@ def _too_many(code: str, message: str, retry_after_s: int) -> JSONResponse:
     return error_response(
         429, code, f"{message}; try again in {minutes} minute{'s' if minutes > 1 else ''}",
         headers={"Retry-After": str(retry_after_s)},
-    )  # fmt: skip
+    )
 
 
 @router.post("/auth/logout", status_code=204, summary="Revoke the token used for this request")

@@ -20,7 +20,7 @@ from starlette.exceptions import HTTPException
 
 from voice_server.accounts import Principal
 from voice_server.api.deps import ResourcesDep, require_scope
-from voice_server.avatars import resolve_avatar
+from voice_server.avatar.directory import resolve_avatar
 from voice_server.errors import ApiError, not_found
 from voice_server.session_factory import find_session
 from voice_server.webrtc.calls import CallManager
@@ -61,14 +61,14 @@ async def place_call(
         offer, session = await _read_form(request)
     else:
         raise ApiError(415, "unsupported_media_type", f"send the SDP offer as the body ({SDP_TYPE}), or as field "
-                       f"'sdp' of a {FORM_TYPE} form with the session config (JSON) in field 'session'")  # fmt: skip
+                       f"'sdp' of a {FORM_TYPE} form with the session config (JSON) in field 'session'")
     avatar = await resolve_avatar(user, model, res.persona)
     if not await res.sessions.hit(f"offers:{user.user_id}", OFFERS_PER_S, 1):
         raise ApiError(429, "rate_limited", f"at most {OFFERS_PER_S} call offers per second")
     resume = await find_session(res, user, session_id, "webrtc", avatar)
     call_id, answer = await _calls(request).start(user, avatar, offer, resume=resume, session=session)
     return Response(answer, status_code=201, media_type="application/sdp",
-                    headers={"Location": f"/v1/realtime/calls/{call_id}"})  # fmt: skip
+                    headers={"Location": f"/v1/realtime/calls/{call_id}"})
 
 
 async def _read_sdp(request: Request) -> str:
@@ -115,7 +115,7 @@ async def _read_form(request: Request) -> tuple[str, CallSessionConfig | None]:
     for name in form:
         if name not in FORM_FIELDS:
             raise ApiError(400, "invalid_multipart", f"unknown form field {name[:64]!r}; the fields are 'sdp' and "
-                           "'session'")  # fmt: skip
+                           "'session'")
         if len(form.getlist(name)) > 1:
             raise ApiError(400, "invalid_multipart", f"form field {name!r} appears more than once")
     sdp, session = form.get("sdp"), form.get("session")
@@ -129,7 +129,7 @@ async def _read_form(request: Request) -> tuple[str, CallSessionConfig | None]:
         return sdp, None
     if len(session.encode("utf-8")) > MAX_SESSION_BYTES:
         raise ApiError(413, "request_too_large", f"a session config may be at most {MAX_SESSION_BYTES} bytes",
-                       param="session")  # fmt: skip
+                       param="session")
     return sdp, CallSessionConfig.parse(session)
 
 

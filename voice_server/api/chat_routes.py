@@ -37,10 +37,10 @@ from pipeline.llm import ConversationLlm, ReplyPolicy
 from pipeline.ports import FinishedTurn, Message
 from voice_server.accounts import Principal
 from voice_server.api.deps import ResourcesDep, require_scope
-from voice_server.avatar.bond_service import BondService
-from voice_server.avatar.memory import MemoryService
+from voice_server.avatar.bond.service import BondService
+from voice_server.avatar.directory import Avatar, avatar_names, resolve_avatar
+from voice_server.avatar.memory.service import MemoryService
 from voice_server.avatar.persona.service import PersonaService
-from voice_server.avatars import Avatar, avatar_names, resolve_avatar
 from voice_server.conversations import ConversationStore, prompt, turn_material
 from voice_server.errors import ApiError
 from voice_server.session_factory import RESUME_WINDOW_S
@@ -270,7 +270,7 @@ async def _prompt(
     late = await turn_material(
         user.user_id, user.username, user_text, memory=memory, bond=bond,
         examples=None if system else persona,  # a client's own instructions replace the persona, examples too
-    )  # fmt: skip
+    )
     return prompt(system or avatar.persona, dialogue[:-1], late, user_text), user_text
 
 
@@ -340,7 +340,7 @@ class _Exchange:
 
     def envelope(self, obj: str) -> dict[str, Any]:
         return {"id": self.id, "object": obj, "created": self.created, "model": self.avatar.id,
-                "system_fingerprint": None}  # fmt: skip
+                "system_fingerprint": None}
 
     def usage(self) -> dict[str, Any]:
         """OpenAI's ``usage``; ``cached_tokens`` counts the persona prefix, whose encoding the model keeps

@@ -15,7 +15,7 @@ from fastapi import APIRouter, Depends, Query, Response
 
 from voice_server.accounts import Principal
 from voice_server.api.deps import ResourcesDep, fetch_owned, require_scope
-from voice_server.avatar.memory_store import MemoryStore
+from voice_server.avatar.memory.store import MemoryStore
 from voice_server.security import fields
 
 router = APIRouter(prefix="/v1/conversations", tags=["conversations"])

@@ -22,9 +22,9 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from voice_server.accounts import Principal
 from voice_server.api import sse
 from voice_server.api.deps import ResourcesDep, require_scope
-from voice_server.avatar.import_job import IMPORT_COLUMNS, open_import
-from voice_server.avatar.import_service import ImportService, QueueFullError, QuotaExceededError
 from voice_server.avatar.importers import FORMATS, Format, Me
+from voice_server.avatar.imports.job import IMPORT_COLUMNS, open_import
+from voice_server.avatar.imports.service import ImportService, QueueFullError, QuotaExceededError
 from voice_server.errors import ApiError, error_response, not_found
 from voice_server.resources import Resources
 
@@ -150,7 +150,7 @@ async def import_events(import_id: uuid.UUID, request: Request, user: Reader, re
                     yield sse.event(row["status"] if row else "failed", _out(row) if row else {"error": "erased"})
                     return
                 state = {"status": row["status"], "read": row["read"], "skipped": row["skipped"], "position": 0,
-                         "size": row["bytes_total"]}  # fmt: skip
+                         "size": row["bytes_total"]}
             if state != last:
                 yield sse.event("progress", {"id": str(import_id), **state})
                 last = dict(state)

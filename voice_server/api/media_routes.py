@@ -22,9 +22,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from voice_server.accounts import Principal
 from voice_server.api.deps import ResourcesDep, require_scope
 from voice_server.errors import ApiError, not_found
-from voice_server.media import MediaStore
 from voice_server.resources import Resources
 from voice_server.security.share_links import check_token, make_token
+from voice_server.user_files import MediaStore
 
 router = APIRouter(tags=["media"])
 MediaReader = Annotated[Principal, Depends(require_scope("media:read"))]

@@ -1,6 +1,6 @@
 """``/v1/memories``: what the avatar knows about the caller — list, read, add, correct, forget, search.
 
-The avatar learns memories from conversations by itself (`voice_server.avatar.memory`); these endpoints let
+The avatar learns memories from conversations by itself (`voice_server.avatar.memory.service`); these endpoints let
 the user see and fix them. A memory the user adds or edits is re-embedded so recall finds it at once. Only
 the caller's own memories exist for them: anyone else's id answers 404, like an id that never existed.
 """
@@ -16,8 +16,8 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from voice_server.accounts import Principal
 from voice_server.api.deps import ResourcesDep, require_scope
-from voice_server.avatar.memory import MemoryService
-from voice_server.avatar.memory_store import Kind, NewMemory
+from voice_server.avatar.memory.service import MemoryService
+from voice_server.avatar.memory.store import Kind, NewMemory
 from voice_server.errors import ApiError, not_found
 from voice_server.resources import Resources
 

@@ -80,7 +80,7 @@ async def erase_me(
     # The login counters are keyed by username (`auth_routes.login`): rate window, failure count, lockout.
     login = f"login:{user.username}"
     await res.sessions.delete_keys([f"session:{s}" for s in sessions] + [f"rl:{login}", f"fails:{login}",
-                                                                         f"lockout:{login}"])  # fmt: skip
+                                                                         f"lockout:{login}"])
     request.state.principal = None  # the request's own audit row must not re-identify the erased account
     request.state.audit_user = None
     request.state.audit_subject = None

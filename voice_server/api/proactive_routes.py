@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from voice_server.accounts import Principal
 from voice_server.api import sse
 from voice_server.api.deps import ResourcesDep, require_scope
-from voice_server.avatar.bond_service import BondService
+from voice_server.avatar.bond.service import BondService
 from voice_server.avatar.proactive.rules import Kind, MilestoneKind, Preferences, SettingsError, zone_of
 from voice_server.avatar.proactive.service import ProactiveService
 from voice_server.avatar.proactive.settings_store import (

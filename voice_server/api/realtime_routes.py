@@ -30,8 +30,8 @@ from starlette.websockets import WebSocketDisconnect, WebSocketState
 from pipeline.tasks import cancel_and_wait
 from voice_server.accounts import Principal
 from voice_server.api.deps import authenticate_token
+from voice_server.avatar.directory import Avatar, resolve_avatar
 from voice_server.avatar.proactive.service import ProactiveService
-from voice_server.avatars import Avatar, resolve_avatar
 from voice_server.errors import ApiError, error_response
 from voice_server.live_sessions import LiveState
 from voice_server.realtime import protocol as p
@@ -156,7 +156,7 @@ async def _audit(res: Resources, ws: WebSocket, user: Principal | None, status: 
     event = AuditEvent(
         "WS /v1/realtime", outcome_of(status), actor, actor,
         f"session_id={session_id}" if session_id else "", status, ws.client.host if ws.client else None,
-    )  # fmt: skip
+    )
     try:
         await res.audit.record(event)
     except Exception:
@@ -257,7 +257,7 @@ class _Endpoint:
                 continue
             if len(text) > MAX_MESSAGE_BYTES:
                 conn.error(p.ProtocolError("message_too_large", f"a message may be at most {MAX_MESSAGE_BYTES} "
-                                           "bytes; split audio into smaller appends"))  # fmt: skip
+                                           "bytes; split audio into smaller appends"))
                 continue
             if not bucket.take():
                 violations += 1
@@ -265,7 +265,7 @@ class _Endpoint:
                     self.close_code, self.close_reason = CLOSE_POLICY, "rate limit exceeded"
                     return
                 conn.error(p.ProtocolError("rate_limit_exceeded", f"more than {RATE_PER_S:.0f} messages per second; "
-                                           "this message was ignored"))  # fmt: skip
+                                           "this message was ignored"))
                 continue
             await conn.handle(text)
 

@@ -28,14 +28,14 @@ class LineIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     extension: str | None = Field(default=None, pattern=r"^[0-9]{2,15}$", description="numeric extension")
     allowed_callers: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(default_factory=list,
-                                                                                      max_length=100)  # fmt: skip
+                                                                                      max_length=100)
 
 
 @router.get("/line", summary="The caller's SIP line: extension and caller-ID allow-list")
 async def get_line(user: CallUser, res: ResourcesDep) -> dict[str, Any]:
     line = await LineDirectory(res.db, res.keys).get(user.user_id)
     return {"username": user.username, "extension": line.extension if line else None,
-            "allowed_callers": list(line.allowed_callers) if line else []}  # fmt: skip
+            "allowed_callers": list(line.allowed_callers) if line else []}
 
 
 @router.put("/line", summary="Set the caller's SIP extension and caller-ID allow-list")

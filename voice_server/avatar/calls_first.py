@@ -25,7 +25,7 @@ import numpy as np
 import numpy.typing as npt
 
 from models.asr import Transcript
-from voice_server.avatar.media_plan import Transcriber
+from voice_server.avatar.imports.recordings_plan import Transcriber
 from voice_server.avatar.proactive.messages import Completer
 
 log = logging.getLogger(__name__)

@@ -21,9 +21,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
-from voice_server.avatar.import_job import ImportFailed, ImportResult, Progress, create_import, run_import, worker_id
 from voice_server.avatar.importers import FORMATS, HEAD_BYTES, MEDIA_FORMATS, Format, ImportFormatError, Me, detect
-from voice_server.avatar.importers.media import seconds_label
+from voice_server.avatar.importers.recordings import seconds_label
+from voice_server.avatar.imports.job import ImportFailed, ImportResult, Progress, create_import, run_import, worker_id
 from voice_server.config import load_settings
 from voice_server.logs import configure_logging
 
@@ -74,7 +74,7 @@ class ProgressBar:
         self._shown, self._last = tenth, now
         filled = int(fraction * BAR_WIDTH)
         done = (f"{seconds_label(p.audio_s)} of {seconds_label(p.audio_total_s)} of audio transcribed"
-                if transcribing else f"{p.read} messages")  # fmt: skip
+                if transcribing else f"{p.read} messages")
         line = f"{self._label} [{'#' * filled}{'.' * (BAR_WIDTH - filled)}] {fraction:4.0%} {done}"
         self._stream.write(("\r" + line) if self._tty else line + "\n")
         self._stream.flush()
@@ -116,8 +116,8 @@ async def _import(settings: Any, args: argparse.Namespace) -> int:
             async with db.pool.connection() as conn:
                 await keys.open_server_keys(conn)
                 user_id = await _user(conn, args.user)
-            from voice_server.avatar.media_plan import MediaTools
-            from voice_server.media import MediaStore
+            from voice_server.avatar.imports.recordings_plan import MediaTools
+            from voice_server.user_files import MediaStore
 
             media = MediaTools(asr, MediaStore(db, keys, settings.media_dir), settings.media_max_bytes)
             for path in args.files:
@@ -133,7 +133,7 @@ async def _import(settings: Any, args: argparse.Namespace) -> int:
                         open_file=functools.partial(_open, path), name=str(path), me=Me.of(args.me), fmt=fmt,
                         progress=bar.update, media=media, speaker=args.speaker,
                         modified=datetime.fromtimestamp(path.stat().st_mtime, UTC),
-                    )  # fmt: skip
+                    )
                 except ImportFailed as exc:
                     bar.end()
                     print(f"{path}: failed, nothing imported: {exc}", file=sys.stderr)
@@ -143,7 +143,7 @@ async def _import(settings: Any, args: argparse.Namespace) -> int:
                 skipped = ", ".join(f"{n} {reason}" for reason, n in result.skipped.items()) or "none"
                 memories = f"{result.memories} memories" if embedder is not None else "no memories (no embedder)"
                 print(f"{path}: {result.format}: {result.read} messages read, {result.created} new, skipped: "
-                      f"{skipped}; {memories}{_media_summary(result)}", file=sys.stderr)  # fmt: skip
+                      f"{skipped}; {memories}{_media_summary(result)}", file=sys.stderr)
     finally:
         if embedder is not None:
             embedder.close()

@@ -125,7 +125,7 @@ class RealtimeConnection:
         # Over WebRTC the audio rides on media tracks at the rate WebRTC negotiated (48 kHz), not in events.
         self.settings = p.SessionSettings(input_rate=MEDIA_RATE) if media_out is not None else p.SessionSettings()
         self.transport = RealtimeTransport(self.on_session_event, input_rate=self.settings.input_rate,
-                                           output_rate=p.OUTPUT_RATE)  # fmt: skip
+                                           output_rate=p.OUTPUT_RATE)
         self.session_id = p.new_id("sess")
         self._emit_raw = emit
         self._transcribe = transcribe
@@ -197,7 +197,7 @@ class RealtimeConnection:
             case p.AudioAppend(pcm=pcm):
                 if self._media_out is not None:
                     raise p.ProtocolError("audio_via_media", "over WebRTC the microphone track carries the "
-                                          "audio; input_audio_buffer.append is not used")  # fmt: skip
+                                          "audio; input_audio_buffer.append is not used")
                 self._append(pcm)
             case p.AudioCommit():
                 await self._commit()
@@ -257,18 +257,18 @@ class RealtimeConnection:
         if self.settings.server_vad:
             if not self.transport.append_audio(pcm):
                 raise p.ProtocolError("input_audio_buffer_full", "more than 30 s of audio is waiting; send audio "
-                                      "no faster than real time", param="audio")  # fmt: skip
+                                      "no faster than real time", param="audio")
             return
         if self._manual.samples + len(pcm) > MAX_MANUAL_AUDIO_S * self.settings.input_rate:
             raise p.ProtocolError("input_audio_buffer_full", f"at most {MAX_MANUAL_AUDIO_S:.0f} s of audio can "
-                                  "wait for a commit", param="audio")  # fmt: skip
+                                  "wait for a commit", param="audio")
         self._manual.chunks.append(pcm)
         self._manual.samples += len(pcm)
 
     async def _commit(self) -> None:
         if self.settings.server_vad:
             raise p.ProtocolError("commit_not_allowed", "with server_vad the server commits audio itself; set "
-                                  "turn_detection to null to commit manually")  # fmt: skip
+                                  "turn_detection to null to commit manually")
         if self._manual.samples < MIN_COMMIT_S * self.settings.input_rate:
             raise p.ProtocolError("input_audio_buffer_commit_empty", "commit needs at least 100 ms of audio")
         if self._transcribe is None:
@@ -290,7 +290,7 @@ class RealtimeConnection:
     def _create_response(self, instructions: str | None = None, metadata: dict[str, str] | None = None) -> None:
         if self.active:
             raise p.ProtocolError("conversation_already_has_active_response", "a response is in progress; "
-                                  "cancel it (response.cancel) or wait for response.done")  # fmt: skip
+                                  "cancel it (response.cancel) or wait for response.done")
         # Without new input the avatar answers the conversation as it stands (it speaks first, or goes on).
         text = "\n".join(t for _, t in self._pending)
         if len(text) > p.MAX_MESSAGE_CHARS:
@@ -308,7 +308,7 @@ class RealtimeConnection:
         targets = [r for r in candidates if response_id in (None, r.id)]
         if not targets:
             raise p.ProtocolError("response_cancel_not_active", "there is no active response to cancel",
-                                  param="response_id")  # fmt: skip
+                                  param="response_id")
         for response in targets:
             response.cancel_reason = "client_cancelled"
             if response.turn_id is not None and self._session is not None:
@@ -326,12 +326,12 @@ class RealtimeConnection:
                     self._deltas = TranscriptDeltas()
                     self._speech_span = (t, t)
                 self._emit({"type": "input_audio_buffer.speech_started", "item_id": self._speech_item,
-                            "audio_start_ms": self._audio_ms(t)})  # fmt: skip
+                            "audio_start_ms": self._audio_ms(t)})
             case UserSpeech(speaking=False, t=t):
                 if self._speech_item is not None:
                     self._speech_span = (self._speech_span[0], t)
                     self._emit({"type": "input_audio_buffer.speech_stopped", "item_id": self._speech_item,
-                                "audio_end_ms": self._audio_ms(t)})  # fmt: skip
+                                "audio_end_ms": self._audio_ms(t)})
             case UserTranscript(text=text, final=False):
                 self._partial(text)
             case UserTranscript(text=text, final=True, turn_id=turn_id):
@@ -388,7 +388,7 @@ class RealtimeConnection:
             origin = marks["speech_end"]
             self._emit({"type": "soma.turn_latency", "turn_id": mark.turn_id,
                         "voice_to_voice_ms": round((mark.t - origin) * 1000),
-                        "marks_ms": {k: round((v - origin) * 1000) for k, v in marks.items()}})  # fmt: skip
+                        "marks_ms": {k: round((v - origin) * 1000) for k, v in marks.items()}})
         while len(self._marks) > MAX_MARKED_TURNS:
             self._marks.pop(next(iter(self._marks)))
 

@@ -51,16 +51,16 @@ class InputLimits:
         if len(turn) > MAX_MESSAGE_CHARS:
             raise ProtocolError("text_too_long", f"with the messages waiting for response.create, the turn would "
                                 f"exceed {MAX_MESSAGE_CHARS} characters; send response.create first",
-                                param=param)  # fmt: skip
+                                param=param)
         total = await self.tokens(turn, limit)
         if total <= limit:
             return
         alone = await self.tokens(text, limit) if pending else total
         if alone > limit:
             raise ProtocolError("text_too_long", f"the message has {alone} tokens; a message may have at most "
-                                f"{limit} tokens", param=param)  # fmt: skip
+                                f"{limit} tokens", param=param)
         raise ProtocolError("text_too_long", f"with the messages waiting for response.create, the turn would exceed "
-                            f"{limit} tokens; send response.create first", param=param)  # fmt: skip
+                            f"{limit} tokens; send response.create first", param=param)
 
     async def check_instructions(self, text: str | None) -> None:
         """Refuse instructions (which replace the persona, the prompt's fixed part) that leave too little room.
@@ -71,4 +71,4 @@ class InputLimits:
         limit = self.limits.max_instructions_tokens
         if text and (tokens := await self.tokens(text, limit)) > limit:
             raise ProtocolError("text_too_long", f"instructions have {tokens} tokens; at most {limit} are allowed",
-                                param="session.instructions")  # fmt: skip
+                                param="session.instructions")

@@ -25,17 +25,17 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
-from voice_server.avatar.import_job import IMPORT_COLUMNS, open_import, open_imported
-from voice_server.avatar.memory_store import COLUMNS as MEMORY_COLUMNS
-from voice_server.avatar.memory_store import open_row
+from voice_server.avatar.imports.job import IMPORT_COLUMNS, open_import, open_imported
+from voice_server.avatar.memory.store import COLUMNS as MEMORY_COLUMNS
+from voice_server.avatar.memory.store import open_row
 from voice_server.avatar.persona.store import EXPORT_COLUMNS as PERSONA_COLUMNS
 from voice_server.avatar.persona.store import open_example, open_export
-from voice_server.media import MediaStore
 from voice_server.security import fields
 from voice_server.security.audit import AuditLog
 from voice_server.security.keys import Keyring
 from voice_server.sip.routing import LineDirectory
 from voice_server.stores.postgres import Database
+from voice_server.user_files import MediaStore
 
 # Tables holding a user's rows and whether the export covers them; a new table with a user_id column must be
 # added here (tests/server/test_privacy.py fails otherwise). Key material and the audit log's other users'
@@ -44,7 +44,7 @@ EXPORTED_TABLES = (
     "users", "api_tokens", "conversations", "turns", "memories", "media", "share_links", "audit_log", "sip_lines",
     "imports", "imported_messages", "personas", "persona_examples", "bonds", "proactive_settings", "milestones",
     "proactive_jobs", "notifications", "import_media",
-)  # fmt: skip
+)
 NOT_EXPORTED = {"user_keys": "the wrapped data key: the archive is already decrypted"}
 _BATCH = 500
 
@@ -135,7 +135,7 @@ async def export_archive(
     files = await media.list(user_id, limit=1_000_000)
     line = await LineDirectory(db, keys).get(user_id)
     counts.update(users=1 if account else 0, api_tokens=len(tokens), conversations=len(conversations),
-                  share_links=len(links), media=len(files), sip_lines=1 if line else 0)  # fmt: skip
+                  share_links=len(links), media=len(files), sip_lines=1 if line else 0)
     sip_line = {"extension": line.extension, "allowed_callers": list(line.allowed_callers)} if line else None
     yield add("account.json", {"user": account, "tokens": tokens, "sip_line": sip_line})
     yield add("conversations.json", conversations)
@@ -219,7 +219,7 @@ async def export_archive(
         ("audit_log", "audit.jsonl",
          "SELECT seq, at, actor_id, user_id, action, resource, outcome, status, source FROM audit_log"
          " WHERE user_id = %s OR actor_id = %s ORDER BY seq", (user_id, user_id), opened_audit),
-    ]  # fmt: skip
+    ]
     for table, name, sql, params, opened in parts:
         counts[table] = 0
         async with db.pool.connection() as conn, conn.transaction():

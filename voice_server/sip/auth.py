@@ -55,7 +55,7 @@ def _commas_to_semicolons(text: str) -> str:
 def digest_response(
     algorithm: str, username: str, realm: str, password: str, method: str, uri: str, nonce: str,
     qop: str | None = None, nc: str = "", cnonce: str = "",
-) -> str:  # fmt: skip
+) -> str:
     """The ``response`` value of RFC 2617 §3.2.2.1 (qop ``auth`` or none)."""
     ha1 = _h(algorithm, f"{username}:{realm}:{password}")
     ha2 = _h(algorithm, f"{method}:{uri}")
@@ -74,7 +74,7 @@ class DigestServer:
     """
 
     def __init__(self, realm: str, algorithms: tuple[str, ...] = ("SHA-256", "MD5"),
-                 clock: Callable[[], float] = time.time) -> None:  # fmt: skip
+                 clock: Callable[[], float] = time.time) -> None:
         self.realm = realm
         self.algorithms = algorithms
         self._key = secrets.token_bytes(32)
@@ -89,7 +89,7 @@ class DigestServer:
         nonce = self._nonce(int(self._clock()))
         extra = ", stale=true" if stale else ""
         return [f'Digest realm="{self.realm}", nonce="{nonce}", algorithm={alg}, qop="auth"{extra}'
-                for alg in self.algorithms]  # fmt: skip
+                for alg in self.algorithms]
 
     def verify(self, header: str | None, method: str, lookup: Callable[[str], str | None]) -> tuple[Verdict, str]:
         """Check an ``Authorization`` value.
@@ -129,7 +129,7 @@ class DigestServer:
         if qop not in (None, "auth"):
             return Verdict.BAD, user
         expected = digest_response(algorithm, user, self.realm, password, method, p["uri"], nonce, qop,
-                                   p.get("nc", ""), p.get("cnonce", ""))  # fmt: skip
+                                   p.get("nc", ""), p.get("cnonce", ""))
         if not hmac.compare_digest(expected.encode(), response.encode()):
             return Verdict.BAD, user
         if self._clock() - issued > NONCE_TTL_S:
@@ -152,7 +152,7 @@ def client_authorization(challenge: str, *, username: str, password: str, method
     nc, cnonce = "00000001", secrets.token_hex(8)
     response = digest_response(algorithm, username, realm, password, method, uri, nonce, qop, nc, cnonce)
     value = (f'Digest username="{username}", realm="{realm}", nonce="{nonce}", uri="{uri}", '
-             f'response="{response}", algorithm={algorithm}')  # fmt: skip
+             f'response="{response}", algorithm={algorithm}')
     if qop:
         value += f', qop={qop}, nc={nc}, cnonce="{cnonce}"'
     return value

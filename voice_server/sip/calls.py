@@ -36,10 +36,10 @@ from voice_server.sip import dialog as d
 from voice_server.sip import guard, sdp
 from voice_server.sip.auth import DigestServer
 from voice_server.sip.endpoint import EndpointLimits, Flow, RejectionLog, SipEndpoint
-from voice_server.sip.media import PortPool, RtcpSocket, RtpStream, SipTransport, media_summary, run_media_clock
 from voice_server.sip.message import Request, Response, SipParseError, parse_name_addr, parse_uri
 from voice_server.sip.outbound import OutboundDialer
 from voice_server.sip.routing import LineDirectory, Trunk, admit_caller, parse_trunks
+from voice_server.sip.rtp_stream import PortPool, RtcpSocket, RtpStream, SipTransport, media_summary, run_media_clock
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ class SipCallManager:
         transports = {t.strip() for t in settings.sip_transports.split(",") if t.strip()}
         rejections = RejectionLog(count=res.metrics.sip_rejected.inc)
         limits = EndpointLimits(settings.sip_t1_ms / 1000.0, float(settings.sip_tcp_idle_s),
-                                settings.sip_tcp_max_connections, settings.sip_tcp_max_per_source)  # fmt: skip
+                                settings.sip_tcp_max_connections, settings.sip_tcp_max_per_source)
         self.endpoint = SipEndpoint(self, self.host, port, transports, rejections, limits)
         self.invites = guard.InviteLimiter(settings.sip_invite_rate, settings.sip_invite_burst)
         self.media_budget = guard.MediaBudget()
@@ -115,7 +115,7 @@ class SipCallManager:
         """
         await self.endpoint.start()
         self._clock = asyncio.create_task(run_media_clock(self._media_due, self.hang_up, self.media_timeout_s),
-                                          name="sip-media-clock")  # fmt: skip
+                                          name="sip-media-clock")
         transports = ",".join(sorted(self.endpoint.transports))
         log.info("sip: listening on %s:%d (%s)", self.host, self.endpoint.port, transports)
 
@@ -228,13 +228,13 @@ class SipCallManager:
             self._end(call, send_bye=True)
 
     def _reply(self, request: Request, flow: Flow, status: int, reason: str, *, call: SipCall | None = None,
-               extra: list[tuple[str, str]] | None = None, body: bytes = b"") -> None:  # fmt: skip
+               extra: list[tuple[str, str]] | None = None, body: bytes = b"") -> None:
         tag = call.local_tag if call is not None else d.new_tag()
         response = d.response(request, status, reason, to_tag=tag, extra=extra, body=body)
         self.endpoint.respond(request, response, flow)
 
     def _reject(self, request: Request, flow: Flow, status: int, reason: str, why: str,
-                extra: list[tuple[str, str]] | None = None) -> None:  # fmt: skip
+                extra: list[tuple[str, str]] | None = None) -> None:
         self.endpoint.rejections.reject(flow.addr[0], f"INVITE to {request.uri[:80]}: {why} ({status})")
         self._reply(request, flow, status, reason, extra=extra)
 
@@ -287,7 +287,7 @@ class SipCallManager:
             self._reject(request, flow, 403, "Forbidden", f"caller {caller[:32]!r} not on the line's allow-list")
             with contextlib.suppress(Exception):  # a refusal needs no audit row to stand; it is logged anyway
                 await self.res.audit.record(AuditEvent("SIP INVITE", "denied", None, line.user_id,
-                                                       f"caller={caller[:32]}", 403, flow.addr[0]))  # fmt: skip
+                                                       f"caller={caller[:32]}", 403, flow.addr[0]))
             return
         negotiated: sdp.Negotiated | None = None
         if request.body:
@@ -295,7 +295,7 @@ class SipCallManager:
                 negotiated = sdp.negotiate(sdp.parse(request.body))
             except sdp.NoCommonCodec as exc:
                 self._reject(request, flow, 488, "Not Acceptable Here", str(exc),
-                             extra=[("warning", '305 soma "Incompatible media format"')])  # fmt: skip
+                             extra=[("warning", '305 soma "Incompatible media format"')])
                 return
             except sdp.SdpError as exc:
                 self._reject(request, flow, 400, "Bad Request", f"bad SDP ({exc})")
@@ -334,7 +334,7 @@ class SipCallManager:
             except Exception as exc:
                 raise ApiError(503, "audit_unavailable", "the call cannot be recorded") from exc
             self._reply(call.invite, call.flow, 200, "OK", call=call, extra=d.answer_headers(self._contact(call)),
-                        body=self._local_sdp(call))  # fmt: skip
+                        body=self._local_sdp(call))
             call.answered = True
             codec = "offer in 200" if call.awaiting_answer or call.media is None else call.media.negotiated.codec
             log.info("sip: call %s answered for %s (%s)", _short(call.call_id), principal.username, codec)
@@ -359,13 +359,13 @@ class SipCallManager:
 
     async def adopt(self, call_id: str, local_tag: str, flow: Flow, invite: Request, dialog: d.Dialog, port: int,
                     negotiated: sdp.Negotiated, principal: Principal, greeting: str,
-                    trunk: Trunk | None = None) -> None:  # fmt: skip
+                    trunk: Trunk | None = None) -> None:
         """Run an answered outbound call like an inbound one (the avatar speaks first: ``greeting`` is its cue);
         returns when it has ended and everything is released. Takes over ``port``. We sent the ACK, so the
         dialog is confirmed; requests of the far end must come from ``flow``'s address, the callee's Contact
         or ``trunk``'s networks."""
         call = SipCall(call_id, local_tag, flow, invite, dialog, port, trunk=trunk, answered=True, confirmed=True,
-                       established=True)  # fmt: skip
+                       established=True)
         call.runner = asyncio.current_task()
         self.calls[call_id] = call
         session: asyncio.Task[None] | None = None
@@ -410,7 +410,7 @@ class SipCallManager:
             negotiated = sdp.Negotiated("PCMU", 0, 101, (call.flow.addr[0], 0), "sendrecv")
         loop = asyncio.get_running_loop()
         stream = RtpStream(negotiated, call.transport, signaling_ip=call.flow.addr[0], on_dtmf=self._count_dtmf,
-                           budget=self.media_budget)  # fmt: skip
+                           budget=self.media_budget)
         for attempt in range(BIND_ATTEMPTS):
             try:
                 await loop.create_datagram_endpoint(lambda: stream, local_addr=(self.host, call.port))
@@ -505,7 +505,7 @@ class SipCallManager:
         digit = d.info_digit(request)
         if digit is None:
             self._reply(request, flow, 415, "Unsupported Media Type", call=call,
-                        extra=[("accept", "application/dtmf-relay, application/dtmf")])  # fmt: skip
+                        extra=[("accept", "application/dtmf-relay, application/dtmf")])
             return
         self._reply(request, flow, 200, "OK", call=call)
         call.transport.feed_dtmf(digit)
@@ -538,11 +538,11 @@ class SipCallManager:
         call.dialog.refresh_target(request)
         call.sdp_version += 1
         self._reply(request, flow, 200, "OK", call=call, extra=d.answer_headers(self._contact(call)),
-                    body=self._local_sdp(call))  # fmt: skip
+                    body=self._local_sdp(call))
         call.confirmed = False  # until this re-INVITE's ACK
         call.flow = flow
         log.info("sip: call %s re-INVITE: %s %s", _short(call.call_id), call.media.negotiated.codec,
-                 "on hold" if call.media.hold else "active")  # fmt: skip
+                 "on hold" if call.media.hold else "active")
 
     # -------------------------------------------------------------------------------------------- media
 
@@ -550,7 +550,7 @@ class SipCallManager:
         """The streams the media clock ticks: confirmed calls only (nothing is sent before the ACK: until then
         the SDP address is the word of a caller who may not even exist)."""
         return [(c.call_id, c.media) for c in self.calls.values()
-                if c.media is not None and c.established and not c.ended.is_set()]  # fmt: skip
+                if c.media is not None and c.established and not c.ended.is_set()]
 
     def _count_dtmf(self, digit: str) -> None:
         log.info("sip: DTMF %s", digit)
@@ -576,11 +576,11 @@ class SipCallManager:
         codecs = [(neg.payload_type, neg.codec)] if not call.awaiting_answer else [(0, "PCMU"), (8, "PCMA")]
         dtmf = neg.dtmf_pt if not call.awaiting_answer else 101
         return sdp.build(self._advertised(call), call.port, session_id=call.port, version=call.sdp_version,
-                         codecs=codecs, dtmf_pt=dtmf, direction=neg.direction)  # fmt: skip
+                         codecs=codecs, dtmf_pt=dtmf, direction=neg.direction)
 
 
 async def _avatar_for(res: Any, principal: Any) -> Any:
-    from voice_server.avatars import avatars_for
+    from voice_server.avatar.directory import avatars_for
 
     return (await avatars_for(principal, res.persona))[0]
 

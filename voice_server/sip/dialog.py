@@ -41,7 +41,7 @@ def answer_headers(contact: str) -> list[tuple[str, str]]:
 
 
 def response(request: Request, status: int, reason: str, *, to_tag: str | None,
-             extra: list[tuple[str, str]] | None = None, body: bytes = b"") -> Response:  # fmt: skip
+             extra: list[tuple[str, str]] | None = None, body: bytes = b"") -> Response:
     """A response to ``request`` with our To tag and ``extra`` headers (empty values are left out)."""
     resp = response_to(request, status, reason, to_tag=to_tag)
     for name, value in extra or []:
@@ -81,7 +81,7 @@ def early_refusal(request: Request) -> Refusal | None:
     required = [r.strip() for value in request.headers.all("require") for r in value.split(",") if r.strip()]
     if required:  # we support no SIP extension a peer could require (100rel, timer, …)
         return Refusal(420, "Bad Extension", f"requiring {', '.join(required)[:60]}",
-                       [("unsupported", ", ".join(required))])  # fmt: skip
+                       [("unsupported", ", ".join(required))])
     kind = (request.headers.get("content-type") or "application/sdp").split(";")[0].strip().lower()
     if request.method == "INVITE" and request.body and kind != "application/sdp":
         return Refusal(415, "Unsupported Media Type", f"with a {kind[:40]} body", [("accept", "application/sdp")])
@@ -131,7 +131,7 @@ class Dialog:
         contact = invite.headers.get("contact")
         target = parse_name_addr(contact).uri if contact else invite.from_.uri
         return cls(invite.call_id, local_tag, invite.to.uri, invite.from_.uri, invite.from_.tag or "", target,
-                   invite.headers.all("record-route"))  # fmt: skip
+                   invite.headers.all("record-route"))
 
     def refresh_target(self, request: Request) -> None:
         """A re-INVITE may move the caller (§12.2.2: its Contact replaces the remote target)."""

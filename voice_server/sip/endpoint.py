@@ -120,7 +120,7 @@ class RejectionLog:
     fill the log. Every rejection is counted (``count``: the metric)."""
 
     def __init__(self, *, burst: int = 10, total_burst: int = 100, window_s: float = 10.0,
-                 count: Callable[[], None] | None = None) -> None:  # fmt: skip
+                 count: Callable[[], None] | None = None) -> None:
         self.burst, self.total_burst, self.window_s = burst, total_burst, window_s
         self._count = count
         self._seen: dict[str, tuple[float, int]] = {}
@@ -149,7 +149,7 @@ class RejectionLog:
         if trace:
             self._traceback_at = now
         log.warning("sip: failed to handle %s from %s (%s: %s)", what, source, type(exc).__name__,
-                    str(exc)[:120], exc_info=exc if trace else None)  # fmt: skip
+                    str(exc)[:120], exc_info=exc if trace else None)
 
     def _admit(self, source: str) -> bool:
         """Count one event from ``source``; whether it may still be logged in this window."""
@@ -188,7 +188,7 @@ class SipEndpoint:
     """
 
     def __init__(self, handler: RequestHandler, host: str, port: int, transports: set[str],
-                 rejections: RejectionLog | None = None, limits: EndpointLimits | None = None) -> None:  # fmt: skip
+                 rejections: RejectionLog | None = None, limits: EndpointLimits | None = None) -> None:
         self.handler = handler
         self.host, self.port, self.transports = host, port, transports
         self.limits = limits or EndpointLimits()
@@ -256,7 +256,7 @@ class SipEndpoint:
         branch = message.vias[0].branch
         in_dialog = message.method != "ACK" or self.handler.ack_matches(message, flow)
         received = self.txns.receive(message.method, branch, message.call_id, flow.addr, time.monotonic(),
-                                     reliable=flow.reliable, in_dialog=in_dialog)  # fmt: skip
+                                     reliable=flow.reliable, in_dialog=in_dialog)
         match received.kind:
             case Kind.RETRANSMISSION:
                 if received.resend is not None:
@@ -294,7 +294,7 @@ class SipEndpoint:
         flow.send(data)
         if request.method != "ACK":
             self.txns.respond(request.method, request.vias[0].branch, response.status, data, time.monotonic(),
-                              source=flow.addr[0])  # fmt: skip
+                              source=flow.addr[0])
             self._wake.set()
 
     def send_request(self, request: Request, flow: Flow) -> None:
@@ -385,7 +385,7 @@ class SipEndpoint:
                     connection.active = loop.time()
                     continue
                 log.debug("sip: closing TCP connection from %s: no complete message for %.0f s", flow.addr[0],
-                          idle_s)  # fmt: skip
+                          idle_s)
                 return
             if not chunk:
                 return
@@ -414,7 +414,7 @@ class SipEndpoint:
     def _evict_idlest(self, candidates: list[_Connection]) -> bool:
         """Close the connection of ``candidates`` idle the longest that carries no dialog; False if none."""
         victim = next((c for c in sorted(candidates, key=lambda c: c.active) if not self.handler.flow_in_use(c.flow)),
-                      None)  # fmt: skip
+                      None)
         if victim is None:
             return False
         self._connections.pop(victim.task, None)

@@ -2,7 +2,7 @@
 
 Each guard takes the time (``now``, seconds on any monotonic clock) as an argument and touches no socket, so it
 is tested with plain function calls; the call manager (`voice_server.sip.calls`) and the media
-(`voice_server.sip.media`) consult them.
+(`voice_server.sip.rtp_stream`) consult them.
 
 - `matches_dialog` / `peer_allowed`: an in-dialog request (BYE, INFO, re-INVITE, ACK) belongs to a dialog only
   when its Call-ID *and* both tags match (RFC 3261 §12.2.2), and it is obeyed only when it comes from the

@@ -25,14 +25,14 @@ SIP_VERSION = "SIP/2.0"
 COMPACT = {
     "v": "via", "f": "from", "t": "to", "i": "call-id", "m": "contact", "l": "content-length",
     "c": "content-type", "k": "supported", "s": "subject", "e": "content-encoding",
-}  # fmt: skip
+}
 # Canonical spelling used when serializing (peers must accept any case, but some PBX logs are easier to read).
 _CANONICAL = {
     "via": "Via", "from": "From", "to": "To", "call-id": "Call-ID", "cseq": "CSeq", "contact": "Contact",
     "content-length": "Content-Length", "content-type": "Content-Type", "max-forwards": "Max-Forwards",
     "record-route": "Record-Route", "route": "Route", "www-authenticate": "WWW-Authenticate",
     "proxy-authenticate": "Proxy-Authenticate", "user-agent": "User-Agent", "server": "Server",
-}  # fmt: skip
+}
 _MULTI = frozenset({"via", "route", "record-route", "contact"})  # headers whose values may be comma-joined
 _TOKEN = re.compile(r"^[A-Za-z0-9.!%*_+`'~-]+$")
 _STATUS = re.compile(r"^SIP/2\.0 ([1-6][0-9][0-9])(?: (.*))?$")

@@ -80,7 +80,7 @@ class OutboundCall:
         """The API view (no trunk credentials)."""
         return {"id": self.id, "object": "sip.outbound_call", "to": self.to, "trunk": self.trunk.name,
                 "state": self.state, "status": self.status, "created_at": int(self.created),
-                "answered_at": int(self.answered_at) if self.answered_at else None}  # fmt: skip
+                "answered_at": int(self.answered_at) if self.answered_at else None}
 
 
 class OutboundDialer:
@@ -105,7 +105,7 @@ class OutboundDialer:
         trunks = [t for t in self.manager.trunks if t.proxy is not None and (trunk_name in (None, t.name))]
         if not trunks:
             raise ApiError(409, "no_outbound_trunk", "no SIP trunk with a 'proxy' is configured for outbound calls"
-                           if trunk_name is None else f"no trunk named {trunk_name[:40]!r} with a 'proxy'")  # fmt: skip
+                           if trunk_name is None else f"no trunk named {trunk_name[:40]!r} with a 'proxy'")
         dialling = [c for c in self.calls.values() if c.state in ("calling", "ringing")]
         if sum(c.user.user_id == user.user_id for c in dialling) >= MAX_OUTBOUND_PER_USER:
             raise ApiError(429, "rate_limited", f"at most {MAX_OUTBOUND_PER_USER} outbound calls of yours at once")
@@ -209,7 +209,7 @@ class OutboundDialer:
             return
         dialog = d.Dialog(call.id, tag, parse_name_addr(invite.headers.get("from") or "").uri, call.to,
                           response.to.tag or "", _contact(response, call.to),
-                          list(reversed(response.headers.all("record-route"))), cseq)  # fmt: skip
+                          list(reversed(response.headers.all("record-route"))), cseq)
         try:
             negotiated = sdp.negotiate(sdp.parse(response.body))
         except sdp.SdpError as exc:
@@ -217,7 +217,7 @@ class OutboundDialer:
             flow.send(self._ack(invite, response, host, flow.local[1], dialog=dialog).serialize())
             call.state = "failed"
             flow.send(dialog.request("BYE", _via(host, flow.local[1]), f"<sip:soma@{host}:{flow.local[1]}>")
-                      .serialize())  # fmt: skip
+                      .serialize())
             return
         call.ack, call.resend_ack = self._ack(invite, response, host, flow.local[1], dialog=dialog).serialize(), flow
         flow.send(call.ack)
@@ -264,7 +264,7 @@ class OutboundDialer:
             return response
 
     def _invite(self, call: OutboundCall, host: str, port: int, tag: str, cseq: int, offer: bytes,
-                auth: tuple[str, str] | None) -> Request:  # fmt: skip
+                auth: tuple[str, str] | None) -> Request:
         headers = Headers()
         user = call.user.username
         headers.items += [
@@ -284,7 +284,7 @@ class OutboundDialer:
         return Request(headers, offer, method="INVITE", uri=call.to)
 
     def _ack(self, invite: Request, response: Response, host: str, port: int,
-             dialog: d.Dialog | None = None) -> Request:  # fmt: skip
+             dialog: d.Dialog | None = None) -> Request:
         """ACK: same branch for a failure (§17.1.1.3), a new transaction along the dialog for a 2xx (§13.2.2.4)."""
         headers = Headers()
         via = (invite.headers.get("via") or "") if dialog is None else _via(host, port)

@@ -120,7 +120,7 @@ def _trunk(i: int, item: Any) -> Trunk:
     return Trunk(name, allow, None if username is None else str(username),
                  None if password is None else str(password), algorithms,
                  None if proxy is None else str(proxy), None if proxy_user is None else str(proxy_user),
-                 None if proxy_password is None else str(proxy_password))  # fmt: skip
+                 None if proxy_password is None else str(proxy_password))
 
 
 def match_trunk(trunks: list[Trunk], ip: str) -> Trunk | None:
@@ -129,7 +129,7 @@ def match_trunk(trunks: list[Trunk], ip: str) -> Trunk | None:
 
 
 def admit_caller(trunks: list[Trunk], digest: dict[str, DigestServer], ip: str,
-                 authorization: str | None) -> tuple[Trunk | None, Refusal | None]:  # fmt: skip
+                 authorization: str | None) -> tuple[Trunk | None, Refusal | None]:
     """Who may call: a configured trunk (by source, then digest), or anyone when no trunk is configured.
 
     Args:

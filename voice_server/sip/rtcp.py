@@ -70,7 +70,7 @@ class RtcpState:
                 ssrc=self.remote_ssrc, fraction_lost=min(fraction, 255), packets_lost=min(lost, 0x7FFFFF),
                 highest_sequence=max(0, self._highest - 65536) & 0xFFFFFFFF, jitter=int(jitter_ms * 8),
                 lsr=self._lsr, dlsr=dlsr,
-            ))  # fmt: skip
+            ))
         info = RtcpSenderInfo(ntp_timestamp=ntp_time(unix_s), rtp_timestamp=rtp_timestamp,
                               packet_count=self.packets_sent & 0xFFFFFFFF, octet_count=self.octets_sent & 0xFFFFFFFF)
         return bytes(RtcpSrPacket(ssrc=self.ssrc, sender_info=info, reports=blocks))

@@ -92,7 +92,7 @@ class ServerTransactions:
         return len(self._txns)
 
     def receive(self, method: str, branch: str, call_id: str, addr: Addr, now: float, *, reliable: bool,
-                in_dialog: bool = True) -> Received:  # fmt: skip
+                in_dialog: bool = True) -> Received:
         """Classify a parsed request (``branch`` of its top Via) and open a transaction for a new one.
 
         Args:
@@ -124,7 +124,7 @@ class ServerTransactions:
         return Received(Kind.NEW)
 
     def respond(self, method: str, branch: str, status: int, data: bytes, now: float, *,
-                source: str | None = None) -> None:  # fmt: skip
+                source: str | None = None) -> None:
         """Record the response sent for a transaction (every provisional and final one).
 
         ``source`` is the request's source IP (part of the transaction's identity); ``None`` picks the newest
@@ -134,7 +134,7 @@ class ServerTransactions:
         (`receive` with method ACK). Non-INVITE transactions linger 64·T1 (0 over TCP) after their final.
         """
         key = (branch, method, source) if source is not None else next(
-            (k for k in reversed(self._txns) if k[:2] == (branch, method)), None)  # fmt: skip
+            (k for k in reversed(self._txns) if k[:2] == (branch, method)), None)
         txn = self._txns.get(key) if key is not None else None
         if txn is None or key is None:
             return

@@ -122,7 +122,7 @@ class EmbeddedRedis:
             "--dir", str(self.run_dir),
             "--daemonize", "no",
             "--loglevel", "warning",
-        ]  # fmt: skip
+        ]
         try:
             self._proc = await asyncio.create_subprocess_exec(
                 *args, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE

@@ -35,7 +35,7 @@ from aiortc import (
 
 from pipeline.tasks import cancel_and_wait
 from voice_server.accounts import Principal
-from voice_server.avatars import Avatar
+from voice_server.avatar.directory import Avatar
 from voice_server.errors import ApiError
 from voice_server.live_sessions import LiveState
 from voice_server.realtime import protocol as p
@@ -43,9 +43,9 @@ from voice_server.realtime.connection import MEDIA_RATE, RealtimeConnection, new
 from voice_server.realtime.limits import InputLimits
 from voice_server.resources import Resources
 from voice_server.session_factory import Conversation, open_conversation
-from voice_server.webrtc.media import BotAudioTrack, pump_microphone
 from voice_server.webrtc.offer import OfferError, ValidOffer, validate_offer
 from voice_server.webrtc.session_config import CallSessionConfig
+from voice_server.webrtc.tracks import BotAudioTrack, pump_microphone
 
 log = logging.getLogger(__name__)
 

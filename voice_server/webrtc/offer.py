@@ -443,7 +443,7 @@ def _candidate(value: str) -> None:
     parts = value.split(" ")
     if len(parts) < 8 or len(parts) > 24 or len(parts) % 2 or parts[6] != "typ":
         raise OfferError("a=candidate: expected '<foundation> <component> <transport> <priority> <address> "
-                         "<port> typ <type> [<name> <value>]...'")  # fmt: skip
+                         "<port> typ <type> [<name> <value>]...'")
     foundation, component, transport, priority, address, port, _, kind, *extensions = parts
     if not re.fullmatch(r"[A-Za-z0-9+/]{1,32}", foundation):
         raise OfferError("a=candidate: the foundation is 1-32 characters of [A-Za-z0-9+/]")

@@ -54,7 +54,7 @@ class CallSessionConfig:
             raise ApiError(400, "invalid_session", "the session config nests too deeply", param="session") from None
         except ValueError:  # JSONDecodeError, and Python's limit on digits in an integer
             raise ApiError(400, "invalid_session", "the session config is not valid JSON",
-                           param="session") from None  # fmt: skip
+                           param="session") from None
         if not isinstance(session, dict):
             raise ApiError(400, "invalid_session", "the session config must be a JSON object", param="session")
         try:

@@ -18,8 +18,8 @@ Typical use by the import job to come::
 
 Formats: `whatsapp`, `telegram`, `generic` (documented JSON / JSON Lines / CSV), `notes`, Facebook/Instagram
 (`meta`) messages and posts, and `twitter`. `MEDIA_FORMATS` (``audio``, ``video``, ``whatsapp_zip``) need
-the speech model, so `parse` does not take them: the import job's `voice_server.avatar.media_job` reads
-them with `media`, `keyframes` and `whatsapp_zip`.
+the speech model, so `parse` does not take them: the import job's `voice_server.avatar.imports.recordings_job` reads
+them with `recordings`, `keyframes` and `whatsapp_zip`.
 """
 
 from __future__ import annotations
@@ -88,7 +88,7 @@ def parse(fmt: Format, f: IO[bytes], *, me: Me = NOBODY, path: str = "", author:
         case "twitter":
             return twitter.parse(f, author=author)
         case "audio" | "video" | "whatsapp_zip":
-            raise ValueError(f"{fmt} files are transcribed by the import job (voice_server.avatar.media_job)")
+            raise ValueError(f"{fmt} files are transcribed by the import job (avatar.imports.recordings_job)")
 
 
 def survey(fmt: Format, f: IO[bytes], *, path: str = "", me: Me = NOBODY) -> ImportReport:

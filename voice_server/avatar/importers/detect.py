@@ -3,7 +3,7 @@
 Sans-I/O: the caller reads the head (`HEAD_BYTES` is enough) and passes it in with the file's path or
 upload name. Content wins over the name; the name only breaks ties between text formats (``.csv``), says
 whether Meta JSON came from Instagram (see `meta.source_of`) and whether an MP4/Matroska file is a sound
-recording (``.m4a``) or a video (see `media.sniff`). Audio, video and ZIP archives (a WhatsApp export with
+recording (``.m4a``) or a video (see `recordings.sniff`). Audio, video and ZIP archives (a WhatsApp export with
 media) are `MEDIA_FORMATS`: the import job transcribes them instead of calling `importers.parse`.
 """
 
@@ -13,15 +13,15 @@ import codecs
 from pathlib import PurePath
 from typing import Literal
 
-from voice_server.avatar.importers import media, twitter, whatsapp, whatsapp_zip
+from voice_server.avatar.importers import recordings, twitter, whatsapp, whatsapp_zip
 from voice_server.avatar.importers.records import ImportFormatError
 
 Format = Literal[
     "whatsapp", "telegram", "generic", "notes", "meta_messages", "meta_posts", "twitter", "audio", "video",
     "whatsapp_zip",
-]  # fmt: skip
+]
 FORMATS: tuple[Format, ...] = ("whatsapp", "telegram", "generic", "notes", "meta_messages", "meta_posts", "twitter",
-                               "audio", "video", "whatsapp_zip")  # fmt: skip
+                               "audio", "video", "whatsapp_zip")
 MEDIA_FORMATS: frozenset[Format] = frozenset({"audio", "video", "whatsapp_zip"})
 HEAD_BYTES = 8192
 NOTE_SUFFIXES = frozenset({".txt", ".md", ".markdown", ".text", ".org", ""})
@@ -39,10 +39,10 @@ def detect(path: str | PurePath, head: bytes) -> Format:
         return "twitter"
     if whatsapp_zip.is_zip(head):
         return "whatsapp_zip"
-    kind = media.sniff(name, head)
+    kind = recordings.sniff(name, head)
     if kind is not None:
         return kind
-    if not media.looks_like_media(name):
+    if not recordings.looks_like_media(name):
         return _text_format(name, head)
     try:
         return _text_format(name, head)  # content wins: an export that happens to be named .ogg

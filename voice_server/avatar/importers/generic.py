@@ -152,7 +152,7 @@ class _RowSpan:
             self._chars += len(line)
             if self._chars > MAX_ROW_CHARS:
                 raise ImportFormatError(f"CSV row starting at line {self._first} is over {MAX_ROW_CHARS:,} "
-                                        "characters (an unclosed quote?)")  # fmt: skip
+                                        "characters (an unclosed quote?)")
             yield line
 
     def row_done(self) -> None:

@@ -149,10 +149,10 @@ def _check_bare_tokens(
         if outside.any():
             at = base + int(before[int(np.argmax(outside))]) + 1
             raise ImportFormatError(f"the JSON holds a value over {MAX_SCALAR_BYTES} characters that is not a "
-                                    f"string (at byte {at:,}): not an export")  # fmt: skip
+                                    f"string (at byte {at:,}): not an export")
     state.bare_run = int(data.size - 1 - marks[-2])
 
 
 def _string_too_long(at: int) -> None:
     raise ImportFormatError(f"the JSON holds a string over {MAX_STRING_BYTES:,} bytes (starting at byte {at:,}): "
-                            "not text a person wrote")  # fmt: skip
+                            "not text a person wrote")

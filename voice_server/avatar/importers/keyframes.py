@@ -56,7 +56,7 @@ def keyframes(f: IO[bytes], *, limit: int = MAX_KEYFRAMES) -> list[Keyframe]:
     """The video's opening frame and its scene changes, at most ``limit``, in time order (blocking).
 
     Args:
-        f: a file `media.probe` accepted as video; binary, seekable, left open.
+        f: a file `recordings.probe` accepted as video; binary, seekable, left open.
 
     Raises:
         ImportFormatError: the video stream cannot be decoded.

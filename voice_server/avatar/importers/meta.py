@@ -45,7 +45,7 @@ MetaSource = Literal["facebook", "instagram"]
 _MEDIA_KEYS: tuple[tuple[str, Attachment], ...] = (
     ("photos", "image"), ("videos", "video"), ("audio_files", "voice"), ("gifs", "gif"), ("sticker", "sticker"),
     ("files", "document"),
-)  # fmt: skip
+)
 _VIDEO_EXT = (".mp4", ".mov", ".webm")
 
 

@@ -40,11 +40,11 @@ _NAMES = frozenset({"name", *(f"{p}.name" for p in _CHAT_PREFIXES)})
 _MEDIA: dict[str, Attachment] = {
     "voice_message": "voice", "video_message": "video", "video_file": "video", "audio_file": "audio",
     "sticker": "sticker", "animation": "gif",
-}  # fmt: skip
+}
 _KEYED: tuple[tuple[str, Attachment], ...] = (
     ("photo", "image"), ("contact_information", "contact"), ("location_information", "location"),
     ("place_name", "location"), ("poll", "other"), ("file", "document"),
-)  # fmt: skip
+)
 
 
 def parse(f: IO[bytes], *, me: Me = NOBODY) -> Iterator[Record]:

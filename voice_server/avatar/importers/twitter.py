@@ -32,7 +32,7 @@ from voice_server.avatar.importers.records import (
 _PREFIX = re.compile(rb"^(?:\xef\xbb\xbf)?\s*window\.YTD\.[A-Za-z_]+\.part\d+\s*=\s*")
 _MONTHS = {m: i for i, m in enumerate("Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split(), start=1)}
 _CREATED = re.compile(r"^\w{3} (?P<mon>\w{3}) (?P<d>\d{2}) (?P<H>\d{2}):(?P<M>\d{2}):(?P<S>\d{2}) "
-                      r"(?P<sign>[+-])(?P<oh>\d{2})(?P<om>\d{2}) (?P<y>\d{4})$")  # fmt: skip
+                      r"(?P<sign>[+-])(?P<oh>\d{2})(?P<om>\d{2}) (?P<y>\d{4})$")
 _MEDIA: dict[str, Attachment] = {"photo": "image", "video": "video", "animated_gif": "gif"}
 MAX_ENTITIES = 100  # links and media expanded per tweet (a real one has a handful)
 

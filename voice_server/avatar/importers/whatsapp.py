@@ -72,12 +72,12 @@ _OMITTED = re.compile(
 _OMITTED_KINDS: dict[str, Attachment] = {
     "image": "image", "video": "video", "audio": "audio", "sticker": "sticker", "gif": "gif",
     "document": "document", "contact card": "contact", "<media": "other",
-}  # fmt: skip
+}
 _EXTENSIONS: dict[str, Attachment] = {
     "jpg": "image", "jpeg": "image", "png": "image", "heic": "image", "webp": "sticker", "gif": "gif",
     "mp4": "video", "mov": "video", "3gp": "video", "opus": "voice", "ogg": "voice", "m4a": "audio",
     "mp3": "audio", "aac": "audio", "vcf": "contact", "pdf": "document", "docx": "document", "txt": "document",
-}  # fmt: skip
+}
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,7 +22,7 @@ from pathlib import PurePath
 from typing import IO
 
 from voice_server.avatar.importers import whatsapp
-from voice_server.avatar.importers.media import AUDIO_SUFFIXES
+from voice_server.avatar.importers.recordings import AUDIO_SUFFIXES
 from voice_server.avatar.importers.records import NOBODY, ImportedMessage, ImportFormatError, ImportReport, Me, Tally
 
 MAX_MEMBERS = 100_000
@@ -147,7 +147,7 @@ def _members(archive: zipfile.ZipFile) -> tuple[zipfile.ZipInfo, dict[str, zipfi
             if info.file_size > RATIO_FLOOR and info.file_size > MAX_RATIO * max(1, info.compress_size):
                 raise ImportFormatError(f"{base} in the archive expands "
                                         f"{info.file_size // max(1, info.compress_size):,} times: refused (a ZIP "
-                                        "bomb?)")  # fmt: skip
+                                        "bomb?)")
             if info.file_size > limit:
                 raise ImportFormatError(f"{base} in the archive is {info.file_size:,} bytes; the limit is {limit:,}")
         members.setdefault(base, info)

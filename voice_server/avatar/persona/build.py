@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from voice_server.avatar.memory import Embedder
+from voice_server.avatar.memory.service import Embedder
 from voice_server.avatar.persona.lexicon import Lexicon
 from voice_server.avatar.persona.profile import MemoryFact, PersonaDoc, ProfileExtractor
 from voice_server.avatar.persona.store import PersonaStore

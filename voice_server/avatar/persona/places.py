@@ -22,14 +22,14 @@ from voice_server.avatar.persona.lexicon import Gazetteer, Place
 LOCATIVE = frozenset({
     "in", "to", "from", "at", "near", "around", "visiting", "via", "em", "no", "na", "para", "pra", "de", "do",
     "da", "en", "a", "desde", "à", "au", "aux", "nach", "aus", "bei", "nel", "nella", "naar", "uit",
-})  # fmt: skip
+})
 # Capitalised for another reason than being a place ("in March", "on Sunday"), though a town somewhere is
 # called that.
 NOT_PLACES = frozenset({
     "january", "february", "march", "april", "may", "june", "july", "august", "september", "october",
     "november", "december", "monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday",
     "christmas", "easter", "university", "police", "union", "independence",
-})  # fmt: skip
+})
 COMMON_ZIPF = 4.0  # Zipf frequency (log10 per billion words) from which a name is also an everyday word
 LARGE_POPULATION = 1_000_000
 

@@ -45,14 +45,14 @@ NOT_INTERESTS = frozenset({
     "soon", "thanks", "thank", "please", "sorry", "yes", "yeah", "okay", "sure", "cool", "great", "nice",
     "awesome", "lovely", "guys", "hey", "hello", "bye", "cheers", "message", "messages", "omitted", "media",
     "deleted", "photo", "image", "video", "sticker", "audio", "https", "http", "www", "com",
-})  # fmt: skip
+})
 LANGUAGE_NAMES = {
     "en": "English", "pt": "Portuguese", "es": "Spanish", "fr": "French", "de": "German", "it": "Italian",
     "nl": "Dutch", "pl": "Polish", "sv": "Swedish", "da": "Danish", "no": "Norwegian", "fi": "Finnish",
     "ru": "Russian", "uk": "Ukrainian", "tr": "Turkish", "el": "Greek", "cs": "Czech", "ro": "Romanian",
     "hu": "Hungarian", "ca": "Catalan", "gl": "Galician", "ar": "Arabic", "he": "Hebrew", "hi": "Hindi",
     "ja": "Japanese", "zh": "Chinese", "ko": "Korean", "id": "Indonesian", "vi": "Vietnamese", "th": "Thai",
-}  # fmt: skip
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,7 +144,7 @@ class ProfileExtractor:
         habits |= {
             w for phrase in style["phrases"] for w in phrase.split()
             if self.style.phrases[phrase] >= 0.6 * self.style.words[w]
-        }  # fmt: skip
+        }
         interests = self._interests(codes, stop, named | habits)
         profile: dict[str, Any] = {
             "style": style,

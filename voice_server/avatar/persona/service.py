@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipeline.tasks import cancel_and_wait
-from voice_server.avatar.memory import Embedder
+from voice_server.avatar.memory.service import Embedder
 from voice_server.avatar.persona.build import build_persona
 from voice_server.avatar.persona.prompt import EDIT_KEYS, examples_section, system_prompt
 from voice_server.avatar.persona.store import PersonaRow, PersonaStore, Vector
@@ -163,12 +163,12 @@ class PersonaService:
             user_id = self._queue.popleft()
             self._queued.discard(user_id)
             task = asyncio.create_task(build_persona(self.db, self.keys, self.embedder, user_id),
-                                       name=f"persona-build-{user_id}")  # fmt: skip
+                                       name=f"persona-build-{user_id}")
             self._running = (user_id, task)
             try:
                 result = await task
                 log.info("persona built", extra={"messages": result.messages, "examples": result.examples,
-                                                 "stats_s": result.stats_s, "embed_s": result.embed_s})  # fmt: skip
+                                                 "stats_s": result.stats_s, "embed_s": result.embed_s})
             except asyncio.CancelledError:
                 current = asyncio.current_task()
                 if current is not None and current.cancelling():
@@ -193,7 +193,7 @@ class PersonaService:
         """The ``GET /v1/persona`` object of ``row``."""
         profile = row.doc.profile if row.doc is not None else {
             "style": {}, "interests": [], "people": [], "places": [], "self_description": ""
-        }  # fmt: skip
+        }
         return {
             "object": "persona",
             "status": row.status,

@@ -36,12 +36,12 @@ MAX_CHARS_BUCKET = 2000
 FORMAL_WORDS = frozenset({
     "regards", "sincerely", "kindly", "please", "dear", "appreciate", "grateful", "furthermore", "however",
     "therefore", "apologies", "apologise", "apologize", "cordially", "respectfully",
-})  # fmt: skip
+})
 SLANG = frozenset({
     "lol", "lmao", "lmfao", "rofl", "haha", "hahaha", "hehe", "omg", "btw", "idk", "imo", "tbh", "u", "ur", "ya",
     "yeah", "yep", "yup", "nope", "gonna", "wanna", "gotta", "k", "kk", "thx", "pls", "plz", "cuz", "coz", "xx",
     "xoxo", "ok", "okay", "dunno", "gimme", "ain't", "y'all", "bro", "dude", "nah", "wtf", "smh", "brb", "ttyl",
-})  # fmt: skip
+})
 _STRETCHED = re.compile(r"([^\W\d_])\1\1", re.IGNORECASE)
 _LAUGHTER = re.compile(r"^(?:(?:ha)+h?|(?:he)+h?|(?:ja)+|(?:ks)+|k{3,}|(?:rs)+|(?:xa)+)$")
 CLOSING = ".!?…"

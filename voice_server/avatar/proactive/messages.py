@@ -28,7 +28,7 @@ Source = Literal["llm", "template"]
 
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)?")
 _MONTHS = ("january", "february", "march", "april", "may", "june", "july", "august", "september", "october",
-           "november", "december")  # fmt: skip
+           "november", "december")
 _MONTH_WORDS = re.compile(
     r"(?i:\b(?:january|february|march|april|june|july|august|september|october|november|december|jan|feb|mar|"
     r"apr|jun|jul|aug|sept?|oct|nov|dec)\b)|\bMay\b"  # "may" the verb is common; capitalised "May" is a month
@@ -40,7 +40,7 @@ _NUMBER_WORDS: Final = {
         "seventeen eighteen nineteen twenty".split()
     )
 } | {"thirty": 30, "forty": 40, "fifty": 50, "sixty": 60, "seventy": 70, "eighty": 80, "ninety": 90,
-     "hundred": 100, "thousand": 1000, "dozen": 12, "once": 1, "twice": 2, "decade": 10, "decades": 10}  # fmt: skip
+     "hundred": 100, "thousand": 1000, "dozen": 12, "once": 1, "twice": 2, "decade": 10, "decades": 10}
 _WORD = re.compile(r"[a-z]+", re.IGNORECASE)
 _ROLE_PLAY = re.compile(r"^\s*(?:user|assistant|system|soma)\s*:", re.IGNORECASE | re.MULTILINE)
 
@@ -162,7 +162,7 @@ def llm_messages(draft: Draft) -> list[dict[str, str]]:
         lines.append("Last time they seemed a bit down: be gentle.")
     lines.append("Write what comes next.")
     return [{"role": "system", "content": INSTRUCTIONS.format(name=draft.name)},
-            {"role": "user", "content": "\n".join(lines)}]  # fmt: skip
+            {"role": "user", "content": "\n".join(lines)}]
 
 
 def _numbers(text: str) -> set[float]:

@@ -60,7 +60,7 @@ async def insert(
         " ON CONFLICT (user_id, kind, occurrence) DO NOTHING RETURNING id",
         (notification_id, key.user_id, job_id, kind, occurrence,
          key.seal(text, fields.notification_text(notification_id)), list(memory_ids), list(message_ids), source, at),
-    )  # fmt: skip
+    )
     if await cur.fetchone() is None:
         return None
     await conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, f"{key.user_id}:{notification_id}"))

@@ -18,8 +18,8 @@ import uuid
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Final
 
-from voice_server.avatar import bond
-from voice_server.avatar.bond_service import open_bond
+from voice_server.avatar.bond import model as bond
+from voice_server.avatar.bond.service import open_bond
 from voice_server.avatar.proactive import rules
 from voice_server.avatar.proactive.rules import DatedMemory, Occurrence, PastMessage, Preferences
 from voice_server.avatar.proactive.settings_store import SETTINGS_COLUMNS, milestones_on, preferences_from_row
@@ -87,7 +87,7 @@ async def plan_user(conn: Conn, keys: Keyring, row: dict[str, Any], now: datetim
     user_id: uuid.UUID = row["id"]
     key = await _key_if_needed(conn, keys, row)
     prefs = preferences_from_row(key, row) if row["has_settings"] is not None and key is not None else (
-        _prefs_without_birthday(row))  # fmt: skip
+        _prefs_without_birthday(row))
     state = open_bond(key, row)
     created_at: datetime = row["created_at"]
     found: list[Occurrence] = []
@@ -118,7 +118,7 @@ def _prefs_without_birthday(row: dict[str, Any]) -> Preferences:
         return Preferences()
     kinds: frozenset[rules.Kind] = frozenset(k for k in rules.KINDS if k in set(row["disabled_kinds"]))
     return Preferences(row["timezone"], row["morning_time"], row["quiet_start"], row["quiet_end"],
-                       int(row["checkin_after_days"]), kinds, None)  # fmt: skip
+                       int(row["checkin_after_days"]), kinds, None)
 
 
 async def insert_jobs(conn: Conn, user_id: uuid.UUID, found: list[Occurrence]) -> int:
@@ -133,7 +133,7 @@ async def insert_jobs(conn: Conn, user_id: uuid.UUID, found: list[Occurrence]) -
             " DO NOTHING RETURNING id",
             (user_id, o.kind, o.key, o.due_at, o.expires_at, json.dumps(o.grounding),
              "skipped" if empty else "pending", "nothing_found" if empty else None, o.due_at if empty else None),
-        )  # fmt: skip
+        )
         if await cur.fetchone() is not None and not empty:
             created += 1
     return created
@@ -155,7 +155,7 @@ async def dated_memories(conn: Conn, key: UserKey, today: date) -> list[DatedMem
             key.open(r["text"], fields.memory("text", r["id"])),
             r["event_date"],
             float(r["importance"]),
-        )  # fmt: skip
+        )
         for r in await cur.fetchall()
     ]
 

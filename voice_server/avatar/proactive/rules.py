@@ -197,7 +197,7 @@ def checkin(prefs: Preferences, last_contact: datetime | None, reach_out: float,
         return None
     stamp = last_contact.astimezone(UTC).strftime("%Y%m%dT%H%M%S")
     grounding = {"last_contact": last_contact.astimezone(UTC).isoformat(),
-                 "days": max(1, (now - last_contact).days)}  # fmt: skip
+                 "days": max(1, (now - last_contact).days)}
     return Occurrence("checkin", f"checkin:{stamp}", due, None, grounding)
 
 
@@ -212,7 +212,7 @@ def streak(prefs: Preferences, streak_days: int, last_day: date | None, now: dat
     n = reached[-1]
     since = last_day - timedelta(days=streak_days - 1)
     return Occurrence("milestone", f"streak:{n}:{since.isoformat()}", now, None,
-                      {"streak_days": n, "since": since.isoformat()})  # fmt: skip
+                      {"streak_days": n, "since": since.isoformat()})
 
 
 def conversation_count(count: int, now: datetime) -> Occurrence | None:
@@ -245,12 +245,12 @@ def dated_milestones(prefs: Preferences, milestones: Sequence[Milestone], now: d
     found = []
     if prefs.birthday is not None and annual(prefs.birthday, today.year) == today and prefs.birthday < today:
         found.append(Occurrence("milestone", f"birthday:{today.year}", due, end,
-                                {"birthday": True, "date": prefs.birthday.isoformat()}))  # fmt: skip
+                                {"birthday": True, "date": prefs.birthday.isoformat()}))
     for m in milestones:
         if m.date.year < today.year and annual(m.date, today.year) == today:
             found.append(Occurrence("milestone", f"milestone:{m.id}:{today.year}", due, end,
                                     {"milestone_id": str(m.id), "date": m.date.isoformat(),
-                                     "years": today.year - m.date.year, "milestone_kind": m.kind}))  # fmt: skip
+                                     "years": today.year - m.date.year, "milestone_kind": m.kind}))
     return found
 
 
@@ -301,7 +301,7 @@ def day_scan(
     celebrations = [m for m in memories if m.kind in ("event", "person") and is_celebration(m.text)]
     for m in celebrations:
         found.append(Occurrence("milestone", f"memory:{m.id}:{today.year}", due, end,
-                                {"memory_ids": [str(m.id)], "date": m.event_date.isoformat()}))  # fmt: skip
+                                {"memory_ids": [str(m.id)], "date": m.event_date.isoformat()}))
     chosen = pick_on_this_day(today, memories, messages, skip={m.id for m in celebrations})
     found.append(Occurrence("on_this_day", f"on_this_day:{today.isoformat()}", due, end, chosen))
     return found
@@ -324,16 +324,16 @@ def pick_on_this_day(
     same_day = [
         m for m in memories
         if m.id not in skip and m.event_date.year < today.year and annual(m.event_date, today.year) == today
-    ]  # fmt: skip
+    ]
     if same_day:
         best = max(same_day, key=lambda m: (m.importance, m.event_date))
         return {"memory_ids": [str(best.id)], "date": best.event_date.isoformat(),
-                "years": today.year - best.event_date.year}  # fmt: skip
+                "years": today.year - best.event_date.year}
     said = [
         m for m in messages
         if len(m.text.strip()) >= MIN_MESSAGE_CHARS and m.at.year < today.year
         and annual(m.at.date(), today.year) == today
-    ]  # fmt: skip
+    ]
     if said:
         best_message = max(said, key=lambda m: (min(len(m.text), 280), -m.at.timestamp()))
         day = best_message.at.date()

@@ -32,8 +32,8 @@ from datetime import datetime, timedelta
 from typing import Any, Final
 
 from pipeline.tasks import cancel_and_wait
-from voice_server.avatar import bond
-from voice_server.avatar.bond_service import BOND_COLUMNS, open_bond
+from voice_server.avatar.bond import model as bond
+from voice_server.avatar.bond.service import BOND_COLUMNS, open_bond
 from voice_server.avatar.clock import Clock, system_clock
 from voice_server.avatar.proactive import notifications, planner
 from voice_server.avatar.proactive.messages import Completer, Draft, compose
@@ -75,7 +75,7 @@ class ProactiveScheduler:
     Args:
         db: The database.
         keys: Users' data keys.
-        worker: This worker's id (`voice_server.avatar.import_job.worker_id`: stable per data dir).
+        worker: This worker's id (`voice_server.avatar.imports.job.worker_id`: stable per data dir).
         llm: Words messages when given (`messages.compose`); templates otherwise.
         clock: The current time (tests pass a virtual clock and call `tick`).
         interval_s: The longest wait between passes.
@@ -217,7 +217,7 @@ class ProactiveScheduler:
                 notification_id = await notifications.insert(
                     conn, key, job_id=job["id"], kind=job["kind"], occurrence=job["occurrence"], text=text,
                     memory_ids=memory_ids, message_ids=message_ids, source=source, at=now,
-                )  # fmt: skip
+                )
                 await conn.execute(
                     "UPDATE proactive_jobs SET notification_id = %s WHERE id = %s", (notification_id, job["id"])
                 )

@@ -22,7 +22,7 @@ def preferences_from_row(key: UserKey, row: dict[str, Any] | None) -> Preference
     kinds: frozenset[Kind] = frozenset(k for k in KINDS if k in set(row["disabled_kinds"]))
     born = date.fromisoformat(birthday) if birthday else None
     return Preferences(row["timezone"], row["morning_time"], row["quiet_start"], row["quiet_end"],
-                       int(row["checkin_after_days"]), kinds, born)  # fmt: skip
+                       int(row["checkin_after_days"]), kinds, born)
 
 
 async def load_preferences(conn: Conn, key: UserKey) -> Preferences:
@@ -43,7 +43,7 @@ async def save_preferences(conn: Conn, key: UserKey, prefs: Preferences) -> None
         " disabled_kinds = EXCLUDED.disabled_kinds, birthday = EXCLUDED.birthday, updated_at = now()",
         (key.user_id, prefs.timezone, prefs.morning_time, prefs.quiet_start, prefs.quiet_end,
          prefs.checkin_after_days, sorted(prefs.disabled_kinds), sealed),
-    )  # fmt: skip
+    )
 
 
 def hhmm(t: time) -> str:

@@ -29,11 +29,11 @@ from pathlib import Path
 from typing import IO, Any
 
 from pipeline.tasks import cancel_and_wait
-from voice_server.avatar.import_job import ImportFailed, Progress, create_import, mark_failed, run_import, worker_id
-from voice_server.avatar.import_queue import FairQueue, QueueFullError, QuotaExceededError
 from voice_server.avatar.importers import Format, Me
-from voice_server.avatar.media_plan import MediaTools
-from voice_server.avatar.memory import Embedder
+from voice_server.avatar.imports.job import ImportFailed, Progress, create_import, mark_failed, run_import, worker_id
+from voice_server.avatar.imports.queue import FairQueue, QueueFullError, QuotaExceededError
+from voice_server.avatar.imports.recordings_plan import MediaTools
+from voice_server.avatar.memory.service import Embedder
 from voice_server.security import fields
 from voice_server.security.files import SealedReader, write_sealed
 from voice_server.security.keys import Keyring
@@ -158,7 +158,7 @@ class ImportService:
             try:
                 async with self.db.pool.connection() as conn:
                     await create_import(conn, self.keys, user_id, name, fmt, size, worker=self.worker,
-                                        import_id=import_id)  # fmt: skip
+                                        import_id=import_id)
             except BaseException:
                 path.unlink(missing_ok=True)
                 raise
@@ -260,7 +260,7 @@ class ImportService:
         def progress(p: Progress) -> None:
             self._publish(job.import_id, {"status": "running", "read": p.read, "skipped": p.skipped,
                                           "position": p.position, "size": p.size, "audio_s": round(p.audio_s, 2),
-                                          "audio_total_s": round(p.audio_total_s, 2)})  # fmt: skip
+                                          "audio_total_s": round(p.audio_total_s, 2)})
 
         self._publish(job.import_id, {"status": "running", "read": 0, "skipped": 0, "position": 0, "size": 0})
         try:
@@ -268,7 +268,7 @@ class ImportService:
                 self.db, self.keys, self.embedder, user_id=job.user_id, import_id=job.import_id,
                 open_file=open_file, name=job.name, me=job.me, fmt=job.fmt, progress=progress, media=self.media,
                 speaker=job.speaker,
-            )  # fmt: skip
+            )
             if self.on_imported is not None:
                 await self.on_imported(job.user_id)
         except asyncio.CancelledError:

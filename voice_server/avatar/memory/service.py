@@ -22,9 +22,9 @@ from typing import Any, Protocol
 import numpy as np
 
 from pipeline.tasks import cancel_and_wait
-from voice_server.avatar import memory_policy as policy
-from voice_server.avatar.extraction import LLM_INSTRUCTIONS, Candidate, Forget, extract, parse_llm_candidates
-from voice_server.avatar.memory_store import Conn, Match, MemoryStore, NewMemory, Vector
+from voice_server.avatar.memory import policy
+from voice_server.avatar.memory.extraction import LLM_INSTRUCTIONS, Candidate, Forget, extract, parse_llm_candidates
+from voice_server.avatar.memory.store import Conn, Match, MemoryStore, NewMemory, Vector
 from voice_server.security import fields
 from voice_server.security.keys import Keyring
 from voice_server.stores.postgres import Database

@@ -142,7 +142,7 @@ class RtpStream(asyncio.DatagramProtocol):
     """
 
     def __init__(self, negotiated: Negotiated, transport: SipTransport, *, signaling_ip: str,
-                 on_dtmf: Callable[[str], None] | None = None, budget: MediaBudget | None = None) -> None:  # fmt: skip
+                 on_dtmf: Callable[[str], None] | None = None, budget: MediaBudget | None = None) -> None:
         self.negotiated = negotiated
         self.pipeline = transport
         self.codec = G711(negotiated.codec)
@@ -307,7 +307,7 @@ class RtpStream(asyncio.DatagramProtocol):
             self.sender.skip()
             return
         if not self.verified and self._budget is not None and not self._budget.allow(self.remote[0],
-                                                                                     self._loop_time()):  # fmt: skip
+                                                                                     self._loop_time()):
             self.sender.skip()  # over the unconfirmed destination's budget: as if on hold for this tick
             return
         playout = self.pipeline.playout
@@ -380,11 +380,11 @@ def media_summary(stream: RtpStream | None) -> str:
     return (f"rtp in={stats.packets_in} out={stats.packets_out} voiced_out={stats.voiced_out} "
             f"rejected={stats.rejected} lost={jitter.lost} late={jitter.late} dtmf={stats.dtmf}; "
             f"caller reports {rtcp.reports_received}: loss {rtcp.remote_fraction_lost * 100:.1f} %, "
-            f"jitter {rtcp.remote_jitter_ms:.1f} ms")  # fmt: skip
+            f"jitter {rtcp.remote_jitter_ms:.1f} ms")
 
 
 async def run_media_clock(due: Callable[[], Sequence[tuple[str, RtpStream]]], hang_up: Callable[[str], object],
-                          media_timeout_s: float) -> None:  # fmt: skip
+                          media_timeout_s: float) -> None:
     """Tick every stream ``due()`` returns (call id, stream) each 20 ms, until cancelled: one timer for all
     calls instead of one per call. ``hang_up(call_id)`` ends a call whose media failed, or whose caller has
     sent no RTP for ``media_timeout_s`` (unless on hold)."""

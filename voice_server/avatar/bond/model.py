@@ -12,7 +12,7 @@ it to any later moment, so idle users need no background job:
 Each user turn is contact: affinity grows a little (more when the words are positive), trust grows a little
 (more when the user shares strong feelings either way), and the mood moves toward the turn's sentiment
 (an exponential average, weight `MOOD_WEIGHT`). Sentiment is VADER's compound score
-(`voice_server.avatar.sentiment`).
+(`voice_server.avatar.bond.sentiment`).
 
 What it implies: a tone line for the per-turn prompt (`tone_line`) and the reach-out factor the scheduler
 divides the check-in delay by (`reach_out`: 1–1.5; a close bond or a low mood checks in sooner).
@@ -92,7 +92,7 @@ def observe(state: BondState, sentiment: float, at: datetime, local_day: date) -
     else:  # the same day, or an earlier one arriving late
         streak, last_day = max(state.streak_days, 1), state.last_day
     return BondState(round(min(affinity, 1.0), 6), round(min(trust, 1.0), 6), streak, last_day, now,
-                     round(mood, 6), state.turns + 1)  # fmt: skip
+                     round(mood, 6), state.turns + 1)
 
 
 def mood_label(score: float | None) -> MoodLabel | None:

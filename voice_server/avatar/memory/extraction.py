@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
 
-from voice_server.avatar.memory_store import KINDS, Kind
+from voice_server.avatar.memory.store import KINDS, Kind
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ _MY_RELATION = re.compile(rf"\bmy\s+(?P<rel>{RELATIONS})(?:'s)?(?:,?\s+(?P<name>
 _LEADING_NAME = re.compile(r"^(?P<name>[A-Z][a-z'-]+)\s+(?:is|was|has|had|lives|lived|moved|works|worked|"
                            r"got|loves|likes|hates|will|just|married|started|left|died|passed|turned|"
                            r"studies|plays|bought|broke|came|went|does|doesn't|did|didn't|isn't|wasn't|"
-                           r"never|no longer|can|can't|won't)\b")  # fmt: skip
+                           r"never|no longer|can|can't|won't)\b")
 _PREFERENCE = re.compile(
     r"\bi\s+(?:really\s+|just\s+|absolutely\s+)?(?:love|like|enjoy|prefer|adore|hate|dislike|can'?t stand|"
     r"am into|'m into)\b|\bmy favou?rite\b",
@@ -85,7 +85,7 @@ _RELATIONSHIP = re.compile(r"\b(?:married|divorced|dating|engaged|single|separat
 _AGE = re.compile(r"\b(?:\d+\s+years? old|turned \d+|age)\b", re.I)
 _NAME = re.compile(r"\b(?:my name is|call me)\b", re.I)
 _MONTHS = ("january", "february", "march", "april", "may", "june", "july", "august", "september", "october",
-           "november", "december")  # fmt: skip
+           "november", "december")
 _DATE = re.compile(rf"\b(?:on\s+)?(?P<month>{'|'.join(_MONTHS)})\s+(?P<day>\d{{1,2}})(?:st|nd|rd|th)?\b", re.I)
 _RELATIVE = {"today": 0, "tonight": 0, "tomorrow": 1, "yesterday": -1, "next week": 7}
 _NOT_NAMES = frozenset(
@@ -94,7 +94,7 @@ _NOT_NAMES = frozenset(
 )
 _IMPORTANCE: dict[Kind, float] = {
     "person": 0.7, "event": 0.7, "plan": 0.65, "fact": 0.6, "preference": 0.5, "feeling": 0.35,
-}  # fmt: skip
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,7 +151,7 @@ def subject_of(sentence: str) -> str | None:
 def attribute_of(sentence: str) -> str | None:
     """The property a statement sets, for superseding: location, job, relationship, age or name."""
     for name, pattern in (("name", _NAME), ("location", _LOCATION), ("job", _JOB),
-                          ("relationship", _RELATIONSHIP), ("age", _AGE)):  # fmt: skip
+                          ("relationship", _RELATIONSHIP), ("age", _AGE)):
         if pattern.search(sentence):
             return name
     return None

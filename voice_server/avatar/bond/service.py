@@ -19,11 +19,11 @@ from datetime import date, datetime
 from typing import Any, Final
 
 from pipeline.tasks import cancel_and_wait
-from voice_server.avatar import bond
-from voice_server.avatar.bond import BondState
+from voice_server.avatar.bond import model as bond
+from voice_server.avatar.bond.model import BondState
+from voice_server.avatar.bond.sentiment import Sentiment
 from voice_server.avatar.clock import Clock, system_clock
 from voice_server.avatar.proactive.rules import SettingsError, zone_of
-from voice_server.avatar.sentiment import Sentiment
 from voice_server.security import fields
 from voice_server.security.keys import Conn, Keyring, UserKey
 from voice_server.stores.postgres import Database
@@ -56,7 +56,7 @@ def open_bond(key: UserKey | None, row: dict[str, Any] | None) -> BondState:
             raise ValueError("a sealed mood needs its owner's key")
         mood = float(json.loads(key.open(row["mood"], fields.bond_mood(key.user_id)))["score"])
     return BondState(float(row["affinity"]), float(row["trust"]), int(row["streak_days"]), row["last_day"],
-                     row["last_contact"], mood, int(row["turns"]))  # fmt: skip
+                     row["last_contact"], mood, int(row["turns"]))
 
 
 async def user_zone_name(conn: Conn, user_id: uuid.UUID) -> str:
@@ -164,7 +164,7 @@ class BondService:
                     " turns = EXCLUDED.turns, updated_at = now()",
                     (item.user_id, new.affinity, new.trust, new.streak_days, new.last_day, new.last_contact, mood,
                      new.turns),
-                )  # fmt: skip
+                )
         return new
 
     async def load(self, user_id: uuid.UUID, conn: Conn | None = None) -> BondState:

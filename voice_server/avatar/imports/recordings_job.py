@@ -3,7 +3,7 @@ import job stores the transcripts in its one transaction like any other messages
 
 `prepare` is called by `import_job.run_import` for `MEDIA_FORMATS`, before the transaction opens:
 
-1. the validating pass (`media.probe` / `whatsapp_zip.open_chat_zip` plus a probe of every voice note the
+1. the validating pass (`recordings.probe` / `whatsapp_zip.open_chat_zip` plus a probe of every voice note the
    chat names): a file that is not audio/video, damaged or cut short fails here and nothing is written;
    inside an archive a damaged or missing voice note is only reported (the chat is still imported);
 2. recordings this user already imported (a keyed tag of their SHA-256 in ``import_media``) are not
@@ -45,13 +45,13 @@ from voice_server.avatar.importers import (
     Me,
     Record,
     Skipped,
-    media,
+    recordings,
     whatsapp,
 )
 from voice_server.avatar.importers.keyframes import keyframes
 from voice_server.avatar.importers.records import Attachment
 from voice_server.avatar.importers.whatsapp_zip import ChatZip, open_chat_zip
-from voice_server.avatar.media_plan import (
+from voice_server.avatar.imports.recordings_plan import (
     AudioProgress,
     KnownTags,
     MediaEntry,
@@ -103,7 +103,7 @@ def collapse_loops(text: str) -> str:
 
 
 async def transcribe(
-    plan: MediaPlan, asr: Transcriber, windows: Iterator[media.Window], done: Callable[[float], None]
+    plan: MediaPlan, asr: Transcriber, windows: Iterator[recordings.Window], done: Callable[[float], None]
 ) -> list[Piece]:
     """Transcribe ``windows`` (decoded on the plan's worker) one at a time; ``done(seconds)`` after each."""
     pieces: list[Piece] = []
@@ -151,11 +151,11 @@ def transcript_messages(
         when = at + timedelta(seconds=int(offset)) if at is not None and len(groups) > 1 else at
         text = " ".join(p.text for p in group)
         out.append(ImportedMessage(source, conversation, sender, when, text, is_user, attachment,
-                                   part if where is None else where, transcribed_from=f"{sha256}:{part}"))  # fmt: skip
+                                   part if where is None else where, transcribed_from=f"{sha256}:{part}"))
     return out
 
 
-def attachment_of(name: str, kind: media.MediaKind) -> Attachment:
+def attachment_of(name: str, kind: recordings.MediaKind) -> Attachment:
     """``voice`` for an Opus/Ogg voice note, ``audio`` for other sound, ``video`` for video."""
     if kind == "video":
         return "video"
@@ -195,7 +195,7 @@ async def prepare(
             await _prepare_archive(plan, tools, key, existing, f=f, name=name, me=me, progress=progress)
         else:
             await _prepare_recording(plan, tools, key, existing, f=f, fmt=fmt, name=name, me=me, speaker=speaker,
-                                     modified=modified, progress=progress)  # fmt: skip
+                                     modified=modified, progress=progress)
     except BaseException:
         await plan.aclose(committed=False)
         raise
@@ -225,11 +225,11 @@ async def _prepare_recording(
     modified: datetime | None,
     progress: AudioProgress,
 ) -> None:
-    kind: media.MediaKind = "video" if fmt == "video" else "audio"
+    kind: recordings.MediaKind = "video" if fmt == "video" else "audio"
     base = PurePath(name).name
-    info = await plan.blocking(media.probe, f, base, kind)
+    info = await plan.blocking(recordings.probe, f, base, kind)
     entry = MediaEntry(base, "voice" if attachment_of(base, info.kind) == "voice" else info.kind,
-                       seconds=info.seconds)  # fmt: skip
+                       seconds=info.seconds)
     plan.entries.append(entry)
     tag = content_tag(key, info.sha256)
     if tag in await existing([tag]):
@@ -247,15 +247,15 @@ async def _prepare_recording(
             progress(min(done, info.seconds), info.seconds)
 
         progress(0.0, info.seconds)
-        windows = await plan.blocking(media.speech_windows, f)
+        windows = await plan.blocking(recordings.speech_windows, f)
         pieces = await transcribe(plan, asr, windows, step)
         plan.audio_s = info.seconds
     sender = speaker or "me"
     messages = transcript_messages(
         pieces, seconds=info.seconds, sha256=info.sha256, source=info.kind, conversation=base, sender=sender,
-        at=media.recorded_at(base, info.created, modified), is_user=speaker is None or me.matches(speaker),
+        at=recordings.recorded_at(base, info.created, modified), is_user=speaker is None or me.matches(speaker),
         attachment=attachment_of(base, info.kind),
-    )  # fmt: skip
+    )
     entry.messages = len(messages)
     entry.status = "transcribed" if messages else "no_speech"
 
@@ -264,7 +264,7 @@ async def _prepare_recording(
         return _Unclosable(f)
 
     source = await plan.stage(copy_body(plan, reopen), name=base, content_type=info.content_type, kind="source",
-                              tag=tag, seconds=info.seconds)  # fmt: skip
+                              tag=tag, seconds=info.seconds)
     entry.media_id = source.media_id
     if info.kind == "video":
         frames = await plan.blocking(keyframes, f)
@@ -272,7 +272,7 @@ async def _prepare_recording(
         for frame in frames:
             item = await plan.stage(_one(frame.jpeg), name=f"{stem} {frame.offset_s:.1f}s.jpg",
                                     content_type="image/jpeg", kind="keyframe", source_id=source.media_id,
-                                    offset_s=round(frame.offset_s, 3))  # fmt: skip
+                                    offset_s=round(frame.offset_s, 3))
             entry.keyframes.append(item.media_id)
     records: list[Record] = list(messages) if messages else [Skipped(0, "no_speech")]
     plan.set_records(lambda: iter(records))
@@ -330,7 +330,7 @@ async def _prepare_archive(
         elif info.filename not in notes:
             base = PurePath(info.filename).name
             notes[info.filename] = _Note(info, MediaEntry(base, "voice" if attachment_of(base, "audio") == "voice"
-                                                          else "audio"))  # fmt: skip
+                                                          else "audio"))
     for note in notes.values():
         try:
             found = await plan.blocking(_probe_member, chat, note.info)
@@ -347,8 +347,8 @@ async def _prepare_archive(
     todo = [n for n in probed if n.entry.status == "transcribed"]
     total = sum(n.entry.seconds for n in todo)
     if total > MAX_ARCHIVE_AUDIO_S:
-        raise ImportFormatError(f"the archive's voice notes last {media.seconds_label(total)}; the limit is "
-                                f"{media.seconds_label(MAX_ARCHIVE_AUDIO_S)} per import: split the chat")  # fmt: skip
+        raise ImportFormatError(f"the archive's voice notes last {recordings.seconds_label(total)}; the limit is "
+                                f"{recordings.seconds_label(MAX_ARCHIVE_AUDIO_S)} per import: split the chat")
     if todo:
         asr = _need(tools)
         done = 0.0
@@ -362,7 +362,7 @@ async def _prepare_archive(
         for note in todo:
             member = await plan.blocking(chat.open_member, note.info)
             try:
-                windows = await plan.blocking(media.speech_windows, member)
+                windows = await plan.blocking(recordings.speech_windows, member)
                 note.pieces = await transcribe(plan, asr, windows, step)
             except ImportFormatError as exc:  # probed fine, failed to decode later: this note only
                 note.entry.status, note.entry.error = "damaged", str(exc)
@@ -372,7 +372,7 @@ async def _prepare_archive(
             note.entry.status = "transcribed" if note.pieces else "no_speech"
             source = await plan.stage(copy_body(plan, functools.partial(chat.open_member, note.info)),
                                       name=note.entry.name, content_type=_zip_content_type(note.entry.name),
-                                      kind="source", tag=note.tag, seconds=note.entry.seconds)  # fmt: skip
+                                      kind="source", tag=note.tag, seconds=note.entry.seconds)
             note.entry.media_id = source.media_id
         plan.audio_s = total
     plan.entries.extend(n.entry for n in notes.values())
@@ -383,7 +383,7 @@ def _zip_content_type(name: str) -> str:
     suffix = PurePath(name).suffix.lower()
     return {".opus": "audio/ogg", ".ogg": "audio/ogg", ".m4a": "audio/mp4", ".mp3": "audio/mpeg",
             ".aac": "audio/aac", ".wav": "audio/wav", ".amr": "audio/amr", ".flac": "audio/flac"}.get(
-        suffix, "application/octet-stream")  # fmt: skip
+        suffix, "application/octet-stream")
 
 
 def _voice_references(chat: ChatZip, chat_file: IO[bytes], me: Me) -> list[tuple[str, zipfile.ZipInfo | None]]:
@@ -395,9 +395,9 @@ def _voice_references(chat: ChatZip, chat_file: IO[bytes], me: Me) -> list[tuple
     return found
 
 
-def _probe_member(chat: ChatZip, info: zipfile.ZipInfo) -> media.MediaInfo:
+def _probe_member(chat: ChatZip, info: zipfile.ZipInfo) -> recordings.MediaInfo:
     with chat.open_member(info) as member:
-        return media.probe(member, PurePath(info.filename).name, "audio")
+        return recordings.probe(member, PurePath(info.filename).name, "audio")
 
 
 def _archive_records(chat: ChatZip, chat_file: IO[bytes], me: Me, notes: dict[str, _Note]) -> Iterator[Record]:
@@ -424,6 +424,6 @@ def _archive_records(chat: ChatZip, chat_file: IO[bytes], me: Me, notes: dict[st
                     note.pieces, seconds=note.entry.seconds, sha256=note.sha256, source="whatsapp",
                     conversation=record.conversation, sender=record.sender, at=record.at, is_user=record.is_user,
                     attachment=record.attachment or "voice", where=record.where,
-                )  # fmt: skip
+                )
                 note.entry.messages = len(messages)
                 yield from messages

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
-from voice_server.avatar.extraction import Candidate, Forget, attribute_of
-from voice_server.avatar.memory_store import Match
+from voice_server.avatar.memory.extraction import Candidate, Forget, attribute_of
+from voice_server.avatar.memory.store import Match
 
 DUPLICATE_SIMILARITY = 0.9
 SAME_TOPIC_SIMILARITY = 0.8

@@ -8,14 +8,14 @@
    and sealing never run on the event loop), insert each batch with one statement, and report progress
    (messages read, byte position / size) after every batch;
 3. in the same transaction, create memories from the user's own newly stored messages: the rule extraction
-   of `voice_server.avatar.extraction`, at most `MAX_MEMORIES` candidates per file (the most important
+   of `voice_server.avatar.memory.extraction`, at most `MAX_MEMORIES` candidates per file (the most important
    ones; bounded work whatever the file's size), embedded `EMBED_BATCH` at a time and reconciled with the
    existing memories like a conversation's are, with ``source='import'``;
 4. mark the import ``done`` with its counts, and commit. Any failure (a parser error mid-way, a database
    error, cancellation) rolls everything of that file back and marks the import ``failed`` with the reason.
 
 Audio, video and WhatsApp archives with media (`MEDIA_FORMATS`) first go through
-`voice_server.avatar.media_job.prepare` — validated, transcribed with progress in seconds of audio, their
+`voice_server.avatar.imports.recordings_job.prepare` — validated, transcribed with progress in seconds of audio, their
 recordings and keyframes sealed into a staging folder — before the same transaction stores the transcripts
 as messages and, at its end, records the kept files as the user's media linked to the import.
 
@@ -48,8 +48,6 @@ from typing import IO, Any, Literal
 
 import numpy as np
 
-from voice_server.avatar import memory_policy as policy
-from voice_server.avatar.extraction import Candidate, extract
 from voice_server.avatar.importers import (
     HEAD_BYTES,
     MEDIA_FORMATS,
@@ -63,10 +61,12 @@ from voice_server.avatar.importers import (
 )
 from voice_server.avatar.importers import detect as detect_format
 from voice_server.avatar.importers import parse as parse_file
-from voice_server.avatar.media_job import prepare
-from voice_server.avatar.media_plan import MediaPlan, MediaTools, NoSpeechModelError, already_imported
-from voice_server.avatar.memory import Embedder
-from voice_server.avatar.memory_store import Conn, MemoryStore, NewMemory
+from voice_server.avatar.imports.recordings_job import prepare
+from voice_server.avatar.imports.recordings_plan import MediaPlan, MediaTools, NoSpeechModelError, already_imported
+from voice_server.avatar.memory import policy
+from voice_server.avatar.memory.extraction import Candidate, extract
+from voice_server.avatar.memory.service import Embedder
+from voice_server.avatar.memory.store import Conn, MemoryStore, NewMemory
 from voice_server.security import fields
 from voice_server.security.keys import Keyring, UserKey
 from voice_server.stores.postgres import Database
@@ -321,7 +321,7 @@ async def _prepare_media(
 
     return await prepare(source.media, key, known, import_id=import_id, f=f, fmt=chosen, name=source.name,
                          me=source.me, speaker=source.speaker, modified=source.modified,
-                         progress=audio_progress)  # fmt: skip
+                         progress=audio_progress)
 
 
 async def _run(
@@ -334,7 +334,7 @@ async def _run(
     progress: ProgressCallback | None,
 ) -> ImportResult:
     f, chosen, size, records = await asyncio.to_thread(_open_and_parse, source.open_file, source.name, source.fmt,
-                                                       source.me)  # fmt: skip
+                                                       source.me)
     plan: MediaPlan | None = None
     committed = False
     try:

@@ -24,10 +24,10 @@ import numpy.typing as npt
 
 from models.asr import Transcript
 from voice_server.avatar.importers import Record
-from voice_server.media import Conn, MediaStore
 from voice_server.security import fields
 from voice_server.security.files import write_sealed
 from voice_server.security.keys import UserKey
+from voice_server.user_files import Conn, MediaStore
 
 T = TypeVar("T")
 COPY_BLOCK = 1 << 20
@@ -76,7 +76,7 @@ class MediaEntry:
 
     def as_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.name, "kind": self.kind, "status": self.status,
-                               "seconds": round(self.seconds, 2), "messages": self.messages}  # fmt: skip
+                               "seconds": round(self.seconds, 2), "messages": self.messages}
         if self.error:
             out["error"] = self.error
         if self.media_id is not None:

@@ -76,7 +76,7 @@ class SipPhone:
     """
 
     def __init__(self, server: Addr, *, codec: str | None = "PCMU", send_silence: bool = True,
-                 caller: str = "phone", host: str = "127.0.0.1", record_audio: bool = True) -> None:  # fmt: skip
+                 caller: str = "phone", host: str = "127.0.0.1", record_audio: bool = True) -> None:
         self.server, self.codec_name, self.send_silence = server, codec, send_silence
         self.caller, self.host, self.record_audio = caller, host, record_audio
         self.last_voiced_sent = 0.0  # monotonic time the last frame with speech in it was sent
@@ -128,7 +128,7 @@ class SipPhone:
     # ------------------------------------------------------------------------------------------ signaling
 
     async def call(self, user: str, *, username: str | None = None, password: str | None = None,
-                   wait_s: float = 30.0, cancel_after: float | None = None) -> CallResult:  # fmt: skip
+                   wait_s: float = 30.0, cancel_after: float | None = None) -> CallResult:
         """INVITE ``sip:user@server`` and wait for the final response (ACKing it; answering one 401/407).
 
         Args:
@@ -215,7 +215,7 @@ class SipPhone:
         name = codec or self.codec.codec
         pt = sdp.CODECS[name]
         body = sdp.build(self.host, self.rtp_port, session_id=1, version=self._sdp_version,
-                         codecs=[(pt, name)], dtmf_pt=101, direction=direction)  # fmt: skip
+                         codecs=[(pt, name)], dtmf_pt=101, direction=direction)
         invite = self._request("INVITE", self.remote_target, to=self.to_header, body=body)
         self._send(invite)
         async with asyncio.timeout(wait_s):
@@ -313,7 +313,7 @@ class SipPhone:
 
     def _request(self, method: str, uri: str, *, body: bytes = b"", to: str | None = None,
                  auth: tuple[str, str] | None = None, cseq: int | None = None,
-                 branch: str | None = None) -> Request:  # fmt: skip
+                 branch: str | None = None) -> Request:
         headers = Headers()
         headers.items += [
             ("via", f"SIP/2.0/UDP {self.host}:{self.sip_port};branch={branch or new_branch()};rport"),
@@ -334,7 +334,7 @@ class SipPhone:
         # A failure's ACK reuses the INVITE's branch (same transaction); a 2xx's ACK is a new transaction.
         branch = invite.vias[0].branch if resp.status >= 300 else None
         ack = self._request("ACK", invite.uri if resp.status >= 300 else self.remote_target, body=body,
-                            to=resp.headers.get("to"), cseq=self.cseq, branch=branch)  # fmt: skip
+                            to=resp.headers.get("to"), cseq=self.cseq, branch=branch)
         return ack
 
     def _cancel(self, invite: Request) -> Request:
@@ -357,7 +357,7 @@ class SipPhone:
         if message.method in ("BYE", "OPTIONS", "INFO"):
             response = Response(Headers([(k, v) for k, v in message.headers if k in ("via", "from", "to", "call-id",
                                                                                      "cseq")]),
-                                b"", status=200, reason="OK")  # fmt: skip
+                                b"", status=200, reason="OK")
             assert self._sip is not None and self._sip.transport is not None
             self._sip.transport.sendto(response.serialize(), addr)
             if message.method == "BYE":

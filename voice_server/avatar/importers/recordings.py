@@ -1,7 +1,7 @@
 """Audio and video files as speech to import: sniffing, the validating pass, decoding, recording times.
 
 Sans-database like the other importers: it reads the one (seekable, binary) file it is given with PyAV
-(FFmpeg) and never touches a model. The import job (`voice_server.avatar.media_job`) transcribes what
+(FFmpeg) and never touches a model. The import job (`voice_server.avatar.imports.recordings_job`) transcribes what
 `speech_windows` yields.
 
 1. `sniff` says from the first bytes (and, for ambiguous containers, the name) whether a file is audio or
@@ -53,7 +53,7 @@ MAX_DURATION_S = 6 * 3600.0  # one file's audio; longer recordings are refused (
 TRUNCATION_TOLERANCE_S = 0.5  # decoded audio may fall this much (or 2 %) short of the declared length
 
 AUDIO_SUFFIXES = frozenset({".ogg", ".oga", ".opus", ".m4a", ".mp3", ".wav", ".aac", ".flac", ".amr", ".weba",
-                            ".mka"})  # fmt: skip
+                            ".mka"})
 VIDEO_SUFFIXES = frozenset({".mp4", ".mov", ".webm", ".mkv", ".m4v", ".3gp"})
 _M4A_BRANDS = frozenset({b"M4A ", b"M4B ", b"M4P ", b"F4A "})
 _MP3_SYNC = frozenset({0xFB, 0xFA, 0xF3, 0xF2, 0xE3, 0xE2, 0xF1, 0xF9, 0xF0, 0xF8})  # MPEG audio / ADTS
@@ -147,14 +147,14 @@ def probe(f: IO[bytes], name: str = "", kind: MediaKind | None = None) -> MediaI
             declared = _declared_seconds(audio, container)
             if declared is not None and declared > MAX_DURATION_S:
                 raise ImportFormatError(f"{what} lasts {declared / 3600:.1f} h; the limit is "
-                                        f"{MAX_DURATION_S / 3600:.0f} h per file: split it")  # fmt: skip
+                                        f"{MAX_DURATION_S / 3600:.0f} h per file: split it")
             seconds = _decode_length(container, audio, what)
             if declared is not None and seconds < declared - max(TRUNCATION_TOLERANCE_S, 0.02 * declared):
                 raise ImportFormatError(f"{what} is cut short: {seconds:.1f} s of audio decode, the file "
-                                        f"declares {declared:.1f} s (an incomplete copy?)")  # fmt: skip
+                                        f"declares {declared:.1f} s (an incomplete copy?)")
     _check_complete(f, format_name, size, what)
     return MediaInfo(found, format_name, _content_type(format_name, found, name), seconds, audio is not None,
-                     created, sha, size)  # fmt: skip
+                     created, sha, size)
 
 
 def _digest(f: IO[bytes]) -> tuple[str, int]:
@@ -352,7 +352,7 @@ def _mono(frame: av.AudioFrame) -> npt.NDArray[np.float32]:
 
 _IOS_MEDIA = re.compile(r"-(?:AUDIO|VIDEO|PHOTO)-(\d{4})-(\d{2})-(\d{2})-(\d{2})-(\d{2})-(\d{2})")
 _DATE_TIME = re.compile(r"(?<!\d)((?:19|20)\d{2})[-_.]?(\d{2})[-_.]?(\d{2})[ _T-]?(\d{2})[-_.:h]?(\d{2})[-_.:m]?(\d{2})"
-                        r"(?!\d)")  # fmt: skip
+                        r"(?!\d)")
 _DATE = re.compile(r"(?<!\d)((?:19|20)\d{2})[-_.]?(\d{2})[-_.]?(\d{2})(?!\d)")
 
 
