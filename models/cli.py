@@ -1,4 +1,4 @@
-"""``soma models ...`` subcommands, attached to the ``soma`` parser built in ``voice_server/cli.py``.
+"""``soma models ...`` subcommands, attached to the ``soma`` parser built by `voice_server.cli`.
 
 Contract with the caller: :func:`register` adds a ``models`` command whose subcommands set
 ``args.func``; the caller runs ``sys.exit(args.func(args))``. Handlers return an exit status and report

@@ -12,11 +12,27 @@ playout buffer at real-time pace.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
 
 Pcm = npt.NDArray[np.int16]
+
+TurnStateName = Literal["listening", "thinking", "speaking"]
+"""What the avatar is doing, for UIs (sent as these strings: ``soma.turn_state``, live session state)."""
+
+MarkName = Literal[
+    "speech_end",  # the VAD's end of the user's speech
+    "transcript_final",  # the final transcript that starts the turn
+    "llm_first_token",
+    "tts_first_chunk",
+    "first_audio_out",  # the transport pulled the reply's first audio
+    "barge_in_onset",  # the user started speaking over the reply
+    "interrupt_detected",
+    "audio_stopped",  # the reply's audio stopped after a barge-in
+]
+"""A per-turn latency mark's name; the strings reach events, stored turns and the metrics' stage names."""
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -123,16 +139,15 @@ class ReplyDone:
 class TurnState:
     """The avatar's state for UIs: ``listening``, ``thinking`` or ``speaking``."""
 
-    state: str
+    state: TurnStateName
 
 
 @dataclass(frozen=True, slots=True)
 class LatencyMark:
-    """A per-turn timestamp: ``speech_end``, ``transcript_final``, ``llm_first_token``, ``tts_first_chunk``,
-    ``first_audio_out``, ``interrupt_detected``, ``audio_stopped``."""
+    """A per-turn timestamp (see `MarkName`)."""
 
     turn_id: int
-    name: str
+    name: MarkName
     t: float
 
 
@@ -147,14 +162,29 @@ class ErrorEvent:
 OutputEvent = UserSpeech | UserTranscript | ReplyText | ReplyDone | TurnState | LatencyMark | ErrorEvent
 
 
+def is_control(event: OutputEvent) -> bool:
+    """Whether losing ``event`` would break a client's view of the conversation (`pipeline.outbound`: such
+    events are never dropped). Control: a reply's end, turn states, errors, VAD edges, the final transcript
+    that starts a turn and the empty partial that says an utterance was dropped. Bulk, dropped when the
+    client is too slow: reply text deltas, the texts of partial transcripts and latency marks — later
+    events (the final transcript, `ReplyDone`) carry the whole text again."""
+    match event:
+        case ReplyText() | LatencyMark():
+            return False
+        case UserTranscript(text=text, final=False):
+            return not text
+        case _:
+            return True
+
+
 @dataclass(slots=True)
 class TurnMarks:
     """Latency marks of one turn, filled as they happen (seconds on the session clock)."""
 
     turn_id: int
-    marks: dict[str, float] = field(default_factory=dict)
+    marks: dict[MarkName, float] = field(default_factory=dict)
 
-    def gap_ms(self, start: str, end: str) -> float | None:
+    def gap_ms(self, start: MarkName, end: MarkName) -> float | None:
         """Milliseconds from mark ``start`` to mark ``end``, if both happened."""
         if start in self.marks and end in self.marks:
             return (self.marks[end] - self.marks[start]) * 1000.0

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from pipeline.audio import resample, to_int16
 from pipeline.chunker import ClauseChunker
-from pipeline.frames import OutputEvent, ReplyText, Span, TokenUsage
+from pipeline.frames import MarkName, OutputEvent, ReplyText, Span, TokenUsage
 from pipeline.playout import Playout
 from pipeline.ports import Llm, Message, Tts
 from pipeline.tasks import cancel_and_wait
@@ -75,7 +75,7 @@ class Reply:
         tts: Tts | None,
         playout: Playout | None,
         emit: Callable[[OutputEvent], None],
-        mark: Callable[[str], None],
+        mark: Callable[[MarkName], None],
     ) -> None:
         if tts is not None and playout is None:
             raise ValueError("a voice reply needs a playout buffer")
@@ -169,9 +169,9 @@ class Reply:
             self._error = f"llm: {type(exc).__name__}"
         finally:
             if self._tts is not None and not self._interrupted:
-                # The sentinel must get through even if the queue is full; the TTS task is draining it.
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self._clauses.put(None)
+                # The sentinel waits for room if the queue is full: the TTS task is draining it. Only `interrupt`
+                # cancels this task, and it cancels the TTS task too, so a cancelled put needs no sentinel.
+                await self._clauses.put(None)
 
     async def _speak(self) -> None:
         assert self._tts is not None and self._playout is not None

@@ -26,6 +26,7 @@ from pipeline.frames import (
     Dtmf,
     ErrorEvent,
     LatencyMark,
+    MarkName,
     OutputEvent,
     ReplyDone,
     TextIn,
@@ -34,6 +35,7 @@ from pipeline.frames import (
     UserSpeech,
     UserTranscript,
 )
+from pipeline.outbound import OutboundEvents
 from pipeline.playout import Playout
 from pipeline.ports import Asr, ContextBuilder, FinishedTurn, Llm, Message, Transport, Tts, Vad
 from pipeline.reply import Reply, ReplyResult
@@ -63,7 +65,8 @@ class SessionConfig:
         history_messages: Messages of heard history kept in the prompt (short keeps the prompt fast).
         max_text_chars: Longer typed messages are cut to this (with an error event saying so).
         playout_buffer_s: Audio buffered ahead of the listener; bounds how much barge-in must drop.
-        event_queue: Outgoing events buffered for a slow transport before new ones are dropped.
+        event_queue: Outgoing bulk events (text deltas, partials, marks) buffered for a slow transport before
+            new ones are dropped; control events are never dropped (`pipeline.outbound`).
         user: Who is talking (passed to the context builder).
         dtmf_interrupt: The keypad key that stops the avatar's reply (phone calls); ``""`` for none.
         dtmf_pause_s: Digits typed with pauses shorter than this are sent as one message ("the caller pressed
@@ -165,7 +168,7 @@ class Session:
         self._utt: UtteranceAsr | None = None
         self._resampler: StreamResampler | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._events: asyncio.Queue[OutputEvent] = asyncio.Queue(self.config.event_queue)
+        self._events = OutboundEvents(self.config.event_queue)
         self._wake = asyncio.Event()
         self._reply: Reply | None = None
         self._reply_task: asyncio.Task[None] | None = None
@@ -175,7 +178,6 @@ class Session:
         self._partial: tuple[asyncio.Task[str], float] | None = None  # decode in flight, audio end time
         self._last_decode: tuple[asyncio.Task[str], float] | None = None  # newest decode (maybe finished)
         self._last_decode_end = 0.0
-        self._dropped_events = 0
         self._final_at: float | None = None
         self._speech_start_t = 0.0
         self._speech_end_t = 0.0
@@ -212,6 +214,8 @@ class Session:
         self._emit(TurnState("listening"))
         try:
             async for frame in self.transport.inputs():
+                # Backpressure: input errors and VAD edges are control events, which are never dropped.
+                await self._events.room_for_control()
                 match frame:
                     case AudioIn():
                         await self._on_audio(frame)
@@ -520,9 +524,8 @@ class Session:
         self.turns.append(marks)
         if self._observer is not None:
             self._observer.observe_turn(marks)
-        turn = FinishedTurn(
-            marks.turn_id, user_text, result.text, result.heard_text, result.interrupted, dict(marks.marks)
-        )
+        stored: dict[str, float] = dict(marks.marks.items())  # a copy; stored turns take chat's ``request`` too
+        turn = FinishedTurn(marks.turn_id, user_text, result.text, result.heard_text, result.interrupted, stored)
         self._spawn(self._record_then_announce(turn, result), "after-turn")
 
     async def _record_then_announce(self, turn: FinishedTurn, result: ReplyResult) -> None:
@@ -559,22 +562,17 @@ class Session:
 
     # ------------------------------------------------------------------------------------------- plumbing
 
-    def _mark(self, marks: TurnMarks, name: str) -> None:
+    def _mark(self, marks: TurnMarks, name: MarkName) -> None:
         if name not in marks.marks:
             marks.marks[name] = self.now()
             self._emit(LatencyMark(marks.turn_id, name, marks.marks[name]))
 
-    def _mark_current(self, name: str) -> None:
+    def _mark_current(self, name: MarkName) -> None:
         if self._marks is not None:
             self._mark(self._marks, name)
 
     def _emit(self, event: OutputEvent) -> None:
-        try:
-            self._events.put_nowait(event)
-        except asyncio.QueueFull:
-            self._dropped_events += 1
-            if self._dropped_events in (1, 100, 10_000):
-                log.warning("transport is not keeping up: %d events dropped", self._dropped_events)
+        self._events.put(event)
 
     async def _send_events(self) -> None:
         while True:

@@ -29,6 +29,8 @@ SCOPES = frozenset({
     "*", "calls", "chat", "memories", "memories:read", "memories:write", "persona", "media", "media:read",
     "media:write", "admin", "events", "proactive", "proactive:read", "proactive:write",
 })
+# What a token's owner may see of it (never its hash).
+TOKEN_COLUMNS = "id, name, scopes, created_at, expires_at, last_used_at, revoked_at"
 USERNAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{1,31}$")
 MIN_PASSWORD_LEN = 8
 MAX_PASSWORD_LEN = 1024  # argon2 accepts more, but a megabyte "password" is an attack, not a password
@@ -150,6 +152,37 @@ async def create_user(
     return row
 
 
+async def get_user(conn: Conn, user_id: uuid.UUID) -> dict[str, Any] | None:
+    """The user's public row (``id, username, display_name, is_admin, created_at``); ``None`` when the account
+    is gone (erased while a token or job was in flight)."""
+    cur = await conn.execute(
+        "SELECT id, username, display_name, is_admin, timezone, created_at FROM users WHERE id = %s", (user_id,)
+    )
+    return await cur.fetchone()
+
+
+async def list_users(conn: Conn) -> list[dict[str, Any]]:
+    """Every account, oldest first: ``id, username, display_name, created_at, timezone`` (the proactive
+    planner's pass over all users; callers filter by these ids in their own owners' bulk reads)."""
+    cur = await conn.execute(
+        "SELECT id, username, display_name, created_at, timezone FROM users ORDER BY created_at"
+    )
+    return list(await cur.fetchall())
+
+
+async def get_timezone(conn: Conn, user_id: uuid.UUID) -> str:
+    """The user's IANA timezone name (``UTC`` until they choose one, and for an unknown user)."""
+    cur = await conn.execute("SELECT timezone FROM users WHERE id = %s", (user_id,))
+    row = await cur.fetchone()
+    return str(row["timezone"]) if row is not None else "UTC"
+
+
+async def set_timezone(conn: Conn, user_id: uuid.UUID, timezone: str) -> None:
+    """Store the user's timezone, in the caller's transaction. The caller validates ``timezone`` (an IANA name:
+    `voice_server.avatar.proactive.rules.zone_of`); an unknown user changes nothing."""
+    await conn.execute("UPDATE users SET timezone = %s WHERE id = %s", (timezone, user_id))
+
+
 async def check_login(conn: Conn, username: str, password: str) -> dict[str, Any] | None:
     """Return the user row when the password matches, else ``None`` (same cost either way)."""
     cur = await conn.execute(
@@ -203,6 +236,14 @@ async def authenticate(conn: Conn, secret: str) -> Principal | None:
     return Principal(row["user_id"], row["username"], row["is_admin"], frozenset(row["scopes"]), row["token_id"])
 
 
+async def list_tokens(conn: Conn, user_id: uuid.UUID) -> list[dict[str, Any]]:
+    """The user's tokens (`TOKEN_COLUMNS`), newest first, at most 500 (revoked and expired ones included)."""
+    cur = await conn.execute(
+        f"SELECT {TOKEN_COLUMNS} FROM api_tokens WHERE user_id = %s ORDER BY created_at DESC LIMIT 500", (user_id,)
+    )
+    return list(await cur.fetchall())
+
+
 async def revoke_token(conn: Conn, user_id: uuid.UUID, token_id: uuid.UUID) -> bool:
     """Revoke one of ``user_id``'s tokens; False when it is not theirs or already revoked."""
     cur = await conn.execute(
@@ -210,3 +251,17 @@ async def revoke_token(conn: Conn, user_id: uuid.UUID, token_id: uuid.UUID) -> b
         (token_id, user_id),
     )
     return cur.rowcount == 1
+
+
+async def export_account(conn: Conn, user_id: uuid.UUID) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+    """``user_id``'s profile and their tokens' metadata, for their export: never a password or token hash."""
+    cur = await conn.execute(
+        "SELECT id, username, display_name, is_admin, timezone, created_at FROM users WHERE id = %s", (user_id,)
+    )
+    account = await cur.fetchone()
+    cur = await conn.execute(
+        "SELECT id, name, scopes, created_at, expires_at, last_used_at, revoked_at FROM api_tokens"
+        " WHERE user_id = %s ORDER BY created_at",
+        (user_id,),
+    )
+    return account, await cur.fetchall()

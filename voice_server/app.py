@@ -6,7 +6,6 @@ import asyncio
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
@@ -14,6 +13,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 from starlette.middleware.cors import CORSMiddleware
 
+from models.llm import CT2Llm
 from models.prompt_fit import PromptLimits
 from voice_server.api import (
     auth_routes,
@@ -30,6 +30,8 @@ from voice_server.api import (
     sip_routes,
     system,
 )
+from voice_server.api.audit_http import AuditMiddleware
+from voice_server.app_state import AppState
 from voice_server.avatar.calls_first import CallsFirstAsr, CallsFirstLlm
 from voice_server.avatar.imports.job import worker_id
 from voice_server.avatar.imports.recordings_plan import MediaTools
@@ -40,7 +42,6 @@ from voice_server.errors import install_error_handlers
 from voice_server.http_limits import BodyLimitMiddleware
 from voice_server.metrics import Metrics, MetricsMiddleware
 from voice_server.resources import Resources
-from voice_server.security.audit_http import AuditMiddleware
 from voice_server.security_headers import SecurityHeadersMiddleware, cors_options
 from voice_server.sip.service import start_sip
 from voice_server.user_files import MediaStore
@@ -62,41 +63,41 @@ def create_app(settings: Settings, resources: Resources | None = None) -> FastAP
 
     @asynccontextmanager
     async def serving(app: FastAPI, res: Resources) -> AsyncIterator[None]:
-        app.state.resources = res
+        models = res.models
         llm_metrics: Collector | None = None
-        if res.models is not None and res.models.llm is not None:
+        if models is not None and models.llm is not None:
             # Before anything generates: every channel reads the limits from the LLM handle.
-            res.models.llm.limits = PromptLimits(res.settings.max_prompt_tokens, res.settings.max_item_tokens)
-            llm_metrics = LlmCollector(res.models.llm)
+            models.llm.limits = PromptLimits(res.settings.max_prompt_tokens, res.settings.max_item_tokens)
+            llm_metrics = LlmCollector(models.llm)
             res.metrics.registry.register(llm_metrics)
-        app.state.calls = CallManager(res)
-        app.state.sip = await start_sip(res)
-        embedder = res.models.embed if res.models is not None else None
-        def busy() -> bool:
-            return res.metrics.live_total() > 0
-
+        calls = CallManager(res)
+        sip = await start_sip(res)
+        embedder = models.embed if models is not None else None
         wait_s = float(res.settings.import_calls_first_max_wait_s)
-        asr = CallsFirstAsr(res.models.asr, busy, max_wait_s=wait_s) if res.models is not None else None
+        asr = None
+        if models is not None and models.asr is not None:
+            asr = CallsFirstAsr(models.asr, res.live_calls, max_wait_s=wait_s)
         media = MediaTools(asr, MediaStore(res.db, res.keys, res.settings.media_dir), res.settings.media_max_bytes)
-        app.state.imports = ImportService(
+        imports = ImportService(
             res.db, res.keys, embedder, res.settings.data_dir, media, on_imported=res.persona.after_import,
             per_user=res.settings.import_max_per_user,
         )
-        await app.state.imports.start()
-        llm = CallsFirstLlm(res.models.llm, busy) if res.models is not None else None
-        app.state.proactive = ProactiveService(
+        await imports.start()
+        llm = CallsFirstLlm(models.llm, res.live_calls) if models is not None and models.llm is not None else None
+        proactive = ProactiveService(
             res.db, res.keys, worker=await asyncio.to_thread(worker_id, res.settings.data_dir), llm=llm,
             schedule=res.settings.proactive, interval_s=float(res.settings.proactive_interval_s),
         )
-        await app.state.proactive.start()
+        await proactive.start()
+        app.state.soma = AppState(res, calls, sip, imports, proactive)
         try:
             yield
         finally:
-            await app.state.proactive.aclose()
-            await app.state.imports.aclose()
-            if app.state.sip is not None:
-                await app.state.sip.aclose()
-            await app.state.calls.aclose()
+            await proactive.aclose()
+            await imports.aclose()
+            if sip is not None:
+                await sip.aclose()
+            await calls.aclose()
             if llm_metrics is not None:
                 res.metrics.registry.unregister(llm_metrics)
 
@@ -157,7 +158,7 @@ class LlmCollector(Collector):
     their client leaves or the server shuts down (the decoding count drops to 0, the token count stops).
     """
 
-    def __init__(self, llm: Any) -> None:
+    def __init__(self, llm: CT2Llm) -> None:
         self._batcher = llm.batcher
 
     def collect(self) -> Iterable[Metric]:

@@ -108,7 +108,7 @@ class Settings:
             ``0.0.0.0`` bind); ``None`` = the bind host.
         sip_rtp_ports: ``low-high`` UDP port range for RTP, one port per call; below the kernel's ephemeral ports
             (32768-60999 on Linux) so outgoing connections do not take them.
-        sip_trunks: JSON list of trunks allowed to call in (see `voice_server.sip.routing.Trunk`): name, ``allow``
+        sip_trunks: JSON list of trunks allowed to call in (see `voice_server.sip.trunks.Trunk`): name, ``allow``
             (IP networks), optional ``username``/``password`` for digest auth, ``algorithms``. Empty: any source that
             can reach `sip_bind` may call (only sensible on loopback or a trusted LAN).
         sip_max_calls: Most simultaneous SIP calls (503 beyond).
@@ -287,7 +287,7 @@ class Settings:
         for name, least, most in bounds:
             if not least <= getattr(self, name) <= most:
                 raise ConfigError(f"{name}: must be {least}-{most}, got {getattr(self, name)}")
-        from voice_server.sip.routing import TrunkError, parse_trunks  # here: config must not import SIP eagerly
+        from voice_server.sip.trunks import TrunkError, parse_trunks  # here: only SIP settings need the parser
 
         try:
             parse_trunks(self.sip_trunks)

@@ -14,7 +14,8 @@ import logging
 import time
 import uuid
 from collections.abc import Sequence
-from typing import Literal
+from datetime import datetime
+from typing import Any, Literal
 
 from pipeline.ports import FinishedTurn, Message
 from voice_server.avatar.bond.service import BondService
@@ -22,8 +23,9 @@ from voice_server.avatar.memory.service import MemoryService, Recent
 from voice_server.avatar.persona.service import PersonaService
 from voice_server.live_sessions import LiveSessions, LiveState, heard_messages, window
 from voice_server.security import fields
-from voice_server.security.keys import Keyring
+from voice_server.security.keys import Conn, Keyring, UserKey
 from voice_server.stores.postgres import Database
+from voice_server.stores.user_rows import UserRows
 
 log = logging.getLogger(__name__)
 
@@ -175,6 +177,70 @@ class ConversationStore:
         return heard_messages(opened)[-max_messages:]
 
 
+async def conversation_page(
+    conn: Conn, key: UserKey, *, before: datetime | None, limit: int
+) -> tuple[list[dict[str, Any]], bool]:
+    """The key's owner's conversations updated before ``before`` (all when ``None``), most recently active
+    first, at most ``limit``, and whether more follow. Each: ``id, avatar, channel, started_at, updated_at,
+    ended_at``, ``turns`` (their count) and ``preview`` (the first thing the user said, opened, at most 200
+    characters; "" when none)."""
+    cur = await conn.execute(
+        "SELECT c.id, c.avatar, c.channel, c.started_at, c.updated_at, c.ended_at,"
+        " (SELECT count(*) FROM turns t WHERE t.conversation_id = c.id) AS turns,"
+        " (SELECT t.user_text FROM turns t WHERE t.conversation_id = c.id AND t.turn_index = 1) AS preview"
+        " FROM conversations c WHERE c.user_id = %s AND (%s::timestamptz IS NULL OR c.updated_at < %s)"
+        " ORDER BY c.updated_at DESC LIMIT %s",
+        (key.user_id, before, before, limit + 1),
+    )
+    rows = await cur.fetchall()
+    page = [
+        {**row, "preview": "" if row["preview"] is None
+         else key.open(row["preview"], fields.turn("user_text", row["id"], 1))[:200]}
+        for row in rows[:limit]
+    ]
+    return page, len(rows) > limit
+
+
+async def turn_page(
+    conn: Conn, key: UserKey, conversation_id: uuid.UUID, *, after: int, limit: int
+) -> tuple[list[dict[str, Any]], bool]:
+    """Turns of the key's owner's conversation with an index above ``after``, in order, at most ``limit``,
+    texts opened (`fields.open_turn`), and whether more follow; none when the conversation is not theirs."""
+    cur = await conn.execute(
+        "SELECT conversation_id, turn_index, user_text, heard_text, reply_text, interrupted, marks, created_at"
+        " FROM turns WHERE conversation_id = %s AND user_id = %s AND turn_index > %s"
+        " ORDER BY turn_index LIMIT %s",
+        (conversation_id, key.user_id, after, limit + 1),
+    )
+    rows = await cur.fetchall()
+    return [fields.open_turn(key, row) for row in rows[:limit]], len(rows) > limit
+
+
+async def delete_conversation(conn: Conn, user_id: uuid.UUID, conversation_id: uuid.UUID) -> None:
+    """Delete the user's conversation (its turns cascade), in the caller's transaction."""
+    await conn.execute("DELETE FROM conversations WHERE id = %s AND user_id = %s", (conversation_id, user_id))
+
+
+async def last_turn_at(conn: Conn, user_id: uuid.UUID) -> datetime | None:
+    """When the user's latest recorded turn was committed (``None``: they never talked)."""
+    cur = await conn.execute("SELECT max(created_at) AS at FROM turns WHERE user_id = %s", (user_id,))
+    row = await cur.fetchone()
+    return row["at"] if row is not None else None
+
+
+async def activity(conn: Conn, user_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, dict[str, Any]]:
+    """Per user of ``user_ids``: ``last_turn`` (as `last_turn_at`) and ``conversations`` (how many of their
+    conversations hold at least one turn), in one query whose per-user lookups use the per-user indexes."""
+    cur = await conn.execute(
+        "SELECT u.id AS user_id, (SELECT max(t.created_at) FROM turns t WHERE t.user_id = u.id) AS last_turn,"
+        " (SELECT count(*) FROM conversations c WHERE c.user_id = u.id"
+        "  AND EXISTS (SELECT 1 FROM turns t WHERE t.conversation_id = c.id)) AS conversations"
+        " FROM unnest(%s::uuid[]) AS u(id)",
+        (list(user_ids),),
+    )
+    return {row["user_id"]: row for row in await cur.fetchall()}
+
+
 def late_context(*sections: str) -> str:
     """The turn's own system material (recalled memories, the user's writing examples, ...) as one section."""
     return "\n\n".join(s for s in sections if s)
@@ -213,6 +279,29 @@ def prompt(system: str, history: Sequence[Message], memories: str, user_text: st
     recalled: list[Message] = [{"role": "system", "content": memories}] if memories else []
     asked: list[Message] = [{"role": "user", "content": user_text}] if user_text else []  # none: avatar speaks first
     return [{"role": "system", "content": system}, *history, *recalled, *asked]
+
+
+async def record_turn(
+    store: ConversationStore,
+    conversation_id: uuid.UUID,
+    user_id: uuid.UUID,
+    turn: FinishedTurn,
+    *,
+    memory: MemoryService | None,
+    bond: BondService | None,
+) -> int:
+    """Record one finished turn of any channel: commit it (`ConversationStore.add_turn`), then hand the user's
+    words to long-term memory and the bond (both queued, off the turn's path). Returns the stored turn's id.
+
+    Every channel records turns through this: sessions via `AvatarContext.after_turn`, chat completions
+    directly (each request is one turn of the user's running ``chat`` conversation).
+    """
+    turn_id = await store.add_turn(conversation_id, user_id, turn)
+    if memory is not None and turn.user_text:
+        memory.learn_later(user_id, conversation_id, turn_id, turn.user_text)
+    if bond is not None and turn.user_text:
+        bond.observe(user_id, turn.user_text)
+    return turn_id
 
 
 class AvatarContext:
@@ -286,16 +375,34 @@ class AvatarContext:
             await sessions.save(state)
 
     async def after_turn(self, user: str, turn: FinishedTurn) -> None:
-        turn_id = await self.store.add_turn(self.conversation_id, self.user_id, turn)
+        turn_id = await record_turn(self.store, self.conversation_id, self.user_id, turn, memory=self.memory,
+                                    bond=self.bond)
         self._stored[turn.turn_id] = turn_id
         while len(self._stored) > _STORED_IDS:
             self._stored.popitem(last=False)
-        if self.memory is not None and turn.user_text:
-            self.memory.learn_later(self.user_id, self.conversation_id, turn_id, turn.user_text)
-        if self.bond is not None and turn.user_text:
-            self.bond.observe(self.user_id, turn.user_text)
         if self.live is not None:
             sessions, state = self.live
             state.history = window(state.history, turn.user_text, turn.heard_text)
             state.turn_state, state.pending, state.last_turn_at = "listening", None, time.time()
             await sessions.save(state)
+
+
+async def export_conversations(conn: Conn, user_id: uuid.UUID) -> list[dict[str, Any]]:
+    """``user_id``'s conversations (no turns: see `export_turns`) for their export, oldest first."""
+    cur = await conn.execute(
+        "SELECT id, avatar, channel, started_at, updated_at, ended_at FROM conversations WHERE user_id = %s"
+        " ORDER BY started_at",
+        (user_id,),
+    )
+    return await cur.fetchall()
+
+
+def export_turns(key: UserKey, user_id: uuid.UUID) -> UserRows:
+    """Every turn of ``user_id``, opened with their data key ``key``, for their export."""
+
+    async def opened(row: dict[str, Any]) -> dict[str, Any]:
+        return fields.open_turn(key, row)
+
+    return UserRows(
+        "SELECT conversation_id, turn_index, user_text, reply_text, heard_text, interrupted, marks, created_at"
+        " FROM turns WHERE user_id = %s ORDER BY conversation_id, turn_index", (user_id,), opened)

@@ -19,7 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from voice_server.security.keys import DecryptionError
+from voice_server.integrity import DataIntegrityError
 
 log = logging.getLogger(__name__)
 
@@ -212,6 +212,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ApiError, on_api_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
-    app.add_exception_handler(DecryptionError, on_undecryptable)
+    app.add_exception_handler(DataIntegrityError, on_undecryptable)
     app.add_exception_handler(Exception, on_unexpected)
     app.openapi = _openapi_with_400(app)  # type: ignore[method-assign]

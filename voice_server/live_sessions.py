@@ -18,11 +18,12 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import psycopg
 from redis.exceptions import RedisError
 
+from pipeline.frames import TurnStateName
 from pipeline.ports import Message
 from voice_server.security import fields
 from voice_server.security.keys import DecryptionError, Keyring
@@ -35,6 +36,9 @@ SESSION_TTL_S = 30 * 60
 HISTORY_WINDOW = 20  # messages kept in the live state (the session's own history bound)
 REDIS_TIMEOUT_S = 0.25
 PREFIX = "sess_"
+
+LiveTurnState = TurnStateName | Literal["disconnected"]
+"""A live session's state: the avatar's, or ``disconnected`` once its transport closed (resumable)."""
 
 
 def session_id_for(conversation_id: uuid.UUID) -> str:
@@ -61,7 +65,7 @@ class LiveState:
     conversation_id: str
     avatar: str
     channel: str
-    turn_state: str = "listening"
+    turn_state: LiveTurnState = "listening"
     pending: str | None = None
     history: list[Message] = field(default_factory=list)
     started_at: float = field(default_factory=time.time)

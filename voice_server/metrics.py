@@ -14,10 +14,10 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from pipeline.frames import TurnMarks
+from pipeline.frames import MarkName, TurnMarks
 
-# Stage name → (from mark, to mark); marks are named in pipeline.frames.LatencyMark.
-TURN_STAGES: dict[str, tuple[str, str]] = {
+# Stage name → (from mark, to mark).
+TURN_STAGES: dict[str, tuple[MarkName, MarkName]] = {
     "transcript_final": ("speech_end", "transcript_final"),
     "llm_first_token": ("speech_end", "llm_first_token"),
     "tts_first_chunk": ("speech_end", "tts_first_chunk"),

@@ -1,8 +1,8 @@
 """Everything the server holds for its lifetime: database, session store, models, metrics.
 
 Opened once (by the app's lifespan, or by ``soma serve`` before it starts listening so that start-up errors
-are reported as one line) and passed down explicitly through ``app.state.resources``; nothing here is a
-global.
+are reported as one line) and passed down explicitly (a serving app holds them in its
+`voice_server.app_state.AppState`); nothing here is a global.
 """
 
 from __future__ import annotations
@@ -14,21 +14,25 @@ import os
 import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING
 
 from voice_server.avatar.bond.service import BondService
 from voice_server.avatar.memory.policy import RecallWeights
 from voice_server.avatar.memory.service import MemoryService
 from voice_server.avatar.persona.service import PersonaService
 from voice_server.config import Settings
+from voice_server.live_calls import LiveCalls
 from voice_server.metrics import Metrics
 from voice_server.security.audit import AuditLog
 from voice_server.security.backfill import reseal_legacy
 from voice_server.security.keys import KeyFileError, Keyring, load_master_keys
 from voice_server.stores.postgres import Database
 from voice_server.stores.redis_store import SessionStore
+
+if TYPE_CHECKING:  # types only: importing the model runtimes (ctranslate2, onnxruntime) is paid when loading
+    from models.registry import ModelSet
 
 log = logging.getLogger(__name__)
 
@@ -53,12 +57,13 @@ class Resources:
         audit: The hash-chained audit log.
         persona: Users' personas (rebuilds, cached system prompts, per-turn examples).
         bond: The users' emotional bonds (observed after each turn, a tone line before each answer).
+        live_calls: The conversations live now (background model work waits for none to be).
     """
 
     settings: Settings
     db: Database
     sessions: SessionStore
-    models: Any
+    models: ModelSet | None
     memory: MemoryService | None
     metrics: Metrics
     started_at: float
@@ -66,6 +71,7 @@ class Resources:
     audit: AuditLog
     persona: PersonaService
     bond: BondService | None = None
+    live_calls: LiveCalls = field(default_factory=LiveCalls)
 
     @classmethod
     @asynccontextmanager
@@ -99,9 +105,9 @@ class Resources:
                 if not models_task.done():
                     models_task.cancel()
                 # The loading thread cannot be interrupted; wait for it so its models are closed, not leaked.
-                results = await asyncio.gather(models_task, return_exceptions=True)
-                if results and hasattr(results[0], "close"):
-                    results[0].close()
+                loaded = (await asyncio.gather(models_task, return_exceptions=True))[0]
+                if loaded is not None and not isinstance(loaded, BaseException):
+                    loaded.close()
                 raise
             if models is not None:
                 stack.callback(models.close)
@@ -147,7 +153,7 @@ async def _keyring(settings: Settings, db: Database) -> Keyring:
 
 @asynccontextmanager
 async def _memory_service(
-    settings: Settings, db: Database, keys: Keyring, models: Any
+    settings: Settings, db: Database, keys: Keyring, models: ModelSet | None
 ) -> AsyncIterator[MemoryService | None]:
     """The memory service when the embedder is loaded; its worker is drained and stopped on exit."""
     if models is None or models.embed is None:
@@ -165,7 +171,7 @@ async def _memory_service(
 
 
 @asynccontextmanager
-async def _persona_service(db: Database, keys: Keyring, models: Any) -> AsyncIterator[PersonaService]:
+async def _persona_service(db: Database, keys: Keyring, models: ModelSet | None) -> AsyncIterator[PersonaService]:
     """The persona service (examples only with the embedder); its worker is stopped on exit."""
     persona = PersonaService(db, keys, models.embed if models is not None else None)
     await persona.start()
@@ -202,14 +208,14 @@ def check_models(settings: Settings) -> None:
     require_models(settings.models_dir, names, settings.model_profile)
 
 
-def model_names(model_set: Any) -> list[str]:
+def model_names(model_set: ModelSet | None) -> list[str]:
     """``role:model`` for each loaded model (for /healthz)."""
     if model_set is None:
         return []
     return [f"{role}:{name}" for role, name in model_set.names.items()]
 
 
-async def _load_models(settings: Settings, metrics: Metrics) -> Any:
+async def _load_models(settings: Settings, metrics: Metrics) -> ModelSet | None:
     if not settings.load_models:
         return None
     from models.registry import ThreadConfig, load_models

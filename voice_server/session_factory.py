@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 from prometheus_client import Gauge
 
@@ -20,15 +20,19 @@ from voice_server.accounts import Principal
 from voice_server.avatar.directory import Avatar
 from voice_server.conversations import AvatarContext, Channel, ConversationStore
 from voice_server.errors import ApiError
+from voice_server.live_calls import LiveCalls
 from voice_server.live_sessions import HISTORY_WINDOW as HISTORY
 from voice_server.live_sessions import LiveSessions, LiveState, session_id_for
 from voice_server.resources import Resources
+
+if TYPE_CHECKING:  # types only: the model runtimes are imported when the models load
+    from models.registry import ModelSet
 
 RESUME_WINDOW_S = 30 * 60.0  # turns younger than this seed a new session's history
 Voice = Literal["fast", "quality"]
 
 
-def session_models(model_set: Any, voice: Voice = "fast", *, need_audio: bool = True) -> SessionModels:
+def session_models(model_set: ModelSet | None, voice: Voice = "fast", *, need_audio: bool = True) -> SessionModels:
     """The shared model handles a session uses, with the chosen voice (the other one if it is not loaded).
 
     Raises:
@@ -52,7 +56,8 @@ def session_models(model_set: Any, voice: Voice = "fast", *, need_audio: bool = 
 
 @dataclass(slots=True)
 class Conversation:
-    """A session bound to a recorded conversation. Call `close` after the session's `run` ended."""
+    """A session bound to a recorded conversation. Channels run it in a
+    `voice_server.session_lifetime.SessionLifetime`, which calls `close` after the session's `run` ended."""
 
     session: Session
     context: AvatarContext
@@ -60,6 +65,7 @@ class Conversation:
     live: Gauge
     state: LiveState
     sessions: LiveSessions
+    calls: LiveCalls
 
     @property
     def session_id(self) -> str:
@@ -74,6 +80,7 @@ class Conversation:
             await self.store.end(self.context.conversation_id, self.context.user_id)
         finally:
             self.live.dec()
+            self.calls.closed()
 
 
 async def find_session(
@@ -136,4 +143,5 @@ async def open_conversation(
                       history=history)
     live = res.metrics.live_conversations.labels(channel)
     live.inc()
-    return Conversation(session, context, store, live, state, sessions)
+    res.live_calls.opened()
+    return Conversation(session, context, store, live, state, sessions, res.live_calls)

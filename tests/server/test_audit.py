@@ -17,6 +17,7 @@ import pytest
 from psycopg.rows import dict_row
 
 from tests.conftest import SOMA, ServerProcess, new_user, soma_env, start_server
+from tests.server_api import api
 from voice_server.security.audit import chain_hash
 
 pytestmark = pytest.mark.timeout(300)
@@ -30,17 +31,6 @@ def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     )
     yield server
     server.stop()
-
-
-def auth(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
-
-def api(server: ServerProcess, method: str, path: str, token: str | None, **kwargs: Any) -> httpx.Response:
-    """One request as ``token``'s user (none: anonymous); extra ``headers`` are merged in. The timeout allows
-    a chat completion with the ci models."""
-    headers = {**(auth(token) if token else {}), **kwargs.pop("headers", {})}
-    return httpx.request(method, server.base_url + path, headers=headers, timeout=120, **kwargs)
 
 
 def db_as(server: ServerProcess, user: str) -> psycopg.Connection[dict[str, Any]]:

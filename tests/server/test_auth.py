@@ -14,6 +14,7 @@ from pgserver.utils import PostmasterInfo
 from soma_client import SomaClient, SomaError
 
 from tests.conftest import ServerProcess
+from tests.server_api import auth
 
 PASSWORD_A = "alpha-" + secrets.token_hex(8)
 PASSWORD_B = "bravo-" + secrets.token_hex(8)
@@ -117,7 +118,7 @@ def test_expired_token_is_401(server: ServerProcess, alice: SomaClient) -> None:
             )
 
     asyncio.run(expire())
-    r = httpx.get(server.base_url + "/v1/me", headers={"Authorization": f"Bearer {created['token']}"})
+    r = httpx.get(server.base_url + "/v1/me", headers=auth(created['token']))
     assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_token"
 
 

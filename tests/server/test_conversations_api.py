@@ -12,6 +12,7 @@ import openai
 import pytest
 
 from tests.conftest import ServerProcess, new_user, start_server
+from tests.server_api import user_client
 
 pytestmark = [pytest.mark.models, pytest.mark.slow]
 
@@ -23,7 +24,7 @@ def chat(server: ServerProcess, token: str, text: str) -> str:
 
 
 def api(server: ServerProcess, token: str) -> httpx.Client:
-    return httpx.Client(base_url=server.base_url, headers={"Authorization": f"Bearer {token}"}, timeout=30)
+    return user_client(server.base_url, token, timeout=30)
 
 
 def test_history_lists_pages_and_deletes_only_for_the_owner(model_server: ServerProcess) -> None:

@@ -21,6 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import ServerProcess, new_user
+from tests.server_api import auth
 from voice_server.http_limits import MAX_JSON_INT_DIGITS, json_body_problem
 from voice_server.security.share_links import PREFIX, check_token, make_token
 
@@ -150,12 +151,8 @@ def test_the_json_check_is_cheap_on_a_megabyte(body: bytes) -> None:
 # --------------------------------------------------------------------------------------- against a server
 
 
-def _auth(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
-
 def _post(server: ServerProcess, path: str, token: str, body: bytes, **headers: str) -> httpx.Response:
-    headers = {"Content-Type": "application/json", **_auth(token), **headers}
+    headers = {"Content-Type": "application/json", **auth(token), **headers}
     return httpx.post(server.base_url + path, content=body, headers=headers, timeout=30)
 
 
@@ -196,7 +193,7 @@ async def test_the_check_cannot_be_sidestepped(server: ServerProcess) -> None:
         for i in range(0, len(body), size):
             yield body[i : i + size]
 
-    async with httpx.AsyncClient(timeout=30, headers=_auth(token)) as client:
+    async with httpx.AsyncClient(timeout=30, headers=auth(token)) as client:
         json_type = {"Content-Type": "application/json"}
         assert _invalid_json(await client.post(url, content=chunked(bad), headers=json_type))
         huge = b'{"name": "' + b"x" * (2 * 1024 * 1024) + b'"}'
@@ -229,8 +226,8 @@ def test_content_length_with_thousands_of_digits_is_not_a_500(server: ServerProc
     for length, body, statuses in [(b"0" * 5000 + b"2", b"{}", {400}), (b"9" * 30, b"{}", {400, 413})]:
         with socket.create_connection((host, int(port)), timeout=10) as conn:
             head = b"POST /v1/auth/tokens HTTP/1.1\r\nHost: soma\r\nContent-Type: application/json\r\n"
-            auth = b"Authorization: Bearer " + token.encode() + b"\r\n"
-            conn.sendall(head + auth + b"Content-Length: " + length + b"\r\n\r\n" + body)
+            bearer = b"Authorization: Bearer " + token.encode() + b"\r\n"
+            conn.sendall(head + bearer + b"Content-Length: " + length + b"\r\n\r\n" + body)
             status = int(conn.recv(64).split(b" ")[1])
         assert status in statuses, (length[-8:], status)
 
@@ -240,9 +237,9 @@ def test_uploads_are_not_read_as_json(server: ServerProcess) -> None:
     _, token = new_user(server, "upload")
     content = b'{"x": "\\ud800", "n": ' + BIG_INT.encode() + b"}"
     r = httpx.post(server.base_url + "/v1/media", params={"name": "odd.json"}, content=content,
-                   headers={"Content-Type": "application/json", **_auth(token)})
+                   headers={"Content-Type": "application/json", **auth(token)})
     assert r.status_code == 201, r.text
-    got = httpx.get(server.base_url + r.json()["content_url"], headers=_auth(token))
+    got = httpx.get(server.base_url + r.json()["content_url"], headers=auth(token))
     assert got.content == content
 
 
@@ -292,11 +289,11 @@ def test_share_links_open_only_by_their_canonical_token(server: ServerProcess) -
     (404, like an unknown link)."""
     _, token = new_user(server, "sharer")
     media = httpx.post(server.base_url + "/v1/media", params={"name": "a.txt"}, content=b"shared bytes",
-                       headers={"Content-Type": "text/plain", **_auth(token)}).json()
+                       headers={"Content-Type": "text/plain", **auth(token)}).json()
     tried = 0
     for _ in range(10):  # until a token's standard-alphabet spelling differs (it has a '-' or '_')
         link = httpx.post(server.base_url + "/v1/share-links", json={"media_id": media["id"]},
-                          headers=_auth(token)).json()
+                          headers=auth(token)).json()
         opened = httpx.get(server.base_url + link["url"])
         assert opened.status_code == 200 and opened.content == b"shared bytes"
         for variant in spellings(link["token"]):
@@ -315,7 +312,7 @@ def test_bearer_tokens_have_one_spelling(server: ServerProcess) -> None:
         _, token = new_user(server, "bearer")
         if "-" in token[5:] or "_" in token[5:]:
             break
-    assert httpx.get(server.base_url + "/v1/me", headers=_auth(token)).status_code == 200
+    assert httpx.get(server.base_url + "/v1/me", headers=auth(token)).status_code == 200
     body = token.removeprefix("soma_")
     for variant in {"soma_" + body + "=", "soma_" + body.replace("-", "+").replace("_", "/")} - {token}:
-        assert httpx.get(server.base_url + "/v1/me", headers=_auth(variant)).status_code == 401, variant
+        assert httpx.get(server.base_url + "/v1/me", headers=auth(variant)).status_code == 401, variant

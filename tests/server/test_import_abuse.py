@@ -20,9 +20,9 @@ import websockets
 from tests.avatar import import_fixtures as fx
 from tests.avatar import media_fixtures as mf
 from tests.conftest import ServerProcess, new_user, start_server
-from tests.server.test_audit import api, auth
+from tests.eventually import eventually
 from tests.server.test_imports import follow, stored, user_id_of
-from tests.server.test_realtime_abuse import _metric, ws_url
+from tests.server_api import api, auth, metric, ws_url
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.models]
 ME = "Me Myself"
@@ -121,10 +121,8 @@ def test_a_user_at_their_quota_gets_429_and_others_still_import(srv: ServerProce
     for thread in held:
         thread.start()
     try:
-        deadline = time.monotonic() + 30
-        while len(list(folder.glob("*.part"))) < PER_USER:  # both admitted and writing
-            assert time.monotonic() < deadline, "the held uploads never started"
-            time.sleep(0.05)
+        eventually(lambda: len(list(folder.glob("*.part"))) >= PER_USER, timeout_s=30, interval=0.05,
+                   what="both held uploads admitted and writing")
         refused = api(srv, "POST", "/v1/imports", token_a, params={"me": ME, "name": "chat.txt"}, content=body)
         assert refused.status_code == 429, refused.text
         assert refused.json()["error"]["code"] == "imports_quota" and int(refused.headers["Retry-After"]) > 0
@@ -160,8 +158,8 @@ async def test_an_idle_open_conversation_delays_a_media_import_only_by_the_bound
 
     async with websockets.connect(ws_url(srv), additional_headers=auth(token)) as ws:
         assert json.loads(await ws.recv())["type"] == "session.created"
-        assert _metric(srv, "soma_live_conversations") >= 1
+        assert metric(srv, "soma_live_conversations") >= 1
         kind, final, took = await asyncio.wait_for(asyncio.to_thread(import_note), 120)
-        assert _metric(srv, "soma_live_conversations") >= 1  # the conversation was open throughout
+        assert metric(srv, "soma_live_conversations") >= 1  # the conversation was open throughout
     assert kind == "done" and final["read"] >= 1 and final["media"][0]["status"] == "transcribed", final
     assert took < 60

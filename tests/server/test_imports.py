@@ -18,8 +18,9 @@ import pytest
 
 from tests.avatar import import_fixtures as fx
 from tests.conftest import REPO, SOMA, ServerProcess, new_user, soma_env, start_server
-from tests.server.test_audit import api, auth
+from tests.eventually import eventually
 from tests.server.test_privacy import admin_db, files_containing, flush_to_disk
+from tests.server_api import api, auth
 
 pytestmark = [pytest.mark.timeout(600), pytest.mark.models]
 ME = "Me Myself"
@@ -165,13 +166,10 @@ def test_the_avatar_answers_from_an_imported_fact(srv: ServerProcess, tmp_path: 
             "max_tokens": 24}
     r = api(srv, "POST", "/v1/chat/completions", token, json=body)
     assert r.status_code == 200, r.text
-    deadline = time.monotonic() + 30  # recall stamps are written in the background, off the reply's path
-    while time.monotonic() < deadline:
-        got = api(srv, "GET", f"/v1/memories/{fact['id']}", token).json()
-        if got["recall_count"] >= 1:
-            break
-        time.sleep(0.2)
-    assert got["recall_count"] >= 1 and got["last_recalled_at"], got
+    # Recall stamps are written in the background, off the reply's path.
+    got = eventually(lambda: api(srv, "GET", f"/v1/memories/{fact['id']}", token).json(),
+                     until=lambda m: m["recall_count"] >= 1, timeout_s=30, what="the recall stamp")
+    assert got["last_recalled_at"], got
 
 
 def test_unknown_format_and_scopes_are_refused(srv: ServerProcess) -> None:

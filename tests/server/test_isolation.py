@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -34,7 +33,8 @@ from websockets.exceptions import InvalidStatus
 
 from tests.avatar import media_fixtures as mf
 from tests.conftest import ServerProcess, free_port, new_user, soma_env, start_server
-from tests.server.test_realtime_abuse import ws_url
+from tests.eventually import eventually
+from tests.server_api import auth, ws_url
 from voice_server.app import create_app
 from voice_server.config import load_settings
 from voice_server.live_sessions import session_id_for
@@ -64,10 +64,6 @@ OWNER_STATUS = {("POST", "/v1/realtime/calls/{call_id}"): 409, ("GET", "/v1/shar
                 ("POST", "/v1/imports/{import_id}/cancel"): 409}
 # Bodies the spec cannot describe (a raw SDP offer); filled in once A's offer exists.
 RAW_BODY_TYPES = {("POST", "/v1/realtime/calls"): "application/sdp"}
-
-
-def auth(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 @pytest.fixture(scope="module")
@@ -333,10 +329,8 @@ def alice(srv: ServerProcess, fuzz_token: str) -> Owner:
                                             "kind": "anniversary"})
     assert r.status_code == 201, r.text
     milestone_id = r.json()["id"]
-    deadline = time.monotonic() + 60
-    while not (notes := api("GET", "/v1/notifications").json()["data"]):
-        assert time.monotonic() < deadline, "the milestone's message never came"
-        time.sleep(0.3)
+    notes = eventually(lambda: api("GET", "/v1/notifications").json()["data"], timeout_s=60, interval=0.3,
+                       what="the milestone's message")
     user_id = api("GET", "/v1/me").json()["id"]
     ids = {
         "conversation_id": chat_conversation,

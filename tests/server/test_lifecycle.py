@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ssl
-import time
 from pathlib import Path
 
 import httpx
@@ -13,6 +12,7 @@ import pytest
 from psycopg.rows import dict_row
 
 from tests.conftest import start_server
+from tests.eventually import eventually
 from voice_server.config import Settings
 from voice_server.resources import DataDirBusyError, Resources
 from voice_server.stores.postgres import load_migrations
@@ -30,10 +30,9 @@ def _processes_using(path: Path) -> list[psutil.Process]:
 
 
 def _wait_gone(path: Path, timeout: float = 10) -> list[psutil.Process]:
-    deadline = time.monotonic() + timeout
-    while (left := _processes_using(path)) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    return left
+    """The processes still using ``path`` once there are none (fails, naming them, after ``timeout`` seconds)."""
+    return eventually(lambda: _processes_using(path), until=lambda left: not left, timeout_s=timeout, interval=0.1,
+                      what=f"no process left using {path}")
 
 
 async def test_embedded_stores_have_pgvector_and_stop_cleanly(tmp_path: Path) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -17,14 +16,11 @@ import websockets
 from websockets.exceptions import InvalidStatus
 
 from tests.conftest import ServerProcess, new_user
-from tests.server.test_realtime_abuse import ws_url
+from tests.eventually import eventually_async
+from tests.server_api import auth, ws_url
 from voice_server.stores.redis_store import SessionStore
 
 SECRET = "Zorblax"
-
-
-def auth(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 async def text_turns(
@@ -116,16 +112,14 @@ async def test_redis_crash_mid_session_keeps_the_context(model_server: ServerPro
         model_server, token, [f"My name is {SECRET}.", "What is my name?"], between=crash_redis
     )
     assert sizes[1] - await fresh_prompt(model_server, "What is my name?") >= 8
-    deadline = time.monotonic() + 10
-    while True:
+
+    def restarted() -> bool:
         try:
-            new_pid = redis_pid(model_server)
-            if new_pid != old_pid and redis_client(model_server).ping():
-                break
+            return redis_pid(model_server) != old_pid and bool(redis_client(model_server).ping())
         except (ValueError, redis.RedisError):
-            pass
-        assert time.monotonic() < deadline, "redis was not restarted"
-        await asyncio.sleep(0.1)
+            return False
+
+    await eventually_async(restarted, timeout_s=10, interval=0.1, what="the supervisor to restart redis")
     redis_client(model_server).delete(f"session:{session_id}")  # as if Redis had lost everything
     _, _, (size,) = await text_turns(model_server, token, ["What is my name again?"], session_id=session_id)
     assert size - await fresh_prompt(model_server, "What is my name again?") >= 8

@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from tests.conftest import SOMA, ServerProcess, new_user, soma_env, start_server
+from tests.server_api import auth
 from voice_server.security.keys import load_master_keys
 
 pytestmark = pytest.mark.timeout(300)
@@ -21,14 +22,14 @@ def soma(server_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 def upload(server: ServerProcess, token: str, data: bytes) -> str:
     r = httpx.post(server.base_url + "/v1/media", params={"name": "n.bin"}, content=data,
-                   headers={"Authorization": f"Bearer {token}"})
+                   headers=auth(token))
     assert r.status_code == 201, r.text
     media_id: str = r.json()["id"]
     return media_id
 
 
 def download(server: ServerProcess, token: str, media_id: str) -> bytes:
-    r = httpx.get(server.base_url + f"/v1/media/{media_id}/content", headers={"Authorization": f"Bearer {token}"})
+    r = httpx.get(server.base_url + f"/v1/media/{media_id}/content", headers=auth(token))
     assert r.status_code == 200, r.text
     return r.content
 

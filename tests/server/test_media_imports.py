@@ -17,9 +17,9 @@ import pytest
 
 from tests.avatar import media_fixtures as mf
 from tests.conftest import REPO, SOMA, ServerProcess, new_user, soma_env, start_server
-from tests.server.test_audit import api
 from tests.server.test_imports import follow, stored, user_id_of
 from tests.server.test_privacy import admin_db, files_containing, flush_to_disk
+from tests.server_api import api
 
 pytestmark = [pytest.mark.timeout(600), pytest.mark.models]
 ME = "Me Myself"

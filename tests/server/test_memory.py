@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -18,13 +17,11 @@ import httpx
 import pytest
 
 from tests.conftest import ServerProcess, new_user, start_server
+from tests.eventually import eventually
 from tests.server.test_live_sessions import text_turns
+from tests.server_api import auth
 
 pytestmark = pytest.mark.timeout(600)
-
-
-def auth(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 def memories(server: ServerProcess, token: str, **params: Any) -> list[dict[str, Any]]:
@@ -36,13 +33,8 @@ def memories(server: ServerProcess, token: str, **params: Any) -> list[dict[str,
 
 def wait_for_memory(server: ServerProcess, token: str, predicate: Any, limit_s: float = 30) -> list[dict[str, Any]]:
     """Poll the memories list (learning runs in the background) until ``predicate(list)`` holds."""
-    deadline = time.monotonic() + limit_s
-    while True:
-        found = memories(server, token, include_superseded="true")
-        if predicate(found):
-            return found
-        assert time.monotonic() < deadline, f"memories never matched: {found}"
-        time.sleep(0.2)
+    return eventually(lambda: memories(server, token, include_superseded="true"), until=predicate,
+                      timeout_s=limit_s, what="the memories to match")
 
 
 def chat(server: ServerProcess, token: str, text: str) -> str:

@@ -13,6 +13,7 @@ import openai
 import pytest
 
 from tests.conftest import ServerProcess, new_user
+from tests.server_api import auth
 
 pytestmark = [pytest.mark.models, pytest.mark.slow]
 SECRET = "Zorblax"
@@ -146,7 +147,7 @@ def test_stateless_by_default_history_on_request(model_server: ServerProcess) ->
         stateless = sdk.chat.completions.create(model="soma", messages=question, max_tokens=16)
         remembered = sdk.chat.completions.create(model="soma", messages=question, max_tokens=16, extra_body=recent)
         listing = httpx.get(
-            model_server.base_url + "/v1/conversations", headers={"Authorization": f"Bearer {token}"}, timeout=30
+            model_server.base_url + "/v1/conversations", headers=auth(token), timeout=30
         ).json()["data"]
     assert first.usage is not None and stateless.usage is not None and remembered.usage is not None
     assert stateless.usage.prompt_tokens == first.usage.prompt_tokens

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import ssl
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,8 @@ import websockets
 
 from tests.audio_fixtures import spoken
 from tests.conftest import ServerProcess, new_user, start_server
+from tests.eventually import eventually_async
+from tests.server_api import auth
 
 pytestmark = [pytest.mark.models, pytest.mark.slow]
 SECRET = "Zorblax"
@@ -34,7 +35,7 @@ def aclient(server: ServerProcess, token: str) -> openai.AsyncOpenAI:
 
 def stored_turns(server: ServerProcess, token: str) -> list[dict[str, Any]]:
     """The user's stored turns, oldest first, as they read them back (turn text is sealed in the database)."""
-    headers = {"Authorization": f"Bearer {token}"}
+    headers = auth(token)
     conversations = httpx.get(server.base_url + "/v1/conversations", headers=headers, timeout=30).json()["data"]
     turns: list[dict[str, Any]] = []
     for c in sorted(conversations, key=lambda c: str(c["started_at"])):
@@ -136,7 +137,7 @@ def test_chat_rejects_bad_requests_clearly(model_server: ServerProcess) -> None:
         oc.chat.completions.create(model="soma", messages=[{"role": "user", "content": "hi"}])
     url = model_server.base_url + "/v1/chat/completions"
     big = {"model": "soma", "messages": [{"role": "user", "content": "x" * (2 * 1024 * 1024)}]}
-    r = httpx.post(url, json=big, headers={"Authorization": f"Bearer {token}"}, timeout=30)
+    r = httpx.post(url, json=big, headers=auth(token), timeout=30)
     assert r.status_code == 413 and r.json()["error"]["code"] == "request_too_large"
     r = httpx.post(url, content=b"{not json", headers={"Authorization": f"Bearer {token}",
                                                         "Content-Type": "application/json"})
@@ -210,10 +211,8 @@ async def test_realtime_cancel_records_only_what_was_sent(model_server: ServerPr
                 status = event.response.status
     await ac.close()
     assert status == "cancelled"
-    deadline = time.monotonic() + 10
-    while not (rows := stored_turns(model_server, token)):
-        assert time.monotonic() < deadline, "turn not recorded"
-        await asyncio.sleep(0.1)
+    rows = await eventually_async(lambda: stored_turns(model_server, token), timeout_s=10, interval=0.1,
+                                  what="the turn to be recorded")
     ((heard, interrupted, reply),) = [(t["heard_text"], t["interrupted"], t["reply_text"]) for t in rows]
     assert interrupted and heard == "".join(sent).strip() and heard == reply.strip()
 
@@ -226,7 +225,7 @@ async def test_realtime_handshake_needs_a_valid_token_and_model(model_server: Se
     for headers, query, status in [
         ({}, "", 401),
         ({"Authorization": "Bearer soma_forged"}, "", 401),
-        ({"Authorization": f"Bearer {token}"}, "?model=someone-else", 404),
+        (auth(token), "?model=someone-else", 404),
     ]:
         with pytest.raises(websockets.InvalidStatus) as info:
             async with websockets.connect(ws_url + query, additional_headers=headers):

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import json
-import time
 import uuid
 import zipfile
 from collections.abc import Iterator
@@ -18,8 +17,9 @@ import pytest
 from pipeline.session import DEFAULT_PERSONA
 from tests.avatar import persona_fixtures as fx
 from tests.conftest import ServerProcess, new_user, start_server
-from tests.server.test_audit import auth
-from tests.server.test_privacy import admin_db, api, files_containing, flush_to_disk
+from tests.eventually import eventually
+from tests.server.test_privacy import admin_db, files_containing, flush_to_disk
+from tests.server_api import api, auth
 
 pytestmark = [pytest.mark.timeout(600), pytest.mark.models]
 NAME = "WhatsApp Chat with Ana Souza.txt"
@@ -35,13 +35,11 @@ def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
 
 def wait_ready(srv: ServerProcess, token: str, *, after: str | None = None) -> dict[str, Any]:
     """Poll until the persona is ``ready`` (and built after ``after``, when given)."""
-    deadline = time.monotonic() + 120
-    while True:
-        persona: dict[str, Any] = api(srv, "GET", "/v1/persona", token).json()
-        if persona["status"] == "ready" and (after is None or persona["built_at"] > after):
-            return persona
-        assert time.monotonic() < deadline, persona
-        time.sleep(0.3)
+    persona: dict[str, Any] = eventually(
+        lambda: api(srv, "GET", "/v1/persona", token).json(),
+        until=lambda p: p["status"] == "ready" and (after is None or p["built_at"] > after),
+        timeout_s=120, interval=0.3, what="the persona to be ready")
+    return persona
 
 
 def import_sam(srv: ServerProcess, token: str, body: bytes | None = None) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import time
 import uuid
 import zipfile
 from collections.abc import Iterator
@@ -23,9 +22,11 @@ import pytest
 import redis
 
 from tests.conftest import ServerProcess, new_user, start_server
-from tests.server.test_audit import api, db_as
+from tests.eventually import eventually
+from tests.server.test_audit import db_as
 from tests.server.test_live_sessions import text_turns
-from voice_server.security.export import EXPORTED_TABLES, NOT_EXPORTED
+from tests.server_api import api
+from voice_server.privacy.export import EXPORTED_TABLES, NOT_EXPORTED
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -51,13 +52,10 @@ def chat(server: ServerProcess, token: str, text: str) -> None:
 
 
 def wait_memories(server: ServerProcess, token: str, at_least: int) -> list[dict[str, Any]]:
-    deadline = time.monotonic() + 60
-    while True:
-        found: list[dict[str, Any]] = api(server, "GET", "/v1/memories", token).json()["data"]
-        if len(found) >= at_least:
-            return found
-        assert time.monotonic() < deadline, found
-        time.sleep(0.3)
+    found: list[dict[str, Any]] = eventually(
+        lambda: api(server, "GET", "/v1/memories", token).json()["data"], until=lambda ms: len(ms) >= at_least,
+        timeout_s=60, interval=0.3, what=f"{at_least} memories")
+    return found
 
 
 def plant(server: ServerProcess, token: str, tag: str) -> dict[str, str]:
@@ -178,6 +176,8 @@ def test_export_holds_everything_stored_about_the_user(srv: ServerProcess) -> No
     assert r.status_code == 201
     line = {"extension": "4711", "allowed_callers": ["+4930999888"]}
     assert api(srv, "PUT", "/v1/sip/line", token, json=line).status_code == 200
+    settings = {"timezone": "Europe/Lisbon", "morning_time": "07:30"}
+    assert api(srv, "PUT", "/v1/proactive/settings", token, json=settings).status_code == 200
     archive_bytes = api(srv, "GET", "/v1/me/export", token)
     assert archive_bytes.status_code == 200, archive_bytes.text
     assert archive_bytes.headers["content-type"] == "application/zip"
@@ -206,6 +206,9 @@ def test_export_holds_everything_stored_about_the_user(srv: ServerProcess) -> No
     account = json.loads(archive.read("account.json"))
     assert "password_hash" not in json.dumps(account) and "token_hash" not in json.dumps(account)
     assert account["sip_line"] == line
+    assert account["user"]["timezone"] == "Europe/Lisbon" and manifest["format"] == 3  # the account's, since 0010
+    (proactive,) = jsonl(archive, "proactive_settings.jsonl")
+    assert proactive["morning_time"] == "07:30:00" and "timezone" not in proactive
     with admin_db(srv) as db:  # the caller allow-list (people's phone numbers) is sealed at rest
         row = db.execute("SELECT allowed_callers FROM sip_lines WHERE user_id = %s", (user_id,)).fetchone()
         assert row is not None and b"4930999888" not in bytes(row["allowed_callers"])

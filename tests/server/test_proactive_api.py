@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import time
 import zipfile
 from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime
@@ -26,17 +25,14 @@ import pytest
 import websockets
 
 from tests.conftest import ServerProcess, new_user, start_server
-from tests.server.test_audit import api, db_as
-from tests.server.test_realtime_abuse import ws_url
+from tests.eventually import eventually
+from tests.server.test_audit import db_as
+from tests.server_api import api, auth, ws_url
 
 pytestmark = pytest.mark.timeout(300)
 
 DUE_NOW = {"timezone": "UTC", "morning_time": "00:00", "quiet_hours": {"start": "00:00", "end": "00:00"},
            "disabled_kinds": ["greeting", "checkin", "on_this_day"]}
-
-
-def auth(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 def years_ago(today: date, n: int) -> date:
@@ -60,15 +56,24 @@ def make_due(server: ServerProcess, token: str, title: str, years: int = 1) -> d
 
 
 def wait_notifications(server: ServerProcess, token: str, count: int, timeout: float = 60) -> list[dict[str, Any]]:
-    deadline = time.monotonic() + timeout
-    while True:
+    """The user's notifications once there are at least ``count`` (the scheduler sends them in the background)."""
+
+    def listed() -> list[dict[str, Any]]:
         r = api(server, "GET", "/v1/notifications", token)
         assert r.status_code == 200, r.text
         found: list[dict[str, Any]] = r.json()["data"]
-        if len(found) >= count:
-            return found
-        assert time.monotonic() < deadline, found
-        time.sleep(0.3)
+        return found
+
+    return eventually(listed, until=lambda found: len(found) >= count, timeout_s=timeout, interval=0.3,
+                      what=f"{count} notification(s)")
+
+
+def wait_bond(server: ServerProcess, token: str) -> dict[str, Any]:
+    """The bond once the background worker applied a turn (a mood and a streak)."""
+    bond: dict[str, Any] = eventually(lambda: api(server, "GET", "/v1/bond", token).json(),
+                                      until=lambda b: b["mood"] is not None and b["streak_days"] != 0,
+                                      timeout_s=30, what="the bond to have a mood and a streak")
+    return bond
 
 
 async def next_event(lines: AsyncIterator[str], wait_s: float = 60) -> dict[str, str]:
@@ -178,10 +183,7 @@ def test_the_bond_follows_real_turns_and_resets(model_server: ServerProcess) -> 
     for text in ("I feel terrible, my dog died.", "Everything is awful and I am so sad."):
         body = {"model": "soma", "messages": [{"role": "user", "content": text}], "max_tokens": 8}
         assert api(model_server, "POST", "/v1/chat/completions", token, json=body).status_code == 200
-    deadline = time.monotonic() + 30
-    while (bond := api(model_server, "GET", "/v1/bond", token).json())["mood"] is None or bond["streak_days"] == 0:
-        assert time.monotonic() < deadline, bond
-        time.sleep(0.2)
+    bond = wait_bond(model_server, token)
     assert bond["mood"]["label"] == "negative" and bond["last_contact"] is not None
     assert bond["trust"] > start["trust"] and "gentle" in bond["tone"]
     assert api(model_server, "DELETE", "/v1/bond", token).status_code == 204

@@ -9,17 +9,17 @@ import base64
 import contextlib
 import json
 import socket
-import time
 from collections.abc import Callable
 from urllib.parse import urlparse
 
-import httpx
 import psutil
 import pytest
 import websockets
 from websockets.asyncio.client import ClientConnection
 
 from tests.conftest import ServerProcess, new_user
+from tests.eventually import eventually_async
+from tests.server_api import auth, metric, ws_url
 
 pytestmark = [pytest.mark.models, pytest.mark.slow]
 
@@ -50,14 +50,10 @@ BAD: list[Callable[[int], str | bytes]] = [
 ]
 
 
-def ws_url(server: ServerProcess) -> str:
-    return server.base_url.replace("http", "ws") + "/v1/realtime"
-
-
 async def healthy_turns(server: ServerProcess, token: str, turns: int) -> list[str]:
     """A well-behaved text session running next to the abuse: returns each response's final status."""
     statuses = []
-    async with websockets.connect(ws_url(server), additional_headers={"Authorization": f"Bearer {token}"}) as ws:
+    async with websockets.connect(ws_url(server), additional_headers=auth(token)) as ws:
         await ws.send(json.dumps({"type": "session.update", "session": {"output_modalities": ["text"]}}))
         for n in range(turns):
             text = f"Give me tip number {n} for sleeping well."
@@ -76,7 +72,7 @@ async def test_thousand_malformed_messages_each_get_an_error(model_server: Serve
     _, token = new_user(model_server, "fuzz")
     _, healthy_token = new_user(model_server, "calm")
     healthy = asyncio.create_task(healthy_turns(model_server, healthy_token, 2))
-    headers = {"Authorization": f"Bearer {token}"}
+    headers = auth(token)
     async with websockets.connect(ws_url(model_server), additional_headers=headers, max_size=None) as ws:
         assert json.loads(await ws.recv())["type"] == "session.created"
         codes: list[str] = []
@@ -105,7 +101,7 @@ async def test_thousand_malformed_messages_each_get_an_error(model_server: Serve
 async def test_frame_over_the_limit_closes_with_1009(model_server: ServerProcess) -> None:
     """A frame beyond the server's 2 MiB WebSocket limit closes the connection with 1009 (message too big)."""
     _, token = new_user(model_server)
-    async with websockets.connect(ws_url(model_server), additional_headers={"Authorization": f"Bearer {token}"},
+    async with websockets.connect(ws_url(model_server), additional_headers=auth(token),
                                   max_size=None) as ws:
         await ws.recv()
         with pytest.raises(websockets.ConnectionClosed):
@@ -117,7 +113,7 @@ async def test_frame_over_the_limit_closes_with_1009(model_server: ServerProcess
 async def test_flood_is_rate_limited_then_closed(model_server: ServerProcess) -> None:
     """A client flooding far past 200 messages/s gets rate_limit_exceeded errors and then a 1008 close."""
     _, token = new_user(model_server)
-    async with websockets.connect(ws_url(model_server), additional_headers={"Authorization": f"Bearer {token}"}) as ws:
+    async with websockets.connect(ws_url(model_server), additional_headers=auth(token)) as ws:
         await ws.recv()
         codes: set[str] = set()
 
@@ -145,7 +141,7 @@ async def test_client_that_stops_reading_is_closed_not_buffered(model_server: Se
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a tiny window: the server's sends back up fast
     sock.connect((url.hostname, url.port))
     ws: ClientConnection = await websockets.connect(
-        ws_url(model_server), sock=sock, additional_headers={"Authorization": f"Bearer {token}"}, max_queue=1
+        ws_url(model_server), sock=sock, additional_headers=auth(token), max_queue=1
     )
     closed = False
     try:
@@ -166,24 +162,18 @@ async def test_client_that_stops_reading_is_closed_not_buffered(model_server: Se
     assert await healthy_turns(model_server, other, 1) == ["completed"]
 
 
-def _metric(server: ServerProcess, name: str) -> float:
-    text = httpx.get(server.base_url + "/metrics", timeout=10).text
-    values = [float(line.split()[-1]) for line in text.splitlines() if line.startswith(name)]
-    return sum(values)
-
-
 async def test_sequential_connections_release_their_resources(model_server: ServerProcess) -> None:
     """50 connections, one after another, each with a text turn (half of them dropped mid-answer): no
     conversation stays live, and tasks, threads and memory do not grow from the 20th connection to the 50th
     (the first twenty warm up pools and caches, which grow once to a bound)."""
     _, token = new_user(model_server)
     proc = psutil.Process(model_server.proc.pid)
-    headers = {"Authorization": f"Bearer {token}"}
+    headers = auth(token)
     baseline: tuple[float, float, int] | None = None
     for n in range(50):
         if n == 20:
             await _settled(model_server)
-            tasks, threads = _metric(model_server, "soma_asyncio_tasks"), _metric(model_server, "soma_threads")
+            tasks, threads = metric(model_server, "soma_asyncio_tasks"), metric(model_server, "soma_threads")
             baseline = tasks, threads, proc.memory_info().rss
         async with websockets.connect(ws_url(model_server), additional_headers=headers) as ws:
             await ws.send(json.dumps({"type": "session.update", "session": {"output_modalities": ["text"]}}))
@@ -196,15 +186,13 @@ async def test_sequential_connections_release_their_resources(model_server: Serv
     await _settled(model_server)
     assert baseline is not None
     tasks0, threads0, rss0 = baseline
-    assert _metric(model_server, "soma_asyncio_tasks") <= tasks0 + 2
-    assert _metric(model_server, "soma_threads") <= threads0
+    assert metric(model_server, "soma_asyncio_tasks") <= tasks0 + 2
+    assert metric(model_server, "soma_threads") <= threads0
     # A leaked session costs well over 2 MB (buffers, history, tasks); allocator steps of ~20 MB happen once.
     assert (proc.memory_info().rss - rss0) / 2**20 < 60
 
 
 async def _settled(server: ServerProcess) -> None:
     """Wait until no conversation is live (closing sessions finish their bookkeeping first)."""
-    deadline = time.monotonic() + 15
-    while _metric(server, "soma_live_conversations") > 0:
-        assert time.monotonic() < deadline, "conversations still live"
-        await asyncio.sleep(0.2)
+    await eventually_async(lambda: metric(server, "soma_live_conversations") == 0, timeout_s=15,
+                           what="no conversation left live")

@@ -29,6 +29,8 @@ import websockets
 from websockets.asyncio.client import ClientConnection
 
 from tests.conftest import REPO, ServerProcess, new_user, start_server
+from tests.eventually import eventually
+from tests.server_api import auth, metric, ws_url
 
 pytestmark = [pytest.mark.models, pytest.mark.slow]
 
@@ -48,17 +50,11 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     shutil.rmtree(srv.data_dir, ignore_errors=True)
 
 
-def metric(server: ServerProcess, name: str) -> float:
-    text = httpx.get(server.base_url + "/metrics", timeout=10).text
-    return sum(float(line.split()[-1]) for line in text.splitlines() if line.split(" ")[0] == name)
-
-
 def wait_until_idle(server: ServerProcess, limit_s: float) -> float:
     """Seconds until the LLM decodes nothing (fails after ``limit_s``)."""
     started = time.monotonic()
-    while metric(server, "soma_llm_sequences_decoding") > 0:
-        assert time.monotonic() - started < limit_s, "the LLM is still generating"
-        time.sleep(0.02)
+    eventually(lambda: metric(server, "soma_llm_sequences_decoding") == 0, timeout_s=limit_s, interval=0.02,
+               what="the LLM to stop generating")
     return time.monotonic() - started
 
 
@@ -69,8 +65,7 @@ def item(text: str, **extra: Any) -> str:
 
 
 async def connect(server: ServerProcess, token: str) -> ClientConnection:
-    ws = await websockets.connect(server.base_url.replace("http", "ws") + "/v1/realtime",
-                                  additional_headers={"Authorization": f"Bearer {token}"}, max_size=None)
+    ws = await websockets.connect(ws_url(server), additional_headers=auth(token), max_size=None)
     assert json.loads(await ws.recv())["type"] == "session.created"
     return ws
 
@@ -194,7 +189,7 @@ def test_chat_prompt_cap_counts_tokens_not_characters(server: ServerProcess) -> 
     body = {"model": "soma", "messages": [{"role": "user", "content": "😀" * 1000}]}
     started = time.monotonic()
     response = httpx.post(server.base_url + "/v1/chat/completions", json=body,
-                          headers={"Authorization": f"Bearer {token}"}, timeout=30)
+                          headers=auth(token), timeout=30)
     assert response.status_code == 400, response.text
     assert response.json()["error"]["code"] == "context_length_exceeded"
     assert f"at most {PROMPT_BUDGET}" in response.json()["error"]["message"]
@@ -229,7 +224,7 @@ def test_generation_stops_when_the_chat_client_disconnects(server: ServerProcess
     _, token = new_user(server)
     body = {"model": "soma", "stream": True, "max_tokens": 2048, "messages": STORY}
     with httpx.Client(timeout=30) as client, client.stream("POST", server.base_url + "/v1/chat/completions",
-                                                           json=body, headers={"Authorization": f"Bearer {token}"}
+                                                           json=body, headers=auth(token)
                                                            ) as response:
         assert response.status_code == 200
         chunks = 0
@@ -257,7 +252,7 @@ def _chat_in_background(server: ServerProcess, token: str, body: dict[str, Any],
                     "POST",
                     server.base_url + "/v1/chat/completions",
                     json=body,
-                    headers={"Authorization": f"Bearer {token}"},
+                    headers=auth(token),
                 ) as response,
             ):
                 chunks = 0
@@ -319,10 +314,8 @@ def test_sigterm_while_a_long_prompt_is_encoded_exits_within_the_deadline(tmp_pa
         prompt = [STORY[0], {"role": "user", "content": "🙂" * 2300}]
         _chat_in_background(srv, token, {"model": "soma", "stream": True, "max_tokens": 64, "messages": prompt},
                             threading.Event())
-        deadline = time.monotonic() + 10
-        while metric(srv, "soma_llm_sequences_decoding") == 0:
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
+        eventually(lambda: metric(srv, "soma_llm_sequences_decoding") > 0, timeout_s=10, interval=0.02,
+                   what="the LLM to start on the prompt")
         time.sleep(0.5)
         assert metric(srv, "soma_llm_tokens_decoded_total") == 0  # still encoding the prompt
         code, seconds = _stop_timed(srv, 10)
@@ -339,7 +332,7 @@ def test_watchdog_ends_a_shutdown_that_hangs() -> None:
     (what a thread inside native compute looks like to the interpreter)."""
     script = (
         "import threading, time\n"
-        "from voice_server.cli import ShutdownDeadline\n"
+        "from voice_server.cli.serve import ShutdownDeadline\n"
         "threading.Thread(target=time.sleep, args=(60,)).start()\n"
         "ShutdownDeadline(1.0).arm()\n"
     )

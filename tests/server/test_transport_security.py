@@ -34,6 +34,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
 from tests.conftest import ServerProcess, start_server
+from tests.server_api import auth
 
 LOCKOUT_S = 4
 MAX_FAILURES = 5  # the default login_max_failures
@@ -264,7 +265,7 @@ def test_security_headers_on_api_and_page(tls_server: ServerProcess) -> None:
     """API answers (success and error) and the static call page carry the headers; only /v1/ is no-store."""
     _, _, token = _signup(tls_server)
     with httpx.Client(base_url=tls_server.base_url, verify=False) as client:
-        me = client.get("/v1/me", headers={"Authorization": f"Bearer {token}", "Origin": FOREIGN_ORIGIN})
+        me = client.get("/v1/me", headers={**auth(token), "Origin": FOREIGN_ORIGIN})
         denied = client.get("/v1/me")
         page = client.get("/")
         module = client.get("/app.js")
@@ -374,7 +375,7 @@ async def _ws_refusal(url: str, token: str, origin: str | None, ctx: ssl.SSLCont
     """Open the realtime WebSocket expecting a refusal; return (HTTP status, error code)."""
     kwargs = {"origin": origin} if origin is not None else {}
     with pytest.raises(websockets.InvalidStatus) as refused:
-        async with websockets.connect(url, additional_headers={"Authorization": f"Bearer {token}"}, ssl=ctx, **kwargs):
+        async with websockets.connect(url, additional_headers=auth(token), ssl=ctx, **kwargs):
             pass
     response = refused.value.response
     return response.status_code, json.loads(response.body or b"{}").get("error", {}).get("code", "")
@@ -403,7 +404,7 @@ async def test_websocket_own_origin_and_no_origin_are_accepted(model_server: Ser
     _, token = new_user(model_server, "wsorigin")
     host, port = _address(model_server)
     url = f"ws://{host}:{port}/v1/realtime"
-    headers = {"Authorization": f"Bearer {token}"}
+    headers = auth(token)
     for origin in (f"http://{host}:{port}", None):
         kwargs = {"origin": origin} if origin is not None else {}
         async with websockets.connect(url, additional_headers=headers, **kwargs) as ws:

@@ -23,6 +23,7 @@ from aiortc import RTCSessionDescription
 
 from tests.conftest import ServerProcess, start_server
 from tests.server.test_webrtc_calls import RATE, Caller, Microphone, typed_turn
+from tests.server_api import auth
 from voice_server.api.call_routes import MAX_FORM_BYTES
 from voice_server.realtime.protocol import MAX_INSTRUCTIONS_CHARS
 from voice_server.webrtc.offer import MAX_OFFER_BYTES
@@ -68,14 +69,14 @@ def live_calls(server: ServerProcess, tls: ssl.SSLContext) -> float:
 
 
 def webrtc_conversations(server: ServerProcess, tls: ssl.SSLContext, token: str) -> list[dict[str, Any]]:
-    r = httpx.get(server.base_url + "/v1/conversations", headers={"Authorization": f"Bearer {token}"}, verify=tls,
+    r = httpx.get(server.base_url + "/v1/conversations", headers=auth(token), verify=tls,
                   timeout=10)
     return [c for c in r.json()["data"] if c["channel"] == "webrtc"]
 
 
 async def hang_up(server: ServerProcess, tls: ssl.SSLContext, token: str, location: str) -> None:
     async with httpx.AsyncClient(verify=tls, timeout=30) as client:
-        r = await client.delete(server.base_url + location, headers={"Authorization": f"Bearer {token}"})
+        r = await client.delete(server.base_url + location, headers=auth(token))
         assert r.status_code == 204, r.text
 
 
@@ -196,7 +197,7 @@ async def test_malformed_and_oversized_forms_are_refused(
     caller = Caller(Microphone(np.zeros(RATE, np.int16)))
     offer = await caller.offer()
     url = tls_server.base_url + "/v1/realtime/calls"
-    auth = {"Authorization": f"Bearer {token}"}
+    bearer = auth(token)
     good_session = json.dumps({"type": "realtime"})
 
     def fields(**parts: tuple[str | None, str, str]) -> dict[str, tuple[str | None, str, str]]:
@@ -233,13 +234,13 @@ async def test_malformed_and_oversized_forms_are_refused(
     try:
         async with httpx.AsyncClient(verify=tls, timeout=30) as http:
             for files, status, code in form_cases:
-                r = await http.post(url, params={"model": "soma"}, files=files, headers=auth)
+                r = await http.post(url, params={"model": "soma"}, files=files, headers=bearer)
                 assert r.status_code == status, (list(files), r.text)
                 error = r.json()["error"]
                 assert error["code"] == code and error["message"], (list(files), error)
             for body, content_type, status, code in raw_cases:
                 r = await http.post(url, params={"model": "soma"}, content=body,
-                                    headers={**auth, "Content-Type": content_type})
+                                    headers={**bearer, "Content-Type": content_type})
                 assert r.status_code == status, (content_type, body[:40], r.text)
                 assert r.json()["error"]["code"] == code, r.text
                 if status == 415:

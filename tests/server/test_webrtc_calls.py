@@ -21,7 +21,8 @@ from aiortc.mediastreams import MediaStreamError
 
 from tests.audio_fixtures import spoken
 from tests.conftest import ServerProcess, new_user
-from tests.server.test_realtime_abuse import _metric
+from tests.eventually import eventually_async
+from tests.server_api import auth, metric
 
 RATE = 48_000
 FRAME = 960  # 20 ms
@@ -105,16 +106,12 @@ class Caller:
         await self.pc.close()
 
 
-def auth(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
-
 def calls_url(server: ServerProcess) -> str:
     return server.base_url + "/v1/realtime/calls"
 
 
 async def place(client: httpx.AsyncClient, server: ServerProcess, token: str, sdp: str) -> httpx.Response:
-    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/sdp"}
+    headers = {**auth(token), "Content-Type": "application/sdp"}
     return await client.post(calls_url(server), params={"model": "soma"}, content=sdp, headers=headers)
 
 
@@ -146,7 +143,7 @@ async def test_a_call_is_answered_heard_and_hung_up(model_server: ServerProcess)
         assert "thinking" in states and "speaking" in states
         await asyncio.sleep(0.3)
         assert caller.loudness() > 1000, "the avatar's reply was not heard on the audio track"
-        assert _metric(model_server, 'soma_live_conversations{channel="webrtc"}') == 1
+        assert metric(model_server, 'soma_live_conversations{channel="webrtc"}') == 1
 
         # A typed message mid-call, like the call page's text box.
         item = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Thank you!"}]}
@@ -157,12 +154,12 @@ async def test_a_call_is_answered_heard_and_hung_up(model_server: ServerProcess)
                 caller.got_event.clear()
                 await caller.got_event.wait()
 
-        headers = {"Authorization": f"Bearer {token}"}
+        headers = auth(token)
         assert (await client.delete(model_server.base_url + location, headers=headers)).status_code == 204
         assert (await client.delete(model_server.base_url + location, headers=headers)).status_code == 404
     await caller.close()
     assert connect_s < 5
-    assert _metric(model_server, 'soma_live_conversations{channel="webrtc"}') == 0
+    assert metric(model_server, 'soma_live_conversations{channel="webrtc"}') == 0
     async with httpx.AsyncClient(base_url=model_server.base_url, headers=headers) as client:
         (conversation,) = [
             c for c in (await client.get("/v1/conversations")).json()["data"] if c["channel"] == "webrtc"
@@ -179,10 +176,8 @@ async def test_a_closed_page_ends_the_call(model_server: ServerProcess) -> None:
         await caller.pc.setRemoteDescription(RTCSessionDescription(r.text, "answer"))
         await caller.wait_for("session.created", 15)
     await caller.close()  # the page goes away without hanging up
-    deadline = time.monotonic() + 30
-    while _metric(model_server, 'soma_live_conversations{channel="webrtc"}') > 0:
-        assert time.monotonic() < deadline, "the call outlived its peer"
-        await asyncio.sleep(0.2)
+    await eventually_async(lambda: metric(model_server, 'soma_live_conversations{channel="webrtc"}') == 0,
+                           timeout_s=30, what="the call to end with its peer")
 
 
 async def test_bad_offers_get_clear_errors(model_server: ServerProcess) -> None:
@@ -190,7 +185,7 @@ async def test_bad_offers_get_clear_errors(model_server: ServerProcess) -> None:
     user's) keeps working through them."""
     _, token = new_user(model_server, "badrtc")
     _, busy = new_user(model_server, "busy")
-    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/sdp"}
+    headers = {**auth(token), "Content-Type": "application/sdp"}
     url = calls_url(model_server)
     no_audio = Caller(None)  # a data channel only: no m=audio
     ongoing = Caller(Microphone(np.zeros(RATE, np.int16)))
@@ -220,7 +215,7 @@ async def test_bad_offers_get_clear_errors(model_server: ServerProcess) -> None:
         burst = await asyncio.gather(*(client.post(url, content=b"garbage", headers=headers) for _ in range(20)))
         codes = [b.status_code for b in burst]
         assert set(codes) <= {400, 429} and 429 in codes
-        assert _metric(model_server, 'soma_live_conversations{channel="webrtc"}') == 1  # only the good call
+        assert metric(model_server, 'soma_live_conversations{channel="webrtc"}') == 1  # only the good call
         item = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Still there?"}]}
         ongoing.channel.send(json.dumps({"type": "conversation.item.create", "item": item}))
         ongoing.channel.send(json.dumps({"type": "response.create"}))
@@ -230,13 +225,13 @@ async def test_bad_offers_get_clear_errors(model_server: ServerProcess) -> None:
         ).status_code == 204
     await no_audio.close()
     await ongoing.close()
-    assert _metric(model_server, 'soma_live_conversations{channel="webrtc"}') == 0
+    assert metric(model_server, 'soma_live_conversations{channel="webrtc"}') == 0
 
 
 async def test_a_second_offer_on_a_live_call_is_refused(model_server: ServerProcess) -> None:
     _, token = new_user(model_server, "twice")
     caller = Caller(Microphone(np.zeros(RATE, np.int16)))
-    headers = {"Authorization": f"Bearer {token}"}
+    headers = auth(token)
     async with httpx.AsyncClient(timeout=30) as client:
         r = await place(client, model_server, token, await caller.offer())
         await caller.pc.setRemoteDescription(RTCSessionDescription(r.text, "answer"))
@@ -244,7 +239,7 @@ async def test_a_second_offer_on_a_live_call_is_refused(model_server: ServerProc
         again = await client.post(location, content=r.text, headers={**headers, "Content-Type": "application/sdp"})
         assert again.status_code == 409 and again.json()["error"]["code"] == "renegotiation_unsupported"
         _, other = new_user(model_server, "intruder")
-        assert (await client.delete(location, headers={"Authorization": f"Bearer {other}"})).status_code == 404
+        assert (await client.delete(location, headers=auth(other))).status_code == 404
         assert (await client.delete(location, headers=headers)).status_code == 204
     await caller.close()
 
@@ -268,7 +263,7 @@ async def test_sequential_calls_release_their_resources(model_server: ServerProc
         for n in range(100):
             if n == 20:
                 await _settled(model_server)
-                baseline = (_metric(model_server, "soma_asyncio_tasks"), _metric(model_server, "soma_threads"),
+                baseline = (metric(model_server, "soma_asyncio_tasks"), metric(model_server, "soma_threads"),
                             proc.memory_info().rss)
             token = tokens[n % len(tokens)]
             caller = Caller(Microphone(np.zeros(RATE // 2, np.int16)))
@@ -280,15 +275,13 @@ async def test_sequential_calls_release_their_resources(model_server: ServerProc
                 hung_up = await client.delete(model_server.base_url + r.headers["location"], headers=auth(token))
                 assert hung_up.status_code == 204
             await caller.close()
-    deadline = time.monotonic() + 40
-    while _metric(model_server, 'soma_live_conversations{channel="webrtc"}') > 0:
-        assert time.monotonic() < deadline, "calls outlived their peers"
-        await asyncio.sleep(0.2)
+    await eventually_async(lambda: metric(model_server, 'soma_live_conversations{channel="webrtc"}') == 0,
+                           timeout_s=40, what="the calls to end with their peers")
     await _settled(model_server)
     assert baseline is not None
     tasks0, threads0, rss0 = baseline
-    assert _metric(model_server, "soma_asyncio_tasks") <= tasks0 + 2
-    assert _metric(model_server, "soma_threads") <= threads0 + 1
+    assert metric(model_server, "soma_asyncio_tasks") <= tasks0 + 2
+    assert metric(model_server, "soma_threads") <= threads0 + 1
     assert (proc.memory_info().rss - rss0) / 2**20 < 60
 
 
@@ -312,7 +305,7 @@ async def test_a_dropped_call_resumes_its_conversation(model_server: ServerProce
     _, token = new_user(model_server, "resume")
     first = Caller(Microphone(np.zeros(RATE, np.int16)))
     second = Caller(Microphone(np.zeros(RATE, np.int16)))
-    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/sdp"}
+    headers = {**auth(token), "Content-Type": "application/sdp"}
     try:
         async with httpx.AsyncClient(timeout=30) as client:
             r = await place(client, model_server, token, await first.offer())

@@ -6,15 +6,15 @@ from __future__ import annotations
 
 import asyncio
 import re
-import time
 
 import httpx
 import numpy as np
 from aiortc import RTCSessionDescription
 
 from tests.conftest import ServerProcess, new_user
-from tests.server.test_realtime_abuse import _metric
-from tests.server.test_webrtc_calls import RATE, Caller, Microphone, auth, calls_url
+from tests.eventually import eventually_async
+from tests.server.test_webrtc_calls import RATE, Caller, Microphone, calls_url
+from tests.server_api import auth, metric
 
 LIVE = 'soma_live_conversations{channel="webrtc"}'
 
@@ -50,7 +50,7 @@ def hostile_variants(good: str) -> dict[str, tuple[str, int, str]]:
 
 async def post_offer(client: httpx.AsyncClient, server: ServerProcess, token: str, sdp: str) -> httpx.Response:
     """POST an offer, waiting out the per-user offer rate limit (5 a second) rather than counting it."""
-    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/sdp"}
+    headers = {**auth(token), "Content-Type": "application/sdp"}
     for _ in range(5):
         r = await client.post(calls_url(server), params={"model": "soma"}, content=sdp.encode(), headers=headers)
         if r.status_code != 429 or r.json()["error"]["code"] != "rate_limited":
@@ -89,7 +89,7 @@ async def test_hostile_offers_get_4xx_json_errors_and_calls_still_connect(model_
             error = r.json()["error"]
             assert error["code"] == code and error["type"] == "invalid_request_error", (name, error)
             assert error["message"] and len(error["message"]) < 300, (name, error)
-        assert _metric(model_server, LIVE) == 0
+        assert metric(model_server, LIVE) == 0
         await connects(client, model_server, token)
     log = model_server.log_text()[log_start:]
     assert "unhandled error" not in log, "a hostile offer was a 500"
@@ -111,8 +111,7 @@ async def test_calls_that_never_connect_give_their_slots_back(model_server: Serv
         r = await post_offer(client, model_server, token, await full.offer())
         await full.close()
         assert r.status_code == 429 and r.json()["error"]["code"] == "too_many_calls"
-        deadline = time.monotonic() + 45  # CONNECT_TIMEOUT_S (30 s) and the teardown
-        while _metric(model_server, LIVE) > 0:
-            assert time.monotonic() < deadline, "calls that never connected kept their slots"
-            await asyncio.sleep(0.5)
+        # CONNECT_TIMEOUT_S (30 s) and the teardown.
+        await eventually_async(lambda: metric(model_server, LIVE) == 0, timeout_s=45, interval=0.5,
+                               what="calls that never connected to give back their slots")
         await connects(client, model_server, token)

@@ -20,7 +20,7 @@ from voice_server.sip.guard import (
     peer_allowed,
 )
 from voice_server.sip.message import Headers, Request
-from voice_server.sip.routing import Trunk
+from voice_server.sip.trunks import Trunk
 
 DIALOG = d.Dialog("call-1", "ours", "sip:soma@127.0.0.1", "sip:bob@10.0.0.5", "theirs", "sip:bob@10.0.0.5:5062")
 

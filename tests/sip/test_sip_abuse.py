@@ -16,12 +16,13 @@ import re
 import secrets
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import cast
 
-import httpx
 import pytest
 
+from tests.eventually import eventually_async
+from tests.server_api import user_client
 from tests.sip.conftest import SipServer, free_udp_port, start_sip_server
 from tests.sip_phone import SipPhone
 from voice_server.sip import dialog as d
@@ -124,16 +125,6 @@ def invite(peer: Peer, server: SipServer, user: str, call_id: str, *, media: tup
                to=f"<sip:{user}@127.0.0.1>", branch=branch, body=offer)
 
 
-async def eventually(predicate: Callable[[], object], timeout_s: float = 10.0) -> bool:
-    """Whether ``predicate`` becomes true within ``timeout_s`` (checked every 50 ms)."""
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        await asyncio.sleep(0.05)
-    return True
-
-
 async def all_answered(sent: dict[tuple[Peer, str], bytes], server: SipServer, timeout_s: float = 20.0) -> bool:
     """Whether every INVITE of ``sent`` ((peer, Call-ID) → its bytes) gets a final response within ``timeout_s``;
     like a UAC's Timer A, one that has had no response at all is resent every 0.5 s (UDP may drop a burst)."""
@@ -149,7 +140,8 @@ async def all_answered(sent: dict[tuple[Peer, str], bytes], server: SipServer, t
 
 
 async def no_live_calls(server: SipServer) -> None:
-    assert await eventually(lambda: server.metric("soma_live_conversations", 'channel="sip"') == 0, 15)
+    await eventually_async(lambda: server.metric("soma_live_conversations", 'channel="sip"') == 0, timeout_s=15,
+                           interval=0.05, what="no SIP call left live")
 
 
 def log_lines(server: SipServer, pattern: str) -> list[str]:
@@ -185,11 +177,13 @@ async def test_a_stranger_cannot_end_or_steer_a_live_call(server: SipServer) -> 
                     body = sdp.build(VICTIM, 40000, session_id=2, version=9, codecs=[(0, "PCMU")], dtmf_pt=None)
                 stranger.send(sip(method, stranger, uri=phone.remote_target, call_id=phone.call_id, from_tag=from_tag,
                                   to=to, cseq=100 + i, body=body, content_type=kind), server.addr)
-                assert await eventually(lambda m=method: stranger.statuses(phone.call_id, m), 5), (method, to)
+                await eventually_async(lambda m=method: stranger.statuses(phone.call_id, m), timeout_s=5, interval=0.05,
+                                       what=f"an answer to the stranger's {method} to {to}")
                 assert stranger.statuses(phone.call_id, method)[-1] == expected, (method, from_tag, to)
                 stranger.messages.clear()
             heard = len(phone.heard)
-            assert await eventually(lambda: len(phone.heard) > heard + 10, 5), "the call's media stopped"
+            await eventually_async(lambda: len(phone.heard) > heard + 10, timeout_s=5, interval=0.05,
+                                   what="the call's media to go on")
             assert not phone.hung_up.is_set()
             assert server.metric("soma_sip_dtmf_total") == dtmf_before, "a stranger's INFO pressed a key"
             assert await phone.bye() == 200
@@ -206,14 +200,17 @@ async def test_cancel_must_come_from_the_invites_source(server: SipServer) -> No
         call_id, branch = "cancel-" + secrets.token_hex(6), d.new_branch()
         uri, to = f"sip:{user}@127.0.0.1:{server.sip_port}", f"<sip:{user}@127.0.0.1>"
         caller.send(invite(caller, server, user, call_id, media=caller.addr, branch=branch), server.addr)
-        assert await eventually(lambda: 180 in caller.statuses(call_id), 10), caller.statuses(call_id)
+        await eventually_async(lambda: caller.statuses(call_id), until=lambda statuses: 180 in statuses, timeout_s=10,
+                               interval=0.05, what="180 Ringing")
         stranger.send(sip("CANCEL", stranger, uri=uri, call_id=call_id, from_tag="t" + call_id, to=to, branch=branch),
                       server.addr)
-        assert await eventually(lambda: stranger.statuses(call_id, "CANCEL") == [403], 5)
+        await eventually_async(lambda: stranger.statuses(call_id, "CANCEL"), until=lambda st: st == [403], timeout_s=5,
+                               interval=0.05, what="403 to the stranger's CANCEL")
         assert not [s for s in caller.statuses(call_id) if s >= 300]
         caller.send(sip("CANCEL", caller, uri=uri, call_id=call_id, from_tag="t" + call_id, to=to, branch=branch),
                     server.addr)
-        assert await eventually(lambda: caller.statuses(call_id, "CANCEL") == [200] and 487 in caller.statuses(call_id))
+        await eventually_async(lambda: caller.statuses(call_id, "CANCEL") == [200] and 487 in caller.statuses(call_id),
+                               timeout_s=10, interval=0.05, what="200 to the caller's CANCEL and 487 to its INVITE")
         final = caller.responses(call_id)[-1]
         caller.send(sip("ACK", caller, uri=uri, call_id=call_id, from_tag="t" + call_id,
                         to=final.headers.get("to") or to, branch=branch), server.addr)
@@ -227,13 +224,14 @@ async def test_a_stranger_cannot_answer_fail_or_end_an_outbound_call(server: Sip
     once answered, the far end's BYE needs the dialog's tags (481) and the trunk's address (403)."""
     user, token = server.user("dialer")
     proxy, stranger = await Peer.bind("127.0.0.1", server.outbound_port), await Peer.bind(STRANGER)
-    http = httpx.Client(base_url=server.srv.base_url, headers={"Authorization": f"Bearer {token}"}, timeout=10)
+    http = user_client(server.srv.base_url, token, timeout=10)
     try:
         await no_live_calls(server)
         placed = http.post("/v1/calls/outbound", json={"to": "sip:phone@127.0.0.1"})
         assert placed.status_code == 202, placed.text
         call_id = placed.json()["id"]
-        assert await eventually(lambda: proxy.requests("INVITE"), 10)
+        await eventually_async(lambda: proxy.requests("INVITE"), timeout_s=10, interval=0.05,
+                               what="the INVITE at the proxy")
         ours = proxy.requests("INVITE")[0]
         phone_tag = d.new_tag()
         for status in (486, 200):  # forged answers from outside the trunk
@@ -246,8 +244,10 @@ async def test_a_stranger_cannot_answer_fail_or_end_an_outbound_call(server: Sip
                                  ("content-type", "application/sdp")]
         answer.body = sdp.build("127.0.0.1", proxy.addr[1], session_id=1, version=1, codecs=[(0, "PCMU")], dtmf_pt=None)
         proxy.send(answer.serialize(), server.addr)
-        assert await eventually(lambda: http.get(f"/v1/calls/outbound/{call_id}").json()["state"] == "answered")
-        assert await eventually(lambda: proxy.requests("ACK"))
+        await eventually_async(lambda: http.get(f"/v1/calls/outbound/{call_id}").json()["state"],
+                               until=lambda state: state == "answered", timeout_s=10, interval=0.05,
+                               what="the outbound call answered")
+        await eventually_async(lambda: proxy.requests("ACK"), timeout_s=10, interval=0.05, what="the ACK at the proxy")
         contact = ours.headers.get("contact") or ""
         target = contact.strip("<>")
         ours_from = ours.headers.get("from") or ""
@@ -257,14 +257,18 @@ async def test_a_stranger_cannot_answer_fail_or_end_an_outbound_call(server: Sip
         ]):
             source.send(sip("BYE", source, uri=target, call_id=call_id, from_tag=from_tag, to=to, cseq=10 + i),
                         server.addr)
-            assert await eventually(lambda: stranger.statuses(call_id, "BYE"), 5)
+            await eventually_async(lambda: stranger.statuses(call_id, "BYE"), timeout_s=5, interval=0.05,
+                                   what="an answer to the stranger's BYE")
             assert stranger.statuses(call_id, "BYE") == [expected]
             stranger.messages.clear()
         assert http.get(f"/v1/calls/outbound/{call_id}").json()["state"] == "answered"
         proxy.send(sip("BYE", proxy, uri=target, call_id=call_id, from_tag=phone_tag, to=ours_from, cseq=20),
                    server.addr)
-        assert await eventually(lambda: proxy.statuses(call_id, "BYE") == [200], 5)
-        assert await eventually(lambda: http.get(f"/v1/calls/outbound/{call_id}").json()["state"] == "ended", 15)
+        await eventually_async(lambda: proxy.statuses(call_id, "BYE"), until=lambda st: st == [200], timeout_s=5,
+                               interval=0.05, what="200 to our BYE")
+        await eventually_async(lambda: http.get(f"/v1/calls/outbound/{call_id}").json()["state"],
+                               until=lambda state: state == "ended", timeout_s=15, interval=0.05,
+                               what="the outbound call ended")
     finally:
         http.close()
         proxy.close()
@@ -292,7 +296,8 @@ async def test_no_rtp_before_the_ack_and_little_to_an_address_that_never_answers
         for call_id, ok in oks.items():
             caller.send(sip("ACK", caller, uri=f"sip:soma@127.0.0.1:{server.sip_port}", call_id=call_id,
                             from_tag="t" + call_id, to=ok.headers.get("to") or ""), server.addr)
-        assert await eventually(lambda: victim.datagrams > 0, 5), "no media at all after the ACK"
+        await eventually_async(lambda: victim.datagrams > 0, timeout_s=5, interval=0.05,
+                               what="media after the ACK")
         start, at = victim.datagrams, time.monotonic()
         await asyncio.sleep(2.0)
         rate = (victim.datagrams - start) / (time.monotonic() - at)
@@ -300,7 +305,8 @@ async def test_no_rtp_before_the_ack_and_little_to_an_address_that_never_answers
         for call_id, ok in oks.items():
             caller.send(sip("BYE", caller, uri=f"sip:soma@127.0.0.1:{server.sip_port}", call_id=call_id,
                             from_tag="t" + call_id, to=ok.headers.get("to") or "", cseq=2), server.addr)
-        assert await eventually(lambda: all(caller.statuses(c, "BYE") == [200] for c in call_ids), 5)
+        await eventually_async(lambda: all(caller.statuses(c, "BYE") == [200] for c in call_ids), timeout_s=5,
+                               interval=0.05, what="200 to every BYE")
     finally:
         caller.close()
         victim.close()
@@ -334,7 +340,8 @@ async def test_unacknowledged_invites_never_exceed_the_call_cap_and_time_out(ser
         assert all(r.headers.get("retry-after") for p, c in refused for r in p.responses(c) if r.status == 503)
         answered_at = time.monotonic()
         # Timer H (64·T1 = 6.4 s here): each un-ACKed call is hung up with a BYE, and its slot is free again.
-        assert await eventually(lambda: all(any(r.call_id == c for r in p.requests("BYE")) for p, c in taken), 15)
+        await eventually_async(lambda: all(any(r.call_id == c for r in p.requests("BYE")) for p, c in taken),
+                               timeout_s=15, interval=0.05, what="a BYE for every answered call")
         assert time.monotonic() - answered_at < 64 * T1_MS / 1000 + 5
         assert len(log_lines(server, "no ACK for the 200 OK")) >= len(taken)
     finally:
@@ -354,7 +361,9 @@ async def test_an_invite_flood_from_one_source_is_refused_then_dropped_and_logge
         call_ids = [f"flood-{n}" for n in range(60)]
         for call_id in call_ids:
             flooder.send(invite(flooder, server, "nobody-" + call_id, call_id, media=flooder.addr), server.addr)
-        assert await eventually(lambda: sum(bool(flooder.statuses(c)) for c in call_ids) >= 2 * INVITE_BURST, 10)
+        await eventually_async(lambda: sum(bool(flooder.statuses(c)) for c in call_ids),
+                               until=lambda answered: answered >= 2 * INVITE_BURST, timeout_s=10, interval=0.05,
+                               what="answers to two bursts of INVITEs")
         await asyncio.sleep(1.0)  # stragglers
         through = [c for c in call_ids if 100 in flooder.statuses(c)]
         limited = [c for c in call_ids if flooder.statuses(c)[:1] == [503]]
@@ -448,7 +457,8 @@ async def test_unicode_digits_get_400_and_one_log_line_not_a_traceback_each(
             peer.send(bad, server.addr)
             if i % 20 == 19:
                 await asyncio.sleep(0.01)  # a flood, but not one the kernel's socket buffer drops
-        assert await eventually(lambda: len(peer.raw) >= 190, 10), len(peer.raw)  # UDP: a few may be lost
+        await eventually_async(lambda: len(peer.raw), until=lambda n: n >= 190, timeout_s=10,  # UDP: a few may be lost
+                               interval=0.05, what="190 of the 200 answers")
         assert all(r.startswith(b"SIP/2.0 400 " + reason) for r in peer.raw), peer.raw[0][:80]
         await asyncio.sleep(0.3)
         new_lines = server.srv.log_text().splitlines()[log_before:]
@@ -472,7 +482,8 @@ async def test_unicode_digits_in_sdp_get_a_final_400(server: SipServer, m_line: 
         head = re.sub(rb"Content-Length: \d+", b"Content-Length: %d" % len(body), head)
         log_before = len(server.srv.log_text())
         peer.send(head + b"\r\n\r\n" + body, server.addr)
-        assert await eventually(lambda: [s for s in peer.statuses(call_id) if s >= 200], 10)
+        await eventually_async(lambda: [s for s in peer.statuses(call_id) if s >= 200], timeout_s=10, interval=0.05,
+                               what="a final response")
         assert peer.statuses(call_id)[-1] == 400
         assert "Traceback" not in server.srv.log_text()[log_before:]
     finally:

@@ -22,6 +22,8 @@ from aiortc.rtp import RtcpPacket, RtcpSrPacket
 from models.registry import ModelSet, load_models
 from pipeline.audio import resample
 from tests.audio_fixtures import spoken
+from tests.eventually import eventually_async
+from tests.server_api import auth
 from tests.sip.conftest import (
     LoopbackCapture,
     SipServer,
@@ -61,7 +63,7 @@ def voiced(pcm: np.ndarray) -> bool:
 
 
 def conversations(server: SipServer, token: str) -> list[dict[str, Any]]:
-    headers = {"Authorization": f"Bearer {token}"}
+    headers = auth(token)
     listing = httpx.get(server.srv.base_url + "/v1/conversations", headers=headers, timeout=10).json()["data"]
     out = []
     for item in listing:
@@ -71,18 +73,9 @@ def conversations(server: SipServer, token: str) -> list[dict[str, Any]]:
 
 
 def audit_trail(server: SipServer, token: str) -> list[dict[str, Any]]:
-    headers = {"Authorization": f"Bearer {token}"}
+    headers = auth(token)
     trail: list[dict[str, Any]] = httpx.get(server.srv.base_url + "/v1/me/audit", headers=headers).json()["data"]
     return trail
-
-
-async def wait_for(predicate: Any, timeout_s: float, step: float = 0.1) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        await asyncio.sleep(step)
-    return bool(predicate())
 
 
 async def reply_heard(phone: SipPhone, since: float, *, quiet_s: float = 1.2, timeout_s: float = 30.0) -> np.ndarray:
@@ -174,21 +167,24 @@ async def test_twenty_simultaneous_sipp_calls(sip_server: SipServer, speech_dir:
     result = await asyncio.to_thread(run_sipp, sip_server, "speak_pcmu", speech_dir, user=user, calls=20, limit=20,
                                      pause_ms=25000, timeout_s=120)
     assert result.returncode == 0, result.stdout + result.errors
-    assert await wait_for(lambda: sip_server.metric("soma_live_conversations", 'channel="sip"') == 0, 15)
+    await eventually_async(lambda: sip_server.metric("soma_live_conversations", 'channel="sip"') == 0, timeout_s=15,
+                           what="no SIP call left live")
 
     ended = re.findall(r"ended \(rtp in=(\d+) out=(\d+) voiced_out=(\d+)", sip_server.srv.log_text()[log_before:])
     assert len(ended) == 20, ended
     assert all(int(i) > 50 and int(o) > 50 for i, o, _ in ended), ended
     answered = sum(int(v) > 0 for _, _, v in ended)
     assert answered == 20, f"only {answered}/20 calls heard the avatar speak: {ended}"
-    assert await wait_for(lambda: sip_server.metric("soma_asyncio_tasks") <= tasks_before + 2, 10)
+    await eventually_async(lambda: sip_server.metric("soma_asyncio_tasks"), until=lambda n: n <= tasks_before + 2,
+                           timeout_s=10, what="the call's tasks to end")
     # Thread pools (models, database, default executor) grow lazily up to their bounds during the first burst;
     # a leak would grow with every call, so a second burst must not add threads.
     threads_after_load = sip_server.metric("soma_threads")
     again = await asyncio.to_thread(run_sipp, sip_server, "speak_pcmu", speech_dir, user=user, calls=5, limit=5,
                                     pause_ms=3000)
     assert again.returncode == 0, again.stdout + again.errors
-    assert await wait_for(lambda: sip_server.metric("soma_live_conversations", 'channel="sip"') == 0, 15)
+    await eventually_async(lambda: sip_server.metric("soma_live_conversations", 'channel="sip"') == 0, timeout_s=15,
+                           what="no SIP call left live")
     assert sip_server.metric("soma_threads") <= threads_after_load
     low, high = sip_server.rtp_ports
     for port in range(low, low + 60, 2):  # every port the calls used is free again
@@ -228,7 +224,8 @@ async def test_phone_hears_a_reply_it_can_transcribe(sip_server: SipServer, asr:
             reports = [p for _, data in rtcp.packets for p in RtcpPacket.parse(data) if isinstance(p, RtcpSrPacket)]
             assert reports and reports[-1].sender_info.packet_count > 100
             assert reports[-1].reports and reports[-1].reports[0].ssrc == phone._rtp_out.ssrc
-    assert await wait_for(lambda: any(c["turns"] for c in conversations(sip_server, token)), 5)
+    await eventually_async(lambda: any(c["turns"] for c in conversations(sip_server, token)), timeout_s=5,
+                           what="a stored turn")
     (conv,) = conversations(sip_server, token)
     assert conv["channel"] == "sip" and conv["ended_at"] is not None
     assert "france" in conv["turns"][0]["user_text"].lower() and conv["turns"][0]["heard_text"]
@@ -244,11 +241,14 @@ async def test_hanging_up_mid_reply_releases_everything(sip_server: SipServer) -
         assert (await phone.call(user)).status == 200
         port = phone.remote_rtp[1] if phone.remote_rtp else 0
         phone.say(question_8k())
-        assert await wait_for(lambda: any(voiced(h.pcm) for h in phone.heard), 30), "the avatar never spoke"
+        await eventually_async(lambda: any(voiced(h.pcm) for h in phone.heard), timeout_s=30,
+                               what="the avatar to speak")
         await asyncio.sleep(0.3)
         assert await phone.bye() == 200
-    assert await wait_for(lambda: sip_server.metric("soma_live_conversations", 'channel="sip"') == 0, 10)
-    assert await wait_for(lambda: sip_server.metric("soma_asyncio_tasks") <= tasks_before + 1, 10)
+    await eventually_async(lambda: sip_server.metric("soma_live_conversations", 'channel="sip"') == 0, timeout_s=10,
+                           what="no SIP call left live")
+    await eventually_async(lambda: sip_server.metric("soma_asyncio_tasks"), until=lambda n: n <= tasks_before + 1,
+                           timeout_s=10, what="the call's tasks to end")
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("127.0.0.1", port))  # the call's RTP port is released
     turn = conversations(sip_server, token)[0]["turns"][0]
@@ -261,7 +261,8 @@ async def test_pound_key_stops_the_avatar_within_a_packet_or_two(sip_server: Sip
     async with SipPhone(sip_server.addr) as phone:
         assert (await phone.call(user)).status == 200
         phone.say(question_8k())
-        assert await wait_for(lambda: any(voiced(h.pcm) for h in phone.heard), 30)
+        await eventually_async(lambda: any(voiced(h.pcm) for h in phone.heard), timeout_s=30,
+                               what="the avatar to speak")
         await asyncio.sleep(0.4)
         pressed = time.monotonic()
         phone.send_dtmf("#")
@@ -278,8 +279,9 @@ async def test_info_dtmf_reaches_the_conversation(sip_server: SipServer) -> None
         assert (await phone.call(user)).status == 200
         for digit in "42":
             assert (await phone.info_dtmf(digit)) == 200
-        assert await wait_for(lambda: any(t["user_text"] == "the caller pressed 4 2"
-                                          for c in conversations(sip_server, token) for t in c["turns"]), 30)
+        await eventually_async(lambda: any(t["user_text"] == "the caller pressed 4 2"
+                                           for c in conversations(sip_server, token) for t in c["turns"]),
+                               timeout_s=30, what="the INFO digits as a turn")
         assert await phone.bye() == 200
 
 
@@ -321,7 +323,8 @@ async def test_talking_over_the_avatar_interrupts_it(sip_server: SipServer) -> N
     async with SipPhone(sip_server.addr) as phone:
         assert (await phone.call(user)).status == 200
         phone.say(spoken_8k("Tell me a long story about a fox who lived by a river."))
-        assert await wait_for(lambda: any(voiced(h.pcm) for h in phone.heard), 30), "the avatar never spoke"
+        await eventually_async(lambda: any(voiced(h.pcm) for h in phone.heard), timeout_s=30,
+                               what="the avatar to speak")
         await asyncio.sleep(0.6)
         interruption = spoken_8k("Wait, stop, I have another question for you.")
         phone.say(interruption)
@@ -351,7 +354,7 @@ async def test_an_invite_without_sdp_gets_our_offer(sip_server: SipServer) -> No
     user, _ = sip_server.user("nosdp")
     async with SipPhone(sip_server.addr, codec=None) as phone:
         assert (await phone.call(user)).status == 200
-        assert await wait_for(lambda: len(phone.heard) > 20, 5), "no RTP after the answer in the ACK"
+        await eventually_async(lambda: len(phone.heard) > 20, timeout_s=5, what="RTP after the answer in the ACK")
         assert await phone.bye() == 200
 
 

@@ -13,6 +13,7 @@ import httpx
 import numpy as np
 import pytest
 
+from tests.server_api import user_client
 from tests.sip.conftest import SCENARIOS, LoopbackCapture, SipServer, free_udp_port, is_root, needs_sipp
 from voice_server.sip.rtp import G711, parse_packet
 
@@ -20,7 +21,7 @@ pytestmark = [pytest.mark.models, pytest.mark.slow]
 
 
 def api(server: SipServer, token: str) -> httpx.Client:
-    return httpx.Client(base_url=server.srv.base_url, headers={"Authorization": f"Bearer {token}"}, timeout=10)
+    return user_client(server.srv.base_url, token, timeout=10)
 
 
 @needs_sipp

@@ -7,7 +7,9 @@ import json
 import pytest
 
 from voice_server.config import ConfigError, load_settings
-from voice_server.sip.routing import Line, parse_trunks
+from voice_server.sip.auth import ALGORITHMS
+from voice_server.sip.routing import Line
+from voice_server.sip.trunks import DIGEST_ALGORITHMS, parse_trunks
 
 
 def test_defaults_listen_on_loopback_5060() -> None:
@@ -50,6 +52,11 @@ def test_trunk_password_is_not_in_errors_or_reprs() -> None:
         load_settings(env={"SOMA_SIP_TRUNKS": json.dumps([{"name": "pbx", "username": "u",
                                                            "password": "hunter2-secret", "algorithms": ["X"]}])})
     assert "hunter2-secret" not in str(err.value)
+
+
+def test_trunk_algorithms_are_the_digest_ones() -> None:
+    """The algorithm names a trunk may list are exactly those the digest code implements."""
+    assert set(DIGEST_ALGORITHMS) == set(ALGORITHMS)
 
 
 def test_caller_allow_list_ignores_formatting() -> None:

@@ -6,7 +6,6 @@ showed as ``window.somaImport``, so assertions are about what the user saw."""
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,9 +16,10 @@ from axe_playwright_python.sync_playwright import Axe
 from playwright.sync_api import Locator, Page, Route, ViewportSize, expect
 
 from tests.conftest import REPO, ServerProcess, start_server
-from tests.server.test_audit import api
+from tests.eventually import eventually
 from tests.server.test_imports import ME, NAME, export_file
 from tests.server.test_privacy import admin_db
+from tests.server_api import api, auth
 from tests.web.conftest import Launcher, sign_in, sign_in_as
 
 pytestmark = [pytest.mark.models, pytest.mark.slow, pytest.mark.timeout(180)]
@@ -238,7 +238,7 @@ def test_a_running_import_can_be_stopped(model_server: ServerProcess, launch: La
     expect(item.get_by_role("status")).to_have_text("Not imported", timeout=60_000)
     expect(item.get_by_role("alert")).to_contain_text("Cancelled: you stopped this import")
     expect(stop).to_be_hidden()
-    listed = httpx.get(f"{model_server.base_url}/v1/imports", headers={"Authorization": f"Bearer {token_of(page)}"})
+    listed = httpx.get(f"{model_server.base_url}/v1/imports", headers=auth(token_of(page)))
     (row,) = listed.json()["data"]
     assert row["status"] == "failed" and row["created"] == 0, row
     tab.assert_no_errors()
@@ -348,13 +348,9 @@ def test_a_dropped_progress_stream_is_followed_again(
 
 
 def wait_imports_done(server: ServerProcess, token: str, count: int, limit_s: float = 60) -> None:
-    deadline = time.monotonic() + limit_s
-    while True:
-        rows = api(server, "GET", "/v1/imports", token).json()["data"]
-        if sum(r["status"] in ("done", "failed") for r in rows) >= count:
-            return
-        assert time.monotonic() < deadline, [r["status"] for r in rows]
-        time.sleep(0.2)
+    eventually(lambda: [r["status"] for r in api(server, "GET", "/v1/imports", token).json()["data"]],
+               until=lambda statuses: sum(s in ("done", "failed") for s in statuses) >= count, timeout_s=limit_s,
+               what=f"{count} imports to end")
 
 
 def axe_violations(page: Page) -> list[str]:

@@ -10,7 +10,6 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -18,9 +17,9 @@ from playwright.sync_api import Locator, Page, Route, ViewportSize, expect
 
 from tests.avatar import persona_fixtures as fx
 from tests.conftest import REPO, ServerProcess
-from tests.server.test_audit import api
 from tests.server.test_persona import import_sam, wait_ready
-from tests.server.test_proactive_api import make_due, wait_notifications
+from tests.server.test_proactive_api import make_due, wait_bond, wait_notifications
+from tests.server_api import api
 from tests.web.conftest import PASSWORD, Launcher, new_account, sign_in, sign_in_as, submit_sign_in
 from tests.web.test_avatar_pages import DESKTOP, PHONE, Tab, axe_violations, open_screen, token_of
 
@@ -58,16 +57,6 @@ def sign_out(page: Page) -> None:
     expect(
         page.get_by_role("heading", name="Sign in").or_(page.get_by_role("heading", name="Create your account"))
     ).to_be_visible()
-
-
-def wait_bond(server: ServerProcess, token: str) -> dict[str, Any]:
-    """The bond once the background worker applied a turn (a mood and a streak)."""
-    deadline = time.monotonic() + 30
-    while (bond := api(server, "GET", "/v1/bond", token).json())["mood"] is None or bond["streak_days"] == 0:
-        assert time.monotonic() < deadline, bond
-        time.sleep(0.2)
-    result: dict[str, Any] = bond
-    return result
 
 
 def test_the_persona_shows_how_the_user_writes_and_an_edit_reaches_the_prompt(

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,8 @@ import pytest
 from playwright.sync_api import Page, ViewportSize, expect
 
 from tests.conftest import REPO, ServerProcess
-from tests.server.test_realtime_abuse import _metric
+from tests.eventually import eventually
+from tests.server_api import auth, metric
 from tests.web.conftest import Launcher, Script, sign_in
 
 pytestmark = [pytest.mark.models, pytest.mark.slow, pytest.mark.timeout(120)]
@@ -38,10 +38,8 @@ def turns(page: Page) -> list[dict[str, Any]]:
 
 def wait_live_calls(server: ServerProcess, count: int, limit_s: float = 20) -> None:
     """Polls the server's metrics until exactly ``count`` WebRTC calls are live."""
-    deadline = time.monotonic() + limit_s
-    while _metric(server, LIVE_CALLS) != count:
-        assert time.monotonic() < deadline, f"expected {count} live call(s), have {_metric(server, LIVE_CALLS)}"
-        time.sleep(0.2)
+    eventually(lambda: metric(server, LIVE_CALLS), until=lambda live: live == count, timeout_s=limit_s,
+               what=f"{count} live call(s)")
 
 
 class CallPage:
@@ -66,7 +64,7 @@ def test_a_call_is_heard_captioned_timed_and_hung_up(model_server: ServerProcess
     page.get_by_role("button", name="Call", exact=True).click()
     expect(page.get_by_role("button", name="Hang up")).to_be_visible()
     page.wait_for_function("() => window.somaCall.phase === 'connected'", timeout=15_000)
-    assert _metric(model_server, LIVE_CALLS) >= 1
+    assert metric(model_server, LIVE_CALLS) >= 1
 
     page.wait_for_function("() => window.somaCall.turns.some(t => t.done && t.browserV2vMs !== null)", timeout=45_000)
     (turn,) = turns(page)
@@ -264,7 +262,7 @@ def test_the_page_calls_again_when_the_connection_drops(model_server: ServerProc
     # The call ends at the server's side (as when the server restarts): the data channel closes under the page.
     token = page.evaluate("sessionStorage.getItem('soma-token')")
     url = model_server.base_url + page.evaluate("window.somaCall.callUrl")
-    assert httpx.delete(url, headers={"Authorization": f"Bearer {token}"}, timeout=15).status_code == 204
+    assert httpx.delete(url, headers=auth(token), timeout=15).status_code == 204
     page.wait_for_function("() => window.somaCall.callsPlaced === 3 && window.somaCall.phase === 'connected'",
                            timeout=20_000)
     phases = [p["phase"] for p in page.evaluate("window.somaCall.phases")]

@@ -19,7 +19,7 @@ from voice_server.errors import ApiError, error_response, not_found
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1", tags=["auth"])
 
-_TOKEN_COLUMNS = "id, name, scopes, created_at, expires_at, last_used_at, revoked_at"
+_TOKEN_COLUMNS = accounts.TOKEN_COLUMNS
 # Postgres text cannot hold NUL: such a string is refused here (400) rather than failing its query (500).
 NO_NUL = r"^[^\x00]*$"
 MAX_API_TOKEN_TTL_S = 100 * 365 * 24 * 3600  # beyond this the expiry date would overflow
@@ -192,10 +192,7 @@ async def logout(user: UserDep, res: ResourcesDep) -> Response:
 @router.get("/me", response_model=UserOut, summary="The calling user")
 async def me(user: UserDep, res: ResourcesDep) -> UserOut:
     async with res.db.pool.connection() as conn:
-        cur = await conn.execute(
-            "SELECT id, username, display_name, is_admin, created_at FROM users WHERE id = %s", (user.user_id,)
-        )
-        row = await cur.fetchone()
+        row = await accounts.get_user(conn, user.user_id)
     if row is None:  # deleted while the token was in flight
         raise not_found("user")
     return UserOut(**row)
@@ -204,11 +201,7 @@ async def me(user: UserDep, res: ResourcesDep) -> UserOut:
 @router.get("/auth/tokens", response_model=list[ApiTokenOut], summary="The caller's tokens")
 async def list_tokens(user: UserDep, res: ResourcesDep) -> list[ApiTokenOut]:
     async with res.db.pool.connection() as conn:
-        cur = await conn.execute(
-            f"SELECT {_TOKEN_COLUMNS} FROM api_tokens WHERE user_id = %s ORDER BY created_at DESC LIMIT 500",
-            (user.user_id,),
-        )
-        return [ApiTokenOut(**row) for row in await cur.fetchall()]
+        return [ApiTokenOut(**row) for row in await accounts.list_tokens(conn, user.user_id)]
 
 
 @router.post("/auth/tokens", response_model=ApiTokenCreated, status_code=201, summary="Create an API token")

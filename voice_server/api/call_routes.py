@@ -19,11 +19,10 @@ from fastapi import APIRouter, Depends, Request, Response
 from starlette.exceptions import HTTPException
 
 from voice_server.accounts import Principal
-from voice_server.api.deps import ResourcesDep, require_scope
+from voice_server.api.deps import CallsDep, ResourcesDep, require_scope
 from voice_server.avatar.directory import resolve_avatar
 from voice_server.errors import ApiError, not_found
 from voice_server.session_factory import find_session
-from voice_server.webrtc.calls import CallManager
 from voice_server.webrtc.offer import MAX_OFFER_BYTES
 from voice_server.webrtc.session_config import MAX_SESSION_BYTES, CallSessionConfig
 
@@ -37,14 +36,14 @@ FORM_FIELDS = ("sdp", "session")
 MAX_FORM_BYTES = MAX_OFFER_BYTES + MAX_SESSION_BYTES + 4096
 
 
-def _calls(request: Request) -> CallManager:
-    manager: CallManager = request.app.state.calls
-    return manager
-
-
 @router.post("", status_code=201, summary="Place a WebRTC call: SDP offer in, SDP answer out")
 async def place_call(
-    request: Request, user: CallUser, res: ResourcesDep, model: str | None = None, session_id: str | None = None
+    request: Request,
+    user: CallUser,
+    res: ResourcesDep,
+    calls: CallsDep,
+    model: str | None = None,
+    session_id: str | None = None,
 ) -> Response:
     """``session_id`` (from an earlier call's ``session.created``) continues that call's conversation with its
     heard history, as after a dropped connection.
@@ -66,7 +65,7 @@ async def place_call(
     if not await res.sessions.hit(f"offers:{user.user_id}", OFFERS_PER_S, 1):
         raise ApiError(429, "rate_limited", f"at most {OFFERS_PER_S} call offers per second")
     resume = await find_session(res, user, session_id, "webrtc", avatar)
-    call_id, answer = await _calls(request).start(user, avatar, offer, resume=resume, session=session)
+    call_id, answer = await calls.start(user, avatar, offer, resume=resume, session=session)
     return Response(answer, status_code=201, media_type="application/sdp",
                     headers={"Location": f"/v1/realtime/calls/{call_id}"})
 
@@ -134,16 +133,16 @@ async def _read_form(request: Request) -> tuple[str, CallSessionConfig | None]:
 
 
 @router.post("/{call_id}", summary="Renegotiation (not supported)")
-async def renegotiate(call_id: str, request: Request, user: CallUser) -> Response:
+async def renegotiate(call_id: str, user: CallUser, calls: CallsDep) -> Response:
     """A second offer on a live call: 409 (calls are negotiated once; hang up and call again)."""
-    call = _calls(request).calls.get(call_id)
+    call = calls.calls.get(call_id)
     if call is None or call.user_id != user.user_id:
         raise not_found("call")
     raise ApiError(409, "renegotiation_unsupported", "this call is already negotiated; hang up and place a new one")
 
 
 @router.delete("/{call_id}", status_code=204, summary="Hang up")
-async def hang_up(call_id: str, request: Request, user: CallUser) -> Response:
-    if not await _calls(request).hang_up(call_id, user):
+async def hang_up(call_id: str, user: CallUser, calls: CallsDep) -> Response:
+    if not await calls.hang_up(call_id, user):
         raise not_found("call")
     return Response(status_code=204)

@@ -41,7 +41,7 @@ from voice_server.avatar.bond.service import BondService
 from voice_server.avatar.directory import Avatar, avatar_names, resolve_avatar
 from voice_server.avatar.memory.service import MemoryService
 from voice_server.avatar.persona.service import PersonaService
-from voice_server.conversations import ConversationStore, prompt, turn_material
+from voice_server.conversations import ConversationStore, prompt, record_turn, turn_material
 from voice_server.errors import ApiError
 from voice_server.session_factory import RESUME_WINDOW_S
 
@@ -411,8 +411,4 @@ class _Exchange:
         conversation: uuid.UUID = await self.store.current(
             self.user.user_id, self.avatar.id, "chat", within_s=RESUME_WINDOW_S
         )
-        turn_id = await self.store.add_turn(conversation, self.user.user_id, turn)
-        if self.memory is not None:
-            self.memory.learn_later(self.user.user_id, conversation, turn_id, self.user_text)
-        if self.bond is not None:
-            self.bond.observe(self.user.user_id, self.user_text)
+        await record_turn(self.store, conversation, self.user.user_id, turn, memory=self.memory, bond=self.bond)

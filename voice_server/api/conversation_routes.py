@@ -13,10 +13,10 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Response
 
+from voice_server import conversations
 from voice_server.accounts import Principal
 from voice_server.api.deps import ResourcesDep, fetch_owned, require_scope
 from voice_server.avatar.memory.store import MemoryStore
-from voice_server.security import fields
 
 router = APIRouter(prefix="/v1/conversations", tags=["conversations"])
 HistoryUser = Annotated[Principal, Depends(require_scope("memories:read"))]
@@ -33,28 +33,13 @@ async def list_conversations(
     """``{"object": "list", "data": [...], "has_more", "next_before"}``; each item has its turn count and the
     first thing the user said."""
     async with res.db.pool.connection() as conn:
-        cur = await conn.execute(
-            "SELECT c.id, c.avatar, c.channel, c.started_at, c.updated_at, c.ended_at,"
-            " (SELECT count(*) FROM turns t WHERE t.conversation_id = c.id) AS turns,"
-            " (SELECT t.user_text FROM turns t WHERE t.conversation_id = c.id AND t.turn_index = 1) AS preview"
-            " FROM conversations c WHERE c.user_id = %s AND (%s::timestamptz IS NULL OR c.updated_at < %s)"
-            " ORDER BY c.updated_at DESC LIMIT %s",
-            (user.user_id, before, before, limit + 1),
-        )
-        rows = await cur.fetchall()
         key = await res.keys.for_user(conn, user.user_id)
-    page = rows[:limit]
-
-    def preview(row: dict[str, Any]) -> str:
-        if row["preview"] is None:
-            return ""
-        return key.open(row["preview"], fields.turn("user_text", row["id"], 1))[:200]
-
+        page, has_more = await conversations.conversation_page(conn, key, before=before, limit=limit)
     return {
         "object": "list",
-        "data": [{"object": "conversation", **row, "preview": preview(row)} for row in page],
-        "has_more": len(rows) > limit,
-        "next_before": page[-1]["updated_at"] if len(rows) > limit else None,
+        "data": [{"object": "conversation", **row} for row in page],
+        "has_more": has_more,
+        "next_before": page[-1]["updated_at"] if has_more else None,
     }
 
 
@@ -76,21 +61,15 @@ async def get_conversation(
         conversation = await fetch_owned(
             conn, "conversations", conversation_id, user, "id, avatar, channel, started_at, updated_at, ended_at"
         )
-        cur = await conn.execute(
-            "SELECT conversation_id, turn_index, user_text, heard_text, reply_text, interrupted, marks, created_at"
-            " FROM turns WHERE conversation_id = %s AND user_id = %s AND turn_index > %s"
-            " ORDER BY turn_index LIMIT %s",
-            (conversation_id, user.user_id, after, limit + 1),
-        )
-        turns = await cur.fetchall()
         key = await res.keys.for_user(conn, user.user_id)
-    page = [_public_turn(fields.open_turn(key, row)) for row in turns[:limit]]
+        turns, has_more = await conversations.turn_page(conn, key, conversation_id, after=after, limit=limit)
+    page = [_public_turn(turn) for turn in turns]
     return {
         "object": "conversation",
         **conversation,
         "turns": page,
-        "has_more": len(turns) > limit,
-        "next_after": page[-1]["index"] if len(turns) > limit else None,
+        "has_more": has_more,
+        "next_after": page[-1]["index"] if has_more else None,
     }
 
 
@@ -111,7 +90,7 @@ async def delete_conversation(
         await fetch_owned(conn, "conversations", conversation_id, user, "id")
         if memories:
             await MemoryStore(res.db, res.keys).delete_from_conversation(conn, user.user_id, conversation_id)
-        await conn.execute("DELETE FROM conversations WHERE id = %s AND user_id = %s", (conversation_id, user.user_id))
+        await conversations.delete_conversation(conn, user.user_id, conversation_id)
     return Response(status_code=204)
 
 

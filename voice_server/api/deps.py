@@ -1,4 +1,5 @@
-"""Request dependencies: resources, the authenticated principal, scopes, and owned-resource lookup.
+"""Request dependencies: the app state and its resources, the authenticated principal, scopes, and owned-resource
+lookup.
 
 Every route except ``/healthz``, ``/metrics`` (configurable) and static files depends on `require_user`, so
 authentication is enforced in one place. `fetch_owned` is the one way to load a user-owned row by id: it
@@ -17,19 +18,58 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from voice_server import accounts
 from voice_server.accounts import Principal
+from voice_server.app_state import AppState, app_state
+from voice_server.avatar.imports.service import ImportService
+from voice_server.avatar.proactive.service import ProactiveService
 from voice_server.errors import ApiError, not_found
 from voice_server.resources import Resources
+from voice_server.sip.calls import SipCallManager
+from voice_server.stores.postgres import Database
+from voice_server.webrtc.calls import CallManager
 
 _bearer = HTTPBearer(auto_error=False, description="A token from POST /v1/auth/token or an API token")
 
 
-def get_resources(request: Request) -> Resources:
+def get_app_state(request: Request) -> AppState:
+    """The serving app's state: its resources and the services started over them."""
+    return app_state(request.app)
+
+
+AppStateDep = Annotated[AppState, Depends(get_app_state)]
+
+
+def get_resources(state: AppStateDep) -> Resources:
     """The server's long-lived resources."""
-    res: Resources = request.app.state.resources
-    return res
+    return state.resources
 
 
 ResourcesDep = Annotated[Resources, Depends(get_resources)]
+
+
+def get_calls(state: AppStateDep) -> CallManager:
+    """The browser (WebRTC) calls."""
+    return state.calls
+
+
+def get_sip(state: AppStateDep) -> SipCallManager | None:
+    """The phone calls, or ``None`` when SIP is off."""
+    return state.sip
+
+
+def get_imports(state: AppStateDep) -> ImportService:
+    """The import jobs."""
+    return state.imports
+
+
+def get_proactive(state: AppStateDep) -> ProactiveService:
+    """The avatar's own messages."""
+    return state.proactive
+
+
+CallsDep = Annotated[CallManager, Depends(get_calls)]
+SipDep = Annotated[SipCallManager | None, Depends(get_sip)]
+ImportsDep = Annotated[ImportService, Depends(get_imports)]
+ProactiveDep = Annotated[ProactiveService, Depends(get_proactive)]
 
 
 async def require_user(
@@ -38,13 +78,13 @@ async def require_user(
     creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
     """Resolve the bearer token, or answer 401 with a JSON error (see `authenticate_token`). The principal is
-    kept in the request state for the audit log (`voice_server.security.audit_http`)."""
-    principal = await authenticate_token(res, creds.credentials if creds is not None else None)
+    kept in the request state for the audit log (`voice_server.api.audit_http`)."""
+    principal = await authenticate_token(res.db, creds.credentials if creds is not None else None)
     request.state.principal = principal
     return principal
 
 
-async def authenticate_token(res: Resources, token: str | None) -> Principal:
+async def authenticate_token(db: Database, token: str | None) -> Principal:
     """The principal behind ``token``; the one token check for HTTP routes and WebSocket handshakes.
 
     Raises:
@@ -53,7 +93,7 @@ async def authenticate_token(res: Resources, token: str | None) -> Principal:
     """
     if not token:
         raise ApiError(401, "missing_token", "authentication required: send 'Authorization: Bearer <token>'")
-    async with res.db.pool.connection() as conn:
+    async with db.pool.connection() as conn:
         principal = await accounts.authenticate(conn, token)
     if principal is None:
         raise ApiError(401, "invalid_token", "the token is invalid, expired or revoked")

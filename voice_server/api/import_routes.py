@@ -21,10 +21,10 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from voice_server.accounts import Principal
 from voice_server.api import sse
-from voice_server.api.deps import ResourcesDep, require_scope
+from voice_server.api.deps import ImportsDep, ResourcesDep, require_scope
 from voice_server.avatar.importers import FORMATS, Format, Me
 from voice_server.avatar.imports.job import IMPORT_COLUMNS, open_import
-from voice_server.avatar.imports.service import ImportService, QueueFullError, QuotaExceededError
+from voice_server.avatar.imports.service import QueueFullError, QuotaExceededError
 from voice_server.errors import ApiError, error_response, not_found
 from voice_server.resources import Resources
 
@@ -33,11 +33,6 @@ Reader = Annotated[Principal, Depends(require_scope("memories:read"))]
 Writer = Annotated[Principal, Depends(require_scope("memories:write"))]
 ME_HELP = "your name (or Telegram id) in the export; several names separated by commas"
 SPEAKER_HELP = "audio/video: who speaks in the recording (default: you); a name not in `me` is someone else"
-
-
-def _service(request: Request) -> ImportService:
-    service: ImportService = request.app.state.imports
-    return service
 
 
 def _out(row: dict[str, Any]) -> dict[str, Any]:
@@ -66,6 +61,7 @@ async def upload_import(
     request: Request,
     user: Writer,
     res: ResourcesDep,
+    imports: ImportsDep,
     me: Annotated[str, Query(min_length=1, max_length=200, description=ME_HELP)],
     name: Annotated[str, Query(min_length=1, max_length=255, description="the file's name")],
     format: Annotated[str | None, Query(description=f"one of {', '.join(FORMATS)}; detected when absent")] = None,
@@ -84,7 +80,7 @@ async def upload_import(
                 yield chunk
 
     try:
-        import_id = await _service(request).submit(
+        import_id = await imports.submit(
             user.user_id, name, Me.of(me.split(",")), fmt, body(), res.settings.media_max_bytes, speaker=speaker
         )
     except QueueFullError as exc:
@@ -120,11 +116,13 @@ async def get_import(import_id: uuid.UUID, user: Reader, res: ResourcesDep) -> d
 
 
 @router.post("/v1/imports/{import_id}/cancel", summary="Stop a waiting or running import (nothing of it is kept)")
-async def cancel_import(import_id: uuid.UUID, request: Request, user: Writer, res: ResourcesDep) -> dict[str, Any]:
+async def cancel_import(
+    import_id: uuid.UUID, user: Writer, res: ResourcesDep, imports: ImportsDep
+) -> dict[str, Any]:
     """The import, now ``failed`` with the reason; ``409 import_finished`` when it had already ended."""
     if await _load(res, user.user_id, import_id) is None:
         raise not_found("import")
-    if not await _service(request).cancel(user.user_id, import_id):
+    if not await imports.cancel(user.user_id, import_id):
         raise ApiError(409, "import_finished", "this import has already ended (or runs on another server)")
     row = await _load(res, user.user_id, import_id)
     if row is None:
@@ -133,11 +131,12 @@ async def cancel_import(import_id: uuid.UUID, request: Request, user: Writer, re
 
 
 @router.get("/v1/imports/{import_id}/events", summary="Progress of an import (Server-Sent Events)")
-async def import_events(import_id: uuid.UUID, request: Request, user: Reader, res: ResourcesDep) -> StreamingResponse:
+async def import_events(
+    import_id: uuid.UUID, user: Reader, res: ResourcesDep, service: ImportsDep
+) -> StreamingResponse:
     """``progress`` events while it runs, then one ``done`` or ``failed`` event with the import."""
     if await _load(res, user.user_id, import_id) is None:
         raise not_found("import")
-    service = _service(request)
 
     async def stream() -> AsyncIterator[bytes]:
         last: dict[str, Any] | None = None

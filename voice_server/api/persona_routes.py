@@ -18,7 +18,6 @@ from voice_server.accounts import Principal
 from voice_server.api.deps import ResourcesDep, require_scope
 from voice_server.avatar.persona.service import PersonaBusyError, PersonaService
 from voice_server.errors import ApiError
-from voice_server.resources import Resources
 
 router = APIRouter(prefix="/v1/persona", tags=["persona"])
 PersonaUser = Annotated[Principal, Depends(require_scope("persona"))]
@@ -51,28 +50,31 @@ class PersonaEdits(BaseModel):
     instructions: Instructions | None = None
 
 
-def persona_service(res: Resources) -> PersonaService:
+def persona_service(res: ResourcesDep) -> PersonaService:
     """The server's persona service."""
     return res.persona
 
 
+PersonaDep = Annotated[PersonaService, Depends(persona_service)]
+
+
 @router.get("", summary="The caller's persona: style profile, interests, people, places, edits and prompt")
-async def get_persona(user: PersonaUser, res: ResourcesDep) -> dict[str, Any]:
-    return await persona_service(res).get(user.user_id, user.username)
+async def get_persona(user: PersonaUser, persona: PersonaDep) -> dict[str, Any]:
+    return await persona.get(user.user_id, user.username)
 
 
 @router.patch("", summary="Edit the persona (name, self-description, style notes, instructions)")
-async def edit_persona(body: PersonaEdits, user: PersonaUser, res: ResourcesDep) -> dict[str, Any]:
+async def edit_persona(body: PersonaEdits, user: PersonaUser, persona: PersonaDep) -> dict[str, Any]:
     """Only the fields sent change; ``null`` removes an edit. Unknown fields are a 422."""
     changes = {name: getattr(body, name) for name in body.model_fields_set}
-    return await persona_service(res).edit(user.user_id, user.username, changes)
+    return await persona.edit(user.user_id, user.username, changes)
 
 
 @router.post("/rebuild", status_code=202, summary="Build the persona again from the caller's messages")
-async def rebuild_persona(user: PersonaUser, res: ResourcesDep) -> dict[str, str]:
+async def rebuild_persona(user: PersonaUser, persona: PersonaDep) -> dict[str, str]:
     """``429`` when too many builds are waiting."""
     try:
-        await persona_service(res).rebuild(user.user_id)
+        await persona.rebuild(user.user_id)
     except PersonaBusyError as exc:
         raise ApiError(429, "persona_busy", str(exc)) from None
     return {"status": "building"}

@@ -17,12 +17,12 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
 from voice_server.accounts import Principal
-from voice_server.api.deps import ResourcesDep, UserDep, require_scope
+from voice_server.api.deps import AppStateDep, ResourcesDep, UserDep, require_scope
 from voice_server.api.media_routes import media_store
 from voice_server.errors import ApiError
 from voice_server.live_sessions import session_id_for
+from voice_server.privacy.export import export_archive
 from voice_server.security.audit import AuditEvent
-from voice_server.security.export import export_archive
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1", tags=["privacy"])
@@ -49,6 +49,7 @@ async def erase_me(
     request: Request,
     user: UserDep,
     res: ResourcesDep,
+    state: AppStateDep,
     confirm: Annotated[str, Query(description="the account's username, to confirm")],
 ) -> Response:
     """Irreversible. Needs a full-access token and ``?confirm=<username>``.
@@ -60,13 +61,12 @@ async def erase_me(
         raise ApiError(403, "insufficient_scope", "erasing the account needs a full-access token")
     if confirm != user.username:
         raise ApiError(400, "confirmation_required", "pass ?confirm=<your username> to erase the account")
-    await request.app.state.calls.hang_up_user(user.user_id)
-    await request.app.state.imports.cancel_user(user.user_id)
+    await state.calls.hang_up_user(user.user_id)
+    await state.imports.cancel_user(user.user_id)
     await res.persona.cancel_user(user.user_id)
-    request.app.state.proactive.hub.drop_user(user.user_id)  # open event streams end with the account
-    sip = getattr(request.app.state, "sip", None)
-    if sip is not None:
-        sip.hang_up_user(user.user_id)
+    state.proactive.hub.drop_user(user.user_id)  # open event streams end with the account
+    if state.sip is not None:
+        state.sip.hang_up_user(user.user_id)
     async with res.db.pool.connection() as conn, conn.transaction():
         cur = await conn.execute("SELECT id FROM conversations WHERE user_id = %s", (user.user_id,))
         sessions = [session_id_for(row["id"]) for row in await cur.fetchall()]
@@ -76,7 +76,7 @@ async def erase_me(
         await res.audit.append(conn, AuditEvent("account.erase", "ok", user_id=user.user_id, status=204))
     res.keys.forget(user.user_id)
     await asyncio.to_thread(media_store(res).erase_files, user.user_id)
-    await asyncio.to_thread(request.app.state.imports.erase_files, user.user_id)
+    await asyncio.to_thread(state.imports.erase_files, user.user_id)
     # The login counters are keyed by username (`auth_routes.login`): rate window, failure count, lockout.
     login = f"login:{user.username}"
     await res.sessions.delete_keys([f"session:{s}" for s in sessions] + [f"rl:{login}", f"fails:{login}",

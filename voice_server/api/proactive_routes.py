@@ -18,16 +18,15 @@ from collections.abc import AsyncIterator
 from datetime import date, time
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi import APIRouter, Depends, Header, Query, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from voice_server.accounts import Principal
 from voice_server.api import sse
-from voice_server.api.deps import ResourcesDep, require_scope
+from voice_server.api.deps import ProactiveDep, ResourcesDep, require_scope
 from voice_server.avatar.bond.service import BondService
 from voice_server.avatar.proactive.rules import Kind, MilestoneKind, Preferences, SettingsError, zone_of
-from voice_server.avatar.proactive.service import ProactiveService
 from voice_server.avatar.proactive.settings_store import (
     create_milestone,
     delete_milestone,
@@ -45,11 +44,6 @@ Writer = Annotated[Principal, Depends(require_scope("proactive:write"))]
 Listener = Annotated[Principal, Depends(require_scope("events"))]
 HHMM = r"^([01]\d|2[0-3]):[0-5]\d$"
 RETRY_MS = 5000
-
-
-def _service(request: Request) -> ProactiveService:
-    service: ProactiveService = request.app.state.proactive
-    return service
 
 
 def _bond(res: Resources) -> BondService:
@@ -133,14 +127,16 @@ async def get_settings(user: Reader, res: ResourcesDep) -> dict[str, Any]:
 
 
 @router.put("/proactive/settings", summary="Change when and how the avatar reaches out")
-async def put_settings(body: SettingsUpdate, request: Request, user: Writer, res: ResourcesDep) -> dict[str, Any]:
+async def put_settings(
+    body: SettingsUpdate, user: Writer, res: ResourcesDep, service: ProactiveDep
+) -> dict[str, Any]:
     """``400 invalid_timezone`` unless ``timezone`` is an IANA name (``Europe/Lisbon``, ``UTC``)."""
     async with res.db.pool.connection() as conn, conn.transaction():
         key = await res.keys.for_user(conn, user.user_id)
         await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 1))", (str(user.user_id),))
         prefs = _apply(await load_preferences(conn, key), body)
         await save_preferences(conn, key, prefs)
-    _service(request).wake()
+    service.wake()
     return public_settings(prefs)
 
 
@@ -162,7 +158,9 @@ async def get_milestones(user: Reader, res: ResourcesDep) -> dict[str, Any]:
 
 
 @router.post("/milestones", status_code=201, summary="Add a birthday or anniversary")
-async def post_milestone(body: MilestoneCreate, request: Request, user: Writer, res: ResourcesDep) -> dict[str, Any]:
+async def post_milestone(
+    body: MilestoneCreate, user: Writer, res: ResourcesDep, service: ProactiveDep
+) -> dict[str, Any]:
     """It is celebrated on its month and day every year after its own (29 February: the 28th in other years)."""
     if not date(1900, 1, 1) <= body.date <= date(2200, 12, 31):
         raise ApiError(400, "invalid_date", "date: between 1900-01-01 and 2200-12-31", param="date")
@@ -175,7 +173,7 @@ async def post_milestone(body: MilestoneCreate, request: Request, user: Writer, 
             )
         except OverflowError as exc:
             raise ApiError(409, "too_many_milestones", str(exc)) from None
-    _service(request).wake()
+    service.wake()
     return created
 
 
@@ -192,17 +190,16 @@ async def remove_milestone(milestone_id: uuid.UUID, user: Writer, res: Resources
 
 @router.get("/notifications", summary="The avatar's messages to the caller, newest first")
 async def get_notifications(
-    request: Request,
     user: Listener,
+    service: ProactiveDep,
     unread: Annotated[bool, Query(description="only those not marked read")] = False,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> dict[str, Any]:
-    return {"object": "list", "data": await _service(request).store.page(user.user_id, unread=unread, limit=limit)}
+    return {"object": "list", "data": await service.store.page(user.user_id, unread=unread, limit=limit)}
 
 
 @router.post("/notifications/{notification_id}/read", status_code=204, summary="Mark a message read")
-async def read_notification(notification_id: uuid.UUID, request: Request, user: Listener) -> Response:
-    service = _service(request)
+async def read_notification(notification_id: uuid.UUID, user: Listener, service: ProactiveDep) -> Response:
     if not await service.store.mark_read(user.user_id, notification_id, service.clock()):
         raise not_found("notification")
     return Response(status_code=204)
@@ -210,8 +207,8 @@ async def read_notification(notification_id: uuid.UUID, request: Request, user: 
 
 @router.get("/events", summary="The avatar's messages, live (Server-Sent Events)", response_class=StreamingResponse)
 async def events(
-    request: Request,
     user: Listener,
+    service: ProactiveDep,
     last_event_id: Annotated[
         str | None, Header(alias="Last-Event-ID", max_length=64, description="resume after this notification")
     ] = None,
@@ -224,7 +221,6 @@ async def events(
             after = uuid.UUID(last_event_id.strip())
         except ValueError:
             raise ApiError(400, "invalid_last_event_id", "Last-Event-ID must be a notification id") from None
-    service = _service(request)
     # Subscribed before the replay is read, so nothing committed in between is missed (duplicates are skipped).
     subscription = service.hub.subscribe(user.user_id)
     try:

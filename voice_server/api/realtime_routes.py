@@ -21,15 +21,16 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from fastapi import APIRouter, WebSocket
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
-from pipeline.tasks import cancel_and_wait
 from voice_server.accounts import Principal
+from voice_server.api.audit_http import outcome_of
 from voice_server.api.deps import authenticate_token
+from voice_server.app_state import app_state
 from voice_server.avatar.directory import Avatar, resolve_avatar
 from voice_server.avatar.proactive.service import ProactiveService
 from voice_server.errors import ApiError, error_response
@@ -37,9 +38,13 @@ from voice_server.live_sessions import LiveState
 from voice_server.realtime import protocol as p
 from voice_server.realtime.connection import RealtimeConnection, new_connection
 from voice_server.resources import Resources
-from voice_server.security.audit import AuditEvent
-from voice_server.security.audit_http import outcome_of
+from voice_server.security.audit import AuditEvent, AuditLog
 from voice_server.session_factory import find_session, open_conversation
+from voice_server.session_lifetime import SessionLifetime
+from voice_server.stores.postgres import Database
+
+if TYPE_CHECKING:  # types only: the model runtimes are imported when the models load
+    from models.registry import ModelSet
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["realtime"])
@@ -62,7 +67,8 @@ async def realtime(ws: WebSocket, model: str | None = None, session_id: str | No
     heard history, from Redis or, if Redis lost it, from Postgres. An unknown, expired or foreign id is
     refused at the handshake (404 ``session_not_found``).
     """
-    res: Resources = ws.app.state.resources
+    state = app_state(ws.app)
+    res = state.resources
     origin = ws.headers.get("origin")
     if not origin_allowed(origin, ws.url.scheme, ws.headers.get("host"), res.settings.cors_origin_list):
         # One line per refused handshake; the origin names the foreign page, it is not a secret.
@@ -72,19 +78,20 @@ async def realtime(ws: WebSocket, model: str | None = None, session_id: str | No
     token, subprotocol = _credentials(ws)
     user: Principal | None = None
     try:
-        user = await _authenticate(res, token)
+        user = await _authenticate(res.db, token)
         avatar = await resolve_avatar(user, model, res.persona)
-        if res.models is None or res.models.llm is None:
+        models = res.models
+        if models is None or models.llm is None:
             raise ApiError(503, "models_unavailable", "this server was started without models")
         resume = await find_session(res, user, session_id, "realtime", avatar)
-        await _audit(res, ws, user, 101, session_id)  # before accepting: no session runs unaudited
+        await _audit(res.audit, ws, user, 101, session_id)  # before accepting: no session runs unaudited
     except ApiError as exc:
         with contextlib.suppress(Exception):  # the refusal itself is logged by the audit's own failure
-            await _audit(res, ws, user, exc.status, session_id)
+            await _audit(res.audit, ws, user, exc.status, session_id)
         await _deny(ws, exc)
         return
     await ws.accept(subprotocol=subprotocol)
-    await _Endpoint(ws, res, user, avatar, resume).run()
+    await _Endpoint(ws, res, models, state.proactive, user, avatar, resume).run()
 
 
 _DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
@@ -139,14 +146,14 @@ def _credentials(ws: WebSocket) -> tuple[str | None, str | None]:
     return token, chosen
 
 
-async def _authenticate(res: Resources, token: str | None) -> Principal:
-    user = await authenticate_token(res, token)
+async def _authenticate(db: Database, token: str | None) -> Principal:
+    user = await authenticate_token(db, token)
     if not (user.allows("calls") or user.allows("chat")):
         raise ApiError(403, "insufficient_scope", "this token lacks the 'calls' or 'chat' scope")
     return user
 
 
-async def _audit(res: Resources, ws: WebSocket, user: Principal | None, status: int, session_id: str | None) -> None:
+async def _audit(audit: AuditLog, ws: WebSocket, user: Principal | None, status: int, session_id: str | None) -> None:
     """One audit row for a handshake: accepted (101) or refused with ``status``.
 
     Raises:
@@ -158,7 +165,7 @@ async def _audit(res: Resources, ws: WebSocket, user: Principal | None, status: 
         f"session_id={session_id}" if session_id else "", status, ws.client.host if ws.client else None,
     )
     try:
-        await res.audit.record(event)
+        await audit.record(event)
     except Exception:
         log.error("audit row not written: websocket refused", exc_info=True)
         raise ApiError(503, "audit_unavailable", "the server cannot record this session right now") from None
@@ -189,11 +196,20 @@ class _Endpoint:
     """One accepted connection: its tasks, its queues and how it closes."""
 
     def __init__(
-        self, ws: WebSocket, res: Resources, user: Principal, avatar: Avatar, resume: LiveState | None
+        self,
+        ws: WebSocket,
+        res: Resources,
+        models: ModelSet,
+        proactive: ProactiveService,
+        user: Principal,
+        avatar: Avatar,
+        resume: LiveState | None,
     ) -> None:
         self.ws = ws
         self.resume = resume
         self.res = res
+        self.models = models
+        self.proactive = proactive
         self.user = user
         self.avatar = avatar
         self.out: asyncio.Queue[dict[str, Any]] = asyncio.Queue(OUT_QUEUE)
@@ -208,7 +224,7 @@ class _Endpoint:
             self.too_slow.set()
 
     async def run(self) -> None:
-        conn = new_connection(self.res.models, self.avatar.id, self.avatar.persona, self.emit)
+        conn = new_connection(self.models, self.avatar.id, self.avatar.persona, self.emit)
         try:
             conversation = await open_conversation(
                 self.res, self.user, self.avatar, "realtime", conn.transport, resume=self.resume
@@ -218,27 +234,21 @@ class _Endpoint:
             return
         conn.session_id = conversation.session_id
         conn.attach(conversation.session, conversation.context)
-        session = asyncio.create_task(conversation.session.run(), name="realtime-session")
-        workers = [
-            asyncio.create_task(self._write(), name="realtime-writer"),
-            asyncio.create_task(self._read(conn), name="realtime-reader"),
-            asyncio.create_task(self.too_slow.wait(), name="realtime-slow-watch"),
-        ]
-        pump = asyncio.create_task(conn.transport.pump_output(conn.on_audio), name="realtime-audio-out")
-        # Not among the tasks whose end ends the session: it only ever adds events.
-        notes = asyncio.create_task(self._notifications(conn), name="realtime-notifications")
+        # The connection's item edits write history: they stop before the conversation is marked ended.
+        lifetime = SessionLifetime(conversation, conn.transport, name="realtime", on_stopped=conn.aclose)
         try:
-            done, _ = await asyncio.wait([session, *workers], return_when=asyncio.FIRST_COMPLETED)
-            if self.too_slow.is_set():
-                self.close_code, self.close_reason = CLOSE_POLICY, "client is not reading events fast enough"
+            async with lifetime:
+                lifetime.start("realtime-session")
+                lifetime.watch(self._write(), "realtime-writer")
+                lifetime.watch(self._read(conn), "realtime-reader")
+                lifetime.watch(self.too_slow.wait(), "realtime-slow-watch")
+                lifetime.spawn(conn.transport.pump_output(conn.on_audio), "realtime-audio-out")
+                # Not among the tasks whose end ends the session: it only ever adds events.
+                lifetime.spawn(self._notifications(conn), "realtime-notifications")
+                await lifetime.wait()
+                if self.too_slow.is_set():
+                    self.close_code, self.close_reason = CLOSE_POLICY, "client is not reading events fast enough"
         finally:
-            conn.transport.close()
-            # The session records the turn in progress as it ends; give it that time before cancelling.
-            await asyncio.wait([session], timeout=5.0)
-            await cancel_and_wait(session, pump, notes, *workers, timeout=3.0)
-            await conn.aclose()
-            with contextlib.suppress(Exception):
-                await conversation.close()
             await self._close()
 
     async def _read(self, conn: RealtimeConnection) -> None:
@@ -272,9 +282,9 @@ class _Endpoint:
     async def _notifications(self, conn: RealtimeConnection) -> None:
         """Forward the avatar's own messages while the socket is open (live only: ``/v1/events`` replays).
         A dropped subscription (this client fell behind) is renewed; it never ends the session."""
-        service: ProactiveService | None = getattr(self.ws.app.state, "proactive", None)
-        if service is None or not self.user.allows("events"):
-            return  # the token may not read them (scope ``events``), or nothing delivers them here
+        service = self.proactive
+        if not self.user.allows("events"):
+            return  # the token may not read them (scope ``events``)
         while True:
             with service.hub.subscribe(self.user.user_id) as subscription:
                 while (notification := await subscription.get()) is not None:

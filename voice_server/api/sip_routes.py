@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from voice_server.accounts import Principal
-from voice_server.api.deps import ResourcesDep, require_scope
+from voice_server.api.deps import ResourcesDep, SipDep, require_scope
 from voice_server.errors import ApiError, not_found
 from voice_server.sip.calls import SipCallManager
 from voice_server.sip.routing import LineDirectory
@@ -58,15 +58,16 @@ class OutboundIn(BaseModel):
     reason: str = Field(default="", max_length=200, description="why the avatar calls (it says so when answered)")
 
 
-def _sip(request: Request) -> SipCallManager:
-    manager: SipCallManager | None = getattr(request.app.state, "sip", None)
-    if manager is None:
+def _running(sip: SipCallManager | None) -> SipCallManager:
+    """The SIP bridge, or 503 ``sip_disabled`` when it is not running (checked in the handler: a bad request
+    is still a 422 first)."""
+    if sip is None:
         raise ApiError(503, "sip_disabled", "the SIP bridge is not running on this server (see sip_bind)")
-    return manager
+    return sip
 
 
 @outbound.post("", status_code=202, summary="Have the avatar phone someone through a configured SIP trunk")
-async def place_outbound(body: OutboundIn, request: Request, user: CallUser) -> dict[str, Any]:
+async def place_outbound(body: OutboundIn, user: CallUser, sip: SipDep) -> dict[str, Any]:
     """Returns at once with ``state: calling``; poll ``GET /v1/calls/outbound/{id}`` (``ringing``, ``answered``,
     ``ended``, ``failed`` with the SIP ``status``). When answered, the avatar speaks first.
 
@@ -74,21 +75,21 @@ async def place_outbound(body: OutboundIn, request: Request, user: CallUser) -> 
         ApiError: 400 bad URI, 409 no outbound trunk, 429 this user already dials 4 calls, 503 SIP off or too
             many calls being placed server-wide.
     """
-    call = _sip(request).dialer.dial(user, body.to, trunk_name=body.trunk, reason=body.reason)
+    call = _running(sip).dialer.dial(user, body.to, trunk_name=body.trunk, reason=body.reason)
     return call.public()
 
 
 @outbound.get("/{outbound_call_id}", summary="An outbound call's state")
-async def get_outbound(outbound_call_id: str, request: Request, user: CallUser) -> dict[str, Any]:
-    call = _sip(request).dialer.calls.get(outbound_call_id)
+async def get_outbound(outbound_call_id: str, user: CallUser, sip: SipDep) -> dict[str, Any]:
+    call = _running(sip).dialer.calls.get(outbound_call_id)
     if call is None or call.user.user_id != user.user_id:
         raise not_found("call")
     return call.public()
 
 
 @outbound.delete("/{outbound_call_id}", status_code=204, summary="Hang up (or stop ringing) an outbound call")
-async def hang_up_outbound(outbound_call_id: str, request: Request, user: CallUser) -> Response:
-    manager = _sip(request)
+async def hang_up_outbound(outbound_call_id: str, user: CallUser, sip: SipDep) -> Response:
+    manager = _running(sip)
     call = manager.dialer.calls.get(outbound_call_id)
     if call is None or call.user.user_id != user.user_id:
         raise not_found("call")

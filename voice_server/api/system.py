@@ -37,5 +37,5 @@ async def metrics(
 ) -> Response:
     """Prometheus text format; needs a token unless ``metrics_public`` is set."""
     if not res.settings.metrics_public:
-        await authenticate_token(res, creds.credentials if creds is not None else None)
+        await authenticate_token(res.db, creds.credentials if creds is not None else None)
     return Response(res.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")

@@ -15,9 +15,8 @@ time per ``max_wait_s``), but it always makes progress.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,26 +26,11 @@ import numpy.typing as npt
 from models.asr import Transcript
 from voice_server.avatar.imports.recordings_plan import Transcriber
 from voice_server.avatar.proactive.messages import Completer
+from voice_server.live_calls import LiveCalls
 
 log = logging.getLogger(__name__)
 
-POLL_S = 0.25
 MAX_WAIT_S = 30.0  # per import window: `Settings.import_calls_first_max_wait_s` sets the server's
-
-
-async def until_quiet(busy: Callable[[], bool], poll_s: float = POLL_S, max_wait_s: float | None = None) -> bool:
-    """Return once ``busy()`` is false, or after ``max_wait_s`` (``None``: no limit); true when it was quiet.
-
-    Polled, not awaited on an event: "live" is a gauge every transport moves; one cheap read per ``poll_s``
-    is all the waiting costs.
-    """
-    loop = asyncio.get_running_loop()
-    deadline = None if max_wait_s is None else loop.time() + max_wait_s
-    while busy():  # noqa: ASYNC110
-        if deadline is not None and loop.time() >= deadline:
-            return False
-        await asyncio.sleep(poll_s if deadline is None else min(poll_s, max(0.0, deadline - loop.time())))
-    return True
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,20 +40,18 @@ class CallsFirstAsr:
 
     Attributes:
         asr: The speech model.
-        busy: Whether a live conversation is in progress (called on the event loop; must be cheap).
-        poll_s: How often ``busy`` is asked again while it holds.
+        live: The server's live conversations (awaited, not polled).
         max_wait_s: The longest one window waits for quiet (``None``: for ever, which an idle open
             conversation turns into a denial of service for every user's imports).
     """
 
     asr: Transcriber
-    busy: Callable[[], bool]
-    poll_s: float = POLL_S
+    live: LiveCalls
     max_wait_s: float | None = MAX_WAIT_S
 
     async def atranscribe(self, audio: npt.NDArray[np.float32], *, language: str | None = "en") -> Transcript:
         """`Transcriber.atranscribe`, once no conversation is live or ``max_wait_s`` has passed."""
-        if not await until_quiet(self.busy, self.poll_s, self.max_wait_s):
+        if not await self.live.until_none(self.max_wait_s):
             log.info("import: a conversation stayed live for %.0f s; transcribing one window anyway", self.max_wait_s)
         return await self.asr.atranscribe(audio, language=language)
 
@@ -80,15 +62,13 @@ class CallsFirstLlm:
 
     Attributes:
         llm: The LLM.
-        busy: Whether a live conversation is in progress (called on the event loop; must be cheap).
-        poll_s: How often ``busy`` is asked again while it holds.
+        live: The server's live conversations (awaited, not polled).
     """
 
     llm: Completer
-    busy: Callable[[], bool]
-    poll_s: float = POLL_S
+    live: LiveCalls
 
     async def acomplete(self, messages: Sequence[Any], **options: Any) -> str:
         """`Completer.acomplete`, once no conversation is live."""
-        await until_quiet(self.busy, self.poll_s)
+        await self.live.until_none()
         return await self.llm.acomplete(messages, **options)

@@ -23,7 +23,7 @@ import dataclasses
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -49,6 +49,9 @@ from voice_server.realtime.limits import CountTokens, InputLimits
 from voice_server.realtime.transcript import TranscriptDeltas
 from voice_server.realtime.transport import RealtimeTransport
 from voice_server.realtime.turn_detection import IdleTimer
+
+if TYPE_CHECKING:  # types only: the model runtimes are imported when the models load
+    from models.registry import ModelSet
 
 MEDIA_RATE = 48_000  # WebRTC (Opus) audio
 MAX_MARKED_TURNS = 8
@@ -573,7 +576,7 @@ class RealtimeConnection:
 
 
 def new_connection(
-    models: Any,
+    models: ModelSet,
     model: str,
     persona: str,
     emit: Callable[[dict[str, Any]], None],
@@ -592,6 +595,7 @@ def new_connection(
     llm = models.llm
 
     async def transcribe(audio: FloatAudio) -> str:
+        assert asr is not None  # handed to the connection only when the speech model is loaded
         result = await asr.atranscribe_utterance(audio)
         return str(result.text)
 

@@ -24,6 +24,7 @@ from typing import Any, Final
 from voice_server.security import fields
 from voice_server.security.keys import Conn, DecryptionError, Keyring
 from voice_server.stores.postgres import Database
+from voice_server.stores.user_rows import UserRows
 
 log = logging.getLogger(__name__)
 
@@ -158,6 +159,16 @@ class AuditLog:
         for row in rows:
             row["source"] = await self.open_source(row)
         return rows
+
+    def export_rows(self, user_id: uuid.UUID) -> UserRows:
+        """The audit rows about or by ``user_id``, sources opened (`open_source`), for their export."""
+
+        async def opened(row: dict[str, Any]) -> dict[str, Any]:
+            return {**row, "source": await self.open_source(row)}
+
+        return UserRows(
+            "SELECT seq, at, actor_id, user_id, action, resource, outcome, status, source FROM audit_log"
+            " WHERE user_id = %s OR actor_id = %s ORDER BY seq", (user_id, user_id), opened)
 
     async def open_source(self, row: dict[str, Any]) -> str | None:
         """The source address of an audit row, or ``None`` (none recorded, or its key was erased).

@@ -34,6 +34,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from psycopg.pq import TransactionStatus
 from psycopg_pool import AsyncConnectionPool
 
+from voice_server.integrity import DataIntegrityError
+
 log = logging.getLogger(__name__)
 
 SEALED: Final = 0x01
@@ -48,7 +50,7 @@ _WRAP_AD: Final = b"soma/user-key/v1|"
 Conn = psycopg.AsyncConnection[dict[str, Any]]
 
 
-class DecryptionError(Exception):
+class DecryptionError(DataIntegrityError):
     """A sealed value did not authenticate: wrong user, wrong row, tampered, or its key was erased."""
 
 

@@ -19,7 +19,9 @@ import re
 import struct
 import time
 import uuid
-from typing import Final
+from typing import Any, Final
+
+from voice_server.security.keys import Conn
 
 PREFIX: Final = "shr_"
 _BODY = struct.Struct(">16sQ")
@@ -59,3 +61,13 @@ def check_token(key: bytes, token: str, now: float | None = None) -> uuid.UUID |
     if expires <= (time.time() if now is None else now):
         return None
     return uuid.UUID(bytes=link)
+
+
+async def export_links(conn: Conn, user_id: uuid.UUID) -> list[dict[str, Any]]:
+    """``user_id``'s share links (their rows, never a token), for their export, oldest first."""
+    cur = await conn.execute(
+        "SELECT id, resource_kind, resource_id, created_at, expires_at, revoked_at FROM share_links"
+        " WHERE user_id = %s ORDER BY created_at",
+        (user_id,),
+    )
+    return await cur.fetchall()

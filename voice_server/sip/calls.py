@@ -32,14 +32,16 @@ from voice_server.errors import ApiError
 from voice_server.resources import Resources
 from voice_server.security.audit import AuditEvent
 from voice_server.session_factory import Conversation, open_conversation
+from voice_server.session_lifetime import SessionLifetime
 from voice_server.sip import dialog as d
 from voice_server.sip import guard, sdp
 from voice_server.sip.auth import DigestServer
 from voice_server.sip.endpoint import EndpointLimits, Flow, RejectionLog, SipEndpoint
 from voice_server.sip.message import Request, Response, SipParseError, parse_name_addr, parse_uri
 from voice_server.sip.outbound import OutboundDialer
-from voice_server.sip.routing import LineDirectory, Trunk, admit_caller, parse_trunks
+from voice_server.sip.routing import LineDirectory, admit_caller
 from voice_server.sip.rtp_stream import PortPool, RtcpSocket, RtpStream, SipTransport, media_summary, run_media_clock
+from voice_server.sip.trunks import Trunk, parse_trunks
 
 log = logging.getLogger(__name__)
 
@@ -312,7 +314,7 @@ class SipCallManager:
 
     async def _run(self, call: SipCall, negotiated: sdp.Negotiated | None, principal: Any) -> None:
         """Set the call up, run its session until it ends, then release everything."""
-        session: asyncio.Task[None] | None = None
+        lifetime: SessionLifetime | None = None
         try:
             await self._open_media(call, negotiated)
             self._reply(call.invite, call.flow, 180, "Ringing", call=call)
@@ -324,6 +326,7 @@ class SipCallManager:
                 return
             avatar = await _avatar_for(self.res, principal)
             call.conversation = await open_conversation(self.res, principal, avatar, "sip", call.transport)
+            lifetime = self._lifetime(call, call.conversation)
             if call.cancelled or call.ended.is_set():
                 return
             # Audited before the call is answered: no conversation runs unrecorded (a failure refuses it, 503).
@@ -338,24 +341,23 @@ class SipCallManager:
             call.answered = True
             codec = "offer in 200" if call.awaiting_answer or call.media is None else call.media.negotiated.codec
             log.info("sip: call %s answered for %s (%s)", _short(call.call_id), principal.username, codec)
-            session = await self._converse(call)
+            await self._converse(call, lifetime)
         except ApiError as exc:
             self._reject(call.invite, call.flow, 503, "Service Unavailable", exc.message[:80])
         except OSError as exc:
             self._reject(call.invite, call.flow, 503, "Service Unavailable", f"RTP port unusable ({exc.errno})")
         finally:
-            await self._release(call, session)
+            await self._release(call, lifetime)
 
-    async def _converse(self, call: SipCall) -> asyncio.Task[None]:
-        """Run the call's session until it ends or the call does; returns the session task (for `_release`)."""
-        assert call.conversation is not None
-        session = asyncio.create_task(call.conversation.session.run(), name="sip-session")
-        ended = asyncio.create_task(call.ended.wait(), name="sip-call-ended")
-        try:
-            await asyncio.wait([session, ended], return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            await cancel_and_wait(ended, timeout=1.0)
-        return session
+    def _lifetime(self, call: SipCall, conversation: Conversation) -> SessionLifetime:
+        """The lifetime of the call's session; `_release` ends it (once the conversation is open, always)."""
+        return SessionLifetime(conversation, call.transport, name=f"sip: call {_short(call.call_id)}")
+
+    async def _converse(self, call: SipCall, lifetime: SessionLifetime) -> None:
+        """Run the call's session until it ends or the call does (`_release` then ends the lifetime)."""
+        lifetime.start("sip-session")
+        lifetime.watch(call.ended.wait(), "sip-call-ended")
+        await lifetime.wait()
 
     async def adopt(self, call_id: str, local_tag: str, flow: Flow, invite: Request, dialog: d.Dialog, port: int,
                     negotiated: sdp.Negotiated, principal: Principal, greeting: str,
@@ -368,19 +370,20 @@ class SipCallManager:
                        established=True)
         call.runner = asyncio.current_task()
         self.calls[call_id] = call
-        session: asyncio.Task[None] | None = None
+        lifetime: SessionLifetime | None = None
         try:
             await self._open_media(call, negotiated)
             avatar = await _avatar_for(self.res, principal)
             call.conversation = await open_conversation(self.res, principal, avatar, "sip", call.transport)
+            lifetime = self._lifetime(call, call.conversation)
             call.transport.feed_text(greeting)
             if not call.ended.is_set():
-                session = await self._converse(call)
+                await self._converse(call, lifetime)
         except (ApiError, OSError) as exc:
             log.info("sip: outbound call %s could not start its session (%s); hanging up", _short(call_id), exc)
             self._end(call, send_bye=True)
         finally:
-            await self._release(call, session)
+            await self._release(call, lifetime)
 
     def hang_up(self, call_id: str) -> bool:
         """End a live call from our side (BYE); False when there is no such call."""
@@ -432,19 +435,14 @@ class SipCallManager:
         if call.awaiting_answer:
             stream.set_hold(True)  # nowhere to send yet
 
-    async def _release(self, call: SipCall, session: asyncio.Task[None] | None) -> None:
+    async def _release(self, call: SipCall, lifetime: SessionLifetime | None) -> None:
         if call.cancelled and not call.answered:
             self._reply(call.invite, call.flow, 487, "Request Terminated", call=call)
             call.answered = True
-        call.transport.close()
-        if session is not None:
-            await asyncio.wait([session], timeout=5.0)  # the turn in progress is recorded as the session ends
-            await cancel_and_wait(session, timeout=3.0)
-        if call.conversation is not None:
-            try:
-                await call.conversation.close()
-            except Exception:
-                log.exception("sip: closing the conversation of %s failed", _short(call.call_id))
+        if lifetime is not None:  # ends the session (its turn in progress recorded) and the conversation
+            await lifetime.end()
+        else:
+            call.transport.close()
         if call.media is not None:
             call.media.close()
         self.ports.give_back(call.port)

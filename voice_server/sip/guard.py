@@ -24,10 +24,10 @@ from enum import Enum
 from typing import TYPE_CHECKING
 
 from voice_server.sip.message import Request, SipParseError, parse_uri
+from voice_server.sip.trunks import Trunk
 
-if TYPE_CHECKING:  # types only: the guards stay free of the database-backed routing module's imports
+if TYPE_CHECKING:
     from voice_server.sip.dialog import Dialog
-    from voice_server.sip.routing import Trunk
 
 MAX_TRACKED = 4096  # sources/destinations remembered; the least recently seen are forgotten beyond this
 UNVERIFIED_PPS = 50.0  # one call's worth of 20 ms packets per unverified destination host, all calls together

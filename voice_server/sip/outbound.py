@@ -4,7 +4,7 @@
 resending it over UDP (Timer A) until something answers, and follows the responses: 180/183 → ringing;
 401/407 → ACK and one retry with digest credentials (the trunk's proxy_username/proxy_password); any other failure →
 ACK and the call ends with that status; 2xx → ACK (to the callee's Contact, along the Record-Route set,
-reversed) and the answer's media. Once answered, the call is handed to `SipCallManager.adopt`, which runs it
+reversed) and the answer's media. Once answered, the call is handed to the manager's `CallHost.adopt`, which runs it
 like an inbound one, and the avatar speaks first. No answer within `RING_TIMEOUT_S` → CANCEL.
 
 Only trunks the operator configured with a ``proxy`` can carry outbound calls: a bearer token is not enough to
@@ -21,8 +21,9 @@ import ipaddress
 import logging
 import secrets
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from pipeline.tasks import cancel_and_wait
 from voice_server.accounts import Principal
@@ -32,11 +33,11 @@ from voice_server.sip import dialog as d
 from voice_server.sip import sdp
 from voice_server.sip.auth import client_authorization
 from voice_server.sip.message import Headers, Request, Response, SipParseError, parse_name_addr, parse_uri
-from voice_server.sip.routing import Trunk
+from voice_server.sip.rtp_stream import PortPool
+from voice_server.sip.trunks import Trunk
 
 if TYPE_CHECKING:
-    from voice_server.sip.calls import SipCallManager
-    from voice_server.sip.endpoint import Flow
+    from voice_server.sip.endpoint import Flow, SipEndpoint
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,42 @@ GREETING = (
     "(You are calling the user on the phone; they just picked up. Greet them warmly by saying hello and why you "
     "are calling{reason}. Keep it to one or two short sentences.)"
 )
+
+
+class CallHost(Protocol):
+    """What the dialer needs from the call manager (`voice_server.sip.calls.SipCallManager`), and no more: the
+    manager owns the dialer, so the dialer sees it only through this."""
+
+    @property
+    def trunks(self) -> Sequence[Trunk]:
+        """The configured trunks; only those with a ``proxy`` carry outbound calls."""
+        ...
+
+    @property
+    def busy(self) -> bool:
+        """Whether the server-wide call cap is reached (calls being dialled count)."""
+        ...
+
+    @property
+    def ports(self) -> PortPool:
+        """RTP ports: one is taken per call, given back unless `adopt` took it over."""
+        ...
+
+    @property
+    def endpoint(self) -> SipEndpoint:
+        """The SIP listener whose UDP socket our INVITEs go out on."""
+        ...
+
+    @property
+    def public_host(self) -> str | None:
+        """The address put in our Via, Contact and SDP (``None``: the flow's local address)."""
+        ...
+
+    async def adopt(self, call_id: str, local_tag: str, flow: Flow, invite: Request, dialog: d.Dialog, port: int,
+                    negotiated: sdp.Negotiated, principal: Principal, greeting: str,
+                    trunk: Trunk | None = None) -> None:
+        """Run the answered call like an inbound one, taking over ``port``; returns when it has ended."""
+        ...
 
 
 @dataclass(eq=False)
@@ -84,9 +121,9 @@ class OutboundCall:
 
 
 class OutboundDialer:
-    """Places and tracks outbound calls for a `SipCallManager`."""
+    """Places and tracks outbound calls for a call manager (`CallHost`)."""
 
-    def __init__(self, manager: SipCallManager) -> None:
+    def __init__(self, manager: CallHost) -> None:
         self.manager = manager
         self.calls: dict[str, OutboundCall] = {}
 

@@ -25,6 +25,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from pipeline.tasks import cancel_and_wait
+
 log = logging.getLogger(__name__)
 
 MAX_RESTARTS = 5
@@ -214,9 +216,7 @@ class SessionStore:
                     await client.aclose()
         finally:
             if supervisor is not None:
-                supervisor.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await supervisor
+                await cancel_and_wait(supervisor)
             if embedded is not None:
                 await embedded.stop()
 

@@ -43,6 +43,7 @@ from voice_server.realtime.connection import MEDIA_RATE, RealtimeConnection, new
 from voice_server.realtime.limits import InputLimits
 from voice_server.resources import Resources
 from voice_server.session_factory import Conversation, open_conversation
+from voice_server.session_lifetime import SessionLifetime
 from voice_server.webrtc.offer import OfferError, ValidOffer, validate_offer
 from voice_server.webrtc.session_config import CallSessionConfig
 from voice_server.webrtc.tracks import BotAudioTrack, pump_microphone
@@ -275,28 +276,22 @@ class CallManager:
         `_handle_events` starts), so ``session.updated`` directly follows ``session.created``.
         """
         assert call.conversation is not None
-        session: asyncio.Task[None] | None = None
-        workers: list[asyncio.Task[Any]] = []
+        # The connection's item edits write history: they stop before the conversation is marked ended.
+        lifetime = SessionLifetime(call.conversation, call.conn.transport, name=f"call {call.id}",
+                                   on_stopped=call.conn.aclose)
+        # The microphone pump(s): aiortc fires ``track`` while the offer is applied, so they all exist by now.
+        lifetime.adopt(*call.tasks)
         try:
-            if call.session_update is not None:
-                await call.conn.handle(call.session_update)
-            session = asyncio.create_task(call.conversation.session.run(), name="call-session")
-            workers = [
-                asyncio.create_task(call.conn.transport.pump_output(call.conn.on_audio), name="call-audio-out"),
-                asyncio.create_task(self._handle_events(call), name="call-events"),
-                asyncio.create_task(self._watch_connect(call), name="call-connect-watch"),
-                asyncio.create_task(call.ended.wait(), name="call-ended"),
-            ]
-            await asyncio.wait([session, *workers], return_when=asyncio.FIRST_COMPLETED)
+            async with lifetime:
+                if call.session_update is not None:
+                    await call.conn.handle(call.session_update)
+                lifetime.start("call-session")
+                lifetime.watch(call.conn.transport.pump_output(call.conn.on_audio), "call-audio-out")
+                lifetime.watch(self._handle_events(call), "call-events")
+                lifetime.watch(self._watch_connect(call), "call-connect-watch")
+                lifetime.watch(call.ended.wait(), "call-ended")
+                await lifetime.wait()
         finally:
-            call.conn.transport.close()
-            if session is not None:
-                await asyncio.wait([session], timeout=5.0)  # the turn in progress is recorded as the session ends
-                workers.append(session)
-            await cancel_and_wait(*workers, *call.tasks, timeout=3.0)
-            await call.conn.aclose()
-            with contextlib.suppress(Exception):
-                await call.conversation.close()
             call.track.stop()
             with contextlib.suppress(Exception):
                 await call.pc.close()

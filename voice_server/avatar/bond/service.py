@@ -9,24 +9,25 @@ one user's turns never lose an update. The mood is sealed with the user's data k
 from __future__ import annotations
 
 import asyncio
-import collections
-import contextlib
 import json
 import logging
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, Final
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pipeline.tasks import cancel_and_wait
+from voice_server.accounts import get_timezone
 from voice_server.avatar.bond import model as bond
 from voice_server.avatar.bond.model import BondState
 from voice_server.avatar.bond.sentiment import Sentiment
 from voice_server.avatar.clock import Clock, system_clock
-from voice_server.avatar.proactive.rules import SettingsError, zone_of
+from voice_server.background import WhenFull, Worker
 from voice_server.security import fields
 from voice_server.security.keys import Conn, Keyring, UserKey
 from voice_server.stores.postgres import Database
+from voice_server.stores.user_rows import UserRows
 
 log = logging.getLogger(__name__)
 
@@ -59,19 +60,32 @@ def open_bond(key: UserKey | None, row: dict[str, Any] | None) -> BondState:
                      row["last_contact"], mood, int(row["turns"]))
 
 
-async def user_zone_name(conn: Conn, user_id: uuid.UUID) -> str:
-    """The user's timezone setting (``UTC`` when unset)."""
-    cur = await conn.execute("SELECT timezone FROM proactive_settings WHERE user_id = %s", (user_id,))
-    row = await cur.fetchone()
-    return str(row["timezone"]) if row is not None else "UTC"
+async def stored_state(conn: Conn, key: UserKey) -> BondState:
+    """The key's owner's stored bond, as of its last contact (the starting state when there is none)."""
+    cur = await conn.execute(f"SELECT {BOND_COLUMNS} FROM bonds WHERE user_id = %s", (key.user_id,))
+    return open_bond(key, await cur.fetchone())
+
+
+async def bond_rows(conn: Conn, user_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, dict[str, Any]]:
+    """The stored bond rows (`BOND_COLUMNS`, mood still sealed: open them with `open_bond`) of those of
+    ``user_ids`` that have one, by user id: one query for the proactive planner's whole pass."""
+    cur = await conn.execute(
+        f"SELECT user_id, {BOND_COLUMNS} FROM bonds WHERE user_id = ANY(%s::uuid[])", (list(user_ids),)
+    )
+    return {row["user_id"]: row for row in await cur.fetchall()}
 
 
 def local_date(zone_name: str, at: datetime) -> date:
-    """``at``'s date on the wall clock of ``zone_name`` (UTC if the stored name no longer resolves)."""
+    """``at``'s date on the wall clock of ``zone_name`` (``at``'s own date if the stored name no longer
+    resolves: names are checked when saved, so only a zone dropped from tzdata gets here)."""
     try:
-        return at.astimezone(zone_of(zone_name)).date()
-    except SettingsError:
+        return at.astimezone(ZoneInfo(zone_name)).date()
+    except (ZoneInfoNotFoundError, ValueError):
         return at.date()
+
+
+def _observation_dropped(item: Observation) -> None:
+    log.warning("bond: queue full, oldest observation dropped")
 
 
 class BondService:
@@ -88,60 +102,41 @@ class BondService:
         self.keys = keys
         self.clock = clock
         self.sentiment = Sentiment()
-        self._queue: collections.deque[Observation] = collections.deque()
-        self._wake = asyncio.Event()
-        self._idle = asyncio.Event()
-        self._idle.set()
-        self._worker: asyncio.Task[None] | None = None
-        self.dropped = 0
+        self._worker = Worker("bond-worker")
+        self._observations = self._worker.queue(
+            self._apply_logged, maxsize=QUEUE_MAX, when_full=WhenFull.DROP_OLDEST, on_drop=_observation_dropped
+        )
+
+    @property
+    def dropped(self) -> int:
+        """Observations dropped from a full queue since the service was created."""
+        return self._observations.dropped
 
     async def start(self) -> None:
         """Load the sentiment lexicon and start the worker."""
         await self.sentiment.start()
-        self._worker = asyncio.create_task(self._work(), name="bond-worker")
+        self._worker.start()
 
     async def aclose(self) -> None:
         """Apply what is queued for up to `DRAIN_TIMEOUT_S` (the rest is lost: it only nudges the bond), stop."""
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(DRAIN_TIMEOUT_S):
-                await self.drained()
-        if self._worker is not None:
-            await cancel_and_wait(self._worker)
-            self._worker = None
+        await self._worker.close(drain_s=DRAIN_TIMEOUT_S)
         self.sentiment.close()
 
     def observe(self, user_id: uuid.UUID, text: str, at: datetime | None = None) -> None:
         """Queue a user turn's words (never blocks; see the module doc for a full queue)."""
-        if len(self._queue) >= QUEUE_MAX:
-            self._queue.popleft()
-            self.dropped += 1
-            log.warning("bond: queue full, oldest observation dropped")
-        self._queue.append(Observation(user_id, text, at or self.clock()))
-        self._idle.clear()
-        self._wake.set()
+        self._observations.put(Observation(user_id, text, at or self.clock()))
 
     async def drained(self) -> None:
         """Wait until every queued observation is applied."""
-        while self._queue or not self._idle.is_set():
-            await self._idle.wait()
-            await asyncio.sleep(0)
+        await self._worker.drain()
 
-    async def _work(self) -> None:
-        while True:
-            if not self._queue:
-                self._idle.set()
-                self._wake.clear()
-                await self._wake.wait()
-                continue
-            item = self._queue.popleft()
-            try:
-                await self.apply(item)
-            except asyncio.CancelledError:
-                raise
-            except LookupError:
-                pass  # the account was erased meanwhile
-            except Exception:
-                log.exception("bond: an observation could not be applied; skipped")
+    async def _apply_logged(self, item: Observation) -> None:
+        try:
+            await self.apply(item)
+        except LookupError:
+            pass  # the account was erased meanwhile
+        except Exception:
+            log.exception("bond: an observation could not be applied; skipped")
 
     async def apply(self, item: Observation) -> BondState:
         """Score ``item`` and fold it into the user's bond (one transaction); return the new state."""
@@ -153,7 +148,7 @@ class BondService:
                     f"SELECT {BOND_COLUMNS} FROM bonds WHERE user_id = %s FOR UPDATE", (item.user_id,)
                 )
                 state = open_bond(key, await cur.fetchone())
-                day = local_date(await user_zone_name(conn, item.user_id), item.at)
+                day = local_date(await get_timezone(conn, item.user_id), item.at)
                 new = bond.observe(state, sentiment, item.at, day)
                 mood = key.seal(json.dumps({"score": new.mood}), fields.bond_mood(item.user_id))
                 await conn.execute(
@@ -181,7 +176,7 @@ class BondService:
         now = self.clock()
         async with self.db.pool.connection() as conn:
             state = await self.load(user_id, conn)
-            today = local_date(await user_zone_name(conn, user_id), now)
+            today = local_date(await get_timezone(conn, user_id), now)
         return bond.public(state, now, today)
 
     async def tone(self, user_id: uuid.UUID) -> str:
@@ -194,7 +189,7 @@ class BondService:
                     state = await self.load(user_id, conn)
                     if state.last_contact is None:
                         return ""
-                    today = local_date(await user_zone_name(conn, user_id), now)
+                    today = local_date(await get_timezone(conn, user_id), now)
                 return bond.tone_line(state, now, today)
         except TimeoutError:
             log.warning("bond: tone took over %.0f ms; answering without it", TONE_TIMEOUT_S * 1000)
@@ -204,6 +199,18 @@ class BondService:
 
     async def reset(self, user_id: uuid.UUID) -> None:
         """Back to the starting state (the row is deleted; queued observations of the user are dropped)."""
-        self._queue = collections.deque(o for o in self._queue if o.user_id != user_id)
+        self._observations.remove(lambda o: o.user_id == user_id)
         async with self.db.pool.connection() as conn:
             await conn.execute("DELETE FROM bonds WHERE user_id = %s", (user_id,))
+
+
+def export_rows(key: UserKey) -> UserRows:
+    """The user's bond for their export, the mood opened."""
+    user_id = key.user_id
+
+    async def opened(row: dict[str, Any]) -> dict[str, Any]:
+        mood = key.open_optional(row["mood"], fields.bond_mood(user_id))
+        return {**row, "mood": json.loads(mood) if mood is not None else None}
+
+    return UserRows("SELECT affinity, trust, streak_days, last_day, last_contact, mood, turns, updated_at FROM bonds"
+                    " WHERE user_id = %s", (user_id,), opened)

@@ -13,8 +13,14 @@ import codecs
 from pathlib import PurePath
 from typing import Literal
 
-from voice_server.avatar.importers import recordings, twitter, whatsapp, whatsapp_zip
+# Each sibling by its full name, not ``from voice_server.avatar.importers import …``: that form depends on the
+# package itself, whose ``__init__`` imports this module (an import circle).
+from voice_server.avatar.importers.recordings import looks_like_media
+from voice_server.avatar.importers.recordings import sniff as sniff_media
 from voice_server.avatar.importers.records import ImportFormatError
+from voice_server.avatar.importers.twitter import is_archive_head
+from voice_server.avatar.importers.whatsapp import sniff as sniff_whatsapp
+from voice_server.avatar.importers.whatsapp_zip import is_zip
 
 Format = Literal[
     "whatsapp", "telegram", "generic", "notes", "meta_messages", "meta_posts", "twitter", "audio", "video",
@@ -35,14 +41,14 @@ def detect(path: str | PurePath, head: bytes) -> Format:
             with a message naming what was found.
     """
     name = PurePath(path).name.lower()
-    if twitter.is_archive_head(head):
+    if is_archive_head(head):
         return "twitter"
-    if whatsapp_zip.is_zip(head):
+    if is_zip(head):
         return "whatsapp_zip"
-    kind = recordings.sniff(name, head)
+    kind = sniff_media(name, head)
     if kind is not None:
         return kind
-    if not recordings.looks_like_media(name):
+    if not looks_like_media(name):
         return _text_format(name, head)
     try:
         return _text_format(name, head)  # content wins: an export that happens to be named .ogg
@@ -53,7 +59,7 @@ def detect(path: str | PurePath, head: bytes) -> Format:
 def _text_format(name: str, head: bytes) -> Format:
     text = _decode(head)
     body = text.lstrip("\ufeff \t\r\n")
-    if whatsapp.sniff(body) is not None:  # before JSON: an iOS export starts with "["
+    if sniff_whatsapp(body) is not None:  # before JSON: an iOS export starts with "["
         return "whatsapp"
     if body[:1] in ("{", "["):
         return _json_format(body)

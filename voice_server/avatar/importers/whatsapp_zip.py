@@ -21,9 +21,10 @@ from dataclasses import dataclass
 from pathlib import PurePath
 from typing import IO
 
-from voice_server.avatar.importers import whatsapp
 from voice_server.avatar.importers.recordings import AUDIO_SUFFIXES
 from voice_server.avatar.importers.records import NOBODY, ImportedMessage, ImportFormatError, ImportReport, Me, Tally
+from voice_server.avatar.importers.whatsapp import conversation_from_filename
+from voice_server.avatar.importers.whatsapp import parse as parse_chat
 
 MAX_MEMBERS = 100_000
 MAX_DIRECTORY_BYTES = 64 << 20
@@ -97,7 +98,7 @@ def survey(f: IO[bytes], name: str = "", me: Me = NOBODY) -> ImportReport:
     try:
         tally = Tally()
         with chat.open_member(chat.chat) as member:
-            for record in whatsapp.parse(member, me=me, conversation=chat.conversation):
+            for record in parse_chat(member, me=me, conversation=chat.conversation):
                 tally.add(record)
         return tally.report()
     finally:
@@ -167,7 +168,7 @@ def _is_audio(base: str) -> bool:
 def _conversation(member: str, archive_name: str) -> str:
     base = PurePath(member).name
     if base != "_chat.txt":
-        return whatsapp.conversation_from_filename(base)
+        return conversation_from_filename(base)
     stem = PurePath(archive_name).name
     stem = stem[: -len(".zip")] if stem.lower().endswith(".zip") else stem
-    return whatsapp.conversation_from_filename(stem + ".txt") if stem else ""
+    return conversation_from_filename(stem + ".txt") if stem else ""

@@ -70,6 +70,7 @@ from voice_server.avatar.memory.store import Conn, MemoryStore, NewMemory
 from voice_server.security import fields
 from voice_server.security.keys import Keyring, UserKey
 from voice_server.stores.postgres import Database
+from voice_server.stores.user_rows import UserRows
 
 log = logging.getLogger(__name__)
 
@@ -506,3 +507,34 @@ def open_imported(key: UserKey, row: dict[str, Any]) -> dict[str, Any]:
     for column in IMPORTED_COLUMNS:
         opened[column] = key.open(row[column], fields.imported(column, row["id"]))
     return opened
+
+
+def export_imports(key: UserKey, user_id: uuid.UUID) -> UserRows:
+    """Every import of ``user_id`` (`open_import`), for their export."""
+
+    async def opened(row: dict[str, Any]) -> dict[str, Any]:
+        return open_import(key, row)
+
+    return UserRows(f"SELECT {IMPORT_COLUMNS} FROM imports WHERE user_id = %s ORDER BY created_at", (user_id,), opened)
+
+
+def export_imported(key: UserKey, user_id: uuid.UUID) -> UserRows:
+    """Every imported message of ``user_id`` (`open_imported`), for their export."""
+
+    async def opened(row: dict[str, Any]) -> dict[str, Any]:
+        return open_imported(key, row)
+
+    return UserRows(
+        "SELECT id, import_id, source, conversation, sender, text, at, is_user, attachment FROM imported_messages"
+        " WHERE user_id = %s ORDER BY at, id", (user_id,), opened)
+
+
+def export_media(user_id: uuid.UUID) -> UserRows:
+    """Which files each audio/video import of ``user_id`` kept (recordings and keyframes), for their export."""
+
+    async def as_is(row: dict[str, Any]) -> dict[str, Any]:
+        return row
+
+    return UserRows(
+        "SELECT media_id, import_id, kind, source_id, offset_s, seconds FROM import_media WHERE user_id = %s"
+        " ORDER BY import_id, kind DESC, offset_s", (user_id,), as_is)

@@ -28,12 +28,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from pipeline.tasks import cancel_and_wait
 from voice_server.avatar.importers import Format, Me
 from voice_server.avatar.imports.job import ImportFailed, Progress, create_import, mark_failed, run_import, worker_id
 from voice_server.avatar.imports.queue import FairQueue, QueueFullError, QuotaExceededError
 from voice_server.avatar.imports.recordings_plan import MediaTools
 from voice_server.avatar.memory.service import Embedder
+from voice_server.background import OwnedTask
 from voice_server.security import fields
 from voice_server.security.files import SealedReader, write_sealed
 from voice_server.security.keys import Keyring
@@ -89,8 +89,11 @@ class ImportService:
         self.keys = keys
         self.embedder = embedder
         self.on_imported = on_imported
+        # Not a `background.Worker` lane: admission (a slot per upload, held until its job ends, refused per
+        # user and in all) and round-robin service between users are the fair queue's own; only the owned
+        # task is shared.
         self._queue: FairQueue[uuid.UUID, Job] = FairQueue(per_user, max(QUEUE_MAX, per_user))
-        self._worker: asyncio.Task[None] | None = None
+        self._worker = OwnedTask("import-worker")
         self._running: tuple[Job, asyncio.Task[None]] | None = None
         self._erased: set[uuid.UUID] = set()
         self._cancelled: set[uuid.UUID] = set()  # the running import its owner stopped (`_run` says so)
@@ -114,13 +117,11 @@ class ImportService:
         if unfinished:
             log.warning("imports: %d unfinished imports marked failed", len(unfinished))
         await asyncio.to_thread(shutil.rmtree, self.root, True)
-        self._worker = asyncio.create_task(self._work(), name="import-worker")
+        self._worker.start(self._work())
 
     async def aclose(self) -> None:
         """Cancel the running job (rolled back, marked failed) and fail the queued ones."""
-        if self._worker is not None:
-            await cancel_and_wait(self._worker, timeout=60.0)  # the running job rolls back and records why
-            self._worker = None
+        await self._worker.close(timeout=60.0)  # the running job rolls back and records why
         for _, job in self._queue.remove(lambda _: True):
             await self._finish_failed(job, STOPPED)
 

@@ -17,17 +17,21 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, Unpack
 
 import numpy as np
 
-from pipeline.tasks import cancel_and_wait
 from voice_server.avatar.memory import policy
 from voice_server.avatar.memory.extraction import LLM_INSTRUCTIONS, Candidate, Forget, extract, parse_llm_candidates
 from voice_server.avatar.memory.store import Conn, Match, MemoryStore, NewMemory, Vector
+from voice_server.background import WhenFull, Worker
 from voice_server.security import fields
 from voice_server.security.keys import Keyring
 from voice_server.stores.postgres import Database
+
+if TYPE_CHECKING:  # types only: the LLM runtime is imported when the models load
+    from models.chat_prompt import Message
+    from models.llm import GenerateOptions
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +53,7 @@ class Embedder(Protocol):
 class Completer(Protocol):
     """`models.llm.CT2Llm`'s one-shot completion."""
 
-    async def acomplete(self, messages: Sequence[Any], **options: Any) -> str: ...
+    async def acomplete(self, messages: Sequence[Message], **options: Unpack[GenerateOptions]) -> str: ...
 
 
 @dataclass(slots=True)
@@ -92,6 +96,10 @@ class Outcome:
     deleted: int = 0
 
 
+def _job_dropped(job: TurnJob) -> None:
+    log.warning("memory: queue full, oldest turn left for the next start")
+
+
 class MemoryService:
     """Recall and background extraction of one server's memories.
 
@@ -118,15 +126,20 @@ class MemoryService:
         self.embedder = embedder
         self.weights = weights or policy.RecallWeights()
         self.llm = llm
-        self._queue: collections.deque[TurnJob] = collections.deque()
-        self._wake = asyncio.Event()
-        self._worker: asyncio.Task[None] | None = None
-        self._idle = asyncio.Event()
-        self._idle.set()
+        self._worker = Worker("memory-worker")
+        # Recall stamps (last_recalled_at) are written by the worker, off the turn's critical path; they are
+        # cheap, so they go before the turns waiting to be learnt (the first lane is served first). A full
+        # stamp lane forgets its oldest stamp silently: it only ages a memory's recency a little.
+        self._stamps = self._worker.queue(self._stamp, maxsize=QUEUE_MAX, when_full=WhenFull.DROP_OLDEST)
+        self._jobs = self._worker.queue(
+            self._learn_logged, maxsize=QUEUE_MAX, when_full=WhenFull.DROP_OLDEST, on_drop=_job_dropped
+        )
         self._recent: collections.OrderedDict[uuid.UUID, Recent] = collections.OrderedDict()
-        # Recall stamps (last_recalled_at) are written by the worker, off the turn's critical path.
-        self._stamps: collections.deque[tuple[uuid.UUID, list[uuid.UUID]]] = collections.deque(maxlen=QUEUE_MAX)
-        self.dropped = 0
+
+    @property
+    def dropped(self) -> int:
+        """Turns dropped from a full queue since the service was created (learnt at the next start)."""
+        return self._jobs.dropped
 
     def recent_for(self, conversation_id: uuid.UUID) -> Recent:
         """The conversation's recently written/recalled memories (kept for the `RECENT_CONVERSATIONS` most
@@ -141,7 +154,7 @@ class MemoryService:
 
     async def start(self) -> None:
         """Start the worker and queue turns whose extraction never finished (crash or full queue)."""
-        self._worker = asyncio.create_task(self._work(), name="memory-worker")
+        self._worker.start()
         try:
             await self._recover()
         except Exception:
@@ -149,51 +162,29 @@ class MemoryService:
 
     async def aclose(self) -> None:
         """Finish queued jobs for up to `DRAIN_TIMEOUT_S` (the rest are retried at the next start), then stop."""
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(DRAIN_TIMEOUT_S):
-                await self.drained()
-        if self._worker is not None:
-            await cancel_and_wait(self._worker)
-            self._worker = None
+        await self._worker.close(drain_s=DRAIN_TIMEOUT_S)
 
     async def drained(self) -> None:
         """Wait until the queues are empty and no job is running."""
-        while self._queue or self._stamps or not self._idle.is_set():
-            await self._idle.wait()
-            await asyncio.sleep(0)
+        await self._worker.drain()
 
     def submit(self, job: TurnJob) -> None:
         """Queue a finished turn (never blocks; drops the oldest job when `QUEUE_MAX` are waiting)."""
-        if len(self._queue) >= QUEUE_MAX:
-            self._queue.popleft()
-            self.dropped += 1
-            log.warning("memory: queue full, oldest turn left for the next start")
-        self._queue.append(job)
-        self._idle.clear()
-        self._wake.set()
+        self._jobs.put(job)
 
-    async def _work(self) -> None:
-        while True:
-            if self._stamps:
-                user_id, ids = self._stamps.popleft()
-                try:
-                    await self.store.mark_recalled(user_id, ids)
-                except Exception:
-                    log.warning("memory: recall not stamped", exc_info=True)
-                continue
-            if not self._queue:
-                self._idle.set()
-                self._wake.clear()
-                await self._wake.wait()
-                continue
-            job = self._queue.popleft()
-            try:
-                outcome = await self.learn(job)
-                log.debug("memory: %s", outcome)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("memory: extraction failed for a turn; it is skipped")
+    async def _stamp(self, stamp: tuple[uuid.UUID, list[uuid.UUID]]) -> None:
+        user_id, ids = stamp
+        try:
+            await self.store.mark_recalled(user_id, ids)
+        except Exception:
+            log.warning("memory: recall not stamped", exc_info=True)
+
+    async def _learn_logged(self, job: TurnJob) -> None:
+        try:
+            outcome = await self.learn(job)
+            log.debug("memory: %s", outcome)
+        except Exception:
+            log.exception("memory: extraction failed for a turn; it is skipped")
 
     async def _recover(self) -> None:
         async with self.db.pool.connection() as conn:
@@ -331,9 +322,7 @@ class MemoryService:
             log.warning("memory: recall failed; answering without memories", exc_info=True)
             return "", vector
         if chosen:
-            self._stamps.append((user_id, [m.id for m in chosen]))
-            self._idle.clear()
-            self._wake.set()
+            self._stamps.put((user_id, [m.id for m in chosen]))
         if recent is not None:
             recent.push([m.id for m in chosen])
         return policy.format_memories(chosen), vector

@@ -21,6 +21,7 @@ import psycopg
 from voice_server.security import fields
 from voice_server.security.keys import Keyring, UserKey
 from voice_server.stores.postgres import Database
+from voice_server.stores.user_rows import UserRows
 
 Kind = Literal["fact", "preference", "person", "plan", "feeling", "event"]
 KINDS: tuple[Kind, ...] = ("fact", "preference", "person", "plan", "feeling", "event")
@@ -292,6 +293,55 @@ class MemoryStore:
         return deleted
 
 
+async def dated_on(
+    conn: Conn, key: UserKey, months: Sequence[int], days: Sequence[int], limit: int
+) -> list[dict[str, Any]]:
+    """The key's owner's live memories whose event date falls on one of the (month, day) pairs
+    ``zip(months, days)``, most important first: ``id, kind, text`` (opened)``, event_date, importance``."""
+    cur = await conn.execute(
+        "SELECT id, kind, text, event_date, importance FROM memories WHERE user_id = %s AND superseded_at IS NULL"
+        " AND event_date IS NOT NULL AND (extract(month FROM event_date)::int, extract(day FROM event_date)::int)"
+        " IN (SELECT * FROM unnest(%s::int[], %s::int[])) ORDER BY importance DESC, event_date DESC LIMIT %s",
+        (key.user_id, list(months), list(days), limit),
+    )
+    return [{**r, "text": key.open(r["text"], fields.memory("text", r["id"]))} for r in await cur.fetchall()]
+
+
+async def most_important(conn: Conn, key: UserKey, limit: int) -> list[dict[str, Any]]:
+    """The key's owner's ``limit`` most important live memories (older first among equals): ``id, text, kind,
+    importance, subject``, text and subject opened."""
+    cur = await conn.execute(
+        "SELECT id, text, kind, importance, subject FROM memories WHERE user_id = %s AND superseded_at IS NULL"
+        " ORDER BY importance DESC, created_at LIMIT %s",
+        (key.user_id, limit),
+    )
+    return [
+        {**r, "text": key.open(r["text"], fields.memory("text", r["id"])),
+         "subject": key.open_optional(r["subject"], fields.memory("subject", r["id"]))}
+        for r in await cur.fetchall()
+    ]
+
+
+async def plan_on(conn: Conn, key: UserKey, day: date) -> list[tuple[uuid.UUID, str]]:
+    """The key's owner's most important live plan or event dated ``day`` (none or one), as (id, opened text)."""
+    cur = await conn.execute(
+        "SELECT id, text FROM memories WHERE user_id = %s AND superseded_at IS NULL AND event_date = %s"
+        " AND kind IN ('plan', 'event') ORDER BY importance DESC LIMIT 1",
+        (key.user_id, day),
+    )
+    return [(r["id"], key.open(r["text"], fields.memory("text", r["id"]))) for r in await cur.fetchall()]
+
+
+async def live_texts(conn: Conn, key: UserKey, ids: Sequence[str]) -> dict[str, str]:
+    """The opened texts of those of ``ids`` that are the key's owner's live memories, by id (as ``str``);
+    a deleted, superseded or foreign id is simply missing."""
+    cur = await conn.execute(
+        "SELECT id, text FROM memories WHERE user_id = %s AND id = ANY(%s::uuid[]) AND superseded_at IS NULL",
+        (key.user_id, list(ids)),
+    )
+    return {str(r["id"]): key.open(r["text"], fields.memory("text", r["id"])) for r in await cur.fetchall()}
+
+
 def _match(key: UserKey, row: dict[str, Any]) -> Match:
     similarity = float(row.pop("similarity"))
     return Match(open_row(key, row), similarity)
@@ -307,6 +357,16 @@ def open_row(key: UserKey, row: dict[str, Any]) -> dict[str, Any]:
     opened["text"] = key.open(row["text"], fields.memory("text", row["id"]))
     opened["subject"] = key.open_optional(row["subject"], fields.memory("subject", row["id"]))
     return opened
+
+
+def export_rows(key: UserKey, user_id: uuid.UUID) -> UserRows:
+    """Every memory of ``user_id`` (superseded ones too, with their embeddings), opened, for their export."""
+
+    async def opened(row: dict[str, Any]) -> dict[str, Any]:
+        return open_row(key, row)
+
+    return UserRows(f"SELECT {COLUMNS}, embedding FROM memories WHERE user_id = %s ORDER BY created_at", (user_id,),
+                    opened)
 
 
 def _seal_subject(key: UserKey, memory_id: uuid.UUID, subject: str | None) -> bytes | None:

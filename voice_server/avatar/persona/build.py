@@ -27,6 +27,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from voice_server import accounts
+from voice_server.avatar.memory import store as memory_store
 from voice_server.avatar.memory.service import Embedder
 from voice_server.avatar.persona.lexicon import Lexicon
 from voice_server.avatar.persona.profile import MemoryFact, PersonaDoc, ProfileExtractor
@@ -90,28 +92,14 @@ async def build_persona(db: Database, keys: Keyring, embedder: Embedder | None, 
     started = time.perf_counter()
     async with db.pool.connection() as conn:
         key = await keys.for_user(conn, user_id)
-        cur = await conn.execute("SELECT username, display_name FROM users WHERE id = %s", (user_id,))
-        user = await cur.fetchone()
+        user = await accounts.get_user(conn, user_id)
         if user is None:
             raise LookupError("no such user")
         cur = await conn.execute("SELECT count(*) AS n FROM imports WHERE user_id = %s AND status = 'done'", (user_id,))
         done = await cur.fetchone()
-        cur = await conn.execute(
-            "SELECT id, text, kind, importance, subject FROM memories WHERE user_id = %s AND superseded_at IS NULL"
-            " ORDER BY importance DESC, created_at LIMIT %s",
-            (user_id, MEMORIES),
-        )
-        memory_rows = await cur.fetchall()
+        memory_rows = await memory_store.most_important(conn, key, MEMORIES)
     imports = int(done["n"]) if done else 0
-    memories = [
-        MemoryFact(
-            key.open(m["text"], fields.memory("text", m["id"])),
-            m["kind"],
-            float(m["importance"]),
-            key.open_optional(m["subject"], fields.memory("subject", m["id"])),
-        )
-        for m in memory_rows
-    ]
+    memories = [MemoryFact(m["text"], m["kind"], float(m["importance"]), m["subject"]) for m in memory_rows]
     extractor = await asyncio.to_thread(ProfileExtractor, Lexicon())
     await _stream(
         db,

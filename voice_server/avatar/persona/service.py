@@ -23,11 +23,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.tasks import cancel_and_wait
 from voice_server.avatar.memory.service import Embedder
 from voice_server.avatar.persona.build import build_persona
 from voice_server.avatar.persona.prompt import EDIT_KEYS, examples_section, system_prompt
 from voice_server.avatar.persona.store import PersonaRow, PersonaStore, Vector
+from voice_server.background import QueueFullError, WhenFull, Worker
 from voice_server.security.keys import Keyring
 from voice_server.stores.postgres import Database
 
@@ -67,13 +67,11 @@ class PersonaService:
         self.keys = keys
         self.embedder = embedder
         self.store = PersonaStore(db, keys)
-        self._queue: collections.deque[uuid.UUID] = collections.deque()
-        self._queued: set[uuid.UUID] = set()
+        self._worker = Worker("persona-worker")
+        # Refused when full: `rebuild` tells the caller (429) instead of forgetting a user's build.
+        self._builds = self._worker.queue(self._build, maxsize=QUEUE_MAX, when_full=WhenFull.REFUSE)
+        self._queued: set[uuid.UUID] = set()  # the users in `_builds` (each at most once)
         self._again: set[uuid.UUID] = set()
-        self._wake = asyncio.Event()
-        self._idle = asyncio.Event()
-        self._idle.set()
-        self._worker: asyncio.Task[None] | None = None
         self._running: tuple[uuid.UUID, asyncio.Task[Any]] | None = None
         self._cache: collections.OrderedDict[uuid.UUID, _Cached] = collections.OrderedDict()
 
@@ -81,7 +79,7 @@ class PersonaService:
 
     async def start(self) -> None:
         """Start the worker and queue the builds a previous run left to do."""
-        self._worker = asyncio.create_task(self._work(), name="persona-worker")
+        self._worker.start()
         try:
             for user_id in await self.store.stale():
                 self._enqueue(user_id)
@@ -90,15 +88,11 @@ class PersonaService:
 
     async def aclose(self) -> None:
         """Cancel the running build (nothing stored; built again at the next start) and stop."""
-        if self._worker is not None:
-            await cancel_and_wait(self._worker)
-            self._worker = None
+        await self._worker.close()
 
     async def drained(self) -> None:
         """Wait until no build is queued or running (tests, benchmarks)."""
-        while self._queue or not self._idle.is_set():
-            await self._idle.wait()
-            await asyncio.sleep(0)
+        await self._worker.drain()
 
     # ---------------------------------------------------------------------------------------- rebuilding
 
@@ -108,12 +102,11 @@ class PersonaService:
             return True
         if user_id in self._queued:
             return True
-        if len(self._queue) >= QUEUE_MAX:
+        try:
+            self._builds.put(user_id)
+        except QueueFullError:
             return False
-        self._queue.append(user_id)
         self._queued.add(user_id)
-        self._idle.clear()
-        self._wake.set()
         return True
 
     async def rebuild(self, user_id: uuid.UUID) -> None:
@@ -123,7 +116,7 @@ class PersonaService:
             PersonaBusyError: `QUEUE_MAX` other users' builds are waiting (nothing changes).
         """
         waiting = user_id in self._queued or (self._running is not None and self._running[0] == user_id)
-        if not waiting and len(self._queue) >= QUEUE_MAX:
+        if not waiting and self._builds.full:
             raise PersonaBusyError("too many persona builds are waiting; try again later")
         # Marked before it is queued, so the build's own final status can never be overwritten by this one.
         await self.store.set_status(user_id, "building")
@@ -145,7 +138,7 @@ class PersonaService:
         """Before an account is erased: drop its queued build, stop its running one, forget its cache."""
         if user_id in self._queued:
             self._queued.discard(user_id)
-            self._queue.remove(user_id)
+            self._builds.remove(lambda queued: queued == user_id)
         self._again.discard(user_id)
         self._cache.pop(user_id, None)
         if self._running is not None and self._running[0] == user_id:
@@ -153,39 +146,34 @@ class PersonaService:
             task.cancel()
             await asyncio.wait([task])
 
-    async def _work(self) -> None:
-        while True:
-            if not self._queue:
-                self._idle.set()
-                self._wake.clear()
-                await self._wake.wait()
-                continue
-            user_id = self._queue.popleft()
-            self._queued.discard(user_id)
-            task = asyncio.create_task(build_persona(self.db, self.keys, self.embedder, user_id),
-                                       name=f"persona-build-{user_id}")
-            self._running = (user_id, task)
-            try:
-                result = await task
-                log.info("persona built", extra={"messages": result.messages, "examples": result.examples,
-                                                 "stats_s": result.stats_s, "embed_s": result.embed_s})
-            except asyncio.CancelledError:
-                current = asyncio.current_task()
-                if current is not None and current.cancelling():
-                    raise  # the service is stopping (awaiting the build cancelled it too)
-                log.info("persona build cancelled: its account was erased")
-            except LookupError:
-                log.info("persona build skipped: the account no longer exists")
-            except Exception:
-                log.exception("persona build failed")
-                with contextlib.suppress(Exception):
-                    await self.store.settle_status(user_id)
-            finally:
-                self._running = None
-                self._cache.pop(user_id, None)
-            if user_id in self._again:
-                self._again.discard(user_id)
-                self._enqueue(user_id)
+    async def _build(self, user_id: uuid.UUID) -> None:
+        """One build, on the worker task. The build runs as its own task so that `cancel_user` can stop it
+        without stopping the worker."""
+        self._queued.discard(user_id)  # no await since the worker took it: `cancel_user` sees one or the other
+        task = asyncio.create_task(build_persona(self.db, self.keys, self.embedder, user_id),
+                                   name=f"persona-build-{user_id}")
+        self._running = (user_id, task)
+        try:
+            result = await task
+            log.info("persona built", extra={"messages": result.messages, "examples": result.examples,
+                                             "stats_s": result.stats_s, "embed_s": result.embed_s})
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise  # the service is stopping (awaiting the build cancelled it too)
+            log.info("persona build cancelled: its account was erased")
+        except LookupError:
+            log.info("persona build skipped: the account no longer exists")
+        except Exception:
+            log.exception("persona build failed")
+            with contextlib.suppress(Exception):
+                await self.store.settle_status(user_id)
+        finally:
+            self._running = None
+            self._cache.pop(user_id, None)
+        if user_id in self._again:
+            self._again.discard(user_id)
+            self._enqueue(user_id)
 
     # ------------------------------------------------------------------------------------ reading, edits
 

@@ -22,6 +22,7 @@ from voice_server.avatar.persona.profile import PersonaDoc
 from voice_server.security import fields
 from voice_server.security.keys import Keyring, UserKey
 from voice_server.stores.postgres import Database
+from voice_server.stores.user_rows import UserRows
 
 Status = Literal["empty", "building", "ready"]
 Vector = npt.NDArray[np.float32]
@@ -63,6 +64,25 @@ def open_export(key: UserKey, row: dict[str, Any]) -> dict[str, Any]:
 def open_example(key: UserKey, row: dict[str, Any]) -> dict[str, Any]:
     """A ``persona_examples`` row with its text opened."""
     return {**row, "text": key.open(row["text"], fields.persona_example(row["id"]))}
+
+
+def export_persona(key: UserKey, user_id: uuid.UUID) -> UserRows:
+    """``user_id``'s persona row (`open_export`), for their export."""
+
+    async def opened(row: dict[str, Any]) -> dict[str, Any]:
+        return open_export(key, row)
+
+    return UserRows(f"SELECT {EXPORT_COLUMNS} FROM personas WHERE user_id = %s", (user_id,), opened)
+
+
+def export_examples(key: UserKey, user_id: uuid.UUID) -> UserRows:
+    """``user_id``'s persona examples, with their embeddings (`open_example`), for their export."""
+
+    async def opened(row: dict[str, Any]) -> dict[str, Any]:
+        return open_example(key, row)
+
+    return UserRows("SELECT id, text, embedding FROM persona_examples WHERE user_id = %s ORDER BY id", (user_id,),
+                    opened)
 
 
 class PersonaStore:

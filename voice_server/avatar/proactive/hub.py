@@ -22,6 +22,7 @@ from typing import Any, Final
 
 import psycopg
 
+from pipeline.tasks import cancel_and_wait
 from voice_server.avatar.proactive.notifications import CHANNEL, NotificationStore
 from voice_server.stores.postgres import Database
 
@@ -150,9 +151,7 @@ class NotificationHub:
     async def aclose(self) -> None:
         """Stop listening and end every subscription."""
         if self._listener is not None:
-            self._listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._listener
+            await cancel_and_wait(self._listener)
             self._listener = None
         self.drop_all()
 

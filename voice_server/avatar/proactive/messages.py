@@ -15,9 +15,13 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Any, Final, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Final, Literal, Protocol, Unpack
 
 from voice_server.avatar.proactive.rules import Kind
+
+if TYPE_CHECKING:  # types only: the LLM runtime is imported when the models load
+    from models.chat_prompt import Message
+    from models.llm import GenerateOptions
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +52,7 @@ _ROLE_PLAY = re.compile(r"^\s*(?:user|assistant|system|soma)\s*:", re.IGNORECASE
 class Completer(Protocol):
     """`models.llm.CT2Llm`'s one-shot completion."""
 
-    async def acomplete(self, messages: Sequence[Any], **options: Any) -> str: ...
+    async def acomplete(self, messages: Sequence[Message], **options: Unpack[GenerateOptions]) -> str: ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,6 +16,7 @@ from typing import Any, Final
 from voice_server.security import fields
 from voice_server.security.keys import Conn, Keyring, UserKey
 from voice_server.stores.postgres import Database
+from voice_server.stores.user_rows import UserRows
 
 COLUMNS: Final = "id, kind, text, memory_ids, message_ids, created_at, read_at"
 CHANNEL: Final = "soma_notifications"  # Postgres NOTIFY channel: "<user id>:<notification id>", ids only
@@ -148,3 +149,13 @@ class NotificationStore:
                 " AND delivered_at IS NULL",
                 (at, user_id, list(ids)),
             )
+
+
+def export_rows(key: UserKey) -> UserRows:
+    """The user's notifications for their export, texts opened, oldest first."""
+
+    async def opened(row: dict[str, Any]) -> dict[str, Any]:
+        return {**row, "text": key.open(row["text"], fields.notification_text(row["id"]))}
+
+    return UserRows("SELECT id, kind, occurrence, text, memory_ids, message_ids, source, created_at, delivered_at,"
+                    " read_at FROM notifications WHERE user_id = %s ORDER BY created_at, id", (key.user_id,), opened)

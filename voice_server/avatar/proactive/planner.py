@@ -6,8 +6,9 @@ the same occurrences, and their unique keys keep them from being planned twice, 
 A day's data scan (memories and imported messages of this date) runs once per user and local date: its
 "on this day" row, written even when nothing was found, marks it done.
 
-Cost per pass: one query over all users (settings, bond, last turn, conversation count joined), then per
-user whose day is due a few indexed lookups.
+Cost per pass: one query over all users per table owner (accounts, proactive settings, bonds, conversation
+activity — each read through its owner's module and joined here by user id), then per user whose day is due
+a few indexed lookups.
 """
 
 from __future__ import annotations
@@ -18,40 +19,57 @@ import uuid
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Final
 
+from voice_server import accounts, conversations
 from voice_server.avatar.bond import model as bond
-from voice_server.avatar.bond.service import open_bond
+from voice_server.avatar.bond.service import bond_rows, open_bond
+from voice_server.avatar.memory import store as memory_store
 from voice_server.avatar.proactive import rules
-from voice_server.avatar.proactive.rules import DatedMemory, Occurrence, PastMessage, Preferences
-from voice_server.avatar.proactive.settings_store import SETTINGS_COLUMNS, milestones_on, preferences_from_row
+from voice_server.avatar.proactive.rules import DatedMemory, Occurrence, PastMessage
+from voice_server.avatar.proactive.settings_store import milestones_on, preferences_from_row, settings_rows
 from voice_server.security import fields
 from voice_server.security.keys import Conn, Keyring, UserKey
+from voice_server.stores.user_rows import UserRows
 
 log = logging.getLogger(__name__)
 
 SCAN_MEMORIES: Final = 200  # dated memories looked at per day scan
 SCAN_MESSAGES: Final = 500  # imported messages looked at per day scan
 
-USERS_SQL: Final = (
-    "SELECT u.id, u.username, u.display_name, u.created_at, s.user_id AS has_settings, "
-    + ", ".join(f"s.{c.strip()}" for c in SETTINGS_COLUMNS.split(","))
-    + ", b.affinity, b.trust, b.streak_days, b.last_day, b.last_contact, b.mood, b.turns,"
-    " (SELECT max(t.created_at) FROM turns t WHERE t.user_id = u.id) AS last_turn,"
-    " (SELECT count(*) FROM conversations c WHERE c.user_id = u.id"
-    "  AND EXISTS (SELECT 1 FROM turns t WHERE t.conversation_id = c.id)) AS conversations"
-    " FROM users u LEFT JOIN proactive_settings s ON s.user_id = u.id LEFT JOIN bonds b ON b.user_id = u.id"
-    " ORDER BY u.created_at"
-)
+
+async def users(conn: Conn) -> list[dict[str, Any]]:
+    """Every user, oldest first, as one planning row: the account (`accounts.list_users`), ``settings`` (the
+    proactive settings row, ``None`` without one), ``bond`` (the stored bond row, ``None`` without one),
+    ``last_turn`` and ``conversations`` (`conversations.activity`).
+
+    Four queries, whatever the number of users, in one read-only REPEATABLE READ transaction: all of them see
+    one snapshot, as a single joined query would. Call it outside a transaction (``conn`` in autocommit)."""
+    async with conn.transaction():
+        await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        accounts_rows = await accounts.list_users(conn)
+        ids = [row["id"] for row in accounts_rows]
+        settings = await settings_rows(conn, ids)
+        bonds = await bond_rows(conn, ids)
+        active = await conversations.activity(conn, ids)
+    empty = {"last_turn": None, "conversations": 0}
+    return [
+        {**row, "settings": settings.get(row["id"]), "bond": bonds.get(row["id"]),
+         "last_turn": active.get(row["id"], empty)["last_turn"],
+         "conversations": active.get(row["id"], empty)["conversations"]}
+        for row in accounts_rows
+    ]
 
 
 async def _key_if_needed(conn: Conn, keys: Keyring, row: dict[str, Any]) -> UserKey | None:
-    if row["birthday"] is None and row["mood"] is None:
+    settings, stored = row["settings"], row["bond"]
+    if (settings is None or settings["birthday"] is None) and (stored is None or stored["mood"] is None):
         return None  # nothing sealed to open: do not create a data key for a user who has none yet
     return await keys.for_user(conn, row["id"])
 
 
 def last_contact(row: dict[str, Any]) -> datetime | None:
     """The later of the bond's last contact and the user's last recorded turn."""
-    found = [t for t in (row["last_contact"], row["last_turn"]) if t is not None]
+    stored = row["bond"]
+    found = [t for t in (stored["last_contact"] if stored else None, row["last_turn"]) if t is not None]
     return max(found) if found else None
 
 
@@ -70,9 +88,8 @@ async def recent_keys(conn: Conn, now: datetime) -> Known:
 async def plan_users(conn: Conn, keys: Keyring, now: datetime) -> int:
     """Insert a job for every occurrence that is due for any user; the number of new jobs."""
     known = await recent_keys(conn, now)
-    cur = await conn.execute(USERS_SQL)
     created = 0
-    for row in await cur.fetchall():
+    for row in await users(conn):
         try:
             created += await plan_user(conn, keys, row, now, known)
         except Exception:  # one user's broken data must not stop everyone else's messages
@@ -81,14 +98,13 @@ async def plan_users(conn: Conn, keys: Keyring, now: datetime) -> int:
 
 
 async def plan_user(conn: Conn, keys: Keyring, row: dict[str, Any], now: datetime, known: Known | None = None) -> int:
-    """Insert the due jobs of one user (a `USERS_SQL` row) that ``known`` (`recent_keys`) does not list; the
+    """Insert the due jobs of one user (a `users` row) that ``known`` (`recent_keys`) does not list; the
     number of new ones."""
     known = known if known is not None else set()
     user_id: uuid.UUID = row["id"]
     key = await _key_if_needed(conn, keys, row)
-    prefs = preferences_from_row(key, row) if row["has_settings"] is not None and key is not None else (
-        _prefs_without_birthday(row))
-    state = open_bond(key, row)
+    prefs = preferences_from_row(key, row["settings"], row["timezone"])
+    state = open_bond(key, row["bond"])
     created_at: datetime = row["created_at"]
     found: list[Occurrence] = []
     for occurrence in (
@@ -113,14 +129,6 @@ async def plan_user(conn: Conn, keys: Keyring, row: dict[str, Any], now: datetim
     return await insert_jobs(conn, user_id, [o for o in found if (user_id, o.kind, o.key) not in known])
 
 
-def _prefs_without_birthday(row: dict[str, Any]) -> Preferences:
-    if row["has_settings"] is None:
-        return Preferences()
-    kinds: frozenset[rules.Kind] = frozenset(k for k in rules.KINDS if k in set(row["disabled_kinds"]))
-    return Preferences(row["timezone"], row["morning_time"], row["quiet_start"], row["quiet_end"],
-                       int(row["checkin_after_days"]), kinds, None)
-
-
 async def insert_jobs(conn: Conn, user_id: uuid.UUID, found: list[Occurrence]) -> int:
     """Insert ``found`` as jobs (an occurrence already planned is left alone); the number inserted. An
     "on this day" occurrence with nothing to share is recorded as skipped, to mark the day scanned."""
@@ -142,21 +150,9 @@ async def insert_jobs(conn: Conn, user_id: uuid.UUID, found: list[Occurrence]) -
 async def dated_memories(conn: Conn, key: UserKey, today: date) -> list[DatedMemory]:
     """The user's live memories whose event date falls on ``today``'s month and day, texts opened."""
     months, days = rules.month_days(today)
-    cur = await conn.execute(
-        "SELECT id, kind, text, event_date, importance FROM memories WHERE user_id = %s AND superseded_at IS NULL"
-        " AND event_date IS NOT NULL AND (extract(month FROM event_date)::int, extract(day FROM event_date)::int)"
-        " IN (SELECT * FROM unnest(%s::int[], %s::int[])) ORDER BY importance DESC, event_date DESC LIMIT %s",
-        (key.user_id, months, days, SCAN_MEMORIES),
-    )
     return [
-        DatedMemory(
-            r["id"],
-            r["kind"],
-            key.open(r["text"], fields.memory("text", r["id"])),
-            r["event_date"],
-            float(r["importance"]),
-        )
-        for r in await cur.fetchall()
+        DatedMemory(r["id"], r["kind"], r["text"], r["event_date"], float(r["importance"]))
+        for r in await memory_store.dated_on(conn, key, months, days, SCAN_MEMORIES)
     ]
 
 
@@ -175,3 +171,14 @@ async def past_messages(conn: Conn, key: UserKey, today: date) -> list[PastMessa
         PastMessage(r["id"], key.open(r["text"], fields.imported("text", r["id"])), r["at"].astimezone(UTC))
         for r in await cur.fetchall()
     ]
+
+
+def export_jobs(user_id: uuid.UUID) -> UserRows:
+    """The user's proactive jobs for their export (nothing in them is sealed), oldest first."""
+
+    async def as_is(row: dict[str, Any]) -> dict[str, Any]:
+        return row
+
+    return UserRows("SELECT id, kind, occurrence, due_at, expires_at, state, outcome, grounding, attempts,"
+                    " notification_id, created_at, finished_at FROM proactive_jobs WHERE user_id = %s"
+                    " ORDER BY created_at, id", (user_id,), as_is)

@@ -31,14 +31,16 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Final
 
-from pipeline.tasks import cancel_and_wait
+from voice_server import accounts, conversations
 from voice_server.avatar.bond import model as bond
-from voice_server.avatar.bond.service import BOND_COLUMNS, open_bond
+from voice_server.avatar.bond.service import stored_state
 from voice_server.avatar.clock import Clock, system_clock
+from voice_server.avatar.memory import store as memory_store
 from voice_server.avatar.proactive import notifications, planner
 from voice_server.avatar.proactive.messages import Completer, Draft, compose
 from voice_server.avatar.proactive.rules import Preferences
 from voice_server.avatar.proactive.settings_store import load_preferences
+from voice_server.background import OwnedTask
 from voice_server.security import fields
 from voice_server.security.keys import Conn, Keyring, UserKey
 from voice_server.stores.postgres import Database
@@ -98,7 +100,7 @@ class ProactiveScheduler:
         self.clock = clock
         self.interval_s = interval_s
         self._wake = asyncio.Event()
-        self._loop: asyncio.Task[None] | None = None
+        self._loop = OwnedTask("proactive-scheduler")
 
     # ------------------------------------------------------------------------------------------- lifecycle
 
@@ -107,13 +109,11 @@ class ProactiveScheduler:
         released = await self.release_own()
         if released:
             log.info("proactive: %d interrupted jobs released", released)
-        self._loop = asyncio.create_task(self._run(), name="proactive-scheduler")
+        self._loop.start(self._run())
 
     async def aclose(self) -> None:
         """Stop the loop; a job being processed stays claimed and is released at the next start."""
-        if self._loop is not None:
-            await cancel_and_wait(self._loop)
-            self._loop = None
+        await self._loop.close()
 
     def wake(self) -> None:
         """Run a pass now (settings or milestones changed)."""
@@ -263,8 +263,7 @@ class ProactiveScheduler:
         """
         grounding: dict[str, Any] = dict(job["grounding"])
         user_id: uuid.UUID = job["user_id"]
-        cur = await conn.execute("SELECT username, display_name FROM users WHERE id = %s", (user_id,))
-        user = await cur.fetchone()
+        user = await accounts.get_user(conn, user_id)
         if user is None:
             raise SourceGone("account_gone")
         name = user["display_name"] or user["username"]
@@ -274,12 +273,13 @@ class ProactiveScheduler:
         quotes: list[str] = []
         title = mood = None
         if job["kind"] == "greeting":
-            plans = await _plans_today(conn, key, today)
+            plans = await memory_store.plan_on(conn, key, today)
             quotes, memory_ids = [t for _, t in plans], [str(i) for i, _ in plans]
         elif job["kind"] == "checkin":
-            state = await _bond_state(conn, key)
+            state = await stored_state(conn, key)
             since = datetime.fromisoformat(grounding["last_contact"])
-            contact = max((t for t in (state.last_contact, await _last_turn(conn, user_id)) if t), default=None)
+            last_turn = await conversations.last_turn_at(conn, user_id)
+            contact = max((t for t in (state.last_contact, last_turn) if t), default=None)
             if contact is not None and contact > since + timedelta(seconds=1):
                 raise SourceGone("contact_resumed")
             mood = bond.mood_label(bond.decayed(state, now).mood)
@@ -295,32 +295,8 @@ class ProactiveScheduler:
         return Draft(job["kind"], name, today, grounding, tuple(quotes), title, mood), memory_ids, message_ids
 
 
-async def _plans_today(conn: Conn, key: UserKey, today: Any) -> list[tuple[uuid.UUID, str]]:
-    cur = await conn.execute(
-        "SELECT id, text FROM memories WHERE user_id = %s AND superseded_at IS NULL AND event_date = %s"
-        " AND kind IN ('plan', 'event') ORDER BY importance DESC LIMIT 1",
-        (key.user_id, today),
-    )
-    return [(r["id"], key.open(r["text"], fields.memory("text", r["id"]))) for r in await cur.fetchall()]
-
-
-async def _bond_state(conn: Conn, key: UserKey) -> bond.BondState:
-    cur = await conn.execute(f"SELECT {BOND_COLUMNS} FROM bonds WHERE user_id = %s", (key.user_id,))
-    return open_bond(key, await cur.fetchone())
-
-
-async def _last_turn(conn: Conn, user_id: uuid.UUID) -> datetime | None:
-    cur = await conn.execute("SELECT max(created_at) AS at FROM turns WHERE user_id = %s", (user_id,))
-    row = await cur.fetchone()
-    return row["at"] if row is not None else None
-
-
 async def _memory_texts(conn: Conn, key: UserKey, ids: list[str]) -> list[str]:
-    cur = await conn.execute(
-        "SELECT id, text FROM memories WHERE user_id = %s AND id = ANY(%s::uuid[]) AND superseded_at IS NULL",
-        (key.user_id, ids),
-    )
-    rows = {str(r["id"]): key.open(r["text"], fields.memory("text", r["id"])) for r in await cur.fetchall()}
+    rows = await memory_store.live_texts(conn, key, ids)
     if len(rows) != len(set(ids)):
         raise SourceGone("source_gone")
     return [rows[i] for i in ids]

@@ -24,6 +24,7 @@ from typing import IO, Any
 from voice_server.avatar.importers import FORMATS, HEAD_BYTES, MEDIA_FORMATS, Format, ImportFormatError, Me, detect
 from voice_server.avatar.importers.recordings import seconds_label
 from voice_server.avatar.imports.job import ImportFailed, ImportResult, Progress, create_import, run_import, worker_id
+from voice_server.cli.common import StartupError, cli_database
 from voice_server.config import load_settings
 from voice_server.logs import configure_logging
 
@@ -87,8 +88,6 @@ class ProgressBar:
 def _cmd_import(args: argparse.Namespace) -> int:
     settings = load_settings(config_file=args.config)
     configure_logging("warning", settings.log_format)
-    from voice_server.cli import StartupError
-
     missing = [str(f) for f in args.files if not f.is_file()]
     if missing:
         print(f"soma: error: no such file: {', '.join(missing)}", file=sys.stderr)
@@ -101,7 +100,6 @@ def _cmd_import(args: argparse.Namespace) -> int:
 
 
 async def _import(settings: Any, args: argparse.Namespace) -> int:
-    from voice_server.cli import StartupError, cli_database
     from voice_server.security.keys import KeyFileError, Keyring, load_master_keys
 
     try:
@@ -210,8 +208,6 @@ def _load_embedder(settings: Any) -> Any:
 
 
 async def _user(conn: Any, username: str | None) -> Any:
-    from voice_server.cli import StartupError
-
     if username is not None:
         cur = await conn.execute("SELECT id FROM users WHERE username = %s", (username,))
         row = await cur.fetchone()

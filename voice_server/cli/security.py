@@ -1,4 +1,4 @@
-"""``soma keys rotate`` and ``soma audit verify``, attached to the ``soma`` parser in ``voice_server/cli.py``.
+"""``soma keys rotate`` and ``soma audit verify``, attached to the ``soma`` parser by `voice_server.cli`.
 
 Both act on the database as its owner (the admin URL), not as the application role: rotation updates key rows
 the server itself may not change, and verification must read the log exactly as stored. Handlers return an exit
@@ -18,6 +18,7 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
+from voice_server.cli.common import cli_database
 from voice_server.config import Settings, load_settings
 from voice_server.logs import configure_logging
 from voice_server.security.audit import verify
@@ -49,8 +50,6 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
 @contextlib.asynccontextmanager
 async def _owner_connection(settings: Settings, *, exclusive: bool) -> AsyncIterator[Conn]:
     """A connection as the database owner; ``exclusive`` refuses to run next to a live server."""
-    from voice_server.cli import cli_database
-
     async with cli_database(settings, exclusive=exclusive) as db:
         conn = await psycopg.AsyncConnection.connect(db.url, autocommit=True, row_factory=dict_row)
         async with conn:

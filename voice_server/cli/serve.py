@@ -1,12 +1,10 @@
-"""The ``soma`` command: ``serve``, ``call``, ``users``, ``models``.
+"""``soma serve``: start the server.
 
-Errors a user can fix (bad settings, port in use, missing model, database down) end the command with one
-line on stderr — ``soma: error: …`` — and a non-zero exit code, never a traceback.
-
-``soma serve`` stops on SIGTERM/SIGINT within ``SOMA_SHUTDOWN_TIMEOUT_S`` (10 s) whatever is running: open
-connections get half of it to finish, then their sessions and generations are cancelled and the stores stopped.
-It exits 0 — also when a model call that cannot be interrupted (a long prompt being encoded) is still running
-at the end: that thread is abandoned, not waited for. Past the deadline a watchdog ends the process with
+Errors a user can fix (bad settings, port in use, missing model, database down) end it with one line on stderr.
+It stops on SIGTERM/SIGINT within ``SOMA_SHUTDOWN_TIMEOUT_S`` (10 s) whatever is running: open connections get
+half of it to finish, then their sessions and generations are cancelled and the stores stopped. It exits 0 —
+also when a model call that cannot be interrupted (a long prompt being encoded) is still running at the end:
+that thread is abandoned, not waited for. Past the deadline a watchdog ends the process with
 `EXIT_SHUTDOWN_FORCED` (3), for anything that hangs the shutdown itself.
 """
 
@@ -17,7 +15,6 @@ import asyncio
 import contextlib
 import ctypes
 import errno
-import getpass
 import logging
 import os
 import signal
@@ -25,102 +22,31 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from voice_server.config import ConfigError, Settings, load_settings
+from voice_server.cli.common import EXIT_STARTUP, StartupError, fail
+from voice_server.config import Settings, load_settings
 from voice_server.logs import configure_logging
 
 log = logging.getLogger("soma")
 
-EXIT_CONFIG = 2
-EXIT_STARTUP = 1
 EXIT_SHUTDOWN_FORCED = 3  # the shutdown deadline passed: the process was ended by the watchdog
 STORES_STOP_S = 2.0  # kept from the shutdown deadline for stopping Postgres and Redis (pg_ctl fast: < 1 s)
 MODEL_STOP_S = 1.0  # longest wait at shutdown for a model call in flight
 
 
-class StartupError(RuntimeError):
-    """A condition that prevents start-up; its message is the whole user-facing explanation."""
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``soma`` console script; returns the process exit code."""
-    # Nothing Soma runs may reach a model hub: set before any model library is imported.
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    parser = _build_parser()
-    args = parser.parse_args(argv)
-    if not hasattr(args, "func"):
-        parser.print_help()
-        return EXIT_CONFIG
-    try:
-        result: int = args.func(args)
-        return result
-    except ConfigError as exc:
-        return _fail(f"configuration: {exc}", EXIT_CONFIG)
-    except KeyboardInterrupt:
-        return 130
-
-
-def _fail(message: str, code: int) -> int:
-    print(f"soma: error: {message}", file=sys.stderr)
-    return code
-
-
-def _build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="soma", description="Soma — a personal AI avatar you can call.")
-    sub = parser.add_subparsers(title="commands", metavar="COMMAND")
-
-    serve = sub.add_parser("serve", help="start the server (https://localhost:8443 by default)")
+def register(subparsers: argparse._SubParsersAction[Any]) -> None:
+    """Add the ``serve`` command."""
+    serve = subparsers.add_parser("serve", help="start the server (https://localhost:8443 by default)")
     serve.add_argument("--config", type=Path, help="TOML settings file (default: $SOMA_CONFIG)")
     serve.add_argument("--host", help="listen address (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="listen port (default 8443)")
     serve.add_argument("--http", action="store_true", help="plain HTTP, for use behind a TLS-terminating proxy")
     serve.add_argument("--profile", choices=["ci", "full"], help="model profile to load (default full)")
     serve.set_defaults(func=_cmd_serve)
-
-    users = sub.add_parser("users", help="manage accounts").add_subparsers(title="users commands", metavar="ACTION")
-    create = users.add_parser("create", help="create an account")
-    create.add_argument("username")
-    create.add_argument("--display-name", default="")
-    create.add_argument("--admin", action="store_true", help="make the account an administrator")
-    create.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
-    create.add_argument("--token", action="store_true", help="also print a new API token (all scopes) on stdout")
-    create.add_argument("--config", type=Path)
-    create.set_defaults(func=_cmd_users_create)
-    listing = users.add_parser("list", help="list accounts")
-    listing.add_argument("--config", type=Path)
-    listing.set_defaults(func=_cmd_users_list)
-
-    call = sub.add_parser(
-        "call",
-        help="talk to the avatar from WAV files in this process (no server): prints the conversation",
-        description="Each WAV is one thing you say, played at real time through the voice pipeline; each next "
-        "one follows the avatar's answer to the previous. --say adds typed turns after them.",
-    )
-    call.add_argument("wavs", nargs="*", type=Path, metavar="WAV", help="16-bit PCM WAV, any rate, mono or stereo")
-    call.add_argument("--say", action="append", default=[], metavar="TEXT", help="a typed turn (repeatable)")
-    call.add_argument("--out", type=Path, help="write the avatar's audio (24 kHz WAV) here")
-    call.add_argument("--profile", choices=["ci", "full"], default="full", help="model profile (default full)")
-    call.add_argument("--voice", choices=["fast", "quality"], default="fast", help="Piper (fast) or Kokoro")
-    call.set_defaults(func=_cmd_call)
-
-    from models.cli import register as register_models
-
-    register_models(sub)
-    from voice_server.security.cli import register as register_security
-
-    register_security(sub)
-    from voice_server.avatar.import_cli import register as register_import
-
-    register_import(sub)
-    return parser
-
-
-# --------------------------------------------------------------------------------------------------- serve
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
@@ -140,7 +66,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     try:
         asyncio.run(_serve(settings, deadline))
     except StartupError as exc:
-        return _fail(str(exc), EXIT_STARTUP)
+        return fail(str(exc), EXIT_STARTUP)
     deadline.finish()
     return 0
 
@@ -363,121 +289,3 @@ async def _serve(settings: Settings, deadline: ShutdownDeadline) -> None:
             loop.remove_signal_handler(signal.SIGTERM)
         sock.close()
 
-
-# --------------------------------------------------------------------------------------------------- users
-
-
-def _read_password(from_stdin: bool) -> str:
-    if from_stdin or not sys.stdin.isatty():
-        return sys.stdin.readline().rstrip("\r\n")
-    first = getpass.getpass("Password: ")
-    if getpass.getpass("Repeat password: ") != first:
-        raise StartupError("passwords do not match")
-    return first
-
-
-def _cmd_users_create(args: argparse.Namespace) -> int:
-    settings = load_settings(config_file=args.config)
-    configure_logging("warning", settings.log_format)
-    try:
-        password = _read_password(args.password_stdin)
-        asyncio.run(_users_create(settings, args, password))
-    except StartupError as exc:
-        return _fail(str(exc), EXIT_STARTUP)
-    return 0
-
-
-async def _users_create(settings: Settings, args: argparse.Namespace, password: str) -> None:
-    from voice_server import accounts
-
-    async with cli_database(settings) as db, db.pool.connection() as conn:
-        try:
-            user = await accounts.create_user(
-                conn, args.username, password, display_name=args.display_name, is_admin=args.admin
-            )
-        except accounts.AccountError as exc:
-            raise StartupError(str(exc)) from None
-        print(f"created user {user['username']} ({user['id']})", file=sys.stderr)
-        if args.token:
-            token = await accounts.issue_token(conn, user["id"], name="cli")
-            print(token.secret)
-        await _audit_cli(settings, db, "cli.users.create", user["id"], "role=admin" if args.admin else "role=user")
-
-
-async def _audit_cli(settings: Settings, db: Any, action: str, user_id: Any, resource: str) -> None:
-    """Record an administrative act done from the command line (no HTTP request to audit it)."""
-    from voice_server.security.audit import AuditEvent, AuditLog
-    from voice_server.security.keys import KeyFileError, Keyring, load_master_keys
-
-    try:
-        keys = Keyring(load_master_keys(settings.key_file, create=settings.master_key_file is None))
-    except KeyFileError as exc:
-        raise StartupError(str(exc)) from None
-    async with db.pool.connection() as conn:
-        await keys.open_server_keys(conn)
-    await AuditLog(db, keys).record(AuditEvent(action, "ok", user_id=user_id, resource=resource, source="cli"))
-
-
-def _cmd_call(args: argparse.Namespace) -> int:
-    from models.paths import ModelMissingError
-    from voice_server.local_call import WavError, call_main
-
-    if not args.wavs and not args.say:
-        return _fail("call: give at least one WAV file or --say TEXT", EXIT_CONFIG)
-    configure_logging("warning", "auto")
-    try:
-        return call_main(args.wavs, args.say, args.out, args.profile, args.voice)
-    except (WavError, ModelMissingError) as exc:
-        return _fail(str(exc), EXIT_STARTUP)
-
-
-def _cmd_users_list(args: argparse.Namespace) -> int:
-    settings = load_settings(config_file=args.config)
-    configure_logging("warning", settings.log_format)
-    try:
-        asyncio.run(_users_list(settings))
-    except StartupError as exc:
-        return _fail(str(exc), EXIT_STARTUP)
-    return 0
-
-
-async def _users_list(settings: Settings) -> None:
-    async with cli_database(settings) as db, db.pool.connection() as conn:
-        cur = await conn.execute("SELECT username, is_admin, created_at FROM users ORDER BY created_at")
-        for row in await cur.fetchall():
-            admin = " (admin)" if row["is_admin"] else ""
-            print(f"{row['username']}{admin}\t{row['created_at']:%Y-%m-%d %H:%M}")
-
-
-@contextlib.asynccontextmanager
-async def cli_database(settings: Settings, *, exclusive: bool = False) -> Any:
-    """The database for a command-line tool: the embedded server started (and stopped) here, or the running
-    server's, used and left running.
-
-    Args:
-        exclusive: Refuse to run next to a live server (key rotation).
-
-    Raises:
-        StartupError: The database failed, or ``exclusive`` and a server is running.
-    """
-    from voice_server.resources import DataDirBusyError, data_dir_lock
-    from voice_server.stores.postgres import Database, DatabaseError
-
-    settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    with contextlib.ExitStack() as stack:
-        try:
-            stack.enter_context(data_dir_lock(settings.data_dir))
-            owner = True
-        except DataDirBusyError:
-            if exclusive:
-                raise StartupError("a Soma server is running on this data dir: stop it first") from None
-            owner = False  # a server is running: use its database, leave it running
-        try:
-            async with Database.open(settings.database_url, settings.data_dir, pool_max=2, owner=owner) as db:
-                yield db
-        except DatabaseError as exc:
-            raise StartupError(str(exc)) from None
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

@@ -14,6 +14,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from voice_server.app_state import app_state
 from voice_server.errors import error_response
 from voice_server.security.audit import AuditEvent
 
@@ -95,7 +96,7 @@ class AuditMiddleware:
 
     async def _record(self, scope: Scope, status: int) -> bool:
         """Write the row; ``False`` (logged) when it could not be written."""
-        audit = scope["app"].state.resources.audit
+        audit = app_state(scope["app"]).resources.audit
         try:
             await audit.record(event_for(scope, status))
         except Exception:
