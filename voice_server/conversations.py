@@ -400,7 +400,7 @@ async def export_conversations(conn: Conn, user_id: uuid.UUID) -> list[dict[str,
 def export_turns(key: UserKey, user_id: uuid.UUID) -> UserRows:
     """Every turn of ``user_id``, opened with their data key ``key``, for their export."""
 
-    async def opened(row: dict[str, Any]) -> dict[str, Any]:
+    def opened(row: dict[str, Any]) -> dict[str, Any]:
         return fields.open_turn(key, row)
 
     return UserRows(

@@ -22,6 +22,7 @@ account): the timezone is in ``account.json``'s user, no longer in ``proactive_s
 
 from __future__ import annotations
 
+import inspect
 import json
 import uuid
 import zipfile
@@ -154,7 +155,8 @@ async def export_archive(
             with archive.open(name, "w", force_zip64=True) as member:
                 while rows := await cursor.fetchmany(_BATCH):
                     for row in rows:
-                        member.write(_json_line(await rows_of.opened(row)))
+                        opened = rows_of.opened(row)
+                        member.write(_json_line(await opened if inspect.isawaitable(opened) else opened))
                     counts[table] += len(rows)
                     yield sink.take()
         yield sink.take()

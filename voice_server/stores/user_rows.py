@@ -13,6 +13,11 @@ from dataclasses import dataclass
 from typing import Any
 
 
+def as_stored(row: dict[str, Any]) -> dict[str, Any]:
+    """A row of a table with nothing sealed: exported as it is stored."""
+    return row
+
+
 @dataclass(frozen=True, slots=True)
 class UserRows:
     """One table's rows of one user, as the export reads them.
@@ -20,9 +25,10 @@ class UserRows:
     Attributes:
         sql: Selects the user's rows, in the order they are written to the archive.
         params: The query's parameters (the user's id).
-        opened: A row as its owner sees it: sealed values opened, nothing else changed.
+        opened: A row as its owner sees it: sealed values opened, nothing else changed (`as_stored` when
+            nothing in the table is sealed); a coroutine function where opening needs the database.
     """
 
     sql: str
     params: tuple[Any, ...]
-    opened: Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
+    opened: Callable[[dict[str, Any]], dict[str, Any] | Awaitable[dict[str, Any]]] = as_stored

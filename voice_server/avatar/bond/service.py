@@ -208,7 +208,7 @@ def export_rows(key: UserKey) -> UserRows:
     """The user's bond for their export, the mood opened."""
     user_id = key.user_id
 
-    async def opened(row: dict[str, Any]) -> dict[str, Any]:
+    def opened(row: dict[str, Any]) -> dict[str, Any]:
         mood = key.open_optional(row["mood"], fields.bond_mood(user_id))
         return {**row, "mood": json.loads(mood) if mood is not None else None}
 

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import heapq
 import json
 import logging
@@ -511,30 +512,19 @@ def open_imported(key: UserKey, row: dict[str, Any]) -> dict[str, Any]:
 
 def export_imports(key: UserKey, user_id: uuid.UUID) -> UserRows:
     """Every import of ``user_id`` (`open_import`), for their export."""
-
-    async def opened(row: dict[str, Any]) -> dict[str, Any]:
-        return open_import(key, row)
-
-    return UserRows(f"SELECT {IMPORT_COLUMNS} FROM imports WHERE user_id = %s ORDER BY created_at", (user_id,), opened)
+    return UserRows(f"SELECT {IMPORT_COLUMNS} FROM imports WHERE user_id = %s ORDER BY created_at", (user_id,),
+                    functools.partial(open_import, key))
 
 
 def export_imported(key: UserKey, user_id: uuid.UUID) -> UserRows:
     """Every imported message of ``user_id`` (`open_imported`), for their export."""
-
-    async def opened(row: dict[str, Any]) -> dict[str, Any]:
-        return open_imported(key, row)
-
     return UserRows(
         "SELECT id, import_id, source, conversation, sender, text, at, is_user, attachment FROM imported_messages"
-        " WHERE user_id = %s ORDER BY at, id", (user_id,), opened)
+        " WHERE user_id = %s ORDER BY at, id", (user_id,), functools.partial(open_imported, key))
 
 
 def export_media(user_id: uuid.UUID) -> UserRows:
     """Which files each audio/video import of ``user_id`` kept (recordings and keyframes), for their export."""
-
-    async def as_is(row: dict[str, Any]) -> dict[str, Any]:
-        return row
-
     return UserRows(
         "SELECT media_id, import_id, kind, source_id, offset_s, seconds FROM import_media WHERE user_id = %s"
-        " ORDER BY import_id, kind DESC, offset_s", (user_id,), as_is)
+        " ORDER BY import_id, kind DESC, offset_s", (user_id,))

@@ -8,6 +8,7 @@ module opened. The subject is found by ``subject_tag``, a keyed per-user hash, n
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -361,12 +362,8 @@ def open_row(key: UserKey, row: dict[str, Any]) -> dict[str, Any]:
 
 def export_rows(key: UserKey, user_id: uuid.UUID) -> UserRows:
     """Every memory of ``user_id`` (superseded ones too, with their embeddings), opened, for their export."""
-
-    async def opened(row: dict[str, Any]) -> dict[str, Any]:
-        return open_row(key, row)
-
     return UserRows(f"SELECT {COLUMNS}, embedding FROM memories WHERE user_id = %s ORDER BY created_at", (user_id,),
-                    opened)
+                    functools.partial(open_row, key))
 
 
 def _seal_subject(key: UserKey, memory_id: uuid.UUID, subject: str | None) -> bytes | None:

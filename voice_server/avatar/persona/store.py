@@ -7,6 +7,7 @@ leave this module opened.
 
 from __future__ import annotations
 
+import functools
 import json
 import uuid
 from collections.abc import Mapping, Sequence
@@ -68,21 +69,14 @@ def open_example(key: UserKey, row: dict[str, Any]) -> dict[str, Any]:
 
 def export_persona(key: UserKey, user_id: uuid.UUID) -> UserRows:
     """``user_id``'s persona row (`open_export`), for their export."""
-
-    async def opened(row: dict[str, Any]) -> dict[str, Any]:
-        return open_export(key, row)
-
-    return UserRows(f"SELECT {EXPORT_COLUMNS} FROM personas WHERE user_id = %s", (user_id,), opened)
+    return UserRows(f"SELECT {EXPORT_COLUMNS} FROM personas WHERE user_id = %s", (user_id,),
+                    functools.partial(open_export, key))
 
 
 def export_examples(key: UserKey, user_id: uuid.UUID) -> UserRows:
     """``user_id``'s persona examples, with their embeddings (`open_example`), for their export."""
-
-    async def opened(row: dict[str, Any]) -> dict[str, Any]:
-        return open_example(key, row)
-
     return UserRows("SELECT id, text, embedding FROM persona_examples WHERE user_id = %s ORDER BY id", (user_id,),
-                    opened)
+                    functools.partial(open_example, key))
 
 
 class PersonaStore:

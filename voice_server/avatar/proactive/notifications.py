@@ -154,7 +154,7 @@ class NotificationStore:
 def export_rows(key: UserKey) -> UserRows:
     """The user's notifications for their export, texts opened, oldest first."""
 
-    async def opened(row: dict[str, Any]) -> dict[str, Any]:
+    def opened(row: dict[str, Any]) -> dict[str, Any]:
         return {**row, "text": key.open(row["text"], fields.notification_text(row["id"]))}
 
     return UserRows("SELECT id, kind, occurrence, text, memory_ids, message_ids, source, created_at, delivered_at,"

@@ -175,10 +175,6 @@ async def past_messages(conn: Conn, key: UserKey, today: date) -> list[PastMessa
 
 def export_jobs(user_id: uuid.UUID) -> UserRows:
     """The user's proactive jobs for their export (nothing in them is sealed), oldest first."""
-
-    async def as_is(row: dict[str, Any]) -> dict[str, Any]:
-        return row
-
     return UserRows("SELECT id, kind, occurrence, due_at, expires_at, state, outcome, grounding, attempts,"
                     " notification_id, created_at, finished_at FROM proactive_jobs WHERE user_id = %s"
-                    " ORDER BY created_at, id", (user_id,), as_is)
+                    " ORDER BY created_at, id", (user_id,))

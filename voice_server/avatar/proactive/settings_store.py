@@ -146,7 +146,7 @@ def export_settings(key: UserKey) -> UserRows:
     """The user's proactive settings for their export (birthday opened; the timezone is in the account's part)."""
     user_id = key.user_id
 
-    async def opened(row: dict[str, Any]) -> dict[str, Any]:
+    def opened(row: dict[str, Any]) -> dict[str, Any]:
         return {**row, "birthday": key.open_optional(row["birthday"], fields.proactive_birthday(user_id))}
 
     return UserRows(f"SELECT {SETTINGS_COLUMNS}, updated_at FROM proactive_settings WHERE user_id = %s",
@@ -156,7 +156,7 @@ def export_settings(key: UserKey) -> UserRows:
 def export_milestones(key: UserKey) -> UserRows:
     """The user's milestones for their export, titles opened, oldest first."""
 
-    async def opened(row: dict[str, Any]) -> dict[str, Any]:
+    def opened(row: dict[str, Any]) -> dict[str, Any]:
         return {**row, "title": key.open(row["title"], fields.milestone_title(row["id"]))}
 
     return UserRows("SELECT id, title, date, kind, created_at FROM milestones WHERE user_id = %s"
