@@ -47,12 +47,13 @@ from voice_server.avatar.imports.job import (
     ImportResult,
     Progress,
     create_import,
-    open_imported,
     run_import,
 )
 from voice_server.avatar.imports.recordings_plan import MediaTools
+from voice_server.avatar.imports.store import open_imported
 from voice_server.avatar.persona.build import build_persona
 from voice_server.avatar.persona.service import PersonaService
+from voice_server.conversations import ConversationStore
 from voice_server.security.keys import Keyring, new_master_key
 from voice_server.stores.postgres import Database
 from voice_server.user_files import MediaStore
@@ -238,12 +239,12 @@ async def persona(db: Database, keys: Keyring, embedder: Any, user_id: uuid.UUID
     sampler = asyncio.create_task(sample_rss())
     started = time.perf_counter()
     try:
-        built = await build_persona(db, keys, embedder, user_id)
+        built = await build_persona(db, keys, embedder, user_id, turns=ConversationStore(db, keys))
     finally:
         done.set()
         await sampler
     total = time.perf_counter() - started
-    service = PersonaService(db, keys, embedder)
+    service = PersonaService(db, keys, embedder, turns=ConversationStore(db, keys))
     rng = random.Random(7)
     words = vocabulary()
     questions = [" ".join(rng.sample(words, 8)) + "?" for _ in range(LOOKUPS)]

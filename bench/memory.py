@@ -67,6 +67,7 @@ from voice_server.avatar.memory import store as memory_store
 from voice_server.avatar.memory.policy import RecallWeights
 from voice_server.avatar.memory.service import MemoryService
 from voice_server.avatar.memory.store import MemoryStore, NewMemory, open_row
+from voice_server.conversations import ConversationStore
 from voice_server.security.keys import Keyring, new_master_key
 from voice_server.stores.postgres import Database
 
@@ -286,7 +287,9 @@ async def measure_context(
         return {"context_ms": "skipped: embedder not provisioned"}, {}
     # Synthetic vectors are unrelated to real sentence embeddings, so nothing would pass the relevance floor;
     # without it the ranking, budget, last_recalled_at stamp and formatting all run, as for a real match.
-    service = MemoryService(db, keys, embedder, weights=RecallWeights(min_relevance=-1.0))
+    service = MemoryService(
+        db, keys, embedder, turns=ConversationStore(db, keys), weights=RecallWeights(min_relevance=-1.0)
+    )
     await service.start()  # its worker writes the recall stamps in the background, as in the server
     rng = random.Random(corpus.seed)  # noqa: S311 - choosing users, not security
     typical = [u for u in range(corpus.users) if not (corpus.heavy and u == 0)]

@@ -156,7 +156,9 @@ async def make_side(
     if embedder is not None:
         # Synthetic vectors are unrelated to the sentence's embedding: without the relevance floor every
         # candidate is ranked and the budget fills, as for a real match (and every candidate is opened anyway).
-        service = MemoryService(db, keys, embedder, weights=RecallWeights(min_relevance=-1.0))
+        service = MemoryService(
+            db, keys, embedder, turns=ConversationStore(db, keys), weights=RecallWeights(min_relevance=-1.0)
+        )
         await service.start()
     state = LiveState(session_id_for(conversation_id), str(user_id), str(conversation_id), "bench", "chat")
     sessions = LiveSessions(redis, db, keys)

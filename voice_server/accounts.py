@@ -161,11 +161,33 @@ async def get_user(conn: Conn, user_id: uuid.UUID) -> dict[str, Any] | None:
     return await cur.fetchone()
 
 
-async def list_users(conn: Conn) -> list[dict[str, Any]]:
-    """Every account, oldest first: ``id, username, display_name, created_at, timezone`` (the proactive
-    planner's pass over all users; callers filter by these ids in their own owners' bulk reads)."""
+async def get_user_by_username(conn: Conn, username: str) -> dict[str, Any] | None:
+    """The public row (as `get_user`) of the account named exactly ``username`` (stored names are lower case;
+    the caller normalises if it wants to); ``None`` when there is none."""
     cur = await conn.execute(
-        "SELECT id, username, display_name, created_at, timezone FROM users ORDER BY created_at"
+        "SELECT id, username, display_name, is_admin, timezone, created_at FROM users WHERE username = %s",
+        (username,),
+    )
+    return await cur.fetchone()
+
+
+async def sole_user_id(conn: Conn) -> uuid.UUID | None:
+    """The id of the only account; ``None`` when there is none or more than one (``soma import`` without
+    ``--user``)."""
+    cur = await conn.execute("SELECT id FROM users LIMIT 2")
+    rows = await cur.fetchall()
+    if len(rows) != 1:
+        return None
+    found: uuid.UUID = rows[0]["id"]
+    return found
+
+
+async def list_users(conn: Conn) -> list[dict[str, Any]]:
+    """Every account, oldest first: ``id, username, display_name, is_admin, created_at, timezone`` (the
+    proactive planner's pass over all users, ``soma users list``; callers filter by these ids in their own
+    owners' bulk reads)."""
+    cur = await conn.execute(
+        "SELECT id, username, display_name, is_admin, created_at, timezone FROM users ORDER BY created_at"
     )
     return list(await cur.fetchall())
 
@@ -234,6 +256,21 @@ async def authenticate(conn: Conn, secret: str) -> Principal | None:
     if row is None:
         return None
     return Principal(row["user_id"], row["username"], row["is_admin"], frozenset(row["scopes"]), row["token_id"])
+
+
+async def delete_user(conn: Conn, user_id: uuid.UUID) -> None:
+    """Delete the account, in the caller's transaction: every user table's rows go with it (their foreign keys
+    cascade from ``users``). The caller does what else erasure needs (`voice_server.api.privacy_routes`)."""
+    await conn.execute("DELETE FROM users WHERE id = %s", (user_id,))
+
+
+async def get_token(conn: Conn, user_id: uuid.UUID, token_id: uuid.UUID) -> dict[str, Any] | None:
+    """One of ``user_id``'s tokens (`TOKEN_COLUMNS`); ``None`` when there is no such token *or* it is someone
+    else's (the routes answer 404 for both, so ids cannot be probed)."""
+    cur = await conn.execute(
+        f"SELECT {TOKEN_COLUMNS} FROM api_tokens WHERE id = %s AND user_id = %s", (token_id, user_id)
+    )
+    return await cur.fetchone()
 
 
 async def list_tokens(conn: Conn, user_id: uuid.UUID) -> list[dict[str, Any]]:

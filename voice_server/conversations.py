@@ -8,12 +8,13 @@ turn's prompt from the avatar's persona and the heard history, and records the f
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import json
 import logging
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, Literal
 
@@ -21,9 +22,9 @@ from pipeline.ports import FinishedTurn, Message
 from voice_server.avatar.bond.service import BondService
 from voice_server.avatar.memory.service import MemoryService, Recent
 from voice_server.avatar.persona.service import PersonaService
-from voice_server.live_sessions import LiveSessions, LiveState, heard_messages, window
+from voice_server.live_sessions import SESSION_TTL_S, LiveSessions, LiveState, session_id_for, window
 from voice_server.security import fields
-from voice_server.security.keys import Conn, Keyring, UserKey
+from voice_server.security.keys import Conn, DecryptionError, Keyring, UserKey
 from voice_server.stores.postgres import Database
 from voice_server.stores.user_rows import UserRows
 
@@ -39,6 +40,18 @@ def marks_ms(marks: dict[str, float] | None) -> dict[str, float]:
         return {}
     origin = min(marks.values())
     return {name: round((t - origin) * 1000.0, 1) for name, t in sorted(marks.items(), key=lambda kv: kv[1])}
+
+
+def heard_messages(turns: Sequence[dict[str, Any]]) -> list[Message]:
+    """Conversation history from turn rows (oldest first): the user's words and what they heard of each
+    answer (a turn nobody heard an answer to contributes only the user's words)."""
+    messages: list[Message] = []
+    for turn in turns:
+        if turn["user_text"]:  # empty when the avatar spoke first
+            messages.append({"role": "user", "content": turn["user_text"]})
+        if turn["heard_text"]:
+            messages.append({"role": "assistant", "content": turn["heard_text"]})
+    return messages
 
 
 class ConversationStore:
@@ -176,6 +189,88 @@ class ConversationStore:
         opened = [fields.open_turn(key, row) for row in reversed(rows)] if key is not None else []
         return heard_messages(opened)[-max_messages:]
 
+    async def live_state(
+        self, conversation_id: uuid.UUID, user_id: uuid.UUID, *, history_messages: int
+    ) -> LiveState | None:
+        """The live state of the conversation's session rebuilt from its rows (`LiveSessions` asks when Redis
+        lost it): its avatar, channel and the heard history of its last ``history_messages`` turns;
+        ``None`` unless the conversation is ``user_id``'s and was active within `SESSION_TTL_S`."""
+        async with self._db.pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT avatar, channel, started_at, updated_at FROM conversations WHERE id = %s AND user_id = %s"
+                " AND updated_at > now() - make_interval(secs => %s)",
+                (conversation_id, user_id, SESSION_TTL_S),
+            )
+            conversation = await cur.fetchone()
+            if conversation is None:
+                return None
+            cur = await conn.execute(
+                "SELECT conversation_id, turn_index, user_text, heard_text, created_at FROM turns"
+                " WHERE conversation_id = %s AND user_id = %s ORDER BY turn_index DESC LIMIT %s",
+                (conversation_id, user_id, history_messages),
+            )
+            rows = await cur.fetchall()
+            key = await self._keys.for_user(conn, user_id)
+        turns = [fields.open_turn(key, row) for row in reversed(rows)]
+        return LiveState(
+            session_id_for(conversation_id),
+            str(user_id),
+            str(conversation_id),
+            conversation["avatar"],
+            conversation["channel"],
+            history=heard_messages(turns)[-history_messages:],
+            started_at=conversation["started_at"].timestamp(),
+            last_turn_at=turns[-1]["created_at"].timestamp() if turns else None,
+            source="postgres",
+        )
+
+    async def unlearned_turns(self, *, within_s: float, limit: int) -> list[dict[str, Any]]:
+        """Turns of any user from the last ``within_s`` seconds not yet marked learnt (`mark_learned`: a
+        crash or a full memory queue), in the order they were recorded, at most ``limit``: ``id, user_id,
+        conversation_id, turn_index, user_text`` (opened with its owner's key)``, created_at``. For
+        `voice_server.avatar.memory.service.MemoryService.start`. A turn that does not open is logged and left out."""
+        async with self._db.pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT id, user_id, conversation_id, turn_index, user_text, created_at FROM turns"
+                " WHERE NOT memories_extracted AND created_at > now() - make_interval(secs => %s)"
+                " ORDER BY id LIMIT %s",
+                (within_s, limit),
+            )
+            opened = []
+            for row in await cur.fetchall():
+                try:  # one turn that no longer opens (integrity) must not hold back the others' recovery
+                    opened.append(fields.open_turn(await self._keys.for_user(conn, row["user_id"]), row))
+                except DecryptionError:
+                    log.error("turn %s of user %s does not open: not recovered for memory", row["id"], row["user_id"])
+            return opened
+
+    async def mark_learned(self, conn: Conn, user_id: uuid.UUID, turn_id: int) -> None:
+        """Mark the user's turn as learnt from (its memories extracted), on ``conn``: in the caller's
+        transaction, so the mark commits with the memories or not at all."""
+        await conn.execute(
+            "UPDATE turns SET memories_extracted = true WHERE id = %s AND user_id = %s", (turn_id, user_id)
+        )
+
+    async def stream_chat_texts(self, key: UserKey, feed: Callable[[list[str]], None], *, fetch: int) -> None:
+        """Hand the user text of every turn of the key's owner's ``chat`` conversations (opened), in the order
+        they were recorded, to ``feed`` at most ``fetch`` at a time (for the persona build).
+
+        One server-side cursor in one transaction on a connection of its own; each batch is opened and fed in
+        a worker thread, so neither a whole history nor the decryption sits on the event loop. ``feed`` is
+        called in that thread, one batch after another (never concurrently).
+        """
+        def opened_into_feed(rows: list[dict[str, Any]]) -> None:
+            feed([fields.open_turn(key, row)["user_text"] for row in rows])
+
+        async with self._db.pool.connection() as conn, conn.transaction(), conn.cursor(name="chat_texts") as cursor:
+            await cursor.execute(
+                "SELECT t.conversation_id, t.turn_index, t.user_text FROM turns t JOIN conversations c"
+                " ON c.id = t.conversation_id WHERE t.user_id = %s AND c.channel = 'chat' ORDER BY t.id",
+                (key.user_id,),
+            )
+            while rows := await cursor.fetchmany(fetch):
+                await asyncio.to_thread(opened_into_feed, rows)
+
 
 async def conversation_page(
     conn: Conn, key: UserKey, *, before: datetime | None, limit: int
@@ -214,6 +309,25 @@ async def turn_page(
     )
     rows = await cur.fetchall()
     return [fields.open_turn(key, row) for row in rows[:limit]], len(rows) > limit
+
+
+async def get_conversation(conn: Conn, user_id: uuid.UUID, conversation_id: uuid.UUID) -> dict[str, Any] | None:
+    """The user's conversation (``id, avatar, channel, started_at, updated_at, ended_at``); ``None`` when there
+    is no such conversation *or* it is someone else's (the routes answer 404 for both, so ids cannot be
+    probed)."""
+    cur = await conn.execute(
+        "SELECT id, avatar, channel, started_at, updated_at, ended_at FROM conversations"
+        " WHERE id = %s AND user_id = %s",
+        (conversation_id, user_id),
+    )
+    return await cur.fetchone()
+
+
+async def conversation_ids(conn: Conn, user_id: uuid.UUID) -> list[uuid.UUID]:
+    """The ids of all the user's conversations (erasure forgets their live sessions), in the caller's
+    transaction."""
+    cur = await conn.execute("SELECT id FROM conversations WHERE user_id = %s", (user_id,))
+    return [row["id"] for row in await cur.fetchall()]
 
 
 async def delete_conversation(conn: Conn, user_id: uuid.UUID, conversation_id: uuid.UUID) -> None:

@@ -18,7 +18,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import psycopg
 from redis.exceptions import RedisError
@@ -79,6 +79,19 @@ class LiveState:
         return json.dumps(data, ensure_ascii=False)
 
 
+class DurableSessions(Protocol):
+    """Where a session is rebuilt from when Redis lost it: the conversations' owner
+    (`voice_server.conversations.ConversationStore`). A protocol, because that module imports this one: the
+    conversations and turns tables are read only by their owner, which this module must not import."""
+
+    async def live_state(
+        self, conversation_id: uuid.UUID, user_id: uuid.UUID, *, history_messages: int
+    ) -> LiveState | None:
+        """The conversation's session rebuilt from Postgres, or ``None`` unless it is ``user_id``'s and was
+        active within `SESSION_TTL_S`."""
+        ...
+
+
 class LiveSessions:
     """Reads and writes `LiveState` (Redis first, Postgres as the fallback for reads).
 
@@ -88,14 +101,16 @@ class LiveSessions:
 
     Args:
         redis: The session store.
-        db: The database holding the conversations.
+        db: The database holding the users' data keys.
         keys: The users' data keys.
+        durable: The conversations, which rebuild a session Redis does not hold.
     """
 
-    def __init__(self, redis: SessionStore, db: Database, keys: Keyring) -> None:
+    def __init__(self, redis: SessionStore, db: Database, keys: Keyring, durable: DurableSessions) -> None:
         self.redis = redis
         self.db = db
         self.keys = keys
+        self.durable = durable
 
     async def save(self, state: LiveState) -> bool:
         """Write ``state`` with a fresh TTL; ``False`` (logged) if Redis is unavailable."""
@@ -148,40 +163,7 @@ class LiveSessions:
                 state = None
             if state is not None and state.user_id == str(user_id):
                 return state
-        return await self._from_postgres(session_id, conversation_id, user_id, history_messages)
-
-    async def _from_postgres(
-        self, session_id: str, conversation_id: uuid.UUID, user_id: uuid.UUID, history_messages: int
-    ) -> LiveState | None:
-        async with self.db.pool.connection() as conn:
-            cur = await conn.execute(
-                "SELECT avatar, channel, started_at, updated_at FROM conversations WHERE id = %s AND user_id = %s"
-                " AND updated_at > now() - make_interval(secs => %s)",
-                (conversation_id, user_id, SESSION_TTL_S),
-            )
-            conversation = await cur.fetchone()
-            if conversation is None:
-                return None
-            cur = await conn.execute(
-                "SELECT conversation_id, turn_index, user_text, heard_text, created_at FROM turns"
-                " WHERE conversation_id = %s AND user_id = %s ORDER BY turn_index DESC LIMIT %s",
-                (conversation_id, user_id, history_messages),
-            )
-            rows = await cur.fetchall()
-            key = await self.keys.for_user(conn, user_id)
-        turns = [fields.open_turn(key, row) for row in reversed(rows)]
-        history = heard_messages(turns)
-        return LiveState(
-            session_id,
-            str(user_id),
-            str(conversation_id),
-            conversation["avatar"],
-            conversation["channel"],
-            history=history[-history_messages:],
-            started_at=conversation["started_at"].timestamp(),
-            last_turn_at=turns[-1]["created_at"].timestamp() if turns else None,
-            source="postgres",
-        )
+        return await self.durable.live_state(conversation_id, user_id, history_messages=history_messages)
 
 
 def _parse(raw: bytes | str) -> LiveState | None:
@@ -192,18 +174,6 @@ def _parse(raw: bytes | str) -> LiveState | None:
     except (ValueError, TypeError, AttributeError):
         log.warning("unreadable live session state ignored")
         return None
-
-
-def heard_messages(turns: Sequence[dict[str, Any]]) -> list[Message]:
-    """Conversation history from turn rows (oldest first): the user's words and what they heard of each
-    answer (a turn nobody heard an answer to contributes only the user's words)."""
-    messages: list[Message] = []
-    for turn in turns:
-        if turn["user_text"]:  # empty when the avatar spoke first
-            messages.append({"role": "user", "content": turn["user_text"]})
-        if turn["heard_text"]:
-            messages.append({"role": "assistant", "content": turn["heard_text"]})
-    return messages
 
 
 def window(history: Sequence[Message], turn_user: str, turn_heard: str) -> list[Message]:

@@ -23,6 +23,7 @@ from voice_server.avatar.memory.policy import RecallWeights
 from voice_server.avatar.memory.service import MemoryService
 from voice_server.avatar.persona.service import PersonaService
 from voice_server.config import Settings
+from voice_server.conversations import ConversationStore
 from voice_server.live_calls import LiveCalls
 from voice_server.metrics import Metrics
 from voice_server.security.audit import AuditLog
@@ -161,7 +162,8 @@ async def _memory_service(
         return
     llm = models.llm if settings.memory_llm_extraction else None
     memory = MemoryService(
-        db, keys, models.embed, weights=RecallWeights(budget_tokens=settings.memory_budget_tokens), llm=llm
+        db, keys, models.embed, turns=ConversationStore(db, keys),
+        weights=RecallWeights(budget_tokens=settings.memory_budget_tokens), llm=llm,
     )
     await memory.start()
     try:
@@ -173,7 +175,8 @@ async def _memory_service(
 @asynccontextmanager
 async def _persona_service(db: Database, keys: Keyring, models: ModelSet | None) -> AsyncIterator[PersonaService]:
     """The persona service (examples only with the embedder); its worker is stopped on exit."""
-    persona = PersonaService(db, keys, models.embed if models is not None else None)
+    embedder = models.embed if models is not None else None
+    persona = PersonaService(db, keys, embedder, turns=ConversationStore(db, keys))
     await persona.start()
     try:
         yield persona

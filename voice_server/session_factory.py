@@ -94,7 +94,8 @@ async def find_session(
     """
     if session_id is None:
         return None
-    state = await LiveSessions(res.sessions, res.db, res.keys).load(session_id, user.user_id, history_messages=HISTORY)
+    sessions = LiveSessions(res.sessions, res.db, res.keys, ConversationStore(res.db, res.keys))
+    state = await sessions.load(session_id, user.user_id, history_messages=HISTORY)
     if state is None or state.channel != channel or state.avatar != avatar.id:
         raise ApiError(404, "session_not_found", f"no live {channel} session with this id for this model "
                                                  "(it may have expired)")
@@ -123,7 +124,7 @@ async def open_conversation(
     models = session_models(res.models, voice, need_audio=transport.audio_in_rate is not None)
     config = config or SessionConfig(user=str(user.user_id))
     store = ConversationStore(res.db, res.keys)
-    sessions = LiveSessions(res.sessions, res.db, res.keys)
+    sessions = LiveSessions(res.sessions, res.db, res.keys, store)
     if resume is not None:
         conversation_id = uuid.UUID(resume.conversation_id)
         await store.reopen(conversation_id, user.user_id)

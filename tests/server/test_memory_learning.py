@@ -17,6 +17,7 @@ import pytest
 
 from models.embed import MiniLmEmbedder, load_embedder
 from voice_server.avatar.memory.service import MemoryService, Recent, TurnJob
+from voice_server.conversations import ConversationStore
 from voice_server.security.keys import Keyring, new_master_key
 from voice_server.stores.postgres import Database
 
@@ -76,7 +77,7 @@ async def test_malformed_llm_output_is_ignored_and_rules_still_work(
     db: Database, embedder: MiniLmEmbedder, caplog: pytest.LogCaptureFixture
 ) -> None:
     user = await new_user(db)
-    service = MemoryService(db, KEYS, embedder, llm=CannedLlm(MALFORMED))
+    service = MemoryService(db, KEYS, embedder, turns=ConversationStore(db, KEYS), llm=CannedLlm(MALFORMED))
     caplog.set_level(logging.WARNING, logger="voice_server.avatar")
     for n in range(len(MALFORMED)):
         outcome = await service.learn(job(user, f"Good morning number {n}, how are you?"))
@@ -97,7 +98,7 @@ async def test_the_real_ci_llm_as_extractor_never_breaks_learning(db: Database, 
     llm = load_llm(None, "ci")
     try:
         user = await new_user(db)
-        service = MemoryService(db, KEYS, embedder, llm=llm)
+        service = MemoryService(db, KEYS, embedder, turns=ConversationStore(db, KEYS), llm=llm)
         outcome = await service.learn(job(user, "My dog Rex loves the beach. I feel great today."))
         assert outcome.added >= 2  # the rules' two, plus whatever well-formed items the tiny LLM produced
         rows = await service.store.page(user, limit=20)
@@ -108,7 +109,7 @@ async def test_the_real_ci_llm_as_extractor_never_breaks_learning(db: Database, 
 
 async def test_reconciling_add_update_none_delete(db: Database, embedder: MiniLmEmbedder) -> None:
     user = await new_user(db)
-    service = MemoryService(db, KEYS, embedder)
+    service = MemoryService(db, KEYS, embedder, turns=ConversationStore(db, KEYS))
     recent = Recent()
 
     async def say(text: str) -> Any:

@@ -76,7 +76,7 @@ def principal(user_id: uuid.UUID) -> Principal:
 async def test_a_build_stores_the_profile_examples_and_prompt(db: Database, embedder: MiniLmEmbedder) -> None:
     """Rebuilding after an import gives a ready persona whose prompt replaces the default one."""
     user_id = await sam_with_history(db, embedder)
-    service = PersonaService(db, KEYS, embedder)
+    service = PersonaService(db, KEYS, embedder, turns=ConversationStore(db, KEYS))
     await service.start()  # the import finished after any build: queued at start
     try:
         await service.drained()
@@ -84,6 +84,11 @@ async def test_a_build_stores_the_profile_examples_and_prompt(db: Database, embe
         assert persona["status"] == "ready" and persona["sources"] == {"messages": 150, "imports": 1}
         assert persona["profile"]["style"]["sign_offs"] == ["cheers"]
         assert persona["profile"]["people"][:2] == ["Ana Souza", "Bob"]
+        assert user_id not in await service.store.stale()  # built after its import finished
+        async with db.pool.connection() as conn:  # an import that finishes after the build (`soma import`)
+            await conn.execute("UPDATE imports SET finished_at = now() + interval '1 minute' WHERE user_id = %s",
+                               (user_id,))
+        assert user_id in await service.store.stale()
         assert "never uses capital letters" in persona["prompt"] and '"cheers"' in persona["prompt"]
         avatar = await resolve_avatar(principal(user_id), "soma", service)
         assert avatar.persona == persona["prompt"] != DEFAULT_PERSONA
@@ -112,8 +117,8 @@ async def test_a_turn_quotes_similar_examples_with_one_embedding(db: Database, e
     its own system prompt."""
     user_id = await sam_with_history(db, embedder)
     counting = CountingEmbedder(embedder)
-    service = PersonaService(db, KEYS, embedder)
-    memory = MemoryService(db, KEYS, counting)
+    service = PersonaService(db, KEYS, embedder, turns=ConversationStore(db, KEYS))
+    memory = MemoryService(db, KEYS, counting, turns=ConversationStore(db, KEYS))
     await service.rebuild(user_id)
     await service.start()
     try:
@@ -158,7 +163,7 @@ async def test_no_data_means_the_default_persona_and_no_examples(db: Database, e
         row = await cur.fetchone()
     assert row is not None
     user_id: uuid.UUID = row["id"]
-    service = PersonaService(db, KEYS, embedder)
+    service = PersonaService(db, KEYS, embedder, turns=ConversationStore(db, KEYS))
     await service.start()
     try:
         await service.rebuild(user_id)

@@ -13,13 +13,12 @@ from pydantic import BaseModel, Field
 
 from voice_server import accounts
 from voice_server.accounts import AccountError, Principal
-from voice_server.api.deps import ResourcesDep, UserDep, fetch_owned, require_scope
+from voice_server.api.deps import ResourcesDep, UserDep, require_scope
 from voice_server.errors import ApiError, error_response, not_found
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1", tags=["auth"])
 
-_TOKEN_COLUMNS = accounts.TOKEN_COLUMNS
 # Postgres text cannot hold NUL: such a string is refused here (400) rather than failing its query (500).
 NO_NUL = r"^[^\x00]*$"
 MAX_API_TOKEN_TTL_S = 100 * 365 * 24 * 3600  # beyond this the expiry date would overflow
@@ -216,20 +215,26 @@ async def create_token(
         raise ApiError(400, "invalid_scope", str(exc)) from None
     async with res.db.pool.connection() as conn:
         issued = await accounts.issue_token(conn, user.user_id, name=body.name, scopes=scopes, ttl_s=body.expires_in)
-        row = await fetch_owned(conn, "api_tokens", issued.id, user, _TOKEN_COLUMNS)
+        row = await accounts.get_token(conn, user.user_id, issued.id)
+    if row is None:  # the account was erased in between
+        raise not_found("token")
     return ApiTokenCreated(**row, token=issued.secret)
 
 
 @router.get("/auth/tokens/{token_id}", response_model=ApiTokenOut, summary="One of the caller's tokens")
 async def get_token(token_id: uuid.UUID, user: UserDep, res: ResourcesDep) -> ApiTokenOut:
     async with res.db.pool.connection() as conn:
-        return ApiTokenOut(**await fetch_owned(conn, "api_tokens", token_id, user, _TOKEN_COLUMNS))
+        row = await accounts.get_token(conn, user.user_id, token_id)
+    if row is None:
+        raise not_found("token")
+    return ApiTokenOut(**row)
 
 
 @router.delete("/auth/tokens/{token_id}", status_code=204, summary="Revoke one of the caller's tokens")
 async def delete_token(token_id: uuid.UUID, user: UserDep, res: ResourcesDep) -> Response:
     async with res.db.pool.connection() as conn:
-        await fetch_owned(conn, "api_tokens", token_id, user, "id")
+        if await accounts.get_token(conn, user.user_id, token_id) is None:
+            raise not_found("token")
         await accounts.revoke_token(conn, user.user_id, token_id)
     return Response(status_code=204)
 

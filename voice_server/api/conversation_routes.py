@@ -15,8 +15,9 @@ from fastapi import APIRouter, Depends, Query, Response
 
 from voice_server import conversations
 from voice_server.accounts import Principal
-from voice_server.api.deps import ResourcesDep, fetch_owned, require_scope
+from voice_server.api.deps import ResourcesDep, require_scope
 from voice_server.avatar.memory.store import MemoryStore
+from voice_server.errors import not_found
 
 router = APIRouter(prefix="/v1/conversations", tags=["conversations"])
 HistoryUser = Annotated[Principal, Depends(require_scope("memories:read"))]
@@ -58,9 +59,9 @@ async def get_conversation(
         ApiError: 404 for an unknown id or someone else's conversation.
     """
     async with res.db.pool.connection() as conn:
-        conversation = await fetch_owned(
-            conn, "conversations", conversation_id, user, "id, avatar, channel, started_at, updated_at, ended_at"
-        )
+        conversation = await conversations.get_conversation(conn, user.user_id, conversation_id)
+        if conversation is None:
+            raise not_found("conversation")
         key = await res.keys.for_user(conn, user.user_id)
         turns, has_more = await conversations.turn_page(conn, key, conversation_id, after=after, limit=limit)
     page = [_public_turn(turn) for turn in turns]
@@ -87,7 +88,8 @@ async def delete_conversation(
         ApiError: 404 for an unknown id or someone else's conversation.
     """
     async with res.db.pool.connection() as conn, conn.transaction():
-        await fetch_owned(conn, "conversations", conversation_id, user, "id")
+        if await conversations.get_conversation(conn, user.user_id, conversation_id) is None:
+            raise not_found("conversation")
         if memories:
             await MemoryStore(res.db, res.keys).delete_from_conversation(conn, user.user_id, conversation_id)
         await conversations.delete_conversation(conn, user.user_id, conversation_id)

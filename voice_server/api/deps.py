@@ -1,17 +1,16 @@
-"""Request dependencies: the app state and its resources, the authenticated principal, scopes, and owned-resource
-lookup.
+"""Request dependencies: the app state and its resources, the authenticated principal and scopes.
 
 Every route except ``/healthz``, ``/metrics`` (configurable) and static files depends on `require_user`, so
-authentication is enforced in one place. `fetch_owned` is the one way to load a user-owned row by id: it
-filters by the caller's user id and answers 404 for someone else's row, so ownership cannot be forgotten
-or probed.
+authentication is enforced in one place. A user-owned row is loaded by id through its table's owner (e.g.
+`voice_server.accounts.get_token`, `voice_server.conversations.get_conversation`), whose query filters by the
+caller's user id; the route answers `voice_server.errors.not_found` (404) when it finds nothing, so someone
+else's id looks exactly like one that never existed and cannot be probed.
 """
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Any, Final
+from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -21,7 +20,7 @@ from voice_server.accounts import Principal
 from voice_server.app_state import AppState, app_state
 from voice_server.avatar.imports.service import ImportService
 from voice_server.avatar.proactive.service import ProactiveService
-from voice_server.errors import ApiError, not_found
+from voice_server.errors import ApiError
 from voice_server.resources import Resources
 from voice_server.sip.calls import SipCallManager
 from voice_server.stores.postgres import Database
@@ -114,38 +113,3 @@ def require_scope(scope: str) -> Callable[[Principal], Awaitable[Principal]]:
         return user
 
     return check
-
-
-# Tables that hold per-user rows with (id uuid, user_id uuid). Fixed here so a table name never comes from
-# a request; later features add their tables to this mapping.
-OWNED_TABLES: Final[dict[str, str]] = {
-    "api_tokens": "token",
-    "conversations": "conversation",
-}
-
-
-async def fetch_owned(
-    conn: accounts.Conn, table: str, resource_id: uuid.UUID, user: Principal, columns: str = "*"
-) -> dict[str, Any]:
-    """Load the row ``resource_id`` from ``table`` only if it belongs to ``user``.
-
-    Args:
-        conn: A connection from the pool.
-        table: A key of `OWNED_TABLES`.
-        resource_id: The id from the URL.
-        user: The authenticated caller.
-        columns: SQL column list; a constant in the caller, never user input.
-
-    Raises:
-        ApiError: 404 when the row does not exist *or* belongs to another user (indistinguishable).
-    """
-    if table not in OWNED_TABLES:
-        raise ValueError(f"{table!r} is not a registered owned table")
-    cur = await conn.execute(
-        f"SELECT {columns} FROM {table} WHERE id = %s AND user_id = %s",  # noqa: S608 - constants only
-        (resource_id, user.user_id),
-    )
-    row = await cur.fetchone()
-    if row is None:
-        raise not_found(OWNED_TABLES[table])
-    return row

@@ -23,7 +23,7 @@ from voice_server.accounts import Principal
 from voice_server.api import sse
 from voice_server.api.deps import ImportsDep, ResourcesDep, require_scope
 from voice_server.avatar.importers import FORMATS, Format, Me
-from voice_server.avatar.imports.job import IMPORT_COLUMNS, open_import
+from voice_server.avatar.imports import store
 from voice_server.avatar.imports.service import QueueFullError, QuotaExceededError
 from voice_server.errors import ApiError, error_response, not_found
 from voice_server.resources import Resources
@@ -41,13 +41,7 @@ def _out(row: dict[str, Any]) -> dict[str, Any]:
 
 async def _load(res: Resources, user_id: uuid.UUID, import_id: uuid.UUID) -> dict[str, Any] | None:
     async with res.db.pool.connection() as conn:
-        cur = await conn.execute(
-            f"SELECT {IMPORT_COLUMNS} FROM imports WHERE id = %s AND user_id = %s", (import_id, user_id)
-        )
-        row = await cur.fetchone()
-        if row is None:
-            return None
-        return open_import(await res.keys.for_user(conn, user_id), row)
+        return await store.get_import(conn, await res.keys.for_user(conn, user_id), import_id)
 
 
 @router.post(
@@ -98,13 +92,8 @@ async def list_imports(
     user: Reader, res: ResourcesDep, limit: Annotated[int, Query(ge=1, le=500)] = 100
 ) -> dict[str, Any]:
     async with res.db.pool.connection() as conn:
-        cur = await conn.execute(
-            f"SELECT {IMPORT_COLUMNS} FROM imports WHERE user_id = %s ORDER BY created_at DESC LIMIT %s",
-            (user.user_id, limit),
-        )
-        rows = await cur.fetchall()
-        key = await res.keys.for_user(conn, user.user_id) if rows else None
-    return {"object": "list", "data": [_out(open_import(key, r)) for r in rows if key is not None]}
+        rows = await store.recent_imports(conn, await res.keys.for_user(conn, user.user_id), limit)
+    return {"object": "list", "data": [_out(r) for r in rows]}
 
 
 @router.get("/v1/imports/{import_id}", summary="One import and its report")

@@ -16,6 +16,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
+from voice_server import accounts, conversations
 from voice_server.accounts import Principal
 from voice_server.api.deps import AppStateDep, ResourcesDep, UserDep, require_scope
 from voice_server.api.media_routes import media_store
@@ -68,9 +69,8 @@ async def erase_me(
     if state.sip is not None:
         state.sip.hang_up_user(user.user_id)
     async with res.db.pool.connection() as conn, conn.transaction():
-        cur = await conn.execute("SELECT id FROM conversations WHERE user_id = %s", (user.user_id,))
-        sessions = [session_id_for(row["id"]) for row in await cur.fetchall()]
-        await conn.execute("DELETE FROM users WHERE id = %s", (user.user_id,))
+        sessions = [session_id_for(c) for c in await conversations.conversation_ids(conn, user.user_id)]
+        await accounts.delete_user(conn, user.user_id)
         # In the same transaction: the erasure and its record commit together. No source address: the row
         # must not identify the person it is about.
         await res.audit.append(conn, AuditEvent("account.erase", "ok", user_id=user.user_id, status=204))

@@ -208,14 +208,14 @@ def _load_embedder(settings: Any) -> Any:
 
 
 async def _user(conn: Any, username: str | None) -> Any:
+    from voice_server import accounts
+
     if username is not None:
-        cur = await conn.execute("SELECT id FROM users WHERE username = %s", (username,))
-        row = await cur.fetchone()
+        row = await accounts.get_user_by_username(conn, username)
         if row is None:
             raise StartupError(f"no account named {username!r}")
         return row["id"]
-    cur = await conn.execute("SELECT id FROM users LIMIT 2")
-    rows = await cur.fetchall()
-    if len(rows) != 1:
+    user_id = await accounts.sole_user_id(conn)
+    if user_id is None:
         raise StartupError("there is not exactly one account: name it with --user USERNAME")
-    return rows[0]["id"]
+    return user_id

@@ -95,8 +95,9 @@ def _cmd_users_list(args: argparse.Namespace) -> int:
 
 
 async def _users_list(settings: Settings) -> None:
+    from voice_server import accounts
+
     async with cli_database(settings) as db, db.pool.connection() as conn:
-        cur = await conn.execute("SELECT username, is_admin, created_at FROM users ORDER BY created_at")
-        for row in await cur.fetchall():
+        for row in await accounts.list_users(conn):
             admin = " (admin)" if row["is_admin"] else ""
             print(f"{row['username']}{admin}\t{row['created_at']:%Y-%m-%d %H:%M}")

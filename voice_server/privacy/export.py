@@ -32,7 +32,7 @@ from typing import Any
 
 from voice_server import accounts, conversations
 from voice_server.avatar.bond import service as bond_service
-from voice_server.avatar.imports import job as imports
+from voice_server.avatar.imports import store as imports
 from voice_server.avatar.memory import store as memories
 from voice_server.avatar.persona import store as persona
 from voice_server.avatar.proactive import notifications, planner, settings_store

@@ -14,7 +14,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from voice_server.accounts import Principal
+from voice_server import accounts
+from voice_server.accounts import Conn, Principal
 from voice_server.security.keys import Keyring
 from voice_server.sip.auth import DigestServer, Verdict
 from voice_server.sip.dialog import Refusal
@@ -89,39 +90,42 @@ class LineDirectory:
         self._db = db
         self._keys = keys
 
-    async def _line(self, row: dict[str, Any] | None) -> Line | None:
-        if row is None:
+    async def _line(self, user: dict[str, Any] | None, line: dict[str, Any] | None) -> Line | None:
+        """The `Line` of account row ``user`` (`voice_server.accounts`) with its ``sip_lines`` row ``line``
+        (``None``: no extension, no allow-list)."""
+        if user is None:
             return None
         callers: tuple[str, ...] = ()
-        if row["allowed_callers"] is not None:
-            key = await self._keys.user_key(self._db.pool, row["id"])
-            callers = tuple(json.loads(key.open(row["allowed_callers"], _callers_context(row["id"]))))
-        return Line(row["id"], row["username"], row["extension"], callers)
+        if line is not None and line["allowed_callers"] is not None:
+            key = await self._keys.user_key(self._db.pool, user["id"])
+            callers = tuple(json.loads(key.open(line["allowed_callers"], _callers_context(user["id"]))))
+        return Line(user["id"], user["username"], line["extension"] if line is not None else None, callers)
 
     async def lookup(self, target: str) -> Line | None:
-        """The line a Request-URI user names: a username or an extension; ``None`` if nobody."""
+        """The line a Request-URI user names: a username, else an extension; ``None`` if nobody.
+
+        Two indexed lookups, one per table's owner (the account by `accounts`, the line here), rather than one
+        join: ``users`` is read only through `voice_server.accounts`. A username is tried first, so an
+        all-digit username wins over someone else's equal extension.
+        """
         target = target.strip().lower()[:64]
         if not target:
             return None
         async with self._db.pool.connection() as conn:
-            cur = await conn.execute(
-                "SELECT u.id, u.username, l.extension, l.allowed_callers FROM users u "
-                "LEFT JOIN sip_lines l ON l.user_id = u.id WHERE u.username = %s OR l.extension = %s LIMIT 1",
-                (target, target),
-            )
-            row = await cur.fetchone()
-        return await self._line(row)
+            user = await accounts.get_user_by_username(conn, target)
+            if user is not None:
+                line = await _line_of(conn, user["id"])
+            else:
+                line = await _line_at(conn, target)
+                user = await accounts.get_user(conn, line["user_id"]) if line is not None else None
+        return await self._line(user, line)
 
     async def get(self, user_id: uuid.UUID) -> Line | None:
         """``user_id``'s line settings (``None`` when never set)."""
         async with self._db.pool.connection() as conn:
-            cur = await conn.execute(
-                "SELECT u.id, u.username, l.extension, l.allowed_callers FROM users u "
-                "JOIN sip_lines l ON l.user_id = u.id WHERE u.id = %s",
-                (user_id,),
-            )
-            row = await cur.fetchone()
-        return await self._line(row)
+            line = await _line_of(conn, user_id)
+            user = await accounts.get_user(conn, user_id) if line is not None else None
+        return await self._line(user, line)
 
     async def put(self, user_id: uuid.UUID, extension: str | None, allowed_callers: list[str]) -> bool:
         """Set ``user_id``'s extension and caller allow-list; False when the extension is someone else's."""
@@ -140,6 +144,22 @@ class LineDirectory:
         except psycopg.errors.UniqueViolation:
             return False
         return True
+
+
+async def _line_of(conn: Conn, user_id: uuid.UUID) -> dict[str, Any] | None:
+    """``user_id``'s ``sip_lines`` row (by its primary key)."""
+    cur = await conn.execute(
+        "SELECT user_id, extension, allowed_callers FROM sip_lines WHERE user_id = %s", (user_id,)
+    )
+    return await cur.fetchone()
+
+
+async def _line_at(conn: Conn, extension: str) -> dict[str, Any] | None:
+    """The ``sip_lines`` row with ``extension`` (unique, so indexed)."""
+    cur = await conn.execute(
+        "SELECT user_id, extension, allowed_callers FROM sip_lines WHERE extension = %s", (extension,)
+    )
+    return await cur.fetchone()
 
 
 def _callers_context(user_id: uuid.UUID) -> str:

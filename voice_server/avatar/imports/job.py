@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import functools
 import heapq
 import json
 import logging
@@ -71,7 +70,6 @@ from voice_server.avatar.memory.store import Conn, MemoryStore, NewMemory
 from voice_server.security import fields
 from voice_server.security.keys import Keyring, UserKey
 from voice_server.stores.postgres import Database
-from voice_server.stores.user_rows import UserRows
 
 log = logging.getLogger(__name__)
 
@@ -479,52 +477,3 @@ async def create_import(
     )
     return import_id
 
-
-IMPORT_COLUMNS = (
-    "id, format, name, status, bytes_total, read, skipped, created, memories, skip_reasons, error, created_at,"
-    " finished_at, audio_seconds, media_report"
-)
-
-
-def open_import(key: UserKey, row: dict[str, Any]) -> dict[str, Any]:
-    """An ``imports`` row (`IMPORT_COLUMNS`) with its name, error and media report opened; the report
-    becomes ``media``: one entry per recording (``[]`` for text imports)."""
-    opened = {k: v for k, v in row.items() if k != "media_report"}
-    report = key.open_optional(row.get("media_report"), fields.import_report(row["id"]))
-    return {
-        **opened,
-        "name": key.open(row["name"], fields.import_name(row["id"])),
-        "error": key.open_optional(row["error"], fields.import_error(row["id"])),
-        "media": json.loads(report) if report else [],
-    }
-
-
-IMPORTED_COLUMNS: tuple[fields.ImportedColumn, ...] = ("conversation", "sender", "text")
-
-
-def open_imported(key: UserKey, row: dict[str, Any]) -> dict[str, Any]:
-    """An ``imported_messages`` row with its conversation, sender and text opened."""
-    opened = dict(row)
-    for column in IMPORTED_COLUMNS:
-        opened[column] = key.open(row[column], fields.imported(column, row["id"]))
-    return opened
-
-
-def export_imports(key: UserKey, user_id: uuid.UUID) -> UserRows:
-    """Every import of ``user_id`` (`open_import`), for their export."""
-    return UserRows(f"SELECT {IMPORT_COLUMNS} FROM imports WHERE user_id = %s ORDER BY created_at", (user_id,),
-                    functools.partial(open_import, key))
-
-
-def export_imported(key: UserKey, user_id: uuid.UUID) -> UserRows:
-    """Every imported message of ``user_id`` (`open_imported`), for their export."""
-    return UserRows(
-        "SELECT id, import_id, source, conversation, sender, text, at, is_user, attachment FROM imported_messages"
-        " WHERE user_id = %s ORDER BY at, id", (user_id,), functools.partial(open_imported, key))
-
-
-def export_media(user_id: uuid.UUID) -> UserRows:
-    """Which files each audio/video import of ``user_id`` kept (recordings and keyframes), for their export."""
-    return UserRows(
-        "SELECT media_id, import_id, kind, source_id, offset_s, seconds FROM import_media WHERE user_id = %s"
-        " ORDER BY import_id, kind DESC, offset_s", (user_id,))

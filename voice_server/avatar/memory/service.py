@@ -25,7 +25,6 @@ from voice_server.avatar.memory import policy
 from voice_server.avatar.memory.extraction import LLM_INSTRUCTIONS, Candidate, Forget, extract, parse_llm_candidates
 from voice_server.avatar.memory.store import Conn, Match, MemoryStore, NewMemory, Vector
 from voice_server.background import WhenFull, Worker
-from voice_server.security import fields
 from voice_server.security.keys import Keyring
 from voice_server.stores.postgres import Database
 
@@ -86,6 +85,22 @@ class TurnJob:
     recent: Recent
 
 
+class TurnLog(Protocol):
+    """The finished turns memory learns from, read and marked by their owner (`voice_server.conversations.
+    ConversationStore`). A protocol, because that module imports this one: the turns table is read and
+    written only by its owner, which this module must not import."""
+
+    async def unlearned_turns(self, *, within_s: float, limit: int) -> list[dict[str, Any]]:
+        """Turns of any user from the last ``within_s`` seconds not yet marked learnt (`mark_learned`), in the
+        order they were recorded, at most ``limit``: ``id, user_id, conversation_id, turn_index, user_text``
+        (opened with its owner's key)``, created_at``."""
+        ...
+
+    async def mark_learned(self, conn: Conn, user_id: uuid.UUID, turn_id: int) -> None:
+        """Mark the user's turn as learnt from, on ``conn`` (in the caller's transaction)."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class Outcome:
     """What one job changed (for logs and tests)."""
@@ -107,6 +122,8 @@ class MemoryService:
         db: The database.
         keys: Users' data keys (memory and turn texts are sealed).
         embedder: The MiniLM embedder (384-d, unit vectors).
+        turns: The finished turns (`voice_server.conversations.ConversationStore`): those never learnt from
+            are queued at `start`, and each learnt turn is marked in the same transaction as its memories.
         weights: Recall ranking.
         llm: When given, the local LLM also proposes candidates (JSON, strictly parsed); rules always run.
     """
@@ -117,11 +134,13 @@ class MemoryService:
         keys: Keyring,
         embedder: Embedder,
         *,
+        turns: TurnLog,
         weights: policy.RecallWeights | None = None,
         llm: Completer | None = None,
     ) -> None:
         self.db = db
         self.keys = keys
+        self.turns = turns
         self.store = MemoryStore(db, keys)
         self.embedder = embedder
         self.weights = weights or policy.RecallWeights()
@@ -187,19 +206,12 @@ class MemoryService:
             log.exception("memory: extraction failed for a turn; it is skipped")
 
     async def _recover(self) -> None:
-        async with self.db.pool.connection() as conn:
-            cur = await conn.execute(
-                "SELECT id, user_id, conversation_id, turn_index, user_text, created_at FROM turns"
-                " WHERE NOT memories_extracted AND created_at > now() - make_interval(secs => %s)"
-                " ORDER BY id LIMIT %s",
-                (RECOVER_WITHIN_S, QUEUE_MAX),
+        rows = await self.turns.unlearned_turns(within_s=RECOVER_WITHIN_S, limit=QUEUE_MAX)
+        for row in rows:
+            recent = self.recent_for(row["conversation_id"])
+            self.submit(
+                TurnJob(row["user_id"], row["conversation_id"], row["id"], row["user_text"], row["created_at"], recent)
             )
-            rows = await cur.fetchall()
-            for row in rows:
-                key = await self.keys.for_user(conn, row["user_id"])
-                text = fields.open_turn(key, row)["user_text"]
-                recent = self.recent_for(row["conversation_id"])
-                self.submit(TurnJob(row["user_id"], row["conversation_id"], row["id"], text, row["created_at"], recent))
         if rows:
             log.info("memory: %d unfinished turns queued", len(rows))
 
@@ -223,10 +235,7 @@ class MemoryService:
                 else:
                     counts["deleted"] += await self._forget(conn, job, item, vector)
             if job.turn_id is not None:
-                await conn.execute(
-                    "UPDATE turns SET memories_extracted = true WHERE id = %s AND user_id = %s",
-                    (job.turn_id, job.user_id),
-                )
+                await self.turns.mark_learned(conn, job.user_id, job.turn_id)
         return Outcome(counts["add"], counts["update"], counts["none"], counts["deleted"])
 
     async def _candidates(self, job: TurnJob) -> list[Candidate | Forget]:

@@ -1,11 +1,11 @@
 """One persona build: stream a user's messages through `ProfileExtractor`, embed the examples, store.
 
-1. Read the user's imported messages with a server-side cursor, `FETCH` rows at a time, ordered by time;
-   each batch is opened (decrypted) and counted in a worker thread, so neither the texts of a whole history
-   nor the CPU work ever sit on the event loop. The user's own messages feed the style, places and example
-   sample; everyone else's only count their sender (people). Then the same for what the user typed in chat
-   conversations (``chat`` channel turns: typed, unlike voice transcripts whose capitals and punctuation are
-   Whisper's, not the user's).
+1. Read the user's imported messages through their owner (`voice_server.avatar.imports.store`) with a
+   server-side cursor, `FETCH` rows at a time, ordered by time; each batch is opened (decrypted) and counted
+   in a worker thread, so neither the texts of a whole history nor the CPU work ever sit on the event loop.
+   The user's own messages feed the style, places and example sample; everyone else's only count their
+   sender (people). Then the same for what the user typed in chat conversations, read by the turns' owner
+   (``chat`` channel turns: typed, unlike voice transcripts whose capitals and punctuation are Whisper's).
 2. Combine with the user's live memories (people, the self-description) in a worker thread.
 3. Embed the example sample (at most `sample.MAX_EXAMPLES`) on the embedder's lane, `EMBED_BATCH` at a time
    (live turns' recall embeddings get the lane between batches).
@@ -22,18 +22,19 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
 
 from voice_server import accounts
+from voice_server.avatar.imports import store as imports_store
+from voice_server.avatar.imports.store import TypedMessage
 from voice_server.avatar.memory import store as memory_store
 from voice_server.avatar.memory.service import Embedder
 from voice_server.avatar.persona.lexicon import Lexicon
 from voice_server.avatar.persona.profile import MemoryFact, PersonaDoc, ProfileExtractor
 from voice_server.avatar.persona.store import PersonaStore
-from voice_server.security import fields
 from voice_server.security.keys import Keyring, UserKey
 from voice_server.stores.postgres import Database
 
@@ -58,32 +59,36 @@ class BuildResult:
     embed_s: float
 
 
-def _feed_imported(extractor: ProfileExtractor, key: UserKey, rows: list[dict[str, Any]]) -> None:
-    for row in rows:
-        sender = key.open(row["sender"], fields.imported("sender", row["id"]))
-        if row["is_user"]:
-            extractor.add_own(key.open(row["text"], fields.imported("text", row["id"])), sender)
+class ChatTexts(Protocol):
+    """What a user typed in chat conversations, read by the turns' owner (`voice_server.conversations.
+    ConversationStore`). A protocol, because that module imports this package: the turns table is read only
+    by its owner, which this module must not import."""
+
+    async def stream_chat_texts(self, key: UserKey, feed: Callable[[list[str]], None], *, fetch: int) -> None:
+        """Hand the key's owner's ``chat`` turns' user texts (opened), in turn order, to ``feed`` at most
+        ``fetch`` at a time, each batch in a worker thread."""
+        ...
+
+
+def _feed_imported(extractor: ProfileExtractor, messages: list[TypedMessage]) -> None:
+    for message in messages:
+        if message.is_user:
+            extractor.add_own(message.text or "", message.sender)
         else:
-            extractor.add_other(sender)
+            extractor.add_other(message.sender)
 
 
-def _feed_turns(extractor: ProfileExtractor, key: UserKey, rows: list[dict[str, Any]]) -> None:
-    for row in rows:
-        extractor.add_own(fields.open_turn(key, row)["user_text"])
+def _feed_turns(extractor: ProfileExtractor, texts: list[str]) -> None:
+    for text in texts:
+        extractor.add_own(text)
 
 
-async def _stream(
-    db: Database, name: str, sql: str, user_id: uuid.UUID, feed: Callable[[list[dict[str, Any]]], None]
-) -> None:
-    """Run ``sql`` (one ``%s``: the user) with a server-side cursor and hand each batch to ``feed`` in a thread."""
-    async with db.pool.connection() as conn, conn.transaction(), conn.cursor(name=name) as cursor:
-        await cursor.execute(sql, (user_id,))
-        while rows := await cursor.fetchmany(FETCH):
-            await asyncio.to_thread(feed, rows)
-
-
-async def build_persona(db: Database, keys: Keyring, embedder: Embedder | None, user_id: uuid.UUID) -> BuildResult:
+async def build_persona(
+    db: Database, keys: Keyring, embedder: Embedder | None, user_id: uuid.UUID, *, turns: ChatTexts
+) -> BuildResult:
     """Build and store ``user_id``'s persona (see the module doc). Without an embedder no examples are stored.
+
+    ``turns`` reads what the user typed in chat conversations (`voice_server.conversations.ConversationStore`).
 
     Raises:
         LookupError: The user does not exist (erased meanwhile).
@@ -95,29 +100,14 @@ async def build_persona(db: Database, keys: Keyring, embedder: Embedder | None, 
         user = await accounts.get_user(conn, user_id)
         if user is None:
             raise LookupError("no such user")
-        cur = await conn.execute("SELECT count(*) AS n FROM imports WHERE user_id = %s AND status = 'done'", (user_id,))
-        done = await cur.fetchone()
+        imports = await imports_store.done_count(conn, user_id)
         memory_rows = await memory_store.most_important(conn, key, MEMORIES)
-    imports = int(done["n"]) if done else 0
     memories = [MemoryFact(m["text"], m["kind"], float(m["importance"]), m["subject"]) for m in memory_rows]
     extractor = await asyncio.to_thread(ProfileExtractor, Lexicon())
-    await _stream(
-        db,
-        "persona_imported",
-        # Transcribed recordings are left out, like voice turns: their capitals and punctuation are Whisper's.
-        "SELECT id, sender, text, is_user FROM imported_messages WHERE user_id = %s"
-        " AND (attachment IS NULL OR attachment NOT IN ('voice', 'audio', 'video')) ORDER BY at, id",
-        user_id,
-        lambda rows: _feed_imported(extractor, key, rows),
-    )
-    await _stream(
-        db,
-        "persona_turns",
-        "SELECT t.conversation_id, t.turn_index, t.user_text FROM turns t JOIN conversations c"
-        " ON c.id = t.conversation_id WHERE t.user_id = %s AND c.channel = 'chat' ORDER BY t.id",
-        user_id,
-        lambda rows: _feed_turns(extractor, key, rows),
-    )
+    # Typed messages only: transcribed recordings are left out, like voice turns (their capitals and
+    # punctuation are Whisper's, not the user's).
+    await imports_store.stream_typed_messages(db, key, lambda batch: _feed_imported(extractor, batch), fetch=FETCH)
+    await turns.stream_chat_texts(key, lambda batch: _feed_turns(extractor, batch), fetch=FETCH)
     extracted = await asyncio.to_thread(
         extractor.finish, memories, display_name=user["display_name"] or "", username=user["username"]
     )

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from voice_server.avatar.memory.service import Embedder
-from voice_server.avatar.persona.build import build_persona
+from voice_server.avatar.persona.build import ChatTexts, build_persona
 from voice_server.avatar.persona.prompt import EDIT_KEYS, examples_section, system_prompt
 from voice_server.avatar.persona.store import PersonaRow, PersonaStore, Vector
 from voice_server.background import QueueFullError, WhenFull, Worker
@@ -60,12 +60,14 @@ class PersonaService:
         db: The database (migration ``0007_persona``).
         keys: Users' data keys (profiles, edits and examples are sealed).
         embedder: The MiniLM embedder for the examples; ``None``: profiles and prompts only.
+        turns: What users typed in chat conversations (`voice_server.conversations.ConversationStore`).
     """
 
-    def __init__(self, db: Database, keys: Keyring, embedder: Embedder | None) -> None:
+    def __init__(self, db: Database, keys: Keyring, embedder: Embedder | None, *, turns: ChatTexts) -> None:
         self.db = db
         self.keys = keys
         self.embedder = embedder
+        self.turns = turns
         self.store = PersonaStore(db, keys)
         self._worker = Worker("persona-worker")
         # Refused when full: `rebuild` tells the caller (429) instead of forgetting a user's build.
@@ -150,7 +152,7 @@ class PersonaService:
         """One build, on the worker task. The build runs as its own task so that `cancel_user` can stop it
         without stopping the worker."""
         self._queued.discard(user_id)  # no await since the worker took it: `cancel_user` sees one or the other
-        task = asyncio.create_task(build_persona(self.db, self.keys, self.embedder, user_id),
+        task = asyncio.create_task(build_persona(self.db, self.keys, self.embedder, user_id, turns=self.turns),
                                    name=f"persona-build-{user_id}")
         self._running = (user_id, task)
         try:

@@ -19,6 +19,7 @@ import numpy as np
 import numpy.typing as npt
 import psycopg
 
+from voice_server.avatar.imports import store as imports_store
 from voice_server.avatar.persona.profile import PersonaDoc
 from voice_server.security import fields
 from voice_server.security.keys import Keyring, UserKey
@@ -106,6 +107,8 @@ class PersonaStore:
     async def set_status(self, user_id: uuid.UUID, status: Status) -> None:
         """Mark the persona ``building`` (a rebuild was asked for) or back to what its profile says."""
         async with self._db.pool.connection() as conn:
+            # ``FROM users`` is only an existence guard inside the one statement (here and in `save_edits`): a user
+            # erased meanwhile gets no row instead of a foreign-key error; nothing of the account is read.
             await conn.execute(
                 "INSERT INTO personas (user_id, status) SELECT id, %s FROM users WHERE id = %s"
                 " ON CONFLICT (user_id) DO UPDATE SET status = excluded.status, updated_at = now()",
@@ -184,11 +187,13 @@ class PersonaStore:
     async def stale(self) -> list[uuid.UUID]:
         """Users whose persona must be built again at start-up: a build was asked for or running when the
         server stopped, or an import finished after the last build (e.g. by ``soma import``)."""
-        async with self._db.pool.connection() as conn:
-            cur = await conn.execute(
-                "SELECT user_id FROM personas WHERE status = 'building'"
-                " UNION SELECT i.user_id FROM imports i LEFT JOIN personas p ON p.user_id = i.user_id"
-                " WHERE i.status = 'done' GROUP BY i.user_id, p.built_at"
-                " HAVING p.built_at IS NULL OR max(i.finished_at) > p.built_at"
-            )
-            return [row["user_id"] for row in await cur.fetchall()]
+        async with self._db.pool.connection() as conn, conn.transaction():
+            cur = await conn.execute("SELECT user_id, status, built_at FROM personas")
+            personas = {row["user_id"]: row for row in await cur.fetchall()}
+            imported = await imports_store.last_done_by_user(conn)
+        stale = {user_id for user_id, row in personas.items() if row["status"] == "building"}
+        for user_id, finished in imported.items():
+            built = personas[user_id]["built_at"] if user_id in personas else None
+            if built is None or (finished is not None and finished > built):
+                stale.add(user_id)
+        return sorted(stale)

@@ -22,11 +22,11 @@ from typing import Any, Final
 from voice_server import accounts, conversations
 from voice_server.avatar.bond import model as bond
 from voice_server.avatar.bond.service import bond_rows, open_bond
+from voice_server.avatar.imports import store as imports_store
 from voice_server.avatar.memory import store as memory_store
 from voice_server.avatar.proactive import rules
 from voice_server.avatar.proactive.rules import DatedMemory, Occurrence, PastMessage
 from voice_server.avatar.proactive.settings_store import milestones_on, preferences_from_row, settings_rows
-from voice_server.security import fields
 from voice_server.security.keys import Conn, Keyring, UserKey
 from voice_server.stores.user_rows import UserRows
 
@@ -160,17 +160,9 @@ async def past_messages(conn: Conn, key: UserKey, today: date) -> list[PastMessa
     """The user's own imported messages written on ``today``'s month and day in earlier years (their dates
     read as UTC: that is how import stores times without a zone), texts opened."""
     months, days = rules.month_days(today)
-    cur = await conn.execute(
-        "SELECT id, text, at FROM imported_messages WHERE user_id = %s AND is_user AND at IS NOT NULL"
-        " AND at < %s AND (extract(month FROM at AT TIME ZONE 'UTC')::int,"
-        " extract(day FROM at AT TIME ZONE 'UTC')::int)"
-        " IN (SELECT * FROM unnest(%s::int[], %s::int[])) ORDER BY at LIMIT %s",
-        (key.user_id, datetime(today.year, 1, 1, tzinfo=UTC), months, days, SCAN_MESSAGES),
-    )
-    return [
-        PastMessage(r["id"], key.open(r["text"], fields.imported("text", r["id"])), r["at"].astimezone(UTC))
-        for r in await cur.fetchall()
-    ]
+    rows = await imports_store.own_messages_on(conn, key, datetime(today.year, 1, 1, tzinfo=UTC), months, days,
+                                               SCAN_MESSAGES)
+    return [PastMessage(r["id"], r["text"], r["at"].astimezone(UTC)) for r in rows]
 
 
 def export_jobs(user_id: uuid.UUID) -> UserRows:

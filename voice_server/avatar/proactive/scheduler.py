@@ -35,6 +35,7 @@ from voice_server import accounts, conversations
 from voice_server.avatar.bond import model as bond
 from voice_server.avatar.bond.service import stored_state
 from voice_server.avatar.clock import Clock, system_clock
+from voice_server.avatar.imports import store as imports_store
 from voice_server.avatar.memory import store as memory_store
 from voice_server.avatar.proactive import notifications, planner
 from voice_server.avatar.proactive.messages import Completer, Draft, compose
@@ -303,10 +304,7 @@ async def _memory_texts(conn: Conn, key: UserKey, ids: list[str]) -> list[str]:
 
 
 async def _message_texts(conn: Conn, key: UserKey, ids: list[str]) -> list[str]:
-    cur = await conn.execute(
-        "SELECT id, text FROM imported_messages WHERE user_id = %s AND id = ANY(%s::uuid[])", (key.user_id, ids)
-    )
-    rows = {str(r["id"]): key.open(r["text"], fields.imported("text", r["id"])) for r in await cur.fetchall()}
+    rows = await imports_store.message_texts(conn, key, ids)
     if len(rows) != len(set(ids)):
         raise SourceGone("source_gone")
     return [rows[i] for i in ids]
