@@ -1,10 +1,9 @@
 """Who may call, and which avatar a call reaches.
 
 Trunks (settings ``sip_trunks``, parsed by `voice_server.sip.trunks`) admit callers by source address and/or
-digest credentials. The
-Request-URI user selects the avatar: an account's username (its handle) or the numeric extension of its SIP
-line (table ``sip_lines``, migration ``0005_sip``). A line's caller-ID allow-list keeps strangers who know the
-extension away from a private avatar.
+digest credentials. The Request-URI user selects the avatar: an account's username (its handle) or the numeric
+extension of its SIP line (table ``sip_lines``, migration ``0005_sip``). A line's caller-ID allow-list keeps
+strangers who know the extension away from a private avatar.
 """
 
 from __future__ import annotations
