@@ -70,10 +70,6 @@ class Metrics:
         threads = Gauge("soma_threads", "Threads alive in the server process", registry=self.registry)
         threads.set_function(lambda: float(threading.active_count()))
 
-    def live_total(self) -> int:
-        """Conversations in progress on every channel (calls, realtime sessions)."""
-        return int(sum(s.value for m in self.live_conversations.collect() for s in m.samples))
-
     def observe_turn(self, marks: TurnMarks, channel: str = "other") -> None:
         """Record one finished turn's stage latencies (the pipeline's `TurnObserver`; see `for_channel`)."""
         for stage, (start, end) in TURN_STAGES.items():

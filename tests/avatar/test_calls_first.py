@@ -12,7 +12,6 @@ import numpy.typing as npt
 from models.asr import Transcript
 from voice_server.avatar.calls_first import CallsFirstAsr, CallsFirstLlm
 from voice_server.live_calls import LiveCalls
-from voice_server.metrics import Metrics
 
 
 class Recorder:
@@ -112,15 +111,3 @@ async def test_closing_more_than_opened_never_goes_negative() -> None:
     assert live.count == 0 and await live.until_none(0) is True
     live.opened()
     assert await live.until_none(0) is False
-
-
-def test_live_total_counts_every_channel() -> None:
-    """The live-conversations gauge sums over channels."""
-    metrics = Metrics()
-    assert metrics.live_total() == 0
-    metrics.live_conversations.labels("webrtc").inc()
-    metrics.live_conversations.labels("sip").inc()
-    metrics.live_conversations.labels("sip").inc()
-    assert metrics.live_total() == 3
-    metrics.live_conversations.labels("sip").dec()
-    assert metrics.live_total() == 2
