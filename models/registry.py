@@ -36,7 +36,8 @@ LOADABLE_ROLES: tuple[Role, ...] = (
     Role.TTS_QUALITY,
     Role.EMBED,
 )
-"""Roles with a runtime loader. The speaker encoder is provisioned but loaded by its own feature."""
+"""Roles with a runtime loader. The speaker encoders (``SPEAKER``, ``SPEAKER_D``) are provisioned with the profile but
+loaded together, only by the voice feature that needs them, with :func:`models.speaker.load_speaker_encoders`."""
 
 
 @dataclass(frozen=True, slots=True)

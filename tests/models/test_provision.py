@@ -103,8 +103,11 @@ def test_profiles_pick_one_model_per_role() -> None:
     for names in PROFILES.values():
         roles = [CATALOG[name].role for name in names]
         assert len(roles) == len(set(roles))
+    # The two speaker encoders have a role each, so one profile resolves both.
+    assert profile_model("ci", Role.SPEAKER) == "speaker-resemblyzer"
+    assert profile_model("full", Role.SPEAKER_D) == "speaker-dvector"
     with pytest.raises(KeyError):
-        profile_model("ci", Role.SPEAKER)
+        profile_model("nope", Role.SPEAKER)
 
 
 def test_model_set_records_load_times_and_closes(models_dir: Path) -> None:

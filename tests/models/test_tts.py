@@ -2,11 +2,31 @@
 
 from __future__ import annotations
 
+import io
+import json
+import pickle
+import re
+from pathlib import Path
+from typing import Any
+
 import numpy as np
+import numpy.typing as npt
 import pytest
 
+from models.catalog import PIPER_ONNX
+from models.executors import ModelClosedError
 from models.registry import ModelSet
-from models.tts import KokoroTts, TtsVoice, speech_chunks
+from models.tts import (
+    STYLE_SHAPE,
+    KokoroTts,
+    KokoroVoice,
+    PiperTts,
+    TtsVoice,
+    pack_from_bytes,
+    pack_to_bytes,
+    piper_config,
+    speech_chunks,
+)
 
 from .conftest import espeak
 
@@ -82,3 +102,133 @@ def test_speech_chunks_split_sentences_and_long_clauses() -> None:
     assert all(len(chunk) <= 160 for chunk in speech_chunks(long))
     assert speech_chunks("... !") == []
     assert speech_chunks("") == []
+
+
+# --- voices on a shared Kokoro engine, stored packs, Piper voices from bytes ---------------------------------
+
+
+def test_kokoro_voice_shares_the_engine(ci_models: ModelSet) -> None:
+    """A KokoroVoice is a TtsVoice on the engine's lane with its own style and speed; closing it leaves the
+    engine working, and it speaks exactly what synthesize_with makes with the same style and speed."""
+    kokoro = ci_models.tts_quality
+    assert isinstance(kokoro, KokoroTts)
+    style = kokoro.blend({"jf_alpha": 0.5, "jm_kumo": 0.5})
+    voice = kokoro.voice(style, speed=1.2, name="mine")
+    assert isinstance(voice, TtsVoice) and isinstance(voice, KokoroVoice)
+    assert voice.lane is kokoro.lane and voice.name == "mine" and voice.sample_rate == 24_000
+    audio = voice.synthesize("Shared engine.")
+    np.testing.assert_array_equal(audio, kokoro.synthesize_with("Shared engine.", style, speed=1.2))
+    slower = kokoro.synthesize_with("Shared engine.", style, speed=0.8)
+    assert len(slower) > 1.2 * len(audio)  # speed is applied
+    assert voice.close() and voice.close()
+    with pytest.raises(ModelClosedError):
+        voice.synthesize("Closed.")
+    assert not kokoro.lane.closed and _rms(kokoro.synthesize("Still here.")) > 0.02
+
+
+def test_kokoro_styles_are_read_only(ci_models: ModelSet) -> None:
+    """styles exposes the stock packs without letting a caller change them."""
+    kokoro = ci_models.tts_quality
+    assert isinstance(kokoro, KokoroTts)
+    assert set(kokoro.styles) == set(kokoro.voices)
+    pack = kokoro.styles["jf_alpha"]
+    assert pack.shape == STYLE_SHAPE and pack.dtype == np.float32
+    with pytest.raises(ValueError):
+        pack[0, 0, 0] = 1.0
+    with pytest.raises(TypeError):
+        kokoro.styles["x"] = pack  # type: ignore[index]
+
+
+def test_kokoro_rejects_bad_styles_and_speeds(ci_models: ModelSet) -> None:
+    """A style of the wrong shape, dtype or with NaN, and a speed outside 0.5-2.0, are refused before synthesis."""
+    kokoro = ci_models.tts_quality
+    assert isinstance(kokoro, KokoroTts)
+    good = kokoro.styles["jf_alpha"]
+    nan = np.where(np.arange(256) == 3, np.nan, good).astype(np.float32)
+    bad_styles: list[npt.NDArray[Any]] = [good[:100], good.astype(np.float64), nan]
+    for bad in bad_styles:
+        with pytest.raises(ValueError, match="style"):
+            kokoro.synthesize_with("No.", bad)
+    with pytest.raises(ValueError, match="speed"):
+        kokoro.voice("jf_alpha", speed=3.0)
+    with pytest.raises(KeyError):
+        kokoro.voice("no_such_pack")
+
+
+def test_pack_round_trip_is_bit_exact(ci_models: ModelSet) -> None:
+    """pack_to_bytes/pack_from_bytes give back the very same bits (including a blend's), as a writable array."""
+    kokoro = ci_models.tts_quality
+    assert isinstance(kokoro, KokoroTts)
+    rng = np.random.default_rng(0)
+    for style in (
+        kokoro.styles["jm_kumo"],
+        kokoro.blend({"jf_alpha": 0.3, "jm_kumo": 0.7}),
+        rng.normal(size=STYLE_SHAPE).astype(np.float32),
+    ):
+        restored = pack_from_bytes(pack_to_bytes(style))
+        assert restored.dtype == np.float32 and restored.tobytes() == style.tobytes()
+        assert restored.flags.writeable
+
+
+def test_pack_validation() -> None:
+    """Anything but a finite float32 [510, 1, 256] .npy is refused with ValueError, pickles included."""
+    good = np.zeros(STYLE_SHAPE, np.float32)
+    bad_packs: list[npt.NDArray[Any]] = [
+        np.zeros((510, 256), np.float32),
+        good.astype(np.float16),
+        np.full(STYLE_SHAPE, np.inf, np.float32),
+    ]
+    for bad in bad_packs:
+        with pytest.raises(ValueError):
+            pack_to_bytes(bad)
+        buffer = io.BytesIO()
+        np.save(buffer, bad)
+        with pytest.raises(ValueError):
+            pack_from_bytes(buffer.getvalue())
+    pickled = io.BytesIO()
+    np.save(pickled, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    for data in (b"", b"not a pack", pickle.dumps(good), pickled.getvalue(), pack_to_bytes(good)[:-10]):
+        with pytest.raises(ValueError):
+            pack_from_bytes(data)
+
+
+def _joe(models_dir: Path) -> tuple[bytes, bytes]:
+    onnx = models_dir / "tts-piper-joe" / PIPER_ONNX
+    return onnx.read_bytes(), Path(f"{onnx}.json").read_bytes()
+
+
+def test_piper_from_bytes_speaks(models_dir: Path, ci_models: ModelSet) -> None:
+    """The provisioned joe voice loaded from bytes (as an uploaded voice is) speaks like the one loaded from disk."""
+    onnx, raw = _joe(models_dir)
+    with PiperTts.from_bytes(onnx, piper_config(raw), name="joe-upload", intra_threads=1) as voice:
+        assert voice.name == "joe-upload" and voice.sample_rate == 22_050
+        audio = voice.synthesize(SENTENCE)
+        assert _rms(audio) > 0.02
+        assert ci_models.tts_fast is not None
+        reference = ci_models.tts_fast.synthesize(SENTENCE)
+        assert abs(len(audio) - len(reference)) < 0.2 * len(reference)  # Piper samples durations, so not equal
+    with pytest.raises(ValueError, match="ONNX"):
+        PiperTts.from_bytes(b"not a model", piper_config(raw), name="broken")
+
+
+def test_piper_config_checks_what_synthesis_needs(models_dir: Path) -> None:
+    """The real config passes; each missing or malformed required field is named in a ValueError."""
+    _, raw = _joe(models_dir)
+    config = piper_config(raw)
+    assert config["audio"]["sample_rate"] == 22_050
+    broken: list[tuple[object, str]] = [
+        ({**config, "audio": {}}, "audio.sample_rate"),
+        ({**config, "audio": {"sample_rate": "22050"}}, "audio.sample_rate"),
+        ({**config, "phoneme_id_map": {}}, "phoneme_id_map"),
+        ({**config, "phoneme_id_map": {"a": "1"}}, "phoneme_id_map"),
+        ({**config, "num_symbols": 3}, "num_symbols"),
+        ({**config, "espeak": {}}, "espeak.voice"),
+        ([1, 2], "JSON object"),
+    ]
+    for bad, field in broken:
+        with pytest.raises(ValueError, match=re.escape(field)):
+            piper_config(json.dumps(bad).encode())
+    with pytest.raises(ValueError, match="UTF-8 JSON"):
+        piper_config(b"{not json")
+    with pytest.raises(ValueError, match="UTF-8 JSON"):
+        piper_config(b"\xff\xfe")
