@@ -29,6 +29,7 @@ from voice_server.api import (
     realtime_routes,
     sip_routes,
     system,
+    voice_routes,
 )
 from voice_server.api.audit_http import AuditMiddleware
 from voice_server.app_state import AppState
@@ -126,7 +127,8 @@ def create_app(settings: Settings, resources: Resources | None = None) -> FastAP
         BodyLimitMiddleware,
         max_bytes=settings.max_request_bytes,
         # Uploads stream to disk sealed: their own, larger cap.
-        overrides={"/v1/media": settings.media_max_bytes, "/v1/imports": settings.media_max_bytes},
+        overrides={"/v1/media": settings.media_max_bytes, "/v1/imports": settings.media_max_bytes,
+                   **voice_routes.UPLOAD_LIMITS},
     )
     if settings.cors_origin_list:  # closed by default: no CORS headers unless the operator lists origins
         app.add_middleware(CORSMiddleware, **cors_options(settings.cors_origin_list))
@@ -146,6 +148,7 @@ def create_app(settings: Settings, resources: Resources | None = None) -> FastAP
     app.include_router(proactive_routes.router)
     app.include_router(sip_routes.router)
     app.include_router(sip_routes.outbound)
+    app.include_router(voice_routes.router)
     if WEB_DIR.is_dir():
         app.mount("/", StaticFiles(directory=WEB_DIR, html=True), name="web")
     return app

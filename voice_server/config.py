@@ -21,6 +21,7 @@ from voice_server.ascii_numbers import ascii_int
 LogFormat = Literal["auto", "json", "text"]
 LogLevel = Literal["debug", "info", "warning", "error"]
 ModelProfile = Literal["ci", "full"]
+VoiceMatchPlan = Literal["full", "quick"]
 SignupPolicy = Literal["first-run", "open", "closed"]
 
 ENV_PREFIX = "SOMA_"
@@ -101,6 +102,8 @@ class Settings:
             Retry-After beyond, to that user only); waiting imports run round-robin between users.
         import_calls_first_max_wait_s: Audio/video imports step aside while any conversation is live, but
             each ~28 s window waits at most this long, so a conversation left open cannot stall them.
+        voice_match_plan: How long a voice search runs: ``full`` (~70 syntheses, minutes; what a person gets) or
+            ``quick`` (~14: tests and demos).
         sip_bind: ``host:port`` the SIP listener binds (UDP and TCP); empty or ``off`` disables SIP. Loopback by
             default: open SIP ports are scanned constantly, so a public address is an explicit choice.
         sip_transports: ``udp``, ``tcp`` or ``udp,tcp``.
@@ -164,6 +167,7 @@ class Settings:
     media_max_bytes: int = 2 * 1024**3
     import_max_per_user: int = 4
     import_calls_first_max_wait_s: int = 30
+    voice_match_plan: VoiceMatchPlan = "full"
     sip_bind: str = "127.0.0.1:5060"
     sip_transports: str = "udp,tcp"
     sip_public_host: str | None = None

@@ -22,6 +22,9 @@ from voice_server.avatar.bond.service import BondService
 from voice_server.avatar.memory.policy import RecallWeights
 from voice_server.avatar.memory.service import MemoryService
 from voice_server.avatar.persona.service import PersonaService
+from voice_server.avatar.voice.job import MatchSettings
+from voice_server.avatar.voice.match import CI_PLAN, DEFAULT_PLAN
+from voice_server.avatar.voice.service import VoiceService
 from voice_server.config import Settings
 from voice_server.conversations import ConversationStore
 from voice_server.live_calls import LiveCalls
@@ -31,6 +34,7 @@ from voice_server.security.backfill import reseal_legacy
 from voice_server.security.keys import KeyFileError, Keyring, load_master_keys
 from voice_server.stores.postgres import Database
 from voice_server.stores.redis_store import SessionStore
+from voice_server.user_files import MediaStore
 
 if TYPE_CHECKING:  # types only: importing the model runtimes (ctranslate2, onnxruntime) is paid when loading
     from models.registry import ModelSet
@@ -59,6 +63,7 @@ class Resources:
         persona: Users' personas (rebuilds, cached system prompts, per-turn examples).
         bond: The users' emotional bonds (observed after each turn, a tone line before each answer).
         live_calls: The conversations live now (background model work waits for none to be).
+        voices: The person's voice: profile, voices, the chosen one, the search; ``None`` without models.
     """
 
     settings: Settings
@@ -73,6 +78,7 @@ class Resources:
     persona: PersonaService
     bond: BondService | None = None
     live_calls: LiveCalls = field(default_factory=LiveCalls)
+    voices: VoiceService | None = None
 
     @classmethod
     @asynccontextmanager
@@ -115,9 +121,12 @@ class Resources:
             memory = await stack.enter_async_context(_memory_service(settings, db, keys, models))
             persona = await stack.enter_async_context(_persona_service(db, keys, models))
             bond = await stack.enter_async_context(_bond_service(db, keys))
+            live_calls = LiveCalls()
+            voices = await stack.enter_async_context(_voice_service(settings, db, keys, models, live_calls))
             metrics.up.set(1)
             audit = AuditLog(db, keys)
-            yield cls(settings, db, sessions, models, memory, metrics, time.monotonic(), keys, audit, persona, bond)
+            yield cls(settings, db, sessions, models, memory, metrics, time.monotonic(), keys, audit, persona, bond,
+                      live_calls, voices)
             metrics.up.set(0)
 
 
@@ -193,6 +202,24 @@ async def _bond_service(db: Database, keys: Keyring) -> AsyncIterator[BondServic
         yield bond
     finally:
         await bond.aclose()
+
+
+@asynccontextmanager
+async def _voice_service(
+    settings: Settings, db: Database, keys: Keyring, models: ModelSet | None, live_calls: LiveCalls
+) -> AsyncIterator[VoiceService | None]:
+    """The voice service when models are loaded; its search is stopped on exit."""
+    if models is None:
+        yield None
+        return
+    plan = DEFAULT_PLAN if settings.voice_match_plan == "full" else CI_PLAN
+    voices = VoiceService(db, keys, MediaStore(db, keys, settings.media_dir), models, live_calls,
+                          models_dir=settings.models_dir, profile=settings.model_profile, match=MatchSettings(plan))
+    await voices.start()
+    try:
+        yield voices
+    finally:
+        await voices.aclose()
 
 
 def check_models(settings: Settings) -> None:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Literal
 from prometheus_client import Gauge
 
 from pipeline.llm import ConversationLlm
-from pipeline.ports import Transport
+from pipeline.ports import Transport, Tts
 from pipeline.session import Session, SessionConfig, SessionModels
 from voice_server.accounts import Principal
 from voice_server.avatar.directory import Avatar
@@ -32,8 +32,12 @@ RESUME_WINDOW_S = 30 * 60.0  # turns younger than this seed a new session's hist
 Voice = Literal["fast", "quality"]
 
 
-def session_models(model_set: ModelSet | None, voice: Voice = "fast", *, need_audio: bool = True) -> SessionModels:
+def session_models(
+    model_set: ModelSet | None, voice: Voice = "fast", *, need_audio: bool = True, tts: Tts | None = None
+) -> SessionModels:
     """The shared model handles a session uses, with the chosen voice (the other one if it is not loaded).
+
+    ``tts``, when given, is the voice to speak with instead (the avatar's chosen voice).
 
     Raises:
         ApiError: 503 ``models_unavailable`` when the server runs without models (or without the audio
@@ -42,7 +46,7 @@ def session_models(model_set: ModelSet | None, voice: Voice = "fast", *, need_au
     if model_set is None or model_set.llm is None:
         raise ApiError(503, "models_unavailable", "this server was started without models")
     fast, quality = model_set.tts_fast, model_set.tts_quality
-    chosen_tts = (fast or quality) if voice == "fast" else (quality or fast)
+    chosen_tts = tts or ((fast or quality) if voice == "fast" else (quality or fast))
     if need_audio and (model_set.vad is None or model_set.asr is None or chosen_tts is None):
         raise ApiError(503, "models_unavailable", "the speech models are not loaded on this server")
     return SessionModels(
@@ -109,19 +113,25 @@ async def open_conversation(
     channel: Channel,
     transport: Transport,
     *,
-    voice: Voice = "fast",
+    voice: Voice | None = None,
     config: SessionConfig | None = None,
     resume: LiveState | None = None,
 ) -> Conversation:
     """Create the session for ``transport`` (not started: the caller runs ``session.run()``).
 
     Args:
+        voice: A stock voice to speak with; ``None`` (every channel's default): the voice the avatar's person
+            chose (`voice_server.avatar.voice`), or the fast stock voice when they chose none.
         resume: A session to continue (`find_session`): same conversation, its heard history.
 
     Raises:
         ApiError: 503 when the models are not loaded.
     """
-    models = session_models(res.models, voice, need_audio=transport.audio_in_rate is not None)
+    need_audio = transport.audio_in_rate is not None
+    chosen = None
+    if voice is None and need_audio and res.voices is not None:
+        chosen = await res.voices.tts_for(user.user_id)
+    models = session_models(res.models, voice or "fast", need_audio=need_audio, tts=chosen)
     config = config or SessionConfig(user=str(user.user_id))
     store = ConversationStore(res.db, res.keys)
     sessions = LiveSessions(res.sessions, res.db, res.keys, store)

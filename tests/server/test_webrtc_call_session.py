@@ -113,7 +113,7 @@ async def test_the_sdks_session_config_shapes_the_call_from_its_first_event(
         assert configured["type"] == "session.updated"
         assert configured["session"]["output_modalities"] == ["text"]
         assert configured["session"]["instructions"] == INSTRUCTIONS
-        assert configured["session"]["audio"]["output"]["voice"] == "fast"
+        assert configured["session"]["audio"]["output"]["voice"] == "avatar"  # the voice its person chose
         assert configured["session"]["id"] == created["session"]["id"]
         # The client's own update came after, on top of the config (a session.update changes what it names).
         assert by_client["type"] == "session.updated" and by_client["session"]["audio"]["output"]["voice"] == "quality"

@@ -79,7 +79,9 @@ class Caller:
                     frame = await track.recv()
                 except MediaStreamError:
                     return
-                self.heard.append(frame.to_ndarray().reshape(-1))
+                # Opus decodes to packed (interleaved) stereo: keep one channel, so `heard` is mono at RATE.
+                channels = len(frame.layout.channels)
+                self.heard.append(frame.to_ndarray().reshape(-1, channels)[:, 0])
 
         self.reader = asyncio.create_task(read())
 

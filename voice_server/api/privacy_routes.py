@@ -65,6 +65,8 @@ async def erase_me(
     await state.calls.hang_up_user(user.user_id)
     await state.imports.cancel_user(user.user_id)
     await res.persona.cancel_user(user.user_id)
+    if res.voices is not None:
+        res.voices.cancel_user(user.user_id)  # a search must not write a voice for an erased account
     state.proactive.hub.drop_user(user.user_id)  # open event streams end with the account
     if state.sip is not None:
         state.sip.hang_up_user(user.user_id)
@@ -75,6 +77,8 @@ async def erase_me(
         # must not identify the person it is about.
         await res.audit.append(conn, AuditEvent("account.erase", "ok", user_id=user.user_id, status=204))
     res.keys.forget(user.user_id)
+    if res.voices is not None:
+        res.voices.forget(user.user_id)
     await asyncio.to_thread(media_store(res).erase_files, user.user_id)
     await asyncio.to_thread(state.imports.erase_files, user.user_id)
     # The login counters are keyed by username (`auth_routes.login`): rate window, failure count, lockout.

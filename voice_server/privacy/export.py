@@ -9,8 +9,11 @@ trail), ``imports.jsonl`` and ``imported_messages.jsonl`` (every imported messag
 embeddings), the bond, proactive settings, milestones, proactive jobs and the avatar's own messages
 (``bonds.jsonl``, ``proactive_settings.jsonl``, ``milestones.jsonl``, ``proactive_jobs.jsonl``,
 ``notifications.jsonl``, all opened), and ``import_media.jsonl`` (which files an audio/video import kept:
-recordings and their keyframes; ``imports.jsonl`` carries each one's per-recording report). Data keys are not
-exported: the archive is plaintext for its owner.
+recordings and their keyframes; ``imports.jsonl`` carries each one's per-recording report), and the voice:
+``voice_clips.jsonl`` (what was measured from each recording: quality, both speaker embeddings, pitch),
+``voices.jsonl`` (matched voices with their exact pack, brought Piper voices' configs; their weights are in
+``media/``), ``voice_choice.jsonl`` and ``voice_jobs.jsonl``. Data keys are not exported: the archive is
+plaintext for its owner.
 
 The archive is produced as a stream (ZIP data descriptors, no seeking); rows come from server-side cursors a
 batch at a time and files a sealed chunk at a time, so memory stays bounded however much the user has.
@@ -36,6 +39,7 @@ from voice_server.avatar.imports import store as imports
 from voice_server.avatar.memory import store as memories
 from voice_server.avatar.persona import store as persona
 from voice_server.avatar.proactive import notifications, planner, settings_store
+from voice_server.avatar.voice import store as voice_store
 from voice_server.security import share_links
 from voice_server.security.audit import AuditLog
 from voice_server.security.keys import Keyring
@@ -50,7 +54,7 @@ from voice_server.user_files import MediaStore
 EXPORTED_TABLES = (
     "users", "api_tokens", "conversations", "turns", "memories", "media", "share_links", "audit_log", "sip_lines",
     "imports", "imported_messages", "personas", "persona_examples", "bonds", "proactive_settings", "milestones",
-    "proactive_jobs", "notifications", "import_media",
+    "proactive_jobs", "notifications", "import_media", "voice_clips", "voices", "voice_choices", "voice_jobs",
 )
 NOT_EXPORTED = {"user_keys": "the wrapped data key: the archive is already decrypted"}
 _BATCH = 500
@@ -145,6 +149,10 @@ async def export_archive(
         ("proactive_jobs", "proactive_jobs.jsonl", planner.export_jobs(user_id)),
         ("notifications", "notifications.jsonl", notifications.export_rows(key)),
         ("import_media", "import_media.jsonl", imports.export_media(user_id)),
+        ("voice_clips", "voice_clips.jsonl", voice_store.export_clips(key, user_id)),
+        ("voices", "voices.jsonl", voice_store.export_voices(key, user_id)),
+        ("voice_choices", "voice_choice.jsonl", voice_store.export_choice(user_id)),
+        ("voice_jobs", "voice_jobs.jsonl", voice_store.export_jobs(user_id)),
         ("audit_log", "audit.jsonl", audit.export_rows(user_id)),
     ]
     for table, name, rows_of in parts:

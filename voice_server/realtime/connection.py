@@ -104,7 +104,8 @@ class RealtimeConnection:
         persona: The avatar's own persona (restored when a client clears its instructions).
         emit: Sends one server event dict (``event_id`` is added here); must not block.
         transcribe: Speech to text for manual commits (16 kHz float audio).
-        voices: The loaded TTS voices by name (``fast``, ``quality``).
+        voices: The loaded stock TTS voices by name (``fast``, ``quality``); `attach` adds ``avatar``, the voice
+            the avatar's person chose, which the session starts with.
         media_out: WebRTC only: where the avatar's audio goes.
         limits: Token limits for user messages and instructions (`voice_server.realtime.limits`).
         count_tokens: The LLM's tokenizer, off the event loop (``None``: UTF-8 bytes stand in, an upper bound).
@@ -164,6 +165,8 @@ class RealtimeConnection:
         """Bind the session (built around `transport`) and announce it with ``session.created``."""
         self._session = session
         self._context = context
+        # The session opened speaking with the avatar's chosen voice: ``avatar`` names it from now on.
+        self._voices = {**self._voices, p.AVATAR_VOICE: session.models.tts}
         self._keeper = context if isinstance(context, HistoryKeeper) else None
         self._base_turn, self._base_vad = session.config.turn, session.config.vad
         session.set_audio_output(self.settings.audio_out)

@@ -34,7 +34,8 @@ MAX_MESSAGE_CHARS = 4_000  # a typed message (the session's own cap, so what is 
 MAX_INSTRUCTIONS_CHARS = 32_000
 INPUT_RATES = (8_000, 16_000, 24_000, 48_000)  # audio/pcm rates accepted for input (resampled at the edge)
 OUTPUT_RATE = 24_000  # the protocol's output rate
-VOICES = ("fast", "quality")  # Piper (low latency) and Kokoro (more natural)
+AVATAR_VOICE = "avatar"
+VOICES = (AVATAR_VOICE, "fast", "quality")  # the person's chosen voice, stock Piper (low latency), stock Kokoro
 
 SUPPORTED = frozenset(
     {
@@ -85,14 +86,14 @@ class SessionSettings:
         output_modalities: ``("audio",)`` (speech plus its transcript) or ``("text",)``.
         instructions: Replaces the avatar's persona when set.
         input_rate: Sample rate of appended pcm16 audio.
-        voice: ``fast`` or ``quality``.
+        voice: ``avatar`` (the voice the avatar's person chose; the default), ``fast`` or ``quality``.
         turn_detection: How the server detects turns (and replies by itself); ``None``: the client commits.
     """
 
     output_modalities: tuple[str, ...] = ("audio",)
     instructions: str | None = None
     input_rate: int = 24_000
-    voice: str = "fast"
+    voice: str = AVATAR_VOICE
     turn_detection: TurnDetection | None = field(default_factory=TurnDetection)
 
     @property

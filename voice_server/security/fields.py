@@ -101,6 +101,16 @@ def notification_text(notification_id: uuid.UUID) -> str:
     return f"notifications.text|{notification_id}"
 
 
+def voice_clip(clip_id: uuid.UUID) -> str:
+    """What was measured from one recording of the person's voice (quality, speaker embeddings, pitch)."""
+    return f"voice_clips.features|{clip_id}"
+
+
+def voice(column: Literal["name", "params"], voice_id: uuid.UUID) -> str:
+    """A voice's name, or its parameters (a matched Kokoro pack and speed, or a Piper voice's config)."""
+    return f"voices.{column}|{voice_id}"
+
+
 def audit_source(seq: int) -> str:
     """The source address in audit row ``seq``."""
     return f"audit_log.source|{seq}"

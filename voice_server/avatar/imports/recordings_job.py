@@ -251,9 +251,10 @@ async def _prepare_recording(
         pieces = await transcribe(plan, asr, windows, step)
         plan.audio_s = info.seconds
     sender = speaker or "me"
+    by_user = speaker is None or me.matches(speaker)
     messages = transcript_messages(
         pieces, seconds=info.seconds, sha256=info.sha256, source=info.kind, conversation=base, sender=sender,
-        at=recordings.recorded_at(base, info.created, modified), is_user=speaker is None or me.matches(speaker),
+        at=recordings.recorded_at(base, info.created, modified), is_user=by_user,
         attachment=attachment_of(base, info.kind),
     )
     entry.messages = len(messages)
@@ -264,7 +265,7 @@ async def _prepare_recording(
         return _Unclosable(f)
 
     source = await plan.stage(copy_body(plan, reopen), name=base, content_type=info.content_type, kind="source",
-                              tag=tag, seconds=info.seconds)
+                              tag=tag, seconds=info.seconds, by_user=by_user)
     entry.media_id = source.media_id
     if info.kind == "video":
         frames = await plan.blocking(keyframes, f)
@@ -304,6 +305,7 @@ class _Note:
     sha256: str = ""
     pieces: list[Piece] = field(default_factory=list)
     tag: bytes = b""
+    by_user: bool = False  # the user sent it: their own voice (`voice_server.avatar.voice` builds on these)
 
 
 async def _prepare_archive(
@@ -324,13 +326,13 @@ async def _prepare_archive(
     references = await plan.blocking(_voice_references, chat, chat_file, me)
     notes: dict[str, _Note] = {}
     missing: set[str] = set()
-    for attached, info in references:
+    for attached, info, by_user in references:
         if info is None:
             missing.add(attached)
         elif info.filename not in notes:
             base = PurePath(info.filename).name
             notes[info.filename] = _Note(info, MediaEntry(base, "voice" if attachment_of(base, "audio") == "voice"
-                                                          else "audio"))
+                                                          else "audio"), by_user=by_user)
     for note in notes.values():
         try:
             found = await plan.blocking(_probe_member, chat, note.info)
@@ -372,7 +374,8 @@ async def _prepare_archive(
             note.entry.status = "transcribed" if note.pieces else "no_speech"
             source = await plan.stage(copy_body(plan, functools.partial(chat.open_member, note.info)),
                                       name=note.entry.name, content_type=_zip_content_type(note.entry.name),
-                                      kind="source", tag=note.tag, seconds=note.entry.seconds)
+                                      kind="source", tag=note.tag, seconds=note.entry.seconds,
+                                      by_user=note.by_user)
             note.entry.media_id = source.media_id
         plan.audio_s = total
     plan.entries.extend(n.entry for n in notes.values())
@@ -386,12 +389,15 @@ def _zip_content_type(name: str) -> str:
         suffix, "application/octet-stream")
 
 
-def _voice_references(chat: ChatZip, chat_file: IO[bytes], me: Me) -> list[tuple[str, zipfile.ZipInfo | None]]:
-    """Every (attached name, archive entry or ``None``) of the voice notes the chat sends (validates it)."""
-    found: list[tuple[str, zipfile.ZipInfo | None]] = []
+def _voice_references(
+    chat: ChatZip, chat_file: IO[bytes], me: Me
+) -> list[tuple[str, zipfile.ZipInfo | None, bool]]:
+    """Every (attached name, archive entry or ``None``, sent by the user) of the voice notes the chat sends
+    (validates it)."""
+    found: list[tuple[str, zipfile.ZipInfo | None, bool]] = []
     for record in whatsapp.parse(chat_file, me=me, conversation=chat.conversation):
         if isinstance(record, ImportedMessage) and record.attachment in ("voice", "audio") and record.attachment_name:
-            found.append((record.attachment_name, chat.attachment(record)))
+            found.append((record.attachment_name, chat.attachment(record), record.is_user))
     return found
 
 

@@ -108,6 +108,7 @@ class Staged:
     source_id: uuid.UUID | None = None
     offset_s: float | None = None
     seconds: float | None = None
+    by_user: bool | None = None  # a source recording: is it the user speaking (their voice profile may use it)
 
 
 AudioProgress = Callable[[float, float], None]  # (seconds transcribed, seconds in all)
@@ -169,6 +170,7 @@ class MediaPlan:
         source_id: uuid.UUID | None = None,
         offset_s: float | None = None,
         seconds: float | None = None,
+        by_user: bool | None = None,
     ) -> Staged:
         """Seal ``body`` into the staging folder under a new media id (see `Staged` for the rest).
 
@@ -180,7 +182,7 @@ class MediaPlan:
         path = self._staging / f"{media_id}.sealed"
         self._staged.append(Staged(media_id, path, name, content_type, 0, kind))  # removed by aclose if it fails
         size = await write_sealed(path, self._key, fields.media_file(media_id), body, self._max_bytes)
-        item = Staged(media_id, path, name, content_type, size, kind, tag, source_id, offset_s, seconds)
+        item = Staged(media_id, path, name, content_type, size, kind, tag, source_id, offset_s, seconds, by_user)
         self._staged[-1] = item
         return item
 
@@ -197,9 +199,10 @@ class MediaPlan:
             await self._store.insert_row(conn, self._key, item.media_id, item.name, item.content_type, item.size)
             cur = await conn.execute(
                 "INSERT INTO import_media (media_id, user_id, import_id, kind, source_id, offset_s, seconds,"
-                " content_tag) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
+                " content_tag, by_user) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
                 " ON CONFLICT (user_id, content_tag) WHERE kind = 'source' DO NOTHING RETURNING media_id",
-                (item.media_id, user_id, import_id, item.kind, item.source_id, item.offset_s, item.seconds, item.tag),
+                (item.media_id, user_id, import_id, item.kind, item.source_id, item.offset_s, item.seconds, item.tag,
+                 item.by_user),
             )
             if await cur.fetchone() is None:
                 await conn.execute("DELETE FROM media WHERE id = %s AND user_id = %s", (item.media_id, user_id))

@@ -169,5 +169,17 @@ def export_imported(key: UserKey, user_id: uuid.UUID) -> UserRows:
 def export_media(user_id: uuid.UUID) -> UserRows:
     """Which files each audio/video import of ``user_id`` kept (recordings and keyframes), for their export."""
     return UserRows(
-        "SELECT media_id, import_id, kind, source_id, offset_s, seconds FROM import_media WHERE user_id = %s"
+        "SELECT media_id, import_id, kind, source_id, offset_s, seconds, by_user FROM import_media WHERE user_id = %s"
         " ORDER BY import_id, kind DESC, offset_s", (user_id,))
+
+
+async def own_recordings(conn: Conn, user_id: uuid.UUID, *, limit: int) -> list[tuple[uuid.UUID, float]]:
+    """The imported recordings in which the user speaks (a recording imported as theirs, a voice note they sent):
+    ``(media id, seconds)``, newest import first, at most ``limit``. Recordings imported before the speaker was
+    recorded (``by_user`` NULL) are left out: whose voice they hold is not known."""
+    cur = await conn.execute(
+        "SELECT m.media_id, m.seconds FROM import_media m JOIN imports i ON i.id = m.import_id"
+        " WHERE m.user_id = %s AND m.kind = 'source' AND m.by_user ORDER BY i.created_at DESC, m.media_id LIMIT %s",
+        (user_id, limit),
+    )
+    return [(row["media_id"], float(row["seconds"] or 0.0)) for row in await cur.fetchall()]
