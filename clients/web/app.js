@@ -1,7 +1,7 @@
 // Sign-in / sign-up, the signed-in screens and the navigation between them (views.js), and the Settings area
 // (API tokens, sign-out). The screens live in their own modules: the call in callview.js / call.js, the
 // avatar's messages in inbox.js, memories in memories.js, imports in imports.js, the persona and the bond in
-// persona.js and bond.js, when the avatar reaches out in reachout.js.
+// persona.js and bond.js, when the avatar reaches out in reachout.js, the avatar's voice in voice.js.
 import { ApiError, api, auth } from "./api.js";
 import { setUpBond } from "./bond.js";
 import { setUpCallScreen } from "./callview.js";
@@ -11,6 +11,7 @@ import { setUpMemories } from "./memories.js";
 import { setUpPersona } from "./persona.js";
 import { setUpReachingOut } from "./reachout.js";
 import { Views } from "./views.js";
+import { setUpVoice } from "./voice.js";
 
 const $ = (id) => document.getElementById(id);
 let signupOpen = false;
@@ -22,6 +23,7 @@ const inbox = setUpInbox();
 const persona = setUpPersona();
 const bond = setUpBond();
 const reachingOut = setUpReachingOut();
+const voice = setUpVoice();
 const views = new Views($("nav"), "call");
 views.register("call", {
   element: $("home"),
@@ -36,6 +38,8 @@ views.register("persona", { element: $("persona-view"), title: "Persona", focus:
   onShow: () => { persona.show(); bond.show(); } });
 views.register("reaching-out", { element: $("reach-view"), title: "Reaching out", focus: () => $("reach-title"),
   onShow: () => reachingOut.show() });
+views.register("voice", { element: $("voice-view"), title: "Voice", focus: () => $("voice-title"),
+  onShow: () => voice.show() });
 
 function showAuthMode() {
   $("auth-title").textContent = signupMode ? "Create your account" : "Sign in";
@@ -129,6 +133,7 @@ $("logout").addEventListener("click", async () => {
   persona.reset();
   bond.reset();
   reachingOut.reset();
+  voice.reset();
   await api("/v1/auth/logout", { method: "POST" }).catch(() => {});
   auth.token = null;
   history.replaceState(null, "", location.pathname); // the next account starts on the call screen
