@@ -26,6 +26,7 @@ from pipeline.frames import LatencyMark, OutputEvent, ReplyDone
 from pipeline.llm import ConversationLlm
 from pipeline.local_transport import FRAME_S, LocalTransport
 from pipeline.playout import Playout
+from pipeline.ports import Tts
 from pipeline.session import Session, SessionModels
 from tests.audio_fixtures import spoken
 
@@ -149,14 +150,16 @@ def analyse(transport: DriverTransport) -> tuple[list[float], list[float], dict[
     return v2v, barge, stages
 
 
-async def run_sessions(models: ModelSet, n: int, turns: int, interrupt_every: int, seed: int) -> list[DriverTransport]:
-    """Run ``n`` concurrent sessions of ``turns`` questions each; return their transports."""
-    assert models.vad and models.asr and models.llm and models.tts_fast
+async def run_sessions(
+    models: ModelSet, n: int, turns: int, interrupt_every: int, seed: int, *, tts: Tts | None = None
+) -> list[DriverTransport]:
+    """Run ``n`` concurrent sessions of ``turns`` questions each; return their transports. ``tts`` replaces the
+    set's Piper voice (bench/voice.py compares a matched Kokoro voice)."""
+    voice = tts if tts is not None else models.tts_fast
+    assert models.vad and models.asr and models.llm and voice
     rng = random.Random(seed)
     llm = ConversationLlm(models.llm)
-    shared = SessionModels(
-        llm=llm, vad=models.vad, asr=models.asr, tts=models.tts_fast, vad_executor=models.vad.lane.executor
-    )
+    shared = SessionModels(llm=llm, vad=models.vad, asr=models.asr, tts=voice, vad_executor=models.vad.lane.executor)
     transports = []
     for i in range(n):
         questions = rng.sample(QUESTIONS, k=min(turns, len(QUESTIONS)))

@@ -270,7 +270,7 @@ class KokoroTts(_ChunkedVoice):
 
     def _speak(self, chunk: str, style: FloatArray, speed: float) -> FloatArray:
         audio, _ = self._kokoro.create(chunk, voice=style, speed=speed, lang=self.lang)
-        return np.asarray(audio, dtype=np.float32)
+        return trim_silence(np.asarray(audio, dtype=np.float32), self.sample_rate)
 
     def synthesize_with(self, text: str, style: FloatArray, speed: float = 1.0) -> FloatArray:
         """All audio (24 kHz) for ``text`` spoken with ``style`` at ``speed``, leaving the default voice alone.
@@ -329,6 +329,26 @@ class KokoroVoice(_ChunkedVoice):
         a chunk in progress belongs to the engine's lane)."""
         self._closed = True
         return True
+
+
+SILENCE_LEVEL = 0.01  # |sample| below this (-40 dBFS) is silence at the edges of a chunk
+KEEP_LEAD_S = 0.03  # before the first sound: a soft onset is never cut
+KEEP_TAIL_S = 0.15  # after the last sound: with the next chunk's lead, a natural pause between clauses
+
+
+def trim_silence(audio: FloatArray, rate: int) -> FloatArray:
+    """``audio`` with the silence at its start cut to `KEEP_LEAD_S` and at its end to `KEEP_TAIL_S`.
+
+    Kokoro pads every chunk with ~150-200 ms of silence before the speech and ~250-450 ms after it (measured on
+    first clauses; Piper: ~50 and ~200 ms). The lead delays the first sound of every reply by that much, and
+    between two clauses the pads add up to a half-second gap. All-silent audio is returned as it is.
+    """
+    loud = np.flatnonzero(np.abs(audio) > SILENCE_LEVEL)
+    if loud.size == 0:
+        return audio
+    start = max(0, int(loud[0]) - int(KEEP_LEAD_S * rate))
+    end = min(len(audio), int(loud[-1]) + 1 + int(KEEP_TAIL_S * rate))
+    return audio[start:end]
 
 
 def _check_speed(speed: float) -> float:

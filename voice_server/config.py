@@ -102,7 +102,7 @@ class Settings:
             Retry-After beyond, to that user only); waiting imports run round-robin between users.
         import_calls_first_max_wait_s: Audio/video imports step aside while any conversation is live, but
             each ~28 s window waits at most this long, so a conversation left open cannot stall them.
-        voice_match_plan: How long a voice search runs: ``full`` (~70 syntheses, minutes; what a person gets) or
+        voice_match_plan: How long a voice search runs: ``full`` (140 syntheses, ~2 min; what a person gets) or
             ``quick`` (~14: tests and demos).
         sip_bind: ``host:port`` the SIP listener binds (UDP and TCP); empty or ``off`` disables SIP. Loopback by
             default: open SIP ports are scanned constantly, so a public address is an explicit choice.

@@ -209,9 +209,11 @@ def test_plans_and_inputs_are_checked() -> None:
         MatchPlan(search_texts=("x",), heldout_texts=("x",), budget=4)
     with pytest.raises(ValueError, match="budget"):
         MatchPlan(search_texts=("x", "y"), heldout_texts=("z",), budget=1)
+    with pytest.raises(ValueError, match="walk_share"):
+        MatchPlan(search_texts=("x",), heldout_texts=("z",), budget=4, walk_share=1.0)
     with pytest.raises(ValueError, match="not in the pool"):
         search_voice(_POOL, "nope", _TARGET, _fake_synth(), _fake_embed, _PLAN)
-    for plan, low, high in ((DEFAULT_PLAN, 60, 80), (CI_PLAN, 10, 20)):
+    for plan, low, high in ((DEFAULT_PLAN, 120, 150), (CI_PLAN, 10, 20)):
         most = plan.budget + (plan.finalists + 1) * len(plan.heldout_texts)
         assert low <= most <= high
     every_plan_text = set(DEFAULT_PLAN.search_texts + DEFAULT_PLAN.heldout_texts + CI_PLAN.search_texts)

@@ -17,6 +17,8 @@ from models.catalog import PIPER_ONNX
 from models.executors import ModelClosedError
 from models.registry import ModelSet
 from models.tts import (
+    KEEP_LEAD_S,
+    KEEP_TAIL_S,
     STYLE_SHAPE,
     KokoroTts,
     KokoroVoice,
@@ -26,6 +28,7 @@ from models.tts import (
     pack_to_bytes,
     piper_config,
     speech_chunks,
+    trim_silence,
 )
 
 from .conftest import espeak
@@ -232,3 +235,27 @@ def test_piper_config_checks_what_synthesis_needs(models_dir: Path) -> None:
         piper_config(b"{not json")
     with pytest.raises(ValueError, match="UTF-8 JSON"):
         piper_config(b"\xff\xfe")
+
+
+def test_trim_silence_keeps_a_short_lead_and_tail() -> None:
+    """Silence at the edges is cut to the kept margins; speech and all-silent audio are left whole."""
+    rate = 1000
+    tone = np.full(500, 0.5, dtype=np.float32)
+    padded = np.concatenate([np.zeros(300, np.float32), tone, np.zeros(400, np.float32)])
+    trimmed = trim_silence(padded, rate)
+    assert len(trimmed) == int(KEEP_LEAD_S * rate) + 500 + int(KEEP_TAIL_S * rate)
+    assert np.array_equal(trimmed[int(KEEP_LEAD_S * rate) : int(KEEP_LEAD_S * rate) + 500], tone)
+    silent = np.zeros(100, np.float32)
+    assert trim_silence(silent, rate) is silent
+    assert np.array_equal(trim_silence(tone, rate), tone)
+
+
+def test_kokoro_chunks_start_with_sound(ci_models: ModelSet) -> None:
+    """Kokoro's ~0.2 s lead-in pad is cut: a reply's first sound comes within 50 ms of its first sample."""
+    kokoro = ci_models.tts_quality
+    assert kokoro is not None
+    for text in ("Hello there,", "Sure!"):
+        audio = kokoro.synthesize(text)
+        loud = np.flatnonzero(np.abs(audio) > 0.015)
+        assert loud[0] / kokoro.sample_rate <= 0.05, text
+        assert (len(audio) - loud[-1]) / kokoro.sample_rate <= KEEP_TAIL_S + 0.01, text
