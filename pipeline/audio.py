@@ -7,6 +7,9 @@ are no clicks at chunk boundaries).
 
 from __future__ import annotations
 
+import io
+import wave
+
 import numpy as np
 import numpy.typing as npt
 import soxr
@@ -30,6 +33,17 @@ def to_int16(samples: npt.NDArray[np.float32]) -> Pcm:
     """float32 in [-1, 1] → int16, clipping out-of-range values instead of wrapping around."""
     out: Pcm = np.clip(np.rint(samples * 32767.0), -32768, 32767).astype(np.int16)
     return out
+
+
+def wav_bytes(pcm: Pcm, rate: int) -> bytes:
+    """Mono int16 ``pcm`` as a 16-bit PCM WAV file."""
+    out = io.BytesIO()
+    with wave.open(out, "wb") as wav:
+        wav.setnchannels(1)
+        wav.setsampwidth(2)
+        wav.setframerate(rate)
+        wav.writeframes(np.asarray(pcm, dtype="<i2").tobytes())
+    return out.getvalue()
 
 
 def validate_pcm(pcm: npt.NDArray[np.generic], sample_rate: int) -> Pcm:

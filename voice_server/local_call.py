@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.audio import PIPELINE_RATE, resample, to_int16
+from pipeline.audio import PIPELINE_RATE, resample, to_int16, wav_bytes
 from pipeline.frames import ErrorEvent, LatencyMark, OutputEvent, Pcm, ReplyDone, UserTranscript
 from pipeline.llm import ConversationLlm
 from pipeline.local_transport import LocalTransport
@@ -56,11 +56,7 @@ def read_wav(path: Path) -> Pcm:
 
 def write_wav(path: Path, pcm: Pcm, rate: int) -> None:
     """Write mono int16 ``pcm`` as a WAV file."""
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes(pcm.astype("<i2").tobytes())
+    path.write_bytes(wav_bytes(pcm, rate))
 
 
 @dataclass

@@ -27,6 +27,7 @@ from aiortc import RTCSessionDescription
 
 from models.speaker import SpeakerEncoders, load_speaker_encoders, similarity
 from models.tts import KokoroTts, load_kokoro
+from pipeline.audio import to_int16, wav_bytes
 from tests.conftest import ServerProcess, new_user, start_server
 from tests.server.test_privacy import admin_db
 from tests.server.test_webrtc_calls import RATE, Caller, Microphone, place, typed_turn
@@ -45,13 +46,7 @@ SENTENCES_SAID = (
 
 def wav(audio: np.ndarray, rate: int) -> bytes:
     """Float mono audio as a 16-bit WAV, as the enrollment page sends it."""
-    out = io.BytesIO()
-    with wave.open(out, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes((np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes())
-    return out.getvalue()
+    return wav_bytes(to_int16(audio), rate)
 
 
 def read_wav(data: bytes) -> tuple[np.ndarray, int]:

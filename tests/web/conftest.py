@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import secrets
 import shutil
-import wave
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import numpy as np
 import pytest
 from playwright.sync_api import Browser, Page, Playwright, expect, sync_playwright
 
+from pipeline.audio import wav_bytes
 from tests.audio_fixtures import spoken
 from tests.conftest import ServerProcess
 
@@ -38,11 +38,7 @@ Launcher = Callable[[Script], Browser]
 def write_microphone(path: Path, script: Script) -> Path:
     """Writes ``script`` as the 48 kHz mono 16-bit WAV Chromium loops as its fake microphone."""
     parts = [np.zeros(int(item * RATE), np.int16) if isinstance(item, float) else spoken(item, RATE) for item in script]
-    with wave.open(str(path), "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(RATE)
-        out.writeframes(np.concatenate(parts).tobytes())
+    path.write_bytes(wav_bytes(np.concatenate(parts), RATE))
     return path
 
 

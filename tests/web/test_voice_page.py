@@ -9,20 +9,18 @@ the server's state is read back through the API.
 
 from __future__ import annotations
 
-import io
 import re
-import wave
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 import pytest
 from axe_playwright_python.sync_playwright import Axe
 from playwright.sync_api import Browser, ConsoleMessage, Locator, Page, Playwright, ViewportSize, expect
 
 from models.paths import default_models_dir
+from pipeline.audio import to_int16, wav_bytes
 from tests.audio_fixtures import spoken
 from tests.conftest import ServerProcess, start_server
 from tests.server_api import api
@@ -46,11 +44,7 @@ def write_noisy_microphone(path: Path) -> Path:
     pad = np.zeros(int(0.3 * RATE), np.float32)
     voice = np.concatenate([pad, spoken(SPEECH, RATE).astype(np.float32) / 32768, pad])
     noise = np.random.default_rng(7).normal(0, 10 ** (ROOM_NOISE_DBFS / 20), voice.size).astype(np.float32)
-    with wave.open(str(path), "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(RATE)
-        out.writeframes((np.clip(voice + noise, -1, 1) * 32767).astype(np.int16).tobytes())
+    path.write_bytes(wav_bytes(to_int16(voice + noise), RATE))
     return path
 
 
@@ -94,16 +88,6 @@ def quick_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerPro
     )
     yield server
     server.stop()
-
-
-def wav_bytes(pcm: npt.NDArray[np.int16], rate: int) -> bytes:
-    out = io.BytesIO()
-    with wave.open(out, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes(pcm.tobytes())
-    return out.getvalue()
 
 
 def token_of(page: Page) -> str:

@@ -120,9 +120,14 @@ class MatchRunner:
         async with self._db.pool.connection() as conn, conn.transaction():
             job = await store.create_job(conn, user_id, self.settings.plan.budget)
         if job is not None:
+            try:
+                self._queue.put_nowait((user_id, job["id"]))
+            except asyncio.QueueFull:  # filled by another request while this one wrote its row
+                async with self._db.pool.connection() as conn:
+                    await store.set_job(conn, job["id"], state="failed", error="too many searches were waiting")
+                raise QueueFullError("too many voice searches are waiting; try again later") from None
             self._cancels[job["id"]] = threading.Event()
             self._owners[job["id"]] = user_id
-            self._queue.put_nowait((user_id, job["id"]))
         return job
 
     def cancel_user(self, user_id: uuid.UUID) -> None:

@@ -16,20 +16,18 @@ most servers measure a voice once.
 from __future__ import annotations
 
 import asyncio
-import io
 import json
 import logging
 import uuid
-import wave
+import weakref
 from collections import OrderedDict
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from models.speaker import SpeakerEncoders, load_speaker_encoders
 from models.tts import KokoroTts, PiperTts, pack_from_bytes, piper_config
+from pipeline.audio import to_int16, wav_bytes
 from pipeline.ports import Tts
 from voice_server.avatar.importers import ImportFormatError
 from voice_server.avatar.imports import store as imports_store
@@ -95,7 +93,9 @@ class VoiceService:
         self._encoders: SpeakerEncoders | None = None
         self._encoders_lock = asyncio.Lock()
         self._loaded: OrderedDict[tuple[uuid.UUID, str], Tts] = OrderedDict()
-        self._brought: list[PiperTts] = []  # closed at the end: a session may still speak with an evicted one
+        # Brought voices still alive, closed at the end. Weak: a voice evicted from `_loaded` may still be speaking
+        # in a call, so it is never closed early; once no call holds it, it is freed with its worker thread.
+        self._brought: weakref.WeakSet[PiperTts] = weakref.WeakSet()
         self.runner: MatchRunner | None = None
         if self.kokoro is not None:
             self.runner = MatchRunner(db, keys, self.kokoro, self.encoders, live, match, self._matched)
@@ -111,7 +111,7 @@ class VoiceService:
             await self.runner.aclose()
         if self._encoders is not None:
             await asyncio.to_thread(self._encoders.close, 5.0)
-        for voice in self._brought:
+        for voice in list(self._brought):
             await asyncio.to_thread(voice.close, 2.0)
 
     async def encoders(self) -> SpeakerEncoders:
@@ -301,7 +301,7 @@ class VoiceService:
         audio = await tts.asynthesize(text)
         if audio.size == 0:
             raise ValueError("the sample text has nothing to say")
-        return wav_bytes(audio, tts.sample_rate)
+        return wav_bytes(to_int16(audio), tts.sample_rate)
 
     async def add_piper(self, user_id: uuid.UUID, name: str, onnx: bytes, config_raw: bytes) -> dict[str, Any]:
         """Keep a Piper voice the person brought (its weights sealed), after loading it and speaking a sentence
@@ -314,7 +314,7 @@ class VoiceService:
             raise ValueError(f"the voice is larger than {MAX_PIPER_BYTES // (1024 * 1024)} MB")
         config = piper_config(config_raw)
         voice = await asyncio.to_thread(_load_and_try, onnx, config, name)
-        self._brought.append(voice)
+        self._brought.add(voice)
 
         async def body() -> AsyncIterator[bytes]:
             view = memoryview(onnx)
@@ -377,7 +377,7 @@ class VoiceService:
         if onnx is None:
             raise VoiceNotFoundError(stored.public_id)
         voice = await asyncio.to_thread(PiperTts.from_bytes, onnx, json.loads(stored.params), name=stored.name)
-        self._brought.append(voice)
+        self._brought.add(voice)
         return voice
 
     def _cache(self, key: tuple[uuid.UUID, str], tts: Tts) -> Tts:
@@ -456,13 +456,3 @@ def _load_and_try(onnx: bytes, config: dict[str, Any], name: str) -> PiperTts:
     return voice
 
 
-def wav_bytes(audio: np.ndarray, rate: int) -> bytes:
-    """Mono float32 audio as a 16-bit PCM WAV file."""
-    pcm = (np.clip(audio, -1.0, 1.0) * 32767.0).astype("<i2")
-    out = io.BytesIO()
-    with wave.open(out, "wb") as wav:
-        wav.setnchannels(1)
-        wav.setsampwidth(2)
-        wav.setframerate(rate)
-        wav.writeframes(pcm.tobytes())
-    return out.getvalue()
