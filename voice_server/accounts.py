@@ -28,7 +28,7 @@ TOKEN_PREFIX = "soma_"
 SCOPES = frozenset({
     "*", "calls", "chat", "memories", "memories:read", "memories:write", "persona", "media", "media:read",
     "media:write", "admin", "events", "proactive", "proactive:read", "proactive:write",
-    "voice",
+    "voice", "training",
 })
 # What a token's owner may see of it (never its hash).
 TOKEN_COLUMNS = "id, name, scopes, created_at, expires_at, last_used_at, revoked_at"

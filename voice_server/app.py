@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterable
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from voice_server.api import (
     realtime_routes,
     sip_routes,
     system,
+    training_routes,
     voice_routes,
 )
 from voice_server.api.audit_http import AuditMiddleware
@@ -37,6 +39,7 @@ from voice_server.avatar.calls_first import CallsFirstAsr, CallsFirstLlm
 from voice_server.avatar.imports.job import worker_id
 from voice_server.avatar.imports.recordings_plan import MediaTools
 from voice_server.avatar.imports.service import ImportService
+from voice_server.avatar.proactive.messages import Completer, PersonalLlm
 from voice_server.avatar.proactive.service import ProactiveService
 from voice_server.config import Settings, load_settings
 from voice_server.errors import install_error_handlers
@@ -49,6 +52,19 @@ from voice_server.user_files import MediaStore
 from voice_server.webrtc.calls import CallManager
 
 WEB_DIR = Path(__file__).resolve().parent.parent / "clients" / "web"
+
+
+def _personal_llm(res: Resources) -> PersonalLlm | None:
+    """The person's tuned model for their proactive messages (calls first, like the shared one)."""
+    training = res.training
+    if training is None:
+        return None
+
+    async def personal(user_id: uuid.UUID) -> tuple[Completer, Callable[[], None]] | None:
+        lease = await training.lease_for(user_id)
+        return None if lease is None else (CallsFirstLlm(lease.llm, res.live_calls), lease.release)
+
+    return personal
 
 
 def create_app(settings: Settings, resources: Resources | None = None) -> FastAPI:
@@ -87,6 +103,7 @@ def create_app(settings: Settings, resources: Resources | None = None) -> FastAP
         llm = CallsFirstLlm(models.llm, res.live_calls) if models is not None and models.llm is not None else None
         proactive = ProactiveService(
             res.db, res.keys, worker=await asyncio.to_thread(worker_id, res.settings.data_dir), llm=llm,
+            personal=_personal_llm(res),
             schedule=res.settings.proactive, interval_s=float(res.settings.proactive_interval_s),
         )
         await proactive.start()
@@ -149,6 +166,7 @@ def create_app(settings: Settings, resources: Resources | None = None) -> FastAP
     app.include_router(sip_routes.router)
     app.include_router(sip_routes.outbound)
     app.include_router(voice_routes.router)
+    app.include_router(training_routes.router)
     if WEB_DIR.is_dir():
         app.mount("/", StaticFiles(directory=WEB_DIR, html=True), name="web")
     return app

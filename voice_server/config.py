@@ -168,6 +168,8 @@ class Settings:
     import_max_per_user: int = 4
     import_calls_first_max_wait_s: int = 30
     voice_match_plan: VoiceMatchPlan = "full"
+    tuned_models_resident: int = 2
+    training_threads: int = 2
     sip_bind: str = "127.0.0.1:5060"
     sip_transports: str = "udp,tcp"
     sip_public_host: str | None = None
@@ -232,6 +234,10 @@ class Settings:
             raise ConfigError(f"import_max_per_user: must be 1-64, got {self.import_max_per_user}")
         if not 1 <= (wait := self.import_calls_first_max_wait_s) <= 3600:
             raise ConfigError(f"import_calls_first_max_wait_s: must be 1-3600, got {wait}")
+        if not 0 <= self.tuned_models_resident <= 32:
+            raise ConfigError(f"tuned_models_resident: must be 0-32, got {self.tuned_models_resident}")
+        if not 1 <= self.training_threads <= 64:
+            raise ConfigError(f"training_threads: must be 1-64, got {self.training_threads}")
         if self.db_pool_max < 2:
             raise ConfigError(f"db_pool_max: must be at least 2, got {self.db_pool_max}")
         self._check_sip()

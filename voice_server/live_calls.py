@@ -24,6 +24,7 @@ class LiveCalls:
         self._count = 0
         self._none = asyncio.Event()  # set exactly while the count is zero
         self._none.set()
+        self._some = asyncio.Event()  # set exactly while the count is not zero
 
     @property
     def count(self) -> int:
@@ -34,6 +35,7 @@ class LiveCalls:
         """A conversation started."""
         self._count += 1
         self._none.clear()
+        self._some.set()
 
     def closed(self) -> None:
         """A conversation ended (one `opened` each; an extra call is logged and ignored, never negative)."""
@@ -43,6 +45,7 @@ class LiveCalls:
         self._count -= 1
         if self._count == 0:
             self._none.set()
+            self._some.clear()
 
     async def until_none(self, max_wait_s: float | None = None) -> bool:
         """Return once no conversation is live, or after ``max_wait_s`` seconds (``None``: no limit); true when
@@ -55,3 +58,8 @@ class LiveCalls:
         except TimeoutError:
             return False
         return True
+
+    async def until_some(self) -> None:
+        """Return once a conversation is live (at once when one is): a background child process is paused then."""
+        while not self._count:
+            await self._some.wait()

@@ -19,9 +19,12 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 from voice_server.avatar.bond.service import BondService
+from voice_server.avatar.imports.job import worker_id
 from voice_server.avatar.memory.policy import RecallWeights
 from voice_server.avatar.memory.service import MemoryService
 from voice_server.avatar.persona.service import PersonaService
+from voice_server.avatar.training.job import TrainingSettings
+from voice_server.avatar.training.service import TrainingService
 from voice_server.avatar.voice.job import MatchSettings
 from voice_server.avatar.voice.match import CI_PLAN, DEFAULT_PLAN
 from voice_server.avatar.voice.service import VoiceService
@@ -64,6 +67,8 @@ class Resources:
         bond: The users' emotional bonds (observed after each turn, a tone line before each answer).
         live_calls: The conversations live now (background model work waits for none to be).
         voices: The person's voice: profile, voices, the chosen one, the search; ``None`` without models.
+        training: The avatar's own model: training jobs, the model choice, tuned-model serving; ``None``
+            without models.
     """
 
     settings: Settings
@@ -79,6 +84,7 @@ class Resources:
     bond: BondService | None = None
     live_calls: LiveCalls = field(default_factory=LiveCalls)
     voices: VoiceService | None = None
+    training: TrainingService | None = None
 
     @classmethod
     @asynccontextmanager
@@ -123,10 +129,13 @@ class Resources:
             bond = await stack.enter_async_context(_bond_service(db, keys))
             live_calls = LiveCalls()
             voices = await stack.enter_async_context(_voice_service(settings, db, keys, models, live_calls))
+            training = await stack.enter_async_context(
+                _training_service(settings, db, keys, models, live_calls, persona)
+            )
             metrics.up.set(1)
             audit = AuditLog(db, keys)
             yield cls(settings, db, sessions, models, memory, metrics, time.monotonic(), keys, audit, persona, bond,
-                      live_calls, voices)
+                      live_calls, voices, training)
             metrics.up.set(0)
 
 
@@ -220,6 +229,37 @@ async def _voice_service(
         yield voices
     finally:
         await voices.aclose()
+
+
+@asynccontextmanager
+async def _training_service(
+    settings: Settings, db: Database, keys: Keyring, models: ModelSet | None, live_calls: LiveCalls,
+    persona: PersonaService,
+) -> AsyncIterator[TrainingService | None]:
+    """The training service when an LLM is loaded; its job is stopped and tuned models closed on exit."""
+    if models is None or models.llm is None:
+        yield None
+        return
+    from models.catalog import Role
+    from models.llm import CT2Llm  # the runtime is loaded already; imported here like the other model code
+
+    def load(model_dir: Path) -> CT2Llm:
+        llm = CT2Llm(model_dir, workers=settings.llm_workers, max_batch=settings.llm_max_batch)
+        llm.limits = models.llm.limits if models.llm is not None else llm.limits
+        return llm
+
+    training = TrainingService(
+        db, keys,
+        TrainingSettings(models.llm.model_dir, models.names.get(Role.LLM, "llm"), settings.data_dir / "tuned",
+                         threads=settings.training_threads),
+        live_calls, models.llm, load, persona.prompt_for, worker_id(settings.data_dir),
+        settings.tuned_models_resident,
+    )
+    await training.start()
+    try:
+        yield training
+    finally:
+        await training.aclose()
 
 
 def check_models(settings: Settings) -> None:

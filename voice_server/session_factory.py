@@ -7,6 +7,7 @@ where it left off), and wire the session to the shared models, the avatar's pers
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
@@ -18,6 +19,7 @@ from pipeline.ports import Transport, Tts
 from pipeline.session import Session, SessionConfig, SessionModels
 from voice_server.accounts import Principal
 from voice_server.avatar.directory import Avatar
+from voice_server.avatar.training.serving import Lease
 from voice_server.conversations import AvatarContext, Channel, ConversationStore
 from voice_server.errors import ApiError
 from voice_server.live_calls import LiveCalls
@@ -70,6 +72,7 @@ class Conversation:
     state: LiveState
     sessions: LiveSessions
     calls: LiveCalls
+    lease: Lease | None = None
 
     @property
     def session_id(self) -> str:
@@ -85,6 +88,8 @@ class Conversation:
         finally:
             self.live.dec()
             self.calls.closed()
+            if self.lease is not None:
+                self.lease.release()
 
 
 async def find_session(
@@ -119,6 +124,9 @@ async def open_conversation(
 ) -> Conversation:
     """Create the session for ``transport`` (not started: the caller runs ``session.run()``).
 
+    The person's own tuned model answers when they switched one on (`voice_server.avatar.training`); the
+    conversation holds it until `Conversation.close`.
+
     Args:
         voice: A stock voice to speak with; ``None`` (every channel's default): the voice the avatar's person
             chose (`voice_server.avatar.voice`), or the fast stock voice when they chose none.
@@ -150,9 +158,13 @@ async def open_conversation(
     await sessions.save(state)
     context = AvatarContext(store, conversation_id, user.user_id, avatar.persona, res.memory, live=(sessions, state),
                             examples=res.persona, username=user.username, bond=res.bond)
+    # Leased last: nothing after this can fail, so the lease is always released by `Conversation.close`.
+    lease = await res.training.lease_for(user.user_id) if res.training is not None else None
+    if lease is not None:
+        models = dataclasses.replace(models, llm=ConversationLlm(lease.llm))
     session = Session(transport, models, context=context, config=config, observer=res.metrics.for_channel(channel),
                       history=history)
     live = res.metrics.live_conversations.labels(channel)
     live.inc()
     res.live_calls.opened()
-    return Conversation(session, context, store, live, state, sessions, res.live_calls)
+    return Conversation(session, context, store, live, state, sessions, res.live_calls, lease)

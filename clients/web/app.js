@@ -1,7 +1,8 @@
 // Sign-in / sign-up, the signed-in screens and the navigation between them (views.js), and the Settings area
 // (API tokens, sign-out). The screens live in their own modules: the call in callview.js / call.js, the
 // avatar's messages in inbox.js, memories in memories.js, imports in imports.js, the persona and the bond in
-// persona.js and bond.js, when the avatar reaches out in reachout.js, the avatar's voice in voice.js.
+// persona.js and bond.js, when the avatar reaches out in reachout.js, the avatar's voice in voice.js, training
+// the avatar's own model in train.js.
 import { ApiError, api, auth } from "./api.js";
 import { setUpBond } from "./bond.js";
 import { setUpCallScreen } from "./callview.js";
@@ -10,6 +11,7 @@ import { setUpInbox } from "./inbox.js";
 import { setUpMemories } from "./memories.js";
 import { setUpPersona } from "./persona.js";
 import { setUpReachingOut } from "./reachout.js";
+import { setUpTraining } from "./train.js";
 import { Views } from "./views.js";
 import { setUpVoice } from "./voice.js";
 
@@ -24,6 +26,7 @@ const persona = setUpPersona();
 const bond = setUpBond();
 const reachingOut = setUpReachingOut();
 const voice = setUpVoice();
+const training = setUpTraining();
 const views = new Views($("nav"), "call");
 views.register("call", {
   element: $("home"),
@@ -40,6 +43,8 @@ views.register("reaching-out", { element: $("reach-view"), title: "Reaching out"
   onShow: () => reachingOut.show() });
 views.register("voice", { element: $("voice-view"), title: "Voice", focus: () => $("voice-title"),
   onShow: () => voice.show() });
+views.register("train", { element: $("train-view"), title: "Train", focus: () => $("train-title"),
+  onShow: () => training.show() });
 
 function showAuthMode() {
   $("auth-title").textContent = signupMode ? "Create your account" : "Sign in";
@@ -134,6 +139,7 @@ $("logout").addEventListener("click", async () => {
   bond.reset();
   reachingOut.reset();
   voice.reset();
+  training.reset();
   await api("/v1/auth/logout", { method: "POST" }).catch(() => {});
   auth.token = null;
   history.replaceState(null, "", location.pathname); // the next account starts on the call screen

@@ -5,7 +5,7 @@
 // Network first for the shell, so a running server always serves its current page; the cache answers only
 // when the network does not. Nothing else is touched: API calls (/v1/…, the event stream included), WebRTC
 // signalling, /healthz and /metrics always go to the network and are never stored.
-const CACHE = "soma-shell-v4"; // a new name when the list changes: activate drops the old cache
+const CACHE = "soma-shell-v5"; // a new name when the list changes: activate drops the old cache
 const SHELL = [
   "/",
   "/index.html",
@@ -28,6 +28,8 @@ const SHELL = [
   "/voice.js",
   "/voice-capture.js",
   "/voice-record.js",
+  "/train.js",
+  "/train-view.js",
   "/manifest.webmanifest",
   "/icons/icon.svg",
   "/icons/icon-192.png",

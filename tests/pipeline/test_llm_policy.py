@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+import pipeline.llm as pipeline_llm
 from pipeline.llm import ConversationLlm, ReplyPolicy
 
 
@@ -79,3 +80,92 @@ async def test_persona_prefix_is_tokenised_once_per_persona() -> None:
     assert chat.prefix_calls == 2
     assert chat.calls[-1]["static_prompt_tokens"] == ["<sys>", "Be brief."]
     assert chat.calls[0]["max_tokens"] == ReplyPolicy().max_tokens
+
+
+class StoppingChat:
+    """Plays one scripted reply per call and honours ``stop`` as the real model does (the text before the
+    earliest stop string); records each call's messages and stop strings."""
+
+    def __init__(self, replies: list[str]) -> None:
+        self.replies = replies
+        self.calls: list[tuple[list[dict[str, str]], tuple[str, ...]]] = []
+
+    def prefix_tokens(self, prefix_messages: Sequence[dict[str, str]]) -> list[str]:
+        return [prefix_messages[0]["content"]]
+
+    async def astream(self, messages: Sequence[dict[str, str]], **options: Any) -> AsyncIterator[str]:
+        stop = tuple(options["stop"])
+        self.calls.append((list(messages), stop))
+        text = self.replies[len(self.calls) - 1]
+        cuts = [i for marker in stop if (i := text.find(marker)) >= 0]
+        text = text[: min(cuts)] if cuts else text
+        for word in text.split(" "):
+            await asyncio.sleep(0)
+            yield word + " "
+
+
+PERSONA = "You are Sam. Speak as Sam would.\nHow you write: short messages; never uses capital letters."
+LATE = (
+    "Tone: You are close, so be warm and familiar.\n\n"
+    "What the user told you before, in their words ('I' is the user), most relevant first:\n"
+    "- my sister got the job in Berlin (2026-12-06)\n\n"
+    "How Sam Rivers writes (real messages of theirs; copy the style, not the content):\n- no worries mate"
+)
+
+
+def _turn(question: str = "how is jess?") -> list[dict[str, str]]:
+    return [
+        {"role": "system", "content": PERSONA},
+        {"role": "user", "content": "hey"},
+        {"role": "assistant", "content": "alright mate"},
+        {"role": "system", "content": LATE},
+        {"role": "user", "content": question},
+    ]
+
+
+async def _guarded(replies: list[str]) -> tuple[str, StoppingChat]:
+    chat = StoppingChat(replies)
+    text = "".join([p async for p in ConversationLlm(chat, ReplyPolicy(max_sentences=None)).astream(_turn())])
+    return text.strip(), chat
+
+
+def test_context_markers_are_the_header_lines_of_system_messages() -> None:
+    """Every ``Header:`` line start of any system message gives its first words, and so does a header's text on
+    the same line and any other line of instructions (four words or more); list items give nothing."""
+    markers = pipeline_llm.context_markers(_turn())
+    assert markers == (
+        "How Sam Rivers writes", "How you write", "Tone:", "What the user told", "You are Sam. Speak",
+        "You are close, so", "short messages; never uses",
+    )
+
+
+async def test_reply_is_cut_where_it_starts_reading_context_out() -> None:
+    """A header, a bullet or a memory's date suffix ends the reply; what came before it is kept."""
+    text, chat = await _guarded(["shes proper good Tone: You are close, so be warm"])
+    assert text == "shes proper good"
+    assert len(chat.calls) == 1
+    text, _ = await _guarded(["she got the job in Berlin (2026-12-06) mate"])
+    assert text == "she got the job in Berlin"
+    text, _ = await _guarded(["yeah\n- my sister got the job"])
+    assert text == "yeah"
+
+
+async def test_a_reply_of_only_context_is_generated_again_without_the_turn_material() -> None:
+    """Context read out from the first word (or a stock refusal) is replaced by a second generation from the
+    persona and the dialogue alone, which still stops at context markers but not at refusals."""
+    for first in ("What the user told you before: my sister", "I'm sorry, but I can't assist with that."):
+        text, chat = await _guarded([first, "shes smashing it mate"])
+        assert text == "shes smashing it mate"
+        assert len(chat.calls) == 2
+        retried, stop = chat.calls[1]
+        assert [m["role"] for m in retried] == ["system", "user", "assistant", "user"]
+        assert retried[0]["content"] == PERSONA
+        assert "Tone:" in stop and "I'm sorry, but I can" not in stop
+        assert "I'm sorry, but I can" in chat.calls[0][1]
+
+
+async def test_a_second_empty_reply_is_not_retried_again() -> None:
+    """One retry at most: a reply that is empty twice stays empty (the channel says nothing)."""
+    text, chat = await _guarded(["Tone: warm", "How you write: short"])
+    assert text == ""
+    assert len(chat.calls) == 2

@@ -33,6 +33,8 @@ from starlette.routing import BaseRoute
 from websockets.exceptions import InvalidStatus
 
 from tests.avatar import media_fixtures as mf
+from tests.avatar.training_fixtures import ME as TRAINING_ME
+from tests.avatar.training_fixtures import styled_whatsapp
 from tests.conftest import ServerProcess, free_port, new_user, soma_env, start_server
 from tests.eventually import eventually
 from tests.server_api import auth, ws_url
@@ -358,6 +360,18 @@ def alice(srv: ServerProcess, fuzz_token: str) -> Owner:
     r = api("POST", "/v1/voice/voices/piper", params={"name": canaries["PiperKilo"]},
             files={"onnx": ("v.onnx", piper.read_bytes()), "config": ("v.json", Path(f"{piper}.json").read_bytes())})
     assert r.status_code == 201, r.text
+    piper_voice = r.json()["voice"]["id"]
+    # A training job: enough of A's replies to start one, cancelled at once (no model is trained here).
+    r = api("POST", "/v1/imports", params={"me": TRAINING_ME, "name": "WhatsApp Chat with friends.txt"},
+            content=styled_whatsapp(220).encode())
+    assert r.status_code == 202, r.text
+    with httpx.stream("GET", f"{srv.base_url}/v1/imports/{r.json()['id']}/events", headers=auth(token),
+                      timeout=60) as ev:
+        assert any(line == "event: done" for line in ev.iter_lines())
+    r = api("POST", "/v1/training/jobs", json={"max_steps": 1})
+    assert r.status_code == 202, r.text
+    training_job = r.json()["id"]
+    assert api("POST", f"/v1/training/jobs/{training_job}/cancel").json()["state"] == "cancelled"
     ids = {
         "conversation_id": chat_conversation,
         "memory_id": memory_id,
@@ -372,8 +386,9 @@ def alice(srv: ServerProcess, fuzz_token: str) -> Owner:
         "milestone_id": milestone_id,
         "notification_id": notes[0]["id"],
         "clip_id": clips[0].json()["clip"]["id"],
-        "voice_id": r.json()["voice"]["id"],
+        "voice_id": piper_voice,
         "job_id": voice_job,
+        "training_job_id": training_job,
     }
     return Owner(name, token, user_id, ids, list(canaries.values()), [token, api_token["token"], link["token"]],
                  link["token"], api_token["token"], media, realtime_session)

@@ -23,7 +23,7 @@ import logging
 import secrets
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any, Literal
 
 import anyio
@@ -31,6 +31,7 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_core import PydanticCustomError
+from starlette.background import BackgroundTask
 
 from pipeline.frames import TokenUsage
 from pipeline.llm import ConversationLlm, ReplyPolicy
@@ -205,14 +206,20 @@ async def chat_completions(body: ChatCompletionRequest, user: ChatUser, res: Res
         stop=ReplyPolicy().stop + body.stops(),  # the defaults end a reply that starts writing the user's line
         max_sentences=None,
     )
-    exchange = _Exchange(ConversationLlm(llm_model, policy), messages, user_text, avatar, user, store, res.memory)
+    # The person's own tuned model answers when it is on; the lease ends with the reply (`_Exchange.pieces`),
+    # and for a stream also once the response is over (a client gone before the first piece).
+    lease = await res.training.lease_for(user.user_id) if res.training is not None else None
+    chat_model = lease.llm if lease is not None else llm_model
+    exchange = _Exchange(ConversationLlm(chat_model, policy), messages, user_text, avatar, user, store, res.memory)
     exchange.bond = res.bond
+    exchange.release = lease.release if lease is not None else None
     if body.stream:
         usage = body.stream_options is not None and body.stream_options.include_usage
         return StreamingResponse(
             exchange.sse(include_usage=usage),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+            background=BackgroundTask(lease.release) if lease is not None else None,
         )
     text = await exchange.complete()
     return JSONResponse(
@@ -327,6 +334,7 @@ class _Exchange:
         self.store = store
         self.memory = memory
         self.bond: BondService | None = None
+        self.release: Callable[[], None] | None = None  # ends the tuned model's lease (idempotent)
         self.id = "chatcmpl-" + secrets.token_hex(12)
         self.created = int(time.time())
         self.stats = TokenUsage()
@@ -370,6 +378,8 @@ class _Exchange:
                 yield piece
             interrupted = False
         finally:
+            if self.release is not None:
+                self.release()
             # Shielded: a client that disconnected cancels this generator, but what it was sent is history.
             with anyio.CancelScope(shield=True):
                 try:

@@ -39,7 +39,8 @@ async def export_me(user: UserDep, res: ResourcesDep) -> StreamingResponse:
         raise ApiError(403, "insufficient_scope", "exporting everything needs a full-access token")
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     return StreamingResponse(
-        export_archive(res.db, res.keys, media_store(res), res.audit, user.user_id),
+        export_archive(res.db, res.keys, media_store(res), res.audit, user.user_id,
+                       res.training.settings.models_root if res.training is not None else None),
         media_type="application/zip",
         headers={"Content-Disposition": f'attachment; filename="soma-export-{user.username}-{stamp}.zip"'},
     )
@@ -67,6 +68,8 @@ async def erase_me(
     await res.persona.cancel_user(user.user_id)
     if res.voices is not None:
         res.voices.cancel_user(user.user_id)  # a search must not write a voice for an erased account
+    if res.training is not None:
+        res.training.cancel_user(user.user_id)  # nor a training job a model
     state.proactive.hub.drop_user(user.user_id)  # open event streams end with the account
     if state.sip is not None:
         state.sip.hang_up_user(user.user_id)
@@ -79,6 +82,8 @@ async def erase_me(
     res.keys.forget(user.user_id)
     if res.voices is not None:
         res.voices.forget(user.user_id)
+    if res.training is not None:
+        await res.training.erase_files(user.user_id)
     await asyncio.to_thread(media_store(res).erase_files, user.user_id)
     await asyncio.to_thread(state.imports.erase_files, user.user_id)
     # The login counters are keyed by username (`auth_routes.login`): rate window, failure count, lockout.

@@ -1,7 +1,7 @@
-"""The ``soma`` command: ``serve``, ``call``, ``users``, ``models``, ``keys``, ``audit``, ``import``.
+"""The ``soma`` command: ``serve``, ``call``, ``users``, ``models``, ``keys``, ``audit``, ``import``, ``train``.
 
 One module per group of sub-commands, each adding its own to the parser (``register``): `serve`, `users`,
-`call`, `security` (``keys``, ``audit``), `imports` (``import``), and `models.cli`. What they share (exit
+`call`, `security` (``keys``, ``audit``), `imports` (``import``), `train`, and `models.cli`. What they share (exit
 codes, `StartupError`, the database for a tool) is in `common`. Run as the ``soma`` console script or as
 ``python -m voice_server.cli``.
 """
@@ -43,7 +43,7 @@ def _build_parser() -> argparse.ArgumentParser:
     # Imported here, not at the top: each sub-command module imports `voice_server.cli.common`, which runs this
     # package's __init__ first, so top-level imports of them here would be circular.
     from models.cli import register as register_models
-    from voice_server.cli import call, imports, security, serve, users
+    from voice_server.cli import call, imports, security, serve, train, users
 
     serve.register(sub)
     users.register(sub)
@@ -51,4 +51,5 @@ def _build_parser() -> argparse.ArgumentParser:
     register_models(sub)
     security.register(sub)
     imports.register(sub)
+    train.register(sub)
     return parser

@@ -56,3 +56,37 @@ async def cli_database(settings: Settings, *, exclusive: bool = False) -> Any:
         except DatabaseError as exc:
             raise StartupError(str(exc)) from None
 
+
+
+def cli_keyring(settings: Settings) -> Any:
+    """The users' data keys for a command-line tool (`voice_server.security.keys.Keyring`), from the existing
+    master key file.
+
+    Raises:
+        StartupError: The master key file is missing or unreadable.
+    """
+    from voice_server.security.keys import KeyFileError, Keyring, load_master_keys
+
+    try:
+        return Keyring(load_master_keys(settings.key_file, create=False))
+    except KeyFileError as exc:
+        raise StartupError(str(exc)) from None
+
+
+async def account_id(conn: Any, username: str | None) -> Any:
+    """The id of the account named ``username``, or of the only account when ``None``.
+
+    Raises:
+        StartupError: No such account, or ``None`` and there is not exactly one.
+    """
+    from voice_server import accounts
+
+    if username is not None:
+        row = await accounts.get_user_by_username(conn, username)
+        if row is None:
+            raise StartupError(f"no account named {username!r}")
+        return row["id"]
+    user_id = await accounts.sole_user_id(conn)
+    if user_id is None:
+        raise StartupError("there is not exactly one account: name it with --user USERNAME")
+    return user_id

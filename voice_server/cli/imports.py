@@ -24,7 +24,7 @@ from typing import IO, Any
 from voice_server.avatar.importers import FORMATS, HEAD_BYTES, MEDIA_FORMATS, Format, ImportFormatError, Me, detect
 from voice_server.avatar.importers.recordings import seconds_label
 from voice_server.avatar.imports.job import ImportFailed, ImportResult, Progress, create_import, run_import, worker_id
-from voice_server.cli.common import StartupError, cli_database
+from voice_server.cli.common import StartupError, account_id, cli_database, cli_keyring
 from voice_server.config import load_settings
 from voice_server.logs import configure_logging
 
@@ -100,12 +100,7 @@ def _cmd_import(args: argparse.Namespace) -> int:
 
 
 async def _import(settings: Any, args: argparse.Namespace) -> int:
-    from voice_server.security.keys import KeyFileError, Keyring, load_master_keys
-
-    try:
-        keys = Keyring(load_master_keys(settings.key_file, create=False))
-    except KeyFileError as exc:
-        raise StartupError(str(exc)) from None
+    keys = cli_keyring(settings)
     embedder = await asyncio.to_thread(_load_embedder, settings)
     asr = await asyncio.to_thread(_load_asr, settings) if _any_media(args.files, args.format) else None
     failed = 0
@@ -113,7 +108,7 @@ async def _import(settings: Any, args: argparse.Namespace) -> int:
         async with cli_database(settings) as db:
             async with db.pool.connection() as conn:
                 await keys.open_server_keys(conn)
-                user_id = await _user(conn, args.user)
+                user_id = await account_id(conn, args.user)
             from voice_server.avatar.imports.recordings_plan import MediaTools
             from voice_server.user_files import MediaStore
 
@@ -205,17 +200,3 @@ def _load_embedder(settings: Any) -> Any:
     except ModelMissingError as exc:
         print(f"soma: warning: {exc}; importing without creating memories", file=sys.stderr)
         return None
-
-
-async def _user(conn: Any, username: str | None) -> Any:
-    from voice_server import accounts
-
-    if username is not None:
-        row = await accounts.get_user_by_username(conn, username)
-        if row is None:
-            raise StartupError(f"no account named {username!r}")
-        return row["id"]
-    user_id = await accounts.sole_user_id(conn)
-    if user_id is None:
-        raise StartupError("there is not exactly one account: name it with --user USERNAME")
-    return user_id

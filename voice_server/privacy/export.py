@@ -12,8 +12,9 @@ embeddings), the bond, proactive settings, milestones, proactive jobs and the av
 recordings and their keyframes; ``imports.jsonl`` carries each one's per-recording report), and the voice:
 ``voice_clips.jsonl`` (what was measured from each recording: quality, both speaker embeddings, pitch),
 ``voices.jsonl`` (matched voices with their exact pack, brought Piper voices' configs; their weights are in
-``media/``), ``voice_choice.jsonl`` and ``voice_jobs.jsonl``. Data keys are not exported: the archive is
-plaintext for its owner.
+``media/``), ``voice_choice.jsonl`` and ``voice_jobs.jsonl``; the avatar's own model: ``training_jobs.jsonl``,
+``tuned_models.jsonl``, ``model_choice.jsonl`` and each model's LoRA adapter in ``tuned/<id>/``. Data keys are
+not exported: the archive is plaintext for its owner.
 
 The archive is produced as a stream (ZIP data descriptors, no seeking); rows come from server-side cursors a
 batch at a time and files a sealed chunk at a time, so memory stays bounded however much the user has.
@@ -25,12 +26,14 @@ account): the timezone is in ``account.json``'s user, no longer in ``proactive_s
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import json
 import uuid
 import zipfile
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from voice_server import accounts, conversations
@@ -39,6 +42,7 @@ from voice_server.avatar.imports import store as imports
 from voice_server.avatar.memory import store as memories
 from voice_server.avatar.persona import store as persona
 from voice_server.avatar.proactive import notifications, planner, settings_store
+from voice_server.avatar.training import store as training_store
 from voice_server.avatar.voice import store as voice_store
 from voice_server.security import share_links
 from voice_server.security.audit import AuditLog
@@ -55,6 +59,7 @@ EXPORTED_TABLES = (
     "users", "api_tokens", "conversations", "turns", "memories", "media", "share_links", "audit_log", "sip_lines",
     "imports", "imported_messages", "personas", "persona_examples", "bonds", "proactive_settings", "milestones",
     "proactive_jobs", "notifications", "import_media", "voice_clips", "voices", "voice_choices", "voice_jobs",
+    "training_jobs", "tuned_models", "model_choices",
 )
 NOT_EXPORTED = {"user_keys": "the wrapped data key: the archive is already decrypted"}
 _BATCH = 500
@@ -108,9 +113,12 @@ def _json_line(value: Any) -> bytes:
 
 
 async def export_archive(
-    db: Database, keys: Keyring, media: MediaStore, audit: AuditLog, user_id: uuid.UUID
+    db: Database, keys: Keyring, media: MediaStore, audit: AuditLog, user_id: uuid.UUID,
+    tuned_root: Path | None = None,
 ) -> AsyncIterator[bytes]:
-    """Yield the ZIP archive of ``user_id``'s data, piece by piece."""
+    """Yield the ZIP archive of ``user_id``'s data, piece by piece. ``tuned_root`` (``<data dir>/tuned``): the
+    LoRA adapters of their tuned models go in as ``tuned/<model id>/`` (the merged weights are derived from the
+    adapter and the public base model, so they are left out)."""
     sink = _Sink()
     archive = zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_DEFLATED)
     counts: dict[str, int] = {}
@@ -153,6 +161,9 @@ async def export_archive(
         ("voices", "voices.jsonl", voice_store.export_voices(key, user_id)),
         ("voice_choices", "voice_choice.jsonl", voice_store.export_choice(user_id)),
         ("voice_jobs", "voice_jobs.jsonl", voice_store.export_jobs(user_id)),
+        ("training_jobs", "training_jobs.jsonl", training_store.export_jobs(key, user_id)),
+        ("tuned_models", "tuned_models.jsonl", training_store.export_models(key, user_id)),
+        ("model_choices", "model_choice.jsonl", training_store.export_choice(user_id)),
         ("audit_log", "audit.jsonl", audit.export_rows(user_id)),
     ]
     for table, name, rows_of in parts:
@@ -177,6 +188,13 @@ async def export_archive(
                 member.write(chunk)
                 yield sink.take()
         yield sink.take()
+    if tuned_root is not None:
+        async with db.pool.connection() as conn:
+            models = await training_store.list_models(conn, key)
+        for model in models:
+            for name, data in await asyncio.to_thread(training_store.read_adapter, tuned_root, key, model["id"]):
+                archive.writestr(f"tuned/{model['id']}/{name}", data)
+                yield sink.take()
     manifest = {"format": 3, "user_id": user_id, "exported_at": datetime.now(UTC), "tables": counts}
     yield add("manifest.json", manifest)
     archive.close()

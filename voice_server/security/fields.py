@@ -111,6 +111,21 @@ def voice(column: Literal["name", "params"], voice_id: uuid.UUID) -> str:
     return f"voices.{column}|{voice_id}"
 
 
+def training_job(column: Literal["result", "error"], job_id: uuid.UUID) -> str:
+    """A training job's result (evaluation, samples of the person's replies) or its error message."""
+    return f"training_jobs.{column}|{job_id}"
+
+
+def tuned_model(model_id: uuid.UUID) -> str:
+    """A tuned model's evaluation."""
+    return f"tuned_models.evaluation|{model_id}"
+
+
+def tuned_model_file(model_id: uuid.UUID, name: str) -> str:
+    """One sealed file of a tuned model (its weights or adapter)."""
+    return f"tuned_models.file|{model_id}|{name}"
+
+
 def audit_source(seq: int) -> str:
     """The source address in audit row ``seq``."""
     return f"audit_log.source|{seq}"

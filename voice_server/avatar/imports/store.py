@@ -153,6 +153,46 @@ async def stream_typed_messages(
             await asyncio.to_thread(opened_into_feed, rows)
 
 
+@dataclass(frozen=True, slots=True)
+class ChatRow:
+    """An imported typed message with its time, for rebuilding who said what when (training pairs)."""
+
+    conversation: str
+    sender: str
+    text: str
+    at: datetime
+    is_user: bool
+    attachment: str | None
+
+
+async def stream_chat_rows(
+    db: Database, key: UserKey, feed: Callable[[list[ChatRow]], None], *, fetch: int
+) -> None:
+    """Hand every dated typed imported message of the key's owner (everyone's words, opened), ordered by time
+    then id, to ``feed`` at most ``fetch`` at a time, as `stream_typed_messages` does (one cursor, opened and
+    fed in a worker thread)."""
+    def opened_into_feed(rows: list[dict[str, Any]]) -> None:
+        feed([
+            ChatRow(
+                key.open(row["conversation"], fields.imported("conversation", row["id"])),
+                key.open(row["sender"], fields.imported("sender", row["id"])),
+                key.open(row["text"], fields.imported("text", row["id"])),
+                row["at"], bool(row["is_user"]), row["attachment"],
+            )
+            for row in rows
+        ])
+
+    async with db.pool.connection() as conn, conn.transaction(), conn.cursor(name="imported_chat") as cursor:
+        await cursor.execute(
+            "SELECT id, conversation, sender, text, at, is_user, attachment FROM imported_messages WHERE user_id = %s"
+            " AND at IS NOT NULL AND (attachment IS NULL OR attachment NOT IN ('voice', 'audio', 'video'))"
+            " ORDER BY at, id",
+            (key.user_id,),
+        )
+        while rows := await cursor.fetchmany(fetch):
+            await asyncio.to_thread(opened_into_feed, rows)
+
+
 def export_imports(key: UserKey, user_id: uuid.UUID) -> UserRows:
     """Every import of ``user_id`` (`open_import`), for their export."""
     return UserRows(f"SELECT {IMPORT_COLUMNS} FROM imports WHERE user_id = %s ORDER BY created_at", (user_id,),

@@ -12,6 +12,10 @@ language identifier and a gazetteer of places. All ship inside PyPI packages; no
   and the world's countries. Only the data files are used (`Gazetteer`); the matching rules are ours
   (`voice_server.avatar.persona.places`).
 
+- **Chat words** (`NOT_TOPICS`): English contractions with and without their apostrophe (the bare forms
+  generated from the contractions), chat fillers and sign-offs, and calendar words: never an interest or a
+  name, whatever the frequency baseline says.
+
 Everything here is blocking (file reads, decompression): call it from a worker thread. A `Lexicon` is
 thread-safe; it keeps what it loaded for its own lifetime, bounded by `MAX_LANGUAGES` frequency lists.
 """
@@ -34,6 +38,85 @@ FREQUENCY_FLOOR = 5e-7  # the baseline for a word absent from the "small" lists 
 MIN_CONFIDENCE = 0.6  # py3langid's normalised probability below which a message's language is not counted
 GAZETTEER_ALTERNATES_MIN_POPULATION = 100_000  # other-language names ("Lisboa") only for larger cities
 COUNTRY_POPULATION = 10_000_000  # countries rank like the largest cities
+
+# ---------------------------------------------------------------------------------------- English chat words
+# Words that are never a topic or a name, whatever a frequency test says about them. Chat writers drop
+# apostrophes ("im", "dont", "ill", "hes"), and the bare forms are rare in wordfreq's general text, so a user
+# who types them a lot looks "interested" in them; capitalised by a phone at a sentence start ("Ive", "Im")
+# they look like names. Every contraction is therefore listed once, with its apostrophe, and its bare form is
+# derived (`APOSTROPHE_FREE`). Some bare forms are also real words ("were", "well", "ill", "its", "lets",
+# "shell", "shed", "wed", "hell", "cant", "wont"): they are lost as interests and names, which costs little
+# (they are everyday words or rare topics) against listing "ill" or "were" as what someone cares about.
+_CONTRACTED_BY_SUBJECT = {
+    "i": ("m", "ve", "ll", "d"),
+    "you": ("re", "ve", "ll", "d"),
+    "we": ("re", "ve", "ll", "d"),
+    "they": ("re", "ve", "ll", "d"),
+    "he": ("s", "ll", "d"),
+    "she": ("s", "ll", "d"),
+    "it": ("s", "ll", "d"),
+    "that": ("s", "ll", "d"),
+    "there": ("s", "re", "ll", "d", "ve"),
+    "here": ("s",),
+    "what": ("s", "re", "ll", "d", "ve"),
+    "who": ("s", "re", "ll", "d", "ve"),
+    "where": ("s", "d", "ve"),
+    "when": ("s", "d"),
+    "why": ("s", "d"),
+    "how": ("s", "d", "re"),
+    "let": ("s",),
+    "everyone": ("s",),
+    "nobody": ("s",),
+    "somebody": ("s",),
+    "someone": ("s",),
+}
+_NEGATABLE = tuple("do does did is are was were have has had could should would must might need dare ought".split())
+_HAVE_CONTRACTIBLE = ("could", "should", "would", "must", "might", "may")  # could've
+_IRREGULAR_CONTRACTIONS = tuple(
+    "can't won't shan't ain't y'all ma'am o'clock 'cause 'em 'til y'know c'mon g'day gov't couldn't've "
+    "shouldn't've wouldn't've i'd've".split()
+)
+
+
+def _contractions() -> frozenset[str]:
+    forms = {f"{subject}'{ending}" for subject, endings in _CONTRACTED_BY_SUBJECT.items() for ending in endings}
+    forms.update(f"{verb}n't" for verb in _NEGATABLE)
+    forms.update(f"{verb}'ve" for verb in _HAVE_CONTRACTIBLE)
+    forms.update(_IRREGULAR_CONTRACTIONS)
+    return frozenset(form.strip("'") for form in forms)
+
+
+CONTRACTIONS = _contractions()  # with their apostrophe ("i'm", "don't", "cause")
+APOSTROPHE_FREE = frozenset(form.replace("'", "") for form in CONTRACTIONS)  # "im", "dont", "ill", "were"
+# Fillers, sign-offs, abbreviations and spellings of chat (laughter is matched by pattern: `style.is_laughter`).
+CHAT_WORDS = frozenset(
+    (
+        "laters later latr l8r cya seeya ttyl ttfn bye byee night nite nighty gn gm mornin morning "
+        "evening hiya heya hey hi hello yo sup wassup lol lmao lmfao rofl omg omfg wtf smh btw brb "
+        "idk imo imho tbh fyi lmk ikr ngl fr rn asap nvm np ty thx tx ta pls plz soz gonna wanna "
+        "gotta lemme gimme kinda sorta dunno innit tho thru cos coz cuz bc ya yah yeh yea yeah ye yep "
+        "yup aye nah naw nope ok okay okey okie kk k hmm hm mm mmm ugh urgh argh ah ahh oh ooh aw aww "
+        "awww wow yay woo woohoo oops whoops meh eh huh erm um umm uh xx xxx xo xoxo probs prob def "
+        "defo obvs obv tmrw tmr tomoz tonite mate babe hun hon bud buddy dude bro fam guys cheers "
+        "thanks thank sorry please yes no sure cool nice great lovely u ur r y n b c"
+    ).split()
+)
+WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+MONTHS = tuple("january february march april may june july august september october november december".split())
+CALENDAR_WORDS = frozenset(
+    {
+        *WEEKDAYS,
+        *(f"{day}s" for day in WEEKDAYS),
+        *MONTHS,
+        *(
+            "mon tue tues wed thu thur thurs fri sat sun jan feb mar apr jun jul aug sep sept oct nov dec "
+            "today tomorrow tonight yesterday weekend weekday week month year christmas xmas easter "
+            "halloween birthday bday anniversary holiday holidays"
+        ).split(),
+    }
+)
+# Not a topic of anyone's: the union above (callers add their languages' stop-words).
+NOT_TOPICS = CONTRACTIONS | APOSTROPHE_FREE | CHAT_WORDS | CALENDAR_WORDS
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 
-from voice_server.avatar.persona.lexicon import Gazetteer, Place
+from voice_server.avatar.persona.lexicon import MONTHS, WEEKDAYS, Gazetteer, Place
 
 LOCATIVE = frozenset({
     "in", "to", "from", "at", "near", "around", "visiting", "via", "em", "no", "na", "para", "pra", "de", "do",
@@ -26,9 +26,7 @@ LOCATIVE = frozenset({
 # Capitalised for another reason than being a place ("in March", "on Sunday"), though a town somewhere is
 # called that.
 NOT_PLACES = frozenset({
-    "january", "february", "march", "april", "may", "june", "july", "august", "september", "october",
-    "november", "december", "monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday",
-    "christmas", "easter", "university", "police", "union", "independence",
+    *MONTHS, *WEEKDAYS, "christmas", "easter", "university", "police", "union", "independence",
 })
 COMMON_ZIPF = 4.0  # Zipf frequency (log10 per billion words) from which a name is also an everyday word
 LARGE_POPULATION = 1_000_000

@@ -12,7 +12,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Sequence
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from typing import TYPE_CHECKING, Any, Final, Literal, Protocol, Unpack
@@ -53,6 +54,10 @@ class Completer(Protocol):
     """`models.llm.CT2Llm`'s one-shot completion."""
 
     async def acomplete(self, messages: Sequence[Message], **options: Unpack[GenerateOptions]) -> str: ...
+
+
+# The person's own model for a user's messages: (user id) -> (its completer, release it) or ``None``.
+PersonalLlm = Callable[[uuid.UUID], Awaitable[tuple[Completer, Callable[[], None]] | None]]
 
 
 @dataclass(frozen=True, slots=True)

@@ -38,7 +38,7 @@ from voice_server.avatar.clock import Clock, system_clock
 from voice_server.avatar.imports import store as imports_store
 from voice_server.avatar.memory import store as memory_store
 from voice_server.avatar.proactive import notifications, planner
-from voice_server.avatar.proactive.messages import Completer, Draft, compose
+from voice_server.avatar.proactive.messages import Completer, Draft, PersonalLlm, compose
 from voice_server.avatar.proactive.rules import Preferences
 from voice_server.avatar.proactive.settings_store import load_preferences
 from voice_server.background import OwnedTask
@@ -80,6 +80,8 @@ class ProactiveScheduler:
         keys: Users' data keys.
         worker: This worker's id (`voice_server.avatar.imports.job.worker_id`: stable per data dir).
         llm: Words messages when given (`messages.compose`); templates otherwise.
+        personal: The person's own model for their messages when one is on: (its completer, its release), or
+            ``None`` (then ``llm`` words it).
         clock: The current time (tests pass a virtual clock and call `tick`).
         interval_s: The longest wait between passes.
     """
@@ -91,6 +93,7 @@ class ProactiveScheduler:
         *,
         worker: str,
         llm: Completer | None = None,
+        personal: PersonalLlm | None = None,
         clock: Clock = system_clock,
         interval_s: float = 60.0,
     ) -> None:
@@ -98,6 +101,7 @@ class ProactiveScheduler:
         self.keys = keys
         self.worker = worker
         self.llm = llm
+        self.personal = personal
         self.clock = clock
         self.interval_s = interval_s
         self._wake = asyncio.Event()
@@ -205,7 +209,12 @@ class ProactiveScheduler:
                     draft, memory_ids, message_ids = await self._draft(conn, key, job, prefs, now)
                 except SourceGone as gone:
                     return await self._finish(conn, job, "skipped", str(gone), now)
-            text, source = await compose(draft, self.llm)
+            own = await self.personal(job["user_id"]) if self.personal is not None and self.llm is not None else None
+            try:
+                text, source = await compose(draft, own[0] if own is not None else self.llm)
+            finally:
+                if own is not None:
+                    own[1]()
             async with self.db.pool.connection() as conn, conn.transaction():
                 cur = await conn.execute(
                     "UPDATE proactive_jobs SET state = 'sent', finished_at = %s WHERE id = %s AND state = 'running'"

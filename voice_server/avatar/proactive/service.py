@@ -7,7 +7,7 @@ import logging
 
 from voice_server.avatar.clock import Clock, system_clock
 from voice_server.avatar.proactive.hub import NotificationHub
-from voice_server.avatar.proactive.messages import Completer
+from voice_server.avatar.proactive.messages import Completer, PersonalLlm
 from voice_server.avatar.proactive.notifications import NotificationStore
 from voice_server.avatar.proactive.scheduler import ProactiveScheduler
 from voice_server.security.keys import Keyring
@@ -24,6 +24,7 @@ class ProactiveService:
         keys: Users' data keys.
         worker: This process's worker id (stable per data dir).
         llm: Words the messages (templates without it).
+        personal: The person's own tuned model, when on (`voice_server.avatar.proactive.scheduler`).
         schedule: Run the scheduler here (``SOMA_PROACTIVE``); delivery works either way.
         interval_s: The scheduler's longest wait between passes.
         clock: The current time.
@@ -36,6 +37,7 @@ class ProactiveService:
         *,
         worker: str,
         llm: Completer | None,
+        personal: PersonalLlm | None = None,
         schedule: bool = True,
         interval_s: float = 60.0,
         clock: Clock = system_clock,
@@ -44,7 +46,8 @@ class ProactiveService:
         self.store = NotificationStore(db, keys)
         self.hub = NotificationHub(db, self.store)
         self.scheduler = (
-            ProactiveScheduler(db, keys, worker=worker, llm=llm, clock=clock, interval_s=interval_s)
+            ProactiveScheduler(db, keys, worker=worker, llm=llm, personal=personal, clock=clock,
+                               interval_s=interval_s)
             if schedule
             else None
         )
