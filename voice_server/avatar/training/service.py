@@ -148,10 +148,9 @@ class TrainingService:
             key = await self._keys.for_user(conn, user_id)
             if model_id is not None and await store.get_model(conn, key, model_id) is None:
                 return None
-            before, _ = await store.choice(conn, user_id)
             await store.choose(conn, user_id, model_id)
-        if before is not None and before != model_id:
-            self.models.forget(before)
+        # A model switched off stays loaded until the cache needs its room (`TunedModels` keeps at most
+        # `resident`): switching back is then instant.
         return await self.model_state(user_id)
 
     async def rollback(self, user_id: uuid.UUID) -> dict[str, Any]:
