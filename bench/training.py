@@ -148,8 +148,9 @@ def first_delta_ms(srv: ServerProcess, token: str, question: str) -> float:
     raise RuntimeError("no content delta")
 
 
-def run(profile: str, quick: bool) -> tuple[dict[str, Any], dict[str, str]]:
-    """Run the three parts (see the module doc); the metrics and the loaded models."""
+def run(profile: str, quick: bool, leaks_only: bool = False) -> tuple[dict[str, Any], dict[str, str]]:
+    """Run the three parts (see the module doc); the metrics and the loaded models. ``leaks_only``: part 1
+    alone, printing every reply that leaked or refused (for working on the prompt and the guard)."""
     contexts = heldout(20 if quick else CONTEXTS)
     steps = 10 if quick else STEPS
     tmp = Path(tempfile.mkdtemp(prefix="bench-training-"))
@@ -170,6 +171,11 @@ def run(profile: str, quick: bool) -> tuple[dict[str, Any], dict[str, str]]:
         metrics["prompt_leak_rate_prompt_only"], metrics["refusal_rate_prompt_only"] = rates(base_replies, prompt)
         real = style_profile([p.reply for p in contexts])
         metrics["chat_style_distance_prompt_only"] = round(style_distance(style_profile(base_replies), real).total, 4)
+        if leaks_only:
+            for pair, reply in zip(contexts, base_replies, strict=True):
+                if leaked(reply, prompt) or refused(reply):
+                    print(f"--- {pair.context[-1]['content']!r}\n    -> {reply!r}")
+            return metrics, models
 
         r = api(server, "POST", "/v1/training/jobs", token, json={"max_steps": steps, "minutes": 180})
         r.raise_for_status()
@@ -229,8 +235,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--profile", choices=["ci", "full"], default="full")
     parser.add_argument("--quick", action="store_true", help="20 contexts, 10 steps: a smoke run")
+    parser.add_argument("--leaks-only", action="store_true", help="today's avatar only; print what leaked (no JSON)")
     args = parser.parse_args()
-    metrics, models = run(args.profile, args.quick)
+    metrics, models = run(args.profile, args.quick, args.leaks_only)
+    if args.leaks_only:
+        print_table(metrics)
+        return
     print_table({k: v for k, v in metrics.items() if k != "samples"})
     name = "training" if not args.quick else "training_quick"
     flags = " ".join(f for f in (f"--profile {args.profile}" if args.profile != "full" else "",

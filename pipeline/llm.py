@@ -75,18 +75,35 @@ REFUSALS: tuple[str, ...] = (
     "I'm sorry, but I can", "I\u2019m sorry, but I can", "I'm sorry, I can't", "I can't assist",
     "I cannot assist", "I can\u2019t assist", "As an AI",
 )
+# Help-desk lines of the same models: never how a person talks to a friend, so a reply stops before them (and
+# one made of nothing else is generated again, as for a refusal).
+ASSISTANT_SPEAK: tuple[str, ...] = (
+    "If you have any other questions", "If you have any questions", "feel free to ask", "Feel free to ask",
+    "need further assistance", "How can I assist you", "How can I help you today", "I'm here to help",
+    "I\u2019m here to help",
+)
+RETRY_SAMPLING = (0.8, 40)  # temperature, top-k of the retries
+_SENTENCE = re.compile(r"(?<=[.!?])\s+")
 
 
 def context_markers(messages: Sequence[Message]) -> tuple[str, ...]:
     """Stop strings that mark internal context being read out, sorted, without duplicates.
 
     From the system messages in ``messages``: the opening words of every header line (``Name: ...`` at a line
-    start), and of the header's text when it goes on on the same line (an instruction such as "Tone: be gentle,
-    they seemed down": a model may read it out without its header); and the opening words of every other line
-    of instructions ("You are Sam. Speak as Sam would..."). List items (``- ...`` lines: recalled memories, the
-    person's own example messages) give nothing: they are the avatar's to use.
+    start), and of each sentence of the header's text when it goes on on the same line (an instruction such as
+    "Tone: be gentle, they seemed down", or the self-description: a model may read it out without its header);
+    and the opening words of each sentence of every other line of instructions ("You are Sam. Speak as Sam
+    would..."). List items (``- ...`` lines: recalled memories, the person's own example messages) give nothing:
+    they are the avatar's to use. A sentence shorter than `HEADER_WORDS` words gives nothing either (too
+    likely to be said for its own sake).
     """
     markers: set[str] = set()
+
+    def sentences(text: str) -> None:
+        for sentence in _SENTENCE.split(text.strip().strip("\"'\u201c\u201d")):
+            if len(words := sentence.split()) >= HEADER_WORDS:
+                markers.add(" ".join(words[:HEADER_WORDS]))
+
     for message in messages:
         if message.get("role") != "system":
             continue
@@ -94,10 +111,9 @@ def context_markers(messages: Sequence[Message]) -> tuple[str, ...]:
             if (match := _HEADER.match(line)) is not None:
                 words = match.group(1).split()
                 markers.add(" ".join(words[:HEADER_WORDS]) if len(words) > 1 else words[0] + ":")
-                if len(body := match.group(2).split()) >= HEADER_WORDS:
-                    markers.add(" ".join(body[:HEADER_WORDS]))
-            elif not line.lstrip().startswith(("-", "*")) and len(words := line.split()) >= HEADER_WORDS:
-                markers.add(" ".join(words[:HEADER_WORDS]))
+                sentences(match.group(2))
+            elif not line.lstrip().startswith(("-", "*")):
+                sentences(line)
     return tuple(sorted(markers))
 
 
@@ -119,38 +135,43 @@ class ConversationLlm:
         """Stream the reply to ``messages``; the leading system message is the cached prefix.
 
         Guarded: the reply stops where it would start reading internal context out (`context_markers`,
-        `CONTEXT_GUARDS`), and a reply that would say nothing but context or a stock refusal (`REFUSALS`) is
-        generated once more from the leading system message and the dialogue alone (the turn's late system
-        material left out), without the refusal stops. Leading whitespace is held until words follow.
+        `CONTEXT_GUARDS`) or talking like a help desk (`ASSISTANT_SPEAK`). A reply that would say nothing but
+        that, or a stock refusal (`REFUSALS`), is generated again from the leading system message and the
+        dialogue alone (the turn's late system material left out), sampled (`RETRY_SAMPLING`); if that says
+        nothing either, once more without the refusal stops. Leading whitespace is held until words follow.
 
         ``stats``: an object the model fills in as it generates (`models.llm.GenerationStats`), or ``None``;
-        after a retry it describes the second generation.
+        after a retry it describes the last generation.
         """
         guarded = self._guarded(messages, stats)
         p = self.policy
         return guarded if p.max_sentences is None else _first_sentences(guarded, p.max_sentences)
 
     async def _guarded(self, messages: Sequence[Message], stats: Any) -> AsyncIterator[str]:
-        markers = context_markers(messages)
-        stream = self._stream(messages, (*markers, *CONTEXT_GUARDS, *REFUSALS), stats)
-        held, said = "", False
-        async with contextlib.aclosing(stream):  # type: ignore[type-var]
-            async for piece in stream:
-                if not said and not piece.strip():
-                    held += piece
-                    continue
-                said = True
-                yield held + piece
-                held = ""
-        if said:
-            return
+        markers = (*context_markers(messages), *CONTEXT_GUARDS, *ASSISTANT_SPEAK)
         bare = [m for i, m in enumerate(messages) if i == 0 or m.get("role") != "system"]
-        retry = self._stream(bare, (*markers, *CONTEXT_GUARDS), stats)
-        async with contextlib.aclosing(retry):  # type: ignore[type-var]
-            async for piece in retry:
-                yield piece
+        # Each try runs only when the one before said nothing: as asked; then without the turn's late material,
+        # sampled (a greedy retry of a refusal mostly refuses again, measured); then without the refusal stops,
+        # so that something is said.
+        tries = ((messages, (*markers, *REFUSALS), None), (bare, (*markers, *REFUSALS), RETRY_SAMPLING),
+                 (bare, markers, RETRY_SAMPLING))
+        for attempt, (prompt, guards, sampling) in enumerate(tries):
+            stream = self._stream(prompt, guards, stats, sampling)
+            held, said = "", False
+            async with contextlib.aclosing(stream):  # type: ignore[type-var]
+                async for piece in stream:
+                    if not said and not piece.strip() and attempt < len(tries) - 1:
+                        held += piece
+                        continue
+                    said = True
+                    yield held + piece
+                    held = ""
+            if said:
+                return
 
-    def _stream(self, messages: Sequence[Message], guards: Sequence[str], stats: Any) -> AsyncIterator[str]:
+    def _stream(
+        self, messages: Sequence[Message], guards: Sequence[str], stats: Any, sampling: tuple[float, int] | None
+    ) -> AsyncIterator[str]:
         static: list[str] | None = None
         if messages and messages[0].get("role") == "system":
             key = messages[0]["content"]
@@ -160,12 +181,13 @@ class ConversationLlm:
                 self._prefix_key = key
             static = self._prefix
         p = self.policy
+        temperature, top_k = sampling if sampling is not None else (p.temperature, p.top_k)
         return self.chat.astream(
             messages,
             max_tokens=p.max_tokens,
             repetition_penalty=p.repetition_penalty,
-            temperature=p.temperature,
-            top_k=p.top_k,
+            temperature=temperature,
+            top_k=top_k,
             top_p=p.top_p,
             stop=(*p.stop, *guards),
             static_prompt_tokens=static,

@@ -89,6 +89,7 @@ class StoppingChat:
     def __init__(self, replies: list[str]) -> None:
         self.replies = replies
         self.calls: list[tuple[list[dict[str, str]], tuple[str, ...]]] = []
+        self.options: list[dict[str, Any]] = []
 
     def prefix_tokens(self, prefix_messages: Sequence[dict[str, str]]) -> list[str]:
         return [prefix_messages[0]["content"]]
@@ -96,6 +97,7 @@ class StoppingChat:
     async def astream(self, messages: Sequence[dict[str, str]], **options: Any) -> AsyncIterator[str]:
         stop = tuple(options["stop"])
         self.calls.append((list(messages), stop))
+        self.options.append(options)
         text = self.replies[len(self.calls) - 1]
         cuts = [i for marker in stop if (i := text.find(marker)) >= 0]
         text = text[: min(cuts)] if cuts else text
@@ -130,12 +132,18 @@ async def _guarded(replies: list[str]) -> tuple[str, StoppingChat]:
 
 
 def test_context_markers_are_the_header_lines_of_system_messages() -> None:
-    """Every ``Header:`` line start of any system message gives its first words, and so does a header's text on
-    the same line and any other line of instructions (four words or more); list items give nothing."""
+    """Every ``Header:`` line start of any system message gives its first words, and so does each sentence of a
+    header's text on the same line and of any other line of instructions (four words or more: "I'm Sam." is
+    said for its own sake); list items give nothing."""
     markers = pipeline_llm.context_markers(_turn())
     assert markers == (
-        "How Sam Rivers writes", "How you write", "Tone:", "What the user told", "You are Sam. Speak",
+        "How Sam Rivers writes", "How you write", "Speak as Sam would.", "Tone:", "What the user told",
         "You are close, so", "short messages; never uses",
+    )
+    described = [{"role": "system", "content": 'You describe yourself like this: "I\'m Sam. I fix bikes for a '
+                  'living. People in my life: Jess and Mum."'}]
+    assert pipeline_llm.context_markers(described) == (
+        "I fix bikes for", "People in my life:", "You describe yourself like"
     )
 
 
@@ -151,21 +159,26 @@ async def test_reply_is_cut_where_it_starts_reading_context_out() -> None:
 
 
 async def test_a_reply_of_only_context_is_generated_again_without_the_turn_material() -> None:
-    """Context read out from the first word (or a stock refusal) is replaced by a second generation from the
-    persona and the dialogue alone, which still stops at context markers but not at refusals."""
-    for first in ("What the user told you before: my sister", "I'm sorry, but I can't assist with that."):
+    """Context read out from the first word (or a stock refusal, or help-desk talk) is replaced by a sampled
+    generation from the persona and the dialogue alone, which still stops at context markers."""
+    for first in ("What the user told you before: my sister", "I'm sorry, but I can't assist with that.",
+                  "If you have any other questions, just ask"):
         text, chat = await _guarded([first, "shes smashing it mate"])
         assert text == "shes smashing it mate"
         assert len(chat.calls) == 2
         retried, stop = chat.calls[1]
         assert [m["role"] for m in retried] == ["system", "user", "assistant", "user"]
         assert retried[0]["content"] == PERSONA
-        assert "Tone:" in stop and "I'm sorry, but I can" not in stop
-        assert "I'm sorry, but I can" in chat.calls[0][1]
+        assert "Tone:" in stop and "I'm sorry, but I can" in stop
+        assert chat.options[0]["top_k"] == 1 and (chat.options[1]["temperature"], chat.options[1]["top_k"]) == (
+            pipeline_llm.RETRY_SAMPLING)
 
 
-async def test_a_second_empty_reply_is_not_retried_again() -> None:
-    """One retry at most: a reply that is empty twice stays empty (the channel says nothing)."""
-    text, chat = await _guarded(["Tone: warm", "How you write: short"])
-    assert text == ""
-    assert len(chat.calls) == 2
+async def test_a_second_refusal_gets_a_last_try_without_the_refusal_stops() -> None:
+    """Refused twice: the third and last try may say what it says; context is still cut; then no more tries."""
+    refusal = "I'm sorry, but I can't assist with that."
+    text, chat = await _guarded([refusal, refusal, "ok mate"])
+    assert text == "ok mate" and len(chat.calls) == 3
+    assert "I'm sorry, but I can" not in chat.calls[2][1] and "Tone:" in chat.calls[2][1]
+    text, chat = await _guarded(["Tone: warm", "How you write: short", "Tone: gentle"])
+    assert text == "" and len(chat.calls) == 3

@@ -37,6 +37,8 @@ class JobRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     minutes: float | None = Field(None, gt=0, le=24 * 60, description="time budget of the training stage")
     max_steps: int | None = Field(None, ge=1, le=100_000, description="step budget (batches of 4 replies)")
+    mask_personal: bool = Field(True, description="mask e-mail, phone numbers and street addresses in what it "
+                                "learns from (a model must not learn to recite them)")
 
 
 class ModelChoice(BaseModel):
@@ -91,7 +93,8 @@ async def start_job(body: JobRequest, user: Trainer, res: ResourcesDep) -> dict[
     theirs is queued or running, 503 when this server cannot train; nothing is started in any of these cases."""
     service = _service(res)
     try:
-        row = await service.submit(user.user_id, user.username, minutes=body.minutes, max_steps=body.max_steps)
+        row = await service.submit(user.user_id, user.username, minutes=body.minutes, max_steps=body.max_steps,
+                                   mask=body.mask_personal)
     except TooLittleDataError as exc:
         raise ApiError(422, "too_little_data", str(exc), param="replies") from None
     except TrainingUnavailableError as exc:

@@ -155,7 +155,7 @@ class TrainingRunner:
         self._persona_prompt = persona_prompt
         self._worker = worker
         self._on_replaced = on_replaced
-        self._queue: asyncio.Queue[tuple[uuid.UUID, uuid.UUID, str]] = asyncio.Queue(QUEUE_MAX)
+        self._queue: asyncio.Queue[tuple[uuid.UUID, uuid.UUID, str, bool]] = asyncio.Queue(QUEUE_MAX)
         self._task = OwnedTask("training")
         self._cancels: dict[uuid.UUID, asyncio.Event] = {}
         self._owners: dict[uuid.UUID, uuid.UUID] = {}
@@ -187,9 +187,10 @@ class TrainingRunner:
         return self._progress.get(job_id)
 
     async def submit(self, user_id: uuid.UUID, username: str, *, minutes: float | None = None,
-                     max_steps: int | None = None) -> dict[str, Any] | None:
+                     max_steps: int | None = None, mask: bool = True) -> dict[str, Any] | None:
         """Queue a job; its row, or ``None`` when the user has one queued or running. The caller checked the data
-        (`training_data`, `pairs.require_enough`) first, so nothing starts without enough of it.
+        (`training_data`, `pairs.require_enough`) first, so nothing starts without enough of it. ``mask``: mask
+        e-mail, phone numbers and street addresses in the pairs (`pairs.mask_personal`).
 
         Raises:
             QueueFullError: `QUEUE_MAX` jobs wait already.
@@ -203,7 +204,7 @@ class TrainingRunner:
         if job is None:
             return None
         try:
-            self._queue.put_nowait((user_id, job["id"], username))
+            self._queue.put_nowait((user_id, job["id"], username, mask))
         except asyncio.QueueFull:
             async with self._db.pool.connection() as conn:
                 key = await self._keys.for_user(conn, user_id)
@@ -233,9 +234,9 @@ class TrainingRunner:
 
     async def _work(self) -> None:
         while True:
-            user_id, job_id, username = await self._queue.get()
+            user_id, job_id, username, mask = await self._queue.get()
             try:
-                await self._run(user_id, job_id, username)
+                await self._run(user_id, job_id, username, mask)
             except asyncio.CancelledError:
                 raise
             except (ChildCancelled, CompareCancelled):
@@ -264,7 +265,7 @@ class TrainingRunner:
         async with self._db.pool.connection() as conn:
             await store.set_job(conn, key, job_id, stage=stage, **changes)
 
-    async def _run(self, user_id: uuid.UUID, job_id: uuid.UUID, username: str) -> None:
+    async def _run(self, user_id: uuid.UUID, job_id: uuid.UUID, username: str, mask: bool) -> None:
         cancelled = self._cancels.get(job_id) or asyncio.Event()
         if cancelled.is_set():
             raise ChildCancelled("cancelled")
@@ -274,7 +275,7 @@ class TrainingRunner:
         assert job is not None
         await self._stage(key, job_id, "preparing", state="running")
         system = await self._persona_prompt(user_id, username)
-        data = await training_data(self._db, key)
+        data = await training_data(self._db, key, mask=mask)
         if data.replies < 1 or not data.heldout:
             raise TooLittleDataError(data.replies)
         work = store.ram_dir(f"soma-train-{job_id.hex[:8]}-")

@@ -83,7 +83,7 @@ class TrainingService:
         return (await training_data(self._db, key)).summary()
 
     async def submit(self, user_id: uuid.UUID, username: str, *, minutes: float | None,
-                     max_steps: int | None) -> dict[str, Any] | None:
+                     max_steps: int | None, mask: bool = True) -> dict[str, Any] | None:
         """Check the data, then queue a job (`TrainingRunner.submit`).
 
         Raises:
@@ -99,7 +99,7 @@ class TrainingService:
         async with self._db.pool.connection() as conn:
             key = await self._keys.for_user(conn, user_id)
         require_enough(await training_data(self._db, key))
-        return await self.runner.submit(user_id, username, minutes=minutes, max_steps=max_steps)
+        return await self.runner.submit(user_id, username, minutes=minutes, max_steps=max_steps, mask=mask)
 
     async def job(self, user_id: uuid.UUID, job_id: uuid.UUID) -> dict[str, Any] | None:
         """The user's job with its live progress merged in (``live``), or ``None``."""
