@@ -29,7 +29,7 @@ from types import FrameType
 from typing import Any, cast
 
 from models.catalog import BASE_GGUF
-from models.finetune import (
+from models.finetune_data import (
     IGNORE,
     EventWriter,
     Example,
