@@ -50,8 +50,6 @@ CLOSE_TIMEOUT_S = TERM_WAIT_S + 10.0  # shutdown waits this long for the child t
 PROGRESS_WRITE_S = 5.0
 FETCH = 2000
 EVAL_PAIRS = 200  # held-out pairs scored for perplexity (more only costs time)
-SIDE_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json",
-              "chat_template.jinja")
 
 
 class QueueFullError(RuntimeError):
@@ -331,9 +329,7 @@ class TrainingRunner:
             finetune.command("export", model_dir=s.base_dir, adapter=work / "run" / "adapter", out=out),
             env, live=self._live, cancelled=cancelled, on_event=lambda _: None, final="exported",
         )
-        for name in SIDE_FILES:
-            if (s.base_dir / name).is_file():
-                shutil.copy2(s.base_dir / name, out / name)
+        store.copy_side_files(s.base_dir, out)
         await self._stage(key, job_id, "sampling")
         tuned = await asyncio.to_thread(self._load_tuned, out)
         try:

@@ -133,10 +133,7 @@ class TunedModels:
         try:
             store.open_model_files(store.model_dir(self._root, user_id, model_id), key, model_id,
                                    store.WEIGHT_FILES, where)
-            for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
-                         "generation_config.json", "chat_template.jinja"):
-                if (self._side / name).is_file():
-                    shutil.copy2(self._side / name, where / name)
+            store.copy_side_files(self._side, where)
             return self._load(where)
         finally:
             shutil.rmtree(where, ignore_errors=True)

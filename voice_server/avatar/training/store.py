@@ -32,6 +32,9 @@ JOB_COLUMNS = (
 MODEL_COLUMNS = "id, user_id, job_id, base, passed, evaluation, bytes, created_at"
 MAX_CURVE_POINTS = 400  # the loss curve is thinned to this many points (every other one dropped when full)
 WEIGHT_FILES = ("config.json", "model.bin", "vocabulary.json")  # what CTranslate2 loads
+# What `models.llm.CT2Llm` reads beside the weights; a tuned model shares them with its base model.
+SIDE_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json",
+              "chat_template.jinja")
 ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json")  # the LoRA adapter, for the export
 RAM_DIR = Path("/dev/shm")
 
@@ -269,6 +272,14 @@ def open_model_files(source: Path, key: UserKey, model_id: uuid.UUID, names: Seq
         with (source / f"{name}.sealed").open("rb") as fh, (into / name).open("wb") as out:
             for plain in open_records(fh, key, fields.tuned_model_file(model_id, name)):
                 out.write(plain)
+
+
+def copy_side_files(base_dir: Path, into: Path) -> None:
+    """Copy the base model's tokenizer and template files (`SIDE_FILES` present there) into ``into``, so a tuned
+    model's weights there load as a `models.llm.CT2Llm`."""
+    for name in SIDE_FILES:
+        if (base_dir / name).is_file():
+            shutil.copy2(base_dir / name, into / name)
 
 
 def read_adapter(root: Path, key: UserKey, model_id: uuid.UUID) -> list[tuple[str, bytes]]:
