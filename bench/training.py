@@ -8,14 +8,17 @@ On a real ``soma serve`` (full profile: Qwen2.5-0.5B) with the committed synthet
    words of up to `CONTEXTS` held-out contexts (the newest 10 % of Sam's replies, which training never sees) are
    sent to ``/v1/chat/completions``; each reply is checked for internal context read out (`leaked`: a header of the
    prompt, a memory's date, a list, or six words in a row from the persona prompt) and for a stock refusal
-   (`refused`). ``prompt_leak_rate_prompt_only``, ``refusal_rate_prompt_only``.
+   (`refused`). ``prompt_leak_rate_prompt_only``, ``refusal_rate_prompt_only``; the style distance of its replies
+   to Sam's real ones (``chat_style_distance_prompt_only``), and of the same avatar sampled as a tuned model is
+   served (``…_prompt_only_sampled``: how much of the tuned model's gain sampling alone would give).
 2. **Training** through ``POST /v1/training/jobs`` with a step budget of `STEPS` (1,000 pairs at batch 4): the job's
    own figures: tokens/s, time per 1,000 pairs, the trainer's peak RSS, merge + int8 conversion time, held-out
    perplexity tuned / base (``perplexity_ratio``) and the style distance of the three systems to Sam's real replies
    on held-out contexts (``style_distance_reduction`` = 1 − tuned / prompt-only).
-3. **The tuned avatar**, switched on: the same contexts again (``…_tuned`` rates), the server's RSS growth once the
-   tuned model is loaded (``tuned_model_rss_mb``), and first-token latency of streamed chat completions, base vs
-   tuned alternating per request (``ttft_ratio``).
+3. **The tuned avatar**, switched on: the same contexts again (``…_tuned`` rates), the server's RSS growth once
+   the tuned model is loaded (``tuned_model_rss_mb``), the chat-level style distance as served (sampled) and greedy
+   (``chat_style_distance_tuned``, ``…_tuned_greedy``, ``chat_style_distance_reduction``), and first-token latency
+   of streamed chat completions, base vs tuned alternating per request (``ttft_ratio``).
 
     make bench BENCH=training                          # full profile, ~1 h
     python -m bench.training --profile ci --quick      # smoke run with SmolLM2
@@ -43,6 +46,7 @@ from voice_server.avatar.importers.records import ImportedMessage
 from voice_server.avatar.importers.whatsapp import conversation_from_filename, parse
 from voice_server.avatar.training.compare import spread
 from voice_server.avatar.training.pairs import ChatLine, Pair, build_pairs
+from voice_server.avatar.training.serving import TUNED_TEMPERATURE, TUNED_TOP_P
 from voice_server.avatar.training.style_distance import style_distance, style_profile
 
 DATA = Path(__file__).resolve().parent / "data" / "training_history"
@@ -51,6 +55,7 @@ CONTEXTS = 150
 STEPS = 250  # 1,000 pairs
 TTFT_REQUESTS = 20
 REPLY_TOKENS = 60
+SAMPLED = (TUNED_TEMPERATURE, TUNED_TOP_P)  # a client's temperature, top_p that decode as a tuned model is served
 
 # Internal context read out. The prompt's own headers and instructions (voice_server/avatar/persona/prompt.py,
 # bond/model.py, memory/policy.py), a memory's ISO date, a list line; plus verbatim runs from the persona prompt.
@@ -121,12 +126,13 @@ def import_history(srv: ServerProcess, token: str) -> None:
         time.sleep(2)
 
 
-def answers(srv: ServerProcess, token: str, pairs: list[Pair]) -> list[str]:
-    """The avatar's replies to each pair's context, as a friend's chat would reach it."""
+def answers(srv: ServerProcess, token: str, pairs: list[Pair], **decoding: float) -> list[str]:
+    """The avatar's replies to each pair's context, as a friend's chat would reach it; ``decoding``: the
+    client's ``temperature``/``top_p`` (none: decoded as the server serves the avatar)."""
     out = []
     for pair in pairs:
         r = api(srv, "POST", "/v1/chat/completions", token,
-                json={"model": "soma", "messages": list(pair.context), "max_tokens": REPLY_TOKENS})
+                json={"model": "soma", "messages": list(pair.context), "max_tokens": REPLY_TOKENS, **decoding})
         r.raise_for_status()
         out.append(r.json()["choices"][0]["message"]["content"])
     return out
@@ -170,12 +176,19 @@ def run(profile: str, quick: bool, leaks_only: bool = False) -> tuple[dict[str, 
         base_replies = answers(server, token, contexts)
         metrics["prompt_leak_rate_prompt_only"], metrics["refusal_rate_prompt_only"] = rates(base_replies, prompt)
         real = style_profile([p.reply for p in contexts])
-        metrics["chat_style_distance_prompt_only"] = round(style_distance(style_profile(base_replies), real).total, 4)
+
+        def chat_distance(replies: list[str]) -> float:
+            return round(style_distance(style_profile([r or " " for r in replies]), real).total, 4)
+
+        metrics["chat_style_distance_prompt_only"] = chat_distance(base_replies)
         if leaks_only:
             for pair, reply in zip(contexts, base_replies, strict=True):
                 if leaked(reply, prompt) or refused(reply):
                     print(f"--- {pair.context[-1]['content']!r}\n    -> {reply!r}")
             return metrics, models
+        # The same avatar sampled as the tuned one is served: does sampling alone account for the tuned gain?
+        metrics["chat_style_distance_prompt_only_sampled"] = chat_distance(
+            answers(server, token, contexts, temperature=SAMPLED[0], top_p=SAMPLED[1]))
 
         r = api(server, "POST", "/v1/training/jobs", token, json={"max_steps": steps, "minutes": 180})
         r.raise_for_status()
@@ -207,7 +220,10 @@ def run(profile: str, quick: bool, leaks_only: bool = False) -> tuple[dict[str, 
         tuned_replies = answers(server, token, contexts)
         metrics["tuned_model_rss_mb"] = round((server_rss.memory_info().rss - before) / 2**20, 1)
         metrics["prompt_leak_rate_tuned"], metrics["refusal_rate_tuned"] = rates(tuned_replies, prompt)
-        metrics["chat_style_distance_tuned"] = round(style_distance(style_profile(tuned_replies), real).total, 4)
+        metrics["chat_style_distance_tuned"] = chat_distance(tuned_replies)
+        metrics["chat_style_distance_tuned_greedy"] = chat_distance(answers(server, token, contexts, temperature=0))
+        metrics["chat_style_distance_reduction"] = round(
+            1 - metrics["chat_style_distance_tuned"] / metrics["chat_style_distance_prompt_only"], 4)
 
         questions = [p.context[-1]["content"] for p in spread(contexts, TTFT_REQUESTS)]
         first: dict[str, list[float]] = {"base": [], "tuned": []}
@@ -225,6 +241,7 @@ def run(profile: str, quick: bool, leaks_only: bool = False) -> tuple[dict[str, 
             {"said": p.context[-1]["content"], "real": p.reply, "prompt_only": b, "tuned": t}
             for p, b, t in list(zip(contexts, base_replies, tuned_replies, strict=True))[:8]
         ]
+        metrics["job_samples"] = result["samples"]
         return metrics, models
     finally:
         stop_server(server)
@@ -241,7 +258,7 @@ def main() -> None:
     if args.leaks_only:
         print_table(metrics)
         return
-    print_table({k: v for k, v in metrics.items() if k != "samples"})
+    print_table({k: v for k, v in metrics.items() if k not in ("samples", "job_samples")})
     name = "training" if not args.quick else "training_quick"
     flags = " ".join(f for f in (f"--profile {args.profile}" if args.profile != "full" else "",
                                  "--quick" if args.quick else "") if f)

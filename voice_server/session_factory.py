@@ -19,7 +19,7 @@ from pipeline.ports import Transport, Tts
 from pipeline.session import Session, SessionConfig, SessionModels
 from voice_server.accounts import Principal
 from voice_server.avatar.directory import Avatar
-from voice_server.avatar.training.serving import Lease
+from voice_server.avatar.training.serving import Lease, tuned_policy
 from voice_server.conversations import AvatarContext, Channel, ConversationStore
 from voice_server.errors import ApiError
 from voice_server.live_calls import LiveCalls
@@ -161,7 +161,7 @@ async def open_conversation(
     # Leased last: nothing after this can fail, so the lease is always released by `Conversation.close`.
     lease = await res.training.lease_for(user.user_id) if res.training is not None else None
     if lease is not None:
-        models = dataclasses.replace(models, llm=ConversationLlm(lease.llm))
+        models = dataclasses.replace(models, llm=ConversationLlm(lease.llm, tuned_policy()))
     session = Session(transport, models, context=context, config=config, observer=res.metrics.for_channel(channel),
                       history=history)
     live = res.metrics.live_conversations.labels(channel)

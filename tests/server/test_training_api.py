@@ -1,12 +1,14 @@
 """Training the avatar's own model over HTTP, end to end on a real server with the ci models (SmolLM2-135M) and a
 real Postgres: a chat with a strongly marked style is imported, a LoRA job trains on it (a real child process with
 torch and peft), its evaluation is computed by the server, the merged CTranslate2 model is sealed at rest and
-answers the person's chat completions in their style, can be switched off and rolled back, is invisible to another
-user, is exported with its adapter and is gone on erasure. Also: too little data, and the job list.
+answers the person's chat completions and Realtime WebSocket sessions in their style, can be switched off and rolled
+back, is invisible to another user, is exported with its adapter and is gone on erasure. Also: too little data, and
+the job list.
 """
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import subprocess
@@ -20,6 +22,8 @@ import pytest
 from tests.avatar.training_fixtures import ME, styled, styled_whatsapp
 from tests.conftest import REPO, SOMA, ServerProcess, new_user, soma_env, start_server
 from tests.server.test_imports import follow
+from tests.server.test_openai_compat_realtime import ask, next_of
+from tests.server.test_openai_sdk import aclient
 from tests.server_api import api, auth
 
 pytestmark = [pytest.mark.timeout(900), pytest.mark.models]
@@ -53,7 +57,7 @@ def imported(srv: ServerProcess, token: str, exchanges: int) -> None:
 
 
 def replies(srv: ServerProcess, token: str) -> list[str]:
-    """The avatar's answers to `PROMPTS` over chat completions (greedy, so repeatable)."""
+    """The avatar's answers to `PROMPTS` over chat completions, decoded as served."""
     out = []
     for prompt in PROMPTS:
         r = api(srv, "POST", "/v1/chat/completions", token,
@@ -61,6 +65,31 @@ def replies(srv: ServerProcess, token: str) -> list[str]:
         assert r.status_code == 200, r.text
         out.append(r.json()["choices"][0]["message"]["content"])
     return out
+
+
+REALTIME_PROMPTS = PROMPTS[:4]
+
+
+def realtime_replies(srv: ServerProcess, token: str) -> list[str]:
+    """The avatar's text answers to `REALTIME_PROMPTS` over the Realtime WebSocket (the `openai` SDK), one
+    connection per prompt so that each answers the prompt alone."""
+
+    async def session() -> list[str]:
+        client = aclient(srv, token)
+        out = []
+        try:
+            for prompt in REALTIME_PROMPTS:
+                async with client.realtime.connect(model="soma") as conn:
+                    await conn.session.update(session={"type": "realtime", "output_modalities": ["text"]})
+                    await next_of(conn, "session.updated")
+                    events, done = await ask(conn, prompt)
+                    assert done.status == "completed", done
+                    out.append("".join(e.delta for e in events if e.type == "response.output_text.delta"))
+        finally:
+            await client.close()
+        return out
+
+    return asyncio.run(session())
 
 
 def job_events(srv: ServerProcess, token: str, job_id: str) -> tuple[list[dict[str, Any]], str, dict[str, Any]]:
@@ -105,6 +134,7 @@ def test_train_evaluate_serve_switch_export_erase(srv: ServerProcess) -> None:
     data = api(srv, "GET", "/v1/training/data", token).json()
     assert data["enough"] is True and data["heldout"] >= 20 and data["train"] > data["heldout"]
     base_replies = replies(srv, token)
+    base_spoken = realtime_replies(srv, token)
 
     r = api(srv, "POST", "/v1/training/jobs", token, json={"max_steps": 30, "minutes": 10})
     assert r.status_code == 202, r.text
@@ -146,8 +176,10 @@ def test_train_evaluate_serve_switch_export_erase(srv: ServerProcess) -> None:
         plain = (b"<|im_end|>", b"lora_A.weight", b"peft_type")
         assert raw.startswith(b"SOMA-ENC") and not any(marker in raw for marker in plain)
 
-    tuned_replies = replies(srv, token)  # loaded from the sealed files
+    tuned_replies = replies(srv, token)  # loaded from the sealed files; sampled, as a tuned model is served
     assert sum(map(styled, tuned_replies)) > sum(map(styled, base_replies)), (base_replies, tuned_replies)
+    tuned_spoken = realtime_replies(srv, token)  # a call's session leases the same model
+    assert sum(map(styled, tuned_spoken)) > sum(map(styled, base_spoken)), (base_spoken, tuned_spoken)
 
     off = api(srv, "PUT", "/v1/persona/model", token, json={"use": "base"}).json()
     assert off["active"] == "base" and off["previous_tuned_model_id"] == tuned_model_id

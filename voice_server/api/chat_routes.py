@@ -42,6 +42,7 @@ from voice_server.avatar.bond.service import BondService
 from voice_server.avatar.directory import Avatar, avatar_names, resolve_avatar
 from voice_server.avatar.memory.service import MemoryService
 from voice_server.avatar.persona.service import PersonaService
+from voice_server.avatar.training.serving import tuned_policy
 from voice_server.conversations import ConversationStore, prompt, record_turn, turn_material
 from voice_server.errors import ApiError
 from voice_server.session_factory import RESUME_WINDOW_S
@@ -196,7 +197,7 @@ async def chat_completions(body: ChatCompletionRequest, user: ChatUser, res: Res
         message = f"the prompt has {prompt_tokens} tokens; at most {budget}"
         raise ApiError(400, "context_length_exceeded", message, param="messages")
     top_p = body.top_p
-    # Greedy unless the client asks for sampling.
+    # Greedy unless the client asks for sampling (or the person's tuned model answers, below).
     sampling = bool(body.temperature) and (top_p is None or top_p >= GREEDY_TOP_P)
     policy = ReplyPolicy(
         max_tokens=body.max_completion_tokens or body.max_tokens or DEFAULT_MAX_TOKENS,
@@ -210,6 +211,8 @@ async def chat_completions(body: ChatCompletionRequest, user: ChatUser, res: Res
     # and for a stream also once the response is over (a client gone before the first piece).
     lease = await res.training.lease_for(user.user_id) if res.training is not None else None
     chat_model = lease.llm if lease is not None else llm_model
+    if lease is not None and body.temperature is None and top_p is None:
+        policy = tuned_policy(policy)  # a tuned model speaks sampled unless the client chose its decoding
     exchange = _Exchange(ConversationLlm(chat_model, policy), messages, user_text, avatar, user, store, res.memory)
     exchange.bond = res.bond
     exchange.release = lease.release if lease is not None else None

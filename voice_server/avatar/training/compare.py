@@ -3,9 +3,9 @@ style with what the person really replied there.
 
 The systems: the base model without the persona (what a generic chatbot says), the base model with the persona
 prompt (today's avatar), and the tuned model with the persona prompt. The two persona systems reply through
-`pipeline.llm.ConversationLlm`, as every channel does (the same guard, no sentence cap: a text reply), greedy,
-so a comparison is repeatable. Each generation first waits until no call is live: the base model is the one
-calls use, and both compete for the same two cores.
+`pipeline.llm.ConversationLlm`, as every channel does (the same guard, no sentence cap: a text reply), each decoded
+as it is served: the base model greedy, the tuned one sampled (`serving.tuned_policy`). Each generation first waits
+until no call is live: the base model is the one calls use, and both compete for the same two cores.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 from pipeline.llm import ConversationLlm, ReplyPolicy
 from voice_server.avatar.training.pairs import Pair
+from voice_server.avatar.training.serving import tuned_policy
 from voice_server.avatar.training.style_distance import style_distance, style_profile
 from voice_server.live_calls import LiveCalls
 
@@ -73,7 +74,7 @@ async def compare(
     if not chosen:
         raise ValueError("no held-out replies to compare on")
     policy = ReplyPolicy(max_tokens=REPLY_TOKENS, max_sentences=None)
-    persona = {"prompt_only": ConversationLlm(base, policy), "tuned": ConversationLlm(tuned, policy)}
+    persona = {"prompt_only": ConversationLlm(base, policy), "tuned": ConversationLlm(tuned, tuned_policy(policy))}
     replies: dict[str, list[str]] = {name: [] for name in SYSTEMS}
     for pair in chosen:
         for name in SYSTEMS:
