@@ -1,6 +1,6 @@
 // The Memories screen: what the avatar knows about the user — list (paged), search, correct, forget, add.
 //
-// The list is `GET /v1/memories` newest first, a page at a time ("Show more" follows `next_before`); a search
+// The list is `GET /v1/memories` newest first, a page at a time ("Show more" follows `next_cursor`); a search
 // (`/v1/memories/search`) replaces it with the best matches until "Show all memories". Editing happens in
 // place; forgetting asks first in a modal dialog. Each answer is checked against the request that is still
 // wanted (`ticket`), so a slow answer never overwrites a newer one, nor shows after sign-out.
@@ -157,11 +157,11 @@ export function setUpMemories() {
         state.next = null;
       } else {
         const params = new URLSearchParams({ limit: String(PAGE) });
-        if (more && state.next) params.set("before", state.next);
+        if (more && state.next) params.set("cursor", state.next);
         const page = await api(`/v1/memories?${params}`);
         if (ticket !== state.ticket) return;
         rows = page.data;
-        state.next = page.has_more ? page.next_before : null;
+        state.next = page.has_more ? page.next_cursor : null;
       }
       const items = rows.map(item);
       if (more) list.append(...items);

@@ -129,6 +129,17 @@ def test_memories_api_lets_the_user_see_and_correct(any_server: ServerProcess) -
     r = httpx.patch(f"{url}/{created['id']}", json={}, headers=auth(token))
     assert r.status_code == 400
 
+    for text in ("I grow tomatoes.", "My bike is green."):
+        assert httpx.post(url, json={"text": text}, headers=auth(token), timeout=30).status_code == 201
+    first = httpx.get(url, params={"limit": 2}, headers=auth(token), timeout=30).json()
+    assert first["has_more"] is True and len(first["data"]) == 2
+    rest = httpx.get(url, params={"limit": 2, "cursor": first["next_cursor"]}, headers=auth(token), timeout=30).json()
+    assert rest["has_more"] is False and rest["next_cursor"] is None
+    assert len({m["id"] for m in first["data"] + rest["data"]}) == 3
+    for cursor in ("nonsense", "2026-01-01T00:00:00_not-a-uuid", f"2026-01-01T00:00:00_{uuid.uuid4()}"):
+        r = httpx.get(url, params={"cursor": cursor}, headers=auth(token), timeout=30)
+        assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_cursor", r.text
+
     assert httpx.delete(f"{url}/{created['id']}", headers=auth(token)).status_code == 204
     assert httpx.delete(f"{url}/{created['id']}", headers=auth(token)).status_code == 404
     assert httpx.get(url, headers={}).status_code == 401

@@ -164,3 +164,24 @@ async def test_sql_looking_text_is_stored_and_returned_verbatim(loaded: Loaded) 
     finally:
         for memory_id, _, _ in inserted:
             await store.delete_one(owner, memory_id)
+
+
+async def test_paging_by_cursor_visits_every_row_once(loaded: Loaded) -> None:
+    """Rows stored in one go share a creation time (each COPY batch here, an import in the product); paging by
+    the (created_at, id) cursor still visits every live row exactly once, newest first."""
+    store = MemoryStore(loaded.db, loaded.keys)
+    user = loaded.user_ids[0]
+    async with loaded.db.pool.connection() as conn:
+        cur = await conn.execute(
+            "SELECT count(*) AS n, count(DISTINCT created_at) AS times FROM memories"
+            " WHERE user_id = %s AND superseded_at IS NULL", (user,))
+        counts = await cur.fetchone()
+    assert counts is not None and counts["times"] < counts["n"]  # the case that paging by time alone gets wrong
+    seen: list[dict[str, object]] = []
+    after = None
+    while rows := await store.page(user, limit=97, after=after):
+        seen += rows
+        after = memory_store.parse_page_cursor(memory_store.page_cursor(rows[-1]))
+    assert len(seen) == counts["n"] == len({row["id"] for row in seen})
+    keys = [(row["created_at"], row["id"]) for row in seen]
+    assert keys == sorted(keys, reverse=True)  # type: ignore[type-var]

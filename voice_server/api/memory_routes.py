@@ -17,7 +17,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from voice_server.accounts import Principal
 from voice_server.api.deps import ResourcesDep, require_scope
 from voice_server.avatar.memory.service import MemoryService
-from voice_server.avatar.memory.store import Kind, NewMemory
+from voice_server.avatar.memory.store import Kind, NewMemory, page_cursor, parse_page_cursor
 from voice_server.errors import ApiError, not_found
 from voice_server.resources import Resources
 
@@ -77,13 +77,20 @@ async def list_memories(
     user: MemoryReader,
     res: ResourcesDep,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    before: Annotated[datetime | None, Query(description="next_before of the previous page")] = None,
+    before: Annotated[datetime | None, Query(description="only memories created before this time")] = None,
+    cursor: Annotated[str | None, Query(max_length=100, description="next_cursor of the previous page")] = None,
     kind: Kind | None = None,
     include_superseded: bool = False,
 ) -> dict[str, Any]:
-    """``{"object": "list", "data", "has_more", "next_before"}``; superseded versions only on request."""
+    """``{"object": "list", "data", "has_more", "next_cursor", "next_before"}``; superseded versions only on
+    request. Follow ``next_cursor``: memories stored together (one import) share a creation time, so a page
+    that ends among them continues only by cursor (``next_before`` is kept for older clients)."""
+    try:
+        after = parse_page_cursor(cursor) if cursor is not None else None
+    except ValueError:
+        raise ApiError(400, "invalid_cursor", "cursor is not a next_cursor of this list", param="cursor") from None
     rows = await _service(res).store.page(
-        user.user_id, limit=limit + 1, before=before, kind=kind, include_superseded=include_superseded
+        user.user_id, limit=limit + 1, before=before, after=after, kind=kind, include_superseded=include_superseded
     )
     page = rows[:limit]
     more = len(rows) > limit
@@ -91,6 +98,7 @@ async def list_memories(
         "object": "list",
         "data": [_out(r) for r in page],
         "has_more": more,
+        "next_cursor": page_cursor(page[-1]) if more else None,
         "next_before": page[-1]["created_at"] if more else None,
     }
 

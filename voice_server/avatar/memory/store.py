@@ -38,6 +38,29 @@ EXACT_SCAN_MAX = 10_000
 HNSW_EF_SEARCH = 200
 MAX_TEXT_CHARS = 2000
 
+PageKey = tuple[datetime, uuid.UUID]  # a row's place in the list order: (created_at, id)
+
+
+def page_cursor(row: dict[str, Any]) -> str:
+    """The opaque cursor that continues a list after ``row`` (see `parse_page_cursor`)."""
+    return f"{row['created_at'].isoformat()}_{row['id']}"
+
+
+def parse_page_cursor(cursor: str) -> PageKey:
+    """The `PageKey` in a cursor made by `page_cursor`.
+
+    Raises:
+        ValueError: not such a cursor.
+    """
+    at, sep, row_id = cursor.rpartition("_")
+    if not sep:
+        raise ValueError("not a list cursor")
+    parsed = datetime.fromisoformat(at)
+    if parsed.tzinfo is None:
+        raise ValueError("not a list cursor")
+    return parsed, uuid.UUID(row_id)
+
+
 COLUMNS = (
     "id, text, kind, importance, subject, event_date, source, source_conversation_id, created_at, updated_at,"
     " last_recalled_at, recall_count, superseded_by, superseded_at"
@@ -230,16 +253,22 @@ class MemoryStore:
         *,
         limit: int,
         before: datetime | None = None,
+        after: PageKey | None = None,
         kind: Kind | None = None,
         include_superseded: bool = False,
     ) -> list[dict[str, Any]]:
-        """Newest first, ``limit`` rows created before ``before``."""
+        """Newest first (``created_at``, then ``id``, both descending): ``limit`` rows created before
+        ``before``, and/or after the row whose `PageKey` is ``after`` in that order. Many rows share one
+        ``created_at`` (an import stores its memories in one go), so only ``after`` pages without gaps."""
+        at, last_id = after if after is not None else (None, None)
         async with self._db.pool.connection() as conn:
             cur = await conn.execute(
                 f"SELECT {COLUMNS} FROM memories WHERE user_id = %s"
-                " AND (%s::timestamptz IS NULL OR created_at < %s) AND (%s::text IS NULL OR kind = %s)"
-                " AND (%s OR superseded_at IS NULL) ORDER BY created_at DESC, id LIMIT %s",
-                (user_id, before, before, kind, kind, include_superseded, limit),
+                " AND (%s::timestamptz IS NULL OR created_at < %s)"
+                " AND (%s::timestamptz IS NULL OR (created_at, id) < (%s, %s::uuid))"
+                " AND (%s::text IS NULL OR kind = %s)"
+                " AND (%s OR superseded_at IS NULL) ORDER BY created_at DESC, id DESC LIMIT %s",
+                (user_id, before, before, at, at, last_id, kind, kind, include_superseded, limit),
             )
             rows = await cur.fetchall()
             if not rows:
