@@ -22,7 +22,7 @@ TODAY = date(2026, 11, 30)
         ("Ana moved to Lisbon.", "person", "ana", "location"),
         ("I love hiking in the mountains.", "preference", "me", None),
         ("I am moving to Berlin next month.", "plan", "me", "location"),
-        ("I feel really anxious about work", "feeling", "me", "job"),
+        ("I feel really anxious about work", "feeling", "me", None),  # a word about work sets no job
         ("My birthday is on March 3.", "event", "me", None),
         ("My name is Bob.", "fact", "me", "name"),
         ("I work as a nurse.", "fact", "me", "job"),
@@ -90,6 +90,25 @@ def test_reconcile_decisions() -> None:
     same = Match(row("Ana moved to Lisbon!", "ana"), 0.97)
     assert policy.reconcile(lisbon, [same, porto]) == policy.Decision("none", (same.id,))
     assert policy.reconcile(lisbon, []) == policy.Decision("add")
+
+
+def test_reconcile_updates_only_a_conflicting_value_of_the_same_property() -> None:
+    """Issue 20: two statements about the user that merely share a keyword ("moved", "live") are two facts; the
+    same property with another value is an update, the same value again is not."""
+    known = Match(row("I've known these friends for 4 years, since I moved from my home country.", "me",
+                      kind="fact"), 0.55)
+    (authentic,) = extract("I want to live authentically.", TODAY)
+    assert isinstance(authentic, Candidate) and authentic.attribute is None
+    assert policy.reconcile(authentic, [known]) == policy.Decision("add")
+    nurse = Match(row("I work as a nurse.", "me", kind="fact"), 0.6)
+    (anxious,) = extract("I feel really anxious about work.", TODAY)
+    assert isinstance(anxious, Candidate) and policy.reconcile(anxious, [nurse]) == policy.Decision("add")
+    (teacher,) = extract("I work as a teacher now.", TODAY)
+    assert isinstance(teacher, Candidate)
+    assert policy.reconcile(teacher, [nurse]) == policy.Decision("update", (nurse.id,))
+    porto = Match(row("My sister Ana lives in Porto.", "ana"), 0.7)
+    again = Candidate("Ana lives in Porto with Rui.", "person", 0.7, "ana", "location")
+    assert policy.reconcile(again, [porto]) == policy.Decision("add")
 
 
 def test_forget_targets() -> None:

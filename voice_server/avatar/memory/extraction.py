@@ -79,11 +79,24 @@ _QUESTION_START = re.compile(
     r"^(?:what|who|where|when|why|how|which|do|does|did|can|could|would|should|is|are|was|were|will|have|has)\b",
     re.IGNORECASE,
 )
-_LOCATION = re.compile(r"\b(?:live[sd]?|living|moved|moving|relocat\w+|based|from|stays?|staying)\b", re.I)
-_JOB = re.compile(r"\b(?:works?|worked|job|employed|retired|teach\w*|studies|study|student)\b", re.I)
-_RELATIONSHIP = re.compile(r"\b(?:married|divorced|dating|engaged|single|separated|broke up)\b", re.I)
-_AGE = re.compile(r"\b(?:\d+\s+years? old|turned \d+|age)\b", re.I)
-_NAME = re.compile(r"\b(?:my name is|call me)\b", re.I)
+# What a statement says about a property of its subject, with the value it gives it. A property is recognised
+# only with its value (a place is a capitalised name, as people write places), because a newer statement of the
+# same property supersedes the older one: keywords alone made "I've known them since I moved from my home
+# country" and "I want to live authentically" one property, and the second erased the first (issue 20).
+_PLACE = r"(?P<value>[A-Z][\w'-]+(?:[ -][A-Z][\w'-]+){0,2})"
+_LOCATION = re.compile(
+    r"\b(?:(?i:live[sd]?|living|moved|moving|relocat\w+|based|stays?|staying)(?:\s+(?i:back|over|out|away))?"
+    rf"\s+(?i:in|to|at|near)|(?i:i(?:'m| am)|is|are|comes?)\s+(?i:originally\s+)?(?i:from))\s+{_PLACE}"
+)
+_JOB = re.compile(
+    r"\b(?:(?:works?|worked|working|job|employed)\s+(?:as|at|for|in)\s+(?:an?\s+|the\s+)?"
+    r"|(?:teach(?:es)?|study|studies|studying)\s+)(?P<value>[\w'&-]+(?:\s+(?-i:[A-Z])[\w'&-]+)*)"
+    r"|\b(?P<retired>retired)\b",
+    re.I,
+)
+_RELATIONSHIP = re.compile(r"\b(?P<value>married|divorced|dating|engaged|separated|broke up)\b", re.I)
+_AGE = re.compile(r"\b(?:(?P<value>\d+)\s+years? old|turned (?P<turned>\d+))\b", re.I)
+_NAME = re.compile(r"\b(?:(?i:my name is)\s+(?P<value>[\w'-]+)|(?i:call me)\s+(?P<called>[A-Z][\w'-]+))")
 _MONTHS = ("january", "february", "march", "april", "may", "june", "july", "august", "september", "october",
            "november", "december")
 _DATE = re.compile(rf"\b(?:on\s+)?(?P<month>{'|'.join(_MONTHS)})\s+(?P<day>\d{{1,2}})(?:st|nd|rd|th)?\b", re.I)
@@ -148,13 +161,22 @@ def subject_of(sentence: str) -> str | None:
     return None
 
 
-def attribute_of(sentence: str) -> str | None:
-    """The property a statement sets, for superseding: location, job, relationship, age or name."""
+def property_of(sentence: str) -> tuple[str, str] | None:
+    """The property a statement sets and the value it gives it (lower case), for superseding: ``name``,
+    ``location`` (a capitalised place after "live in", "moved to", "is from", ...), ``job`` ("works as a
+    nurse", "works at Acme", "retired"), ``relationship`` or ``age``; ``None`` when it sets none with a value."""
     for name, pattern in (("name", _NAME), ("location", _LOCATION), ("job", _JOB),
                           ("relationship", _RELATIONSHIP), ("age", _AGE)):
-        if pattern.search(sentence):
-            return name
+        if (m := pattern.search(sentence)) is not None:
+            value = next(v for v in m.groupdict().values() if v)
+            return name, value.lower()
     return None
+
+
+def attribute_of(sentence: str) -> str | None:
+    """The property a statement sets (`property_of`) without its value."""
+    found = property_of(sentence)
+    return None if found is None else found[0]
 
 
 def date_in(sentence: str, today: date) -> date | None:

@@ -2,8 +2,8 @@
 
 Reconciling (one candidate against its most similar live memories):
 - a near-duplicate (cosine ≥ `DUPLICATE_SIMILARITY`) → NONE (the old one is refreshed);
-- the same subject and attribute ("Ana lives in Porto" → "Ana moved to Lisbon": ana/location), or the same
-  subject and kind said very similarly → UPDATE: the new memory supersedes the old;
+- the same subject and attribute with another value ("Ana lives in Porto" → "Ana moved to Lisbon": ana/location,
+  porto → lisbon), or the same subject and kind said very similarly → UPDATE: the new memory supersedes the old;
 - otherwise → ADD.
 A `Forget` deletes the memory it names (best semantic match about the same subject), or — for a bare
 "forget that" — the memory written or recalled most recently in this conversation.
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
-from voice_server.avatar.memory.extraction import Candidate, Forget, attribute_of
+from voice_server.avatar.memory.extraction import Candidate, Forget, attribute_of, property_of
 from voice_server.avatar.memory.store import Match
 
 DUPLICATE_SIMILARITY = 0.9
@@ -40,6 +40,7 @@ class Decision:
 
 def reconcile(candidate: Candidate, matches: Sequence[Match]) -> Decision:
     """Decide ADD / UPDATE / NONE for ``candidate`` given the user's similar live memories."""
+    said = property_of(candidate.text) if candidate.attribute is not None else None
     best = max(matches, key=lambda m: m.similarity, default=None)
     if best is not None and best.similarity >= DUPLICATE_SIMILARITY:
         return Decision("none", (best.id,))
@@ -49,11 +50,16 @@ def reconcile(candidate: Candidate, matches: Sequence[Match]) -> Decision:
         if candidate.subject is not None
         and m.row["subject"] == candidate.subject
         and (
-            (candidate.attribute is not None and _attribute(m) == candidate.attribute)
+            (said is not None and _conflicts(said, property_of(str(m.row["text"]))))
             or (m.similarity >= SAME_TOPIC_SIMILARITY and m.row["kind"] == candidate.kind)
         )
     )
     return Decision("update", replaced) if replaced else Decision("add")
+
+
+def _conflicts(said: tuple[str, str], stored: tuple[str, str] | None) -> bool:
+    """The same property with another value."""
+    return stored is not None and stored[0] == said[0] and stored[1] != said[1]
 
 
 def _attribute(match: Match) -> str | None:
