@@ -48,6 +48,10 @@ export function setUpMemories() {
 
   function meta(memory) {
     const parts = [SOURCES[memory.source] || memory.source, `saved ${when(memory.created_at)}`];
+    // An imported message's memory was said long before it was saved: show when.
+    if (memory.said_at && Date.parse(memory.created_at) - Date.parse(memory.said_at) > 86400000) {
+      parts.push(`said ${when(memory.said_at)}`);
+    }
     if (memory.event_date) parts.push(`dated ${day(memory.event_date)}`);
     if (memory.updated_at && Date.parse(memory.updated_at) - Date.parse(memory.created_at) > 1000) {
       parts.push(`edited ${when(memory.updated_at)}`);

@@ -78,7 +78,7 @@ def row(
 ) -> dict[str, Any]:
     when = datetime(2026, 11, 30, tzinfo=UTC) - timedelta(days=age_days)
     return {"id": uuid.uuid4(), "text": text, "subject": subject, "kind": kind, "importance": importance,
-            "updated_at": when, "event_date": None}
+            "updated_at": when, "said_at": when, "event_date": None}
 
 
 def test_reconcile_decisions() -> None:
@@ -109,6 +109,21 @@ def test_reconcile_updates_only_a_conflicting_value_of_the_same_property() -> No
     porto = Match(row("My sister Ana lives in Porto.", "ana"), 0.7)
     again = Candidate("Ana lives in Porto with Rui.", "person", 0.7, "ana", "location")
     assert policy.reconcile(again, [porto]) == policy.Decision("add")
+
+
+def test_an_older_statement_becomes_the_history_of_a_newer_one() -> None:
+    """Issue 20: a fact from an imported 2023 message never replaces what the user said since; it is kept as the
+    newer memory's history. Said later, it updates as usual."""
+    lisbon = Match(row("My sister Ana lives in Lisbon.", "ana", age_days=2), 0.7)
+    porto = Candidate("My sister Ana lives in Porto.", "person", 0.7, "ana", "location")
+    old = datetime(2023, 5, 12, tzinfo=UTC)
+    assert policy.reconcile(porto, [lisbon], old) == policy.Decision("history", (lisbon.id,))
+    assert policy.reconcile(porto, [lisbon], datetime(2026, 11, 30, tzinfo=UTC)) == policy.Decision(
+        "update", (lisbon.id,))
+    assert policy.reconcile(porto, [lisbon]) == policy.Decision("update", (lisbon.id,))
+    # Recall dates a memory by when it was said (the message's day), not when it was stored.
+    said = Match({**row("I adopted a puppy called Pixie.", "me"), "said_at": old}, 0.8)
+    assert "(2023-05-12)" in policy.format_memories([said])
 
 
 def test_forget_targets() -> None:

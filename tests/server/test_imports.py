@@ -83,6 +83,23 @@ def stored(srv: ServerProcess, user_id: uuid.UUID) -> int:
     return int(row["n"])
 
 
+def test_an_old_imported_fact_never_replaces_a_newer_one(srv: ServerProcess) -> None:
+    """Issue 20: a memory carries the time it was said; a 2023 chat saying where the sister lived is kept as the
+    history of what the user has said since, not put over it."""
+    _, token = new_user(srv, "old-news")
+    r = api(srv, "POST", "/v1/memories", token, json={"text": "My sister Ana lives in Lisbon.", "subject": "ana"})
+    assert r.status_code == 201, r.text
+    lisbon = r.json()
+    chat = (f"12/05/2023, 18:04 - Ana Souza: How are you?\n"
+            f"12/05/2023, 18:05 - {ME}: My sister Ana lives in Porto.\n").encode()
+    _, kind, final = follow(srv, token, upload(srv, token, chat)["id"])
+    assert kind == "done" and final["memories"] == 1, final
+    everything = api(srv, "GET", "/v1/memories", token, params={"include_superseded": "true"}).json()["data"]
+    porto = next(m for m in everything if "Porto" in m["text"])
+    assert porto["said_at"].startswith("2023-05-12T18:05") and porto["superseded_by"] == lisbon["id"], porto
+    assert [m["text"] for m in api(srv, "GET", "/v1/memories", token).json()["data"]] == [lisbon["text"]]
+
+
 def test_upload_is_sealed_reported_idempotent_remembered_and_exported(srv: ServerProcess, tmp_path: Path) -> None:
     """An uploaded export is stored sealed (no canary on disk), reports progress and counts, makes the
     user's own fact a searchable memory, adds nothing when uploaded again, and is all in the export."""
@@ -101,6 +118,8 @@ def test_upload_is_sealed_reported_idempotent_remembered_and_exported(srv: Serve
     found = api(srv, "GET", "/v1/memories/search", token, params={"q": "where does my sister live"}).json()["data"]
     assert any(canary in m["text"] for m in found[:3]), found
     assert all(m["source"] == "import" for m in found if canary in m["text"])
+    # Dated by the message it came from, not by the import (issue 20).
+    assert all(m["said_at"].startswith("2030-03-03T10:00") for m in found if canary in m["text"]), found
 
     again = upload(srv, token, body)
     _, kind, final2 = follow(srv, token, again["id"])

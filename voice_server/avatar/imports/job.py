@@ -139,7 +139,7 @@ class Batch:
     """One batch of records, sealed and ready for one INSERT (built in a worker thread)."""
 
     columns: tuple[list[Any], ...]  # ids, idem keys, sources, conversations, senders, texts, ats, is_user, attachments
-    candidates: list[tuple[bytes, int, Candidate]]  # (idem key, sequence number, candidate)
+    candidates: list[tuple[bytes, int, Candidate, datetime | None]]  # (idem key, sequence number, candidate, said)
     read: int = 0
     skipped: collections.Counter[str] = field(default_factory=collections.Counter)
     position: int = 0
@@ -182,7 +182,7 @@ def seal_batch(
                 today = record.at.date() if record.at is not None else date.today()
                 for found in extract(record.text, today):
                     if isinstance(found, Candidate):  # "forget that" in an old chat deletes nothing today
-                        batch.candidates.append((idem, seq, found))
+                        batch.candidates.append((idem, seq, found, at))
                         seq += 1
         if batch.read + sum(batch.skipped.values()) >= size:
             break
@@ -347,7 +347,8 @@ async def _run(
             plan = await _prepare_media(db, keys, user_id, import_id, source, f, chosen, size, progress)
             records = plan.records()
         occurrences = OccurrenceKeys()
-        heap: list[tuple[float, int, Candidate]] = []  # min-heap by (importance, -seq): the weakest on top
+        # A min-heap by (importance, -seq), the weakest on top; each with the time its message was sent.
+        heap: list[tuple[float, int, Candidate, datetime | None]] = []
         read, created, seq, from_user = 0, 0, 0, 0
         skipped: collections.Counter[str] = collections.Counter()
         audio_s = plan.audio_s if plan is not None else 0.0
@@ -366,9 +367,9 @@ async def _run(
                     cur = await conn.execute(_INSERT, (user_id, import_id, *batch.columns))
                     stored = {bytes(row["idem_key"]) for row in await cur.fetchall()}
                     created += len(stored)
-                for idem, n, candidate in batch.candidates:
+                for idem, n, candidate, said_at in batch.candidates:
                     if idem in stored:
-                        item = (candidate.importance, -n, candidate)
+                        item = (candidate.importance, -n, candidate, said_at)
                         if len(heap) < MAX_MEMORIES:
                             heapq.heappush(heap, item)
                         elif item[:2] > heap[0][:2]:
@@ -378,7 +379,7 @@ async def _run(
             if read and not from_user and chosen in MULTI_SENDER:
                 why = await asyncio.to_thread(_not_a_participant, source.open_file, source.name, chosen, source.me)
                 raise ImportFailed(why)
-            chosen_candidates = [c for _, _, c in sorted(heap, key=lambda item: -item[1])]  # file order
+            chosen_candidates = [(c, at) for _, _, c, at in sorted(heap, key=lambda item: -item[1])]  # file order
             memories = 0
             if embedder is not None and chosen_candidates:
                 memories = await _remember(conn, MemoryStore(db, keys), embedder, user_id, chosen_candidates)
@@ -426,30 +427,37 @@ def _json(counts: collections.Counter[str]) -> str:
 
 
 async def _remember(
-    conn: Conn, store: MemoryStore, embedder: Embedder, user_id: uuid.UUID, candidates: Sequence[Candidate]
+    conn: Conn,
+    store: MemoryStore,
+    embedder: Embedder,
+    user_id: uuid.UUID,
+    candidates: Sequence[tuple[Candidate, datetime | None]],
 ) -> int:
-    """Embed and reconcile the file's memory candidates inside the import's transaction; the number added."""
-    unique: dict[str, Candidate] = {}
-    for candidate in candidates:
-        unique.setdefault(candidate.text.casefold(), candidate)
+    """Embed and reconcile the file's memory candidates (each with the time its message was sent, which becomes
+    the memory's ``said_at``) inside the import's transaction; the number added."""
+    unique: dict[str, tuple[Candidate, datetime | None]] = {}
+    for candidate, said_at in candidates:
+        unique.setdefault(candidate.text.casefold(), (candidate, said_at))
     chosen = list(unique.values())
     # The same lock as the memory service's per-turn learning: one writer of a user's memories at a time.
     await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (str(user_id),))
     added = 0
     for start in range(0, len(chosen), EMBED_BATCH):
         part = chosen[start : start + EMBED_BATCH]
-        vectors = np.asarray(await embedder.aembed([c.text for c in part]), dtype=np.float32)
-        for candidate, vector in zip(part, vectors, strict=True):
+        vectors = np.asarray(await embedder.aembed([c.text for c, _ in part]), dtype=np.float32)
+        for (candidate, said_at), vector in zip(part, vectors, strict=True):
             matches = await store.similar(conn, user_id, vector, limit=5, subject=candidate.subject)
-            decision = policy.reconcile(candidate, matches)
+            decision = policy.reconcile(candidate, matches, said_at)
             if decision.action == "none":
                 continue
-            memory = NewMemory(
-                candidate.text, candidate.kind, candidate.importance, candidate.subject, candidate.event_date, "import"
-            )
+            memory = NewMemory(candidate.text, candidate.kind, candidate.importance, candidate.subject,
+                               candidate.event_date, "import", said_at=said_at)
             row = await store.insert(conn, user_id, memory, vector)
-            for old in decision.targets:
-                await store.supersede(conn, user_id, old, row["id"])
+            if decision.action == "history":  # an older statement than what is known: kept as its history
+                await store.supersede(conn, user_id, row["id"], decision.targets[0])
+            else:
+                for old in decision.targets:
+                    await store.supersede(conn, user_id, old, row["id"])
             added += 1
     return added
 

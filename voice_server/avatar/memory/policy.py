@@ -32,14 +32,16 @@ FORGET_SIMILARITY = 0.5
 @dataclass(frozen=True, slots=True)
 class Decision:
     """What to do with one candidate: ``add``; ``update`` (insert, then supersede ``targets``); ``none``
-    (``targets`` holds the duplicate to refresh)."""
+    (``targets`` holds the duplicate to refresh); ``history`` (an older statement than the memory it conflicts
+    with, e.g. from an imported chat: insert it already superseded by ``targets[0]``)."""
 
-    action: Literal["add", "update", "none"]
+    action: Literal["add", "update", "none", "history"]
     targets: tuple[uuid.UUID, ...] = ()
 
 
-def reconcile(candidate: Candidate, matches: Sequence[Match]) -> Decision:
-    """Decide ADD / UPDATE / NONE for ``candidate`` given the user's similar live memories."""
+def reconcile(candidate: Candidate, matches: Sequence[Match], said_at: datetime | None = None) -> Decision:
+    """Decide ADD / UPDATE / NONE / HISTORY for ``candidate``, said at ``said_at`` (``None``: now), given the
+    user's similar live memories: a statement supersedes only memories said before it."""
     said = property_of(candidate.text) if candidate.attribute is not None else None
     best = max(matches, key=lambda m: m.similarity, default=None)
     if best is not None and best.similarity >= DUPLICATE_SIMILARITY:
@@ -54,6 +56,10 @@ def reconcile(candidate: Candidate, matches: Sequence[Match]) -> Decision:
             or (m.similarity >= SAME_TOPIC_SIMILARITY and m.row["kind"] == candidate.kind)
         )
     )
+    if said_at is not None:
+        newer = [m for m in matches if m.id in replaced and m.row["said_at"] > said_at]
+        if newer:
+            return Decision("history", (max(newer, key=lambda m: m.row["said_at"]).id,))
     return Decision("update", replaced) if replaced else Decision("add")
 
 
@@ -157,6 +163,6 @@ def format_memories(chosen: Sequence[Match]) -> str:
         return ""
     lines = []
     for m in chosen:
-        when = m.row["event_date"] or m.row["updated_at"].date()
+        when = m.row["event_date"] or m.row["said_at"].date()
         lines.append(f"- {m.row['text']} ({when.isoformat()})")
     return "What the user told you before, in their words ('I' is the user), most relevant first:\n" + "\n".join(lines)

@@ -276,6 +276,7 @@ class MemoryService:
             candidate.event_date,
             "conversation",
             job.conversation_id,
+            job.at,
         )
         row = await self.store.insert(conn, job.user_id, memory, vector)
         for old in decision.targets:

@@ -62,7 +62,7 @@ def parse_page_cursor(cursor: str) -> PageKey:
 
 
 COLUMNS = (
-    "id, text, kind, importance, subject, event_date, source, source_conversation_id, created_at, updated_at,"
+    "id, text, kind, importance, subject, event_date, said_at, source, source_conversation_id, created_at, updated_at,"
     " last_recalled_at, recall_count, superseded_by, superseded_at"
 )
 
@@ -78,6 +78,7 @@ class NewMemory:
     event_date: date | None = None
     source: Source = "conversation"
     conversation_id: uuid.UUID | None = None
+    said_at: datetime | None = None  # when it was said (an imported message's time); None: now
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,7 +106,8 @@ class MemoryStore:
         self._keys = keys
 
     async def insert(self, conn: Conn, user_id: uuid.UUID, memory: NewMemory, embedding: Vector) -> dict[str, Any]:
-        """Insert one memory and return its row.
+        """Insert one memory and return its row. Its ``said_at`` (and ``updated_at``, which recall's recency
+        reads) is ``memory.said_at``, or now.
 
         Raises:
             ValueError: The text is empty or longer than `MAX_TEXT_CHARS`.
@@ -115,7 +117,9 @@ class MemoryStore:
         memory_id = uuid.uuid4()
         cur = await conn.execute(
             "INSERT INTO memories (id, user_id, text, kind, importance, embedding, subject, subject_tag, event_date,"
-            f" source, source_conversation_id) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING {COLUMNS}",
+            " source, source_conversation_id, said_at, updated_at)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, coalesce(%s, now()), coalesce(%s, now()))"
+            f" RETURNING {COLUMNS}",
             (
                 memory_id,
                 user_id,
@@ -128,6 +132,8 @@ class MemoryStore:
                 memory.event_date,
                 memory.source,
                 memory.conversation_id,
+                memory.said_at,
+                memory.said_at,
             ),
         )
         row = await cur.fetchone()
