@@ -10,15 +10,17 @@ On a real ``soma serve`` (full profile: Qwen2.5-0.5B) with the committed synthet
    prompt, a memory's date, a list, or six words in a row from the persona prompt) and for a stock refusal
    (`refused`). ``prompt_leak_rate_prompt_only``, ``refusal_rate_prompt_only``; the style distance of its replies
    to Sam's real ones (``chat_style_distance_prompt_only``), and of the same avatar sampled as a tuned model is
-   served (``…_prompt_only_sampled``: how much of the tuned model's gain sampling alone would give).
+   served (``…_prompt_only_sampled_subset``, on `VARIANT_CONTEXTS` of the contexts, next to the greedy figure on
+   the same subset: how much of the tuned model's gain sampling alone would give).
 2. **Training** through ``POST /v1/training/jobs`` with a step budget of `STEPS` (1,000 pairs at batch 4): the job's
    own figures: tokens/s, time per 1,000 pairs, the trainer's peak RSS, merge + int8 conversion time, held-out
    perplexity tuned / base (``perplexity_ratio``) and the style distance of the three systems to Sam's real replies
    on held-out contexts (``style_distance_reduction`` = 1 − tuned / prompt-only).
 3. **The tuned avatar**, switched on: the same contexts again (``…_tuned`` rates), the server's RSS growth once
    the tuned model is loaded (``tuned_model_rss_mb``), the chat-level style distance as served (sampled) and greedy
-   (``chat_style_distance_tuned``, ``…_tuned_greedy``, ``chat_style_distance_reduction``), and first-token latency
-   of streamed chat completions, base vs tuned alternating per request (``ttft_ratio``).
+   (``chat_style_distance_tuned``, ``chat_style_distance_reduction``; greedy on the subset:
+   ``…_tuned_greedy_subset``), and first-token latency of streamed chat completions, base vs tuned alternating per
+   request (``ttft_ratio``).
 
     make bench BENCH=training                          # full profile, ~1 h
     python -m bench.training --profile ci --quick      # smoke run with SmolLM2
@@ -55,6 +57,7 @@ CONTEXTS = 150
 STEPS = 250  # 1,000 pairs
 TTFT_REQUESTS = 20
 REPLY_TOKENS = 60
+VARIANT_CONTEXTS = 60
 SAMPLED = (TUNED_TEMPERATURE, TUNED_TOP_P)  # a client's temperature, top_p that decode as a tuned model is served
 
 # Internal context read out. The prompt's own headers and instructions (voice_server/avatar/persona/prompt.py,
@@ -154,11 +157,14 @@ def first_delta_ms(srv: ServerProcess, token: str, question: str) -> float:
     raise RuntimeError("no content delta")
 
 
-def run(profile: str, quick: bool, leaks_only: bool = False) -> tuple[dict[str, Any], dict[str, str]]:
+def run(
+    profile: str, quick: bool, leaks_only: bool = False, steps: int | None = None
+) -> tuple[dict[str, Any], dict[str, str]]:
     """Run the three parts (see the module doc); the metrics and the loaded models. ``leaks_only``: part 1
     alone, printing every reply that leaked or refused (for working on the prompt and the guard)."""
     contexts = heldout(20 if quick else CONTEXTS)
-    steps = 10 if quick else STEPS
+    steps = steps or (10 if quick else STEPS)
+    variants = spread(contexts, VARIANT_CONTEXTS)  # the decoding comparisons: a subset, to save an hour of CPU
     tmp = Path(tempfile.mkdtemp(prefix="bench-training-"))
     server = start_server(tmp, models=True, timeout=600, SOMA_SIGNUP="open", SOMA_MODEL_PROFILE=profile)
     metrics: dict[str, Any] = {}
@@ -187,8 +193,16 @@ def run(profile: str, quick: bool, leaks_only: bool = False) -> tuple[dict[str, 
                     print(f"--- {pair.context[-1]['content']!r}\n    -> {reply!r}")
             return metrics, models
         # The same avatar sampled as the tuned one is served: does sampling alone account for the tuned gain?
-        metrics["chat_style_distance_prompt_only_sampled"] = chat_distance(
-            answers(server, token, contexts, temperature=SAMPLED[0], top_p=SAMPLED[1]))
+        subset = style_profile([p.reply for p in variants])
+        chosen = [i for i, p in enumerate(contexts) if p in variants]
+
+        def subset_distance(replies: list[str]) -> float:
+            return round(style_distance(style_profile([r or " " for r in replies]), subset).total, 4)
+
+        metrics["variant_contexts"] = len(variants)
+        metrics["chat_style_distance_prompt_only_subset"] = subset_distance([base_replies[i] for i in chosen])
+        metrics["chat_style_distance_prompt_only_sampled_subset"] = subset_distance(
+            answers(server, token, variants, temperature=SAMPLED[0], top_p=SAMPLED[1]))
 
         r = api(server, "POST", "/v1/training/jobs", token, json={"max_steps": steps, "minutes": 180})
         r.raise_for_status()
@@ -221,7 +235,9 @@ def run(profile: str, quick: bool, leaks_only: bool = False) -> tuple[dict[str, 
         metrics["tuned_model_rss_mb"] = round((server_rss.memory_info().rss - before) / 2**20, 1)
         metrics["prompt_leak_rate_tuned"], metrics["refusal_rate_tuned"] = rates(tuned_replies, prompt)
         metrics["chat_style_distance_tuned"] = chat_distance(tuned_replies)
-        metrics["chat_style_distance_tuned_greedy"] = chat_distance(answers(server, token, contexts, temperature=0))
+        metrics["chat_style_distance_tuned_subset"] = subset_distance([tuned_replies[i] for i in chosen])
+        metrics["chat_style_distance_tuned_greedy_subset"] = subset_distance(
+            answers(server, token, variants, temperature=0))
         metrics["chat_style_distance_reduction"] = round(
             1 - metrics["chat_style_distance_tuned"] / metrics["chat_style_distance_prompt_only"], 4)
 
@@ -252,16 +268,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--profile", choices=["ci", "full"], default="full")
     parser.add_argument("--quick", action="store_true", help="20 contexts, 10 steps: a smoke run")
+    parser.add_argument("--steps", type=int, default=None, help=f"training steps of 4 pairs (default {STEPS})")
     parser.add_argument("--leaks-only", action="store_true", help="today's avatar only; print what leaked (no JSON)")
     args = parser.parse_args()
-    metrics, models = run(args.profile, args.quick, args.leaks_only)
+    metrics, models = run(args.profile, args.quick, args.leaks_only, args.steps)
     if args.leaks_only:
         print_table(metrics)
         return
     print_table({k: v for k, v in metrics.items() if k not in ("samples", "job_samples")})
     name = "training" if not args.quick else "training_quick"
     flags = " ".join(f for f in (f"--profile {args.profile}" if args.profile != "full" else "",
-                                 "--quick" if args.quick else "") if f)
+                                 "--quick" if args.quick else "",
+                                 f"--steps {args.steps}" if args.steps else "") if f)
     path = write_result(
         name, models=models, metrics=metrics,
         command=f"python -m bench.training {flags}".strip(),
