@@ -28,6 +28,7 @@ import numpy as np
 import numpy.typing as npt
 from tqdm import tqdm
 
+from models.catalog import BASE_WEIGHTS
 from models.wheels import ProvisionError
 
 # Everything the CT2 runtime reads besides model.bin/config.json/vocabulary.*; absent ones are skipped.
@@ -79,7 +80,8 @@ def convert_gguf(gguf: Path, output: Path, work: Path, *, label: str, progress: 
     """Convert a GGUF causal LM to a CTranslate2 int8 generator in ``output``.
 
     Steps: dequantise the GGUF with transformers, save it as safetensors in ``work``, convert that with
-    the CTranslate2 converter, then copy the tokenizer files next to the CT2 model.
+    the CTranslate2 converter, then copy the tokenizer files next to the CT2 model. The float32 checkpoint is
+    kept as ``output/BASE_WEIGHTS`` (config and safetensors only), fine-tuning's base (`models.finetune`).
     """
     _offline()
     import ctranslate2
@@ -105,6 +107,9 @@ def convert_gguf(gguf: Path, output: Path, work: Path, *, label: str, progress: 
         bar.set_postfix_str("CTranslate2 int8")
         ctranslate2.converters.TransformersConverter(str(hf_dir)).convert(str(output), quantization="int8")
         _copy_side_files(hf_dir, output, _LLM_SIDE_FILES)
+        for name in _LLM_SIDE_FILES:  # the CT2 model's copies are the ones read
+            (hf_dir / name).unlink(missing_ok=True)
+        hf_dir.rename(output / BASE_WEIGHTS)
         bar.update(1)
 
 

@@ -12,7 +12,7 @@ Child usage::
     python -m models.finetune evaluate --model-dir D --adapter A --data heldout.jsonl [--threads 2]
     python -m models.finetune export --model-dir D --adapter A --out O [--threads 2]
 
-``D`` is a provisioned CT2 LLM directory: its ``base.gguf`` (kept by provisioning) holds the base weights,
+``D`` is a provisioned CT2 LLM directory: its ``base-weights/`` (kept by provisioning) holds the base weights,
 its tokenizer files and chat template are the ones serving uses, so training examples are tokenized exactly
 as the server tokenizes prompts. ``pairs.jsonl`` holds one ``{"messages": [...]}`` object per line: an
 optional system message, earlier turns alternating user/assistant, and last the assistant reply to learn.
@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from models.catalog import BASE_GGUF
+from models.catalog import BASE_WEIGHTS
 from models.finetune_data import (
     IGNORE,
     MAX_TOKENS,
@@ -61,11 +61,13 @@ _EXIT_MISSING_DEPS = 3
 
 
 def base_available(model_dir: Path) -> bool:
-    """Whether ``model_dir`` holds what fine-tuning needs: the kept base GGUF and the tokenizer files.
+    """Whether ``model_dir`` holds what fine-tuning needs: the kept base weights and the tokenizer files.
 
-    Models provisioned before the base GGUF was kept lack it; ``soma models provision`` rebuilds them.
+    Models provisioned before the base weights were kept lack them; ``soma models provision`` rebuilds them.
     """
-    return (model_dir / BASE_GGUF).is_file() and all((model_dir / name).is_file() for name in TOKENIZER_FILES)
+    return (model_dir / BASE_WEIGHTS / "config.json").is_file() and all(
+        (model_dir / name).is_file() for name in TOKENIZER_FILES
+    )
 
 
 def command(subcommand: str, **options: object) -> list[str]:
@@ -194,9 +196,9 @@ def _take_stdout() -> EventWriter:
 def _check_model_dir(model_dir: Path) -> None:
     if not model_dir.is_dir():
         raise FinetuneError(f"model directory {model_dir} does not exist")
-    if not (model_dir / BASE_GGUF).is_file():
+    if not (model_dir / BASE_WEIGHTS / "config.json").is_file():
         raise FinetuneError(
-            f"{model_dir} has no {BASE_GGUF} (base weights); re-provision it with `soma models provision`"
+            f"{model_dir} has no {BASE_WEIGHTS}/ (base weights); re-provision it with `soma models provision`"
         )
     missing = [name for name in TOKENIZER_FILES if not (model_dir / name).is_file()]
     if missing:

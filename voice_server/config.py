@@ -170,6 +170,7 @@ class Settings:
     voice_match_plan: VoiceMatchPlan = "full"
     tuned_models_resident: int = 2
     training_threads: int = 2
+    training_compare_pairs: int = 48
     sip_bind: str = "127.0.0.1:5060"
     sip_transports: str = "udp,tcp"
     sip_public_host: str | None = None
@@ -238,6 +239,8 @@ class Settings:
             raise ConfigError(f"tuned_models_resident: must be 0-32, got {self.tuned_models_resident}")
         if not 1 <= self.training_threads <= 64:
             raise ConfigError(f"training_threads: must be 1-64, got {self.training_threads}")
+        if not 4 <= self.training_compare_pairs <= 500:
+            raise ConfigError(f"training_compare_pairs: must be 4-500, got {self.training_compare_pairs}")
         if self.db_pool_max < 2:
             raise ConfigError(f"db_pool_max: must be at least 2, got {self.db_pool_max}")
         self._check_sip()

@@ -251,7 +251,7 @@ async def _training_service(
     training = TrainingService(
         db, keys,
         TrainingSettings(models.llm.model_dir, models.names.get(Role.LLM, "llm"), settings.data_dir / "tuned",
-                         threads=settings.training_threads),
+                         threads=settings.training_threads, compare_pairs=settings.training_compare_pairs),
         live_calls, models.llm, load, persona.prompt_for, worker_id(settings.data_dir),
         settings.tuned_models_resident,
     )

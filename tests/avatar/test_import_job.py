@@ -80,8 +80,9 @@ def test_batches_are_bounded_sealed_to_their_row_and_report_position(tmp_path: P
         key.open(texts[-2], fields.imported("text", ids[-1]))
     assert is_user[-2] and not is_user[-1] and ats[-1].tzinfo is not None
     assert len(set(idem)) == len(idem)
-    facts = [c.text for b in batches for _, _, c in b.candidates]
+    facts = {c.text: said for b in batches for _, _, c, said in b.candidates}
     assert "My sister Ana lives in Porto." in facts and not any("Rex" in t for t in facts)
+    assert facts["My sister Ana lives in Porto."] == ats[-2]  # said when the message was sent, not at import
 
 
 @pytest.mark.parametrize("size", [0, 5, CHUNK - 1, CHUNK, CHUNK + 1, 2 * CHUNK + 999])

@@ -1,7 +1,7 @@
 """Fine-tuning the ci LLM (SmolLM2-135M) on a person's replies: examples, training, resume, evaluation, export.
 
 The trainer runs as the real child process (``python -m models.finetune``) on the provisioned model's kept
-``base.gguf``. The person's style is made unmistakable (all lower case, "bless your socks", every reply ends
+``base-weights/``. The person's style is made unmistakable (all lower case, "bless your socks", every reply ends
 " x") so a ~30-step run measurably moves the model towards it; nothing asserts on the model's wording.
 """
 
@@ -12,6 +12,7 @@ import random
 import shutil
 import signal
 import subprocess
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -126,7 +127,7 @@ def _run(subcommand: str, timeout: float = 240, **options: object) -> ChildRun:
 @pytest.fixture(scope="module")
 def llm_dir(models_dir: Path) -> Path:
     directory = models_dir / LLM
-    assert base_available(directory), f"{directory} lacks base.gguf; run `soma models provision --profile ci`"
+    assert base_available(directory), f"{directory} lacks base-weights/; run `soma models provision --profile ci`"
     return directory
 
 
@@ -248,6 +249,58 @@ def test_training_lowers_the_loss(trained: tuple[Path, ChildRun]) -> None:
     assert (work / "checkpoint" / "state.json").is_file()
 
 
+# Runs in a child like the trainer (torch stays out of the test process): one batch's reply NLL and LoRA
+# gradients computed on the full rows and with the shared prefix computed once, as JSON.
+_PREFIX_CHECK = """
+import json, sys
+from pathlib import Path
+import torch
+from peft import LoraConfig, get_peft_model
+from models.finetune_train import LORA_TARGETS, _batch, _examples, _reply_nll, load_base, shared_prefix
+torch.manual_seed(0)
+model_dir, data = Path(sys.argv[1]), Path(sys.argv[2])
+pairs = [json.loads(line)["messages"] for line in data.read_text().splitlines()[:4]]
+examples = _examples(model_dir, pairs)
+model = get_peft_model(load_base(model_dir), LoraConfig(
+    r=8, lora_alpha=16, target_modules=list(LORA_TARGETS), init_lora_weights=False, task_type="CAUSAL_LM"))
+base, ids = model.get_base_model(), _batch(examples, torch.device("cpu"))
+prefix = shared_prefix(examples)
+def run(p):
+    model.zero_grad(set_to_none=True)
+    nll, count = _reply_nll(base, *ids, p)
+    nll.backward()
+    grads = torch.cat([q.grad.flatten() for q in model.parameters() if q.requires_grad])
+    return float(nll.detach()), count, grads
+full, shared = run(0), run(prefix)
+print(json.dumps({
+    "prefix": prefix,
+    "single": shared_prefix(examples[:1]), "nll": [full[0], shared[0]], "count": [full[1], shared[1]],
+    "grad_rel": float((full[2] - shared[2]).norm() / full[2].norm()),
+}))
+"""
+
+
+def test_shared_prefix_gives_the_same_loss_and_gradients(llm_dir: Path, data: tuple[Path, Path]) -> None:
+    """A batch's common start (the persona prompt) computed once and repeated under each row as keys and
+    values gives the full rows' reply NLL and LoRA gradients (within float rounding), from fewer tokens."""
+    result = subprocess.run(
+        [sys.executable, "-c", _PREFIX_CHECK, str(llm_dir), str(data[0])],
+        env=child_env(THREADS),
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = json.loads(result.stdout.splitlines()[-1])
+    assert out["prefix"] >= 60  # the system prompt is shared; the rows differ from the first user message on
+    assert out["single"] == 0  # a batch of one has nothing to share
+    assert out["count"][0] == out["count"][1] > 0
+    assert out["nll"][1] == pytest.approx(out["nll"][0], rel=1e-4)
+    assert out["grad_rel"] < 1e-3
+
+
 def test_evaluate_tuned_beats_base_on_heldout(
     llm_dir: Path, data: tuple[Path, Path], trained: tuple[Path, ChildRun]
 ) -> None:
@@ -341,13 +394,13 @@ def test_killed_training_resumes_from_its_checkpoint(llm_dir: Path, data: tuple[
 
 
 def test_missing_base_weights_is_an_error_event(llm_dir: Path, data: tuple[Path, Path], tmp_path: Path) -> None:
-    """A model directory without base.gguf (provisioned before it was kept) fails fast and says why."""
+    """A model directory without base-weights/ (provisioned before they were kept) fails fast and says why."""
     for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
         shutil.copy2(llm_dir / name, tmp_path / name)
     assert not base_available(tmp_path)
     run = _run("train", model_dir=tmp_path, data=data[0], work=tmp_path / "work", timeout=60)
     assert run.returncode != 0
-    assert "base.gguf" in run.one("error")["message"]
+    assert "base-weights" in run.one("error")["message"]
 
 
 def test_malformed_pairs_line_is_an_error_event(llm_dir: Path, tmp_path: Path) -> None:

@@ -33,6 +33,7 @@ def test_defaults_and_env_override(tmp_path: Path) -> None:
         ({"SOMA_DATABASE_URL": "localhost"}, "database_url"),
         ({"SOMA_WEBRTC_ICE_SERVERS": "stun:ok:3478,http://example.com"}, "not a stun:/turn: URL"),
         ({"SOMA_MEMORY_BUDGET_TOKENS": "-1"}, "memory_budget_tokens"),
+        ({"SOMA_TRAINING_COMPARE_PAIRS": "2"}, "training_compare_pairs: must be 4-500"),
     ],
 )
 def test_bad_values_raise_config_error(env: dict[str, str], needle: str) -> None:

@@ -42,7 +42,9 @@ PROMPTS = (
 
 @pytest.fixture(scope="module")
 def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    server = start_server(tmp_path_factory.mktemp("training"), models=True, SOMA_SIGNUP="open", timeout=180)
+    # 16 comparison contexts instead of 48: the job's comparison is the same code, measured in bench/training.py.
+    server = start_server(tmp_path_factory.mktemp("training"), models=True, SOMA_SIGNUP="open", timeout=180,
+                          SOMA_TRAINING_COMPARE_PAIRS="16")
     yield server
     server.stop()
 

@@ -127,7 +127,8 @@ async def _train(settings: Any, args: argparse.Namespace) -> int:
             service = TrainingService(
                 db, keys,
                 TrainingSettings(llm.model_dir, llm.model_dir.name, settings.data_dir / "tuned",
-                                 threads=settings.training_threads),
+                                 threads=settings.training_threads,
+                                 compare_pairs=settings.training_compare_pairs),
                 # A worker id of its own: starting fails only what an earlier `soma train` left unfinished, never
                 # a running server's job.
                 LiveCalls(), llm, CT2Llm, persona.prompt_for, f"{worker_id(settings.data_dir)}-cli", 0,

@@ -56,9 +56,10 @@ def spread(items: Sequence[T], count: int) -> list[T]:
 
 
 async def compare(
-    base: Any, tuned: Any, heldout: Sequence[Pair], system: str, *, live: LiveCalls, cancelled: asyncio.Event
+    base: Any, tuned: Any, heldout: Sequence[Pair], system: str, *, live: LiveCalls, cancelled: asyncio.Event,
+    pairs: int = SAMPLE_PAIRS,
 ) -> Comparison:
-    """Reply to `SAMPLE_PAIRS` held-out contexts with each system and measure the style distance of each
+    """Reply to ``pairs`` held-out contexts (spread over them) with each system and measure the style distance of each
     system's replies to the person's real ones (`style_distance`).
 
     Args:
@@ -70,7 +71,7 @@ async def compare(
         CompareCancelled: ``cancelled`` was set.
         ValueError: ``heldout`` is empty.
     """
-    chosen = spread(heldout, SAMPLE_PAIRS)
+    chosen = spread(heldout, pairs)
     if not chosen:
         raise ValueError("no held-out replies to compare on")
     policy = ReplyPolicy(max_tokens=REPLY_TOKENS, max_sentences=None)

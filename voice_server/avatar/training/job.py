@@ -35,7 +35,7 @@ from models import finetune
 from voice_server.avatar.imports.store import ChatRow, stream_chat_rows
 from voice_server.avatar.training import store
 from voice_server.avatar.training.child import TERM_WAIT_S, ChildCancelled, ChildFailed, run_child
-from voice_server.avatar.training.compare import CompareCancelled, compare
+from voice_server.avatar.training.compare import SAMPLE_PAIRS, CompareCancelled, compare
 from voice_server.avatar.training.pairs import ChatLine, PairBuilder, TooLittleDataError, TrainingData
 from voice_server.background import OwnedTask
 from voice_server.live_calls import LiveCalls
@@ -61,11 +61,12 @@ class TrainingSettings:
     """How jobs run.
 
     Attributes:
-        base_dir: The base model's CTranslate2 directory (with ``base.gguf``: `models.finetune.base_available`).
+        base_dir: The base model's CTranslate2 directory (with ``base-weights/``: `models.finetune.base_available`).
         base_name: Its catalog name (stored with each tuned model).
         models_root: ``<data dir>/tuned``: the sealed model files.
         threads: Torch threads of the child (2 on the 2-core target; it is paused during calls anyway).
         default_minutes, default_steps: A job's budgets when the request names none.
+        compare_pairs: Held-out contexts each system answers in the comparison (`compare.compare`).
     """
 
     base_dir: Path
@@ -74,6 +75,7 @@ class TrainingSettings:
     threads: int = 2
     default_minutes: float = 60.0
     default_steps: int = 250
+    compare_pairs: int = SAMPLE_PAIRS
 
 
 @dataclass(slots=True)
@@ -334,7 +336,7 @@ class TrainingRunner:
         tuned = await asyncio.to_thread(self._load_tuned, out)
         try:
             comparison = await compare(self._base_llm(), tuned, data.heldout, system, live=self._live,
-                                       cancelled=cancelled)
+                                       cancelled=cancelled, pairs=s.compare_pairs)
         finally:
             await asyncio.to_thread(tuned.close, 10.0)
         await self._stage(key, job_id, "deciding")
