@@ -1,7 +1,7 @@
 """The torch side of :mod:`models.finetune`: train a LoRA adapter, evaluate it, merge and convert it.
 
 Imported only inside the ``python -m models.finetune`` child (it imports torch at module level). The recipe
-is the one measured in shared/TRAINING.md: base weights dequantised to float32 from the kept GGUF, LoRA
+is the one measured in shared/TRAINING.md: base weights in float32 from the kept checkpoint (`load_base`), LoRA
 r=8/alpha 16/dropout 0 on q/k/v/o, AdamW at lr 1e-3, batch 4, one epoch, bf16 autocast where the hardware has
 native bf16 (float32 elsewhere, `native_bf16`), and the loss taken through the LM head only at reply positions
 (1.1-1.5x faster and lighter than the full-vocabulary loss). A batch's shared start (the persona prompt) runs
