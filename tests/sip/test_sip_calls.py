@@ -325,7 +325,14 @@ async def test_talking_over_the_avatar_interrupts_it(sip_server: SipServer) -> N
         phone.say(spoken_8k("Tell me a long story about a fox who lived by a river."))
         await eventually_async(lambda: any(voiced(h.pcm) for h in phone.heard), timeout_s=30,
                                what="the avatar to speak")
-        await asyncio.sleep(0.6)
+        spoke = next(h.at for h in phone.heard if voiced(h.pcm))
+
+        def mid_sentence() -> bool:
+            # Interrupt speech, not a pause between its sentences (a short reply can end within a fixed wait).
+            now = time.monotonic()
+            return now - spoke > 0.6 and any(now - 0.1 < h.at and voiced(h.pcm) for h in phone.heard[-10:])
+
+        await eventually_async(mid_sentence, timeout_s=20, interval=0.02, what="the avatar mid-sentence")
         interruption = spoken_8k("Wait, stop, I have another question for you.")
         phone.say(interruption)
         started = time.monotonic()
