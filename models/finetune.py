@@ -65,9 +65,11 @@ def base_available(model_dir: Path) -> bool:
 
     Models provisioned before the base weights were kept lack them; ``soma models provision`` rebuilds them.
     """
-    return (model_dir / BASE_WEIGHTS / "config.json").is_file() and all(
-        (model_dir / name).is_file() for name in TOKENIZER_FILES
-    )
+    return _has_base_weights(model_dir) and all((model_dir / name).is_file() for name in TOKENIZER_FILES)
+
+
+def _has_base_weights(model_dir: Path) -> bool:
+    return (model_dir / BASE_WEIGHTS / "config.json").is_file()
 
 
 def command(subcommand: str, **options: object) -> list[str]:
@@ -196,7 +198,7 @@ def _take_stdout() -> EventWriter:
 def _check_model_dir(model_dir: Path) -> None:
     if not model_dir.is_dir():
         raise FinetuneError(f"model directory {model_dir} does not exist")
-    if not (model_dir / BASE_WEIGHTS / "config.json").is_file():
+    if not _has_base_weights(model_dir):
         raise FinetuneError(
             f"{model_dir} has no {BASE_WEIGHTS}/ (base weights); re-provision it with `soma models provision`"
         )
