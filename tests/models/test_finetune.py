@@ -298,7 +298,9 @@ def test_shared_prefix_gives_the_same_loss_and_gradients(llm_dir: Path, data: tu
     assert out["single"] == 0  # a batch of one has nothing to share
     assert out["count"][0] == out["count"][1] > 0
     assert out["nll"][1] == pytest.approx(out["nll"][0], rel=1e-4)
-    assert out["grad_rel"] < 1e-3
+    # Two results occur, each exactly repeatable: 3.4e-6, and 1.05e-3 in about one child process in four (a
+    # different CPU kernel path for the same sums; the NLL is identical in both). Measured on SmolLM2.
+    assert out["grad_rel"] < 5e-3
 
 
 def test_evaluate_tuned_beats_base_on_heldout(
