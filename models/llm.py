@@ -31,6 +31,7 @@ from models.executors import ComputeLane
 from models.llm_batch import BatchDecoder, DecodeOptions
 from models.locate import locate
 from models.prompt_fit import PromptLimits, fit_messages
+from models.stop_phrases import PhraseGuard
 from pipeline.frames import TokenUsage
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,7 @@ class GenerateOptions(TypedDict, total=False):
     repetition_penalty: float
     static_prompt_tokens: Sequence[str] | None
     stop: Sequence[str]
+    stop_phrases: Sequence[str]
     stats: GenerationStats | None
     max_prompt_tokens: int | None
 
@@ -175,6 +177,7 @@ class CT2Llm:
         repetition_penalty: float = 1.1,
         static_prompt_tokens: Sequence[str] | None = None,
         stop: Sequence[str] = (),
+        stop_phrases: Sequence[str] = (),
         stop_event: threading.Event | None = None,
         stats: GenerationStats | None = None,
         max_prompt_tokens: int | None = None,
@@ -194,6 +197,8 @@ class CT2Llm:
             static_prompt_tokens: Tokens of a prefix of the rendered prompt (:meth:`prefix_tokens`) whose
                 model state CTranslate2 caches between calls.
             stop: Strings that end the reply; the text before the first one is yielded, it is not.
+            stop_phrases: Text whose runs of words end the reply wherever they occur
+                (`models.stop_phrases.PhraseGuard`); the text before the run is yielded.
             stop_event: Checked between tokens; when set, generation stops.
             stats: Receives token counts, timings and the finish reason of this call.
             max_prompt_tokens: Prompt budget (default `limits`); the oldest history is dropped to fit it.
@@ -229,7 +234,8 @@ class CT2Llm:
         )
         ids = self._batcher.token_ids(tokens, options, stop_event or threading.Event())
         try:
-            yield from self._pieces(ids, stop, stop_event, stats, started, max_tokens)
+            decoder = IncrementalDecoder(self._tokenizer, stop, PhraseGuard.from_phrases(stop_phrases))
+            yield from self._pieces(ids, decoder, stop_event, stats, started, max_tokens)
         finally:
             ids.close()  # drops the sequence from its batch
             stats.total_ms = (time.perf_counter() - started) * 1000
@@ -237,13 +243,12 @@ class CT2Llm:
     def _pieces(
         self,
         ids: Generator[int, None, None],
-        stop: Sequence[str],
+        decoder: IncrementalDecoder,
         stop_event: threading.Event | None,
         stats: GenerationStats,
         started: float,
         max_tokens: int,
     ) -> Iterator[str]:
-        decoder = IncrementalDecoder(self._tokenizer, stop)
         for token_id in ids:
             if stats.first_token_ms is None:
                 stats.first_token_ms = (time.perf_counter() - started) * 1000
@@ -264,6 +269,8 @@ class CT2Llm:
         tail = decoder.flush()
         if tail:
             yield tail
+        if decoder.stopped:
+            stats.finish = "stop"
 
     def complete(self, messages: Sequence[Message], **options: Unpack[GenerateOptions]) -> str:
         """The whole reply as one string, exactly the join of :meth:`generate_tokens`'s pieces (blocking)."""
@@ -322,12 +329,14 @@ class IncrementalDecoder:
     costs microseconds.
 
     Call :meth:`push` per token; once :attr:`stopped` is true, stop feeding it. At a natural end call
-    :meth:`flush` for the held-back tail.
+    :meth:`flush` for the held-back tail. ``phrases``: runs of words that end the text like a stop string
+    wherever they occur (`models.stop_phrases.PhraseGuard`).
     """
 
-    def __init__(self, tokenizer: Tokenizer, stop: Sequence[str] = ()) -> None:
+    def __init__(self, tokenizer: Tokenizer, stop: Sequence[str] = (), phrases: PhraseGuard | None = None) -> None:
         self._tokenizer = tokenizer
         self._stop = tuple(marker for marker in stop if marker)
+        self._phrases = phrases if phrases else None
         self._ids: list[int] = []
         self._text = ""
         self._emitted = 0  # characters of the decoded text already released
@@ -342,16 +351,27 @@ class IncrementalDecoder:
         if self._text.endswith(_INCOMPLETE):
             return ""
         cut = _find_stop(self._text, self._stop, self._emitted)
+        if self._phrases is not None:
+            at = self._phrases.find(self._text, self._emitted)
+            cut = at if cut is None or (at is not None and at < cut) else cut
         if cut is not None:
             self.stopped = True
             return self._release(cut)
-        return self._release(len(self._text) - _stop_prefix_len(self._text, self._stop))
+        held = _stop_prefix_len(self._text, self._stop)
+        if self._phrases is not None:
+            held = max(held, self._phrases.hold(self._text))
+        return self._release(len(self._text) - held)
 
     def flush(self) -> str:
-        """The text still held back, at the end of generation (a cut character at the very end is dropped)."""
+        """The text still held back, at the end of generation (a cut character at the very end is dropped); a
+        guarded phrase completed by the last word still ends it (then :attr:`stopped` turns true)."""
         if self.stopped:
             return ""
-        return self._release(len(self._text.rstrip(_INCOMPLETE)))
+        text = self._text.rstrip(_INCOMPLETE)
+        if self._phrases is not None and (at := self._phrases.find(text, self._emitted, final=True)) is not None:
+            self.stopped = True
+            return self._release(at)
+        return self._release(len(text))
 
     def _release(self, end: int) -> str:
         if end <= self._emitted:

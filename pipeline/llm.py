@@ -31,6 +31,7 @@ class TokenStreamingChat(Protocol):
         top_k: int = ...,
         top_p: float = ...,
         stop: Sequence[str] = ...,
+        stop_phrases: Sequence[str] = ...,
         static_prompt_tokens: Sequence[str] | None = ...,
         stats: Any = ...,
     ) -> AsyncIterator[str]: ...
@@ -117,6 +118,26 @@ def context_markers(messages: Sequence[Message]) -> tuple[str, ...]:
     return tuple(sorted(markers))
 
 
+_QUOTED = re.compile(r"\"[^\"\n]*\"|\u201c[^\u201d\n]*\u201d")
+
+
+def context_phrases(messages: Sequence[Message]) -> tuple[str, ...]:
+    """The instruction lines of the system messages in ``messages``, for `models.stop_phrases.PhraseGuard`: a
+    reply that reads four of their words in a row out (pronouns swapped or not) stops there.
+
+    List items (recalled memories, the person's example messages) and quoted text (the person's
+    self-description, words a client's instructions ask for) are the avatar's to say, so they give nothing.
+    """
+    lines = []
+    for message in messages:
+        if message.get("role") != "system":
+            continue
+        for line in message["content"].splitlines():
+            if line.strip() and not line.lstrip().startswith(("-", "*")):
+                lines.append(_QUOTED.sub(" | ", line))
+    return tuple(lines)
+
+
 # A sentence ends at . ! or ? (plus closing quotes/brackets) followed by whitespace — but not after an initial
 # ("J.R.R. Tolkien") or a digit ("1. First", "3.5").
 _SENTENCE_END = re.compile(r"(?<![\s.][A-Z])(?<!\d)[.!?]+[\"')\]]*(?=\s)")
@@ -135,7 +156,8 @@ class ConversationLlm:
         """Stream the reply to ``messages``; the leading system message is the cached prefix.
 
         Guarded: the reply stops where it would start reading internal context out (`context_markers`,
-        `CONTEXT_GUARDS`) or talking like a help desk (`ASSISTANT_SPEAK`). A reply that would say nothing but
+        `CONTEXT_GUARDS`; four words in a row of an instruction line anywhere: `context_phrases`) or talking
+        like a help desk (`ASSISTANT_SPEAK`). A reply that would say nothing but
         that, or a stock refusal (`REFUSALS`), is generated again from the leading system message and the
         dialogue alone (the turn's late system material left out), sampled (`RETRY_SAMPLING`); if that says
         nothing either, once more without the refusal stops. Leading whitespace is held until words follow.
@@ -149,6 +171,7 @@ class ConversationLlm:
 
     async def _guarded(self, messages: Sequence[Message], stats: Any) -> AsyncIterator[str]:
         markers = (*context_markers(messages), *CONTEXT_GUARDS, *ASSISTANT_SPEAK)
+        phrases = context_phrases(messages)
         bare = [m for i, m in enumerate(messages) if i == 0 or m.get("role") != "system"]
         # Each try runs only when the one before said nothing: as asked; then without the turn's late material,
         # sampled (a greedy retry of a refusal mostly refuses again, measured); then without the refusal stops,
@@ -156,7 +179,7 @@ class ConversationLlm:
         tries = ((messages, (*markers, *REFUSALS), None), (bare, (*markers, *REFUSALS), RETRY_SAMPLING),
                  (bare, markers, RETRY_SAMPLING))
         for attempt, (prompt, guards, sampling) in enumerate(tries):
-            stream = self._stream(prompt, guards, stats, sampling)
+            stream = self._stream(prompt, guards, phrases, stats, sampling)
             held, said = "", False
             async with contextlib.aclosing(stream):  # type: ignore[type-var]
                 async for piece in stream:
@@ -170,7 +193,12 @@ class ConversationLlm:
                 return
 
     def _stream(
-        self, messages: Sequence[Message], guards: Sequence[str], stats: Any, sampling: tuple[float, int] | None
+        self,
+        messages: Sequence[Message],
+        guards: Sequence[str],
+        phrases: Sequence[str],
+        stats: Any,
+        sampling: tuple[float, int] | None,
     ) -> AsyncIterator[str]:
         static: list[str] | None = None
         if messages and messages[0].get("role") == "system":
@@ -190,6 +218,7 @@ class ConversationLlm:
             top_k=top_k,
             top_p=p.top_p,
             stop=(*p.stop, *guards),
+            stop_phrases=phrases,
             static_prompt_tokens=static,
             stats=stats,
         )

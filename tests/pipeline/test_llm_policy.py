@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 import pipeline.llm as pipeline_llm
+from models.stop_phrases import PhraseGuard
 from pipeline.llm import ConversationLlm, ReplyPolicy
 
 
@@ -83,8 +84,9 @@ async def test_persona_prefix_is_tokenised_once_per_persona() -> None:
 
 
 class StoppingChat:
-    """Plays one scripted reply per call and honours ``stop`` as the real model does (the text before the
-    earliest stop string); records each call's messages and stop strings."""
+    """Plays one scripted reply per call and honours ``stop`` and ``stop_phrases`` as the real model does (the
+    text before the earliest stop string or guarded run of words); records each call's messages and stop
+    strings."""
 
     def __init__(self, replies: list[str]) -> None:
         self.replies = replies
@@ -100,6 +102,8 @@ class StoppingChat:
         self.options.append(options)
         text = self.replies[len(self.calls) - 1]
         cuts = [i for marker in stop if (i := text.find(marker)) >= 0]
+        phrase = PhraseGuard.from_phrases(options.get("stop_phrases", ())).find(text, final=True)
+        cuts += [phrase] if phrase is not None else []
         text = text[: min(cuts)] if cuts else text
         for word in text.split(" "):
             await asyncio.sleep(0)
@@ -156,6 +160,28 @@ async def test_reply_is_cut_where_it_starts_reading_context_out() -> None:
     assert text == "she got the job in Berlin"
     text, _ = await _guarded(["yeah\n- my sister got the job"])
     assert text == "yeah"
+
+
+def test_context_phrases_are_the_instruction_lines_without_lists_or_quotes() -> None:
+    phrases = pipeline_llm.context_phrases([
+        *_turn(), {"role": "system", "content": 'You describe yourself like this: "I fix bikes for a living."'}])
+    assert "Tone: You are close, so be warm and familiar." in phrases
+    assert not any("sister" in p or "no worries" in p or "bikes" in p for p in phrases)
+    assert any(p.startswith("You describe yourself like this:") for p in phrases)
+
+
+async def test_an_instruction_read_out_from_its_middle_with_a_pronoun_swapped_is_cut() -> None:
+    """Measured (bench/training.py, Qwen2.5-0.5B): asked "Classic Biscuit.", the avatar read its tone line out
+    from the middle, "their" turned "its". Four words of an instruction line in a row end the reply."""
+    late = "Tone: They seemed in good spirits last time, so match their warmth; you are close, so be warm and familiar."
+    turn = [*_turn()[:3], {"role": "system", "content": late}, {"role": "user", "content": "Classic Biscuit."}]
+    chat = StoppingChat(["biscuit is a classic biscuit, so match its warmth; you are close, so be warm and familiar."])
+    text = "".join([p async for p in ConversationLlm(chat, ReplyPolicy(max_sentences=None)).astream(turn)])
+    assert text.strip() == "biscuit is a classic biscuit,"
+    # The person's own words in the late material (memories, examples) stay theirs to say.
+    chat = StoppingChat(["my sister got the job in Berlin, no worries mate"])
+    assert "".join([p async for p in ConversationLlm(chat).astream(_turn())]).strip() == (
+        "my sister got the job in Berlin, no worries mate")
 
 
 async def test_a_reply_of_only_context_is_generated_again_without_the_turn_material() -> None:
