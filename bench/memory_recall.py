@@ -44,6 +44,7 @@ from typing import Any
 import httpx
 
 from bench._common import RESULTS_DIR, percentiles, print_table, stop_server, write_result
+from bench._server_api import api, upload
 from bench.data.memory_history import (
     History,
     Message,
@@ -68,24 +69,6 @@ ABSTAIN = re.compile(
     re.IGNORECASE,
 )
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
-
-
-def api(srv: ServerProcess, method: str, path: str, token: str, **kw: Any) -> httpx.Response:
-    return httpx.request(method, srv.base_url + path, headers={"Authorization": f"Bearer {token}"},
-                         timeout=httpx.Timeout(900, connect=10), **kw)
-
-
-def upload(srv: ServerProcess, token: str, me: str, name: str, content: bytes) -> float:
-    """Import one WhatsApp export and wait for its job; the seconds it took."""
-    started = time.perf_counter()
-    r = api(srv, "POST", "/v1/imports", token, params={"me": me, "name": name}, content=content)
-    r.raise_for_status()
-    import_id = r.json()["id"]
-    while (row := api(srv, "GET", f"/v1/imports/{import_id}", token).json())["status"] not in ("done", "failed"):
-        time.sleep(0.5)
-    if row["status"] != "done":
-        raise RuntimeError(f"import of {name} failed: {row}")
-    return time.perf_counter() - started
 
 
 def tokens(text: str) -> list[str]:

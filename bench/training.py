@@ -42,6 +42,7 @@ import httpx
 import psutil
 
 from bench._common import percentiles, print_table, stop_server, write_result
+from bench._server_api import api, upload
 from tests.conftest import ServerProcess, new_user, start_server
 from voice_server.avatar.importers import Me
 from voice_server.avatar.importers.records import ImportedMessage
@@ -108,20 +109,9 @@ def heldout(limit: int) -> list[Pair]:
     return spread(build_pairs(lines).heldout, limit)
 
 
-def api(srv: ServerProcess, method: str, path: str, token: str, **kw: Any) -> httpx.Response:
-    return httpx.request(method, srv.base_url + path, headers={"Authorization": f"Bearer {token}"},
-                         timeout=httpx.Timeout(600, connect=10), **kw)
-
-
 def import_history(srv: ServerProcess, token: str) -> None:
     for path in sorted(DATA.glob("*.txt")):
-        r = api(srv, "POST", "/v1/imports", token, params={"me": ME, "name": path.name}, content=path.read_bytes())
-        r.raise_for_status()
-        import_id = r.json()["id"]
-        while (row := api(srv, "GET", f"/v1/imports/{import_id}", token).json())["status"] not in ("done", "failed"):
-            time.sleep(1)
-        if row["status"] != "done":
-            raise RuntimeError(f"import of {path.name} failed: {row}")
+        upload(srv, token, ME, path.name, path.read_bytes())
     deadline = time.monotonic() + 900
     while api(srv, "GET", "/v1/persona", token).json()["status"] != "ready":
         if time.monotonic() > deadline:
