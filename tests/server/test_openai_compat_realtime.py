@@ -101,7 +101,15 @@ async def test_transcription_deltas_add_up_on_real_speech(model_server: ServerPr
     deltas = [e.delta for e in events if e.type == "conversation.item.input_audio_transcription.delta"]
     completed = events[-1]
     assert "capital" in completed.transcript.lower()
-    assert len(deltas) >= 2 and "".join(deltas) == completed.transcript
+    assert len(deltas) >= 2
+    corrected = [e.to_dict() for e in events if e.type == "soma.input_audio_transcription.corrected"]
+    if corrected:
+        # The recogniser revised words two hypotheses had agreed on, after they were sent (seen here once in
+        # three runs: "What is the capital" then "what is the capital on France…"): deltas cannot be taken
+        # back, so the documented correction carries the transcript (voice_server/realtime/transcript.py).
+        assert corrected[-1]["transcript"] == completed.transcript
+    else:
+        assert "".join(deltas) == completed.transcript
     assert completed.usage.type == "duration" and completed.usage.seconds > 2
 
 
