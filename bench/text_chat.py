@@ -372,6 +372,10 @@ def summarise(samples: Sequence[Sample], prefix: str, suffix: str, metrics: dict
     if ok:
         metrics[f"{prefix}deltas_per_reply{suffix}"] = round(float(np.median([s.deltas for s in ok])), 1)
     metrics[f"{prefix}failed{suffix}"] = len(samples) - len(ok)
+    for s in samples:
+        if not s.ok:  # the reason goes to the log: a request that completed with no text has no error
+            print(f"{prefix or 'realtime_'}failed{suffix}: {s.error or 'completed without any text delta'}",
+                  file=sys.stderr)
 
 
 def aggregate_rate(samples: Sequence[Sample]) -> float | None:
