@@ -351,9 +351,8 @@ class IncrementalDecoder:
         if self._text.endswith(_INCOMPLETE):
             return ""
         cut = _find_stop(self._text, self._stop, self._emitted)
-        if self._phrases is not None:
-            at = self._phrases.find(self._text, self._emitted)
-            cut = at if cut is None or (at is not None and at < cut) else cut
+        if self._phrases is not None and (at := self._phrases.find(self._text, self._emitted)) is not None:
+            cut = at if cut is None else min(cut, at)
         if cut is not None:
             self.stopped = True
             return self._release(cut)

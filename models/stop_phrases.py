@@ -49,9 +49,8 @@ class PhraseGuard:
 
     def __init__(self, runs: Iterable[tuple[str, ...]]) -> None:
         self._runs = frozenset(runs)
-        self._prefixes = frozenset(run[:size] for run in self._runs for size in range(1, RUN))
-        # The words that may follow each head of a run, sorted: an unfinished word is looked up by bisection
-        # (per token, so not a scan of every run).
+        # The words that may follow each head of a run (its first 0 to RUN - 1 words), sorted: a word, finished
+        # or not, is looked up by bisection (per token, so not a scan of every run).
         following: defaultdict[tuple[str, ...], set[str]] = defaultdict(set)
         for run in self._runs:
             for size in range(RUN):
@@ -106,16 +105,17 @@ class PhraseGuard:
         spans = [(m.start(), _normal(m.group())) for m in _WORD.finditer(text)][-RUN:]
         for size in range(len(spans), 0, -1):
             tail = spans[-size:]
-            words = tuple(word for _, word in tail)
-            if words in self._prefixes or (open_end and self._starts_run(words)):
+            if self._starts_run(tuple(word for _, word in tail), unfinished=open_end):
                 return len(text) - tail[0][0]
         return 0
 
-    def _starts_run(self, words: tuple[str, ...]) -> bool:
-        """Whether ``words``, the last one unfinished, could be how a run begins."""
+    def _starts_run(self, words: tuple[str, ...], *, unfinished: bool) -> bool:
+        """Whether ``words`` could be how a run begins (``unfinished``: the last word may still grow)."""
         candidates = self._following.get(words[:-1], ())
         i = bisect_left(candidates, words[-1])
-        return i < len(candidates) and candidates[i].startswith(words[-1])
+        if i == len(candidates):
+            return False
+        return candidates[i].startswith(words[-1]) if unfinished else candidates[i] == words[-1]
 
 
 @lru_cache(maxsize=256)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -105,17 +105,24 @@ def context_markers(messages: Sequence[Message]) -> tuple[str, ...]:
             if len(words := sentence.split()) >= HEADER_WORDS:
                 markers.add(" ".join(words[:HEADER_WORDS]))
 
-    for message in messages:
-        if message.get("role") != "system":
-            continue
-        for line in message["content"].splitlines():
-            if (match := _HEADER.match(line)) is not None:
-                words = match.group(1).split()
-                markers.add(" ".join(words[:HEADER_WORDS]) if len(words) > 1 else words[0] + ":")
-                sentences(match.group(2))
-            elif not line.lstrip().startswith(("-", "*")):
-                sentences(line)
+    for line in _instruction_lines(messages):
+        if (match := _HEADER.match(line)) is not None:
+            words = match.group(1).split()
+            markers.add(" ".join(words[:HEADER_WORDS]) if len(words) > 1 else words[0] + ":")
+            sentences(match.group(2))
+        else:
+            sentences(line)
     return tuple(sorted(markers))
+
+
+def _instruction_lines(messages: Sequence[Message]) -> Iterator[str]:
+    """The non-blank lines of the system messages in ``messages`` that are not list items (``- ...``, ``* ...``:
+    recalled memories, the person's own example messages, which are the avatar's to use)."""
+    for message in messages:
+        if message.get("role") == "system":
+            for line in message["content"].splitlines():
+                if line.strip() and not line.lstrip().startswith(("-", "*")):
+                    yield line
 
 
 _QUOTED = re.compile(r"\"[^\"\n]*\"|\u201c[^\u201d\n]*\u201d")
@@ -128,14 +135,7 @@ def context_phrases(messages: Sequence[Message]) -> tuple[str, ...]:
     List items (recalled memories, the person's example messages) and quoted text (the person's
     self-description, words a client's instructions ask for) are the avatar's to say, so they give nothing.
     """
-    lines = []
-    for message in messages:
-        if message.get("role") != "system":
-            continue
-        for line in message["content"].splitlines():
-            if line.strip() and not line.lstrip().startswith(("-", "*")):
-                lines.append(_QUOTED.sub(" | ", line))
-    return tuple(lines)
+    return tuple(_QUOTED.sub(" | ", line) for line in _instruction_lines(messages))
 
 
 # A sentence ends at . ! or ? (plus closing quotes/brackets) followed by whitespace — but not after an initial

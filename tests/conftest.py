@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+SOMA = [sys.executable, "-m", "voice_server.cli"]
 # CI (`.ci/run`) names a file here: the id of each test is written to it as the test starts, so a run that dies
 # in native code (no pytest report at all) still says which test it was in.
 _TRAIL = os.environ.get("SOMA_TEST_TRAIL")
@@ -25,7 +26,6 @@ _TRAIL = os.environ.get("SOMA_TEST_TRAIL")
 def pytest_runtest_logstart(nodeid: str, location: tuple[str, int | None, str]) -> None:
     if _TRAIL:
         Path(_TRAIL).write_text(nodeid + "\n", encoding="utf-8")
-SOMA = [sys.executable, "-m", "voice_server.cli"]
 
 
 def free_port() -> int:
