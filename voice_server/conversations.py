@@ -227,11 +227,11 @@ class ConversationStore:
     async def unlearned_turns(self, *, within_s: float, limit: int) -> list[dict[str, Any]]:
         """Turns of any user from the last ``within_s`` seconds not yet marked learnt (`mark_learned`: a
         crash or a full memory queue), in the order they were recorded, at most ``limit``: ``id, user_id,
-        conversation_id, turn_index, user_text`` (opened with its owner's key)``, created_at``. For
+        conversation_id, turn_index, user_text, heard_text`` (opened with its owner's key)``, created_at``. For
         `voice_server.avatar.memory.service.MemoryService.start`. A turn that does not open is logged and left out."""
         async with self._db.pool.connection() as conn:
             cur = await conn.execute(
-                "SELECT id, user_id, conversation_id, turn_index, user_text, created_at FROM turns"
+                "SELECT id, user_id, conversation_id, turn_index, user_text, heard_text, created_at FROM turns"
                 " WHERE NOT memories_extracted AND created_at > now() - make_interval(secs => %s)"
                 " ORDER BY id LIMIT %s",
                 (within_s, limit),
@@ -412,7 +412,7 @@ async def record_turn(
     """
     turn_id = await store.add_turn(conversation_id, user_id, turn)
     if memory is not None and turn.user_text:
-        memory.learn_later(user_id, conversation_id, turn_id, turn.user_text)
+        memory.learn_later(user_id, conversation_id, turn_id, turn.user_text, turn.heard_text)
     if bond is not None and turn.user_text:
         bond.observe(user_id, turn.user_text)
     return turn_id

@@ -124,10 +124,10 @@ class Resources:
                 raise
             if models is not None:
                 stack.callback(models.close)
-            memory = await stack.enter_async_context(_memory_service(settings, db, keys, models))
+            live_calls = LiveCalls()
+            memory = await stack.enter_async_context(_memory_service(settings, db, keys, models, live_calls))
             persona = await stack.enter_async_context(_persona_service(db, keys, models))
             bond = await stack.enter_async_context(_bond_service(db, keys))
-            live_calls = LiveCalls()
             voices = await stack.enter_async_context(_voice_service(settings, db, keys, models, live_calls))
             training = await stack.enter_async_context(
                 _training_service(settings, db, keys, models, live_calls, persona)
@@ -172,7 +172,7 @@ async def _keyring(settings: Settings, db: Database) -> Keyring:
 
 @asynccontextmanager
 async def _memory_service(
-    settings: Settings, db: Database, keys: Keyring, models: ModelSet | None
+    settings: Settings, db: Database, keys: Keyring, models: ModelSet | None, live_calls: LiveCalls
 ) -> AsyncIterator[MemoryService | None]:
     """The memory service when the embedder is loaded; its worker is drained and stopped on exit."""
     if models is None or models.embed is None:
@@ -181,7 +181,7 @@ async def _memory_service(
     llm = models.llm if settings.memory_llm_extraction else None
     memory = MemoryService(
         db, keys, models.embed, turns=ConversationStore(db, keys),
-        weights=RecallWeights(budget_tokens=settings.memory_budget_tokens), llm=llm,
+        weights=RecallWeights(budget_tokens=settings.memory_budget_tokens), llm=llm, live=live_calls,
     )
     await memory.start()
     try:

@@ -60,6 +60,16 @@ export function setUpMemories() {
     return el("p", { class: "memory-meta" }, kind, ` ${parts.join(" · ")}`);
   }
 
+  /** Where the memory came from: the message or call turn it was taken from, quoted (none: added by hand). */
+  function origin(memory) {
+    const from = memory.origin;
+    if (!from) return null;
+    const who = from.is_user ? "you" : from.speaker === "avatar" ? "your avatar" : from.speaker;
+    const where = from.source === "import" ? `a message from ${who} in “${from.thread}”` : `what ${who} said in a conversation`;
+    return el("p", { class: "memory-origin" }, `From ${where}, ${when(from.said_at)}: `,
+      el("q", { text: from.text }));
+  }
+
   /** One memory's list item; its buttons edit and forget it. */
   function item(memory) {
     const textId = `memory-text-${++state.ids}`;
@@ -69,8 +79,8 @@ export function setUpMemories() {
         "aria-describedby": textId, on: { click: () => editing(m) } });
       const forget = el("button", { class: "secondary-button small", type: "button", text: "Delete",
         "aria-describedby": textId, on: { click: () => confirmForget(m, li, forget) } });
-      li.replaceChildren(el("p", { class: "memory-text", id: textId, text: m.text }), meta(m),
-        el("div", { class: "memory-actions" }, edit, forget));
+      li.replaceChildren(...[el("p", { class: "memory-text", id: textId, text: m.text }), meta(m), origin(m),
+        el("div", { class: "memory-actions" }, edit, forget)].filter(Boolean));
       return edit;
     };
     const editing = (m) => {

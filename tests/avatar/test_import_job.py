@@ -80,9 +80,15 @@ def test_batches_are_bounded_sealed_to_their_row_and_report_position(tmp_path: P
         key.open(texts[-2], fields.imported("text", ids[-1]))
     assert is_user[-2] and not is_user[-1] and ats[-1].tzinfo is not None
     assert len(set(idem)) == len(idem)
-    facts = {c.text: said for b in batches for _, _, c, said in b.candidates}
+    facts = {c.text: (said, episode) for b in batches for _, _, c, said, episode in b.candidates}
     assert "My sister Ana lives in Porto." in facts and not any("Rex" in t for t in facts)
-    assert facts["My sister Ana lives in Porto."] == ats[-2]  # said when the message was sent, not at import
+    said, episode = facts["My sister Ana lives in Porto."]
+    assert said == ats[-2]  # said when the message was sent, not at import
+    # Every message with text is an episode of its own, both speakers; a memory names its message's episode.
+    last = batches[-1].episodes
+    assert len(last) == 302 and episode == last.ids[-2]
+    assert key.open(last.speakers[-1], fields.episode("speaker", last.ids[-1])) == "Ana Souza"
+    assert last.message_ids[-1] == ids[-1] and last.said_at[-1] == ats[-1]
 
 
 @pytest.mark.parametrize("size", [0, 5, CHUNK - 1, CHUNK, CHUNK + 1, 2 * CHUNK + 999])

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from voice_server.avatar.memory import policy
+from voice_server.avatar.memory.evidence import EVIDENCE_HEADER, Hit, evidence_line, format_evidence
 from voice_server.avatar.memory.extraction import Candidate, Forget, extract, parse_llm_candidates
 from voice_server.avatar.memory.store import Match
 
@@ -123,7 +124,7 @@ def test_an_older_statement_becomes_the_history_of_a_newer_one() -> None:
     assert policy.reconcile(porto, [lisbon]) == policy.Decision("update", (lisbon.id,))
     # Recall dates a memory by when it was said (the message's day), not when it was stored.
     said = Match({**row("I adopted a puppy called Pixie.", "me"), "said_at": old}, 0.8)
-    assert "(2023-05-12)" in policy.format_memories([said])
+    assert evidence_line(Hit("memory", said.id, row=said.row)).startswith("- 2023-05-12, the user:")
 
 
 def test_forget_targets() -> None:
@@ -147,9 +148,11 @@ def test_recall_ranks_by_relevance_recency_importance_within_budget() -> None:
     assert chosen[0] is fresh and stale in chosen and vital in chosen
     assert chosen.index(vital) < chosen.index(stale)
     assert weak not in chosen and long not in chosen  # below the relevance floor / over the budget
-    text = policy.format_memories(chosen)
-    assert text.startswith("What the user told you before") and "- Fresh and relevant. (2026-11-30)" in text
-    assert policy.format_memories([]) == ""
+    hits = [Hit("memory", m.id, row=m.row, selected=True) for m in chosen]
+    text = format_evidence(hits, [], budget_tokens=200)
+    assert text.startswith(EVIDENCE_HEADER) and "- 2026-11-30, the user: Fresh and relevant." in text
+    assert format_evidence([], [], budget_tokens=200) == ""
+    assert "Nothing you remember mentions Havana." in format_evidence([], ["Havana"], budget_tokens=200)
 
 
 def test_recalled_memories_never_change_the_cached_system_prefix() -> None:

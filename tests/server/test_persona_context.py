@@ -20,6 +20,7 @@ from voice_server.api.chat_routes import ChatCompletionRequest, _prompt
 from voice_server.avatar.directory import Avatar, resolve_avatar
 from voice_server.avatar.importers import Me
 from voice_server.avatar.imports.job import create_import, run_import
+from voice_server.avatar.memory.evidence import EVIDENCE_HEADER
 from voice_server.avatar.memory.service import MemoryService
 from voice_server.avatar.persona.service import PersonaService
 from voice_server.conversations import AvatarContext, ConversationStore
@@ -132,7 +133,7 @@ async def test_a_turn_quotes_similar_examples_with_one_embedding(db: Database, e
         assert counting.texts == before + 1  # one embedding for recall and examples
         assert messages[0] == {"role": "system", "content": persona}
         late = messages[-2]["content"]
-        assert late.startswith("What the user told you") or late.startswith("How Sam Rivers writes")
+        assert late.startswith(EVIDENCE_HEADER) or late.startswith("How Sam Rivers writes")
         quoted = late[late.index("How Sam Rivers writes") :].splitlines()[1:]
         assert 1 <= len(quoted) <= 3 and any("hik" in line for line in quoted), quoted
         sam_lines = {text for sender, text in fx.sam_messages() if sender == fx.ME}

@@ -132,6 +132,9 @@ def test_an_import_shows_progress_and_a_report_and_its_memory_is_found_edited_an
     expect(fact).to_have_count(1)
     expect(fact.locator(".memory-text")).to_have_text(f"My sister {canary} lives in Porto.")
     expect(fact).to_contain_text("From an import")
+    # Where it came from (issue 20): the message it was taken from, quoted, with who wrote it and when.
+    expect(fact.locator(".memory-origin")).to_contain_text("From a message from you in")
+    expect(fact.locator(".memory-origin q")).to_have_text(f"My sister {canary} lives in Porto.")
     page.get_by_role("searchbox", name="Search memories").fill("where does my sister live")
     page.get_by_role("button", name="Search", exact=True).click()
     expect(page.locator("#memories-status")).to_contain_text("match “where does my sister live”")

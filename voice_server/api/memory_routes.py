@@ -7,6 +7,7 @@ the caller's own memories exist for them: anyone else's id answers 404, like an 
 
 from __future__ import annotations
 
+import time
 import uuid
 from datetime import date, datetime
 from typing import Annotated, Any
@@ -16,6 +17,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from voice_server.accounts import Principal
 from voice_server.api.deps import ResourcesDep, require_scope
+from voice_server.avatar.memory.evidence import Hit
 from voice_server.avatar.memory.service import MemoryService
 from voice_server.avatar.memory.store import Kind, NewMemory, page_cursor, parse_page_cursor
 from voice_server.errors import ApiError, not_found
@@ -65,11 +67,32 @@ def _service(res: Resources) -> MemoryService:
     return res.memory
 
 
-def _out(row: dict[str, Any], similarity: float | None = None) -> dict[str, Any]:
+def _out(
+    row: dict[str, Any], similarity: float | None = None, origins: dict[uuid.UUID, dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """A memory as the API shows it. ``origin``: the message or call turn it was taken from (``null``: added
+    by the user, or its message is gone), when ``origins`` (`MemoryService.origins`) was looked up."""
     body = {"object": "memory", **row}
     if similarity is not None:
         body["similarity"] = round(similarity, 4)
+    if origins is not None:
+        body["origin"] = _origin(origins[row["episode_id"]]) if row.get("episode_id") in origins else None
     return body
+
+
+def _origin(row: dict[str, Any]) -> dict[str, Any]:
+    """Where a remembered message comes from, as the API shows it (memories' origins and evidence)."""
+    return {
+        "object": "message",
+        "id": row["id"],
+        "text": row["text"],
+        "speaker": row["speaker"],
+        "thread": row["thread"],
+        "is_user": row["is_user"],
+        "said_at": row["said_at"],
+        "event_date": row["event_date"],
+        "source": "import" if row["message_id"] is not None else "conversation",
+    }
 
 
 @router.get("", summary="The caller's memories, newest first")
@@ -94,9 +117,10 @@ async def list_memories(
     )
     page = rows[:limit]
     more = len(rows) > limit
+    origins = await _service(res).origins(user.user_id, page)
     return {
         "object": "list",
-        "data": [_out(r) for r in page],
+        "data": [_out(r, origins=origins) for r in page],
         "has_more": more,
         "next_cursor": page_cursor(page[-1]) if more else None,
         "next_before": page[-1]["created_at"] if more else None,
@@ -111,8 +135,57 @@ async def search_memories(
     limit: Annotated[int, Query(ge=1, le=50)] = 10,
 ) -> dict[str, Any]:
     """Best match first, each with its cosine ``similarity``."""
-    matches = await _service(res).search(user.user_id, q, limit)
-    return {"object": "list", "data": [_out(m.row, m.similarity) for m in matches]}
+    service = _service(res)
+    matches = await service.search(user.user_id, q, limit)
+    origins = await service.origins(user.user_id, [m.row for m in matches])
+    return {"object": "list", "data": [_out(m.row, m.similarity, origins) for m in matches]}
+
+
+@router.get("/evidence", summary="What the avatar remembers that bears on a question: messages and memories")
+async def search_evidence(
+    user: MemoryReader,
+    res: ResourcesDep,
+    response: Response,
+    q: Annotated[str, Query(min_length=1, max_length=2000)],
+    limit: Annotated[int, Query(ge=1, le=50)] = 10,
+) -> dict[str, Any]:
+    """Hybrid search over every message the caller imported, typed or said in a call (both speakers) and their
+    memories, best first (`voice_server.avatar.memory.evidence`). Each item: ``object`` ("message" or
+    "memory"), its fields, ``score``, ``similarity``, ``relevant`` (what recall would put in a prompt) and, for
+    the best messages, ``context`` (the messages just before and after). ``unknown``: names in ``q`` that
+    nothing the caller ever said or heard contains. The ``Server-Timing`` header splits the time into
+    ``embed`` and ``search``."""
+    service = _service(res)
+    started = time.perf_counter()
+    vector = await service.embed_one(q)
+    embedded = time.perf_counter()
+    found = await service.evidence.search(user.user_id, q, vector, limit=limit)
+    response.headers["Server-Timing"] = (
+        f"embed;dur={(embedded - started) * 1000:.1f}, search;dur={found.search_ms:.1f}"
+    )
+    return {"object": "list", "data": [_evidence_out(h) for h in found.hits], "unknown": found.unknown}
+
+
+@router.get("/index", summary="How far the caller's messages are indexed for search")
+async def index_status(user: MemoryReader, res: ResourcesDep) -> dict[str, Any]:
+    """``pending``: messages still waiting for their embedding (lexical search finds them already);
+    ``indexed``: those with one."""
+    return await _service(res).index_status(user.user_id)
+
+
+def _evidence_out(hit: Hit) -> dict[str, Any]:
+    common = {"score": round(hit.score, 5), "similarity": round(hit.similarity, 4), "relevant": hit.relevant}
+    if hit.kind == "memory":
+        return {**_out(hit.row), **common}
+    return {
+        **_origin(hit.row),
+        **common,
+        "context": [
+            {"id": c["id"], "text": c["text"], "speaker": c["speaker"], "is_user": c["is_user"],
+             "said_at": c["said_at"]}
+            for c in hit.context
+        ],
+    }
 
 
 @router.post("", status_code=201, summary="Tell the avatar something to remember")
@@ -127,10 +200,11 @@ async def create_memory(body: MemoryIn, user: MemoryUser, res: ResourcesDep) -> 
 
 @router.get("/{memory_id}", summary="One memory (live or superseded)")
 async def get_memory(memory_id: uuid.UUID, user: MemoryReader, res: ResourcesDep) -> dict[str, Any]:
-    row = await _service(res).store.get(user.user_id, memory_id)
+    service = _service(res)
+    row = await service.store.get(user.user_id, memory_id)
     if row is None:
         raise not_found("memory")
-    return _out(row)
+    return _out(row, origins=await service.origins(user.user_id, [row]))
 
 
 @router.patch("/{memory_id}", summary="Correct a memory")
@@ -145,7 +219,7 @@ async def update_memory(memory_id: uuid.UUID, body: MemoryPatch, user: MemoryUse
     row = await memory.store.update(user.user_id, memory_id, fields, vector)
     if row is None:
         raise not_found("memory")
-    return _out(row)
+    return _out(row, origins=await memory.origins(user.user_id, [row]))
 
 
 @router.delete("/{memory_id}", status_code=204, summary="Forget a memory (and the older versions it replaced)")

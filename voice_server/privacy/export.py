@@ -3,6 +3,7 @@
 Contents: ``manifest.json`` (row counts per table), ``account.json`` (profile with the timezone, token metadata —
 never password or token hashes — and the SIP line settings), ``conversations.json``, ``turns.jsonl`` (every turn,
 one JSON object per line), ``memories.jsonl`` (including superseded ones and their embeddings),
+``episodes.jsonl`` (episodic memory: every remembered message and call turn, both speakers, opened),
 ``media.json`` plus the files under ``media/``, ``share_links.json``, ``audit.jsonl`` (the user's own
 trail), ``imports.jsonl`` and ``imported_messages.jsonl`` (every imported message, opened),
 ``persona.jsonl`` (the persona's profile and edits), ``persona_examples.jsonl`` (its examples, with their
@@ -39,6 +40,7 @@ from typing import Any
 from voice_server import accounts, conversations
 from voice_server.avatar.bond import service as bond_service
 from voice_server.avatar.imports import store as imports
+from voice_server.avatar.memory import episodes
 from voice_server.avatar.memory import store as memories
 from voice_server.avatar.persona import store as persona
 from voice_server.avatar.proactive import notifications, planner, settings_store
@@ -59,9 +61,14 @@ EXPORTED_TABLES = (
     "users", "api_tokens", "conversations", "turns", "memories", "media", "share_links", "audit_log", "sip_lines",
     "imports", "imported_messages", "personas", "persona_examples", "bonds", "proactive_settings", "milestones",
     "proactive_jobs", "notifications", "import_media", "voice_clips", "voices", "voice_choices", "voice_jobs",
-    "training_jobs", "tuned_models", "model_choices",
+    "training_jobs", "tuned_models", "model_choices", "episodes",
 )
-NOT_EXPORTED = {"user_keys": "the wrapped data key: the archive is already decrypted"}
+NOT_EXPORTED = {
+    "user_keys": "the wrapped data key: the archive is already decrypted",
+    "episode_vectors": "embeddings derived from episodes.jsonl's texts",
+    "episode_pending": "the indexer's queue: which episodes wait for an embedding",
+    "episode_terms": "keyed word-hash counts derived from episodes.jsonl's texts",
+}
 _BATCH = 500
 
 
@@ -147,6 +154,7 @@ async def export_archive(
     parts: list[tuple[str, str, UserRows]] = [
         ("turns", "turns.jsonl", conversations.export_turns(key, user_id)),
         ("memories", "memories.jsonl", memories.export_rows(key, user_id)),
+        ("episodes", "episodes.jsonl", episodes.export_rows(key, user_id)),
         ("imports", "imports.jsonl", imports.export_imports(key, user_id)),
         ("imported_messages", "imported_messages.jsonl", imports.export_imported(key, user_id)),
         ("personas", "persona.jsonl", persona.export_persona(key, user_id)),

@@ -25,6 +25,14 @@ def memory(column: Literal["text", "subject"], memory_id: uuid.UUID) -> str:
     return f"memories.{column}|{memory_id}"
 
 
+EpisodeColumn = Literal["thread", "speaker", "text"]
+
+
+def episode(column: EpisodeColumn, episode_id: uuid.UUID) -> str:
+    """An episode's (a remembered message's) thread name, speaker or text."""
+    return f"episodes.{column}|{episode_id}"
+
+
 def live_session(session_id: str) -> str:
     """A live session's state document in Redis."""
     return f"redis.session|{session_id}"

@@ -63,9 +63,10 @@ from voice_server.avatar.importers import detect as detect_format
 from voice_server.avatar.importers import parse as parse_file
 from voice_server.avatar.imports.recordings_job import prepare
 from voice_server.avatar.imports.recordings_plan import MediaPlan, MediaTools, NoSpeechModelError, already_imported
-from voice_server.avatar.memory import policy
+from voice_server.avatar.memory import episodes, policy
+from voice_server.avatar.memory.episodes import EpisodeBatch
 from voice_server.avatar.memory.extraction import Candidate, extract
-from voice_server.avatar.memory.service import Embedder
+from voice_server.avatar.memory.indexer import Embedder
 from voice_server.avatar.memory.store import Conn, MemoryStore, NewMemory
 from voice_server.security import fields
 from voice_server.security.keys import Keyring, UserKey
@@ -139,7 +140,9 @@ class Batch:
     """One batch of records, sealed and ready for one INSERT (built in a worker thread)."""
 
     columns: tuple[list[Any], ...]  # ids, idem keys, sources, conversations, senders, texts, ats, is_user, attachments
-    candidates: list[tuple[bytes, int, Candidate, datetime | None]]  # (idem key, sequence number, candidate, said)
+    # (idem key, sequence number, candidate, said, the episode of its message)
+    candidates: list[tuple[bytes, int, Candidate, datetime | None, uuid.UUID]]
+    episodes: EpisodeBatch = field(default_factory=EpisodeBatch)  # every message, both speakers (episodic memory)
     read: int = 0
     skipped: collections.Counter[str] = field(default_factory=collections.Counter)
     position: int = 0
@@ -176,13 +179,18 @@ def seal_batch(
             )
             for column, value in zip(columns, values, strict=True):
                 column.append(value)
+            episode_id = batch.episodes.add(
+                key, text=record.text, speaker=record.sender, thread=record.conversation,
+                thread_id=f"{record.source}|{record.conversation}", is_user=record.is_user,
+                said_at=at if at is not None else datetime.now(UTC), message_id=message_id,
+            ) if record.text.strip() else None
             batch.read += 1
             batch.from_user += record.is_user
-            if record.is_user and record.text:
+            if record.is_user and episode_id is not None:
                 today = record.at.date() if record.at is not None else date.today()
                 for found in extract(record.text, today):
                     if isinstance(found, Candidate):  # "forget that" in an old chat deletes nothing today
-                        batch.candidates.append((idem, seq, found, at))
+                        batch.candidates.append((idem, seq, found, at, episode_id))
                         seq += 1
         if batch.read + sum(batch.skipped.values()) >= size:
             break
@@ -348,7 +356,7 @@ async def _run(
             records = plan.records()
         occurrences = OccurrenceKeys()
         # A min-heap by (importance, -seq), the weakest on top; each with the time its message was sent.
-        heap: list[tuple[float, int, Candidate, datetime | None]] = []
+        heap: list[tuple[float, int, Candidate, datetime | None, uuid.UUID]] = []
         read, created, seq, from_user = 0, 0, 0, 0
         skipped: collections.Counter[str] = collections.Counter()
         audio_s = plan.audio_s if plan is not None else 0.0
@@ -367,9 +375,10 @@ async def _run(
                     cur = await conn.execute(_INSERT, (user_id, import_id, *batch.columns))
                     stored = {bytes(row["idem_key"]) for row in await cur.fetchall()}
                     created += len(stored)
-                for idem, n, candidate, said_at in batch.candidates:
+                    await episodes.insert_batch(conn, user_id, batch.episodes)
+                for idem, n, candidate, said_at, episode_id in batch.candidates:
                     if idem in stored:
-                        item = (candidate.importance, -n, candidate, said_at)
+                        item = (candidate.importance, -n, candidate, said_at, episode_id)
                         if len(heap) < MAX_MEMORIES:
                             heapq.heappush(heap, item)
                         elif item[:2] > heap[0][:2]:
@@ -379,7 +388,7 @@ async def _run(
             if read and not from_user and chosen in MULTI_SENDER:
                 why = await asyncio.to_thread(_not_a_participant, source.open_file, source.name, chosen, source.me)
                 raise ImportFailed(why)
-            chosen_candidates = [(c, at) for _, _, c, at in sorted(heap, key=lambda item: -item[1])]  # file order
+            chosen_candidates = [(c, at, e) for _, _, c, at, e in sorted(heap, key=lambda item: -item[1])]  # file order
             memories = 0
             if embedder is not None and chosen_candidates:
                 memories = await _remember(conn, MemoryStore(db, keys), embedder, user_id, chosen_candidates)
@@ -431,27 +440,28 @@ async def _remember(
     store: MemoryStore,
     embedder: Embedder,
     user_id: uuid.UUID,
-    candidates: Sequence[tuple[Candidate, datetime | None]],
+    candidates: Sequence[tuple[Candidate, datetime | None, uuid.UUID]],
 ) -> int:
     """Embed and reconcile the file's memory candidates (each with the time its message was sent, which becomes
-    the memory's ``said_at``) inside the import's transaction; the number added."""
-    unique: dict[str, tuple[Candidate, datetime | None]] = {}
-    for candidate, said_at in candidates:
-        unique.setdefault(candidate.text.casefold(), (candidate, said_at))
+    the memory's ``said_at``, and the episode of that message, its provenance) inside the import's
+    transaction; the number added."""
+    unique: dict[str, tuple[Candidate, datetime | None, uuid.UUID]] = {}
+    for candidate, said_at, episode_id in candidates:
+        unique.setdefault(candidate.text.casefold(), (candidate, said_at, episode_id))
     chosen = list(unique.values())
     # The same lock as the memory service's per-turn learning: one writer of a user's memories at a time.
     await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (str(user_id),))
     added = 0
     for start in range(0, len(chosen), EMBED_BATCH):
         part = chosen[start : start + EMBED_BATCH]
-        vectors = np.asarray(await embedder.aembed([c.text for c, _ in part]), dtype=np.float32)
-        for (candidate, said_at), vector in zip(part, vectors, strict=True):
+        vectors = np.asarray(await embedder.aembed([c.text for c, _, _ in part]), dtype=np.float32)
+        for (candidate, said_at, episode_id), vector in zip(part, vectors, strict=True):
             matches = await store.similar(conn, user_id, vector, limit=5, subject=candidate.subject)
             decision = policy.reconcile(candidate, matches, said_at)
             if decision.action == "none":
                 continue
             memory = NewMemory(candidate.text, candidate.kind, candidate.importance, candidate.subject,
-                               candidate.event_date, "import", said_at=said_at)
+                               candidate.event_date, "import", said_at=said_at, episode_id=episode_id)
             row = await store.insert(conn, user_id, memory, vector)
             if decision.action == "history":  # an older statement than what is known: kept as its history
                 await store.supersede(conn, user_id, row["id"], decision.targets[0])

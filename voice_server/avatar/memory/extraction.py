@@ -2,8 +2,10 @@
 
 Sans-I/O and pure: text in, `Candidate`/`Forget` values out. The rules catch the statements people make
 about their own lives in conversation ("my sister Ana lives in Porto", "I love hiking", "I'm moving to Berlin
-next month", "Ana moved to Lisbon", "forget that"). A memory keeps the user's own words (first person), which
-is what the user reads back in the memories screen and what the prompt quotes.
+next month", "Ana moved to Lisbon", "we adopted a puppy called Pixie", "I'm learning the violin", "forget
+that"). A memory keeps the user's own words (first person), which is what the user reads back in the memories
+screen and what the prompt quotes. `extract_theirs` runs the same rules on what another person in a chat said
+about their own life, recording who said it. Dates are resolved by `timecues.resolve_event_date`.
 """
 
 from __future__ import annotations
@@ -11,11 +13,12 @@ from __future__ import annotations
 import json
 import logging
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, timedelta
 from typing import Any
 
 from voice_server.avatar.memory.store import KINDS, Kind
+from voice_server.avatar.memory.timecues import resolve_event_date
 
 log = logging.getLogger(__name__)
 
@@ -97,13 +100,82 @@ _JOB = re.compile(
 _RELATIONSHIP = re.compile(r"\b(?P<value>married|divorced|dating|engaged|separated|broke up)\b", re.I)
 _AGE = re.compile(r"\b(?:(?P<value>\d+)\s+years? old|turned (?P<turned>\d+))\b", re.I)
 _NAME = re.compile(r"\b(?:(?i:my name is)\s+(?P<value>[\w'-]+)|(?i:call me)\s+(?P<called>[A-Z][\w'-]+))")
-_MONTHS = ("january", "february", "march", "april", "may", "june", "july", "august", "september", "october",
-           "november", "december")
-_DATE = re.compile(rf"\b(?:on\s+)?(?P<month>{'|'.join(_MONTHS)})\s+(?P<day>\d{{1,2}})(?:st|nd|rd|th)?\b", re.I)
-_RELATIVE = {"today": 0, "tonight": 0, "tomorrow": 1, "yesterday": -1, "next week": 7}
+# Things the user did or is doing ("we adopted a puppy", "I'm learning the violin"): a first-person subject,
+# at most two adverbs, then a verb of doing. Simple past and a completed perfect are events; a progressive or a
+# perfect of starting ("I've started/joined …") is an ongoing activity, a fact. The verbs are those of things
+# worth remembering, not every verb: "had", "made", "said" are mostly chat ("I had lunch", "I made it").
+_DOER = r"\b(?:i|we)"
+_ADVERBS = (
+    r"(?:\s+(?:just|finally|actually|recently|also|both|all|even|already|then|first|once|officially|eventually)){0,2}"
+)
+_PAST_VERBS = (
+    r"went|visited|adopted|got|bought|started|began|finished|completed|joined|ran|moved|met|saw|passed|lost|won|"
+    r"booked|signed\s+up|enrolled|graduated|travell?ed|flew|drove|hiked|climbed|took|quit|left|sold|found|built|"
+    r"wrote|learn(?:ed|t)|tried|celebrated|hosted|attended|organi[sz]ed|launched|opened|retired|survived|"
+    r"volunteered|performed|published|received|renovated|rescued|qualified"
+)
+_DONE_PARTICIPLES = (
+    r"been\s+to|visited|adopted|gotten|bought|finished|completed|run|moved|met|seen|passed|lost|won|booked|"
+    r"enrolled|graduated|travell?ed|flown|hiked|climbed|quit|left|sold|found|built|written|learn(?:ed|t)|tried|"
+    r"retired|survived|published|received|renovated|rescued|qualified"
+)
+_STARTED_PARTICIPLES = r"started|begun|joined|taken\s+up|signed\s+up"
+_ONGOING_VERBS = (
+    r"learning|doing|taking|training|studying|practi[sc]ing|building|writing|volunteering|renovating|coaching|"
+    r"teaching|attending|working\s+on|recovering|saving\s+up"
+)
+_DID = re.compile(rf"{_DOER}{_ADVERBS}\s+(?P<verb>{_PAST_VERBS})\b", re.I)
+_HAVE_DONE = re.compile(rf"{_DOER}(?:'ve|\s+have){_ADVERBS}\s+(?P<verb>{_DONE_PARTICIPLES})\b", re.I)
+# "I've got a dog" is having, not getting: a fact (it was a person memory about "I've" before that was fixed).
+_HAVE_GOT = re.compile(rf"{_DOER}(?:'ve|\s+have){_ADVERBS}\s+(?P<verb>got)\b", re.I)
+_HAVE_STARTED = re.compile(rf"{_DOER}(?:'ve|\s+have){_ADVERBS}\s+(?P<verb>{_STARTED_PARTICIPLES})\b", re.I)
+_DOING = re.compile(
+    rf"{_DOER}(?:'m|'re|\s+am|\s+are|(?:'ve|\s+have)\s+been){_ADVERBS}\s+(?P<verb>{_ONGOING_VERBS})\b", re.I
+)
+# In order: a sentence with both an activity and a deed ("I've started running and ran 5k") is the activity.
+_ACTIVITY_RULES: tuple[tuple[re.Pattern[str], Kind], ...] = (
+    (_DOING, "fact"), (_HAVE_STARTED, "fact"), (_HAVE_GOT, "fact"), (_HAVE_DONE, "event"), (_DID, "event"),
+)
+# Before the verb, these make it something that did not happen ("I didn't go", "if we moved", "I'd visit").
+_NOT_DONE = re.compile(
+    r"n't\b|\b(?:not|never|no longer|if|unless|would|could|might|should|must|wish|hope|maybe|perhaps|suppose|"
+    r"imagine|whether|pretend)\b|'d\b",
+    re.I,
+)
+# A clause ends here: "I got up and had breakfast" is about getting up, not breakfast.
+_CLAUSE_END = re.compile(r"[,;:]|\s(?:and|but|because|cos|so|then|while|when|after|before|until|though|although)\b",
+                         re.I)
+_WORD = re.compile(r"[a-z0-9][a-z0-9'-]*", re.I)  # "10k" counts as content, "10" does not (no letter)
+# Words that say nothing about what was done: pronouns, determiners, prepositions and particles ("I got up"),
+# auxiliaries and light verbs, times and fillers.
+_FILLER = frozenset(
+    "i me my mine myself we us our ours you your yours it its this that these those he him his she her hers they "
+    "them their theirs there here what which who something anything nothing everything someone anyone everyone "
+    "one a an the some any another other every each all both few lot lots bit couple such "
+    "to in on at for of with from by about into onto out up down off over back away around through along "
+    "together as than like "
+    "be been being is am are was were do did does done doing have has had get got go went gone going see saw make "
+    "made let come came "
+    "just so very really too also now then again today tonight yesterday tomorrow morning afternoon evening "
+    "night week weekend month year years ago last next earlier later recently finally already still even once "
+    "twice first new old own much many more most little long soon ahead eventually anyway instead alone "
+    "somewhere anywhere everywhere "
+    "lol haha um uh well ok okay yeah yes no oh".split()
+)
+# Objects and complements of everyday chat ("I went to bed", "I went quiet", "I saw your message"): alone after
+# the verb they make no memory; with another content word they do ("I went to bed early after the wedding").
+_TRIVIAL = frozenset(
+    "bed sleep home house work school toilet bathroom loo shower bath nap break rest lunch dinner breakfast food "
+    "snack message messages text texts email emails call calls reply voicemail point idea joke video videos post "
+    "quiet silent mad crazy lost bored tired ready dressed changed stuck distracted confused busy late early "
+    "wrong right lucky mistake chance look glance minute minutes second seconds moment while time way thing "
+    "things stuff sense track touch best fine good great alright dishes laundry chores shopping groceries walk "
+    "hang gist day phone keys shop shops store gym".split()
+)
 _NOT_NAMES = frozenset(
     "i the a an this that these those it he she they we you my our your his her their there here what who "
-    "today tomorrow yesterday yes no ok okay well so and but or also then now".split()
+    "today tomorrow yesterday yes no ok okay well so and but or also then now "
+    "i've i'm i'll i'd we've we're we'll we'd you've you're".split()  # "I've started…" is no person called I've
 )
 _IMPORTANCE: dict[Kind, float] = {
     "person": 0.7, "event": 0.7, "plan": 0.65, "fact": 0.6, "preference": 0.5, "feeling": 0.35,
@@ -146,14 +218,22 @@ def split_sentences(text: str) -> list[str]:
     return [s.strip() for s in _SENTENCES.split(text) if s.strip()]
 
 
-def subject_of(sentence: str) -> str | None:
-    """Who a statement is about: a named relation ("my sister Ana" → ``ana``), a relation (``sister``), a
-    leading name ("Ana moved…" → ``ana``), the user (``me``), or ``None``."""
+def _relation(sentence: str) -> tuple[str, bool] | None:
+    """The speaker's relation a sentence is about: (its name, True) for "my sister Ana" → ``ana``, (the
+    relation, False) for "my sister" → ``sister``; ``None`` when it names none."""
     if m := _MY_RELATION.search(sentence):
         name = m.group("name")
         if name and name[0].isupper() and name.lower() not in _NOT_NAMES:
-            return name.lower()
-        return m.group("rel").lower()
+            return name.lower(), True
+        return m.group("rel").lower(), False
+    return None
+
+
+def subject_of(sentence: str) -> str | None:
+    """Who a statement is about: a named relation ("my sister Ana" → ``ana``), a relation (``sister``), a
+    leading name ("Ana moved…" → ``ana``), the user (``me``), or ``None``."""
+    if relation := _relation(sentence):
+        return relation[0]
     if (m := _LEADING_NAME.match(sentence)) and m.group("name").lower() not in _NOT_NAMES:
         return m.group("name").lower()
     if _FIRST_PERSON.search(sentence):
@@ -180,20 +260,55 @@ def attribute_of(sentence: str) -> str | None:
 
 
 def date_in(sentence: str, today: date) -> date | None:
-    """A date the sentence names: "on March 3" (this year, or next if it has passed) or today/tomorrow/…"""
-    if m := _DATE.search(sentence):
-        month = _MONTHS.index(m.group("month").lower()) + 1
-        try:
-            found = date(today.year, month, int(m.group("day")))
-        except ValueError:
-            return None
-        if found < today and _PLAN.search(sentence):
-            found = found.replace(year=today.year + 1)
+    """The day the sentence names, said on ``today``, or ``None``: `timecues.resolve_event_date` (yesterday,
+    tomorrow, "last year", "next Tuesday", "two weeks ago", "12 March", "March 12th", …; a month alone, "in
+    June", names no day), except that a yearless calendar date follows the sentence's tense where the nearest
+    such day would contradict it: in a plan ("I'm visiting my aunt on January 5th") it is the next one, in a
+    statement of something done ("we ran the Lisbon half on 12 March") the last one."""
+    # One date parser for memories and episodes alike, so a memory and the message it came from agree.
+    found = resolve_event_date(sentence, today)
+    if found is None:
+        return None
+    plan = _PLAN.search(sentence) is not None
+    if found < today and plan:
+        step = 1
+    elif found > today and not plan and activity_of(sentence) == "event":
+        step = -1
+    else:
         return found
-    lowered = sentence.lower()
-    for word, days in _RELATIVE.items():
-        if re.search(rf"\b{word}\b", lowered):
-            return today + timedelta(days=days)
+    # Only a yearless calendar date may move: resolved from half a year away it is the same day a year over,
+    # while a relative expression ("yesterday", "last month") moves with its anchor and a dated one not at all.
+    other = resolve_event_date(sentence, today + timedelta(days=183 * step))
+    if other is not None and (other.month, other.day, other.year) == (found.month, found.day, found.year + step):
+        return other
+    return found
+
+
+def _is_content(word: str) -> bool:
+    return len(word) > 1 and any(c.isalpha() for c in word) and word not in _FILLER and word not in _TRIVIAL
+
+
+def activity_of(sentence: str) -> Kind | None:
+    """What the speaker did or is doing, as a kind: ``"event"`` for something done ("we adopted another puppy",
+    "I went to a support group yesterday", "I've finished the book"), ``"fact"`` for an ongoing activity ("I'm
+    learning the violin", "I've started a pottery class") or something had ("I've got a dog"), else ``None``.
+
+    The subject is I/we and the verb one of doing (went, visited, adopted, got, bought, started, finished, joined,
+    ran, moved, met, saw, passed, lost, won, booked, signed up, …; am learning/doing/taking/training/…). Not a
+    match: a negation or hypothetical before the verb ("I didn't go", "if we moved", "I might have visited"), and
+    a clause with no content word after the verb (only pronouns, particles, times or everyday chat objects: "I got
+    up", "I got it", "I saw that", "I went to bed", "I went quiet").
+    """
+    sentence = sentence.replace("\u2019", "'")  # phones type curly apostrophes
+    for pattern, kind in _ACTIVITY_RULES:
+        for m in pattern.finditer(sentence):
+            if _NOT_DONE.search(sentence, 0, m.start("verb")):
+                continue
+            rest = sentence[m.end():]
+            if end := _CLAUSE_END.search(rest):
+                rest = rest[: end.start()]
+            if any(_is_content(w.lower().strip("'-")) for w in _WORD.findall(rest)):
+                return kind
     return None
 
 
@@ -204,19 +319,25 @@ def _kind(sentence: str) -> Kind | None:
         return "feeling"
     if _PLAN.search(sentence):
         return "plan"
-    if _MY_RELATION.search(sentence) or _LEADING_NAME.match(sentence):
+    if _MY_RELATION.search(sentence) or (
+        (m := _LEADING_NAME.match(sentence)) and m.group("name").lower() not in _NOT_NAMES
+    ):  # "We moved…", "You went…" are no person's name
         return "person"
     if _PREFERENCE.search(sentence):
         return "preference"
+    # After people and preferences, whose subject and kind are the more useful ("I visited my grandma" is about
+    # her), and before the catch-all facts, whose "my <anything>" took "I ran my first marathon".
+    if kind := activity_of(sentence):
+        return kind
     if _FACT.search(sentence):
         return "fact"
     return None
 
 
-def _tidy(sentence: str) -> str:
+def _tidy(sentence: str, limit: int = MAX_MEMORY_CHARS) -> str:
     text = re.sub(r"\s+", " ", sentence).strip()
     text = re.sub(r"^(?:well|so|oh|hey|hi|and|but|also|actually|by the way|btw),?\s+", "", text, flags=re.I)
-    text = text[:MAX_MEMORY_CHARS].rstrip()
+    text = text[:limit].rstrip()
     if not text:
         return text
     text = text[0].upper() + text[1:]
@@ -236,35 +357,97 @@ def extract(text: str, today: date, known_subjects: frozenset[str] = frozenset()
     for sentence in split_sentences(text):
         if len(found) >= MAX_CANDIDATES:
             break
-        words = sentence.split()
-        if sentence.endswith("?") or _QUESTION_START.match(sentence):
+        if _is_question(sentence):
             continue
         if m := _FORGET.match(sentence):
             about = m.group("rest").strip(" .!")
             found.append(Forget(about, subject_of(about) if about else None, attribute_of(about) if about else None))
             continue
         subject = subject_of(sentence)
-        if _NO_LONGER.search(sentence) and (len(words) <= 5 or _NEGATED.search(sentence)):
+        if _is_retraction(sentence):
             # "that's not true anymore" / "Ana doesn't live in Lisbon anymore": the old fact goes.
-            specific = subject not in (None, "me") or len(words) > 5
+            specific = subject not in (None, "me") or len(sentence.split()) > 5
             found.append(Forget(sentence if specific else "", subject, attribute_of(sentence)))
             continue
-        if len(words) < 3:
+        if candidate := _candidate(sentence, today, subject, known_subjects):
+            found.append(candidate)
+    return found
+
+
+def _is_question(sentence: str) -> bool:
+    return sentence.endswith("?") or _QUESTION_START.match(sentence) is not None
+
+
+def _is_retraction(sentence: str) -> bool:
+    """ "That's not true anymore", "Ana doesn't live in Lisbon any more": an old fact stops being true."""
+    return _NO_LONGER.search(sentence) is not None and (
+        len(sentence.split()) <= 5 or _NEGATED.search(sentence) is not None
+    )
+
+
+def _candidate(
+    sentence: str, today: date, subject: str | None, known_subjects: frozenset[str] = frozenset()
+) -> Candidate | None:
+    """The rules' candidate for one sentence that is neither a question nor a forget request, or ``None``."""
+    if len(sentence.split()) < 3:
+        return None
+    kind = _kind(sentence)
+    if kind is None:
+        named = [w.lower() for w in _CAPITALISED.findall(sentence) if w.lower() in known_subjects]
+        if named:
+            kind, subject = "person", named[0]
+    if kind is None:
+        return None
+    importance = _IMPORTANCE[kind] + (0.2 if _REMEMBER.search(sentence) else 0.0)
+    when = date_in(sentence, today)
+    if when is not None:
+        importance += 0.1
+    return Candidate(_tidy(sentence), kind, round(min(importance, 1.0), 2), subject, attribute_of(sentence), when)
+
+
+MAX_SPEAKER_CHARS = 60
+_FIRST_NAME = re.compile(r"[^\W\d_][\w'-]*")
+
+
+def extract_theirs(text: str, speaker: str, today: date) -> list[Candidate]:
+    """Memory candidates in what another person (``speaker``, their display name) said about their own life
+    in a chat with the user, in order (at most `MAX_CANDIDATES`).
+
+    The rules of `extract` run on each of their first-person statements ("I got the job in Berlin!", "My brother
+    Tomas is a nurse"); sentences without I/my/we…, questions, and forget or "no longer" statements are skipped
+    (another person cannot make the user's avatar forget). Each candidate's kind, importance, attribute and
+    event_date are the rules'; its ``text`` records who said it, ``"{speaker} said: {their words}"``
+    ("Ana Souza said: I got the job in Berlin!"), so it is never read back as the user's own words.
+
+    Subjects: the speaker's first name lower-cased (``ana``) for a statement about themselves; a named relation
+    is that name ("my brother Tomas" → ``tomas``); an unnamed relation is theirs, ``"{first name}'s {relation}"``
+    ("My sister lives in Porto" → ``ana's sister``), never the user's ``sister``. A speaker name with no letters
+    (a phone number) is used whole; a blank one reads "Someone said:" with the subject ``None``.
+    """
+    name = re.sub(r"\s+", " ", speaker).strip()[:MAX_SPEAKER_CHARS].rstrip()
+    first = m[0].lower() if (m := _FIRST_NAME.search(name)) else name.lower() or None
+    prefix = f"{name or 'Someone'} said: "
+    found: list[Candidate] = []
+    for sentence in split_sentences(text):
+        if len(found) >= MAX_CANDIDATES:
+            break
+        if (
+            _is_question(sentence)
+            or _FORGET.match(sentence)
+            or _is_retraction(sentence)
+            or not _FIRST_PERSON.search(sentence)
+        ):
             continue
-        kind = _kind(sentence)
-        if kind is None:
-            named = [w.lower() for w in _CAPITALISED.findall(sentence) if w.lower() in known_subjects]
-            if named:
-                kind, subject = "person", named[0]
-        if kind is None:
-            continue
-        importance = _IMPORTANCE[kind] + (0.2 if _REMEMBER.search(sentence) else 0.0)
-        when = date_in(sentence, today)
-        if when is not None:
-            importance += 0.1
-        found.append(
-            Candidate(_tidy(sentence), kind, round(min(importance, 1.0), 2), subject, attribute_of(sentence), when)
-        )
+        relation = _relation(sentence)
+        if relation is None:
+            subject = first
+        elif relation[1]:  # a name is the same person whoever says it
+            subject = relation[0]
+        else:
+            subject = f"{first}'s {relation[0]}" if first else None
+        if candidate := _candidate(sentence, today, subject):
+            words = _tidy(sentence, MAX_MEMORY_CHARS - len(prefix))
+            found.append(replace(candidate, text=prefix + words))
     return found
 
 

@@ -8,7 +8,7 @@ Reconciling (one candidate against its most similar live memories):
 A `Forget` deletes the memory it names (best semantic match about the same subject), or — for a bare
 "forget that" — the memory written or recalled most recently in this conversation.
 
-Recall ranks the live memories most similar to the turn by relevance × recency × importance
+Recall ranks the live memories (facts) most similar to the turn by relevance × recency × importance
 (`RecallWeights`, each factor raised to its weight) and keeps as many as fit a token budget.
 """
 
@@ -155,14 +155,3 @@ def select(matches: Sequence[Match], now: datetime, w: RecallWeights) -> list[Ma
         chosen.append(m)
         spent += cost
     return chosen
-
-
-def format_memories(chosen: Sequence[Match]) -> str:
-    """The prompt section listing recalled memories (empty when there are none)."""
-    if not chosen:
-        return ""
-    lines = []
-    for m in chosen:
-        when = m.row["event_date"] or m.row["said_at"].date()
-        lines.append(f"- {m.row['text']} ({when.isoformat()})")
-    return "What the user told you before, in their words ('I' is the user), most relevant first:\n" + "\n".join(lines)

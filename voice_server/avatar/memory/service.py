@@ -21,10 +21,14 @@ from typing import TYPE_CHECKING, Any, Protocol, Unpack
 
 import numpy as np
 
-from voice_server.avatar.memory import policy
+from voice_server.avatar.memory import episodes, policy
+from voice_server.avatar.memory.episodes import EpisodeBatch
+from voice_server.avatar.memory.evidence import EvidenceSearch, format_evidence
 from voice_server.avatar.memory.extraction import LLM_INSTRUCTIONS, Candidate, Forget, extract, parse_llm_candidates
+from voice_server.avatar.memory.indexer import Embedder, EpisodeIndexer
 from voice_server.avatar.memory.store import Conn, Match, MemoryStore, NewMemory, Vector
 from voice_server.background import WhenFull, Worker
+from voice_server.live_calls import LiveCalls
 from voice_server.security.keys import Keyring
 from voice_server.stores.postgres import Database
 
@@ -37,16 +41,11 @@ log = logging.getLogger(__name__)
 QUEUE_MAX = 256
 RECALL_TIMEOUT_S = 0.3
 RECENT_MAX = 20
+RECALL_HITS = 8  # evidence ranked for a turn's prompt (the relevant ones, within the token budget)
 RECENT_CONVERSATIONS = 1024
 RECOVER_WITHIN_S = 24 * 3600.0
 DRAIN_TIMEOUT_S = 5.0
 FORGET_LATEST_WITHIN_S = 15 * 60.0
-
-
-class Embedder(Protocol):
-    """`models.embed.MiniLmEmbedder`'s async face."""
-
-    async def aembed(self, texts: Sequence[str]) -> Any: ...
 
 
 class Completer(Protocol):
@@ -83,6 +82,7 @@ class TurnJob:
     user_text: str
     at: datetime
     recent: Recent
+    reply_text: str = ""  # what the user heard of the avatar's reply (episodic memory keeps both sides)
 
 
 class TurnLog(Protocol):
@@ -126,6 +126,7 @@ class MemoryService:
             are queued at `start`, and each learnt turn is marked in the same transaction as its memories.
         weights: Recall ranking.
         llm: When given, the local LLM also proposes candidates (JSON, strictly parsed); rules always run.
+        live: The server's live conversations: the episode indexer steps aside for them.
     """
 
     def __init__(
@@ -137,6 +138,7 @@ class MemoryService:
         turns: TurnLog,
         weights: policy.RecallWeights | None = None,
         llm: Completer | None = None,
+        live: LiveCalls | None = None,
     ) -> None:
         self.db = db
         self.keys = keys
@@ -145,6 +147,8 @@ class MemoryService:
         self.embedder = embedder
         self.weights = weights or policy.RecallWeights()
         self.llm = llm
+        self.evidence = EvidenceSearch(db, keys, self.store, self.weights)
+        self.indexer = EpisodeIndexer(db, keys, embedder, live)
         self._worker = Worker("memory-worker")
         # Recall stamps (last_recalled_at) are written by the worker, off the turn's critical path; they are
         # cheap, so they go before the turns waiting to be learnt (the first lane is served first). A full
@@ -172,8 +176,9 @@ class MemoryService:
     # ----------------------------------------------------------------------------------------- lifecycle
 
     async def start(self) -> None:
-        """Start the worker and queue turns whose extraction never finished (crash or full queue)."""
+        """Start the workers and queue turns whose extraction never finished (crash or full queue)."""
         self._worker.start()
+        self.indexer.start()
         try:
             await self._recover()
         except Exception:
@@ -182,6 +187,7 @@ class MemoryService:
     async def aclose(self) -> None:
         """Finish queued jobs for up to `DRAIN_TIMEOUT_S` (the rest are retried at the next start), then stop."""
         await self._worker.close(drain_s=DRAIN_TIMEOUT_S)
+        await self.indexer.aclose()
 
     async def drained(self) -> None:
         """Wait until the queues are empty and no job is running."""
@@ -210,7 +216,8 @@ class MemoryService:
         for row in rows:
             recent = self.recent_for(row["conversation_id"])
             self.submit(
-                TurnJob(row["user_id"], row["conversation_id"], row["id"], row["user_text"], row["created_at"], recent)
+                TurnJob(row["user_id"], row["conversation_id"], row["id"], row["user_text"], row["created_at"], recent,
+                        row["heard_text"])
             )
         if rows:
             log.info("memory: %d unfinished turns queued", len(rows))
@@ -226,17 +233,34 @@ class MemoryService:
         counts = collections.Counter[str]()
         async with self.db.pool.connection() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (str(job.user_id),))
+            said_in = await self._remember_turn(conn, job) if job.turn_id is not None else None
             row_vectors = iter(vectors)
             for item, text in zip(found, texts, strict=True):
                 vector: Vector | None = next(row_vectors) if text else None
                 if isinstance(item, Candidate):
                     assert vector is not None
-                    counts[await self._apply(conn, job, item, vector)] += 1
+                    counts[await self._apply(conn, job, item, vector, said_in)] += 1
                 else:
                     counts["deleted"] += await self._forget(conn, job, item, vector)
             if job.turn_id is not None:
                 await self.turns.mark_learned(conn, job.user_id, job.turn_id)
+        if job.turn_id is not None:
+            self.indexer.wake()
         return Outcome(counts["add"], counts["update"], counts["none"], counts["deleted"])
+
+    async def _remember_turn(self, conn: Conn, job: TurnJob) -> uuid.UUID | None:
+        """The turn's two sides as episodes (a retried turn adds none twice: see `episodes.insert_batch`);
+        the episode of the user's words (what a memory taken from them cites)."""
+        assert job.turn_id is not None and job.conversation_id is not None
+        key = await self.keys.for_user(conn, job.user_id)
+        batch = EpisodeBatch()
+        thread_id = f"conversation|{job.conversation_id}"
+        for text, speaker, is_user in ((job.user_text, "user", True), (job.reply_text, "avatar", False)):
+            if text.strip():
+                batch.add(key, text=text, speaker=speaker, thread="conversation", thread_id=thread_id,
+                          is_user=is_user, said_at=job.at, turn_id=job.turn_id)
+        await episodes.insert_batch(conn, job.user_id, batch)
+        return await episodes.of_turn(conn, job.user_id, job.turn_id)
 
     async def _candidates(self, job: TurnJob) -> list[Candidate | Forget]:
         today = job.at.date()
@@ -261,7 +285,9 @@ class MemoryService:
         known = {c.text.lower() for c in have if isinstance(c, Candidate)}
         return [c for c in parse_llm_candidates(output, today) if c.text.lower() not in known]
 
-    async def _apply(self, conn: Conn, job: TurnJob, candidate: Candidate, vector: Vector) -> str:
+    async def _apply(
+        self, conn: Conn, job: TurnJob, candidate: Candidate, vector: Vector, episode_id: uuid.UUID | None
+    ) -> str:
         matches = await self.store.similar(conn, job.user_id, vector, limit=5, subject=candidate.subject)
         decision = policy.reconcile(candidate, matches)
         if decision.action == "none":
@@ -277,6 +303,7 @@ class MemoryService:
             "conversation",
             job.conversation_id,
             job.at,
+            episode_id,
         )
         row = await self.store.insert(conn, job.user_id, memory, vector)
         for old in decision.targets:
@@ -324,31 +351,49 @@ class MemoryService:
         try:
             async with asyncio.timeout(RECALL_TIMEOUT_S):
                 vector = await self.embed_one(text)
-                chosen = await self._select(user_id, vector)
+                found = await self.evidence.search(user_id, text, vector, limit=RECALL_HITS, context=False)
         except TimeoutError:
             log.warning("memory: recall took over %.0f ms; answering without memories", RECALL_TIMEOUT_S * 1000)
             return "", vector
         except Exception:
             log.warning("memory: recall failed; answering without memories", exc_info=True)
             return "", vector
-        if chosen:
-            self._stamps.put((user_id, [m.id for m in chosen]))
+        relevant = [h for h in found.hits if h.relevant]
+        memory_ids = [h.id for h in relevant if h.kind == "memory"]
+        if memory_ids:
+            self._stamps.put((user_id, memory_ids))
         if recent is not None:
-            recent.push([m.id for m in chosen])
-        return policy.format_memories(chosen), vector
+            recent.push(memory_ids)
+        return format_evidence(relevant, found.unknown, self.weights.budget_tokens), vector
 
-    def learn_later(self, user_id: uuid.UUID, conversation_id: uuid.UUID, turn_id: int, user_text: str) -> None:
-        """Queue a just-recorded turn for extraction (see `submit`)."""
+    def learn_later(
+        self, user_id: uuid.UUID, conversation_id: uuid.UUID, turn_id: int, user_text: str, reply_text: str = ""
+    ) -> None:
+        """Queue a just-recorded turn for extraction and episodic memory (see `submit`)."""
         recent = self.recent_for(conversation_id)
-        self.submit(TurnJob(user_id, conversation_id, turn_id, user_text, datetime.now(UTC), recent))
+        self.submit(TurnJob(user_id, conversation_id, turn_id, user_text, datetime.now(UTC), recent, reply_text))
 
     async def relevant(self, user_id: uuid.UUID, text: str) -> list[Match]:
-        """The ranked memories `recall` would use (no side effects)."""
+        """The ranked memories (facts) `recall` considers besides messages (no side effects)."""
         return await self._select(user_id, await self.embed_one(text))
 
     async def _select(self, user_id: uuid.UUID, vector: Vector) -> list[Match]:
         matches = await self.store.nearest(user_id, vector, self.weights.candidates)
         return policy.select(matches, datetime.now(UTC), self.weights)
+
+    async def origins(self, user_id: uuid.UUID, rows: Sequence[dict[str, Any]]) -> dict[uuid.UUID, dict[str, Any]]:
+        """The episodes (messages, call turns) that memory ``rows`` were taken from, opened, by episode id."""
+        ids = [r["episode_id"] for r in rows if r.get("episode_id") is not None]
+        if not ids:
+            return {}
+        async with self.db.pool.connection() as conn:
+            return await episodes.fetch(conn, await self.keys.for_user(conn, user_id), ids)
+
+    async def index_status(self, user_id: uuid.UUID) -> dict[str, int]:
+        """The user's episodes waiting for an embedding (``pending``) and embedded (``indexed``)."""
+        async with self.db.pool.connection() as conn:
+            return {"pending": await episodes.pending_count(conn, user_id),
+                    "indexed": await episodes.indexed_count(conn, user_id)}
 
     async def search(self, user_id: uuid.UUID, query: str, limit: int) -> list[Match]:
         """Semantic search for the API: the user's live memories nearest ``query``, best first."""

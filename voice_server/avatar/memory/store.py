@@ -63,7 +63,7 @@ def parse_page_cursor(cursor: str) -> PageKey:
 
 COLUMNS = (
     "id, text, kind, importance, subject, event_date, said_at, source, source_conversation_id, created_at, updated_at,"
-    " last_recalled_at, recall_count, superseded_by, superseded_at"
+    " last_recalled_at, recall_count, superseded_by, superseded_at, episode_id"
 )
 
 
@@ -79,6 +79,7 @@ class NewMemory:
     source: Source = "conversation"
     conversation_id: uuid.UUID | None = None
     said_at: datetime | None = None  # when it was said (an imported message's time); None: now
+    episode_id: uuid.UUID | None = None  # the message or turn it was taken from (its provenance)
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,8 +118,8 @@ class MemoryStore:
         memory_id = uuid.uuid4()
         cur = await conn.execute(
             "INSERT INTO memories (id, user_id, text, kind, importance, embedding, subject, subject_tag, event_date,"
-            " source, source_conversation_id, said_at, updated_at)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, coalesce(%s, now()), coalesce(%s, now()))"
+            " source, source_conversation_id, said_at, updated_at, episode_id)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, coalesce(%s, now()), coalesce(%s, now()), %s)"
             f" RETURNING {COLUMNS}",
             (
                 memory_id,
@@ -134,6 +135,7 @@ class MemoryStore:
                 memory.conversation_id,
                 memory.said_at,
                 memory.said_at,
+                memory.episode_id,
             ),
         )
         row = await cur.fetchone()
@@ -201,6 +203,10 @@ class MemoryStore:
         """`similar` without a subject, on a pooled connection (recall and semantic search)."""
         async with self._db.pool.connection() as conn:
             return await self._nearest(conn, user_id, embedding, limit)
+
+    async def nearest_on(self, conn: Conn, user_id: uuid.UUID, embedding: Vector, limit: int) -> list[Match]:
+        """`nearest` on the caller's connection."""
+        return await self._nearest(conn, user_id, embedding, limit)
 
     async def _nearest(self, conn: Conn, user_id: uuid.UUID, embedding: Vector, limit: int) -> list[Match]:
         key = await self._keys.for_user(conn, user_id)
