@@ -118,7 +118,8 @@ def run(profile: str, quick: bool) -> tuple[dict[str, Any], dict[str, str]]:
             questions.append(q)
     messages = {m.id: m for chat in history.chats.values() for m in chat}
     tmp = Path(tempfile.mkdtemp(prefix="bench-memory-recall-"))
-    server = start_server(tmp, models=True, timeout=600, SOMA_SIGNUP="open", SOMA_MODEL_PROFILE=profile)
+    server = start_server(tmp, models=True, timeout=600, SOMA_SIGNUP="open", SOMA_MODEL_PROFILE=profile,
+                          SOMA_MEMORY_REFLECTION="true")  # the product's default (tests turn it off)
     metrics: dict[str, Any] = {"questions": len(questions), "messages": len(messages)}
     try:
         loaded = httpx.get(server.base_url + "/healthz").json().get("models", [])

@@ -182,6 +182,7 @@ async def _memory_service(
     memory = MemoryService(
         db, keys, models.embed, turns=ConversationStore(db, keys),
         weights=RecallWeights(budget_tokens=settings.memory_budget_tokens), llm=llm, live=live_calls,
+        reflect_llm=models.llm if settings.memory_reflection else None,
     )
     await memory.start()
     try:

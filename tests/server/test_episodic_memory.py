@@ -7,7 +7,7 @@ from __future__ import annotations
 import io
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
@@ -16,6 +16,7 @@ from pipeline.ports import FinishedTurn
 from voice_server.avatar.importers.records import Me
 from voice_server.avatar.imports.job import create_import, run_import
 from voice_server.avatar.memory import episodes
+from voice_server.avatar.memory.reflection import Reflector, parse
 from voice_server.avatar.memory.service import MemoryService, Recent, TurnJob
 from voice_server.conversations import ConversationStore, delete_conversation
 from voice_server.security import fields
@@ -95,7 +96,7 @@ async def messages(memory: MemoryService, user: uuid.UUID, question: str) -> lis
 async def test_every_message_of_both_speakers_is_sealed_dated_and_indexed(db: Database, service: MemoryService) -> None:
     user = await new_user(db)
     await import_chat(db, service, user, CHAT)
-    assert await service.index_status(user) == {"pending": 0, "indexed": len(CHAT)}
+    assert await service.index_status(user) == {"pending": 0, "indexed": len(CHAT), "reflection_pending": 8}
     async with db.pool.connection() as conn:
         cur = await conn.execute("SELECT * FROM episodes WHERE user_id = %s ORDER BY said_at", (user,))
         rows = await cur.fetchall()
@@ -148,7 +149,8 @@ async def test_an_unanswerable_question_recalls_nothing_and_names_what_was_never
     db: Database, service: MemoryService
 ) -> None:
     user = await new_user(db)
-    small_talk = [(f"{day:02d}/02/2023, 12:{minute:02d}", (ME, FRIEND)[minute % 2], f"ok, speak soon {minute}")
+    small_talk = [(f"{day:02d}/02/2023, 12:{minute:02d}", (ME, FRIEND)[minute % 2],
+                   f"ok, speak soon, chat {day}{minute:02d}")
                   for day in range(1, 11) for minute in range(25)]
     await import_chat(db, service, user, CHAT + small_talk)  # a history long enough to know what it lacks
     question = "When did I visit Havana?"
@@ -205,3 +207,126 @@ async def test_export_includes_every_episode_opened(db: Database, service: Memor
         cur = await conn.execute(rows.sql, rows.params)
         exported = [rows.opened(r) for r in await cur.fetchall()]
     assert [e["text"] for e in exported] == [text for _, _, text in CHAT]  # type: ignore[index]
+
+
+# ------------------------------------------------------------------------------------------------ reflection
+
+DAY = [  # one settled day of a chat with Ana: six messages, one piece of news
+    ("10/04/2023, 18:00", ME, "hey how are you"),
+    ("10/04/2023, 18:01", FRIEND, "Good! Big news: Tomas is moving to Berlin in May"),
+    ("10/04/2023, 18:02", ME, "no way, for the new job?"),
+    ("10/04/2023, 18:03", FRIEND, "Yes, he starts on the 2nd"),
+    ("10/04/2023, 18:04", ME, "amazing"),
+    ("10/04/2023, 18:05", FRIEND, "Speak soon x"),
+]
+
+
+class CannedLlm:
+    """Answers with the next canned output and keeps the prompts (the reflector's logic without a model)."""
+
+    def __init__(self, *outputs: str) -> None:
+        self.outputs = list(outputs)
+        self.prompts: list[object] = []
+
+    async def acomplete(self, messages: object, **options: object) -> str:
+        self.prompts.append(messages)
+        return self.outputs.pop(0)
+
+
+def test_a_summary_is_kept_only_when_it_cites_the_day_s_messages() -> None:
+    assert parse("Ana's brother Tomas moves to Berlin in May [2][4].", 6) == (
+        "Ana's brother Tomas moves to Berlin in May.", [1, 3])
+    for ungrounded in ("NOTHING", "Tomas moves to Berlin.", "Tomas moves to Berlin [7].", "[2]", ""):
+        assert parse(ungrounded, 6) is None, ungrounded
+
+
+async def reflect_all(reflector: Reflector) -> None:
+    while await reflector.reflect_once(datetime.now(UTC) + timedelta(days=1)):
+        pass
+
+
+@pytest.fixture
+async def indexing() -> AsyncIterator[list[MemoryService]]:
+    """Services whose indexer runs (their reflector is driven by the test itself, one day at a time)."""
+    services: list[MemoryService] = []
+    yield services
+    for service in services:
+        await service.indexer.aclose()
+
+
+def reflecting(db: Database, embedder: MiniLmEmbedder, llm: object, running: list[MemoryService]) -> MemoryService:
+    service = MemoryService(db, KEYS, embedder, turns=ConversationStore(db, KEYS), reflect_llm=llm)  # type: ignore[arg-type]
+    service.indexer.start()
+    running.append(service)
+    return service
+
+
+async def test_a_settled_day_becomes_a_summary_that_cites_its_messages_and_is_replaced_when_the_day_grows(
+    db: Database, embedder: MiniLmEmbedder, indexing: list[MemoryService]
+) -> None:
+    llm = CannedLlm("Ana said her brother Tomas moves to Berlin in May for a new job [2][3].",
+                    "Tomas moves to Berlin in May; he starts on the 2nd [2][4].")
+    service = reflecting(db, embedder, llm, indexing)
+    user = await new_user(db)
+    await import_chat(db, service, user, CHAT + DAY)
+    assert service.reflector is not None
+    await reflect_all(service.reflector)
+    assert len(llm.prompts) == 1  # only the day with enough messages (the others have one or two)
+    (summary,) = await service.store.page(user, limit=5, kind="summary")
+    assert summary["text"].startswith("On 2023-04-10, in the chat with Ana Souza: Ana said her brother Tomas")
+    assert summary["source"] == "reflection" and summary["event_date"] == date(2023, 4, 10)
+    cited = await service.origins(user, [{"episode_id": i} for i in summary["cites"]])
+    assert sorted(str(c["text"]) for c in cited.values()) == sorted([DAY[1][2], DAY[2][2]])
+    # Recall finds it for a broad question, with its date.
+    assert "On 2023-04-10" in await service.recall(user, "What's going on with Tomas?")
+    # The day grows (a later export of the chat): summarised again, the new summary replaces the old.
+    await import_chat(db, service, user, CHAT + DAY + [("10/04/2023, 21:00", FRIEND, "He found a flat already!")])
+    await reflect_all(service.reflector)
+    (newer,) = await service.store.page(user, limit=5, kind="summary")
+    assert "he starts on the 2nd" in newer["text"]
+    old = await service.store.get(user, summary["id"])
+    assert old is not None and old["superseded_by"] == newer["id"]
+
+
+async def test_the_real_ci_llm_never_stores_an_ungrounded_summary(
+    db: Database, embedder: MiniLmEmbedder, indexing: list[MemoryService]
+) -> None:
+    from models.llm import load_llm
+
+    llm = load_llm(None, "ci")
+    try:
+        service = reflecting(db, embedder, llm, indexing)
+        user = await new_user(db)
+        await import_chat(db, service, user, DAY)
+        assert service.reflector is not None
+        await reflect_all(service.reflector)
+        async with db.pool.connection() as conn:
+            assert await episodes.reflection_pending(conn, user) == 0
+            cur = await conn.execute("SELECT id FROM episodes WHERE user_id = %s", (user,))
+            day_ids = {r["id"] for r in await cur.fetchall()}
+        for summary in await service.store.page(user, limit=5, kind="summary"):  # the tiny model may write none
+            assert summary["cites"] and set(summary["cites"]) <= day_ids
+    finally:
+        llm.close()
+
+
+async def test_deleting_a_conversation_removes_its_summaries(
+    db: Database, embedder: MiniLmEmbedder, indexing: list[MemoryService]
+) -> None:
+    llm = CannedLlm("The user told the avatar about Dr Okafor, their dentist [1].")
+    service = reflecting(db, embedder, llm, indexing)
+    user = await new_user(db)
+    store = ConversationStore(db, KEYS)
+    conversation = await store.start(user, "soma", "chat")
+    at = datetime(2023, 5, 1, 12, 0, tzinfo=UTC)
+    for n in range(3):  # three turns: six messages, a settled day
+        said = f"My dentist is Dr Okafor, visit {n}."
+        turn_id = await store.add_turn(conversation, user, FinishedTurn(n, said, "Noted.", "Noted.", False))
+        await service.learn(TurnJob(user, conversation, turn_id, said, at + timedelta(minutes=n), Recent(), "Noted."))
+    assert service.reflector is not None
+    await reflect_all(service.reflector)
+    assert len(await service.store.page(user, limit=5, kind="summary")) == 1
+    async with db.pool.connection() as conn:
+        await service.store.delete_from_conversation(conn, user, conversation)
+        await delete_conversation(conn, user, conversation)
+    assert await service.store.page(user, limit=5, kind="summary") == []

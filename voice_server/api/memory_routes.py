@@ -19,7 +19,7 @@ from voice_server.accounts import Principal
 from voice_server.api.deps import ResourcesDep, require_scope
 from voice_server.avatar.memory.evidence import Hit
 from voice_server.avatar.memory.service import MemoryService
-from voice_server.avatar.memory.store import Kind, NewMemory, page_cursor, parse_page_cursor
+from voice_server.avatar.memory.store import Kind, NewMemory, StoredKind, page_cursor, parse_page_cursor
 from voice_server.errors import ApiError, not_found
 from voice_server.resources import Resources
 
@@ -102,7 +102,7 @@ async def list_memories(
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     before: Annotated[datetime | None, Query(description="only memories created before this time")] = None,
     cursor: Annotated[str | None, Query(max_length=100, description="next_cursor of the previous page")] = None,
-    kind: Kind | None = None,
+    kind: StoredKind | None = None,
     include_superseded: bool = False,
 ) -> dict[str, Any]:
     """``{"object": "list", "data", "has_more", "next_cursor", "next_before"}``; superseded versions only on

@@ -49,9 +49,10 @@ CREATE TABLE episode_pending (
 CREATE INDEX episode_pending_order_idx ON episode_pending (queued_at);
 CREATE INDEX episode_pending_user_idx ON episode_pending (user_id);
 
--- How many of a user's episodes hold each term: lexical search weighs a rare word (a name, a number) over a
--- common one. Counts only grow (a deleted episode leaves its count): the weights drift a little, never wrong
--- results, and erasure removes the rows with the user.
+-- How many of a user's distinct message wordings hold each term (lexical search weighs a rare word, a name or a
+-- number, over a common one), and how often each wording was said (its `said|` term: small talk repeats). Counts
+-- only grow (a deleted episode leaves its count): the weights drift a little, never wrong results, and erasure
+-- removes the rows with the user.
 CREATE TABLE episode_terms (
     user_id  uuid NOT NULL REFERENCES users(id) ON DELETE CASCADE,
     term     bigint NOT NULL,

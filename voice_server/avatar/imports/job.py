@@ -5,9 +5,11 @@
 1. detect the format (unless given) and call the parser, which validates the whole file first (a malformed
    file fails here, before anything is written);
 2. in **one transaction per file**, read the records a batch (`BATCH`) at a time in a worker thread (parsing
-   and sealing never run on the event loop), insert each batch with one statement, and report progress
-   (messages read, byte position / size) after every batch;
-3. in the same transaction, create memories from the user's own newly stored messages: the rule extraction
+   and sealing never run on the event loop), insert each batch with one statement, and its episodes (every
+   message with text, both speakers, term-hashed: episodic memory, `voice_server.avatar.memory.episodes`,
+   embedded later by the indexer), and report progress (messages read, byte position / size) after every batch;
+3. in the same transaction, create memories from the newly stored messages, the user's and (as theirs: "Ana
+   said: …") the other people's: the rule extraction
    of `voice_server.avatar.memory.extraction`, at most `MAX_MEMORIES` candidates per file (the most important
    ones; bounded work whatever the file's size), embedded `EMBED_BATCH` at a time and reconciled with the
    existing memories like a conversation's are, with ``source='import'``;
@@ -65,8 +67,8 @@ from voice_server.avatar.imports.recordings_job import prepare
 from voice_server.avatar.imports.recordings_plan import MediaPlan, MediaTools, NoSpeechModelError, already_imported
 from voice_server.avatar.memory import episodes, policy
 from voice_server.avatar.memory.episodes import EpisodeBatch
-from voice_server.avatar.memory.extraction import Candidate, extract
-from voice_server.avatar.memory.indexer import Embedder
+from voice_server.avatar.memory.extraction import Candidate, extract, extract_theirs
+from voice_server.avatar.memory.ports import Embedder
 from voice_server.avatar.memory.store import Conn, MemoryStore, NewMemory
 from voice_server.security import fields
 from voice_server.security.keys import Keyring, UserKey
@@ -186,9 +188,12 @@ def seal_batch(
             ) if record.text.strip() else None
             batch.read += 1
             batch.from_user += record.is_user
-            if record.is_user and episode_id is not None:
+            if episode_id is not None:
                 today = record.at.date() if record.at is not None else date.today()
-                for found in extract(record.text, today):
+                # The other person's news is remembered too, as theirs ("Ana Souza said: I moved to Lisbon").
+                said = extract(record.text, today) if record.is_user else extract_theirs(record.text, record.sender,
+                                                                                         today)
+                for found in said:
                     if isinstance(found, Candidate):  # "forget that" in an old chat deletes nothing today
                         batch.candidates.append((idem, seq, found, at, episode_id))
                         seq += 1

@@ -32,7 +32,7 @@ from voice_server.avatar.importers import Format, Me
 from voice_server.avatar.imports.job import ImportFailed, Progress, create_import, mark_failed, run_import, worker_id
 from voice_server.avatar.imports.queue import FairQueue, QueueFullError, QuotaExceededError
 from voice_server.avatar.imports.recordings_plan import MediaTools
-from voice_server.avatar.memory.indexer import Embedder
+from voice_server.avatar.memory.ports import Embedder
 from voice_server.background import OwnedTask
 from voice_server.security import fields
 from voice_server.security.files import SealedReader, write_sealed

@@ -35,9 +35,11 @@ from voice_server.stores.user_rows import UserRows
 MAX_TEXT_CHARS = 4000  # an episode keeps a message's first 4,000 characters (retrieval reads a sentence or two)
 HNSW_EF_SEARCH = 100
 EXACT_SCAN_MAX = 8_000  # vectors of one user searched exactly (~1 ms per 1,000); beyond, the HNSW index
-# `episode_terms` keeps the user's number of episodes under this reserved term (no hash is 0 but by 2^-64
-# chance): lexical weights need it, and a count(*) at 100 k rows costs more than the whole search.
+# `episode_terms` keeps the user's number of distinct message wordings under this reserved term (no hash is 0
+# but by 2^-64 chance): lexical weights need it, and a count(*) at 100 k rows costs more than the whole search.
 ALL_TERM = 0
+EPISODES_TERM = 1  # likewise, the user's number of episodes (what a dense scan reads)
+INDEXED_REPEATS = 8  # the times one wording is indexed by its words (`insert_batch`)
 EPISODE_COLUMNS: tuple[EpisodeColumn, ...] = ("thread", "speaker", "text")
 COLUMNS = "id, message_id, turn_id, thread_tag, thread, speaker, is_user, text, said_at, event_date, terms"
 
@@ -49,6 +51,7 @@ class EpisodeBatch:
     ids: list[uuid.UUID] = field(default_factory=list)
     message_ids: list[uuid.UUID | None] = field(default_factory=list)
     turn_ids: list[int | None] = field(default_factory=list)
+    conversation_ids: list[uuid.UUID | None] = field(default_factory=list)
     thread_tags: list[bytes] = field(default_factory=list)
     threads: list[bytes] = field(default_factory=list)
     speakers: list[bytes] = field(default_factory=list)
@@ -57,6 +60,7 @@ class EpisodeBatch:
     said_at: list[datetime] = field(default_factory=list)
     event_dates: list[date | None] = field(default_factory=list)
     terms: list[list[int]] = field(default_factory=list)
+    wordings: list[int] = field(default_factory=list)  # `terms.said_term` hashes: counted, not indexed
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -73,6 +77,7 @@ class EpisodeBatch:
         said_at: datetime,
         message_id: uuid.UUID | None = None,
         turn_id: int | None = None,
+        conversation_id: uuid.UUID | None = None,
     ) -> uuid.UUID:
         """Seal and hash one message (blocking: call it from a worker thread for many). ``thread_id`` identifies
         the thread among the user's (an imported chat's name, a conversation's id): its keyed tag groups
@@ -82,6 +87,7 @@ class EpisodeBatch:
         self.ids.append(episode_id)
         self.message_ids.append(message_id)
         self.turn_ids.append(turn_id)
+        self.conversation_ids.append(conversation_id)
         self.thread_tags.append(key.tag("thread|" + thread_id))
         self.threads.append(key.seal(thread, fields.episode("thread", episode_id)))
         self.speakers.append(key.seal(speaker, fields.episode("speaker", episode_id)))
@@ -90,46 +96,71 @@ class EpisodeBatch:
         self.said_at.append(said_at)
         self.event_dates.append(resolve_event_date(text, said_at.date()))
         self.terms.append(term_index.hashes(key, term_index.message_terms(text, speaker, thread)))
+        self.wordings.append(term_index.term_hash(key, term_index.said_term(text)))
         return episode_id
 
 
 _INSERT = (
-    "INSERT INTO episodes (id, user_id, message_id, turn_id, thread_tag, thread, speaker, is_user, text, said_at,"
-    " event_date, terms) SELECT e.id, %s, e.message_id, e.turn_id, e.thread_tag, e.thread, e.speaker, e.is_user,"
-    " e.text, e.said_at, e.event_date, string_to_array(e.terms, ',')::bigint[]"
-    " FROM unnest(%s::uuid[], %s::uuid[], %s::bigint[], %s::bytea[], %s::bytea[], %s::bytea[], %s::boolean[],"
-    " %s::bytea[], %s::timestamptz[], %s::date[], %s::text[])"
-    " AS e(id, message_id, turn_id, thread_tag, thread, speaker, is_user, text, said_at, event_date, terms)"
+    "INSERT INTO episodes (id, user_id, message_id, turn_id, conversation_id, thread_tag, thread, speaker, is_user,"
+    " text, said_at, event_date, terms) SELECT e.id, %s, e.message_id, e.turn_id, e.conversation_id, e.thread_tag,"
+    " e.thread, e.speaker, e.is_user, e.text, e.said_at, e.event_date, string_to_array(e.terms, ',')::bigint[]"
+    " FROM unnest(%s::uuid[], %s::uuid[], %s::bigint[], %s::uuid[], %s::bytea[], %s::bytea[], %s::bytea[],"
+    " %s::boolean[], %s::bytea[], %s::timestamptz[], %s::date[], %s::text[])"
+    " AS e(id, message_id, turn_id, conversation_id, thread_tag, thread, speaker, is_user, text, said_at,"
+    " event_date, terms)"
     # An imported message that was already there (a re-import) was not inserted: its episode is not either.
     " WHERE (e.message_id IS NULL OR EXISTS (SELECT 1 FROM imported_messages m WHERE m.id = e.message_id))"
     # A turn learnt twice (recovered after a crash) keeps its first episodes.
     " AND (e.turn_id IS NULL OR NOT EXISTS"
     " (SELECT 1 FROM episodes x WHERE x.turn_id = e.turn_id AND x.is_user = e.is_user))"
-    " RETURNING id"
+    " RETURNING id, thread_tag, said_at"
 )
 
 
 async def insert_batch(conn: Conn, user_id: uuid.UUID, batch: EpisodeBatch) -> int:
     """Insert the batch's episodes (those of imported messages that exist), queue them for the indexer and
-    count their terms, on the caller's transaction. Returns how many were inserted."""
+    the reflector and count their terms, on the caller's transaction. Returns how many were inserted.
+
+    Small talk said word for word again and again ("nearly the weekend") is kept and embedded like any message,
+    but from its `INDEXED_REPEATS`-th time on it is not indexed by its words: the lexical index stays the size of
+    what was said differently, and a word's count is the number of distinct wordings that hold it, so a
+    thousand "made a spanish omelette"s neither make "spanish" look common nor make searching it slow.
+    """
     if not batch:
         return 0
+    before = await document_frequencies(conn, user_id, list(set(batch.wordings)))  # each wording's times so far
+    running = dict(before)
+    indexed: list[list[int]] = []
+    for hashed, wording in zip(batch.terms, batch.wordings, strict=True):
+        running[wording] = running.get(wording, 0) + 1
+        indexed.append(hashed if running[wording] <= INDEXED_REPEATS else [])
     cur = await conn.execute(_INSERT, (
-        user_id, batch.ids, batch.message_ids, batch.turn_ids, batch.thread_tags, batch.threads, batch.speakers,
-        batch.is_user, batch.texts, batch.said_at, batch.event_dates,
-        [",".join(map(str, t)) for t in batch.terms],
+        user_id, batch.ids, batch.message_ids, batch.turn_ids, batch.conversation_ids, batch.thread_tags,
+        batch.threads, batch.speakers, batch.is_user, batch.texts, batch.said_at, batch.event_dates,
+        [",".join(map(str, t)) for t in indexed],
     ))
-    inserted = {row["id"] for row in await cur.fetchall()}
+    rows = await cur.fetchall()
+    inserted = {row["id"] for row in rows}
     if not inserted:
         return 0
     await conn.execute(
         "INSERT INTO episode_pending (episode_id, user_id) SELECT unnest(%s::uuid[]), %s", (list(inserted), user_id)
     )
-    counts = collections.Counter(
-        t for episode_id, hashed in zip(batch.ids, batch.terms, strict=True) if episode_id in inserted
-        for t in set(hashed)
+    # Every day of a thread that got messages is (re)summarised by the reflector.
+    days = {(bytes(row["thread_tag"]), row["said_at"].date()) for row in rows}
+    await conn.execute(
+        "INSERT INTO reflect_pending (user_id, thread_tag, day) SELECT %s, t, d FROM unnest(%s::bytea[], %s::date[])"
+        " AS x(t, d) ON CONFLICT (user_id, thread_tag, day) DO UPDATE SET queued_at = excluded.queued_at",
+        (user_id, [t for t, _ in days], [d for _, d in days]),
     )
-    counts[ALL_TERM] += len(inserted)
+    counts: collections.Counter[int] = collections.Counter({EPISODES_TERM: len(inserted)})
+    for episode_id, hashed, wording in zip(batch.ids, indexed, batch.wordings, strict=True):
+        if episode_id not in inserted:
+            continue
+        if before.get(wording, 0) + counts[wording] == 0:  # its first time: its words count (once)
+            counts.update(set(hashed))
+            counts[ALL_TERM] += 1
+        counts[wording] += 1
     await conn.execute(
         "INSERT INTO episode_terms (user_id, term, df) SELECT %s, t, n FROM unnest(%s::bigint[], %s::int[]) AS x(t, n)"
         " ON CONFLICT (user_id, term) DO UPDATE SET df = episode_terms.df + excluded.df",
@@ -183,6 +214,46 @@ async def pending_count(conn: Conn, user_id: uuid.UUID) -> int:
 async def indexed_count(conn: Conn, user_id: uuid.UUID) -> int:
     """How many of the user's episodes have an embedding."""
     cur = await conn.execute("SELECT count(*) AS n FROM episode_vectors WHERE user_id = %s", (user_id,))
+    row = await cur.fetchone()
+    return int(row["n"]) if row else 0
+
+
+# -------------------------------------------------------------------------------------------- reflection
+
+
+async def next_day(conn: Conn, settled_before: datetime) -> dict[str, Any] | None:
+    """The newest queued thread day of any user whose last queueing was before ``settled_before`` (a day still
+    being talked about waits): ``user_id, thread_tag, day``; ``None`` when there is none. Locked for the
+    caller's transaction (another reflector skips it)."""
+    cur = await conn.execute(
+        "SELECT user_id, thread_tag, day FROM reflect_pending WHERE queued_at < %s ORDER BY day DESC LIMIT 1"
+        " FOR UPDATE SKIP LOCKED",
+        (settled_before,),
+    )
+    return await cur.fetchone()
+
+
+async def day_done(conn: Conn, user_id: uuid.UUID, thread_tag: bytes, day: date) -> None:
+    """Take a thread's day off the reflector's queue."""
+    await conn.execute(
+        "DELETE FROM reflect_pending WHERE user_id = %s AND thread_tag = %s AND day = %s", (user_id, thread_tag, day)
+    )
+
+
+async def day_of_thread(conn: Conn, key: UserKey, thread_tag: bytes, day: date, limit: int) -> list[dict[str, Any]]:
+    """A thread's messages said on ``day`` (UTC), opened, in time order, at most ``limit`` (the first)."""
+    since = datetime.combine(day, day_time(), UTC)
+    cur = await conn.execute(
+        f"SELECT {COLUMNS}, conversation_id FROM episodes WHERE user_id = %s AND thread_tag = %s AND said_at >= %s"
+        " AND said_at < %s ORDER BY said_at, id LIMIT %s",
+        (key.user_id, thread_tag, since, since + timedelta(days=1), limit),
+    )
+    return [open_row(key, r) for r in await cur.fetchall()]
+
+
+async def reflection_pending(conn: Conn, user_id: uuid.UUID) -> int:
+    """How many of the user's thread days wait to be summarised."""
+    cur = await conn.execute("SELECT count(*) AS n FROM reflect_pending WHERE user_id = %s", (user_id,))
     row = await cur.fetchone()
     return int(row["n"]) if row else 0
 

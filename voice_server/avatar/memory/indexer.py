@@ -4,9 +4,9 @@ Imports and conversations write episodes with their terms at once (lexical searc
 queue them in ``episode_pending``; this one task embeds them with the server's MiniLM embedder and stores the
 vectors. It shares the embedder's single lane with recall on the turn's path, so it hands the lane
 `EMBED_CHUNK` short texts at a time (~20-40 ms on 2 cores): a turn's recall waits at most one chunk. Before
-each batch it waits until no conversation is live (at most `MAX_WAIT_S`, so an idle open call cannot stall
-indexing for ever), and between batches it yields. Idle, it looks for work every `POLL_S` seconds, or at once
-when `wake` is called.
+each batch it waits for `Quiet` (no call live, no turn answered for a few seconds; at most `MAX_WAIT_S`, so an
+idle open call cannot stall indexing for ever), and between batches it yields. Idle, it looks for work every
+`POLL_S` seconds, or at once when `wake` is called.
 """
 
 from __future__ import annotations
@@ -14,12 +14,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
-from typing import Any, Protocol
+import time
 
 import numpy as np
 
 from voice_server.avatar.memory import episodes
+from voice_server.avatar.memory.ports import Embedder
+from voice_server.background import OwnedTask
 from voice_server.live_calls import LiveCalls
 from voice_server.security import fields
 from voice_server.security.keys import Keyring
@@ -32,12 +33,37 @@ EMBED_CHUNK = 16  # texts per embedder call (the lane is shared with recall)
 POLL_S = 2.0
 MAX_WAIT_S = 30.0  # as imports wait (`voice_server.avatar.calls_first`): an idle open call cannot stall indexing
 ERROR_BACKOFF_S = 5.0
+QUIET_S = 5.0  # since the last recall: a conversation in progress recalls every few seconds
 
 
-class Embedder(Protocol):
-    """`models.embed.MiniLmEmbedder`'s async face (memory's, imports' and the indexer's embedder)."""
+class Quiet:
+    """When background memory work may use the CPU and the models: no call is live and no turn recalled
+    memories in the last `QUIET_S` seconds. Text chats are not "live calls", but a reply that waits for an
+    embedding batch or a summary is as slow to its reader: each recall `touch`es this."""
 
-    async def aembed(self, texts: Sequence[str]) -> Any: ...
+    def __init__(self, live: LiveCalls | None) -> None:
+        self._live = live
+        self._last = -QUIET_S
+
+    def touch(self) -> None:
+        """A turn is being answered now."""
+        self._last = time.monotonic()
+
+    async def wait(self, max_wait_s: float | None) -> bool:
+        """Return once quiet, or after ``max_wait_s`` seconds (``None``: no limit); true when quiet."""
+        deadline = None if max_wait_s is None else time.monotonic() + max_wait_s
+        while True:
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                return False
+            if self._live is not None and self._live.count:
+                if not await self._live.until_none(left):
+                    return False
+                continue
+            idle = time.monotonic() - self._last
+            if idle >= QUIET_S:
+                return True
+            await asyncio.sleep(min(QUIET_S - idle, left if left is not None else QUIET_S))
 
 
 class EpisodeIndexer:
@@ -47,23 +73,23 @@ class EpisodeIndexer:
         db: The database.
         keys: Users' data keys (episode texts are sealed).
         embedder: The embedder recall uses (the vectors must share its space).
-        live: The server's live conversations; ``None``: never wait (tests, CLI).
+        quiet: When the server's conversations leave room for background work.
     """
 
-    def __init__(self, db: Database, keys: Keyring, embedder: Embedder, live: LiveCalls | None = None) -> None:
+    def __init__(self, db: Database, keys: Keyring, embedder: Embedder, quiet: Quiet) -> None:
         self._db = db
         self._keys = keys
         self._embedder = embedder
-        self._live = live
+        self._quiet = quiet
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._task = OwnedTask("episode-indexer")
         self.indexed = 0  # episodes embedded since start (metrics, tests)
 
     def start(self) -> None:
         """Start the task (idempotent)."""
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="episode-indexer")
+        if not self._task.running:
+            self._task.start(self._run())
 
     def wake(self) -> None:
         """New episodes were queued: look now instead of at the next poll."""
@@ -72,11 +98,7 @@ class EpisodeIndexer:
 
     async def aclose(self) -> None:
         """Stop the task; what is still queued is indexed after the next start."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._task.close()
 
     async def idle(self) -> None:
         """Wait until the queue was found empty (after the last `wake`)."""
@@ -108,8 +130,8 @@ class EpisodeIndexer:
             for row in rows:
                 key = await self._keys.for_user(conn, row["user_id"])
                 texts.append(key.open(row["text"], fields.episode("text", row["id"])))
-        if self._live is not None and not await self._live.until_none(MAX_WAIT_S):
-            log.debug("episode indexer: a conversation stayed live; indexing one batch anyway")
+        if not await self._quiet.wait(MAX_WAIT_S):
+            log.debug("episode indexer: conversations kept going; indexing one batch anyway")
         # Similar lengths together: the encoder pads each call to its longest text.
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         vectors = np.zeros((len(texts), 384), dtype=np.float32)

@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from typing import TYPE_CHECKING, Any, Protocol, Unpack
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -25,7 +25,9 @@ from voice_server.avatar.memory import episodes, policy
 from voice_server.avatar.memory.episodes import EpisodeBatch
 from voice_server.avatar.memory.evidence import EvidenceSearch, format_evidence
 from voice_server.avatar.memory.extraction import LLM_INSTRUCTIONS, Candidate, Forget, extract, parse_llm_candidates
-from voice_server.avatar.memory.indexer import Embedder, EpisodeIndexer
+from voice_server.avatar.memory.indexer import EpisodeIndexer, Quiet
+from voice_server.avatar.memory.ports import Completer, Embedder
+from voice_server.avatar.memory.reflection import Reflector
 from voice_server.avatar.memory.store import Conn, Match, MemoryStore, NewMemory, Vector
 from voice_server.background import WhenFull, Worker
 from voice_server.live_calls import LiveCalls
@@ -33,8 +35,7 @@ from voice_server.security.keys import Keyring
 from voice_server.stores.postgres import Database
 
 if TYPE_CHECKING:  # types only: the LLM runtime is imported when the models load
-    from models.chat_prompt import Message
-    from models.llm import GenerateOptions
+    pass
 
 log = logging.getLogger(__name__)
 
@@ -46,12 +47,6 @@ RECENT_CONVERSATIONS = 1024
 RECOVER_WITHIN_S = 24 * 3600.0
 DRAIN_TIMEOUT_S = 5.0
 FORGET_LATEST_WITHIN_S = 15 * 60.0
-
-
-class Completer(Protocol):
-    """`models.llm.CT2Llm`'s one-shot completion."""
-
-    async def acomplete(self, messages: Sequence[Message], **options: Unpack[GenerateOptions]) -> str: ...
 
 
 @dataclass(slots=True)
@@ -126,7 +121,8 @@ class MemoryService:
             are queued at `start`, and each learnt turn is marked in the same transaction as its memories.
         weights: Recall ranking.
         llm: When given, the local LLM also proposes candidates (JSON, strictly parsed); rules always run.
-        live: The server's live conversations: the episode indexer steps aside for them.
+        live: The server's live conversations: the episode indexer and the reflector step aside for them.
+        reflect_llm: When given, the reflector summarises each thread's days with it (`reflection`).
     """
 
     def __init__(
@@ -139,6 +135,7 @@ class MemoryService:
         weights: policy.RecallWeights | None = None,
         llm: Completer | None = None,
         live: LiveCalls | None = None,
+        reflect_llm: Completer | None = None,
     ) -> None:
         self.db = db
         self.keys = keys
@@ -148,7 +145,11 @@ class MemoryService:
         self.weights = weights or policy.RecallWeights()
         self.llm = llm
         self.evidence = EvidenceSearch(db, keys, self.store, self.weights)
-        self.indexer = EpisodeIndexer(db, keys, embedder, live)
+        self.quiet = Quiet(live)
+        self.indexer = EpisodeIndexer(db, keys, embedder, self.quiet)
+        self.reflector = (
+            Reflector(db, keys, self.store, reflect_llm, embedder, self.quiet) if reflect_llm is not None else None
+        )
         self._worker = Worker("memory-worker")
         # Recall stamps (last_recalled_at) are written by the worker, off the turn's critical path; they are
         # cheap, so they go before the turns waiting to be learnt (the first lane is served first). A full
@@ -179,6 +180,8 @@ class MemoryService:
         """Start the workers and queue turns whose extraction never finished (crash or full queue)."""
         self._worker.start()
         self.indexer.start()
+        if self.reflector is not None:
+            self.reflector.start()
         try:
             await self._recover()
         except Exception:
@@ -188,6 +191,8 @@ class MemoryService:
         """Finish queued jobs for up to `DRAIN_TIMEOUT_S` (the rest are retried at the next start), then stop."""
         await self._worker.close(drain_s=DRAIN_TIMEOUT_S)
         await self.indexer.aclose()
+        if self.reflector is not None:
+            await self.reflector.aclose()
 
     async def drained(self) -> None:
         """Wait until the queues are empty and no job is running."""
@@ -258,7 +263,7 @@ class MemoryService:
         for text, speaker, is_user in ((job.user_text, "user", True), (job.reply_text, "avatar", False)):
             if text.strip():
                 batch.add(key, text=text, speaker=speaker, thread="conversation", thread_id=thread_id,
-                          is_user=is_user, said_at=job.at, turn_id=job.turn_id)
+                          is_user=is_user, said_at=job.at, turn_id=job.turn_id, conversation_id=job.conversation_id)
         await episodes.insert_batch(conn, job.user_id, batch)
         return await episodes.of_turn(conn, job.user_id, job.turn_id)
 
@@ -348,6 +353,7 @@ class MemoryService:
         if not text.strip():
             return "", None
         vector: Vector | None = None
+        self.quiet.touch()  # a turn is being answered: background memory work waits
         try:
             async with asyncio.timeout(RECALL_TIMEOUT_S):
                 vector = await self.embed_one(text)
@@ -390,10 +396,12 @@ class MemoryService:
             return await episodes.fetch(conn, await self.keys.for_user(conn, user_id), ids)
 
     async def index_status(self, user_id: uuid.UUID) -> dict[str, int]:
-        """The user's episodes waiting for an embedding (``pending``) and embedded (``indexed``)."""
+        """The user's episodes waiting for an embedding (``pending``) and embedded (``indexed``), and the
+        thread days waiting to be summarised (``reflection_pending``)."""
         async with self.db.pool.connection() as conn:
             return {"pending": await episodes.pending_count(conn, user_id),
-                    "indexed": await episodes.indexed_count(conn, user_id)}
+                    "indexed": await episodes.indexed_count(conn, user_id),
+                    "reflection_pending": await episodes.reflection_pending(conn, user_id)}
 
     async def search(self, user_id: uuid.UUID, query: str, limit: int) -> list[Match]:
         """Semantic search for the API: the user's live memories nearest ``query``, best first."""

@@ -26,7 +26,10 @@ from voice_server.stores.user_rows import UserRows
 
 Kind = Literal["fact", "preference", "person", "plan", "feeling", "event"]
 KINDS: tuple[Kind, ...] = ("fact", "preference", "person", "plan", "feeling", "event")
-Source = Literal["conversation", "user", "import"]
+# A memory's kind as stored: the kinds above, or a summary of a day of messages (`reflection`), which only the
+# reflector writes (never extraction, never the API's add/correct).
+StoredKind = Kind | Literal["summary"]
+Source = Literal["conversation", "user", "import", "reflection"]
 Vector = npt.NDArray[np.float32]
 Conn = psycopg.AsyncConnection[dict[str, Any]]
 
@@ -63,7 +66,7 @@ def parse_page_cursor(cursor: str) -> PageKey:
 
 COLUMNS = (
     "id, text, kind, importance, subject, event_date, said_at, source, source_conversation_id, created_at, updated_at,"
-    " last_recalled_at, recall_count, superseded_by, superseded_at, episode_id"
+    " last_recalled_at, recall_count, superseded_by, superseded_at, episode_id, cites"
 )
 
 
@@ -72,7 +75,7 @@ class NewMemory:
     """A memory to insert. ``text`` is the user's own statement ("My sister Ana lives in Porto.")."""
 
     text: str
-    kind: Kind = "fact"
+    kind: StoredKind = "fact"
     importance: float = 0.5
     subject: str | None = None
     event_date: date | None = None
@@ -80,6 +83,8 @@ class NewMemory:
     conversation_id: uuid.UUID | None = None
     said_at: datetime | None = None  # when it was said (an imported message's time); None: now
     episode_id: uuid.UUID | None = None  # the message or turn it was taken from (its provenance)
+    cites: tuple[uuid.UUID, ...] = ()  # a summary's messages (episode ids)
+    reflects: bytes | None = None  # a summary's thread and day (keyed tag)
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,8 +123,9 @@ class MemoryStore:
         memory_id = uuid.uuid4()
         cur = await conn.execute(
             "INSERT INTO memories (id, user_id, text, kind, importance, embedding, subject, subject_tag, event_date,"
-            " source, source_conversation_id, said_at, updated_at, episode_id)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, coalesce(%s, now()), coalesce(%s, now()), %s)"
+            " source, source_conversation_id, said_at, updated_at, episode_id, cites, reflects)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, coalesce(%s, now()), coalesce(%s, now()), %s, %s,"
+            " %s)"
             f" RETURNING {COLUMNS}",
             (
                 memory_id,
@@ -136,6 +142,8 @@ class MemoryStore:
                 memory.said_at,
                 memory.said_at,
                 memory.episode_id,
+                list(memory.cites) or None,
+                memory.reflects,
             ),
         )
         row = await cur.fetchone()
@@ -266,7 +274,7 @@ class MemoryStore:
         limit: int,
         before: datetime | None = None,
         after: PageKey | None = None,
-        kind: Kind | None = None,
+        kind: StoredKind | None = None,
         include_superseded: bool = False,
     ) -> list[dict[str, Any]]:
         """Newest first (``created_at``, then ``id``, both descending): ``limit`` rows created before
@@ -333,6 +341,16 @@ class MemoryStore:
         for row in await cur.fetchall():
             deleted += await self.delete(conn, user_id, row["id"])
         return deleted
+
+
+async def summary_of(conn: Conn, user_id: uuid.UUID, reflects: bytes) -> uuid.UUID | None:
+    """The user's live summary of a thread's day (`NewMemory.reflects`), if there is one."""
+    cur = await conn.execute(
+        "SELECT id FROM memories WHERE user_id = %s AND reflects = %s AND superseded_at IS NULL LIMIT 1",
+        (user_id, reflects),
+    )
+    row = await cur.fetchone()
+    return None if row is None else row["id"]
 
 
 async def dated_on(

@@ -94,6 +94,12 @@ def proper_names(text: str) -> list[tuple[str, str]]:
     return list(found.items())
 
 
+def said_term(text: str) -> str:
+    """The term of a message's whole wording (its `words`, or its lower-cased text when it has none): counted
+    per user, it tells a message said again and again (small talk) from one said once."""
+    return "said|" + (" ".join(words(text)) or text.strip().lower())
+
+
 def term_hash(key: UserKey, term: str) -> int:
     """A term's keyed hash: a signed 64-bit integer (Postgres ``bigint``)."""
     return int.from_bytes(key.tag("term|" + term)[:8], "big", signed=True)

@@ -31,7 +31,7 @@ from voice_server import accounts
 from voice_server.avatar.imports import store as imports_store
 from voice_server.avatar.imports.store import TypedMessage
 from voice_server.avatar.memory import store as memory_store
-from voice_server.avatar.memory.indexer import Embedder
+from voice_server.avatar.memory.ports import Embedder
 from voice_server.avatar.persona.lexicon import Lexicon
 from voice_server.avatar.persona.profile import MemoryFact, PersonaDoc, ProfileExtractor
 from voice_server.avatar.persona.store import PersonaStore

@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from voice_server.avatar.memory.indexer import Embedder
+from voice_server.avatar.memory.ports import Embedder
 from voice_server.avatar.persona.build import ChatTexts, build_persona
 from voice_server.avatar.persona.prompt import EDIT_KEYS, examples_section, system_prompt
 from voice_server.avatar.persona.store import PersonaRow, PersonaStore, Vector
