@@ -118,8 +118,7 @@ def run(profile: str, quick: bool) -> tuple[dict[str, Any], dict[str, str]]:
             questions.append(q)
     messages = {m.id: m for chat in history.chats.values() for m in chat}
     tmp = Path(tempfile.mkdtemp(prefix="bench-memory-recall-"))
-    server = start_server(tmp, models=True, timeout=600, SOMA_SIGNUP="open", SOMA_MODEL_PROFILE=profile,
-                          SOMA_MEMORY_REFLECTION="true")  # the product's default (tests turn it off)
+    server = start_server(tmp, models=True, timeout=600, SOMA_SIGNUP="open", SOMA_MODEL_PROFILE=profile)
     metrics: dict[str, Any] = {"questions": len(questions), "messages": len(messages)}
     try:
         loaded = httpx.get(server.base_url + "/healthz").json().get("models", [])
@@ -137,6 +136,8 @@ def run(profile: str, quick: bool) -> tuple[dict[str, Any], dict[str, str]]:
             time.sleep(1.0)
         metrics["index_100k_s"] = round(time.perf_counter() - started, 1)
         metrics["memories"] = count_memories(server, token)
+        # Day summaries (off by default: SOMA_MEMORY_REFLECTION) that existed when the questions began.
+        metrics["summaries"] = count_memories(server, token, kind="summary")
 
         recall: dict[str, list[float]] = defaultdict(list)
         f1: dict[str, list[float]] = defaultdict(list)
@@ -187,10 +188,11 @@ def ask(srv: ServerProcess, token: str, question: str) -> str:
     return str(r.json()["choices"][0]["message"]["content"])
 
 
-def count_memories(srv: ServerProcess, token: str) -> int:
+def count_memories(srv: ServerProcess, token: str, kind: str | None = None) -> int:
     total, cursor = 0, None
     while True:
-        params: dict[str, Any] = {"limit": 200, **({"cursor": cursor} if cursor else {})}
+        params: dict[str, Any] = {"limit": 200, **({"cursor": cursor} if cursor else {}),
+                                  **({"kind": kind} if kind else {})}
         page = api(srv, "GET", "/v1/memories", token, params=params).json()
         total += len(page["data"])
         if not page["has_more"]:

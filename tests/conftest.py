@@ -80,11 +80,7 @@ def start_server(
     data_dir = tmp / "data"
     log_path = tmp / "server.log"
     extra = {"SOMA_PORT": str(port), "SOMA_LOAD_MODELS": "true" if models else "false", "SOMA_MODEL_PROFILE": "ci",
-             "SOMA_SIP_BIND": "off",  # tests that call over SIP pass their own port; the others must not race for 5060
-             # Summarising imported days keeps the LLM busy in the background for minutes after a big import;
-             # the tests of reflection turn it on (tests/server/test_episodic_memory.py), the others must not
-             # share their CPU with it.
-             "SOMA_MEMORY_REFLECTION": "false"}
+             "SOMA_SIP_BIND": "off"}  # tests that call over SIP pass their own port; the others must not race for 5060
     extra.update(env)
     args = [*SOMA, "serve"] + ([] if tls else ["--http"])
     with open(log_path, "wb") as log:

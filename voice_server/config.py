@@ -83,7 +83,8 @@ class Settings:
             run). Off by default: on a 2-core machine it competes with live calls for the CPU.
         memory_budget_tokens: Most prompt tokens recalled memories may take per turn.
         memory_reflection: Summarise each chat's and conversation's days with the local LLM in the background
-            (when no conversation is going on), as memories that cite their messages.
+            (when no conversation is going on), as memories that cite their messages. Off by default: the full
+            profile's Qwen2.5-0.5B gave no grounded summary in a sample of days (it copies the transcript).
         proactive: Run the proactive scheduler in this process (greetings, check-ins, "on this day",
             milestones). Several processes on one database may all run it: each message is sent once.
         proactive_interval_s: The longest the scheduler waits between passes (it wakes earlier when a job is
@@ -157,7 +158,7 @@ class Settings:
     shutdown_timeout_s: int = 10
     memory_llm_extraction: bool = False
     memory_budget_tokens: int = 200
-    memory_reflection: bool = True
+    memory_reflection: bool = False
     proactive: bool = True
     proactive_interval_s: int = 60
     webrtc_ice_servers: str = ""

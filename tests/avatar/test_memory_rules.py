@@ -152,7 +152,7 @@ def test_recall_ranks_by_relevance_recency_importance_within_budget() -> None:
     text = format_evidence(hits, [], budget_tokens=200)
     assert text.startswith(EVIDENCE_HEADER) and "- 2026-11-30, the user: Fresh and relevant." in text
     assert format_evidence([], [], budget_tokens=200) == ""
-    assert "Nothing you remember mentions Havana." in format_evidence([], ["Havana"], budget_tokens=200)
+    assert "Nothing you remember mentions Havana," in format_evidence([], ["Havana"], budget_tokens=200)
 
 
 def test_recalled_memories_never_change_the_cached_system_prefix() -> None:

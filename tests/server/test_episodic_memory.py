@@ -234,10 +234,19 @@ class CannedLlm:
 
 
 def test_a_summary_is_kept_only_when_it_cites_the_day_s_messages() -> None:
-    assert parse("Ana's brother Tomas moves to Berlin in May [2][4].", 6) == (
+    day = [{"speaker": who, "text": text} for _, who, text in DAY]
+    assert parse("Ana's brother Tomas moves to Berlin in May [2][4].", day) == (
         "Ana's brother Tomas moves to Berlin in May.", [1, 3])
-    for ungrounded in ("NOTHING", "Tomas moves to Berlin.", "Tomas moves to Berlin [7].", "[2]", ""):
-        assert parse(ungrounded, 6) is None, ungrounded
+    ungrounded = [
+        "NOTHING", "Tomas moves to Berlin.", "Tomas moves to Berlin in May [7].", "[2]", "", "[3] [10]",
+        # What Qwen2.5-0.5B wrote for real days: the transcript given back, a message copied, a refusal.
+        "[1] Maya Ortiz: hey how are you [2] Ana Souza: Good! Big news",
+        "Ana Souza: Good! Big news: Tomas is moving to Berlin in May [2]",
+        "She said: Good! Big news: Tomas is moving to Berlin in May [2]",
+        "I'm sorry, but I don't have any news or plans for this day [1].",
+    ]
+    for output in ungrounded:
+        assert parse(output, day) is None, output
 
 
 async def reflect_all(reflector: Reflector) -> None:

@@ -156,6 +156,7 @@ async def search_evidence(
     nothing the caller ever said or heard contains. The ``Server-Timing`` header splits the time into
     ``embed`` and ``search``."""
     service = _service(res)
+    service.quiet.touch()  # the user is looking: background memory work waits, as for a turn
     started = time.perf_counter()
     vector = await service.embed_one(q)
     embedded = time.perf_counter()

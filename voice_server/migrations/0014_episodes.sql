@@ -21,6 +21,7 @@ CREATE TABLE episodes (
     said_at         timestamptz NOT NULL,
     event_date      date,
     terms           bigint[] NOT NULL,
+    wording         bigint NOT NULL,    -- keyed hash of its whole wording: how often it was said is in episode_terms
     CHECK ((message_id IS NULL) <> (turn_id IS NULL))
 );
 CREATE INDEX episodes_user_at_idx ON episodes (user_id, said_at);

@@ -41,7 +41,8 @@ ALL_TERM = 0
 EPISODES_TERM = 1  # likewise, the user's number of episodes (what a dense scan reads)
 INDEXED_REPEATS = 8  # the times one wording is indexed by its words (`insert_batch`)
 EPISODE_COLUMNS: tuple[EpisodeColumn, ...] = ("thread", "speaker", "text")
-COLUMNS = "id, message_id, turn_id, thread_tag, thread, speaker, is_user, text, said_at, event_date, terms"
+COLUMNS = "id, message_id, turn_id, thread_tag, thread, speaker, is_user, text, said_at, event_date, terms, wording"
+_E_COLUMNS = ", ".join("e." + c for c in COLUMNS.split(", "))
 
 
 @dataclass(slots=True)
@@ -102,12 +103,13 @@ class EpisodeBatch:
 
 _INSERT = (
     "INSERT INTO episodes (id, user_id, message_id, turn_id, conversation_id, thread_tag, thread, speaker, is_user,"
-    " text, said_at, event_date, terms) SELECT e.id, %s, e.message_id, e.turn_id, e.conversation_id, e.thread_tag,"
-    " e.thread, e.speaker, e.is_user, e.text, e.said_at, e.event_date, string_to_array(e.terms, ',')::bigint[]"
+    " text, said_at, event_date, terms, wording) SELECT e.id, %s, e.message_id, e.turn_id, e.conversation_id,"
+    " e.thread_tag, e.thread, e.speaker, e.is_user, e.text, e.said_at, e.event_date,"
+    " string_to_array(e.terms, ',')::bigint[], e.wording"
     " FROM unnest(%s::uuid[], %s::uuid[], %s::bigint[], %s::uuid[], %s::bytea[], %s::bytea[], %s::bytea[],"
-    " %s::boolean[], %s::bytea[], %s::timestamptz[], %s::date[], %s::text[])"
+    " %s::boolean[], %s::bytea[], %s::timestamptz[], %s::date[], %s::text[], %s::bigint[])"
     " AS e(id, message_id, turn_id, conversation_id, thread_tag, thread, speaker, is_user, text, said_at,"
-    " event_date, terms)"
+    " event_date, terms, wording)"
     # An imported message that was already there (a re-import) was not inserted: its episode is not either.
     " WHERE (e.message_id IS NULL OR EXISTS (SELECT 1 FROM imported_messages m WHERE m.id = e.message_id))"
     # A turn learnt twice (recovered after a crash) keeps its first episodes.
@@ -137,7 +139,7 @@ async def insert_batch(conn: Conn, user_id: uuid.UUID, batch: EpisodeBatch) -> i
     cur = await conn.execute(_INSERT, (
         user_id, batch.ids, batch.message_ids, batch.turn_ids, batch.conversation_ids, batch.thread_tags,
         batch.threads, batch.speakers, batch.is_user, batch.texts, batch.said_at, batch.event_dates,
-        [",".join(map(str, t)) for t in indexed],
+        [",".join(map(str, t)) for t in indexed], batch.wordings,
     ))
     rows = await cur.fetchall()
     inserted = {row["id"] for row in rows}
@@ -222,13 +224,14 @@ async def indexed_count(conn: Conn, user_id: uuid.UUID) -> int:
 
 
 async def next_day(conn: Conn, settled_before: datetime) -> dict[str, Any] | None:
-    """The newest queued thread day of any user whose last queueing was before ``settled_before`` (a day still
-    being talked about waits): ``user_id, thread_tag, day``; ``None`` when there is none. Locked for the
-    caller's transaction (another reflector skips it)."""
+    """The newest settled queued thread day of any user: a day before ``settled_before``'s (an imported one),
+    or one last queued before ``settled_before`` (today's, once the conversation has paused). ``user_id,
+    thread_tag, day``; ``None`` when there is none. Locked for the caller's transaction (another reflector
+    skips it)."""
     cur = await conn.execute(
-        "SELECT user_id, thread_tag, day FROM reflect_pending WHERE queued_at < %s ORDER BY day DESC LIMIT 1"
-        " FOR UPDATE SKIP LOCKED",
-        (settled_before,),
+        "SELECT user_id, thread_tag, day FROM reflect_pending WHERE day < %s OR queued_at < %s"
+        " ORDER BY day DESC LIMIT 1 FOR UPDATE SKIP LOCKED",
+        (settled_before.date(), settled_before),
     )
     return await cur.fetchone()
 
@@ -366,9 +369,12 @@ async def nearest_in_period(
 
 
 async def fetch(conn: Conn, key: UserKey, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, dict[str, Any]]:
-    """The user's episodes among ``ids``, opened (thread, speaker, text), by id; another user's are missing."""
+    """The user's episodes among ``ids``, opened (thread, speaker, text), with ``repeats`` (how many times the
+    user's history holds their wording), by id; another user's are missing."""
     cur = await conn.execute(
-        f"SELECT {COLUMNS} FROM episodes WHERE user_id = %s AND id = ANY(%s::uuid[])", (key.user_id, list(ids))
+        f"SELECT {_E_COLUMNS}, coalesce(t.df, 1) AS repeats FROM episodes e LEFT JOIN episode_terms t"
+        " ON t.user_id = e.user_id AND t.term = e.wording WHERE e.user_id = %s AND e.id = ANY(%s::uuid[])",
+        (key.user_id, list(ids)),
     )
     return {r["id"]: open_row(key, r) for r in await cur.fetchall()}
 

@@ -2,7 +2,8 @@
 
 Broad questions ("what happened with the house?") are answered better by "On 2 March, in the chat with Dad:
 the roofer found a cracked tile [4]; …" than by any single message. Every day of a thread that got messages is
-queued (`episodes.insert_batch`); once the day has settled (`SETTLE_S` without new messages), the reflector
+queued (`episodes.insert_batch`); once the day has settled (an earlier day, or `SETTLE_S` without new messages
+today's), the reflector
 asks the local LLM for one or two sentences that cite the numbered messages they come from, and stores them as
 a memory of kind ``summary`` (source ``reflection``) with those messages' episode ids (``cites``). A summary
 that cites nothing, cites messages that do not exist, or is empty or outsized is not stored: an ungrounded
@@ -49,6 +50,9 @@ INSTRUCTIONS = (
     " number of the message it comes from in brackets, like [3]. If nothing of note happened, write NOTHING."
 )
 _CITE = re.compile(r"\[(\d{1,3})\]")
+_REFUSAL = re.compile(r"\b(I'?m sorry|I can'?t|I cannot|as an AI|I don'?t have)\b", re.IGNORECASE)
+MIN_WORDS = 5
+COPY_MIN_CHARS = 25  # a message this long found whole in the output: copied, not summarised
 
 
 def prompt(lines: Sequence[dict[str, Any]], day: date) -> list[Message]:
@@ -63,17 +67,26 @@ def prompt(lines: Sequence[dict[str, Any]], day: date) -> list[Message]:
             {"role": "user", "content": f"{header}, {day.isoformat()}:\n{numbered}"}]
 
 
-def parse(output: str, count: int) -> tuple[str, list[int]] | None:
+def parse(output: str, lines: Sequence[dict[str, Any]]) -> tuple[str, list[int]] | None:
     """The summary's text without its citations, and the 0-based messages it cites, or ``None`` when it is not
-    a grounded summary (NOTHING, no valid citation, a citation past ``count``, too short or long)."""
+    a grounded summary of ``lines``: NOTHING, no valid citation or one past the last message, too short or long,
+    a refusal, or the transcript given back instead of a summary (it starts with a citation, labels speakers
+    like the prompt's lines, or repeats a message word for word) — what Qwen2.5-0.5B writes for nearly every
+    day (see the README)."""
     text = output.strip()
-    if not text or text.upper().startswith("NOTHING"):
+    if not text or text.upper().startswith("NOTHING") or text.startswith("[") or _REFUSAL.search(text):
         return None
     cited = [int(n) for n in _CITE.findall(text)]
-    if not cited or any(not 1 <= n <= count for n in cited):
+    if not cited or any(not 1 <= n <= len(lines) for n in cited):
         return None
     clean = " ".join(_CITE.sub("", text).split()).replace(" .", ".").replace(" ,", ",")
-    if not MIN_CHARS <= len(clean) <= MAX_CHARS:
+    if not MIN_CHARS <= len(clean) <= MAX_CHARS or len(clean.split()) < MIN_WORDS:
+        return None
+    if any(f"{_speaker(row)}:" in clean for row in lines):
+        return None
+    lowered = clean.lower()
+    if any(len(said := " ".join(str(row["text"]).split()).lower()) >= COPY_MIN_CHARS and said in lowered
+           for row in lines):
         return None
     return clean, sorted({n - 1 for n in cited})
 
@@ -141,7 +154,7 @@ class Reflector:
             await episodes.day_done(conn, user_id, tag, on)
         if len(lines) >= MIN_MESSAGES:
             output = await self._llm.acomplete(prompt(lines, on), max_tokens=MAX_TOKENS, temperature=0.0)
-            found = parse(output, len(lines))
+            found = parse(output, lines)
             if found is not None:
                 await self._store_summary(user_id, tag, on, lines, *found)
             else:
