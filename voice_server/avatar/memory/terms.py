@@ -18,7 +18,6 @@ from __future__ import annotations
 import functools
 import re
 import threading
-from collections.abc import Iterable
 
 import snowballstemmer
 
@@ -94,20 +93,16 @@ def proper_names(text: str) -> list[tuple[str, str]]:
     return list(found.items())
 
 
-def said_term(text: str) -> str:
-    """The term of a message's whole wording (its `words`, or its lower-cased text when it has none): counted
-    per user, it tells a message said again and again (small talk) from one said once."""
-    return "said|" + (" ".join(words(text)) or text.strip().lower())
+def said_term(text: str, said: list[str] | None = None) -> str:
+    """The term of a message's whole wording (its `words` — ``said`` when already known —, or its lower-cased
+    text when it has none): counted per user, it tells a message said again and again (small talk) from one
+    said once."""
+    return "said|" + (" ".join(words(text) if said is None else said) or text.strip().lower())
 
 
 def term_hash(key: UserKey, term: str) -> int:
     """A term's keyed hash: a signed 64-bit integer (Postgres ``bigint``)."""
     return int.from_bytes(key.tag("term|" + term)[:8], "big", signed=True)
-
-
-def hashes(key: UserKey, terms: Iterable[str]) -> list[int]:
-    """`term_hash` of each term, in order."""
-    return [term_hash(key, t) for t in terms]
 
 
 def speaker_term(word: str) -> str:
@@ -118,12 +113,3 @@ def speaker_term(word: str) -> str:
 def thread_term(word: str) -> str:
     """The term a message carries for each word of its chat's name (the other person, in a two-person chat)."""
     return "with:" + word
-
-
-def message_terms(text: str, speaker: str, thread: str) -> list[str]:
-    """Every term one message is indexed under: its words, its speaker's and its thread's name words."""
-    return [
-        *words(text),
-        *(speaker_term(w) for w in name_words(speaker)),
-        *(thread_term(w) for w in name_words(thread)),
-    ]
