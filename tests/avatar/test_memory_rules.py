@@ -153,6 +153,7 @@ def test_recall_ranks_by_relevance_recency_importance_within_budget() -> None:
     assert text.startswith(EVIDENCE_HEADER) and "- 2026-11-30, the user: Fresh and relevant." in text
     assert format_evidence([], [], budget_tokens=200) == ""
     assert "Nothing you remember mentions Havana," in format_evidence([], ["Havana"], budget_tokens=200)
+    assert format_evidence(hits, ["Havana"], budget_tokens=0) == ""  # SOMA_MEMORY_BUDGET_TOKENS=0: recall off
 
 
 def test_recalled_memories_never_change_the_cached_system_prefix() -> None:

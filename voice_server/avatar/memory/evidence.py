@@ -385,7 +385,10 @@ def evidence_line(hit: Hit) -> str:
 
 def format_evidence(hits: Sequence[Hit], unknown: Sequence[str], budget_tokens: int) -> str:
     """The prompt section of recalled evidence, best first, within ``budget_tokens`` (empty when there is
-    nothing to say); names the user never mentioned are listed so the model says it does not know them."""
+    nothing to say, and always with no budget: recall is off); names the user never mentioned are listed so
+    the model says it does not know them."""
+    if budget_tokens <= 0:
+        return ""
     lines: list[str] = []
     spent = policy.estimate_tokens(EVIDENCE_HEADER)
     for hit in hits:

@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -33,9 +33,6 @@ from voice_server.background import WhenFull, Worker
 from voice_server.live_calls import LiveCalls
 from voice_server.security.keys import Keyring
 from voice_server.stores.postgres import Database
-
-if TYPE_CHECKING:  # types only: the LLM runtime is imported when the models load
-    pass
 
 log = logging.getLogger(__name__)
 
