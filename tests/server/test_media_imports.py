@@ -112,7 +112,9 @@ def test_the_same_recording_again_is_not_transcribed_twice(srv: ServerProcess) -
     _, messages, _ = exported(srv, token)
     assert not messages[0]["is_user"] and messages[0]["sender"] == "Ana Souza"
     assert messages[0]["at"].startswith("2023-01-02T03:04:05") and "sardines" in messages[0]["text"].lower()
-    assert first["memories"] == 0  # someone else's words are not the user's memories
+    # Someone else's words are never the user's memories: what is kept of them is kept as theirs (issue 20).
+    kept = [m["text"] for m in api(srv, "GET", "/v1/memories", token).json()["data"]]
+    assert len(kept) == first["memories"] and all(t.startswith("Ana Souza said: ") for t in kept), kept
 
 
 def test_a_video_gives_its_transcript_and_keyframes_as_sealed_media(srv: ServerProcess) -> None:

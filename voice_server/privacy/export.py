@@ -68,6 +68,7 @@ NOT_EXPORTED = {
     "episode_vectors": "embeddings derived from episodes.jsonl's texts",
     "episode_pending": "the indexer's queue: which episodes wait for an embedding",
     "episode_terms": "keyed word-hash counts derived from episodes.jsonl's texts",
+    "reflect_pending": "the reflector's queue: which days wait to be summarised",
 }
 _BATCH = 500
 
