@@ -161,7 +161,7 @@ async def make_side(
         )
         await service.start()
     state = LiveState(session_id_for(conversation_id), str(user_id), str(conversation_id), "bench", "chat")
-    sessions = LiveSessions(redis, db, keys)
+    sessions = LiveSessions(redis, db, keys, conversations)
     context = AvatarContext(conversations, conversation_id, user_id, PERSONA, service, live=(sessions, state))
     return Side(name, keys, user_id, conversations, context, service)
 
