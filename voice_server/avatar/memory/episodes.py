@@ -332,15 +332,10 @@ async def nearest_later_in_thread(
 ) -> list[tuple[uuid.UUID, float]]:
     """The dense ranking among what ``row``'s speaker said later in its thread, within ``within`` of it (how a
     story they started went on)."""
-    cur = await conn.execute(
-        "SELECT v.episode_id, 1 - (v.embedding <=> %s) AS similarity FROM episodes e"
-        " JOIN episode_vectors v ON v.episode_id = e.id WHERE e.user_id = %s AND v.user_id = %s"
-        " AND e.thread_tag = %s AND e.is_user = %s AND e.said_at > %s AND e.said_at <= %s"
-        " ORDER BY v.embedding <=> %s LIMIT %s",
-        (vector, user_id, user_id, row["thread_tag"], row["is_user"], row["said_at"], row["said_at"] + within,
-         vector, limit),
+    return await _nearest_where(
+        conn, user_id, vector, limit, "e.thread_tag = %s AND e.is_user = %s AND e.said_at > %s AND e.said_at <= %s",
+        (row["thread_tag"], row["is_user"], row["said_at"], row["said_at"] + within),
     )
-    return [(r["episode_id"], float(r["similarity"])) for r in await cur.fetchall()]
 
 
 async def document_frequencies(conn: Conn, user_id: uuid.UUID, hashed: Sequence[int]) -> dict[int, int]:
@@ -369,13 +364,7 @@ async def nearest_with_terms(
     conn: Conn, user_id: uuid.UUID, vector: Vector, hashed: list[int], limit: int
 ) -> list[tuple[uuid.UUID, float]]:
     """The dense ranking among the user's episodes holding any of ``hashed`` (a person's chat and words)."""
-    cur = await conn.execute(
-        "SELECT v.episode_id, 1 - (v.embedding <=> %s) AS similarity FROM episodes e"
-        " JOIN episode_vectors v ON v.episode_id = e.id WHERE e.user_id = %s AND v.user_id = %s"
-        " AND e.terms && %s::bigint[] ORDER BY v.embedding <=> %s LIMIT %s",
-        (vector, user_id, user_id, hashed, vector, limit),
-    )
-    return [(r["episode_id"], float(r["similarity"])) for r in await cur.fetchall()]
+    return await _nearest_where(conn, user_id, vector, limit, "e.terms && %s::bigint[]", (hashed,))
 
 
 async def nearest_in_period(
@@ -384,12 +373,22 @@ async def nearest_in_period(
     """The dense ranking among the user's episodes said in [start, end] or about a day in it."""
     since = datetime.combine(start, day_time(), UTC)
     until = datetime.combine(end + timedelta(days=1), day_time(), UTC)
+    return await _nearest_where(
+        conn, user_id, vector, limit, "((e.said_at >= %s AND e.said_at < %s) OR e.event_date BETWEEN %s AND %s)",
+        (since, until, start, end),
+    )
+
+
+async def _nearest_where(
+    conn: Conn, user_id: uuid.UUID, vector: Vector, limit: int, condition: str, params: tuple[Any, ...]
+) -> list[tuple[uuid.UUID, float]]:
+    """The exact dense ranking among the user's embedded episodes that meet ``condition`` (SQL on ``e``, the
+    episode, with ``params``): (id, cosine similarity), best first."""
     cur = await conn.execute(
         "SELECT v.episode_id, 1 - (v.embedding <=> %s) AS similarity FROM episodes e"
         " JOIN episode_vectors v ON v.episode_id = e.id WHERE e.user_id = %s AND v.user_id = %s"
-        " AND ((e.said_at >= %s AND e.said_at < %s) OR e.event_date BETWEEN %s AND %s)"
-        " ORDER BY v.embedding <=> %s LIMIT %s",
-        (vector, user_id, user_id, since, until, start, end, vector, limit),
+        f" AND {condition} ORDER BY v.embedding <=> %s LIMIT %s",  # noqa: S608 (conditions are this module's)
+        (vector, user_id, user_id, *params, vector, limit),
     )
     return [(r["episode_id"], float(r["similarity"])) for r in await cur.fetchall()]
 
